@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from grantflow.cli.main import main
+
+main()

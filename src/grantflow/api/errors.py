@@ -1,0 +1,96 @@
+"""The one error handler: every error leaves as `{"error": {code, message, ...}}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from grantflow.errors import GrantflowError, InternalError
+
+log = structlog.get_logger("grantflow.api")
+
+
+def error_response(request: Request, status: int, body: dict[str, Any]) -> JSONResponse:
+    body["request_id"] = getattr(request.state, "request_id", None)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+async def _on_grantflow_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, GrantflowError)
+    if exc.http_status >= 500:
+        log.error("http.error", code=exc.code, message=exc.message)
+    return error_response(request, exc.http_status, exc.to_dict())
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(err.get("type") == "json_invalid" for err in errors):
+        detail = errors[0].get("ctx", {}).get("error", "invalid JSON")
+        return error_response(
+            request,
+            400,
+            {
+                "code": "malformed_json",
+                "message": f"the request body is not valid JSON: {detail}",
+                "failure_class": "validation",
+                "next_action": "send a JSON document with Content-Type: application/json",
+            },
+        )
+    details = []
+    for err in errors:
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field; remove it (check the spelling of the field name)"
+        details.append({"field": _field_path(err["loc"]), "message": message, "type": err["type"]})
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+    return error_response(
+        request,
+        422,
+        {
+            "code": "validation_error",
+            "message": f"the request is not valid: {summary}",
+            "failure_class": "validation",
+            "details": details,
+        },
+    )
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    messages = {
+        404: f"no such endpoint: {request.url.path}",
+        405: f"{request.method} is not allowed on {request.url.path}",
+    }
+    return error_response(
+        request,
+        exc.status_code,
+        {
+            "code": codes.get(exc.status_code, "http_error"),
+            "message": messages.get(exc.status_code, str(exc.detail)),
+            "failure_class": "validation",
+        },
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("http.unhandled", error_type=type(exc).__name__)
+    return error_response(request, 500, InternalError("an unexpected error occurred").to_dict())
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(GrantflowError, _on_grantflow_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)

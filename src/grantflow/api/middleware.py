@@ -1,0 +1,168 @@
+"""One ASGI middleware for what every request needs: a request id, a log line, metrics,
+and the body guards (size limit, JSON content type) that must act before any parsing."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = structlog.get_logger("grantflow.api")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+_JSON_TYPES = re.compile(r"^application/([a-z0-9.+-]*\+)?json$")
+
+
+class HttpMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "grantflow_http_requests",
+            "HTTP requests handled",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "grantflow_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=registry,
+        )
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        incoming = headers.get("x-request-id", "")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            refusal = self._refuse_body(scope, headers)
+            if refusal is None and scope["method"] in _BODY_METHODS:
+                receive, refusal = await self._buffered(receive)
+            if refusal is not None:
+                await _send_error(send_with_id, request_id, *refusal)
+                return
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(elapsed)
+            log.info(
+                "http.request",
+                method=method,
+                path=scope["path"],
+                route=route,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    def _too_large(self) -> tuple[int, str, str, str]:
+        return (
+            413,
+            "payload_too_large",
+            f"the request body is larger than the limit of {self.max_body_bytes} bytes",
+            "send a smaller body, or raise GRANTFLOW_MAX_BODY_BYTES",
+        )
+
+    def _refuse_body(
+        self, scope: Scope, headers: dict[str, str]
+    ) -> tuple[int, str, str, str] | None:
+        if scope["method"] not in _BODY_METHODS or not scope["path"].startswith("/api/"):
+            return None
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            return self._too_large()
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        has_body = (length not in (None, "0")) or "transfer-encoding" in headers
+        if has_body and not _JSON_TYPES.match(content_type):
+            return (
+                415,
+                "unsupported_media_type",
+                f"Content-Type {content_type or '(none)'!r} is not accepted here; "
+                "the API takes application/json",
+                "send the body as JSON with Content-Type: application/json",
+            )
+        return None
+
+    async def _buffered(self, receive: Receive) -> tuple[Receive, tuple[int, str, str, str] | None]:
+        """Read the body up to the limit before the app sees it (chunked bodies have no
+        Content-Length to check), then replay it."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes:
+                return receive, self._too_large()
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay, None
+
+
+async def _send_error(
+    send: Send, request_id: str, status: int, code: str, message: str, next_action: str
+) -> None:
+    body: dict[str, Any] = {
+        "error": {
+            "code": code,
+            "message": message,
+            "failure_class": "validation",
+            "next_action": next_action,
+            "request_id": request_id,
+        }
+    }
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

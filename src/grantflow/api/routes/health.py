@@ -1,0 +1,37 @@
+"""Probes and metrics: public by declaration, they reveal nothing but liveness and counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from grantflow.api.security import Public
+from grantflow.api.state import app_state
+from grantflow.errors import ServiceUnavailable
+from grantflow.store.migrate import is_up_to_date
+
+router = APIRouter(tags=["health"], dependencies=[Depends(Public())])
+
+
+@router.get("/healthz", summary="The process is alive")
+def healthz() -> dict[str, Any]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The database is reachable and migrated")
+def readyz(request: Request) -> dict[str, Any]:
+    database = app_state(request).database
+    database.ping()
+    if not is_up_to_date(database):
+        raise ServiceUnavailable(
+            "the database schema is not up to date",
+            next_action="run `grantflow migrate`",
+        )
+    return {"status": "ready", "database": database.dialect}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(app_state(request).registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,38 @@
+"""Route guards: every route depends on exactly one `Require(...)` or `Public()`."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Permission
+from grantflow.auth.tokens import authenticate
+from grantflow.errors import Unauthenticated
+
+
+class Require:
+    """Authenticate the bearer token and check one permission; the route gets the `Actor`."""
+
+    def __init__(self, permission: Permission) -> None:
+        self.permission = permission
+
+    def __call__(self, request: Request) -> Actor:
+        header = request.headers.get("authorization", "")
+        scheme, _, raw = header.partition(" ")
+        if scheme.lower() != "bearer" or not raw.strip():
+            raise Unauthenticated("this endpoint needs an API token")
+        state = request.app.state.grantflow
+        with state.database.transaction() as session:
+            actor = authenticate(session, raw.strip(), request_id=request.state.request_id)
+        actor.require(self.permission)
+        return actor
+
+    def __repr__(self) -> str:
+        return f"Require({self.permission})"
+
+
+class Public:
+    """Declares, on purpose, that a route needs no token (health probes, metrics)."""
+
+    def __call__(self) -> None:
+        return None

@@ -1,0 +1,27 @@
+"""What the app carries: settings, the database, the metrics registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from prometheus_client import CollectorRegistry
+
+from grantflow.config import Settings
+from grantflow.store.database import Database
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    database: Database
+    registry: CollectorRegistry
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.grantflow
+    return state
+
+
+def database(request: Request) -> Database:
+    return app_state(request).database

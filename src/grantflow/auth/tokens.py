@@ -1,0 +1,126 @@
+"""API tokens: created once and shown once, stored as a hash, expiring and revocable."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from grantflow import audit
+from grantflow.auth.actor import Actor
+from grantflow.auth.models import ApiToken
+from grantflow.auth.permissions import Permission, permissions_for
+from grantflow.auth.users import get_user
+from grantflow.errors import Conflict, NotFound, Unauthenticated
+from grantflow.store.base import utcnow
+
+TOKEN_PREFIX = "gft_"
+_LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+def _hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _require_owner_or_admin(actor: Actor, user_id: str) -> None:
+    if actor.user_id != user_id:
+        actor.require(Permission.USER_ADMIN)
+    else:
+        actor.require(Permission.SELF)
+
+
+def create_token(
+    session: Session,
+    actor: Actor,
+    *,
+    user_id: str,
+    name: str,
+    ttl_days: int | None,
+) -> tuple[ApiToken, str]:
+    """Create a token for `user_id`; returns the row and the plaintext, which is never stored."""
+    _require_owner_or_admin(actor, user_id)
+    user = get_user(session, user_id)
+    if not user.active:
+        raise Conflict(
+            f"user {user.email} is deactivated; it cannot get new tokens",
+            next_action="reactivate the user first",
+        )
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(
+        user_id=user.id,
+        name=name,
+        token_hash=_hash(raw),
+        prefix=raw[:12],
+        expires_at=utcnow() + dt.timedelta(days=ttl_days) if ttl_days else None,
+    )
+    session.add(token)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "token.created",
+        "api_token",
+        token.id,
+        {"user": user.email, "name": name, "expires_at": token.expires_at},
+    )
+    return token, raw
+
+
+def get_token(session: Session, token_id: str) -> ApiToken:
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise NotFound(f"API token {token_id} does not exist", target_type="api_token")
+    return token
+
+
+def revoke_token(session: Session, actor: Actor, token_id: str) -> ApiToken:
+    token = get_token(session, token_id)
+    _require_owner_or_admin(actor, token.user_id)
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        audit.record(
+            session,
+            actor,
+            "token.revoked",
+            "api_token",
+            token.id,
+            {"user": token.user.email, "name": token.name},
+        )
+    return token
+
+
+def list_tokens(session: Session, actor: Actor, user_id: str) -> list[ApiToken]:
+    _require_owner_or_admin(actor, user_id)
+    return list(
+        session.execute(
+            select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id)
+        ).scalars()
+    )
+
+
+def authenticate(session: Session, raw: str, request_id: str | None = None) -> Actor:
+    """The actor behind a bearer token; every refusal is the same 401 without hints."""
+    token = session.execute(
+        select(ApiToken).where(ApiToken.token_hash == _hash(raw))
+    ).scalar_one_or_none()
+    now = utcnow()
+    if token is None:
+        raise Unauthenticated("the API token is not valid")
+    if token.revoked_at is not None:
+        raise Unauthenticated("the API token was revoked", next_action="create a new token")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise Unauthenticated("the API token has expired", next_action="create a new token")
+    if not token.user.active:
+        raise Unauthenticated("the user of this API token is deactivated")
+    if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
+        token.last_used_at = now
+    return Actor(
+        label=token.user.email,
+        user_id=token.user_id,
+        permissions=permissions_for(token.user.roles),
+        token_id=token.id,
+        request_id=request_id,
+    )

@@ -1,0 +1,134 @@
+"""Users and their roles: the one place their rules live (API and CLI both call these)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from grantflow import audit
+from grantflow.auth.actor import Actor
+from grantflow.auth.models import User, UserRole
+from grantflow.auth.passwords import hash_password
+from grantflow.auth.permissions import Permission, Role
+from grantflow.errors import Conflict, NotFound, ValidationError
+from grantflow.store.pagination import Page, decode_cursor, page_of
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def get_user(session: Session, user_id: str) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} does not exist", target_type="user", target_id=user_id)
+    return user
+
+
+def find_user_by_email(session: Session, email: str) -> User | None:
+    return session.execute(
+        select(User).where(User.email == normalise_email(email))
+    ).scalar_one_or_none()
+
+
+def create_user(
+    session: Session,
+    actor: Actor,
+    *,
+    email: str,
+    display_name: str | None = None,
+    roles: Sequence[Role] = (),
+    password: str | None = None,
+) -> User:
+    actor.require(Permission.USER_ADMIN)
+    email = normalise_email(email)
+    existing = find_user_by_email(session, email)
+    if existing is not None:
+        raise Conflict(
+            f"a user with email {email} already exists",
+            next_action="use the existing user, or choose another email",
+            existing_id=existing.id,
+        )
+    user = User(
+        email=email,
+        display_name=display_name or email.split("@")[0],
+        password_hash=hash_password(password) if password else None,
+        role_rows=[UserRole(role=str(role)) for role in sorted(set(roles))],
+    )
+    session.add(user)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "user.created",
+        "user",
+        user.id,
+        {"email": email, "roles": user.roles, "password_set": password is not None},
+    )
+    return user
+
+
+def update_user(
+    session: Session,
+    actor: Actor,
+    user_id: str,
+    *,
+    display_name: str | None = None,
+    active: bool | None = None,
+    roles: Sequence[Role] | None = None,
+) -> User:
+    actor.require(Permission.USER_ADMIN)
+    user = get_user(session, user_id)
+    changes: dict[str, list[object]] = {}
+    if display_name is not None and display_name != user.display_name:
+        changes["display_name"] = [user.display_name, display_name]
+        user.display_name = display_name
+    if active is not None and active != user.active:
+        if not active and user.id == actor.user_id:
+            raise ValidationError(
+                "you cannot deactivate yourself",
+                details=[{"field": "body.active", "message": "cannot deactivate yourself"}],
+                next_action="ask another admin to deactivate this user",
+            )
+        changes["active"] = [user.active, active]
+        user.active = active
+    if roles is not None:
+        new_roles = sorted({str(role) for role in roles})
+        if new_roles != user.roles:
+            _refuse_removing_last_admin(session, user, new_roles)
+            changes["roles"] = [user.roles, new_roles]
+            user.role_rows = [UserRole(role=role) for role in new_roles]
+    if changes:
+        session.flush()
+        audit.record(session, actor, "user.updated", "user", user.id, {"changes": changes})
+    return user
+
+
+def _refuse_removing_last_admin(session: Session, user: User, new_roles: list[str]) -> None:
+    if Role.ADMIN in user.roles and Role.ADMIN not in new_roles:
+        admins = session.execute(
+            select(func.count())
+            .select_from(UserRole)
+            .join(User)
+            .where(UserRole.role == Role.ADMIN, User.active.is_(True))
+        ).scalar_one()
+        if admins <= 1:
+            raise Conflict(
+                "this is the last active admin; removing the admin role would lock everyone out",
+                next_action="give another active user the admin role first",
+            )
+
+
+def list_users(
+    session: Session, *, email: str | None = None, cursor: str | None = None, limit: int = 50
+) -> Page[User]:
+    stmt = select(User)
+    if email:
+        stmt = stmt.where(User.email.contains(normalise_email(email), autoescape=True))
+    after = decode_cursor(cursor, str)
+    if after is not None:
+        stmt = stmt.where(User.id > after)
+    rows = session.execute(stmt.order_by(User.id).limit(limit + 1)).scalars().all()
+    return page_of(rows, limit, key=lambda u: u.id)

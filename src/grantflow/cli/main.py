@@ -1,0 +1,24 @@
+"""The `grantflow` command: sub-apps are registered here, each defined in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from grantflow.cli import access, audit, server, users
+
+app = typer.Typer(
+    name="grantflow",
+    help="Grantflow: access automation and identity-lifecycle workflows.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+server.register(app)
+app.add_typer(users.users_app, name="users")
+app.add_typer(users.tokens_app, name="tokens")
+app.add_typer(audit.app, name="audit")
+app.add_typer(access.app, name="applications")
+
+
+def main() -> None:
+    app()

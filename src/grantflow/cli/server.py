@@ -1,0 +1,126 @@
+"""`grantflow config show | migrate | serve | demo`: running and setting up the server."""
+
+from __future__ import annotations
+
+import typer
+import uvicorn
+
+from grantflow.api import create_app
+from grantflow.cli.context import (
+    JSON_OPTION,
+    database,
+    emit_json,
+    emit_table,
+    errors_as_lines,
+    out,
+    settings,
+)
+from grantflow.config import Settings, master_key
+from grantflow.demo import ensure_demo_workspace
+from grantflow.errors import ConfigurationError
+from grantflow.store import migrate as migrations
+from grantflow.store.database import Database, open_database
+
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+
+
+@config_app.command("show")
+def config_show(as_json: bool = JSON_OPTION) -> None:
+    """Print the effective configuration, secrets redacted."""
+    data = settings().redacted()
+    if as_json:
+        emit_json(data)
+    else:
+        emit_table(
+            [{"setting": f"GRANTFLOW_{k.upper()}", "value": v} for k, v in data.items()],
+            ["setting", "value"],
+        )
+
+
+def migrate(as_json: bool = JSON_OPTION) -> None:
+    """Apply database migrations up to the newest."""
+    loaded = settings(log_level="info")
+    with errors_as_lines(), database(loaded) as db:
+        master_key(loaded)
+        before = migrations.current_revision(db)
+        migrations.upgrade(db)
+        after = migrations.current_revision(db)
+    if as_json:
+        emit_json({"from": before, "to": after})
+    else:
+        out.print(f"database at revision {after} (was {before or 'empty'})")
+
+
+def serve(
+    host: str = typer.Option(None, help="bind address (default GRANTFLOW_HOST)"),
+    port: int = typer.Option(None, help="port (default GRANTFLOW_PORT)"),
+) -> None:
+    """Run the API (and, as they arrive, the console, workers and scheduler) in one process."""
+    loaded = settings(log_level=None)
+    with errors_as_lines():
+        master_key(loaded)
+        db = _migrated_database(loaded)
+    app = create_app(loaded, db)
+    uvicorn.run(
+        app,
+        host=host or loaded.host,
+        port=port or loaded.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
+def _migrated_database(loaded: Settings) -> Database:
+    """SQLite is migrated on start; PostgreSQL, shared by many processes, by `grantflow migrate`."""
+    db = open_database(loaded.database)
+    if db.dialect == "sqlite":
+        migrations.upgrade(db)
+    elif not migrations.is_up_to_date(db):
+        raise ConfigurationError(
+            "the PostgreSQL schema is not at the newest migration",
+            next_action="run `grantflow migrate` once, then start the servers",
+        )
+    return db
+
+
+def demo(as_json: bool = JSON_OPTION) -> None:
+    """Migrate and create the demo workspace (admin + two applications) unless it exists."""
+    loaded = settings()
+    with errors_as_lines(), database(loaded) as db:
+        master_key(loaded)
+        migrations.upgrade(db)
+        with db.transaction() as session:
+            workspace = ensure_demo_workspace(session, loaded.token_ttl_days)
+    if as_json:
+        emit_json(
+            {
+                "created": workspace.created,
+                "admin_email": workspace.admin_email,
+                "token": workspace.token,
+            }
+        )
+        return
+    url = f"http://{loaded.host}:{loaded.port}"
+    if workspace.created:
+        out.print(f"Demo workspace created. Admin: {workspace.admin_email}")
+        out.print(f"API token (shown once, store it now): {workspace.token}")
+        token = workspace.token
+    else:
+        out.print(
+            f"Demo workspace already exists (admin {workspace.admin_email}); its token "
+            "was printed when it was created. A new one: "
+            f"grantflow tokens create --user {workspace.admin_email}"
+        )
+        token = "<your token>"
+    out.print(f"Grantflow will listen on {url}  (API docs: {url}/api/v1/docs)")
+    out.print(
+        f"Try:  curl -H 'Authorization: Bearer {token}' {url}/api/v1/applications", markup=False
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(config_app, name="config")
+    app.command()(migrate)
+    app.command()(serve)
+    app.command()(demo)

@@ -1,0 +1,149 @@
+"""Settings read from `GRANTFLOW_*` environment variables, and the master secret key."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from grantflow.errors import ConfigurationError
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+_SUPPORTED_DATABASES = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
+_KEY_BYTES = 32  # AES-256-GCM
+
+
+class Settings(BaseSettings):
+    """The effective configuration; every field is `GRANTFLOW_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="GRANTFLOW_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        default="sqlite:///./var/grantflow.db",
+        description="SQLAlchemy URL: sqlite:///path or postgresql://user@host/db",
+    )
+    host: str = Field(default="127.0.0.1", description="address `grantflow serve` binds to")
+    port: int = Field(default=8000, ge=1, le=65535, description="port `grantflow serve` binds to")
+    log_level: LogLevel = Field(default="info", description="debug, info, warning, error")
+    log_format: Literal["json", "console"] = Field(default="json", description="log renderer")
+    secret_key: SecretStr | None = Field(
+        default=None, description="master key (base64, 32 bytes) that encrypts credentials"
+    )
+    secret_key_file: Path = Field(
+        default=Path("./var/secret.key"),
+        description="file holding the master key; generated (mode 0600) when missing",
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="largest request body accepted, in bytes"
+    )
+    token_ttl_days: int = Field(
+        default=90, ge=1, le=3650, description="default lifetime of new API tokens, in days"
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "is not a database URL; expected sqlite:///path or postgresql://user@host/db"
+            ) from None
+        backend = url.get_backend_name()
+        if backend not in _SUPPORTED_DATABASES:
+            raise ValueError(f"database {backend!r} is not supported; use sqlite or postgresql")
+        if backend == "postgresql" and not url.host and not url.query.get("host"):
+            raise ValueError(
+                "a postgresql URL needs a host, e.g. postgresql://postgres@127.0.0.1/db"
+            )
+        return value
+
+    @cached_property
+    def database(self) -> URL:
+        """The database URL with the driver Grantflow uses (psycopg 3 for PostgreSQL)."""
+        url = make_url(self.database_url)
+        return url.set(drivername=_SUPPORTED_DATABASES[url.get_backend_name()])
+
+    def redacted(self) -> dict[str, Any]:
+        """The configuration as plain data, with secrets replaced, for `config show`."""
+        data: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "** set **"
+            elif isinstance(value, Path):
+                value = str(value)
+            data[name] = value
+        data["database_url"] = self.database.render_as_string(hide_password=True)
+        if self.secret_key is None:
+            state = "present" if self.secret_key_file.exists() else "generated on first start"
+            data["secret_key"] = f"** from {self.secret_key_file} ({state}) **"
+        return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment; a bad value raises one line naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigurationError(
+            f"GRANTFLOW_{field.upper()}: {message}",
+            next_action=f"fix GRANTFLOW_{field.upper()} and start again",
+        ) from None
+
+
+def master_key(settings: Settings) -> bytes:
+    """The master key, from the setting or the key file; generated into the file when absent."""
+    log = structlog.get_logger("grantflow.config")
+    if settings.secret_key is not None:
+        return _decode_key(settings.secret_key.get_secret_value(), "GRANTFLOW_SECRET_KEY")
+    path = settings.secret_key_file
+    if path.exists():
+        return _decode_key(path.read_text().strip(), "GRANTFLOW_SECRET_KEY_FILE")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(_KEY_BYTES)
+    # O_EXCL: two processes starting at once must not overwrite each other's key.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _decode_key(path.read_text().strip(), "GRANTFLOW_SECRET_KEY_FILE")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(base64.urlsafe_b64encode(key).decode() + "\n")
+    log.warning(
+        "config.secret_key.generated",
+        path=str(path),
+        hint="back this file up: credentials encrypted under it cannot be read without it",
+    )
+    return key
+
+
+def _decode_key(text: str, variable: str) -> bytes:
+    try:
+        key = base64.urlsafe_b64decode(text.encode())
+    except (ValueError, TypeError):
+        key = b""
+    if len(key) != _KEY_BYTES:
+        raise ConfigurationError(
+            f"{variable}: the master key must be {_KEY_BYTES} bytes, base64-encoded",
+            next_action="generate one with: python -c 'import os,base64;"
+            "print(base64.urlsafe_b64encode(os.urandom(32)).decode())'",
+        )
+    return key

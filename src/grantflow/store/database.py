@@ -1,0 +1,129 @@
+"""One database class; SQLite and PostgreSQL differ only in the small hooks they override."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from grantflow.errors import ServiceUnavailable
+
+
+class Database:
+    """An engine, a session factory, and the storage hooks the services rely on."""
+
+    dialect = "generic"
+
+    def __init__(self, url: URL, **engine_options: Any) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url, **self.engine_options(), **engine_options)
+        self._install_hooks(self.engine)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    # --- hooks -------------------------------------------------------------------------------
+    def engine_options(self) -> dict[str, Any]:
+        return {}
+
+    def _install_hooks(self, engine: Engine) -> None:
+        """Per-connection setup (pragmas, session settings)."""
+
+    def lock_audit_chain(self, session: Session) -> None:
+        """Serialise audit appends so the hash chain stays linear."""
+
+    def is_unique_violation(self, exc: IntegrityError) -> bool:
+        return "unique" in str(exc.orig).lower()
+
+    # --- use -----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on any error."""
+        with self.sessions() as session, session.begin():
+            session.info["database"] = self
+            yield session
+
+    def ping(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except (OperationalError, DBAPIError) as exc:
+            raise ServiceUnavailable(
+                f"database unreachable: {type(exc.orig or exc).__name__}",
+                next_action="check that the database named by GRANTFLOW_DATABASE_URL is running",
+            ) from exc
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+class SqliteDatabase(Database):
+    """The embedded default: WAL, foreign keys, and write transactions that take the lock early."""
+
+    dialect = "sqlite"
+
+    def engine_options(self) -> dict[str, Any]:
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+
+    def _install_hooks(self, engine: Engine) -> None:
+        database = self.url.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+            # Let SQLAlchemy emit BEGIN itself (pysqlite's implicit BEGIN is deferred).
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            # IMMEDIATE: a transaction that will write takes the write lock at BEGIN, so two
+            # writers queue on busy_timeout instead of one failing with "database is locked".
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def is_unique_violation(self, exc: IntegrityError) -> bool:
+        return "UNIQUE constraint failed" in str(exc.orig)
+
+
+class PostgresDatabase(Database):
+    """The production database, through psycopg 3."""
+
+    dialect = "postgresql"
+
+    def engine_options(self) -> dict[str, Any]:
+        return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+
+    def lock_audit_chain(self, session: Session) -> None:
+        # A transaction-scoped advisory lock: released at commit or rollback.
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 0x6766_6175})
+
+    def is_unique_violation(self, exc: IntegrityError) -> bool:
+        return getattr(exc.orig, "sqlstate", None) == "23505"
+
+
+def open_database(url: URL, **engine_options: Any) -> Database:
+    """The database class for `url`'s backend."""
+    backend = url.get_backend_name()
+    cls = {"sqlite": SqliteDatabase, "postgresql": PostgresDatabase}.get(backend)
+    if cls is None:
+        raise ValueError(f"unsupported database backend {backend!r}")
+    return cls(url, **engine_options)
+
+
+def database_of(session: Session) -> Database:
+    """The `Database` a session was opened by (its hooks are needed inside services)."""
+    database = session.info.get("database")
+    if not isinstance(database, Database):
+        raise RuntimeError("session was not opened through Database.transaction()")
+    return database

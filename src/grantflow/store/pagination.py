@@ -1,0 +1,53 @@
+"""Cursor pagination: an opaque cursor that carries the last key of the previous page."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from grantflow.errors import BadRequest
+
+T = TypeVar("T")
+K = TypeVar("K", int, str)
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    next_cursor: str | None
+
+
+def encode_cursor(key: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"k": key}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, kind: type[K]) -> K | None:
+    """The key inside `cursor`, or None for the first page; a forged cursor is a 400."""
+    if not cursor:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        key = json.loads(base64.urlsafe_b64decode(padded.encode()))["k"]
+        if type(key) is not kind:
+            raise TypeError(key)
+        return key
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise BadRequest(
+            "cursor: not a cursor returned by this API",
+            next_action="pass the next_cursor value from the previous page unchanged",
+            details=[{"field": "query.cursor", "message": "invalid cursor"}],
+        ) from None
+
+
+def page_of(rows: Sequence[T], limit: int, key: Any) -> Page[T]:
+    """Build a page from `limit + 1` fetched rows; `key(row)` gives the cursor key."""
+    if len(rows) > limit:
+        return Page(items=rows[:limit], next_cursor=encode_cursor(key(rows[limit - 1])))
+    return Page(items=rows, next_cursor=None)

@@ -1,0 +1,12 @@
+"""The whole schema: importing this module registers every subsystem's tables on `Base.metadata`."""
+
+from __future__ import annotations
+
+from grantflow.access import models as access_models
+from grantflow.audit import models as audit_models
+from grantflow.auth import models as auth_models
+from grantflow.store.base import Base
+
+metadata = Base.metadata
+
+__all__ = ["access_models", "audit_models", "auth_models", "metadata"]
