@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from grantflow import __version__
 from grantflow.api.errors import install_error_handlers
 from grantflow.api.middleware import HttpMetrics, RequestMiddleware
-from grantflow.api.routes import API_PREFIX, applications, audit, health, users
+from grantflow.api.routes import API_PREFIX, applications, audit, health, users, workflows
 from grantflow.api.security import Public, Require
 from grantflow.api.state import AppState
 from grantflow.config import Settings
@@ -32,7 +32,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     app.state.grantflow = AppState(settings=settings, database=database, registry=registry)
     # Routers are added route by route (not include_router): each route keeps its full path
     # and guard on the APIRoute itself, which the deny-by-default check below reads.
-    for module in (health, applications, audit, users):
+    for module in (health, applications, audit, users, workflows):
         app.router.routes.extend(module.router.routes)
     install_error_handlers(app)
     app.add_middleware(

@@ -17,7 +17,8 @@ log = structlog.get_logger("grantflow.api")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
-_JSON_TYPES = re.compile(r"^application/([a-z0-9.+-]*\+)?json$")
+# JSON everywhere; YAML too, where a route reads a workflow document (the route decides).
+_ACCEPTED_TYPES = re.compile(r"^(application/([a-z0-9.+-]*\+)?json|(application|text)/(x-)?yaml)$")
 
 
 class HttpMetrics:
@@ -104,12 +105,12 @@ class RequestMiddleware:
             return self._too_large()
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         has_body = (length not in (None, "0")) or "transfer-encoding" in headers
-        if has_body and not _JSON_TYPES.match(content_type):
+        if has_body and not _ACCEPTED_TYPES.match(content_type):
             return (
                 415,
                 "unsupported_media_type",
                 f"Content-Type {content_type or '(none)'!r} is not accepted here; "
-                "the API takes application/json",
+                "the API takes application/json (and YAML for workflow documents)",
                 "send the body as JSON with Content-Type: application/json",
             )
         return None

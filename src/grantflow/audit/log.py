@@ -84,21 +84,22 @@ def verify(session: Session, batch: int = 1000) -> ChainReport:
     """Walk the chain from the start; report the first entry whose link or content is wrong."""
     previous = GENESIS
     checked = 0
-    rows = session.execute(
+    # Streamed (a server-side cursor on PostgreSQL): close it even when returning early.
+    with session.execute(
         select(AuditEntry).order_by(AuditEntry.id).execution_options(yield_per=batch)
-    ).scalars()
-    for entry in rows:
-        if entry.prev_hash != previous:
-            return ChainReport(
-                checked,
-                entry.id,
-                "its prev_hash does not match the entry before it "
-                "(an entry was removed or altered before it)",
-            )
-        if _digest(entry) != entry.hash:
-            return ChainReport(checked, entry.id, "its content does not match its hash")
-        previous = entry.hash
-        checked += 1
+    ).scalars() as rows:
+        for entry in rows:
+            if entry.prev_hash != previous:
+                return ChainReport(
+                    checked,
+                    entry.id,
+                    "its prev_hash does not match the entry before it "
+                    "(an entry was removed or altered before it)",
+                )
+            if _digest(entry) != entry.hash:
+                return ChainReport(checked, entry.id, "its content does not match its hash")
+            previous = entry.hash
+            checked += 1
     return ChainReport(checked)
 
 

@@ -108,13 +108,15 @@ def update_user(
 
 def _refuse_removing_last_admin(session: Session, user: User, new_roles: list[str]) -> None:
     if Role.ADMIN in user.roles and Role.ADMIN not in new_roles:
-        admins = session.execute(
+        # Count the active admins that remain: this user may already be inactive (or be
+        # deactivated in the same update), so it is excluded rather than assumed counted.
+        other_admins = session.execute(
             select(func.count())
             .select_from(UserRole)
             .join(User)
-            .where(UserRole.role == Role.ADMIN, User.active.is_(True))
+            .where(UserRole.role == Role.ADMIN, User.active.is_(True), User.id != user.id)
         ).scalar_one()
-        if admins <= 1:
+        if other_admins == 0:
             raise Conflict(
                 "this is the last active admin; removing the admin role would lock everyone out",
                 next_action="give another active user the admin role first",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from grantflow.cli import access, audit, server, users
+from grantflow.cli import access, audit, server, users, workflows
 
 app = typer.Typer(
     name="grantflow",
@@ -18,6 +18,7 @@ app.add_typer(users.users_app, name="users")
 app.add_typer(users.tokens_app, name="tokens")
 app.add_typer(audit.app, name="audit")
 app.add_typer(access.app, name="applications")
+workflows.register(app)
 
 
 def main() -> None:

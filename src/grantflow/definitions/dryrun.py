@@ -1,0 +1,136 @@
+"""Dry-run: render every step's exact request for a sample context, and follow the branches,
+without sending anything."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from grantflow.access.applications import find_application
+from grantflow.definitions import expressions
+from grantflow.definitions.document import WorkflowDocument
+from grantflow.definitions.gate import parse_document
+from grantflow.definitions.models import Workflow, WorkflowVersion
+from grantflow.errors import NotFound, ValidationError
+from grantflow.steps.registry import get_step_type
+
+_MAX_PATH = 1000
+
+
+class SampleContext(BaseModel):
+    """What a real run would have: the identity, the grant, the input, earlier steps' outputs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    identity: dict[str, Any] = Field(default_factory=dict)
+    grant: dict[str, Any] = Field(default_factory=dict)
+    input: dict[str, Any] = Field(default_factory=dict)
+    application: dict[str, Any] | None = Field(None, description="default: the real application")
+    steps: dict[str, Any] = Field(
+        default_factory=dict, description="sample outputs by step id, e.g. {create: {id: 7}}"
+    )
+
+
+def application_context(session: Session, document: WorkflowDocument) -> dict[str, Any]:
+    if document.application is None:
+        return {}
+    try:
+        app = find_application(session, document.application)
+    except NotFound:
+        return {}
+    return {"id": app.id, "name": app.name, "kind": app.kind, "labels": app.labels}
+
+
+def dry_run(
+    session: Session, workflow: Workflow, version: WorkflowVersion, sample: SampleContext
+) -> dict[str, Any]:
+    document, problems = parse_document(version.document)
+    if document is None:
+        raise ValidationError(
+            "the version's document is not valid; fix the draft first",
+            details=[p.to_dict() for p in problems],
+        )
+    step_outputs = {sid: {"output": out} for sid, out in sample.steps.items()}
+    context = {
+        "input": expressions.wrap("input", sample.input),
+        "identity": expressions.wrap("identity", sample.identity),
+        "grant": expressions.wrap("grant", sample.grant),
+        "application": expressions.wrap(
+            "application",
+            sample.application
+            if sample.application is not None
+            else application_context(session, document),
+        ),
+        "steps": expressions.wrap("steps", step_outputs),
+        "run": {"id": "dry-run", "workflow": workflow.name, "version": version.number},
+    }
+    rendered = {step.id: _render_step(step, context) for step in document.steps}
+    path = _follow(document, rendered)
+    on_path = set(path)
+    return {
+        "workflow": workflow.name,
+        "version": version.number,
+        "state": version.state,
+        "sent": False,
+        "path": path,
+        "steps": [{**rendered[s.id], "on_path": s.id in on_path} for s in document.steps],
+    }
+
+
+def _render_step(step: Any, context: dict[str, Any]) -> dict[str, Any]:
+    step_type = get_step_type(step.type)
+    found, token = expressions.recording_unresolved()
+    entry: dict[str, Any] = {"id": step.id, "type": step.type, "name": step.name or step.id}
+    try:
+        config = expressions.render(
+            step.config, context, expressions.Placeholder, where=f"{step.id}.config"
+        )
+        if step_type is None:
+            entry["error"] = f"unknown step type {step.type!r}"
+        else:
+            entry["preview"] = step_type.preview(config)
+            try:
+                entry["side_effects"] = step_type.side_effects(
+                    step_type.config_model.model_validate(step.config)
+                )
+            except ValueError:
+                entry["side_effects"] = None
+        evaluated = []
+        for branch in step.branches:
+            result = expressions.evaluate(branch.when, context, expressions.Placeholder)
+            evaluated.append({"when": branch.when, "next": branch.next, "result": result})
+        if evaluated or step.branches:
+            taken = next((b for b in evaluated if b["result"]), None)
+            entry["branch"] = {
+                "evaluated": evaluated,
+                "taken": taken["next"] if taken else step.next,
+                "by": "condition" if taken else "default",
+            }
+        else:
+            entry["next"] = step.next
+    except expressions.ExpressionError as exc:
+        entry["error"] = exc.message
+    finally:
+        expressions.stop_recording(token)
+    entry["unresolved"] = found
+    return entry
+
+
+def _follow(document: WorkflowDocument, rendered: dict[str, dict[str, Any]]) -> list[str]:
+    by_id = {s.id: s for s in document.steps}
+    current: str | None = document.entry or (document.steps[0].id if document.steps else None)
+    path: list[str] = []
+    visits: dict[str, int] = {}
+    while current is not None and current in by_id and len(path) < _MAX_PATH:
+        step = by_id[current]
+        visits[current] = visits.get(current, 0) + 1
+        if visits[current] > (step.max_iterations or 1):
+            break
+        path.append(current)
+        entry = rendered[current]
+        if "error" in entry:
+            break
+        current = entry["branch"]["taken"] if "branch" in entry else step.next
+    return path

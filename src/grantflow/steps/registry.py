@@ -1,0 +1,63 @@
+"""The step-type registry: built-in and third-party types, loaded from entry points."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from pydantic import BaseModel
+
+ENTRY_POINT_GROUP = "grantflow.steps"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Something outside the document a step names, checked by the publish gate."""
+
+    kind: str  # "connection" | "credential" | "application"
+    name: str
+    field: str  # where in the config, e.g. "connection"
+
+
+def _no_references(_config: Any) -> list[Reference]:
+    return []
+
+
+def _always(_config: Any) -> bool:
+    return True
+
+
+def _as_is(rendered: dict[str, Any]) -> dict[str, Any]:
+    return rendered
+
+
+@dataclass(frozen=True)
+class StepType:
+    name: str
+    summary: str
+    config_model: type[BaseModel]
+    # Does running this step change something outside Grantflow? (cancel and replay rules)
+    side_effects: Callable[[Any], bool] = _always
+    references: Callable[[Any], list[Reference]] = _no_references
+    # Shape a rendered config into what a dry-run shows (e.g. the exact HTTP request).
+    preview: Callable[[dict[str, Any]], dict[str, Any]] = _as_is
+    # Extra publish-gate rules on the validated config: (field, message) pairs.
+    checks: Callable[[Any], list[tuple[str, str]]] = field(default=lambda _c: [])
+
+
+@functools.cache
+def step_types() -> dict[str, StepType]:
+    found: dict[str, StepType] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        step_type = entry.load()
+        if not isinstance(step_type, StepType):
+            raise TypeError(f"entry point {entry.name} in {ENTRY_POINT_GROUP} is not a StepType")
+        found[step_type.name] = step_type
+    return found
+
+
+def get_step_type(name: str) -> StepType | None:
+    return step_types().get(name)
