@@ -123,3 +123,54 @@ class ServiceUnavailable(GrantflowError):
     code = "service_unavailable"
     http_status = 503
     failure_class = FailureClass.TRANSIENT
+
+
+class ConnectorError(GrantflowError):
+    """A call to an external system failed. Raised at the I/O boundary only."""
+
+    code = "connector_error"
+    http_status = 502
+    failure_class = FailureClass.CONNECTOR
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        response: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.response = response
+
+
+class TransientError(ConnectorError):
+    """5xx, 408, 429, network errors: retrying may succeed."""
+
+    code = "transient_error"
+    failure_class = FailureClass.TRANSIENT
+
+
+class StepTimeout(TransientError):
+    """The call did not answer within the step's timeout."""
+
+    code = "step_timeout"
+    failure_class = FailureClass.TIMEOUT
+
+
+class PermanentError(ConnectorError):
+    """4xx (but 408 and 429), bad responses: retrying would fail the same way."""
+
+    code = "permanent_error"
+    failure_class = FailureClass.PERMANENT
+
+
+class SafetyStop(GrantflowError):
+    """A guard refused to act (outbound address rules, breakers)."""
+
+    code = "safety_stop"
+    http_status = 409
+    failure_class = FailureClass.SAFETY

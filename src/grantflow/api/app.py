@@ -12,10 +12,11 @@ from prometheus_client import CollectorRegistry
 from grantflow import __version__
 from grantflow.api.errors import install_error_handlers
 from grantflow.api.middleware import HttpMetrics, RequestMiddleware
-from grantflow.api.routes import API_PREFIX, applications, audit, health, users, workflows
+from grantflow.api.routes import API_PREFIX, applications, audit, health, runs, users, workflows
 from grantflow.api.security import Public, Require
 from grantflow.api.state import AppState
 from grantflow.config import Settings
+from grantflow.queue.database import DatabaseQueue
 from grantflow.store.database import Database
 
 
@@ -29,10 +30,12 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         redoc_url=None,
     )
     registry = CollectorRegistry()
-    app.state.grantflow = AppState(settings=settings, database=database, registry=registry)
+    app.state.grantflow = AppState(
+        settings=settings, database=database, registry=registry, queue=DatabaseQueue(database)
+    )
     # Routers are added route by route (not include_router): each route keeps its full path
     # and guard on the APIRoute itself, which the deny-by-default check below reads.
-    for module in (health, applications, audit, users, workflows):
+    for module in (health, applications, audit, users, workflows, runs):
         app.router.routes.extend(module.router.routes)
     install_error_handlers(app)
     app.add_middleware(

@@ -8,6 +8,7 @@ from fastapi import Request
 from prometheus_client import CollectorRegistry
 
 from grantflow.config import Settings
+from grantflow.queue.interface import Queue
 from grantflow.store.database import Database
 
 
@@ -16,6 +17,7 @@ class AppState:
     settings: Settings
     database: Database
     registry: CollectorRegistry
+    queue: Queue
 
 
 def app_state(request: Request) -> AppState:
@@ -25,3 +27,7 @@ def app_state(request: Request) -> AppState:
 
 def database(request: Request) -> Database:
     return app_state(request).database
+
+
+def queue(request: Request) -> Queue:
+    return app_state(request).queue

@@ -17,6 +17,7 @@ from grantflow.cli.context import (
 )
 from grantflow.config import Settings, master_key
 from grantflow.demo import ensure_demo_workspace
+from grantflow.engine.worker import Worker
 from grantflow.errors import ConfigurationError
 from grantflow.store import migrate as migrations
 from grantflow.store.database import Database, open_database
@@ -54,21 +55,35 @@ def migrate(as_json: bool = JSON_OPTION) -> None:
 def serve(
     host: str = typer.Option(None, help="bind address (default GRANTFLOW_HOST)"),
     port: int = typer.Option(None, help="port (default GRANTFLOW_PORT)"),
+    workers: int = typer.Option(
+        4,
+        "--worker-concurrency",
+        min=0,
+        help="runs advanced at once by the embedded worker (0: none)",
+    ),
 ) -> None:
-    """Run the API (and, as they arrive, the console, workers and scheduler) in one process."""
+    """Run the API and an embedded worker in one process."""
     loaded = settings(log_level=None)
     with errors_as_lines():
         master_key(loaded)
         db = _migrated_database(loaded)
     app = create_app(loaded, db)
-    uvicorn.run(
-        app,
-        host=host or loaded.host,
-        port=port or loaded.port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-    )
+    worker = Worker(db, app.state.grantflow.queue, concurrency=workers) if workers else None
+    if worker:
+        worker.start()
+    try:
+        uvicorn.run(
+            app,
+            host=host or loaded.host,
+            port=port or loaded.port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+        )
+    finally:
+        if worker:
+            worker.stop()  # after uvicorn handled SIGTERM: finish or hand back in-flight steps
+        app.state.grantflow.queue.close()
 
 
 def _migrated_database(loaded: Settings) -> Database:

@@ -78,6 +78,7 @@ def analyse(source: str, *, condition: bool = False) -> Analysis:
     result = Analysis()
     try:
         tree = _strict.parse("{{ " + source + " }}" if condition else source)
+        _strict.compile(tree)  # unknown filters and tests fail here, not at run time
     except TemplateSyntaxError as exc:
         result.findings.append(Finding("template_invalid", f"does not compile: {exc.message}"))
         return result
@@ -150,10 +151,17 @@ def render(
     if isinstance(value, str):
         if not is_template(value):
             return value
-        kind, compiled = _compiled(value, undefined is StrictUndefined)
         try:
+            kind, compiled = _compiled(value, undefined is StrictUndefined)
             result = compiled(**context) if kind == "expr" else compiled.render(**context)
-        except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
+        except (
+            TemplateSyntaxError,
+            UndefinedError,
+            SecurityError,
+            TypeError,
+            ValueError,
+            ArithmeticError,
+        ) as exc:
             raise ExpressionError(
                 f"{where or 'template'} {value!r} failed: {exc}",
                 next_action="check the mapping against the run context (a dry-run shows it)",

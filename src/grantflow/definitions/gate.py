@@ -3,6 +3,7 @@ code, the step, the field path and a sentence a user can act on. A clean gate co
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -64,8 +65,30 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable(value: Any, loc: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Where a string (or a key) holds a NUL or an unpaired surrogate: no database stores those."""
+    if isinstance(value, str) and _UNSTORABLE.search(value):
+        yield loc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and _UNSTORABLE.search(key):
+                key = key.encode("unicode_escape").decode("ascii")
+                yield (*loc, key)
+            yield from _unstorable(item, (*loc, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _unstorable(item, (*loc, index))
+
+
 def parse_document(raw: Any) -> tuple[WorkflowDocument | None, list[Problem]]:
     """Validate the document's shape; each pydantic error becomes a problem with a field path."""
+    unstorable = list(_unstorable(raw))
+    if unstorable:
+        message = "contains a NUL character or an unpaired surrogate, which cannot be stored"
+        return None, [Problem("document_invalid", message, None, _path(loc)) for loc in unstorable]
     try:
         return WorkflowDocument.model_validate(raw), []
     except PydanticError as exc:
@@ -178,7 +201,7 @@ class _Rules:
                 )
             try:
                 zoneinfo.ZoneInfo(trigger.timezone)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # e.g. 'America'
                 self.error(
                     "timezone_unknown",
                     f"{trigger.timezone!r} is not an IANA timezone; use e.g. "

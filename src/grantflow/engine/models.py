@@ -42,6 +42,8 @@ class Run(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_progress_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # last_progress_at + stuck_after: a run still not terminal after this is flagged stuck
+    stuck_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
 
     step_runs: Mapped[list[StepRun]] = relationship(
         back_populates="run", order_by="StepRun.sequence", cascade="all, delete-orphan"

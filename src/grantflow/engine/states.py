@@ -124,3 +124,9 @@ def check_run_transition(current: str, new: RunStatus) -> None:
 def check_step_transition(current: str, new: StepStatus) -> None:
     if new not in _STEP[StepStatus(current)]:
         raise InvalidTransition(f"a {current} step cannot become {new}")
+
+
+# A run waiting for one of these is resumed by a person's action, not by a timer.
+PERSON_WAITS = frozenset(
+    {WaitingReason.ESCALATED, WaitingReason.APPROVAL, WaitingReason.TASK, WaitingReason.REAUTH}
+)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from grantflow.durations import Duration
+from grantflow.errors import PermanentError
+from grantflow.steps.execution import StepCall, StepResult
 from grantflow.steps.registry import StepType
 
 
@@ -41,11 +44,37 @@ class DelayConfig(BaseModel):
         return self
 
 
+def _condition(_call: StepCall) -> StepResult:
+    return StepResult()  # the interpreter follows the branches
+
+
+def _set(call: StepCall) -> StepResult:
+    return StepResult(output=call.config.get("values", {}))
+
+
+def _delay(call: StepCall) -> StepResult:
+    config = DelayConfig.model_validate(call.config)
+    if config.duration is not None:
+        # A durable timer measured from the first attempt, so a restart does not extend it.
+        started = call.step_started_at or dt.datetime.now(dt.UTC)
+        return StepResult(wait_until=started + config.duration)
+    try:
+        until = dt.datetime.fromisoformat(str(config.until))
+    except ValueError:
+        raise PermanentError(
+            f"delay until {config.until!r} is not an ISO time",
+            next_action="map `until` to a time like 2026-12-01T09:00:00Z",
+        ) from None
+    return StepResult(wait_until=until if until.tzinfo else until.replace(tzinfo=dt.UTC))
+
+
 CONDITION_STEP = StepType(
     name="condition",
     summary="Choose the next step by the first branch whose condition holds",
     config_model=ConditionConfig,
     side_effects=_none,
+    execute=_condition,
+    local=True,
 )
 SET_STEP = StepType(
     name="set",
@@ -53,10 +82,14 @@ SET_STEP = StepType(
     config_model=SetConfig,
     side_effects=_none,
     preview=lambda rendered: {"output": rendered.get("values", {})},
+    execute=_set,
+    local=True,
 )
 DELAY_STEP = StepType(
     name="delay",
     summary="Wait durably (the run holds no worker while it waits)",
     config_model=DelayConfig,
     side_effects=_none,
+    execute=_delay,
+    local=True,
 )

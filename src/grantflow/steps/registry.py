@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from grantflow.steps.execution import StepCall, StepResult
+
 ENTRY_POINT_GROUP = "grantflow.steps"
 
 
@@ -46,6 +48,10 @@ class StepType:
     preview: Callable[[dict[str, Any]], dict[str, Any]] = _as_is
     # Extra publish-gate rules on the validated config: (field, message) pairs.
     checks: Callable[[Any], list[tuple[str, str]]] = field(default=lambda _c: [])
+    # Run one attempt; raises ConnectorError subclasses to fail (classified) or returns a result.
+    execute: Callable[[StepCall], StepResult] | None = None
+    # Local steps do no I/O: their intent and outcome commit in one transaction.
+    local: bool = False
 
 
 @functools.cache

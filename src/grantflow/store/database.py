@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -26,6 +28,8 @@ class Database:
         self.engine: Engine = create_engine(url, **self.engine_options(), **engine_options)
         self._install_hooks(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Set when work is enqueued in this process (after commit), so workers wake at once.
+        self.queue_wakeup = threading.Event()
 
     # --- hooks -------------------------------------------------------------------------------
     def engine_options(self) -> dict[str, Any]:
@@ -39,6 +43,15 @@ class Database:
 
     def is_unique_violation(self, exc: IntegrityError) -> bool:
         return "unique" in str(exc.orig).lower()
+
+    def notify_queue(self, session: Session) -> None:
+        """Wake workers once this transaction commits (in this process; PostgreSQL: all)."""
+        wakeup = self.queue_wakeup
+        event.listen(session, "after_commit", lambda _s: wakeup.set(), once=True)
+
+    def listen_queue(self, wakeup: threading.Event, stop: threading.Event) -> None:
+        """Block, setting `wakeup` on each notification from another process, until `stop`."""
+        stop.wait()
 
     # --- use -----------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -103,6 +116,18 @@ class PostgresDatabase(Database):
 
     def engine_options(self) -> dict[str, Any]:
         return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+
+    def notify_queue(self, session: Session) -> None:
+        super().notify_queue(session)
+        session.execute(text("SELECT pg_notify('grantflow_queue', '')"))
+
+    def listen_queue(self, wakeup: threading.Event, stop: threading.Event) -> None:
+        params = self.url.translate_connect_args(username="user", database="dbname")
+        with psycopg.connect(autocommit=True, **params) as conn:
+            conn.execute("LISTEN grantflow_queue")
+            while not stop.is_set():
+                for _ in conn.notifies(timeout=1.0, stop_after=1):
+                    wakeup.set()
 
     def lock_audit_chain(self, session: Session) -> None:
         # A transaction-scoped advisory lock: released at commit or rollback.

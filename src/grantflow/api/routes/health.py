@@ -9,7 +9,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from grantflow.api.security import Public
 from grantflow.api.state import app_state
+from grantflow.engine import metrics as engine_metrics
 from grantflow.errors import ServiceUnavailable
+from grantflow.queue.metrics import queue_collector
 from grantflow.store.migrate import is_up_to_date
 
 router = APIRouter(tags=["health"], dependencies=[Depends(Public())])
@@ -34,4 +36,6 @@ def readyz(request: Request) -> dict[str, Any]:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 def metrics(request: Request) -> Response:
-    return Response(generate_latest(app_state(request).registry), media_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(app_state(request).registry) + generate_latest(engine_metrics.REGISTRY)
+    body += generate_latest(queue_collector(app_state(request).queue))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

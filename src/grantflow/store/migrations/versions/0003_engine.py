@@ -1,4 +1,4 @@
-"""runs, steps, timeline, queue
+"""runs, steps, timeline, queue, workers
 
 Revision ID: 0003
 Revises: 0002
@@ -56,6 +56,7 @@ def upgrade() -> None:
         sa.Column(
             "last_progress_at", grantflow.store.base.UTCDateTime(timezone=True), nullable=False
         ),
+        sa.Column("stuck_at", grantflow.store.base.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["workflow_id"],
             ["workflows.id"],
@@ -67,6 +68,7 @@ def upgrade() -> None:
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_runs_replay_of"), ["replay_of"], unique=False)
         batch_op.create_index("ix_runs_status_wake", ["status", "wake_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_runs_stuck_at"), ["stuck_at"], unique=False)
         batch_op.create_index(
             "ix_runs_workflow_created", ["workflow_id", "created_at"], unique=False
         )
@@ -180,6 +182,7 @@ def downgrade() -> None:
     op.drop_table("queue_items")
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_index("ix_runs_workflow_created")
+        batch_op.drop_index(batch_op.f("ix_runs_stuck_at"))
         batch_op.drop_index("ix_runs_status_wake")
         batch_op.drop_index(batch_op.f("ix_runs_replay_of"))
 

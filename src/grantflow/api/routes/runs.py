@@ -1,0 +1,215 @@
+"""/api/v1/runs and /api/v1/queue: start, read, and operate on runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from grantflow.api.routes import API_PREFIX
+from grantflow.api.routes.schemas import PageOut
+from grantflow.api.security import Require
+from grantflow.api.state import database, queue
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Permission
+from grantflow.definitions.models import Workflow
+from grantflow.engine import detail, operations
+from grantflow.engine.runs import start_run
+from grantflow.engine.states import RunStatus
+from grantflow.engine.worker import live_workers
+from grantflow.queue.interface import Queue
+from grantflow.store.database import Database
+from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+
+router = APIRouter(prefix=API_PREFIX, tags=["runs"])
+
+
+class StartRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: dict[str, Any] = Field(default_factory=dict, description="validated by the schema")
+
+
+class CancelRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    force: bool = Field(False, description="cancel even after steps with side effects acted")
+
+
+def _detail(db: Database, q: Queue, run_id: str) -> dict[str, Any]:
+    with db.transaction() as session:
+        return detail.run_detail(session, operations.get_run(session, run_id), q)
+
+
+@router.post("/workflows/{workflow_id}/runs", status_code=201)
+def start(
+    workflow_id: str,
+    body: StartRun,
+    actor: Actor = Depends(Require(Permission.RUN_OPERATE)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> dict[str, Any]:
+    """Start a run of the active version with this input (manual trigger)."""
+    with db.transaction() as session:
+        run = start_run(session, actor, q, workflow_id, body.input)
+        return detail.run_detail(session, run, q)
+
+
+@router.get("/runs", response_model=PageOut[dict[str, Any]])
+def list_runs(
+    status: RunStatus | None = Query(None),
+    workflow_id: str | None = Query(None, max_length=36),
+    version: int | None = Query(None, ge=1),
+    since: dt.datetime | None = Query(None, description="created at or after (ISO 8601)"),
+    until: dt.datetime | None = Query(None, description="created before (ISO 8601)"),
+    stuck: bool | None = Query(None, description="only runs flagged stuck (or not)"),
+    cursor: str | None = Query(None, max_length=500),
+    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+    _: Actor = Depends(Require(Permission.RUN_READ)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> PageOut[dict[str, Any]]:
+    """Runs, newest first, filtered."""
+    with db.transaction() as session:
+        page = detail.list_runs(
+            session,
+            status=status,
+            workflow_id=workflow_id,
+            version=version,
+            since=_utc(since),
+            until=_utc(until),
+            stuck=stuck,
+            cursor=cursor,
+            limit=limit,
+        )
+        names = dict(session.query(Workflow.id, Workflow.name).all()) if page.items else {}
+        items = []
+        for run in page.items:
+            summary = detail.run_summary(run, names.get(run.workflow_id))
+            summary["stuck"] = detail.stuck_report(session, run, q)
+            items.append(summary)
+        return PageOut(items=items, next_cursor=page.next_cursor)
+
+
+@router.get("/runs/{run_id}")
+def get_run(
+    run_id: str,
+    _: Actor = Depends(Require(Permission.RUN_READ)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> dict[str, Any]:
+    """The run: status, failure reason and next action, steps with attempts, stuck facts."""
+    return _detail(db, q, run_id)
+
+
+@router.get("/runs/{run_id}/timeline")
+def get_timeline(
+    run_id: str,
+    _: Actor = Depends(Require(Permission.RUN_READ)),
+    db: Database = Depends(database),
+) -> dict[str, Any]:
+    with db.transaction() as session:
+        run = operations.get_run(session, run_id)
+        return {"run_id": run.id, "status": run.status, "events": detail.timeline(session, run)}
+
+
+@router.post("/runs/{run_id}/retry")
+def retry(
+    run_id: str,
+    actor: Actor = Depends(Require(Permission.RUN_OPERATE)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> dict[str, Any]:
+    """Resume the same run from its failed step, on the same version."""
+    with db.transaction() as session:
+        operations.retry(session, actor, q, run_id)
+    return _detail(db, q, run_id)
+
+
+@router.post("/runs/{run_id}/replay", status_code=201)
+def replay(
+    run_id: str,
+    latest: bool = Query(False, description="on the active version instead of the run's own"),
+    actor: Actor = Depends(Require(Permission.RUN_OPERATE)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> dict[str, Any]:
+    """A new run with the same input, linked to this one."""
+    with db.transaction() as session:
+        new = operations.replay(session, actor, q, run_id, latest=latest)
+        new_id = new.id
+    return _detail(db, q, new_id)
+
+
+@router.post("/runs/{run_id}/cancel")
+def cancel(
+    run_id: str,
+    body: CancelRun | None = None,
+    actor: Actor = Depends(Require(Permission.RUN_OPERATE)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> dict[str, Any]:
+    with db.transaction() as session:
+        operations.cancel(session, actor, q, run_id, force=bool(body and body.force))
+    return _detail(db, q, run_id)
+
+
+@router.post("/runs/{run_id}/pause")
+def pause(
+    run_id: str,
+    actor: Actor = Depends(Require(Permission.RUN_OPERATE)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> dict[str, Any]:
+    """Stop the run at its next step boundary."""
+    with db.transaction() as session:
+        operations.pause(session, actor, q, run_id)
+    return _detail(db, q, run_id)
+
+
+@router.post("/runs/{run_id}/resume")
+def resume(
+    run_id: str,
+    actor: Actor = Depends(Require(Permission.RUN_OPERATE)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> dict[str, Any]:
+    with db.transaction() as session:
+        operations.resume(session, actor, q, run_id)
+    return _detail(db, q, run_id)
+
+
+@router.get("/queue")
+def queue_status(
+    _: Actor = Depends(Require(Permission.RUN_READ)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> dict[str, Any]:
+    """Queue depth, the oldest ready run's age, and live workers with their last heartbeat."""
+    stats = q.stats()
+    workers = live_workers(db, detail.LIVE_WORKER)
+    return {
+        "ready": stats.ready,
+        "scheduled": stats.scheduled,
+        "leased": stats.leased,
+        "oldest_ready_age_seconds": stats.oldest_ready_age_seconds,
+        "workers": [
+            {
+                "id": w.id,
+                "hostname": w.hostname,
+                "pid": w.pid,
+                "concurrency": w.concurrency,
+                "started_at": w.started_at,
+                "heartbeat_at": w.heartbeat_at,
+            }
+            for w in workers
+        ],
+    }
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value

@@ -1,0 +1,561 @@
+"""The interpreter: advances one run step by step, committing each step's outcome before the
+next starts. A worker keeps advancing the same run while steps complete, and hands it back
+only when it must wait (a timer, a retry backoff, a person) or when it shuts down.
+
+Before an external call the attempt is recorded (its intent: number, idempotency key, the
+rendered request with secrets redacted); after it, the outcome. A worker that dies between the
+two leaves an attempt marked running; whoever resumes the run sends the call again with the
+same idempotency key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from grantflow.definitions import expressions
+from grantflow.definitions.plan import Plan, PlanStep
+from grantflow.engine import failures, metrics
+from grantflow.engine.context import build_context, step_entry
+from grantflow.engine.models import Run, StepAttempt, StepRun
+from grantflow.engine.plans import plan_for
+from grantflow.engine.retry import backoff_seconds
+from grantflow.engine.states import PERSON_WAITS, RunStatus, StepStatus, WaitingReason
+from grantflow.engine.transitions import move_run, move_step, touch
+from grantflow.errors import FailureClass, GrantflowError, InternalError, PermanentError
+from grantflow.queue.interface import Queue
+from grantflow.steps.execution import StepCall, StepResult
+from grantflow.steps.registry import get_step_type
+from grantflow.store.base import utcnow
+from grantflow.store.database import Database
+
+log = structlog.get_logger("grantflow.engine")
+
+_CONCURRENCY_RECHECK = dt.timedelta(milliseconds=500)
+
+
+@dataclass
+class _Pending:
+    """An external call prepared in one transaction, to be made outside of any."""
+
+    step_run_id: str
+    attempt_id: str
+    step: PlanStep
+    call: StepCall
+    started: float
+
+
+@dataclass
+class _Turn:
+    """What a worker keeps in memory while it holds a run."""
+
+    run_id: str
+    plan: Plan | None = None
+    context: dict[str, Any] | None = None
+    step_run_id: str | None = None
+    steps_done: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Interpreter:
+    def __init__(
+        self,
+        database: Database,
+        queue: Queue,
+        worker_id: str,
+        http: httpx.Client,
+        clock: Callable[[], dt.datetime] = utcnow,
+        stopping: threading.Event | None = None,
+    ) -> None:
+        self.database = database
+        self.queue = queue
+        self.worker_id = worker_id
+        self.http = http
+        self.clock = clock
+        self.stopping = stopping or threading.Event()
+
+    # --- the loop -----------------------------------------------------------------------------
+    def advance(self, run_id: str) -> None:
+        """Advance a run this worker has leased, until it waits, ends, or the worker stops."""
+        turn = _Turn(run_id)
+        while True:
+            if self.stopping.is_set():
+                self._hand_back(run_id)
+                return
+            try:
+                pending_or_more = self._prepare(turn)
+                if isinstance(pending_or_more, _Pending):
+                    if not self._finish(turn, pending_or_more, self._call(pending_or_more)):
+                        return
+                elif not pending_or_more:
+                    return
+            except Exception as exc:  # a fault in Grantflow itself: fail the run, visibly
+                log.exception("run.internal_error", run_id=run_id)
+                self._fail_internal(run_id, exc)
+                return
+
+    def _hand_back(self, run_id: str) -> None:
+        with self.database.transaction() as session:
+            if self.queue.holds(session, run_id, self.worker_id):
+                self.queue.schedule(session, run_id)
+
+    # --- phase 1: decide, and record the intent -----------------------------------------------
+    def _prepare(self, turn: _Turn) -> _Pending | bool:
+        with self.database.transaction() as session:
+            run = session.get(Run, turn.run_id, with_for_update=True, populate_existing=True)
+            if run is None:
+                return False
+            if not self.queue.holds(session, run.id, self.worker_id):
+                return False  # the lease was lost; another worker owns the run now
+            now = self.clock()
+            status = RunStatus(run.status)
+            if status.terminal:
+                self.queue.remove(session, run.id)
+                return False
+            if turn.plan is None:
+                turn.plan = plan_for(session, run.workflow_id, run.version)
+            plan = turn.plan
+            step_run = self._current_step_run(session, turn)
+            if now >= run.deadline_at:
+                self._time_out(session, run, step_run, plan)
+                return False
+            if status == RunStatus.PAUSED:
+                self.queue.schedule(session, run.id, run.deadline_at)
+                return False
+            if run.pause_requested:
+                run.pause_requested = False
+                move_run(session, run, RunStatus.PAUSED, reason="operator")
+                self.queue.schedule(session, run.id, run.deadline_at)
+                return False
+            if status == RunStatus.WAITING:
+                if run.waiting_reason in PERSON_WAITS:
+                    self.queue.schedule(session, run.id, run.deadline_at)
+                    return False
+                if run.wake_at is not None and now < run.wake_at:
+                    self.queue.schedule(session, run.id, min(run.wake_at, run.deadline_at))
+                    return False
+                move_run(session, run, RunStatus.RUNNING)
+            elif status == RunStatus.QUEUED:
+                if self._over_concurrency(session, run, plan):
+                    self.queue.schedule(session, run.id, now + _CONCURRENCY_RECHECK)
+                    return False
+                move_run(session, run, RunStatus.RUNNING)
+            step = plan.steps[step_run.step_id]
+            if step_run.status == StepStatus.WAITING:  # a durable timer (delay) came due
+                until = step_run.next_attempt_at
+                if until is not None and now < until:
+                    self._park(session, run, WaitingReason.DELAY, until)
+                    return False
+                return self._succeed(session, turn, run, step_run, step, step_run.output)
+            if (
+                step_run.status == StepStatus.RETRYING
+                and step_run.next_attempt_at
+                and now < step_run.next_attempt_at
+            ):
+                self._park(session, run, WaitingReason.RETRY, step_run.next_attempt_at)
+                return False
+            return self._begin_attempt(session, turn, run, step_run, step, now)
+
+    def _current_step_run(self, session: Session, turn: _Turn) -> StepRun:
+        if turn.step_run_id is not None:
+            found = session.get(StepRun, turn.step_run_id, populate_existing=True)
+            if found is not None:
+                return found
+        step_run = session.execute(
+            select(StepRun)
+            .where(StepRun.run_id == turn.run_id)
+            .order_by(StepRun.sequence.desc())
+            .limit(1)
+        ).scalar_one()
+        turn.step_run_id = step_run.id
+        return step_run
+
+    def _context(self, session: Session, turn: _Turn, run: Run) -> dict[str, Any]:
+        if turn.context is None:
+            step_runs = list(
+                session.execute(
+                    select(StepRun).where(StepRun.run_id == run.id).order_by(StepRun.sequence)
+                ).scalars()
+            )
+            turn.context = build_context(run, step_runs)
+        return turn.context
+
+    def _over_concurrency(self, session: Session, run: Run, plan: Plan) -> bool:
+        if plan.max_concurrent_runs is None:
+            return False
+        busy = session.execute(
+            select(func.count())
+            .select_from(Run)
+            .where(
+                Run.workflow_id == run.workflow_id,
+                Run.id != run.id,
+                Run.status == RunStatus.RUNNING,
+            )
+        ).scalar_one()
+        return bool(busy >= plan.max_concurrent_runs)
+
+    def _begin_attempt(
+        self,
+        session: Session,
+        turn: _Turn,
+        run: Run,
+        step_run: StepRun,
+        step: PlanStep,
+        now: dt.datetime,
+    ) -> _Pending | bool:
+        step_type = get_step_type(step.type)
+        if step_type is None or step_type.execute is None:
+            raise InternalError(f"step type {step.type!r} cannot run in this deployment")
+        context = self._context(session, turn, run)
+        step_run.attempts += 1
+        key = f"{run.id}:{step.id}:{step_run.iteration}-{step_run.attempt_group}"
+        attempt = StepAttempt(
+            step_run_id=step_run.id,
+            number=step_run.attempts,
+            idempotency_key=key,
+            status="running",
+            started_at=now,
+        )
+        session.add(attempt)
+        move_step(session, step_run, StepStatus.RUNNING, event="step_started", type=step.type)
+        run.current_step = step.id
+        try:
+            config = expressions.render(step.config, context, where=f"{step.id}.config")
+        except expressions.ExpressionError as exc:
+            attempt.status, attempt.error = (
+                "failed",
+                {"class": exc.failure_class, "message": exc.message},
+            )
+            attempt.finished_at = now
+            return self._fail_step(session, turn, run, step_run, step, exc)
+        attempt.request = step_type.preview(config)
+        remaining = (run.deadline_at - now).total_seconds()
+        timeout = min(step.timeout_seconds or remaining, remaining)
+        call = StepCall(
+            run_id=run.id,
+            step_id=step.id,
+            attempt=step_run.attempts,
+            idempotency_key=key,
+            config=config,
+            timeout=max(timeout, 0.001),
+            http=self.http,
+            step_started_at=step_run.started_at,
+        )
+        session.flush()
+        pending = _Pending(step_run.id, attempt.id, step, call, time.perf_counter())
+        if step_type.local:
+            outcome = self._call(pending)
+            return self._apply(session, turn, run, step_run, attempt, pending, outcome)
+        return pending
+
+    # --- phase 2: the call, outside any transaction -------------------------------------------
+    def _call(self, pending: _Pending) -> StepResult | BaseException:
+        step_type = get_step_type(pending.step.type)
+        assert step_type is not None
+        assert step_type.execute is not None
+        try:
+            return step_type.execute(pending.call)
+        except GrantflowError as exc:
+            return exc
+        except Exception as exc:  # an executor bug: classified as internal, never retried
+            log.exception("run.step.crashed", step_id=pending.step.id)
+            return exc
+
+    # --- phase 3: record the outcome, choose what comes next ----------------------------------
+    def _finish(self, turn: _Turn, pending: _Pending, outcome: StepResult | BaseException) -> bool:
+        with self.database.transaction() as session:
+            run = session.get(Run, turn.run_id, with_for_update=True, populate_existing=True)
+            step_run = session.get(StepRun, pending.step_run_id, populate_existing=True)
+            attempt = session.get(StepAttempt, pending.attempt_id)
+            assert run is not None
+            assert step_run is not None
+            assert attempt is not None
+            if run.status != RunStatus.RUNNING:  # cancelled or timed out while we called out
+                self._close_attempt(attempt, pending, outcome)
+                if step_run.status == StepStatus.RUNNING:
+                    done = isinstance(outcome, StepResult)
+                    move_step(
+                        session,
+                        step_run,
+                        StepStatus.SUCCEEDED if done else StepStatus.FAILED,
+                        event="step_succeeded" if done else "step_failed",
+                        after=run.status,
+                    )
+                    if done:
+                        step_run.output = outcome.output  # type: ignore[union-attr]
+                return False
+            if not self.queue.holds(session, run.id, self.worker_id):
+                self._close_attempt(attempt, pending, outcome)  # another worker took over
+                return False
+            return self._apply(session, turn, run, step_run, attempt, pending, outcome)
+
+    def _close_attempt(
+        self, attempt: StepAttempt, pending: _Pending, outcome: StepResult | BaseException
+    ) -> float:
+        elapsed = time.perf_counter() - pending.started
+        attempt.finished_at = self.clock()
+        attempt.duration_ms = round(elapsed * 1000, 3)
+        if isinstance(outcome, StepResult):
+            attempt.status = "succeeded"
+            attempt.response = outcome.response
+        else:
+            reason = failures.from_error(outcome, pending.step.id, exhausted=False)
+            attempt.status = "failed"
+            attempt.error = {
+                "class": reason["class"],
+                "code": reason["code"],
+                "message": reason["message"],
+            }
+            attempt.response = getattr(outcome, "response", None)
+        failure_class = (
+            "" if isinstance(outcome, StepResult) else (attempt.error or {}).get("class", "")
+        )
+        outcome_label = "succeeded" if isinstance(outcome, StepResult) else "failed"
+        metrics.STEP_DURATION.labels(pending.step.type, outcome_label).observe(elapsed)
+        metrics.STEP_OUTCOMES.labels(pending.step.type, outcome_label, failure_class).inc()
+        return elapsed
+
+    def _apply(
+        self,
+        session: Session,
+        turn: _Turn,
+        run: Run,
+        step_run: StepRun,
+        attempt: StepAttempt,
+        pending: _Pending,
+        outcome: StepResult | BaseException,
+    ) -> bool:
+        elapsed = self._close_attempt(attempt, pending, outcome)
+        step = pending.step
+        if isinstance(outcome, BaseException):
+            return self._fail_step(session, turn, run, step_run, step, outcome)
+        if outcome.wait_until is not None and outcome.wait_until > self.clock():
+            step_run.next_attempt_at = outcome.wait_until
+            move_step(
+                session,
+                step_run,
+                StepStatus.WAITING,
+                event="step_waiting",
+                until=outcome.wait_until.isoformat(),
+            )
+            self._park(session, run, WaitingReason.DELAY, outcome.wait_until)
+            return False
+        return self._succeed(
+            session, turn, run, step_run, step, outcome.output, duration_ms=round(elapsed * 1000, 3)
+        )
+
+    def _succeed(
+        self,
+        session: Session,
+        turn: _Turn,
+        run: Run,
+        step_run: StepRun,
+        step: PlanStep,
+        output: Any,
+        **data: Any,
+    ) -> bool:
+        step_run.output = output
+        step_run.error = None
+        move_step(session, step_run, StepStatus.SUCCEEDED, event="step_succeeded", **data)
+        if turn.context is not None:
+            turn.context["steps"][step.id] = step_entry(step_run)
+        return self._go_next(session, turn, run, step_run, step)
+
+    def _go_next(
+        self, session: Session, turn: _Turn, run: Run, step_run: StepRun, step: PlanStep
+    ) -> bool:
+        context = self._context(session, turn, run)
+        try:
+            next_id = self._choose_next(step, context)
+        except expressions.ExpressionError as exc:
+            failure = failures.reason(
+                FailureClass.VALIDATION,
+                exc.code,
+                exc.message,
+                exc.next_action or "fix the condition",
+                step.id,
+            )
+            self._end(session, run, RunStatus.FAILED, failure)
+            return False
+        step_run.next_step = next_id
+        if next_id is None:
+            self._end(session, run, RunStatus.SUCCEEDED)
+            return False
+        plan = turn.plan
+        assert plan is not None
+        target = plan.steps[next_id]
+        iteration = (
+            session.execute(
+                select(func.count())
+                .select_from(StepRun)
+                .where(StepRun.run_id == run.id, StepRun.step_id == next_id)
+            ).scalar_one()
+            + 1
+        )
+        if iteration > (target.max_iterations or 1):
+            failure = failures.reason(
+                FailureClass.PERMANENT,
+                "loop_bound_exceeded",
+                f"step {next_id!r} would run a {iteration}th time, over its bound of "
+                f"{target.max_iterations or 1}",
+                "check the loop's exit condition, fix the workflow, then Replay with latest",
+                next_id,
+            )
+            self._end(session, run, RunStatus.FAILED, failure)
+            return False
+        new = StepRun(
+            run_id=run.id,
+            step_id=next_id,
+            step_type=target.type,
+            sequence=step_run.sequence + 1,
+            iteration=iteration,
+            status=StepStatus.PENDING,
+            side_effects=target.side_effects,
+        )
+        session.add(new)
+        session.flush()
+        turn.step_run_id = new.id
+        run.current_step = next_id
+        touch(run, self.clock())
+        turn.steps_done += 1
+        return True
+
+    @staticmethod
+    def _choose_next(step: PlanStep, context: dict[str, Any]) -> str | None:
+        for branch in step.branches:
+            if expressions.evaluate(branch.when, context):
+                return branch.next
+        return step.next
+
+    def _fail_step(
+        self,
+        session: Session,
+        turn: _Turn,
+        run: Run,
+        step_run: StepRun,
+        step: PlanStep,
+        exc: BaseException,
+    ) -> bool:
+        now = self.clock()
+        retryable = failures.retryable(exc)
+        if retryable and step_run.attempts < step.retry.max_attempts:
+            delay = backoff_seconds(
+                step.retry, step_run.attempts, getattr(exc, "retry_after", None)
+            )
+            next_at = now + dt.timedelta(seconds=delay)
+            reason = failures.from_error(exc, step.id, exhausted=False)
+            step_run.error = reason
+            step_run.next_attempt_at = next_at
+            move_step(
+                session,
+                step_run,
+                StepStatus.RETRYING,
+                event="step_retrying",
+                **{
+                    "class": reason["class"],
+                    "message": reason["message"],
+                    "next_attempt_at": next_at.isoformat(),
+                    "attempts_left": step.retry.max_attempts - step_run.attempts,
+                },
+            )
+            self._park(session, run, WaitingReason.RETRY, next_at)
+            return False
+        failure = failures.from_error(exc, step.id, exhausted=retryable)
+        failure["attempts"] = step_run.attempts
+        step_run.error = failure
+        move_step(
+            session,
+            step_run,
+            StepStatus.FAILED,
+            event="step_failed",
+            **{"class": failure["class"], "message": failure["message"]},
+        )
+        if turn.context is not None:
+            turn.context["steps"][step.id] = step_entry(step_run)
+        if step.on_failure == "continue":
+            return self._go_next(session, turn, run, step_run, step)
+        if step.on_failure == "escalate":
+            failure["next_action"] = (
+                "a person must decide: Retry the run once the cause is "
+                "fixed (it resumes from this step), or cancel it"
+            )
+            move_run(
+                session,
+                run,
+                RunStatus.WAITING,
+                waiting_reason=WaitingReason.ESCALATED,
+                failure=failure,
+            )
+            self.queue.schedule(session, run.id, run.deadline_at)
+            return False
+        final = (
+            RunStatus.TIMED_OUT if failure["class"] == FailureClass.TIMEOUT else RunStatus.FAILED
+        )
+        self._end(session, run, final, failure)
+        return False
+
+    def _park(self, session: Session, run: Run, reason: WaitingReason, until: dt.datetime) -> None:
+        move_run(session, run, RunStatus.WAITING, waiting_reason=reason, wake_at=until)
+        self.queue.schedule(session, run.id, min(until, run.deadline_at))
+
+    def _end(
+        self, session: Session, run: Run, status: RunStatus, failure: dict[str, Any] | None = None
+    ) -> None:
+        move_run(session, run, status, failure=failure)
+        self.queue.remove(session, run.id)
+        metrics.RUN_DURATION.labels(str(status)).observe(
+            (self.clock() - run.created_at).total_seconds()
+        )
+
+    def _time_out(self, session: Session, run: Run, step_run: StepRun, plan: Plan) -> None:
+        if step_run.status in (StepStatus.RUNNING, StepStatus.RETRYING, StepStatus.WAITING):
+            move_step(
+                session,
+                step_run,
+                StepStatus.FAILED,
+                event="step_failed",
+                **{"class": "timeout", "message": "the run's execution timeout passed"},
+            )
+        limit = dt.timedelta(seconds=plan.execution_timeout_seconds)
+        failure = failures.reason(
+            FailureClass.TIMEOUT,
+            "execution_timeout",
+            f"the run did not finish within its execution timeout ({limit}); it was at step "
+            f"{step_run.step_id!r}",
+            "find why it was slow (the timeline shows where time went), then Retry the run "
+            "or raise settings.execution_timeout",
+            step_run.step_id,
+        )
+        self._end(session, run, RunStatus.TIMED_OUT, failure)
+
+    def _fail_internal(self, run_id: str, exc: BaseException) -> None:
+        with self.database.transaction() as session:
+            run = session.get(Run, run_id, with_for_update=True, populate_existing=True)
+            if run is None or RunStatus(run.status).terminal:
+                return
+            error = (
+                exc
+                if isinstance(exc, GrantflowError)
+                else PermanentError(f"internal fault: {type(exc).__name__}: {exc}")
+            )
+            failure = failures.reason(
+                FailureClass.INTERNAL,
+                getattr(error, "code", "internal_error"),
+                error.message,
+                error.next_action or "report this fault with the run id",
+                run.current_step,
+            )
+            if run.status == RunStatus.QUEUED or run.status == RunStatus.WAITING:
+                move_run(session, run, RunStatus.RUNNING)
+            if run.status == RunStatus.PAUSED:
+                run.status = RunStatus.RUNNING  # a fault ends even a paused run
+            self._end(session, run, RunStatus.FAILED, failure)

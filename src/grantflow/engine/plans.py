@@ -1,0 +1,34 @@
+"""Loading the plan a run executes, integrity-checked. Parsed plans are cached by their stored
+text, so a plan that was altered in the database is checked again, never served stale."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from grantflow.definitions.models import Workflow, WorkflowVersion
+from grantflow.definitions.plan import Plan, load_plan
+from grantflow.errors import InternalError
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(name: str, version: int, text: str) -> Plan:
+    return load_plan(json.loads(text), workflow=name, version=version)
+
+
+def plan_for(session: Session, workflow_id: str, version: int) -> Plan:
+    row = session.execute(
+        select(WorkflowVersion.plan, Workflow.name)
+        .join(Workflow, Workflow.id == WorkflowVersion.workflow_id)
+        .where(WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.number == version)
+    ).one_or_none()
+    if row is None or row.plan is None:
+        raise InternalError(
+            f"version {version} of workflow {workflow_id} has no compiled plan",
+            code="plan_integrity_failed",
+            next_action="republish the version; report this fault",
+        )
+    return _parsed(row.name, version, json.dumps(row.plan, sort_keys=True))

@@ -1,0 +1,166 @@
+"""Starting runs: the one place a run is created (manual starts, replays, later triggers)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import jsonschema
+from sqlalchemy.orm import Session
+
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Permission
+from grantflow.definitions.models import Workflow
+from grantflow.definitions.workflows import get_workflow
+from grantflow.engine import failures
+from grantflow.engine.models import Run, StepRun
+from grantflow.engine.plans import plan_for
+from grantflow.engine.states import RunStatus, StepStatus
+from grantflow.engine.timeline import add_event
+from grantflow.errors import Conflict, InternalError, ValidationError
+from grantflow.queue.interface import Queue
+from grantflow.store.base import utcnow
+
+
+def check_dispatching(workflow: Workflow) -> int:
+    """The active version, or a refusal saying exactly why there is none to run."""
+    if not workflow.enabled:
+        by = f" by {workflow.enabled_changed_by}" if workflow.enabled_changed_by else ""
+        raise Conflict(
+            f"workflow {workflow.name!r} is disabled{by}; it starts no runs",
+            next_action="enable the workflow, then start the run again",
+            code="workflow_disabled",
+        )
+    if workflow.active_version is None:
+        raise Conflict(
+            f"workflow {workflow.name!r} has no active version; it starts no runs",
+            next_action="publish a version (it becomes active), then start the run",
+            code="no_active_version",
+        )
+    return workflow.active_version
+
+
+def validate_input(schema: dict[str, Any], data: Any) -> None:
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
+    if errors:
+        details = [
+            {
+                "field": "input"
+                + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in e.path),
+                "message": e.message,
+            }
+            for e in errors
+        ]
+        raise ValidationError(
+            "the run input does not match the workflow's input schema: "
+            + "; ".join(f"{d['field']}: {d['message']}" for d in details[:5]),
+            details=details,
+            code="input_invalid",
+            next_action="send input that matches the schema (GET the workflow's plan)",
+        )
+
+
+def start_run(
+    session: Session,
+    actor: Actor,
+    queue: Queue,
+    workflow_id: str,
+    run_input: dict[str, Any],
+    *,
+    trigger: str = "manual",
+    subject: dict[str, Any] | None = None,
+    version: int | None = None,
+    replay_of: str | None = None,
+    replay_mode: str | None = None,
+) -> Run:
+    actor.require(Permission.RUN_OPERATE)
+    workflow = get_workflow(session, workflow_id)
+    number = version if version is not None else check_dispatching(workflow)
+    now = utcnow()
+    try:
+        plan = plan_for(session, workflow.id, number)
+    except InternalError as exc:
+        return _failed_at_start(session, actor, workflow, number, run_input, trigger, exc)
+    if trigger == "manual" and replay_of is None:
+        schema = plan.trigger.get("input_schema") or {"type": "object"}
+        validate_input(schema, run_input)
+    run = Run(
+        workflow_id=workflow.id,
+        version=number,
+        status=RunStatus.QUEUED,
+        trigger=trigger,
+        input=run_input,
+        subject=subject or {},
+        current_step=plan.entry,
+        deadline_at=now + dt.timedelta(seconds=plan.execution_timeout_seconds),
+        stuck_after_seconds=plan.stuck_after_seconds,
+        stuck_at=now + dt.timedelta(seconds=plan.stuck_after_seconds),
+        replay_of=replay_of,
+        replay_mode=replay_mode,
+        created_by=actor.label,
+        created_at=now,
+        last_progress_at=now,
+    )
+    session.add(run)
+    entry = plan.steps[plan.entry]
+    session.add(
+        StepRun(
+            run=run,
+            step_id=entry.id,
+            step_type=entry.type,
+            sequence=1,
+            status=StepStatus.PENDING,
+            side_effects=entry.side_effects,
+        )
+    )
+    session.flush()
+    add_event(
+        session,
+        run.id,
+        "queued",
+        actor=actor.label,
+        trigger=trigger,
+        version=number,
+        details={"replay_of": replay_of, "mode": replay_mode} if replay_of else None,
+    )
+    queue.schedule(session, run.id)
+    return run
+
+
+def _failed_at_start(
+    session: Session,
+    actor: Actor,
+    workflow: Workflow,
+    number: int,
+    run_input: dict[str, Any],
+    trigger: str,
+    exc: InternalError,
+) -> Run:
+    """A corrupt plan fails the run at once, visibly, instead of leaving it to hang."""
+    now = utcnow()
+    run = Run(
+        workflow_id=workflow.id,
+        version=number,
+        status=RunStatus.FAILED,
+        trigger=trigger,
+        input=run_input,
+        subject={},
+        deadline_at=now,
+        stuck_after_seconds=0,
+        created_by=actor.label,
+        created_at=now,
+        finished_at=now,
+        last_progress_at=now,
+        failure=failures.reason("internal", exc.code, exc.message, exc.next_action or ""),
+    )
+    session.add(run)
+    session.flush()
+    add_event(
+        session,
+        run.id,
+        "failed",
+        actor=actor.label,
+        details={"class": "internal", "message": exc.message},
+    )
+    return run

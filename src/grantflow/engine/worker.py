@@ -1,0 +1,176 @@
+"""A worker: leases ready runs from the queue and advances them on a pool of threads, keeps its
+leases alive with heartbeats, and on shutdown finishes or hands back what it holds."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
+
+import httpx
+import structlog
+from sqlalchemy import delete
+
+from grantflow.engine.interpreter import Interpreter
+from grantflow.queue.interface import Queue
+from grantflow.queue.models import Worker as WorkerRow
+from grantflow.store.base import utcnow
+from grantflow.store.database import Database
+
+log = structlog.get_logger("grantflow.worker")
+
+
+class Worker:
+    def __init__(
+        self,
+        database: Database,
+        queue: Queue,
+        *,
+        concurrency: int = 4,
+        lease_seconds: float = 30.0,
+        poll_seconds: float = 1.0,
+        worker_id: str | None = None,
+    ) -> None:
+        self.database = database
+        self.queue = queue
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stopping = threading.Event()
+        self._slots = threading.Semaphore(concurrency)
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="run")
+        self.http = httpx.Client(
+            follow_redirects=False,
+            limits=httpx.Limits(
+                max_connections=concurrency * 4, max_keepalive_connections=concurrency * 2
+            ),
+        )
+        self.interpreter = Interpreter(database, queue, self.id, self.http, stopping=self.stopping)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        with self.database.transaction() as session:
+            session.merge(
+                WorkerRow(
+                    id=self.id,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                    concurrency=self.concurrency,
+                    started_at=utcnow(),
+                    heartbeat_at=utcnow(),
+                )
+            )
+        for target, name in ((self._dispatch, "dispatcher"), (self._heartbeat, "heartbeat")):
+            thread = threading.Thread(target=target, name=f"worker-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("worker.started", worker=self.id, concurrency=self.concurrency)
+
+    def stop(self, grace_seconds: float = 30.0) -> None:
+        """Stop claiming; let in-flight steps finish (each run is handed back at its next step
+        boundary); then hand back anything still held."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        self.database.queue_wakeup.set()
+        for thread in self._threads:
+            thread.join(timeout=grace_seconds)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.queue.release(self.id)
+        with self.database.transaction() as session:
+            session.execute(delete(WorkerRow).where(WorkerRow.id == self.id))
+        self.http.close()
+        log.info("worker.stopped", worker=self.id)
+
+    def run_until_signalled(self) -> None:
+        """Run in the foreground until SIGTERM or SIGINT, then shut down gracefully."""
+        done = threading.Event()
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("worker.signal", signal=signal.Signals(signum).name)
+            done.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        done.wait()
+        self.stop()
+
+    # --- threads ------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                claimed = self._claim_some()
+            except Exception:
+                log.exception("worker.claim_failed")
+                self.stopping.wait(self.poll_seconds)
+                continue
+            if claimed:
+                continue
+            self.queue.wait(self._idle_timeout())
+
+    def _claim_some(self) -> int:
+        free = 0
+        while self._slots.acquire(blocking=False):
+            free += 1
+        if free == 0:
+            self.queue.wait(self.poll_seconds)  # a finishing run sets the wake-up
+            return 0
+        ids = self.queue.claim(self.id, free, self.lease_seconds)
+        for _ in range(free - len(ids)):
+            self._slots.release()
+        for run_id in ids:
+            self._pool.submit(self._advance, run_id)
+        return len(ids)
+
+    def _advance(self, run_id: str) -> None:
+        try:
+            self.interpreter.advance(run_id)
+        except Exception:
+            log.exception("worker.advance_failed", run_id=run_id)
+        finally:
+            self._slots.release()
+            self.database.queue_wakeup.set()
+
+    def _idle_timeout(self) -> float:
+        try:
+            due = self.queue.next_due()
+        except Exception:
+            return self.poll_seconds
+        if due is None:
+            return self.poll_seconds
+        return max(0.0, min(self.poll_seconds, (due - utcnow()).total_seconds()))
+
+    def _heartbeat(self) -> None:
+        interval = max(self.lease_seconds / 3, 0.2)
+        while not self.stopping.wait(interval):
+            try:
+                self.queue.extend(self.id, self.lease_seconds)
+                with self.database.transaction() as session:
+                    row = session.get(WorkerRow, self.id)
+                    if row is not None:
+                        row.heartbeat_at = utcnow()
+            except Exception:
+                log.exception("worker.heartbeat_failed")
+
+
+def live_workers(database: Database, within: dt.timedelta) -> list[WorkerRow]:
+    from sqlalchemy import select
+
+    with database.transaction() as session:
+        return list(
+            session.execute(
+                select(WorkerRow)
+                .where(WorkerRow.heartbeat_at >= utcnow() - within)
+                .order_by(WorkerRow.started_at)
+            ).scalars()
+        )

@@ -1,0 +1,155 @@
+"""The database transport: the `queue_items` table, leased with SKIP LOCKED on PostgreSQL (and
+the single writer lock on SQLite); wake-ups by LISTEN/NOTIFY and, in-process, an event."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.orm import Session
+
+from grantflow.queue.interface import QueueStats
+from grantflow.queue.models import QueueItem
+from grantflow.store.base import utcnow
+from grantflow.store.database import Database
+
+log = structlog.get_logger("grantflow.queue")
+
+_UPSERT = text(
+    "INSERT INTO queue_items (run_id, available_at, enqueued_at, deliveries) "
+    "VALUES (:run_id, :at, :now, 0) "
+    "ON CONFLICT (run_id) DO UPDATE SET available_at = excluded.available_at, "
+    "lease_owner = NULL, lease_expires_at = NULL"
+)
+
+
+class DatabaseQueue:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._listener: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    # --- inside a caller's transaction --------------------------------------------------------
+    def schedule(self, session: Session, run_id: str, at: dt.datetime | None = None) -> None:
+        now = utcnow()
+        when = at or now
+        params = {"run_id": run_id, "at": self._param(when), "now": self._param(now)}
+        session.execute(_UPSERT, params)
+        if when <= now:
+            self.database.notify_queue(session)
+
+    def remove(self, session: Session, run_id: str) -> None:
+        session.execute(delete(QueueItem).where(QueueItem.run_id == run_id))
+
+    def holds(self, session: Session, run_id: str, worker_id: str) -> bool:
+        owner = session.execute(
+            select(QueueItem.lease_owner).where(QueueItem.run_id == run_id)
+        ).scalar_one_or_none()
+        return owner == worker_id
+
+    def _param(self, value: dt.datetime) -> Any:
+        # Raw SQL bypasses the UTC column type; store what it would store.
+        return value.replace(tzinfo=None) if self.database.dialect == "sqlite" else value
+
+    # --- own transactions ---------------------------------------------------------------------
+    def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[str]:
+        now = utcnow()
+        with self.database.transaction() as session:
+            stmt = (
+                select(QueueItem.run_id)
+                .where(QueueItem.available_at <= now)
+                .where((QueueItem.lease_owner.is_(None)) | (QueueItem.lease_expires_at < now))
+                .order_by(QueueItem.available_at)
+                .limit(limit)
+            )
+            if self.database.dialect == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True)
+            ids = list(session.execute(stmt).scalars())
+            if ids:
+                session.execute(
+                    update(QueueItem)
+                    .where(QueueItem.run_id.in_(ids))
+                    .values(
+                        lease_owner=worker_id,
+                        lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+                        deliveries=QueueItem.deliveries + 1,
+                    )
+                )
+        return ids
+
+    def extend(self, worker_id: str, lease_seconds: float) -> None:
+        with self.database.transaction() as session:
+            session.execute(
+                update(QueueItem)
+                .where(QueueItem.lease_owner == worker_id)
+                .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
+            )
+
+    def release(self, worker_id: str) -> None:
+        with self.database.transaction() as session:
+            session.execute(
+                update(QueueItem)
+                .where(QueueItem.lease_owner == worker_id)
+                .values(lease_owner=None, lease_expires_at=None, available_at=utcnow())
+            )
+            self.database.notify_queue(session)
+
+    def next_due(self) -> dt.datetime | None:
+        with self.database.transaction() as session:
+            due: dt.datetime | None = session.execute(
+                select(func.min(QueueItem.available_at)).where(QueueItem.lease_owner.is_(None))
+            ).scalar_one_or_none()
+        if due is not None and due.tzinfo is None:
+            due = due.replace(tzinfo=dt.UTC)
+        return due
+
+    def stats(self) -> QueueStats:
+        now = utcnow()
+        with self.database.transaction() as session:
+            ready_filter = (QueueItem.available_at <= now) & (
+                QueueItem.lease_owner.is_(None) | (QueueItem.lease_expires_at < now)
+            )
+            ready = session.execute(
+                select(func.count(), func.min(QueueItem.available_at)).where(ready_filter)
+            ).one()
+            leased = session.execute(
+                select(func.count()).where(
+                    QueueItem.lease_owner.is_not(None), QueueItem.lease_expires_at >= now
+                )
+            ).scalar_one()
+            total = session.execute(select(func.count()).select_from(QueueItem)).scalar_one()
+        oldest = ready[1]
+        if oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=dt.UTC)
+        return QueueStats(
+            ready=ready[0],
+            leased=leased,
+            scheduled=total - ready[0] - leased,
+            oldest_ready_age_seconds=(now - oldest).total_seconds() if oldest else None,
+        )
+
+    # --- waking up ----------------------------------------------------------------------------
+    def wait(self, timeout: float) -> None:
+        if self._listener is None and self.database.dialect == "postgresql":
+            self._listener = threading.Thread(
+                target=self._listen, name="queue-listener", daemon=True
+            )
+            self._listener.start()
+        wakeup = self.database.queue_wakeup
+        if wakeup.wait(timeout):
+            wakeup.clear()
+
+    def _listen(self) -> None:
+        """Turn PostgreSQL notifications from other processes into the local wake-up."""
+        while not self._closed.is_set():
+            try:
+                self.database.listen_queue(self.database.queue_wakeup, self._closed)
+            except Exception as exc:  # the connection dropped: reconnect after a pause
+                log.warning("queue.listen.lost", error=type(exc).__name__)
+                self._closed.wait(1.0)
+
+    def close(self) -> None:
+        self._closed.set()

@@ -1,0 +1,48 @@
+"""The queue interface every transport implements."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    ready: int  # runs a worker could take now
+    scheduled: int  # runs parked on a timer or a deadline
+    leased: int  # runs a worker holds
+    oldest_ready_age_seconds: float | None
+
+
+class Queue(Protocol):
+    def schedule(self, session: Session, run_id: str, at: dt.datetime | None = None) -> None:
+        """Make the run available at `at` (now when None), in the caller's transaction;
+        clears any lease. Wakes sleeping workers after commit."""
+
+    def remove(self, session: Session, run_id: str) -> None:
+        """The run needs no worker any more (terminal)."""
+
+    def holds(self, session: Session, run_id: str, worker_id: str) -> bool:
+        """Does `worker_id` still hold the lease on the run? (a fence against lost leases)"""
+
+    def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[str]:
+        """Take up to `limit` ready runs, leasing them to `worker_id`."""
+
+    def extend(self, worker_id: str, lease_seconds: float) -> None:
+        """Renew every lease `worker_id` holds (heartbeat)."""
+
+    def release(self, worker_id: str) -> None:
+        """Hand back every run `worker_id` holds, available now (graceful shutdown)."""
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until work may be ready or `timeout` passes."""
+
+    def next_due(self) -> dt.datetime | None:
+        """When the earliest parked run becomes ready."""
+
+    def stats(self) -> QueueStats: ...
+
+    def close(self) -> None: ...
