@@ -554,8 +554,5 @@ class Interpreter:
                 error.next_action or "report this fault with the run id",
                 run.current_step,
             )
-            if run.status == RunStatus.QUEUED or run.status == RunStatus.WAITING:
-                move_run(session, run, RunStatus.RUNNING)
-            if run.status == RunStatus.PAUSED:
-                run.status = RunStatus.RUNNING  # a fault ends even a paused run
             self._end(session, run, RunStatus.FAILED, failure)
+

@@ -75,6 +75,8 @@ _RUN: dict[RunStatus, set[RunStatus]] = {
     },
     RunStatus.PAUSED: {
         RunStatus.QUEUED,
+        RunStatus.WAITING,
+
         RunStatus.CANCELLED,
         RunStatus.TIMED_OUT,
         RunStatus.FAILED,

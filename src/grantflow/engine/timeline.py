@@ -18,6 +18,7 @@ def add_event(
     step_id: str | None = None,
     attempt: int | None = None,
     actor: str | None = None,
+    details: dict[str, Any] | None = None,
     **data: Any,
 ) -> None:
     session.add(
@@ -28,6 +29,7 @@ def add_event(
             step_id=step_id,
             attempt=attempt,
             actor=actor,
-            data=data,
+            data={**(details or {}), **data},
+
         )
     )
