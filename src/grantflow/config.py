@@ -104,10 +104,9 @@ def load_settings(**overrides: Any) -> Settings:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
         message = first["msg"].removeprefix("Value error, ")
-        raise ConfigurationError(
-            f"GRANTFLOW_{field.upper()}: {message}",
-            next_action=f"fix GRANTFLOW_{field.upper()} and start again",
-        ) from None
+        # One line, naming the variable: nothing else is printed.
+        raise ConfigurationError(f"GRANTFLOW_{field.upper()}: {message}") from None
+
 
 
 def master_key(settings: Settings) -> bytes:

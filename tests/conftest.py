@@ -1,0 +1,98 @@
+"""Fixtures: every database test runs on SQLite and on PostgreSQL; API tests go over real HTTP."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from grantflow.api import create_app
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Role
+from grantflow.auth.tokens import create_token
+from grantflow.auth.users import create_user
+from grantflow.config import Settings, load_settings
+from grantflow.store.database import Database
+from tests.support.databases import PostgresRun, sqlite_copy, sqlite_template
+from tests.support.server import serve_in_thread
+
+BACKENDS = [
+    b for b in os.environ.get("GRANTFLOW_TEST_DATABASES", "sqlite,postgresql").split(",") if b
+]
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sqlite_template(tmp_path_factory.mktemp("sqlite-template"))
+
+
+@pytest.fixture(scope="session")
+def _postgres_run() -> Iterator[PostgresRun]:
+    run = PostgresRun()
+    run.create()
+    yield run
+    run.drop()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(b, marks=[pytest.mark.postgres] if b == "postgresql" else []) for b in BACKENDS
+    ]
+)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated, empty database of each backend."""
+    if request.param == "sqlite":
+        db = sqlite_copy(request.getfixturevalue("_sqlite_template"), tmp_path)
+    else:
+        db = request.getfixturevalue("_postgres_run").fresh()
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def settings(database: Database, tmp_path: Path) -> Settings:
+    return load_settings(
+        database_url=database.url.render_as_string(hide_password=False),
+        secret_key=base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        secret_key_file=tmp_path / "unused.key",
+    )
+
+
+@dataclass
+class Api:
+    """An HTTP client for the running app plus ways to make authorised users."""
+
+    base_url: str
+    database: Database
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=10)
+
+    def user_token(self, email: str, *roles: Role, ttl_days: int | None = 30) -> str:
+        actor = Actor.system("test")
+        with self.database.transaction() as session:
+            user = create_user(session, actor, email=email, roles=list(roles))
+            _, raw = create_token(session, actor, user_id=user.id, name="test", ttl_days=ttl_days)
+        return raw
+
+    def as_role(self, role: Role, email: str | None = None) -> httpx.Client:
+        return self.client(self.user_token(email or f"{role}@example.com", role))
+
+
+@pytest.fixture
+def api(settings: Settings, database: Database) -> Iterator[Api]:
+    """The real app on a free port of 127.0.0.1."""
+    with serve_in_thread(create_app(settings, database)) as url:
+        yield Api(base_url=url, database=database)
+
+
+@pytest.fixture
+def admin(api: Api) -> Iterator[httpx.Client]:
+    with api.as_role(Role.ADMIN, "admin@example.com") as client:
+        yield client

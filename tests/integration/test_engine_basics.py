@@ -1,0 +1,54 @@
+"""The engine end to end on both databases: runs advance, branch, wait, and say why they stop."""
+
+from __future__ import annotations
+
+from grantflow.store.database import Database
+from tests.support.engine import events, publish, running_worker, start, wait_status
+from tests.support.target import Reply, running_target
+
+
+def test_sequential_set_steps_run_in_order_and_outputs_flow(database: Database) -> None:
+    """A chain of set steps succeeds, each reading the previous step's output."""
+    wf = publish(database, {
+        "name": "chain", "trigger": {"type": "manual"},
+        "steps": [
+            {"id": "a", "type": "set", "config": {"values": {"n": "{{ input.n + 1 }}"}},
+             "next": "b"},
+            {"id": "b", "type": "set", "config": {"values": {"n": "{{ steps.a.output.n * 10 }}"}}},
+        ],
+    })
+    run_id = start(database, wf, {"n": 1})
+    with running_worker(database):
+        shown = wait_status(database, run_id, "succeeded")
+    assert [s["step_id"] for s in shown["steps"]] == ["a", "b"]
+    assert shown["steps"][1]["output"] == {"n": 20}
+    kinds = [e["kind"] for e in events(database, run_id)]
+    assert kinds[0] == "queued"
+    assert kinds[-1] == "succeeded"
+
+
+def test_http_step_sends_idempotency_key_and_exposes_json_output(database: Database) -> None:
+    """An http step's JSON response becomes its output; the request carries an idempotency key."""
+    with running_target() as target:
+        target.on("/users", Reply(201, {"id": "u-7"}))
+        wf = publish(database, {
+            "name": "http", "trigger": {"type": "manual"},
+            "steps": [
+                {"id": "create", "type": "http", "config": {
+                    "method": "POST", "url": f"{target.url}/users",
+                    "body": {"email": "{{ input.email }}"}}, "reversible": True,
+                 "next": "after"},
+                {"id": "after", "type": "set",
+                 "config": {"values": {"uid": "{{ steps.create.output.id }}"}}},
+            ],
+        })
+        run_id = start(database, wf, {"email": "ann@example.com"})
+        with running_worker(database):
+            shown = wait_status(database, run_id, "succeeded")
+    call = target.calls("/users")[0]
+    assert call.body == {"email": "ann@example.com"}
+    assert call.idempotency_key == f"{run_id}:create:1-1"
+    assert shown["steps"][1]["output"] == {"uid": "u-7"}
+    attempt = shown["steps"][0]["attempt_log"][0]
+    assert attempt["request"]["request"]["method"] == "POST"
+    assert attempt["response"]["status_code"] == 201

@@ -1,0 +1,1 @@
+"""Test support: real databases, a real HTTP server, and small helpers."""

@@ -1,0 +1,73 @@
+"""Per-run databases: a migrated SQLite template file copied per test, and a PostgreSQL database
+created for the run (migrated once, truncated between tests, dropped at the end)."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
+
+from grantflow.store import migrate
+from grantflow.store.database import Database, open_database
+from grantflow.store.schema import metadata
+from tests.support.services import POSTGRES_ADMIN_URL, service_missing
+
+
+def sqlite_template(directory: Path) -> Path:
+    path = directory / "template.db"
+    db = open_database(make_url(f"sqlite:///{path}"))
+    migrate.upgrade(db)
+    db.engine.dispose()
+    return path
+
+
+def sqlite_copy(template: Path, directory: Path) -> Database:
+    target = directory / "grantflow.db"
+    shutil.copyfile(template, target)
+    return open_database(make_url(f"sqlite:///{target}"))
+
+
+class PostgresRun:
+    """One database on the local server for the whole test run."""
+
+    def __init__(self) -> None:
+        self.admin_url = make_url(POSTGRES_ADMIN_URL)
+        self.name = f"grantflow_test_{uuid.uuid4().hex[:12]}"
+        self.url: URL = self.admin_url.set(database=self.name)
+
+    def _admin(self) -> Iterator[object]:
+        engine = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                yield conn
+        finally:
+            engine.dispose()
+
+    def create(self, *, migrated: bool = True) -> None:
+        """Create the database, and migrate it to the newest revision unless told not to."""
+        try:
+            for conn in self._admin():
+                conn.execute(text(f'CREATE DATABASE "{self.name}"'))  # type: ignore[attr-defined]
+        except OperationalError as exc:
+            service_missing("PostgreSQL", str(exc.orig).splitlines()[0])
+        if not migrated:
+            return
+        db = open_database(self.url)
+        migrate.upgrade(db)
+        db.engine.dispose()
+
+    def drop(self) -> None:
+        for conn in self._admin():
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))  # type: ignore[attr-defined]
+
+    def fresh(self) -> Database:
+        db = open_database(self.url)
+        tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+        with db.engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        return db

@@ -1,0 +1,75 @@
+"""Engine helpers: publish a workflow document, start runs, run a worker, wait for a status."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from grantflow.auth.actor import Actor
+from grantflow.definitions import workflows
+from grantflow.engine import detail, operations
+from grantflow.engine.runs import start_run
+from grantflow.engine.worker import Worker
+from grantflow.queue.database import DatabaseQueue
+from grantflow.store.database import Database
+
+ACTOR = Actor.system("test")
+
+
+def publish(db: Database, document: dict[str, Any]) -> str:
+    """Create (or redraft) and publish a workflow; its id."""
+    with db.transaction() as session:
+        applied = workflows.apply_document(session, ACTOR, document, publish_it=True)
+        return applied.workflow.id
+
+
+def start(db: Database, workflow_id: str, run_input: dict[str, Any] | None = None) -> str:
+    with db.transaction() as session:
+        run = start_run(session, ACTOR, DatabaseQueue(db), workflow_id, run_input or {})
+        return run.id
+
+
+def run_detail(db: Database, run_id: str) -> dict[str, Any]:
+    with db.transaction() as session:
+        return detail.run_detail(session, operations.get_run(session, run_id), DatabaseQueue(db))
+
+
+def events(db: Database, run_id: str) -> list[dict[str, Any]]:
+    with db.transaction() as session:
+        return detail.timeline(session, operations.get_run(session, run_id))
+
+
+def wait_for(db: Database, run_id: str, predicate: Callable[[dict[str, Any]], bool],
+             timeout: float = 20.0) -> dict[str, Any]:
+    """Poll the run until `predicate(detail)` holds; fail with the last detail otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = run_detail(db, run_id)
+        if predicate(shown):
+            return shown
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run never reached the expected state; last: {shown}")
+        time.sleep(0.02)
+
+
+def wait_status(db: Database, run_id: str, *statuses: str, timeout: float = 20.0
+                ) -> dict[str, Any]:
+    return wait_for(db, run_id, lambda d: d["status"] in statuses, timeout)
+
+
+@contextmanager
+def running_worker(db: Database, **options: Any) -> Iterator[Worker]:
+    options.setdefault("concurrency", 2)
+    options.setdefault("poll_seconds", 0.2)
+    options.setdefault("lease_seconds", 5.0)
+    queue = DatabaseQueue(db)
+    worker = Worker(db, queue, **options)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop(grace_seconds=10)
+        queue.close()
+

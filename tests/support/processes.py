@@ -1,0 +1,131 @@
+"""The real `grantflow` command as a subprocess: one-shot commands and a served process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.services import free_port
+
+COMMAND = [sys.executable, "-m", "grantflow"]
+
+
+def grantflow_env(**settings: str | Path) -> dict[str, str]:
+    """This process's environment without any GRANTFLOW_* variable, plus `settings`
+    (`database_url="..."` becomes GRANTFLOW_DATABASE_URL)."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("GRANTFLOW_")}
+    env["GRANTFLOW_LOG_FORMAT"] = "json"
+    env.update({f"GRANTFLOW_{name.upper()}": str(value) for name, value in settings.items()})
+    return env
+
+
+def run_grantflow(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run `grantflow ARGS...` to completion and capture its output."""
+    return subprocess.run(
+        [*COMMAND, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def json_output(result: subprocess.CompletedProcess[str]) -> Any:
+    """The JSON a successful command printed on stdout."""
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+def poll(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    """Call `condition` until it returns something truthy or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+@dataclass
+class ServedProcess:
+    """A running `grantflow serve`, its base URL, and its stderr captured in a file."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    stderr_path: Path
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def log_events(self) -> list[dict[str, Any]]:
+        """Every stderr line parsed as JSON (a line that is not JSON fails the parse)."""
+        return [json.loads(line) for line in self.stderr().splitlines() if line.strip()]
+
+    def wait_for_log(self, match: Callable[[dict[str, Any]], bool], timeout: float = 5) -> Any:
+        """The first log event `match` accepts, waiting for it to be written."""
+
+        def found() -> dict[str, Any] | None:
+            return next((e for e in self.log_events() if match(e)), None)
+
+        return poll(found, timeout=timeout, what="a matching log event")
+
+    def terminate(self, timeout: float = 15) -> int:
+        """Send SIGTERM and wait for the process to exit; its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+def _healthy(served: ServedProcess) -> bool:
+    if served.process.poll() is not None:
+        raise AssertionError(
+            f"grantflow serve exited with {served.process.returncode}:\n{served.stderr()}"
+        )
+    try:
+        return httpx.get(f"{served.url}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], cwd: Path, timeout: float = 30) -> Iterator[ServedProcess]:
+    """Start `grantflow serve` on a free port and wait until /healthz answers over TCP."""
+    port = free_port()
+    stderr_path = cwd / f"serve-{port}.stderr"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [*COMMAND, "serve", "--port", str(port)],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    served = ServedProcess(process, f"http://127.0.0.1:{port}", stderr_path)
+    try:
+        poll(lambda: _healthy(served), timeout=timeout, what="grantflow serve to answer /healthz")
+        yield served
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
