@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="largest request body accepted, in bytes"
     )
+    outbound_allow: str = Field(
+        default="",
+        description="comma-separated hosts or CIDR ranges that steps may call although they "
+        "are loopback, private or link-local (e.g. 127.0.0.1,10.0.0.0/8)",
+    )
+    health_check_seconds: float = Field(
+        default=300.0, ge=0, description="how often workers test each connection (0: never)"
+    )
     token_ttl_days: int = Field(
         default=90, ge=1, le=3650, description="default lifetime of new API tokens, in days"
     )
@@ -108,22 +116,53 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigurationError(f"GRANTFLOW_{field.upper()}: {message}") from None
 
 
-
 def master_key(settings: Settings) -> bytes:
-    """The master key, from the setting or the key file; generated into the file when absent."""
-    log = structlog.get_logger("grantflow.config")
+    """The current master key (see `master_keys`)."""
+    return master_keys(settings)[0]
+
+
+def master_keys(settings: Settings) -> list[bytes]:
+    """Every master key, the current one first: `GRANTFLOW_SECRET_KEY` (comma-separated) or one
+    key a line in the key file. Older keys stay readable during a rotation. A missing key file
+    is generated with one new key."""
     if settings.secret_key is not None:
-        return _decode_key(settings.secret_key.get_secret_value(), "GRANTFLOW_SECRET_KEY")
+        return _decode_keys(
+            settings.secret_key.get_secret_value().split(","), "GRANTFLOW_SECRET_KEY"
+        )
     path = settings.secret_key_file
-    if path.exists():
-        return _decode_key(path.read_text().strip(), "GRANTFLOW_SECRET_KEY_FILE")
+    if not path.exists():
+        _generate_key_file(path)
+    return _decode_keys(path.read_text().split(), "GRANTFLOW_SECRET_KEY_FILE")
+
+
+def write_key_file(path: Path, keys: list[bytes]) -> None:
+    """Replace the key file atomically, private to its owner."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("".join(base64.urlsafe_b64encode(k).decode() + "\n" for k in keys))
+    os.replace(tmp, path)
+
+
+def new_key() -> bytes:
+    return secrets.token_bytes(_KEY_BYTES)
+
+
+def _decode_keys(texts: list[str], variable: str) -> list[bytes]:
+    keys = [_decode_key(text.strip(), variable) for text in texts if text.strip()]
+    return keys or [_decode_key("", variable)]  # empty: the same "must be 32 bytes" error
+
+
+def _generate_key_file(path: Path) -> None:
+    log = structlog.get_logger("grantflow.config")
+
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(_KEY_BYTES)
     # O_EXCL: two processes starting at once must not overwrite each other's key.
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return _decode_key(path.read_text().strip(), "GRANTFLOW_SECRET_KEY_FILE")
+        return
     with os.fdopen(fd, "w") as handle:
         handle.write(base64.urlsafe_b64encode(key).decode() + "\n")
     log.warning(
@@ -131,7 +170,6 @@ def master_key(settings: Settings) -> bytes:
         path=str(path),
         hint="back this file up: credentials encrypted under it cannot be read without it",
     )
-    return key
 
 
 def _decode_key(text: str, variable: str) -> bytes:

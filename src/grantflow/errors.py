@@ -174,3 +174,15 @@ class SafetyStop(GrantflowError):
     code = "safety_stop"
     http_status = 409
     failure_class = FailureClass.SAFETY
+
+
+class ReauthRequired(ConnectorError):
+    """The connection's credential can no longer be refreshed: a person must replace it.
+    Runs that need the connection wait (reason `reauth`) and resume once it is replaced."""
+
+    code = "reauth_required"
+    http_status = 409
+
+    def __init__(self, message: str, *, connection_id: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.connection_id = connection_id

@@ -11,7 +11,9 @@ from grantflow.auth.actor import Actor
 from grantflow.definitions import workflows
 from grantflow.engine import detail, operations
 from grantflow.engine.runs import start_run
+from grantflow.connections.outbound import OutboundPolicy
 from grantflow.engine.worker import Worker
+
 from grantflow.queue.database import DatabaseQueue
 from grantflow.store.database import Database
 
@@ -41,8 +43,9 @@ def events(db: Database, run_id: str) -> list[dict[str, Any]]:
         return detail.timeline(session, operations.get_run(session, run_id))
 
 
-def wait_for(db: Database, run_id: str, predicate: Callable[[dict[str, Any]], bool],
-             timeout: float = 20.0) -> dict[str, Any]:
+def wait_for(
+    db: Database, run_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0
+) -> dict[str, Any]:
     """Poll the run until `predicate(detail)` holds; fail with the last detail otherwise."""
     deadline = time.monotonic() + timeout
     while True:
@@ -54,8 +57,7 @@ def wait_for(db: Database, run_id: str, predicate: Callable[[dict[str, Any]], bo
         time.sleep(0.02)
 
 
-def wait_status(db: Database, run_id: str, *statuses: str, timeout: float = 20.0
-                ) -> dict[str, Any]:
+def wait_status(db: Database, run_id: str, *statuses: str, timeout: float = 20.0) -> dict[str, Any]:
     return wait_for(db, run_id, lambda d: d["status"] in statuses, timeout)
 
 
@@ -64,6 +66,7 @@ def running_worker(db: Database, **options: Any) -> Iterator[Worker]:
     options.setdefault("concurrency", 2)
     options.setdefault("poll_seconds", 0.2)
     options.setdefault("lease_seconds", 5.0)
+    options.setdefault("outbound", OutboundPolicy.parse(["127.0.0.1"]))
     queue = DatabaseQueue(db)
     worker = Worker(db, queue, **options)
     worker.start()
@@ -72,4 +75,3 @@ def running_worker(db: Database, **options: Any) -> Iterator[Worker]:
     finally:
         worker.stop(grace_seconds=10)
         queue.close()
-

@@ -26,6 +26,10 @@ def grantflow_env(**settings: str | Path) -> dict[str, str]:
     (`database_url="..."` becomes GRANTFLOW_DATABASE_URL)."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("GRANTFLOW_")}
     env["GRANTFLOW_LOG_FORMAT"] = "json"
+    # The tests' external systems listen on 127.0.0.1, which the outbound guard refuses
+    # unless allowlisted.
+    env["GRANTFLOW_OUTBOUND_ALLOW"] = "127.0.0.1"
+
     env.update({f"GRANTFLOW_{name.upper()}": str(value) for name, value in settings.items()})
     return env
 
@@ -129,3 +133,66 @@ def serving(env: dict[str, str], cwd: Path, timeout: float = 30) -> Iterator[Ser
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@dataclass
+class WorkerProcess:
+    """A running `grantflow worker`, its stderr (JSON log lines) captured in a file."""
+
+    process: subprocess.Popen[bytes]
+    stderr_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_events(self) -> list[dict[str, Any]]:
+        """Every complete stderr line parsed as JSON (a partly written last line is left out)."""
+        text = self.stderr_path.read_text()
+        lines = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def wait_for_log(self, event: str, timeout: float = 15) -> dict[str, Any]:
+        """The first log line whose event is `event`; fails early if the process exits."""
+
+        def found() -> dict[str, Any] | None:
+            hit = next((e for e in self.log_events() if e.get("event") == event), None)
+            if hit is None and self.process.poll() is not None:
+                raise AssertionError(
+                    f"grantflow worker exited with {self.process.returncode} before logging "
+                    f"{event}:\n{self.stderr_path.read_text()}"
+                )
+            return hit
+
+        found_event: dict[str, Any] = poll(found, timeout=timeout, what=f"log event {event}")
+        return found_event
+
+    def worker_id(self, timeout: float = 15) -> str:
+        """The worker id it registered under (from its `worker.started` line)."""
+        worker: str = self.wait_for_log("worker.started", timeout)["worker"]
+        return worker
+
+    def stop(self, timeout: float = 15) -> int | None:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout`; its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process.wait()
+        return self.process.returncode
+
+
+def start_worker(env: dict[str, str], cwd: Path, *args: str) -> WorkerProcess:
+    """Start one `grantflow worker ARGS...`; the caller must stop it (`WorkerProcess.stop`)."""
+    stderr_path = cwd / f"worker-{time.monotonic_ns()}.stderr"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [*COMMAND, "worker", *args],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    return WorkerProcess(process, stderr_path)

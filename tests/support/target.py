@@ -92,8 +92,9 @@ class Target:
                     body: Any = json.loads(raw) if raw else None
                 except ValueError:
                     body = raw.decode(errors="replace")
-                seen = Seen(self.command, self.path,
-                            {k.lower(): v for k, v in self.headers.items()}, body)
+                seen = Seen(
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                )
                 with target.arrived:
                     target.requests.append(seen)
                     target.arrived.notify_all()

@@ -78,7 +78,8 @@ def test_nested_dicts_and_lists_are_rendered_in_place() -> None:
 
 
 @pytest.mark.parametrize(
-    "template", ["{{ identity.manager }}", "Dear {{ identity.manager }}", "{{ identity.manager.x }}"]
+    "template",
+    ["{{ identity.manager }}", "Dear {{ identity.manager }}", "{{ identity.manager.x }}"],
 )
 def test_a_missing_value_fails_naming_the_field(template: str) -> None:
     """With StrictUndefined, a missing value raises ExpressionError naming the field path."""

@@ -149,9 +149,7 @@ FAILING = [
         id="step_config_invalid-set-empty-values",
     ),
     pytest.param(
-        document(
-            {"id": "a", "type": "delay", "config": {"duration": "5m", "until": "2030-01-01"}}
-        ),
+        document({"id": "a", "type": "delay", "config": {"duration": "5m", "until": "2030-01-01"}}),
         "step_config_invalid",
         "a",
         "steps[0].config",

@@ -12,10 +12,23 @@ from prometheus_client import CollectorRegistry
 from grantflow import __version__
 from grantflow.api.errors import install_error_handlers
 from grantflow.api.middleware import HttpMetrics, RequestMiddleware
-from grantflow.api.routes import API_PREFIX, applications, audit, health, runs, users, workflows
+from grantflow.api.routes import (
+    API_PREFIX,
+    applications,
+    audit,
+    connections,
+    health,
+    notifications,
+    runs,
+    users,
+    workflows,
+)
 from grantflow.api.security import Public, Require
 from grantflow.api.state import AppState
 from grantflow.config import Settings
+from grantflow.connections.access import ConnectionAccess
+from grantflow.connections.crypto import keyring_for
+from grantflow.connections.outbound import guarded_client, policy_for
 from grantflow.queue.database import DatabaseQueue
 from grantflow.store.database import Database
 
@@ -30,12 +43,29 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         redoc_url=None,
     )
     registry = CollectorRegistry()
+    keyring = keyring_for(settings)
+    # The API's own outbound calls (Test connection) go through the same guard as workers'.
+    http = guarded_client(policy_for(settings.outbound_allow), follow_redirects=True)
     app.state.grantflow = AppState(
-        settings=settings, database=database, registry=registry, queue=DatabaseQueue(database)
+        settings=settings,
+        database=database,
+        registry=registry,
+        queue=DatabaseQueue(database),
+        keyring=keyring,
+        connections=ConnectionAccess(database, keyring, http),
     )
     # Routers are added route by route (not include_router): each route keeps its full path
     # and guard on the APIRoute itself, which the deny-by-default check below reads.
-    for module in (health, applications, audit, users, workflows, runs):
+    for module in (
+        health,
+        applications,
+        audit,
+        users,
+        workflows,
+        runs,
+        connections,
+        notifications,
+    ):
         app.router.routes.extend(module.router.routes)
     install_error_handlers(app)
     app.add_middleware(

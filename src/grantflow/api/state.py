@@ -8,6 +8,8 @@ from fastapi import Request
 from prometheus_client import CollectorRegistry
 
 from grantflow.config import Settings
+from grantflow.connections.access import ConnectionAccess
+from grantflow.connections.crypto import Keyring
 from grantflow.queue.interface import Queue
 from grantflow.store.database import Database
 
@@ -18,6 +20,8 @@ class AppState:
     database: Database
     registry: CollectorRegistry
     queue: Queue
+    keyring: Keyring
+    connections: ConnectionAccess
 
 
 def app_state(request: Request) -> AppState:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from grantflow.cli import access, audit, runs, server, users, workflows
+from grantflow.cli import access, audit, connections, runs, server, users, workflows
 
 app = typer.Typer(
     name="grantflow",
@@ -20,6 +20,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(access.app, name="applications")
 workflows.register(app)
 runs.register(app)
+connections.register(app)
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ from grantflow.cli.context import (
     out,
     settings,
 )
+from grantflow.connections.crypto import keyring_for
+from grantflow.connections.outbound import policy_for
 from grantflow.definitions.source import parse_text
 from grantflow.definitions.workflows import find_workflow
 from grantflow.engine import detail, operations
@@ -42,7 +44,13 @@ def worker(
     with errors_as_lines(), database(loaded) as db:
         queue = DatabaseQueue(db)
         Worker(
-            db, queue, concurrency=concurrency, lease_seconds=lease_seconds
+            db,
+            queue,
+            concurrency=concurrency,
+            lease_seconds=lease_seconds,
+            keyring=keyring_for(loaded),
+            outbound=policy_for(loaded.outbound_allow),
+            health_check_seconds=loaded.health_check_seconds or None,
         ).run_until_signalled()
         queue.close()
 

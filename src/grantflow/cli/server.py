@@ -16,6 +16,7 @@ from grantflow.cli.context import (
     settings,
 )
 from grantflow.config import Settings, master_key
+from grantflow.connections.outbound import policy_for
 from grantflow.demo import ensure_demo_workspace
 from grantflow.engine.worker import Worker
 from grantflow.errors import ConfigurationError
@@ -68,7 +69,16 @@ def serve(
         master_key(loaded)
         db = _migrated_database(loaded)
     app = create_app(loaded, db)
-    worker = Worker(db, app.state.grantflow.queue, concurrency=workers) if workers else None
+    worker = None
+    if workers:
+        worker = Worker(
+            db,
+            app.state.grantflow.queue,
+            concurrency=workers,
+            keyring=app.state.grantflow.keyring,
+            outbound=policy_for(loaded.outbound_allow),
+            health_check_seconds=loaded.health_check_seconds or None,
+        )
     if worker:
         worker.start()
     try:

@@ -154,6 +154,8 @@ def render(
         try:
             kind, compiled = _compiled(value, undefined is StrictUndefined)
             result = compiled(**context) if kind == "expr" else compiled.render(**context)
+            if isinstance(result, Undefined):  # a lone `{{ missing }}`: strict raises here
+                result = str(result)
         except (
             TemplateSyntaxError,
             UndefinedError,
@@ -166,7 +168,7 @@ def render(
                 f"{where or 'template'} {value!r} failed: {exc}",
                 next_action="check the mapping against the run context (a dry-run shows it)",
             ) from exc
-        return str(result) if isinstance(result, Undefined) else result
+        return result
     if isinstance(value, dict):
         return {
             k: render(v, context, undefined, f"{where}.{k}" if where else k)

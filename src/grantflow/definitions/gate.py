@@ -66,17 +66,21 @@ def _path(loc: tuple[Any, ...]) -> str:
 
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+MAX_DEPTH = 64
 
 
-def _unstorable(value: Any, loc: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    """Where a string (or a key) holds a NUL or an unpaired surrogate: no database stores those."""
-    if isinstance(value, str) and _UNSTORABLE.search(value):
-        yield loc
+def _unstorable(value: Any, loc: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """What no database stores (a NUL or an unpaired surrogate in a string or key) and nesting
+    deeper than the serializer follows, each with where it is."""
+    if len(loc) > MAX_DEPTH:
+        yield loc[: MAX_DEPTH + 1], f"is nested more than {MAX_DEPTH} levels deep"
+    elif isinstance(value, str) and _UNSTORABLE.search(value):
+        yield loc, "contains a NUL character or an unpaired surrogate, which cannot be stored"
     elif isinstance(value, dict):
         for key, item in value.items():
             if isinstance(key, str) and _UNSTORABLE.search(key):
                 key = key.encode("unicode_escape").decode("ascii")
-                yield (*loc, key)
+                yield (*loc, key), "this key contains a NUL character or an unpaired surrogate"
             yield from _unstorable(item, (*loc, key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
@@ -87,8 +91,7 @@ def parse_document(raw: Any) -> tuple[WorkflowDocument | None, list[Problem]]:
     """Validate the document's shape; each pydantic error becomes a problem with a field path."""
     unstorable = list(_unstorable(raw))
     if unstorable:
-        message = "contains a NUL character or an unpaired surrogate, which cannot be stored"
-        return None, [Problem("document_invalid", message, None, _path(loc)) for loc in unstorable]
+        return None, [Problem("document_invalid", msg, None, _path(at)) for at, msg in unstorable]
     try:
         return WorkflowDocument.model_validate(raw), []
     except PydanticError as exc:

@@ -30,6 +30,8 @@ def parse_text(text: str | bytes, *, name: str = "document") -> Any:
         raise BadRequest(
             f"{name}: not valid YAML or JSON: {exc}", code="malformed_document"
         ) from None
+    except RecursionError:
+        raise BadRequest(f"{name}: nested too deeply", code="malformed_document") from None
 
 
 def to_yaml(document: dict[str, Any]) -> str:

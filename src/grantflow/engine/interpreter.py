@@ -22,6 +22,7 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from grantflow.connections.access import ConnectionAccess
 from grantflow.definitions import expressions
 from grantflow.definitions.plan import Plan, PlanStep
 from grantflow.engine import failures, metrics
@@ -31,7 +32,13 @@ from grantflow.engine.plans import plan_for
 from grantflow.engine.retry import backoff_seconds
 from grantflow.engine.states import PERSON_WAITS, RunStatus, StepStatus, WaitingReason
 from grantflow.engine.transitions import move_run, move_step, touch
-from grantflow.errors import FailureClass, GrantflowError, InternalError, PermanentError
+from grantflow.errors import (
+    FailureClass,
+    GrantflowError,
+    InternalError,
+    PermanentError,
+    ReauthRequired,
+)
 from grantflow.queue.interface import Queue
 from grantflow.steps.execution import StepCall, StepResult
 from grantflow.steps.registry import get_step_type
@@ -75,7 +82,9 @@ class Interpreter:
         http: httpx.Client,
         clock: Callable[[], dt.datetime] = utcnow,
         stopping: threading.Event | None = None,
+        connections: ConnectionAccess | None = None,
     ) -> None:
+        self.connections = connections
         self.database = database
         self.queue = queue
         self.worker_id = worker_id
@@ -150,12 +159,14 @@ class Interpreter:
                     return False
                 move_run(session, run, RunStatus.RUNNING)
             step = plan.steps[step_run.step_id]
-            if step_run.status == StepStatus.WAITING:  # a durable timer (delay) came due
-                until = step_run.next_attempt_at
-                if until is not None and now < until:
+            if step_run.status == StepStatus.WAITING and step_run.next_attempt_at is not None:
+                until = step_run.next_attempt_at  # a durable timer (delay)
+                if now < until:
                     self._park(session, run, WaitingReason.DELAY, until)
                     return False
                 return self._succeed(session, turn, run, step_run, step, step_run.output)
+            # (a step WAITING without a time waited on a person, e.g. a reauthorisation: it
+            # runs again now)
             if (
                 step_run.status == StepStatus.RETRYING
                 and step_run.next_attempt_at
@@ -249,6 +260,8 @@ class Interpreter:
             timeout=max(timeout, 0.001),
             http=self.http,
             step_started_at=step_run.started_at,
+            application_id=turn.plan.application_id if turn.plan else None,
+            connections=self.connections,
         )
         session.flush()
         pending = _Pending(step_run.id, attempt.id, step, call, time.perf_counter())
@@ -446,6 +459,8 @@ class Interpreter:
         exc: BaseException,
     ) -> bool:
         now = self.clock()
+        if isinstance(exc, ReauthRequired):
+            return self._wait_for_reauth(session, run, step_run, step, exc)
         retryable = failures.retryable(exc)
         if retryable and step_run.attempts < step.retry.max_attempts:
             delay = backoff_seconds(
@@ -503,6 +518,30 @@ class Interpreter:
         self._end(session, run, final, failure)
         return False
 
+    def _wait_for_reauth(
+        self, session: Session, run: Run, step_run: StepRun, step: PlanStep, exc: ReauthRequired
+    ) -> bool:
+        """The connection needs a person to replace its credential: wait, holding nothing;
+        replacing the credential queues the run again and the step runs anew."""
+        reason = failures.from_error(exc, step.id, exhausted=False)
+        reason["connection_id"] = exc.connection_id
+        step_run.error = reason
+        step_run.next_attempt_at = None
+        move_step(
+            session,
+            step_run,
+            StepStatus.WAITING,
+            event="step_waiting",
+            reason="reauth",
+            connection_id=exc.connection_id,
+        )
+        move_run(
+            session, run, RunStatus.WAITING, waiting_reason=WaitingReason.REAUTH, failure=reason
+        )
+        run.waiting_on = exc.connection_id
+        self.queue.schedule(session, run.id, run.deadline_at)
+        return False
+
     def _park(self, session: Session, run: Run, reason: WaitingReason, until: dt.datetime) -> None:
         move_run(session, run, RunStatus.WAITING, waiting_reason=reason, wake_at=until)
         self.queue.schedule(session, run.id, min(until, run.deadline_at))
@@ -555,4 +594,3 @@ class Interpreter:
                 run.current_step,
             )
             self._end(session, run, RunStatus.FAILED, failure)
-

@@ -23,6 +23,9 @@ class Run(Base):
     version: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20))
     waiting_reason: Mapped[str | None] = mapped_column(String(20))
+    # what a waiting run waits on: a connection (reauth), later a task or an approval
+    waiting_on: Mapped[str | None] = mapped_column(String(36), index=True)
+
     trigger: Mapped[str] = mapped_column(String(40))
     input: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # identity, grant, application snapshots taken when the run was created

@@ -76,7 +76,6 @@ _RUN: dict[RunStatus, set[RunStatus]] = {
     RunStatus.PAUSED: {
         RunStatus.QUEUED,
         RunStatus.WAITING,
-
         RunStatus.CANCELLED,
         RunStatus.TIMED_OUT,
         RunStatus.FAILED,

@@ -30,6 +30,5 @@ def add_event(
             attempt=attempt,
             actor=actor,
             data={**(details or {}), **data},
-
         )
     )

@@ -16,6 +16,10 @@ import httpx
 import structlog
 from sqlalchemy import delete
 
+from grantflow.connections.access import ConnectionAccess
+from grantflow.connections.crypto import Keyring
+from grantflow.connections.health import check_due
+from grantflow.connections.outbound import OutboundPolicy, guarded_client
 from grantflow.engine.interpreter import Interpreter
 from grantflow.queue.interface import Queue
 from grantflow.queue.models import Worker as WorkerRow
@@ -35,7 +39,11 @@ class Worker:
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
         worker_id: str | None = None,
+        keyring: Keyring | None = None,
+        outbound: OutboundPolicy | None = None,
+        health_check_seconds: float | None = None,
     ) -> None:
+        self.health_check_seconds = health_check_seconds
         self.database = database
         self.queue = queue
         self.concurrency = concurrency
@@ -48,13 +56,24 @@ class Worker:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="run")
-        self.http = httpx.Client(
-            follow_redirects=False,
+        # Every outbound call goes through the guard; redirects are followed and re-checked.
+        self.http = guarded_client(
+            outbound or OutboundPolicy(),
+            follow_redirects=True,
+            max_redirects=5,
             limits=httpx.Limits(
                 max_connections=concurrency * 4, max_keepalive_connections=concurrency * 2
             ),
         )
-        self.interpreter = Interpreter(database, queue, self.id, self.http, stopping=self.stopping)
+        self.connections = ConnectionAccess(database, keyring, self.http)
+        self.interpreter = Interpreter(
+            database,
+            queue,
+            self.id,
+            self.http,
+            stopping=self.stopping,
+            connections=self.connections,
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -69,7 +88,10 @@ class Worker:
                     heartbeat_at=utcnow(),
                 )
             )
-        for target, name in ((self._dispatch, "dispatcher"), (self._heartbeat, "heartbeat")):
+        chores = [(self._dispatch, "dispatcher"), (self._heartbeat, "heartbeat")]
+        if self.health_check_seconds:
+            chores.append((self._maintain, "maintenance"))
+        for target, name in chores:
             thread = threading.Thread(target=target, name=f"worker-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -161,6 +183,16 @@ class Worker:
                         row.heartbeat_at = utcnow()
             except Exception:
                 log.exception("worker.heartbeat_failed")
+
+    def _maintain(self) -> None:
+        """Periodic chores: connection health checks for connections that are due."""
+        every = self.health_check_seconds
+        assert every is not None
+        while not self.stopping.wait(min(every, 30.0)):
+            try:
+                check_due(self.connections, dt.timedelta(seconds=every))
+            except Exception:
+                log.exception("worker.health_checks_failed")
 
 
 def live_workers(database: Database, within: dt.timedelta) -> list[WorkerRow]:

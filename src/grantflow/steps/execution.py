@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from grantflow.connections.access import ConnectionAccess
+
 
 @dataclass(frozen=True)
 class StepCall:
@@ -19,6 +21,8 @@ class StepCall:
     timeout: float | None  # seconds this attempt may take
     http: httpx.Client  # the worker's pooled client
     step_started_at: dt.datetime | None = None  # when the step first started (durable timers)
+    application_id: str | None = None  # the workflow's application (connections belong to it)
+    connections: ConnectionAccess | None = None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,11 @@ class Database:
 
     def lock_audit_chain(self, session: Session) -> None:
         """Serialise audit appends so the hash chain stays linear."""
+        self.lock(session, "audit-chain")
+
+    def lock(self, session: Session, name: str) -> None:
+        """A lock named `name`, held until the transaction ends. SQLite: the write lock that
+        BEGIN IMMEDIATE already took serialises every writer."""
 
     def is_unique_violation(self, exc: IntegrityError) -> bool:
         return "unique" in str(exc.orig).lower()
@@ -129,9 +134,9 @@ class PostgresDatabase(Database):
                 for _ in conn.notifies(timeout=1.0, stop_after=1):
                     wakeup.set()
 
-    def lock_audit_chain(self, session: Session) -> None:
+    def lock(self, session: Session, name: str) -> None:
         # A transaction-scoped advisory lock: released at commit or rollback.
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 0x6766_6175})
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
 
     def is_unique_violation(self, exc: IntegrityError) -> bool:
         return getattr(exc.orig, "sqlstate", None) == "23505"

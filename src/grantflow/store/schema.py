@@ -5,8 +5,10 @@ from __future__ import annotations
 from grantflow.access import models as access_models
 from grantflow.audit import models as audit_models
 from grantflow.auth import models as auth_models
+from grantflow.connections import models as connections_models
 from grantflow.definitions import models as definitions_models
 from grantflow.engine import models as engine_models
+from grantflow.people import notifications as people_models
 from grantflow.queue import models as queue_models
 from grantflow.store.base import Base
 
@@ -16,8 +18,10 @@ __all__ = [
     "access_models",
     "audit_models",
     "auth_models",
+    "connections_models",
     "definitions_models",
     "engine_models",
     "metadata",
+    "people_models",
     "queue_models",
 ]

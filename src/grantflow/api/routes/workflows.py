@@ -50,7 +50,7 @@ async def document_body(request: Request) -> Any:
         return parse_text(body)
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(
             f"the request body is not valid JSON: {exc}",
             code="malformed_json",

@@ -1,0 +1,120 @@
+"""The outbound guard: calls to loopback, private, link-local (cloud metadata), multicast or
+reserved addresses are refused unless allowlisted. The check runs on the address actually
+connected to, at connect time — every redirect hop included — so DNS rebinding cannot slip by."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpcore
+import httpx
+from httpcore._backends.sync import SyncBackend
+
+from grantflow.errors import SafetyStop
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT
+
+
+def refusal_rule(address: IPAddress) -> str | None:
+    """The rule that refuses `address`, or None when it is a public address."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link-local (this includes cloud metadata endpoints)"
+    if address.is_private or address in _SHARED:
+        return "private"
+    if address.is_multicast:
+        return "multicast"
+    if address.is_unspecified or address.is_reserved:
+        return "reserved"
+    return None
+
+
+@dataclass(frozen=True)
+class OutboundPolicy:
+    allowed_networks: tuple[IPNetwork, ...] = ()
+    allowed_hosts: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> OutboundPolicy:
+        """Entries are addresses, CIDR ranges or host names (e.g. `127.0.0.1`, `10.0.0.0/8`,
+        `intranet.example.com`)."""
+        networks: list[IPNetwork] = []
+        hosts: set[str] = set()
+        for raw in entries:
+            entry = raw.strip()
+            if not entry:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                hosts.add(entry.lower().rstrip("."))
+        return cls(tuple(networks), frozenset(hosts))
+
+    def check(self, host: str, address: IPAddress) -> None:
+        if host.lower().rstrip(".") in self.allowed_hosts:
+            return
+        if any(address in network for network in self.allowed_networks):
+            return
+        rule = refusal_rule(address)
+        if rule is not None:
+            raise SafetyStop(
+                f"outbound call to {host} refused: {address} is a {rule} address",
+                code="outbound_refused",
+                next_action=f"if {host} is meant to be reached, add it (or its range) to "
+                "GRANTFLOW_OUTBOUND_ALLOW",
+                rule=rule.split(" ")[0],
+            )
+
+
+class GuardedBackend(SyncBackend):
+    """httpcore's network backend, resolving names itself and checking the address it will
+    connect to; TLS still verifies (and SNI still names) the original host."""
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        self.policy = policy
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        refusal: SafetyStop | None = None
+        for info in infos:
+            address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+            try:
+                self.policy.check(host, address)
+            except SafetyStop as exc:
+                refusal = refusal or exc
+                continue
+            return super().connect_tcp(str(address), port, timeout, local_address, socket_options)
+        assert refusal is not None
+        raise refusal
+
+
+def guarded_client(policy: OutboundPolicy, **options: Any) -> httpx.Client:
+    """An httpx client whose every connection goes through the guard."""
+    transport = httpx.HTTPTransport(limits=options.pop("limits", httpx.Limits()))
+    transport._pool._network_backend = GuardedBackend(policy)  # httpx exposes no parameter
+    return httpx.Client(transport=transport, **options)
+
+
+def policy_for(allow: str) -> OutboundPolicy:
+    """The policy of `GRANTFLOW_OUTBOUND_ALLOW` (comma-separated hosts and ranges)."""
+    return OutboundPolicy.parse(allow.split(","))

@@ -1,0 +1,209 @@
+"""Sending one HTTP request for a step, and classifying the answer. The one place where
+httpx's errors become Grantflow's failure classes (transient, timeout, permanent)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from grantflow.connections.access import ResolvedConnection
+from grantflow.errors import PermanentError, StepTimeout, TransientError
+from grantflow.logging import REDACTED
+from grantflow.steps.execution import StepCall
+
+RESPONSE_LIMIT = 1024 * 1024  # the most we read of a response
+STORED_BODY_LIMIT = 16 * 1024  # the most of a body we keep in the attempt record
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: httpx.Headers
+    text: str  # secrets scrubbed
+    host: str
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return {
+            "status_code": self.status,
+            "content_type": self.headers.get("content-type"),
+            "body": self.text[:STORED_BODY_LIMIT],
+            "truncated": len(self.text) > STORED_BODY_LIMIT,
+        }
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.text) if self.text else None
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: either a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+def scrub(text: str, secrets: tuple[str, ...] | list[str]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def send(
+    call: StepCall,
+    method: str,
+    url: str,
+    *,
+    connection: ResolvedConnection | None = None,
+    headers: dict[str, str] | None = None,
+    params: dict[str, Any] | None = None,
+    json_body: Any = None,
+    form: dict[str, Any] | None = None,
+    timeout: float | None = None,
+    secrets: tuple[str, ...] = (),
+) -> Answer:
+    """One request (resent once with a fresh OAuth token after a 401), read up to the cap."""
+    limit = (
+        min(x for x in (timeout, call.timeout, connection and connection.timeout) if x)
+        if any((timeout, call.timeout, connection))
+        else 30.0
+    )
+    host = urlsplit(url).netloc or url
+
+    def attempt(conn: ResolvedConnection | None) -> Answer:
+        all_headers = {
+            **(conn.headers if conn else {}),
+            **(headers or {}),
+            "Idempotency-Key": call.idempotency_key,
+        }
+        all_params = {**(conn.params if conn else {}), **(params or {})} or None
+        kwargs: dict[str, Any] = {
+            "headers": all_headers,
+            "params": all_params,
+            "timeout": httpx.Timeout(limit),
+        }
+        if json_body is not None:
+            kwargs["json"] = json_body
+        elif form is not None:
+            kwargs["data"] = form
+        hidden = secrets + (conn.secrets if conn else ())
+        return _exchange(call.http, method, url, host, limit, hidden, kwargs)
+
+    def limited(conn: ResolvedConnection | None, fn: Callable[[], Answer]) -> Answer:
+        if conn is None or call.connections is None:
+            return fn()
+        with call.connections.limits.hold(
+            conn.id, conn.name, conn.rate, conn.burst, conn.concurrency, limit
+        ):
+            return fn()
+
+    answer = limited(connection, lambda: attempt(connection))
+    if answer.status == 401 and connection is not None and call.connections is not None:
+        fresh = call.connections.after_unauthorized(connection)
+        if fresh is not None:
+            answer = limited(fresh, lambda: attempt(fresh))
+    return answer
+
+
+def _exchange(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    host: str,
+    limit: float,
+    secrets: tuple[str, ...],
+    kwargs: dict[str, Any],
+) -> Answer:
+    try:
+        with client.stream(method, url, **kwargs) as response:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body.extend(chunk)
+                if len(body) > RESPONSE_LIMIT:
+                    raise PermanentError(
+                        f"the response from {host} is larger than {RESPONSE_LIMIT} bytes",
+                        status_code=response.status_code,
+                        next_action="ask the target for less (filters, paging)",
+                    )
+    except httpx.TimeoutException as exc:
+        raise StepTimeout(
+            f"{host} did not answer within {limit:g}s",
+            next_action="check the target's health, or raise the step timeout",
+        ) from exc
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise PermanentError(
+            f"the URL {scrub(url, secrets)!r} cannot be used: {exc}",
+            next_action="fix the step's URL, then Replay with latest",
+        ) from exc
+    except httpx.TransportError as exc:
+        raise TransientError(
+            f"could not reach {host}: {type(exc).__name__}: {scrub(str(exc), secrets)}",
+            next_action="check that the target is up and reachable",
+        ) from exc
+    text = scrub(body.decode("utf-8", errors="replace"), secrets)
+    return Answer(response.status_code, response.headers, text, host)
+
+
+def next_action_for(status: int) -> str:
+    if status in (401, 403):
+        return (
+            "the credential is missing, wrong or lacks permission in the target system: "
+            "replace it, test the connection, then Retry"
+        )
+    if status == 404:
+        return (
+            "the path or an id in it does not exist in the target: check the step's URL "
+            "(a dry-run shows it), fix the workflow, then Replay with latest"
+        )
+    if status == 409:
+        return "the target reports a conflict (often: it already exists): check the target"
+    return (
+        "the request was refused as invalid: check the step's mapping with a dry-run, "
+        "fix the workflow, then Replay with latest"
+    )
+
+
+def raise_for_status(
+    answer: Answer,
+    accepted: Any = range(200, 300),
+    message: str | None = None,
+    next_action: str | None = None,
+) -> None:
+    """Unless accepted: 5xx, 408, 429 are transient (with Retry-After); other 4xx permanent."""
+    status = answer.status
+    if status in accepted:
+        return
+    snippet = answer.text[:300].strip()
+    text = message or (f"HTTP {status} from {answer.host}" + (f": {snippet}" if snippet else ""))
+    if status in (408, 429) or status >= 500:
+        raise TransientError(
+            text,
+            status_code=status,
+            response=answer.record,
+            retry_after=retry_after_seconds(answer.headers.get("retry-after")),
+            next_action=next_action
+            or "the target is unavailable or throttling: wait for it, then Retry",
+        )
+    raise PermanentError(
+        text,
+        status_code=status,
+        response=answer.record,
+        next_action=next_action or next_action_for(status),
+    )

@@ -1,0 +1,263 @@
+"""Many `grantflow worker` processes on one PostgreSQL queue: no step runs twice, a worker killed
+mid-step loses nothing, and SIGTERM finishes the in-flight step and hands the run back."""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, func, select
+
+from grantflow.engine.models import Run, StepRun
+from grantflow.queue.models import QueueItem
+from grantflow.store.database import Database, open_database
+from tests.support.databases import PostgresRun
+from tests.support.engine import events, publish, run_detail, start
+from tests.support.processes import WorkerProcess, grantflow_env, poll, start_worker
+from tests.support.target import Reply, Target, running_target
+
+pytestmark = [pytest.mark.postgres, pytest.mark.acceptance]
+
+STEPS = 5
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresRun]:
+    """A PostgreSQL database of this module's own, dropped at the end."""
+    run = PostgresRun()
+    run.create()
+    try:
+        yield run
+    finally:
+        run.drop()
+
+
+@pytest.fixture
+def db(postgres: PostgresRun) -> Iterator[Database]:
+    """The module's database with an empty queue (tests scope their queries by run id)."""
+    database = open_database(postgres.url)
+    with database.transaction() as session:
+        session.execute(delete(QueueItem))  # nothing an earlier test left may be picked up
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def target() -> Iterator[Target]:
+    with running_target() as server:
+        yield server
+
+
+@pytest.fixture
+def spawn(db: Database, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start `grantflow worker ARGS...` on the test database; every one is stopped at the end."""
+    env = grantflow_env(
+        database_url=db.url.render_as_string(hide_password=False),
+        secret_key=base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        log_level="info",
+    )
+    started: list[WorkerProcess] = []
+
+    def _spawn(*args: str) -> WorkerProcess:
+        worker = start_worker(env, tmp_path, *args)
+        started.append(worker)
+        return worker
+
+    try:
+        yield _spawn
+    finally:
+        for worker in started:
+            worker.stop(timeout=10)
+
+
+def http_chain(db: Database, target: Target, name: str) -> str:
+    """Publish a workflow of STEPS sequential POSTs to /s1 ... /sN of the target; its id."""
+    steps: list[dict[str, Any]] = [
+        {
+            "id": f"s{i}",
+            "type": "http",
+            "config": {
+                "method": "POST",
+                "url": f"{target.url}/s{i}",
+                "body": {"n": "{{ input.n }}", "step": i},
+            },
+            "reversible": True,
+            **({"next": f"s{i + 1}"} if i < STEPS else {}),
+        }
+        for i in range(1, STEPS + 1)
+    ]
+    return publish(db, {"name": name, "trigger": {"type": "manual"}, "steps": steps})
+
+
+def keys_for(run_id: str) -> list[str]:
+    return [f"{run_id}:s{i}:1-1" for i in range(1, STEPS + 1)]
+
+
+def lease_owners(db: Database, run_ids: list[str]) -> set[str]:
+    with db.transaction() as session:
+        owners = session.execute(
+            select(QueueItem.lease_owner)
+            .where(QueueItem.run_id.in_(run_ids), QueueItem.lease_owner.is_not(None))
+            .distinct()
+        ).scalars()
+        return {o for o in owners if o}
+
+
+def run_statuses(db: Database, run_ids: list[str]) -> dict[str, int]:
+    with db.transaction() as session:
+        rows = session.execute(
+            select(Run.status, func.count()).where(Run.id.in_(run_ids)).group_by(Run.status)
+        ).all()
+        return {status: count for status, count in rows}
+
+
+def step_runs(db: Database, run_id: str) -> dict[str, StepRun]:
+    with db.transaction() as session:
+        found = session.execute(select(StepRun).where(StepRun.run_id == run_id)).scalars()
+        return {s.step_id: s for s in found}
+
+
+def test_three_workers_share_the_queue_and_run_no_step_twice(
+    db: Database, target: Target, spawn: Callable[..., WorkerProcess]
+) -> None:
+    """30 runs x 5 http steps over 3 worker processes: each key is called once; all 3 held runs."""
+    gate = threading.Event()
+    target.on("/s1", Reply(200, {"ok": 1}, hold=gate))  # held until every worker holds runs
+    for i in range(2, STEPS + 1):
+        target.on(f"/s{i}", Reply(200, {"ok": i}))
+    wf = http_chain(db, target, "fan-out")
+    run_ids = [start(db, wf, {"n": n}) for n in range(30)]
+
+    try:
+        workers = [spawn("--concurrency", "4") for _ in range(3)]
+        ids = {w.worker_id(): w.pid for w in workers}
+        assert len(ids) == 3
+        # Each worker can hold at most 4 runs, all blocked on /s1: every worker must lease some.
+        seen = poll(
+            lambda: (owners := lease_owners(db, run_ids)) == set(ids) and owners,
+            timeout=20,
+            what="every worker process to hold a lease",
+        )
+        assert all(f":{pid}:" in owner for owner, pid in ids.items())
+    finally:
+        gate.set()
+
+    def all_done() -> bool:
+        statuses = run_statuses(db, run_ids)
+        assert set(statuses) <= {"queued", "running", "succeeded"}, statuses
+        return statuses.get("succeeded") == len(run_ids)
+
+    poll(all_done, timeout=30, what="all 30 runs to succeed")
+
+    per_key = target.per_key()
+    expected = {key for run_id in run_ids for key in keys_for(run_id)}
+    assert set(per_key) == expected
+    assert [k for k, n in per_key.items() if n != 1] == []
+    assert len(target.calls()) == 30 * STEPS
+    for run_id in run_ids:
+        assert {s.attempts for s in step_runs(db, run_id).values()} == {1}
+    assert seen == set(ids)
+    assert all(w.process.poll() is None for w in workers), "a worker died"
+
+
+def test_sigkill_mid_step_resumes_on_another_worker_with_the_same_key(
+    db: Database, target: Target, spawn: Callable[..., WorkerProcess]
+) -> None:
+    """A worker SIGKILLed during /s3: after its lease expires, another worker re-sends the call
+    with the same idempotency key and completes the run."""
+    gate = threading.Event()
+    for i in range(1, STEPS + 1):
+        target.on(f"/s{i}", Reply(200, {"ok": i}))
+    target.on("/s3", Reply(200, {"first": True}, hold=gate), Reply(200, {"ok": 3}))
+    wf = http_chain(db, target, "killed")
+    run_id = start(db, wf, {"n": 1})
+
+    try:
+        doomed = spawn("--concurrency", "1", "--lease-seconds", "2")
+        target.wait_for_calls("/s3", 1, timeout=20)
+        doomed.process.kill()
+        assert doomed.process.wait(timeout=10) == -9
+    finally:
+        gate.set()
+
+    # The intent was committed before the call: the step run and its attempt are in flight.
+    in_flight = run_detail(db, run_id)
+    s3 = next(s for s in in_flight["steps"] if s["step_id"] == "s3")
+    assert s3["status"] == "running"
+    assert [a["status"] for a in s3["attempt_log"]] == ["running"]
+
+    rescuer = spawn("--concurrency", "1")
+    poll(
+        lambda: run_detail(db, run_id)["status"] == "succeeded",
+        timeout=20,
+        what="the run to succeed on the second worker",
+    )
+
+    key = f"{run_id}:s3:1-1"
+    per_key = target.per_key()
+    assert per_key == {k: 2 if k == key else 1 for k in keys_for(run_id)}
+    assert [c.idempotency_key for c in target.calls("/s3")] == [key, key]
+    assert target.calls("/s3")[0].body == target.calls("/s3")[1].body
+
+    shown = run_detail(db, run_id)
+    s3 = next(s for s in shown["steps"] if s["step_id"] == "s3")
+    assert s3["status"] == "succeeded"
+    assert s3["output"] == {"ok": 3}
+    log = s3["attempt_log"]
+    assert [a["number"] for a in log] == [1, 2]
+    assert {a["idempotency_key"] for a in log} == {key}
+    assert log[1]["status"] == "succeeded"
+    assert log[1]["response"]["status_code"] == 200
+    assert [s["attempts"] for s in shown["steps"]] == [1, 1, 2, 1, 1]
+    started = [e["attempt"] for e in events(db, run_id) if e["kind"] == "step_started"
+               and e["step_id"] == "s3"]
+    assert started == [1, 2]
+    assert rescuer.process.poll() is None
+
+
+def test_sigterm_finishes_the_in_flight_step_and_hands_the_run_back(
+    db: Database, target: Target, spawn: Callable[..., WorkerProcess]
+) -> None:
+    """SIGTERM during /s3: the worker waits for the call, records it, hands the run back and exits
+    0; another worker finishes the run without re-sending anything."""
+    gate = threading.Event()
+    for i in range(1, STEPS + 1):
+        target.on(f"/s{i}", Reply(200, {"ok": i}))
+    target.on("/s3", Reply(200, {"ok": 3}, hold=gate))
+    wf = http_chain(db, target, "terminated")
+    run_id = start(db, wf, {"n": 1})
+
+    try:
+        leaving = spawn("--concurrency", "1", "--lease-seconds", "30")
+        target.wait_for_calls("/s3", 1, timeout=20)
+        leaving.process.terminate()
+        leaving.wait_for_log("worker.signal", timeout=10)
+        assert leaving.process.poll() is None, "exited with a step in flight"
+    finally:
+        gate.set()
+    assert leaving.process.wait(timeout=15) == 0
+    assert leaving.wait_for_log("worker.stopped", timeout=1)
+
+    # Handed back: s3 recorded as succeeded, nothing running, the run free for any worker now
+    # (not after the 30 s lease).
+    steps = step_runs(db, run_id)
+    assert steps["s3"].status == "succeeded"
+    assert [s.step_id for s in steps.values() if s.status == "running"] == []
+    with db.transaction() as session:
+        item = session.get(QueueItem, run_id)
+        assert item is not None
+        assert item.lease_owner is None
+
+    spawn("--concurrency", "1")
+    poll(
+        lambda: run_detail(db, run_id)["status"] == "succeeded",
+        timeout=20,
+        what="the handed-back run to succeed on another worker",
+    )
+    assert target.per_key() == dict.fromkeys(keys_for(run_id), 1)
+    assert {s.attempts for s in step_runs(db, run_id).values()} == {1}
