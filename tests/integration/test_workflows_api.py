@@ -486,6 +486,50 @@ def test_malformed_json_and_empty_bodies_are_400(admin: httpx.Client) -> None:
     assert empty.json()["error"]["code"] == "missing_body"
 
 
+@pytest.mark.parametrize(
+    ("depth", "media_type", "status"),
+    [
+        (100, "application/json", 422),
+        (100, "application/yaml", 422),
+        (5000, "application/json", 400),
+        (5000, "application/yaml", 400),
+    ],
+)
+def test_absurdly_nested_documents_are_refused_not_a_500(
+    admin: httpx.Client, depth: int, media_type: str, status: int
+) -> None:
+    """A config nested deeper than can be stored is a 422 (or a 400 when it cannot even be
+    parsed), never a server error."""
+    nested = "[" * depth + "]" * depth
+    text = (
+        '{"name": "Deep", "trigger": {"type": "manual"}, "steps": [{"id": "a", "type": "set",'
+        f' "config": {{"values": {{"k": {nested}}}}}}}]}}'
+    )
+    response = admin.post("/api/v1/workflows", content=text, headers={"Content-Type": media_type})
+    assert response.status_code == status, response.text
+    if status == 422:
+        [problem] = response.json()["error"]["details"]
+        assert problem["code"] == "document_invalid"
+        assert "nested more than 64 levels deep" in problem["message"]
+    else:
+        assert response.json()["error"]["code"] in ("malformed_json", "malformed_document")
+    assert admin.get("/api/v1/workflows").json()["items"] == []
+
+
+def test_unstorable_characters_are_a_422_on_both_databases(admin: httpx.Client) -> None:
+    """A NUL or an unpaired surrogate (which PostgreSQL cannot store) is a 422 naming the field."""
+    body = (
+        b'{"name": "Nul", "description": "a\\u0000b", "trigger": {"type": "manual"},'
+        b' "steps": [{"id": "a", "type": "set", "config": {"values": {"k": "\\ud800"}}}]}'
+    )
+    response = admin.post(
+        "/api/v1/workflows", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    fields = {d["field"] for d in response.json()["error"]["details"]}
+    assert fields == {"document.description", "document.steps[0].config.values.k"}
+
+
 def test_unknown_workflow_and_version_are_404(admin: httpx.Client) -> None:
     """Reading a workflow or version that does not exist is a 404 saying so."""
     assert admin.get("/api/v1/workflows/nope").status_code == 404

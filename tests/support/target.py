@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +42,10 @@ class Target:
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
         self.arrived = threading.Condition(self.lock)
+        # per path, a function that answers from the request (checks auth, echoes headers, ...)
+        self.responders: dict[str, Callable[[Seen], Reply]] = {}
+        self.active = 0  # requests being answered right now
+        self.peak = 0  # the most answered at once
 
     @property
     def url(self) -> str:
@@ -52,6 +56,11 @@ class Target:
     def on(self, path: str, *replies: Reply) -> None:
         with self.lock:
             self.script[path] = list(replies)
+
+    def respond(self, path: str, responder: Callable[[Seen], Reply]) -> None:
+        """Answer requests to `path` with `responder(request)` instead of a script."""
+        with self.lock:
+            self.responders[path] = responder
 
     def calls(self, path: str | None = None) -> list[Seen]:
         with self.lock:
@@ -69,7 +78,11 @@ class Target:
                     raise AssertionError(f"{path} got fewer than {count} calls")
                 self.arrived.wait(left)
 
-    def _next(self, path: str) -> Reply:
+    def _next(self, path: str, seen: Seen | None = None) -> Reply:
+        with self.lock:
+            responder = self.responders.get(path.split("?")[0])
+        if responder is not None and seen is not None:
+            return responder(seen)
         with self.lock:
             replies = self.script.get(path.split("?")[0])
             if not replies:
@@ -97,12 +110,16 @@ class Target:
                 )
                 with target.arrived:
                     target.requests.append(seen)
+                    target.active += 1
+                    target.peak = max(target.peak, target.active)
                     target.arrived.notify_all()
-                reply = target._next(self.path)
+                reply = target._next(self.path, seen)
                 if reply.hold is not None:
                     reply.hold.wait(30)
                 if reply.delay:
                     time.sleep(reply.delay)
+                with target.lock:  # done before the caller can see the answer
+                    target.active -= 1
                 payload = b""
                 content_type = "application/json"
                 if isinstance(reply.body, str):
@@ -126,9 +143,9 @@ class Target:
 
 
 @contextmanager
-def running_target() -> Iterator[Target]:
+def running_target(host: str = "127.0.0.1") -> Iterator[Target]:
     target = Target()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), target.handler())
+    server = ThreadingHTTPServer((host, 0), target.handler())
     server.daemon_threads = True
     target.server = server
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import typer
-import uvicorn
 
-from grantflow.api import create_app
 from grantflow.cli.context import (
     JSON_OPTION,
     database,
@@ -64,6 +62,9 @@ def serve(
     ),
 ) -> None:
     """Run the API and an embedded worker in one process."""
+    import uvicorn  # the web stack loads only for the commands that serve
+
+    from grantflow.api import create_app
     loaded = settings(log_level=None)
     with errors_as_lines():
         master_key(loaded)

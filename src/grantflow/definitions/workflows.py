@@ -38,9 +38,29 @@ class DatabaseReferences:
             return None
 
     def connection_problem(self, name: str, application_id: str | None) -> str | None:
-        # Connections arrive with the connectors; until then no connection can be named.
-        owner = f" of application {application_id}" if application_id else ""
-        return f"connection {name!r}{owner} does not exist; create it first"
+        if application_id is None:
+            return (
+                f"connection {name!r} needs the workflow's application: set `application` "
+                "to the application that owns the connection"
+            )
+        # The tables by name: connections sit above definitions in the import layers.
+        from grantflow.store.schema import metadata
+
+        connections = metadata.tables["connections"]
+        credentials = metadata.tables["credentials"]
+        row = self.session.execute(
+            select(connections.c.auth_kind, credentials.c.id)
+            .outerjoin(credentials, credentials.c.connection_id == connections.c.id)
+            .where(connections.c.application_id == application_id, connections.c.name == name)
+        ).first()
+        if row is None:
+            return (
+                f"connection {name!r} of application {application_id} does not exist; "
+                "create it first"
+            )
+        if row.auth_kind != "none" and row.id is None:
+            return f"connection {name!r} has no credential; set its credential first"
+        return None
 
 
 def _document_or_422(raw: Any) -> WorkflowDocument:

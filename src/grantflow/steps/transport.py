@@ -93,7 +93,9 @@ def send(
             **(headers or {}),
             "Idempotency-Key": call.idempotency_key,
         }
-        all_params = {**(conn.params if conn else {}), **(params or {})} or None
+        extra = {**(conn.params if conn else {}), **(params or {})}
+        # (httpx replaces a URL's query with `params`: keep the path's own query parameters)
+        all_params = httpx.URL(url).params.merge(extra) if extra else None
         kwargs: dict[str, Any] = {
             "headers": all_headers,
             "params": all_params,

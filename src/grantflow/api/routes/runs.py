@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.schemas import PageOut
@@ -84,7 +85,10 @@ def list_runs(
             cursor=cursor,
             limit=limit,
         )
-        names = dict(session.query(Workflow.id, Workflow.name).all()) if page.items else {}
+        ids = {run.workflow_id for run in page.items}
+        names = dict(
+            session.execute(select(Workflow.id, Workflow.name).where(Workflow.id.in_(ids))).tuples()
+        )
         items = []
         for run in page.items:
             summary = detail.run_summary(run, names.get(run.workflow_id))
