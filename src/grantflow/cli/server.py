@@ -65,6 +65,7 @@ def serve(
     import uvicorn  # the web stack loads only for the commands that serve
 
     from grantflow.api import create_app
+
     loaded = settings(log_level=None)
     with errors_as_lines():
         master_key(loaded)

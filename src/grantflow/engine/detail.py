@@ -81,7 +81,7 @@ def _likely_cause(session: Session, run: Run, queue: Queue, now: dt.datetime) ->
                 f"{_iso(attempt.started_at)}; check that system's health",
                 "call_started_at": _iso(attempt.started_at),
             }
-    stats = queue.stats()
+    stats = queue.stats(session)  # in this transaction: SQLite allows one writer
     live = (
         session.execute(select(Worker.id).where(Worker.heartbeat_at >= now - LIVE_WORKER))
         .scalars()

@@ -13,8 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -36,13 +37,13 @@ from grantflow.errors import (
     FailureClass,
     GrantflowError,
     InternalError,
-    PermanentError,
     ReauthRequired,
 )
 from grantflow.queue.interface import Queue
+from grantflow.queue.models import QueueItem
 from grantflow.steps.execution import StepCall, StepResult
 from grantflow.steps.registry import get_step_type
-from grantflow.store.base import utcnow
+from grantflow.store.base import new_id, utcnow
 from grantflow.store.database import Database
 
 log = structlog.get_logger("grantflow.engine")
@@ -54,8 +55,8 @@ _CONCURRENCY_RECHECK = dt.timedelta(milliseconds=500)
 class _Pending:
     """An external call prepared in one transaction, to be made outside of any."""
 
-    step_run_id: str
-    attempt_id: str
+    step_run: StepRun
+    attempt: StepAttempt | None  # None for local steps, which do no I/O and keep no attempt log
     step: PlanStep
     call: StepCall
     started: float
@@ -68,9 +69,10 @@ class _Turn:
     run_id: str
     plan: Plan | None = None
     context: dict[str, Any] | None = None
-    step_run_id: str | None = None
-    steps_done: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The current step run as last committed: while this worker holds the run's lease and row
+    # lock, nobody else changes it, so it is re-attached without a query.
+    step_run: StepRun | None = None
+    iterations: Counter[str] | None = None  # passes per step id so far (loops)
 
 
 class Interpreter:
@@ -118,12 +120,25 @@ class Interpreter:
                 self.queue.schedule(session, run_id)
 
     # --- phase 1: decide, and record the intent -----------------------------------------------
+    def _locked_run(self, session: Session, run_id: str) -> tuple[Run | None, bool]:
+        """The run, row-locked, and whether this worker still holds its lease (one query)."""
+        row = session.execute(
+            select(Run, QueueItem.lease_owner)
+            .outerjoin(QueueItem, QueueItem.run_id == Run.id)
+            .where(Run.id == run_id)
+            .with_for_update(of=Run)
+            .execution_options(populate_existing=True)
+        ).one_or_none()
+        if row is None:
+            return None, False
+        return row[0], row[1] == self.worker_id
+
     def _prepare(self, turn: _Turn) -> _Pending | bool:
         with self.database.transaction() as session:
-            run = session.get(Run, turn.run_id, with_for_update=True, populate_existing=True)
+            run, held = self._locked_run(session, turn.run_id)
             if run is None:
                 return False
-            if not self.queue.holds(session, run.id, self.worker_id):
+            if not held:
                 return False  # the lease was lost; another worker owns the run now
             now = self.clock()
             status = RunStatus(run.status)
@@ -177,18 +192,16 @@ class Interpreter:
             return self._begin_attempt(session, turn, run, step_run, step, now)
 
     def _current_step_run(self, session: Session, turn: _Turn) -> StepRun:
-        if turn.step_run_id is not None:
-            found = session.get(StepRun, turn.step_run_id, populate_existing=True)
-            if found is not None:
-                return found
-        step_run = session.execute(
+        if turn.step_run is not None:
+            turn.step_run = session.merge(turn.step_run, load=False)
+            return turn.step_run
+        turn.step_run = session.execute(
             select(StepRun)
             .where(StepRun.run_id == turn.run_id)
             .order_by(StepRun.sequence.desc())
             .limit(1)
         ).scalar_one()
-        turn.step_run_id = step_run.id
-        return step_run
+        return turn.step_run
 
     def _context(self, session: Session, turn: _Turn, run: Run) -> dict[str, Any]:
         if turn.context is None:
@@ -229,26 +242,36 @@ class Interpreter:
         context = self._context(session, turn, run)
         step_run.attempts += 1
         key = f"{run.id}:{step.id}:{step_run.iteration}-{step_run.attempt_group}"
-        attempt = StepAttempt(
-            step_run_id=step_run.id,
-            number=step_run.attempts,
-            idempotency_key=key,
-            status="running",
-            started_at=now,
-        )
-        session.add(attempt)
-        move_step(session, step_run, StepStatus.RUNNING, event="step_started", type=step.type)
+        attempt = None
+        if step_type.local:
+            move_step(session, step_run, StepStatus.RUNNING)
+        else:
+            number = step_run.attempts
+            if step_run.attempt_group > 1:  # an operator retry restarted the count, not the log
+                number += session.execute(
+                    select(func.count()).where(StepAttempt.step_run_id == step_run.id)
+                ).scalar_one()
+            attempt = StepAttempt(
+                id=new_id(),
+                step_run_id=step_run.id,
+                number=number,
+                idempotency_key=key,
+                status="running",
+                started_at=now,
+            )
+            session.add(attempt)
+            move_step(session, step_run, StepStatus.RUNNING, event="step_started", type=step.type)
         run.current_step = step.id
         try:
             config = expressions.render(step.config, context, where=f"{step.id}.config")
         except expressions.ExpressionError as exc:
-            attempt.status, attempt.error = (
-                "failed",
-                {"class": exc.failure_class, "message": exc.message},
-            )
-            attempt.finished_at = now
+            if attempt is not None:
+                attempt.status = "failed"
+                attempt.error = {"class": exc.failure_class, "message": exc.message}
+                attempt.finished_at = now
             return self._fail_step(session, turn, run, step_run, step, exc)
-        attempt.request = step_type.preview(config)
+        if attempt is not None:
+            attempt.request = step_type.preview(config)
         remaining = (run.deadline_at - now).total_seconds()
         timeout = min(step.timeout_seconds or remaining, remaining)
         call = StepCall(
@@ -263,11 +286,10 @@ class Interpreter:
             application_id=turn.plan.application_id if turn.plan else None,
             connections=self.connections,
         )
-        session.flush()
-        pending = _Pending(step_run.id, attempt.id, step, call, time.perf_counter())
+        pending = _Pending(step_run, attempt, step, call, time.perf_counter())
         if step_type.local:
             outcome = self._call(pending)
-            return self._apply(session, turn, run, step_run, attempt, pending, outcome)
+            return self._apply(session, turn, run, step_run, None, pending, outcome)
         return pending
 
     # --- phase 2: the call, outside any transaction -------------------------------------------
@@ -286,13 +308,14 @@ class Interpreter:
     # --- phase 3: record the outcome, choose what comes next ----------------------------------
     def _finish(self, turn: _Turn, pending: _Pending, outcome: StepResult | BaseException) -> bool:
         with self.database.transaction() as session:
-            run = session.get(Run, turn.run_id, with_for_update=True, populate_existing=True)
-            step_run = session.get(StepRun, pending.step_run_id, populate_existing=True)
-            attempt = session.get(StepAttempt, pending.attempt_id)
+            run, held = self._locked_run(session, turn.run_id)
             assert run is not None
-            assert step_run is not None
-            assert attempt is not None
+            assert pending.attempt is not None
+            attempt = session.merge(pending.attempt, load=False)
             if run.status != RunStatus.RUNNING:  # cancelled or timed out while we called out
+                step_run = session.get(StepRun, pending.step_run.id, populate_existing=True)
+                assert step_run is not None
+                turn.step_run = None
                 self._close_attempt(attempt, pending, outcome)
                 if step_run.status == StepStatus.RUNNING:
                     done = isinstance(outcome, StepResult)
@@ -306,16 +329,28 @@ class Interpreter:
                     if done:
                         step_run.output = outcome.output  # type: ignore[union-attr]
                 return False
-            if not self.queue.holds(session, run.id, self.worker_id):
+            if not held:
                 self._close_attempt(attempt, pending, outcome)  # another worker took over
                 return False
+            step_run = self._current_step_run(session, turn)
             return self._apply(session, turn, run, step_run, attempt, pending, outcome)
 
     def _close_attempt(
-        self, attempt: StepAttempt, pending: _Pending, outcome: StepResult | BaseException
+        self, attempt: StepAttempt | None, pending: _Pending, outcome: StepResult | BaseException
     ) -> float:
         elapsed = time.perf_counter() - pending.started
+        outcome_label = "succeeded" if isinstance(outcome, StepResult) else "failed"
+        if attempt is None:  # a local step: metrics only
+            failure_class = (
+                ""
+                if isinstance(outcome, StepResult)
+                else str(getattr(outcome, "failure_class", FailureClass.INTERNAL))
+            )
+            metrics.STEP_DURATION.labels(pending.step.type, outcome_label).observe(elapsed)
+            metrics.STEP_OUTCOMES.labels(pending.step.type, outcome_label, failure_class).inc()
+            return elapsed
         attempt.finished_at = self.clock()
+
         attempt.duration_ms = round(elapsed * 1000, 3)
         if isinstance(outcome, StepResult):
             attempt.status = "succeeded"
@@ -343,7 +378,7 @@ class Interpreter:
         turn: _Turn,
         run: Run,
         step_run: StepRun,
-        attempt: StepAttempt,
+        attempt: StepAttempt | None,
         pending: _Pending,
         outcome: StepResult | BaseException,
     ) -> bool:
@@ -406,14 +441,15 @@ class Interpreter:
         plan = turn.plan
         assert plan is not None
         target = plan.steps[next_id]
-        iteration = (
-            session.execute(
-                select(func.count())
-                .select_from(StepRun)
-                .where(StepRun.run_id == run.id, StepRun.step_id == next_id)
-            ).scalar_one()
-            + 1
-        )
+        if turn.iterations is None:
+            rows = session.execute(
+                select(StepRun.step_id, func.count())
+                .where(StepRun.run_id == run.id)
+                .group_by(StepRun.step_id)
+            ).all()
+            turn.iterations = Counter(dict(rows))
+
+        iteration = turn.iterations[next_id] + 1
         if iteration > (target.max_iterations or 1):
             failure = failures.reason(
                 FailureClass.PERMANENT,
@@ -426,6 +462,7 @@ class Interpreter:
             self._end(session, run, RunStatus.FAILED, failure)
             return False
         new = StepRun(
+            id=new_id(),
             run_id=run.id,
             step_id=next_id,
             step_type=target.type,
@@ -433,13 +470,23 @@ class Interpreter:
             iteration=iteration,
             status=StepStatus.PENDING,
             side_effects=target.side_effects,
+            # Every column set here, so none is left unloaded after the insert (reading one
+            # later would cost a query per step).
+            attempt_group=1,
+            attempts=0,
+            output=None,
+            error=None,
+            next_step=None,
+            next_attempt_at=None,
+            started_at=None,
+            finished_at=None,
         )
         session.add(new)
-        session.flush()
-        turn.step_run_id = new.id
+
+        turn.iterations[next_id] = iteration
+        turn.step_run = new
         run.current_step = next_id
         touch(run, self.clock())
-        turn.steps_done += 1
         return True
 
     @staticmethod
@@ -584,8 +631,9 @@ class Interpreter:
             error = (
                 exc
                 if isinstance(exc, GrantflowError)
-                else PermanentError(f"internal fault: {type(exc).__name__}: {exc}")
+                else InternalError(f"internal fault: {type(exc).__name__}: {exc}")
             )
+
             failure = failures.reason(
                 FailureClass.INTERNAL,
                 getattr(error, "code", "internal_error"),

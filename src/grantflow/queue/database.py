@@ -106,21 +106,23 @@ class DatabaseQueue:
             due = due.replace(tzinfo=dt.UTC)
         return due
 
-    def stats(self) -> QueueStats:
+    def stats(self, session: Session | None = None) -> QueueStats:
+        if session is None:
+            with self.database.transaction() as own:
+                return self.stats(own)
         now = utcnow()
-        with self.database.transaction() as session:
-            ready_filter = (QueueItem.available_at <= now) & (
-                QueueItem.lease_owner.is_(None) | (QueueItem.lease_expires_at < now)
+        ready_filter = (QueueItem.available_at <= now) & (
+            QueueItem.lease_owner.is_(None) | (QueueItem.lease_expires_at < now)
+        )
+        ready = session.execute(
+            select(func.count(), func.min(QueueItem.available_at)).where(ready_filter)
+        ).one()
+        leased = session.execute(
+            select(func.count()).where(
+                QueueItem.lease_owner.is_not(None), QueueItem.lease_expires_at >= now
             )
-            ready = session.execute(
-                select(func.count(), func.min(QueueItem.available_at)).where(ready_filter)
-            ).one()
-            leased = session.execute(
-                select(func.count()).where(
-                    QueueItem.lease_owner.is_not(None), QueueItem.lease_expires_at >= now
-                )
-            ).scalar_one()
-            total = session.execute(select(func.count()).select_from(QueueItem)).scalar_one()
+        ).scalar_one()
+        total = session.execute(select(func.count()).select_from(QueueItem)).scalar_one()
         oldest = ready[1]
         if oldest is not None and oldest.tzinfo is None:
             oldest = oldest.replace(tzinfo=dt.UTC)

@@ -43,6 +43,8 @@ class Queue(Protocol):
     def next_due(self) -> dt.datetime | None:
         """When the earliest parked run becomes ready."""
 
-    def stats(self) -> QueueStats: ...
+    def stats(self, session: Session | None = None) -> QueueStats:
+        """Counts and the oldest ready age; in `session` when given (a caller's transaction:
+        on SQLite a second transaction would wait on the caller's own write lock)."""
 
     def close(self) -> None: ...

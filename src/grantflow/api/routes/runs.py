@@ -86,9 +86,9 @@ def list_runs(
             limit=limit,
         )
         ids = {run.workflow_id for run in page.items}
-        names = dict(
-            session.execute(select(Workflow.id, Workflow.name).where(Workflow.id.in_(ids))).tuples()
-        )
+        rows = session.execute(select(Workflow.id, Workflow.name).where(Workflow.id.in_(ids)))
+        names = dict(rows.all())
+
         items = []
         for run in page.items:
             summary = detail.run_summary(run, names.get(run.workflow_id))
