@@ -29,6 +29,7 @@ class Seen:
     path: str
     headers: dict[str, str]
     body: Any
+    at: float = field(default_factory=time.monotonic)  # arrival, on the monotonic clock
 
     @property
     def idempotency_key(self) -> str | None:
@@ -94,6 +95,9 @@ class Target:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body are two writes: with Nagle on, the body waits ~40 ms for the
+            # client's delayed ACK.
+            disable_nagle_algorithm = True
 
             def log_message(self, *_args: Any) -> None:
                 return
@@ -148,7 +152,7 @@ def running_target(host: str = "127.0.0.1") -> Iterator[Target]:
     server = ThreadingHTTPServer((host, 0), target.handler())
     server.daemon_threads = True
     target.server = server
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield target

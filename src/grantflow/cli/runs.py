@@ -35,6 +35,12 @@ CLI = Actor.system("cli")
 
 def worker(
     concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, max=256),
+    poll_seconds: float = typer.Option(
+        1.0,
+        "--poll-seconds",
+        min=0.01,
+        help="how often to look for work that no wake-up announced (SQLite across processes)",
+    ),
     lease_seconds: float = typer.Option(
         30.0, "--lease-seconds", min=1.0, help="how long a dead worker's runs stay held"
     ),
@@ -48,6 +54,7 @@ def worker(
             queue,
             concurrency=concurrency,
             lease_seconds=lease_seconds,
+            poll_seconds=poll_seconds,
             keyring=keyring_for(loaded),
             outbound=policy_for(loaded.outbound_allow),
             health_check_seconds=loaded.health_check_seconds or None,

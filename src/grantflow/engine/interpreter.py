@@ -20,7 +20,8 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from grantflow.connections.access import ConnectionAccess
@@ -109,6 +110,13 @@ class Interpreter:
                         return
                 elif not pending_or_more:
                     return
+            except (OperationalError, InterfaceError) as exc:
+                # The database went away mid-turn: nothing half-written was committed. Leave the
+                # run to its lease (another worker, or this one, resumes it later).
+                log.warning(
+                    "run.database_unavailable", run_id=run_id, error=type(exc.orig or exc).__name__
+                )
+                return
             except Exception as exc:  # a fault in Grantflow itself: fail the run, visibly
                 log.exception("run.internal_error", run_id=run_id)
                 self._fail_internal(run_id, exc)
@@ -189,7 +197,27 @@ class Interpreter:
             ):
                 self._park(session, run, WaitingReason.RETRY, step_run.next_attempt_at)
                 return False
+            if step_run.status == StepStatus.RUNNING:
+                self._abandon_lost_attempts(session, step_run)
             return self._begin_attempt(session, turn, run, step_run, step, now)
+
+    @staticmethod
+    def _abandon_lost_attempts(session: Session, step_run: StepRun) -> None:
+        """A step found running was held by a worker that died mid-call: its attempt is closed
+        as abandoned; the next attempt re-sends the call with the same idempotency key."""
+        session.execute(
+            update(StepAttempt)
+            .where(StepAttempt.step_run_id == step_run.id, StepAttempt.status == "running")
+            .values(
+                status="abandoned",
+                finished_at=utcnow(),
+                error={
+                    "class": "transient",
+                    "message": "the worker running this attempt was lost before it recorded "
+                    "the outcome; the call is re-sent with the same idempotency key",
+                },
+            )
+        )
 
     def _current_step_run(self, session: Session, turn: _Turn) -> StepRun:
         if turn.step_run is not None:

@@ -1,0 +1,525 @@
+"""Engine benchmarks: seq40 (40 sequential `set` steps) and http40 (40 sequential `http` steps
+against a local server started here), on SQLite and PostgreSQL, with 1 and 4 `grantflow worker`
+processes, plus run pickup latency at idle. Prints ONE JSON array on stdout, an object per
+measurement; progress goes to stderr.
+
+    .venv/bin/python bench/engine.py --quick     # a reduced run, under a minute
+    .venv/bin/python bench/engine.py             # the full run
+
+PostgreSQL: GRANTFLOW_BENCH_POSTGRES_URL is the admin URL (default the local server); the script
+creates its own database there and drops it at the end. SQLite lives in a temporary directory.
+
+Every figure comes from the database's own timestamps (run created_at / started_at / finished_at,
+the first step run's started_at), not from polling:
+- per_step_ms: one run at a time, (finished_at - started_at) / 40, median over repeats;
+  e2e_ms: the same runs, created_at -> finished_at (includes pickup);
+- steps_per_s, runs_per_s: K runs created in one transaction while the workers idle, divided by
+  the window from the first created_at to the last finished_at; median over repeats
+  (busy_steps_per_s: the window from the first step start instead, i.e. without pickup);
+- pickup_p50_ms / pickup_p99_ms: a one-step run created while the workers idle, from created_at
+  to its first step's started_at (pickup_commit_*: from the creating transaction's commit, so
+  without the creator's own transaction);
+- bare_http40_ms: 40 sequential POSTs with one httpx.Client to the same server (median);
+  ratio_vs_bare = e2e_ms / bare_http40_ms and ratio_exec_vs_bare = run execution / bare;
+- peak_rss_mb: the largest peak resident set (VmHWM) among the worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import OperationalError
+
+from grantflow.auth.actor import Actor
+from grantflow.connections.outbound import OutboundPolicy
+from grantflow.definitions import workflows
+from grantflow.engine.models import Run, StepRun
+from grantflow.engine.runs import start_run
+from grantflow.engine.worker import Worker
+from grantflow.logging import configure_logging
+from grantflow.queue.database import DatabaseQueue
+from grantflow.queue.models import Worker as WorkerRow
+from grantflow.store import migrate
+from grantflow.store.database import Database, open_database
+
+ACTOR = Actor.system("bench")
+STEPS = 40
+TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    latency_runs: int  # single runs, one at a time
+    batch: dict[str, int]  # runs per throughput batch, per workload
+    batches: int  # throughput repeats
+    pickups: int  # pickup samples (PostgreSQL, embedded SQLite)
+    pickups_polled: int  # pickup samples where the worker polls (SQLite, another process)
+    bare_repeats: int
+
+
+QUICK = Sizes(2, {"seq40": 5, "http40": 3}, 1, 10, 3, 3)
+FULL = Sizes(7, {"seq40": 40, "http40": 20}, 3, 100, 20, 20)
+
+
+_T0 = time.monotonic()
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+# --- the local HTTP server ----------------------------------------------------------------------
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle on, the body waits ~40 ms for the
+    # client's delayed ACK.
+    disable_nagle_algorithm = True
+    payload = b'{"ok": true}'
+
+    def log_message(self, *_args: Any) -> None:
+        return
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.payload)))
+        self.end_headers()
+        self.wfile.write(self.payload)
+
+    do_GET = do_POST = _answer
+
+
+@contextlib.contextmanager
+def http_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        yield f"http://{host}:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def bare_http40(url: str, repeats: int) -> float:
+    """Median ms for 40 sequential POSTs over one keep-alive httpx.Client."""
+    times = []
+    with httpx.Client() as client:
+        client.post(f"{url}/warm", json={"i": 0}).raise_for_status()
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for i in range(STEPS):
+                client.post(
+                    f"{url}/step/{i}", json={"i": i}, headers={"Idempotency-Key": f"bare:{i}"}
+                ).raise_for_status()
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+# --- databases ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def sqlite_database(directory: Path) -> Iterator[Database]:
+    db = open_database(make_url(f"sqlite:///{directory / 'bench.db'}"))
+    migrate.upgrade(db)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+class Unreachable(Exception):
+    """The database server could not be reached: its rows are left out."""
+
+
+@contextlib.contextmanager
+def postgres_database(admin: URL) -> Iterator[Database]:
+    name = f"grantflow_bench_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        except OperationalError as exc:
+            raise Unreachable(str(exc.orig).splitlines()[0]) from exc
+        db = open_database(admin.set(database=name))
+        try:
+            migrate.upgrade(db)
+            yield db
+        finally:
+            db.dispose()
+            with engine.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
+
+
+# --- workflows and runs -------------------------------------------------------------------------
+def publish(db: Database, name: str, steps: list[dict[str, Any]]) -> str:
+    for i, step in enumerate(steps[:-1]):
+        step["next"] = steps[i + 1]["id"]
+    document = {"name": name, "trigger": {"type": "manual"}, "steps": steps}
+    with db.transaction() as session:
+        return workflows.apply_document(session, ACTOR, document, publish_it=True).workflow.id
+
+
+def publish_all(db: Database, url: str) -> dict[str, str]:
+    seq = [{"id": f"s{i}", "type": "set", "config": {"values": {"i": i}}} for i in range(STEPS)]
+    http = [
+        {
+            "id": f"h{i}",
+            "type": "http",
+            "config": {"method": "POST", "url": f"{url}/step/{i}", "body": {"i": i}},
+            "reversible": True,
+        }
+        for i in range(STEPS)
+    ]
+    pickup = [{"id": "only", "type": "set", "config": {"values": {"x": 1}}}]
+    return {
+        "seq40": publish(db, "bench-seq40", seq),
+        "http40": publish(db, "bench-http40", http),
+        "pickup": publish(db, "bench-pickup", pickup),
+    }
+
+
+def create_runs(db: Database, workflow_id: str, count: int) -> list[str]:
+    """`count` runs of the workflow, created in one transaction."""
+    queue = DatabaseQueue(db)
+    with db.transaction() as session:
+        return [start_run(session, ACTOR, queue, workflow_id, {}).id for _ in range(count)]
+
+
+def reader_for(db: Database) -> Engine:
+    """A plain engine for the bench's own polling: on SQLite its reads take no write lock
+    (the app's engine begins every transaction IMMEDIATE), so polling never delays a worker."""
+    return create_engine(db.url)
+
+
+def wait_done(reader: Engine, run_ids: list[str], timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with reader.connect() as conn:
+            rows = conn.execute(
+                select(Run.status, func.count()).where(Run.id.in_(run_ids)).group_by(Run.status)
+            ).all()
+            counts: dict[str, int] = dict(rows)  # type: ignore[arg-type]
+            if any(counts.get(s) for s in TERMINAL if s != "succeeded"):
+                bad = conn.execute(
+                    select(Run.id, Run.status, Run.failure)
+                    .where(Run.id.in_(run_ids), Run.status != "succeeded")
+                    .limit(1)
+                ).one()
+                raise RuntimeError(f"a benchmark run did not succeed: {tuple(bad)}")
+        if counts.get("succeeded", 0) == len(run_ids):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"runs not done after {timeout} s: {counts}")
+        time.sleep(0.01)
+
+
+@dataclass
+class Timing:
+    created: float
+    started: float
+    finished: float
+    first_step: float
+
+
+def timings(reader: Engine, run_ids: list[str]) -> list[Timing]:
+    with reader.connect() as conn:
+        rows = conn.execute(
+            select(Run.created_at, Run.started_at, Run.finished_at, StepRun.started_at)
+            .join(StepRun, (StepRun.run_id == Run.id) & (StepRun.sequence == 1))
+            .where(Run.id.in_(run_ids))
+        ).all()
+    return [Timing(*(v.timestamp() for v in row)) for row in rows]
+
+
+# --- worker processes ---------------------------------------------------------------------------
+class WorkerSet:
+    """N `grantflow worker` processes on one database; stopped (or killed) on exit."""
+
+    def __init__(self, db: Database, count: int, concurrency: int, logs: Path) -> None:
+        """`count` processes to start on entering; `grow` adds more."""
+        self.db = db
+        self.count = count
+        self.concurrency = concurrency
+        self.logs = logs
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> WorkerSet:
+        try:
+            self.grow(self.count)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def grow(self, more: int) -> None:
+        """Start `more` worker processes and wait until each has registered."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRANTFLOW_")}
+        env.update(
+            GRANTFLOW_DATABASE_URL=self.db.url.render_as_string(hide_password=False),
+            GRANTFLOW_SECRET_KEY=base64.urlsafe_b64encode(os.urandom(32)).decode(),
+            GRANTFLOW_LOG_LEVEL="warning",
+            GRANTFLOW_LOG_FORMAT="json",
+            GRANTFLOW_OUTBOUND_ALLOW="127.0.0.1",  # the local HTTP server
+            GRANTFLOW_HEALTH_CHECK_SECONDS="0",
+        )
+        command = [sys.executable, "-m", "grantflow", "worker", "--concurrency"]
+        for _ in range(more):
+            with (self.logs / f"worker-{uuid.uuid4().hex[:8]}.log").open("wb") as err:
+                self.processes.append(
+                    subprocess.Popen(
+                        [*command, str(self.concurrency)],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=err,
+                    )
+                )
+        self._wait_registered()
+
+    def _wait_registered(self, timeout: float = 60) -> None:
+        pids = {p.pid for p in self.processes}
+        deadline = time.monotonic() + timeout
+        while True:
+            for p in self.processes:
+                if p.poll() is not None:
+                    raise RuntimeError(f"worker {p.pid} exited with {p.returncode}")
+            with self.db.transaction() as session:
+                live = set(session.execute(select(WorkerRow.pid)).scalars())
+            if pids <= live:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("workers did not register in time")
+            time.sleep(0.05)
+
+    def peak_rss_mb(self) -> float | None:
+        peaks = []
+        for p in self.processes:
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) / 1024)
+        return round(max(peaks), 1) if peaks else None
+
+    def __exit__(self, *_exc: object) -> None:
+        for p in self.processes:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.processes:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+# --- measurements -------------------------------------------------------------------------------
+def row(workload: str, database: str, workers: int | None, **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "workload": workload,
+        "database": database,
+        "workers": workers,
+        "per_step_ms": None,
+        "steps_per_s": None,
+        "runs_per_s": None,
+        "pickup_p50_ms": None,
+        "pickup_p99_ms": None,
+        "peak_rss_mb": None,
+    }
+    base.update(fields)
+    return base
+
+
+def r(value: float, digits: int = 2) -> float:
+    return round(value, digits)
+
+
+def measure_workload(
+    db: Database, reader: Engine, flow: str, workload: str, sizes: Sizes
+) -> dict[str, Any]:
+    """Latency of single runs, then throughput of batches, on the running workers."""
+    wait_done(reader, create_runs(db, flow, 1))  # warm-up: imports, plans, connections
+    e2e, execution = [], []
+    for _ in range(sizes.latency_runs):
+        ids = create_runs(db, flow, 1)
+        wait_done(reader, ids)
+        (t,) = timings(reader, ids)
+        e2e.append((t.finished - t.created) * 1000)
+        execution.append((t.finished - t.started) * 1000)
+    rates, busy_rates = [], []
+    count = sizes.batch[workload]
+    for _ in range(sizes.batches):
+        ids = create_runs(db, flow, count)
+        wait_done(reader, ids)
+        ts = timings(reader, ids)
+        end = max(t.finished for t in ts)
+        rates.append(count / (end - min(t.created for t in ts)))
+        busy_rates.append(count / (end - min(t.first_step for t in ts)))
+    runs_per_s = statistics.median(rates)
+    return {
+        "per_step_ms": r(statistics.median(execution) / STEPS, 3),
+        "e2e_ms": r(statistics.median(e2e)),
+        "exec_ms": r(statistics.median(execution)),
+        "steps_per_s": r(runs_per_s * STEPS, 1),
+        "runs_per_s": r(runs_per_s),
+        "busy_steps_per_s": r(statistics.median(busy_rates) * STEPS, 1),
+        "batch_runs": count,
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def measure_pickup(db: Database, reader: Engine, flow: str, samples: int) -> dict[str, Any]:
+    """A one-step run created while the workers idle: created_at -> first step started_at."""
+    wait_done(reader, create_runs(db, flow, 1))
+    delays, after_commit = [], []
+    for _ in range(samples):
+        time.sleep(random.uniform(0.05, 0.2))  # let every worker go back to waiting
+        ids = create_runs(db, flow, 1)
+        committed = time.time()
+        wait_done(reader, ids)
+        (t,) = timings(reader, ids)
+        delays.append((t.first_step - t.created) * 1000)
+        after_commit.append((t.first_step - committed) * 1000)
+    return {
+        "pickup_p50_ms": r(percentile(delays, 0.5)),
+        "pickup_p99_ms": r(percentile(delays, 0.99)),
+        "pickup_commit_p50_ms": r(percentile(after_commit, 0.5)),
+        "pickup_commit_p99_ms": r(percentile(after_commit, 0.99)),
+        "pickup_samples": samples,
+    }
+
+
+def bench_database(
+    name: str, db: Database, url: str, sizes: Sizes, logs: Path, bare_ms: float
+) -> list[dict[str, Any]]:
+    flows = publish_all(db, url)
+    reader = reader_for(db)
+    try:
+        return _bench_database(name, db, reader, flows, sizes, logs, bare_ms)
+    finally:
+        reader.dispose()
+
+
+def _bench_database(
+    name: str,
+    db: Database,
+    reader: Engine,
+    flows: dict[str, str],
+    sizes: Sizes,
+    logs: Path,
+    bare_ms: float,
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    polled = name == "sqlite"  # SQLite has no cross-process wake-up: workers poll (1 s)
+    log(f"{name}: starting 1 worker process")
+    with WorkerSet(db, 1, concurrency=4, logs=logs) as workers:
+        for count in (1, 4):
+            if count > len(workers.processes):
+                log(f"{name}: growing to {count} worker processes")
+                workers.grow(count - len(workers.processes))
+            for workload in ("seq40", "http40"):
+                log(f"{name}: {workload} with {count} worker(s)")
+                fields = measure_workload(db, reader, flows[workload], workload, sizes)
+                if workload == "http40":
+                    fields["bare_http40_ms"] = r(bare_ms)
+                    fields["ratio_vs_bare"] = r(fields["e2e_ms"] / bare_ms)
+                    fields["ratio_exec_vs_bare"] = r(fields["exec_ms"] / bare_ms)
+                fields["peak_rss_mb"] = workers.peak_rss_mb()
+                rows.append(row(workload, name, count, worker_mode="process", **fields))
+            if count == 1:
+                log(f"{name}: pickup latency with 1 worker")
+                samples = sizes.pickups_polled if polled else sizes.pickups
+                fields = measure_pickup(db, reader, flows["pickup"], samples)
+                fields["peak_rss_mb"] = workers.peak_rss_mb()
+                rows.append(row("pickup", name, 1, worker_mode="process", **fields))
+    if polled:
+        # The supported SQLite deployment: the worker inside the process that creates runs
+        # (`grantflow serve`), woken by an in-process event.
+        log(f"{name}: pickup latency with an embedded worker")
+        queue = DatabaseQueue(db)
+        worker = Worker(
+            db, queue, concurrency=4, lease_seconds=30, outbound=OutboundPolicy.parse(["127.0.0.1"])
+        )
+        worker.start()
+        try:
+            fields = measure_pickup(db, reader, flows["pickup"], sizes.pickups)
+        finally:
+            worker.stop(grace_seconds=10)
+            queue.close()
+        rows.append(row("pickup", name, 1, worker_mode="embedded", **fields))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a reduced run, under a minute")
+    parser.add_argument(
+        "--databases", default="sqlite,postgresql", help="comma-separated: sqlite,postgresql"
+    )
+    args = parser.parse_args()
+    configure_logging("warning", "json")  # to stderr: stdout carries only the JSON array
+    sizes = QUICK if args.quick else FULL
+    wanted = [d for d in args.databases.split(",") if d]
+    admin = make_url(os.environ.get("GRANTFLOW_BENCH_POSTGRES_URL", DEFAULT_POSTGRES))
+    if admin.get_backend_name() == "postgresql":
+        admin = admin.set(drivername="postgresql+psycopg")
+    rows: list[dict[str, Any]] = []
+    log(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="grantflow-bench-") as tmp, http_server() as url:
+        directory = Path(tmp)
+        bare_ms = bare_http40(url, sizes.bare_repeats)
+        log(f"bare httpx: 40 POSTs in {bare_ms:.2f} ms (median)")
+        for name in wanted:
+            opener = sqlite_database(directory) if name == "sqlite" else postgres_database(admin)
+            try:
+                with opener as db:
+                    rows.extend(bench_database(name, db, url, sizes, directory, bare_ms))
+            except Unreachable as exc:
+                log(f"{name}: skipped, the server is unreachable: {exc}")
+            except Exception as exc:
+                for log_file in sorted(directory.glob("worker-*.log")):
+                    tail = log_file.read_text()[-2000:]
+                    if tail.strip():
+                        log(f"{log_file.name}:\n{tail}")
+                log(f"{name}: failed: {type(exc).__name__}: {exc}")
+                raise
+    log(f"done; load average {os.getloadavg()[0]:.2f}")
+    json.dump(rows, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
