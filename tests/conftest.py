@@ -96,3 +96,25 @@ def api(settings: Settings, database: Database) -> Iterator[Api]:
 def admin(api: Api) -> Iterator[httpx.Client]:
     with api.as_role(Role.ADMIN, "admin@example.com") as client:
         yield client
+
+
+@pytest.fixture
+def redis_keys() -> Iterator[tuple[object, str]]:
+    """A client of the local Redis and a key prefix of this test's own; its keys are deleted
+    afterwards. Missing Redis: skipped locally, a failure with CI=true."""
+    import uuid
+
+    import redis
+
+    from tests.support.services import REDIS_URL, service_missing
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        service_missing("Redis", str(exc))
+    prefix = f"grantflow-test:{uuid.uuid4().hex[:12]}:"
+    yield client, prefix
+    for key in client.scan_iter(match=prefix + "*"):
+        client.delete(key)
+    client.close()
