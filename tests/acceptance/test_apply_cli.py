@@ -13,8 +13,13 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
+from grantflow.config import load_settings
+from grantflow.connections.crypto import keyring_for
+from grantflow.store.database import open_database
 from tests.support.processes import grantflow_env, json_output, run_grantflow
+from tests.support.provisioning import prepare_examples
 
 pytestmark = pytest.mark.acceptance
 
@@ -49,10 +54,16 @@ class Workspace:
 
 @pytest.fixture(scope="module")
 def _migrated(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """A migrated database holding the application and connections the examples name."""
     workdir = tmp_path_factory.mktemp("apply-template")
     template = Workspace(workdir, workdir / "template.db")
     migrated = template.grantflow("migrate")
     assert migrated.returncode == 0, migrated.stderr
+    url = f"sqlite:///{template.db_file}"
+    db = open_database(make_url(url))
+    settings = load_settings(database_url=url, secret_key_file=workdir / "secret.key")
+    prepare_examples(db, keyring_for(settings))
+    db.dispose()
     return template
 
 
@@ -134,7 +145,10 @@ def test_versions_diff_activate_disable_enable_and_show(workspace: Workspace) ->
     lines = diff.stdout.splitlines()
     assert lines[:2] == [f"--- {ONBOARDING} v1", f"+++ {ONBOARDING} v2"]
     assert "+description: Second edition" in lines
-    assert any(line.startswith("-description: Create the directory account") for line in lines)
+    assert any(
+        line.startswith("-description: Create the directory and Entra ID accounts")
+        for line in lines
+    )
 
     activated = workspace.grantflow("workflows", "activate", ONBOARDING, "1")
     assert activated.returncode == 0, activated.stderr
@@ -164,7 +178,7 @@ def test_an_invalid_file_prints_every_problem_and_exits_1(workspace: Workspace) 
     is saved."""
     document = yaml.safe_load((EXAMPLES / "onboarding.yaml").read_text())
     document["steps"][0]["next"] = "make_coffee"
-    document["steps"][4]["config"]["url"] = "{{ mailer.url }}/send"
+    document["steps"][5]["config"]["path"] = "{{ mailer.url }}/send"
     document["trigger"] = {"type": "schedule", "cron": "at dawn"}
     path = workspace.workdir / "broken.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -174,7 +188,7 @@ def test_an_invalid_file_prints_every_problem_and_exits_1(workspace: Workspace) 
     assert "  [missing_step] step create_user steps[0].next: leads to step 'make_coffee'" in (
         result.stdout
     )
-    assert "  [template_unknown_variable] step welcome_email steps[4].config.url:" in (
+    assert "  [template_unknown_variable] step welcome_email steps[5].config.path:" in (
         result.stdout
     )
     assert "  [cron_invalid] trigger.cron: 'at dawn' is not a 5-field cron expression" in (
@@ -229,12 +243,12 @@ def test_dry_run_command_renders_requests(workspace: Workspace) -> None:
         yaml.safe_dump(
             {
                 "identity": {
+                    "id": "emp-7",
                     "email": "lin@example.com",
                     "display_name": "Lin Chen",
                     "department": "Sales",
                     "employment_type": "contractor",
                 },
-                "input": {"directory_url": "https://dir.example.com", "mail_url": "https://m.io"},
             }
         )
     )
@@ -244,13 +258,20 @@ def test_dry_run_command_renders_requests(workspace: Workspace) -> None:
     assert output["sent"] is False
     assert output["state"] == "draft"
     steps = {s["id"]: s for s in output["steps"]}
-    assert steps["create_user"]["preview"]["request"]["url"] == "https://dir.example.com/users"
-    assert steps["create_user"]["preview"]["request"]["body"]["userName"] == "lin@example.com"
-    assert steps["add_groups"]["preview"]["request"]["url"] == (
-        "https://dir.example.com/groups/sales/members"
-    )
-    assert steps["add_groups"]["unresolved"] == ["steps.create_user.output.id"]
-    assert output["path"] == ["create_user", "add_groups", "needs_licence", "welcome_email"]
+    create = steps["create_user"]["preview"]["request"]
+    assert (create["method"], create["endpoint"]) == ("POST", "/Users")
+    assert create["payload"]["userName"] == "lin@example.com"
+    assert steps["add_groups"]["preview"]["lookups"] == [
+        {"method": "GET", "endpoint": "/Groups", "filter": 'displayName eq "Sales"'}
+    ]
+    assert steps["add_groups"]["unresolved"] == ["steps.create_user.output.user_id"]
+    assert output["path"] == [
+        "create_user",
+        "add_groups",
+        "create_mailbox",
+        "needs_licence",
+        "welcome_email",
+    ]
 
 
 def test_dry_run_of_an_unknown_workflow_is_one_error_line(workspace: Workspace) -> None:
@@ -273,9 +294,11 @@ def test_publish_and_validate_commands_report_the_gate(workspace: Workspace) -> 
     errors = json.loads(validated.stdout)["errors"]
     assert {(e["code"], e["step"]) for e in errors} == {
         ("missing_step", "disable_account"),
+        ("unreachable_step", "disable_entra"),
         ("unreachable_step", "revoke_sessions"),
+        ("unreachable_step", "suspend_google"),
+        ("unreachable_step", "deactivate_okta"),
         ("unreachable_step", "remove_from_wiki"),
-        ("unreachable_step", "remove_from_crm"),
     }
 
     published = workspace.grantflow("workflows", "publish", "Offboard leaver", "1")

@@ -9,14 +9,26 @@ from tests.support.target import Reply, running_target
 
 def test_sequential_set_steps_run_in_order_and_outputs_flow(database: Database) -> None:
     """A chain of set steps succeeds, each reading the previous step's output."""
-    wf = publish(database, {
-        "name": "chain", "trigger": {"type": "manual"},
-        "steps": [
-            {"id": "a", "type": "set", "config": {"values": {"n": "{{ input.n + 1 }}"}},
-             "next": "b"},
-            {"id": "b", "type": "set", "config": {"values": {"n": "{{ steps.a.output.n * 10 }}"}}},
-        ],
-    })
+    wf = publish(
+        database,
+        {
+            "name": "chain",
+            "trigger": {"type": "manual"},
+            "steps": [
+                {
+                    "id": "a",
+                    "type": "set",
+                    "config": {"values": {"n": "{{ input.n + 1 }}"}},
+                    "next": "b",
+                },
+                {
+                    "id": "b",
+                    "type": "set",
+                    "config": {"values": {"n": "{{ steps.a.output.n * 10 }}"}},
+                },
+            ],
+        },
+    )
     run_id = start(database, wf, {"n": 1})
     with running_worker(database):
         shown = wait_status(database, run_id, "succeeded")
@@ -31,17 +43,31 @@ def test_http_step_sends_idempotency_key_and_exposes_json_output(database: Datab
     """An http step's JSON response becomes its output; the request carries an idempotency key."""
     with running_target() as target:
         target.on("/users", Reply(201, {"id": "u-7"}))
-        wf = publish(database, {
-            "name": "http", "trigger": {"type": "manual"},
-            "steps": [
-                {"id": "create", "type": "http", "config": {
-                    "method": "POST", "url": f"{target.url}/users",
-                    "body": {"email": "{{ input.email }}"}}, "reversible": True,
-                 "next": "after"},
-                {"id": "after", "type": "set",
-                 "config": {"values": {"uid": "{{ steps.create.output.id }}"}}},
-            ],
-        })
+        wf = publish(
+            database,
+            {
+                "name": "http",
+                "trigger": {"type": "manual"},
+                "steps": [
+                    {
+                        "id": "create",
+                        "type": "http",
+                        "config": {
+                            "method": "POST",
+                            "url": f"{target.url}/users",
+                            "body": {"email": "{{ input.email }}"},
+                        },
+                        "reversible": True,
+                        "next": "after",
+                    },
+                    {
+                        "id": "after",
+                        "type": "set",
+                        "config": {"values": {"uid": "{{ steps.create.output.id }}"}},
+                    },
+                ],
+            },
+        )
         run_id = start(database, wf, {"email": "ann@example.com"})
         with running_worker(database):
             shown = wait_status(database, run_id, "succeeded")

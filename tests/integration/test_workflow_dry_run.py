@@ -9,12 +9,17 @@ from typing import Any
 import httpx
 import pytest
 
+from grantflow.config import Settings
+from grantflow.connections.crypto import keyring_for
 from grantflow.logging import REDACTED
+from tests.conftest import Api
+from tests.support.provisioning import prepare_examples
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 YAML = {"Content-Type": "application/yaml"}
 
 ADA = {
+    "id": "emp-1815",
     "email": "ada@example.com",
     "display_name": "Ada Lovelace",
     "department": "Research",
@@ -22,7 +27,8 @@ ADA = {
     "start_date": "2026-01-05",
     "manager": "grace@example.com",
 }
-INPUT = {"directory_url": "https://dir.example.com/v1", "mail_url": "https://mail.example.com"}
+INPUT = {"usage_location": "FR"}
+E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"  # the onboarding example's default licence
 
 
 def create_example(client: httpx.Client, name: str = "onboarding.yaml") -> str:
@@ -49,23 +55,39 @@ def steps_of(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_onboarding_renders_the_exact_create_user_request(admin: httpx.Client) -> None:
-    """create_user shows method, URL and body rendered from the sample; nothing is sent."""
+    """create_user shows the SCIM lookups and the POST with its payload rendered from the
+    sample; nothing is sent."""
     workflow_id = create_example(admin)
     result = dry_run(admin, workflow_id, {"identity": ADA, "input": INPUT})
     assert result["sent"] is False
     assert result["workflow"] == "Onboard new hire"
     assert (result["version"], result["state"]) == (1, "draft")
     create_user = steps_of(result)["create_user"]
-    assert create_user["preview"]["request"] == {
-        "method": "POST",
-        "url": "https://dir.example.com/v1/users",
-        "headers": {},
-        "query": {},
-        "body": {
-            "userName": "ada@example.com",
-            "displayName": "Ada Lovelace",
-            "department": "Research",
-            "active": True,
+    assert create_user["preview"] == {
+        "operation": "scim.create_user",
+        "connection": "directory",
+        "lookups": [
+            {"method": "GET", "endpoint": "/Users", "filter": 'userName eq "ada@example.com"'},
+            {
+                "method": "GET",
+                "endpoint": "/Users",
+                "filter": 'emails.value eq "ada@example.com"',
+            },
+        ],
+        "request": {
+            "method": "POST",
+            "endpoint": "/Users",
+            "payload": {
+                "userName": "ada@example.com",
+                "displayName": "Ada Lovelace",
+                "emails": [{"value": "ada@example.com", "type": "work", "primary": True}],
+                "externalId": "emp-1815",
+                "active": True,
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {
+                    "department": "Research"
+                },
+            },
+            "if_exists": "fail",
         },
     }
     assert create_user["side_effects"] is True
@@ -77,36 +99,57 @@ def test_later_step_outputs_are_listed_as_unresolved(admin: httpx.Client) -> Non
     """References to outputs the dry-run does not have render as <path> and are listed."""
     workflow_id = create_example(admin)
     steps = steps_of(dry_run(admin, workflow_id, {"identity": ADA, "input": INPUT}))
-    add_groups = steps["add_groups"]
-    assert add_groups["preview"]["request"]["url"] == (
-        "https://dir.example.com/v1/groups/research/members"
-    )
-    assert add_groups["preview"]["request"]["body"] == {"user_id": "<steps.create_user.output.id>"}
-    assert add_groups["unresolved"] == ["steps.create_user.output.id"]
+    add_groups = steps["add_groups"]["preview"]
+    assert add_groups["lookups"] == [
+        {"method": "GET", "endpoint": "/Groups", "filter": 'displayName eq "Research"'}
+    ]
+    assert add_groups["request"]["endpoint"] == "/Groups/<id of group 'Research'>"
+    assert add_groups["request"]["payload"]["Operations"] == [
+        {"op": "add", "path": "members", "value": [{"value": "<steps.create_user.output.user_id>"}]}
+    ]
+    assert steps["add_groups"]["unresolved"] == ["steps.create_user.output.user_id"]
     assert steps["assign_licence"]["preview"]["request"]["url"] == (
-        "https://dir.example.com/v1/users/<steps.create_user.output.id>/licenses"
+        "<connection entra>/v1.0/users/<steps.create_mailbox.output.user_id>/assignLicense"
     )
-    assert steps["assign_licence"]["preview"]["request"]["body"] == {"sku": "OFFICE_STANDARD"}
+    assert steps["assign_licence"]["preview"]["request"]["body"] == {
+        "addLicenses": [{"skuId": E3, "disabledPlans": []}],
+        "removeLicenses": [],
+    }
 
 
 def test_sample_step_outputs_fill_in_references(admin: httpx.Client) -> None:
-    """Given a sample output for create_user, its id is used (keeping its type)."""
+    """Given sample outputs for earlier steps, their ids are used."""
     workflow_id = create_example(admin)
     sample = {
         "identity": ADA,
-        "input": {**INPUT, "licence_sku": "E5"},
-        "steps": {"create_user": {"id": 7031}},
+        "input": {**INPUT, "licence_sku": "e5-sku"},
+        "steps": {"create_user": {"user_id": "u-7031"}, "create_mailbox": {"user_id": "m-7031"}},
     }
     steps = steps_of(dry_run(admin, workflow_id, sample))
-    assert steps["add_groups"]["preview"]["request"]["body"] == {"user_id": 7031}
+    assert steps["add_groups"]["preview"]["request"]["payload"]["Operations"][0]["value"] == [
+        {"value": "u-7031"}
+    ]
     assert steps["add_groups"]["unresolved"] == []
     assert steps["assign_licence"]["preview"]["request"] == {
         "method": "POST",
-        "url": "https://dir.example.com/v1/users/7031/licenses",
-        "headers": {},
-        "query": {},
-        "body": {"sku": "E5"},
+        "url": "<connection entra>/v1.0/users/m-7031/assignLicense",
+        "body": {"addLicenses": [{"skuId": "e5-sku", "disabledPlans": []}], "removeLicenses": []},
     }
+
+
+def test_profile_step_preview_hides_the_password(admin: httpx.Client) -> None:
+    """The Entra ID account's request shows its properties but never a password."""
+    workflow_id = create_example(admin)
+    raw = admin.post(
+        f"/api/v1/workflows/{workflow_id}/versions/1/dry-run",
+        json={"identity": ADA, "input": INPUT},
+    )
+    request = steps_of(raw.json())["create_mailbox"]["preview"]["request"]
+    assert request["url"] == "<connection entra>/v1.0/users"
+    assert request["body"]["userPrincipalName"] == "ada@example.com"
+    assert request["body"]["usageLocation"] == "FR"
+    assert request["body"]["passwordProfile"] == REDACTED
+    assert "<generated>" not in raw.text
 
 
 @pytest.mark.parametrize(
@@ -115,12 +158,19 @@ def test_sample_step_outputs_fill_in_references(admin: httpx.Client) -> None:
         (
             "employee",
             "assign_licence",
-            ["create_user", "add_groups", "needs_licence", "assign_licence", "welcome_email"],
+            [
+                "create_user",
+                "add_groups",
+                "create_mailbox",
+                "needs_licence",
+                "assign_licence",
+                "welcome_email",
+            ],
         ),
         (
             "contractor",
             "welcome_email",
-            ["create_user", "add_groups", "needs_licence", "welcome_email"],
+            ["create_user", "add_groups", "create_mailbox", "needs_licence", "welcome_email"],
         ),
     ],
 )
@@ -152,7 +202,7 @@ def test_welcome_email_body_is_rendered(admin: httpx.Client) -> None:
     workflow_id = create_example(admin)
     steps = steps_of(dry_run(admin, workflow_id, {"identity": ADA, "input": INPUT}))
     request = steps["welcome_email"]["preview"]["request"]
-    assert request["url"] == "https://mail.example.com/send"
+    assert request["url"] == "<connection mailer>/send"
     assert request["body"] == {
         "to": "ada@example.com",
         "template": "welcome",
@@ -195,37 +245,46 @@ def test_credentials_are_redacted(admin: httpx.Client) -> None:
     assert request["body"] == {"user": "ada", "password": REDACTED}
 
 
-def test_a_published_version_can_be_dry_run(admin: httpx.Client) -> None:
+def test_a_published_version_can_be_dry_run(
+    admin: httpx.Client, api: Api, settings: Settings
+) -> None:
     """Dry-run works on a published version too and reports its state."""
+    prepare_examples(api.database, keyring_for(settings))
     workflow_id = create_example(admin, "offboarding.yaml")
     published = admin.post(f"/api/v1/workflows/{workflow_id}/versions/1/publish")
     assert published.status_code == 200, published.text
-    sample = {
-        "identity": {"email": "bob@example.com"},
-        "input": {
-            "directory_url": "https://dir.example.com",
-            "wiki_url": "https://wiki.example.com",
-            "crm_url": "https://crm.example.com",
-        },
-        "steps": {"find_user": {"id": "u-9"}},
-    }
+    sample = {"identity": {"email": "bob@example.com"}, "steps": {"find_user": {"user_id": "u-9"}}}
     result = dry_run(admin, workflow_id, sample)
     assert result["state"] == "published"
     steps = steps_of(result)
-    assert steps["find_user"]["preview"]["request"]["query"] == {"userName": "bob@example.com"}
+    assert steps["find_user"]["preview"]["lookups"] == [
+        {"method": "GET", "endpoint": "/Users", "filter": 'userName eq "bob@example.com"'}
+    ]
     assert steps["find_user"]["side_effects"] is False
-    assert steps["disable_account"]["preview"]["request"]["url"] == (
-        "https://dir.example.com/users/u-9"
-    )
+    assert steps["disable_account"]["preview"]["request"] == {
+        "method": "PATCH",
+        "endpoint": "/Users/u-9",
+        "payload": {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "active", "value": False}],
+        },
+    }
+    assert steps["disable_entra"]["preview"]["request"] == {
+        "method": "PATCH",
+        "url": "<connection entra>/v1.0/users/bob@example.com",
+        "body": {"accountEnabled": False},
+    }
     assert steps["remove_from_wiki"]["preview"]["request"]["url"] == (
-        "https://wiki.example.com/members/bob%40example.com"
+        "<connection wiki>/members/bob%40example.com"
     )
     assert result["path"] == [
         "find_user",
         "disable_account",
+        "disable_entra",
         "revoke_sessions",
+        "suspend_google",
+        "deactivate_okta",
         "remove_from_wiki",
-        "remove_from_crm",
     ]
 
 

@@ -14,7 +14,10 @@ from sqlalchemy import select
 
 from grantflow.audit.models import AuditEntry
 from grantflow.auth.permissions import Role
+from grantflow.config import Settings
+from grantflow.connections.crypto import keyring_for
 from tests.conftest import Api
+from tests.support.provisioning import prepare_examples
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 YAML = {"Content-Type": "application/yaml"}
@@ -117,6 +120,7 @@ def test_create_from_yaml(admin: httpx.Client) -> None:
     assert [s["id"] for s in body["version"]["document"]["steps"]] == [
         "create_user",
         "add_groups",
+        "create_mailbox",
         "needs_licence",
         "assign_licence",
         "welcome_email",
@@ -609,8 +613,12 @@ def test_every_change_is_audited(admin: httpx.Client, api: Api) -> None:
 
 
 @pytest.mark.parametrize("name", ["onboarding.yaml", "offboarding.yaml"])
-def test_examples_pass_the_gate_and_publish(admin: httpx.Client, name: str) -> None:
-    """Each shipped example is created from YAML and publishes with no errors or warnings."""
+def test_examples_pass_the_gate_and_publish(
+    admin: httpx.Client, api: Api, settings: Settings, name: str
+) -> None:
+    """Once the application and connections they name exist (with credentials), each shipped
+    example is created from YAML and publishes with no errors or warnings."""
+    prepare_examples(api.database, keyring_for(settings))
     text = (EXAMPLES / name).read_text()
     workflow_id, _ = created(admin.post("/api/v1/workflows", content=text, headers=YAML))
     body = publish(admin, workflow_id, 1)

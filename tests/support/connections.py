@@ -11,12 +11,15 @@ from typing import Any
 
 import httpx
 
+from grantflow.api import create_app
 from grantflow.config import Settings, load_settings
 from grantflow.connections.crypto import keyring_for
 from grantflow.connections.outbound import OutboundPolicy
 from grantflow.engine.worker import Worker
 from grantflow.store.database import Database
+from tests.conftest import Api
 from tests.support.engine import running_worker
+from tests.support.server import serve_in_thread
 
 API = "/api/v1"
 
@@ -31,6 +34,18 @@ def allowing_loopback(database: Database, tmp_path: Path, **overrides: Any) -> S
     }
     values.update(overrides)
     return load_settings(**values)
+
+
+@contextmanager
+def serving_api(settings: Settings, database: Database) -> Iterator[Api]:
+    """The real app over HTTP (like the `api` fixture), closing the app's own outbound client
+    afterwards: Test connection leaves keep-alive sockets to the tests' servers in it."""
+    app = create_app(settings, database)
+    try:
+        with serve_in_thread(app) as url:
+            yield Api(base_url=url, database=database)
+    finally:
+        app.state.grantflow.connections.http.close()
 
 
 def ok(response: httpx.Response, status: int = 200) -> Any:

@@ -8,12 +8,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from grantflow.auth.actor import Actor
+from grantflow.connections.outbound import OutboundPolicy
 from grantflow.definitions import workflows
 from grantflow.engine import detail, operations
 from grantflow.engine.runs import start_run
-from grantflow.connections.outbound import OutboundPolicy
 from grantflow.engine.worker import Worker
-
 from grantflow.queue.database import DatabaseQueue
 from grantflow.store.database import Database
 

@@ -126,7 +126,7 @@ class _Refresh(RefreshTokenGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
     @property
-    def INCLUDE_NEW_REFRESH_TOKEN(self) -> bool:  # noqa: N802 (Authlib's name)
+    def INCLUDE_NEW_REFRESH_TOKEN(self) -> bool:
         return bool(self.server.state.rotate)
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord | None:
@@ -210,6 +210,7 @@ class OAuthServer:
     token_requests: list[dict[str, Any]] = field(default_factory=list)  # form and status
     resource_requests: list[tuple[str, int]] = field(default_factory=list)  # token, status
     fail_token: list[int] = field(default_factory=list)  # statuses to answer first, in order
+    accept_tokens: bool = True  # False: the resource server refuses every token
     on_valid_token: Callable[[str], None] | None = None  # called before a valid call answers
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -264,7 +265,7 @@ class OAuthServer:
         token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
         with self.lock:
             record = self.access.get(token)
-            ok = record is not None and record.valid()
+            ok = self.accept_tokens and record is not None and record.valid()
         if ok and self.on_valid_token is not None:
             self.on_valid_token(token)
         with self.lock:
@@ -297,7 +298,7 @@ def _handler(state: OAuthServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length).decode() if length else ""
             headers = dict(self.headers.items())
@@ -306,7 +307,7 @@ def _handler(state: OAuthServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self._answer(*state._resource(headers))
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._answer(*state._resource(dict(self.headers.items())))
 
     return Handler

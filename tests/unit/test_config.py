@@ -93,7 +93,6 @@ def test_cli_reports_a_bad_variable_in_one_line_and_exits_2(tmp_path: Path) -> N
     assert len(lines) == 1
 
 
-
 def test_master_key_is_generated_once_with_mode_0600(key_file: Path) -> None:
     """An absent key file is created private, with a warning event, and reused after."""
     with capture_logs() as events:

@@ -23,6 +23,7 @@ class References:
 
     applications: dict[str, str] = field(default_factory=lambda: {"Wiki": "app-wiki"})
     connections: set[str] = field(default_factory=set)
+    without_credential: set[str] = field(default_factory=set)
     asked: list[tuple[str, str | None]] = field(default_factory=list)
 
     def application_id(self, id_or_name: str) -> str | None:
@@ -33,6 +34,11 @@ class References:
         if name in self.connections:
             return None
         return f"connection {name!r} does not exist; create it first"
+
+    def connection_warning(self, name: str, application_id: str | None) -> str | None:
+        if name in self.without_credential:
+            return f"connection {name!r} has no credential yet"
+        return None
 
 
 def document(*steps: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -59,6 +65,14 @@ def condition(step_id: str, *branches: tuple[str, str], **fields: Any) -> dict[s
 
 def gate(raw: Any, references: References | None = None) -> GateResult:
     return check(raw, references or References())
+
+
+def examples_world() -> References:
+    """The application and connections the shipped examples name."""
+    return References(
+        applications={"Wiki": "app-wiki", "Workforce identity": "app-workforce"},
+        connections={"directory", "entra", "okta", "google", "mailer", "wiki"},
+    )
 
 
 def example(name: str) -> dict[str, Any]:
@@ -105,7 +119,7 @@ FAILING = [
         "unknown_step_type",
         "a",
         "steps[0].type",
-        "step type 'ldap_modify' is not known; known types: condition, delay, http, set",
+        "step type 'ldap_modify' is not known; known types: condition, delay, entra.",
         id="unknown_step_type",
     ),
     pytest.param(
@@ -498,6 +512,17 @@ def test_connection_is_looked_up_for_the_workflows_application() -> None:
     assert refs.asked == [("directory", "app-wiki")]
 
 
+def test_connection_without_credential_is_a_warning_not_an_error() -> None:
+    """A connection that exists but has no credential yet warns at the step's field."""
+    refs = References(connections={"directory"}, without_credential={"directory"})
+    step = {"id": "a", "type": "http", "config": {"connection": "directory", "path": "/users"}}
+    result = gate(document(step, application="Wiki"), refs)
+    assert result.ok
+    assert [(p.code, p.step, p.field) for p in result.warnings] == [
+        ("connection_credential_missing", "a", "steps[0].config.connection")
+    ]
+
+
 def test_unstorable_text_is_refused_with_its_path() -> None:
     """A NUL character anywhere in the document is a document_invalid naming where it is."""
     raw = document(set_step("a", config={"values": {"note": "bad\x00byte"}}))
@@ -529,8 +554,9 @@ def test_a_document_that_is_not_a_mapping_is_refused(raw: Any) -> None:
 @pytest.mark.parametrize("name", ["onboarding.yaml", "offboarding.yaml"])
 def test_examples_pass_the_gate(name: str) -> None:
     """Both shipped examples pass the gate without errors."""
-    result = gate(example(name))
-    assert result.errors == []
+    result = gate(example(name), examples_world())
+    assert (result.errors, result.warnings) == ([], [])
+    assert result.application_id == "app-workforce"
 
 
 def test_problem_serialises_with_code_step_field_and_message() -> None:
@@ -548,7 +574,7 @@ def test_problem_serialises_with_code_step_field_and_message() -> None:
 
 
 def onboarding_plan() -> Plan:
-    result = gate(example("onboarding.yaml"))
+    result = gate(example("onboarding.yaml"), examples_world())
     assert result.ok
     return compile_plan(result, 3)
 
@@ -563,6 +589,7 @@ def test_plan_has_entry_edges_and_expression_sources() -> None:
     assert list(plan.steps) == [
         "create_user",
         "add_groups",
+        "create_mailbox",
         "needs_licence",
         "assign_licence",
         "welcome_email",
@@ -570,13 +597,14 @@ def test_plan_has_entry_edges_and_expression_sources() -> None:
     edges = {(e.source, e.target, e.when) for e in plan.edges}
     assert edges == {
         ("create_user", "add_groups", None),
-        ("add_groups", "needs_licence", None),
+        ("add_groups", "create_mailbox", None),
+        ("create_mailbox", "needs_licence", None),
         ("needs_licence", "welcome_email", None),
         ("needs_licence", "assign_licence", "identity.employment_type != 'contractor'"),
         ("assign_licence", "welcome_email", None),
     }
     sources = {(x.step, x.field): x.source for x in plan.expressions}
-    assert sources[("create_user", "steps[0].config.url")] == "{{ input.directory_url }}/users"
+    assert sources[("create_user", "steps[0].config.user_name")] == "{{ identity.email }}"
     assert sources[("needs_licence", "branches[0].when")] == (
         "identity.employment_type != 'contractor'"
     )

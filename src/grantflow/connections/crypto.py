@@ -47,7 +47,10 @@ class Keyring:
 
     def encrypt(self, payload: dict[str, Any], bound_to: str) -> tuple[str, str]:
         """(key id, base64 nonce+ciphertext) for a JSON payload; `bound_to` (the row id) is
-        authenticated data, so a ciphertext copied to another row does not decrypt."""
+        authenticated data, so a ciphertext copied to another row does not decrypt.
+        The keys are re-read first: after `grantflow keys rotate --retire-old` a running
+        process must encrypt under the new key, never under one that was just retired."""
+        self.reload()
         with self._lock:
             kid, key = self._current, self._keys[self._current]
         nonce = os.urandom(_NONCE_BYTES)

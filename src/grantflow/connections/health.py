@@ -3,16 +3,18 @@ which also moves the connection's status. Workers run it periodically for due co
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import structlog
 from sqlalchemy import or_, select
 
 from grantflow.connections import service
-from grantflow.connections.access import ConnectionAccess
+from grantflow.connections.access import ConnectionAccess, ResolvedConnection
 from grantflow.connections.models import Connection, ConnectionStatus
 from grantflow.connections.service import set_status
 from grantflow.errors import GrantflowError, ReauthRequired
@@ -76,14 +78,26 @@ def check_connection(access: ConnectionAccess, connection_id: str) -> HealthResu
     status_code = None
     try:
         resolved = access.resolve_for_test(application_id, name)
-        response = access.http.request(
-            check.get("method", "GET"),
-            resolved.url(check.get("path", "/")),
-            headers=resolved.headers,
-            params=resolved.params or None,
-            timeout=resolved.timeout,
-            follow_redirects=True,
-        )
+
+        def probe(connection: ResolvedConnection) -> httpx.Response:
+            url = connection.url(check.get("path", "/"))
+            return access.http.request(
+                check.get("method", "GET"),
+                url,
+                headers=connection.headers,
+                # (merged: httpx would replace the health path's own query with `params`)
+                params=httpx.URL(url).params.merge(connection.params)
+                if connection.params
+                else None,
+                timeout=connection.timeout,
+                follow_redirects=True,
+            )
+
+        response = probe(resolved)
+        if response.status_code == 401:  # an OAuth token refused: one refresh, like steps
+            fresh = access.after_unauthorized(resolved)
+            if fresh is not None:
+                response = probe(fresh)
         status_code = response.status_code
         latency = round((time.perf_counter() - started) * 1000, 2)
         expected = check.get("expect") or range(200, 300)
@@ -159,7 +173,11 @@ def _record(access: ConnectionAccess, connection_id: str, result: HealthResult) 
                 "status_code": result.status_code,
             }
         )
-        if connection.enabled:
+        if connection.status == ConnectionStatus.REAUTH_REQUIRED and not result.ok:
+            # A failed check (the token endpoint down, say) says nothing about the refused
+            # credential: the connection keeps waiting for a person, its notification open.
+            result = dataclasses.replace(result, status=ConnectionStatus.REAUTH_REQUIRED)
+        elif connection.enabled:
             set_status(
                 session,
                 connection,

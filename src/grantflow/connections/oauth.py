@@ -10,10 +10,12 @@ of the token endpoint is retried like any transient error and changes nothing.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import threading
 from collections import defaultdict
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import httpx
 import structlog
@@ -21,6 +23,7 @@ import structlog
 from grantflow.connections.crypto import Keyring
 from grantflow.connections.models import AuthKind, Connection, ConnectionStatus, Credential
 from grantflow.errors import PermanentError, ReauthRequired, TransientError
+from grantflow.logging import REDACTED
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 
@@ -29,6 +32,33 @@ log = structlog.get_logger("grantflow.oauth")
 EARLY_REFRESH = dt.timedelta(seconds=60)
 _PERMANENT_OAUTH_ERRORS = {"invalid_grant", "invalid_client", "unauthorized_client"}
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+def _fresh(credential: Credential) -> bool:
+    """The cached token is good for now: it expires later than the early-refresh lead — which,
+    for a token that lives less than twice the lead, is half its lifetime, so a short-lived
+    token is still reused instead of being refreshed on every call."""
+    expires = credential.token_expires_at
+    if expires is None:
+        return True
+    issued = max(
+        (t for t in (credential.refreshed_at, credential.replaced_at, credential.created_at) if t),
+        default=None,
+    )
+    lead = EARLY_REFRESH if issued is None else min(EARLY_REFRESH, (expires - issued) / 2)
+    return expires - lead > utcnow()
+
+
+def _scrubbed(text: str, payload: dict[str, Any]) -> str:
+    """`text` without the credential's secrets, plain, form-encoded or in a Basic header."""
+    values = [str(v) for k, v in payload.items() if k not in ("client_id", "expires_in") and v]
+    pair = f"{payload.get('client_id', '')}:{payload.get('client_secret') or ''}"
+    values.append(base64.b64encode(pair.encode()).decode())
+    values += [quote_plus(v) for v in values] + [quote(v, safe="") for v in values]
+    for value in sorted(set(values), key=len, reverse=True):
+        if len(value) >= 4:
+            text = text.replace(value, REDACTED)
+    return text
 
 
 class TokenSource:
@@ -61,10 +91,7 @@ class TokenSource:
                 )
             payload = self.keyring.decrypt(credential.key_id, credential.ciphertext, credential.id)
             token = payload.get("access_token")
-            fresh = (
-                credential.token_expires_at is None
-                or credential.token_expires_at - EARLY_REFRESH > utcnow()
-            )
+            fresh = _fresh(credential)
             if token and fresh and not force and token != rejected:
                 return str(token)
             if token and rejected and token != rejected:
@@ -136,9 +163,11 @@ class TokenSource:
                 f"the token endpoint answered HTTP {response.status_code}",
                 status_code=response.status_code,
             )
-        error = body.get("error")
+        error = _scrubbed(str(body["error"])[:100], payload) if body.get("error") else None
         if response.status_code >= 400 or error:
-            description = body.get("error_description") or ""
+            # (what the server says may echo what we sent it: the refresh token, the client
+            # secret in the Basic header; it ends up in messages, notifications and logs)
+            description = _scrubbed(str(body.get("error_description") or "")[:300], payload)
             if error in _PERMANENT_OAUTH_ERRORS:
                 raise ReauthRequired(
                     f"the token endpoint refused the credential of connection "

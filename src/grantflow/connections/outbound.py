@@ -1,17 +1,23 @@
 """The outbound guard: calls to loopback, private, link-local (cloud metadata), multicast or
 reserved addresses are refused unless allowlisted. The check runs on the address actually
-connected to, at connect time — every redirect hop included — so DNS rebinding cannot slip by."""
+connected to, at connect time — every redirect hop included — so DNS rebinding cannot slip by.
+
+Two HTTP stacks go through it: httpx (httpcore) for http and identity-provider steps, and httpx2
+(httpcore2) for SCIM steps through scim2-client. Both backends call `allowed_address`, the one
+place the check runs."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import httpcore
+import httpcore2
 import httpx
+import httpx2
 from httpcore._backends.sync import SyncBackend
 
 from grantflow.errors import SafetyStop
@@ -30,12 +36,13 @@ def refusal_rule(address: IPAddress) -> str | None:
         return "loopback"
     if address.is_link_local:
         return "link-local (this includes cloud metadata endpoints)"
-    if address.is_private or address in _SHARED:
-        return "private"
-    if address.is_multicast:
-        return "multicast"
+    # (before `private`: Python counts 0.0.0.0/8 and 240.0.0.0/4 as private too)
     if address.is_unspecified or address.is_reserved:
         return "reserved"
+    if address.is_multicast:
+        return "multicast"
+    if address.is_private or address in _SHARED:
+        return "private"
     return None
 
 
@@ -76,6 +83,31 @@ class OutboundPolicy:
             )
 
 
+def allowed_address(
+    policy: OutboundPolicy,
+    host: str,
+    port: int,
+    unresolvable: Callable[[str], Exception],
+) -> str:
+    """Resolve `host` and return the first of its addresses the policy allows; raise the
+    refusal of the first one otherwise (or `unresolvable(message)` when it does not resolve)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise unresolvable(f"cannot resolve {host}: {exc}") from exc
+    refusal: SafetyStop | None = None
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        try:
+            policy.check(host, address)
+        except SafetyStop as exc:
+            refusal = refusal or exc
+            continue
+        return str(address)
+    assert refusal is not None
+    raise refusal
+
+
 class GuardedBackend(SyncBackend):
     """httpcore's network backend, resolving names itself and checking the address it will
     connect to; TLS still verifies (and SNI still names) the original host."""
@@ -91,21 +123,26 @@ class GuardedBackend(SyncBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-        refusal: SafetyStop | None = None
-        for info in infos:
-            address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-            try:
-                self.policy.check(host, address)
-            except SafetyStop as exc:
-                refusal = refusal or exc
-                continue
-            return super().connect_tcp(str(address), port, timeout, local_address, socket_options)
-        assert refusal is not None
-        raise refusal
+        address = allowed_address(self.policy, host, port, httpcore.ConnectError)
+        return super().connect_tcp(address, port, timeout, local_address, socket_options)
+
+
+class GuardedBackend2(httpcore2.SyncBackend):
+    """The same guard for httpcore2 (under httpx2, which scim2-client speaks through)."""
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        self.policy = policy
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.NetworkStream:
+        address = allowed_address(self.policy, host, port, httpcore2.ConnectError)
+        return super().connect_tcp(address, port, timeout, local_address, socket_options)
 
 
 def guarded_client(policy: OutboundPolicy, **options: Any) -> httpx.Client:
@@ -113,6 +150,23 @@ def guarded_client(policy: OutboundPolicy, **options: Any) -> httpx.Client:
     transport = httpx.HTTPTransport(limits=options.pop("limits", httpx.Limits()))
     transport._pool._network_backend = GuardedBackend(policy)  # httpx exposes no parameter
     return httpx.Client(transport=transport, **options)
+
+
+def guarded_transport2(policy: OutboundPolicy) -> httpx2.HTTPTransport:
+    """An httpx2 transport whose every connection goes through the guard. Proxies from the
+    environment are ignored: a proxy would connect on our behalf, past the check."""
+    transport = httpx2.HTTPTransport(trust_env=False)
+    transport._pool._network_backend = GuardedBackend2(policy)  # httpx2 exposes no parameter
+    return transport
+
+
+def policy_of(client: httpx.Client) -> OutboundPolicy:
+    """The policy a guarded httpx client (the worker's) enforces, to guard another client the
+    same way; a client that is not guarded yields the default policy, which allows no private
+    address."""
+    transport = getattr(client, "_transport", None)
+    backend = getattr(getattr(transport, "_pool", None), "_network_backend", None)
+    return backend.policy if isinstance(backend, GuardedBackend) else OutboundPolicy()
 
 
 def policy_for(allow: str) -> OutboundPolicy:

@@ -45,6 +45,8 @@ class References(Protocol):
 
     def connection_problem(self, name: str, application_id: str | None) -> str | None: ...
 
+    def connection_warning(self, name: str, application_id: str | None) -> str | None: ...
+
 
 @dataclass
 class GateResult:
@@ -321,9 +323,17 @@ class _Rules:
             self.error("step_config_invalid", message, step.id, f"{at}.config.{field_name}")
         for ref in step_type.references(config):
             if ref.kind == "connection":
+                where = f"{at}.config.{ref.field}"
                 problem = self.refs.connection_problem(ref.name, self.result.application_id)
                 if problem:
-                    self.error("connection_missing", problem, step.id, f"{at}.config.{ref.field}")
+                    self.error("connection_missing", problem, step.id, where)
+                warning = (
+                    None
+                    if problem
+                    else self.refs.connection_warning(ref.name, self.result.application_id)
+                )
+                if warning:
+                    self.warn("connection_credential_missing", warning, step.id, where)
             elif ref.kind == "credential":
                 self.error(
                     "credential_missing",

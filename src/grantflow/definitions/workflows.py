@@ -15,6 +15,7 @@ from grantflow.access.applications import find_application
 from grantflow.access.models import Application
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
+from grantflow.connections.service import find_connection, needs_credential
 from grantflow.definitions import gate
 from grantflow.definitions.document import WorkflowDocument
 from grantflow.definitions.models import VersionState, Workflow, WorkflowVersion
@@ -38,28 +39,26 @@ class DatabaseReferences:
             return None
 
     def connection_problem(self, name: str, application_id: str | None) -> str | None:
+        """Why a step cannot name this connection (it does not exist), or None."""
         if application_id is None:
             return (
                 f"connection {name!r} needs the workflow's application: set `application` "
                 "to the application that owns the connection"
             )
-        # The tables by name: connections sit above definitions in the import layers.
-        from grantflow.store.schema import metadata
+        if find_connection(self.session, application_id, name) is None:
+            owner = self.session.get(Application, application_id)
+            label = repr(owner.name) if owner is not None else application_id
+            return f"connection {name!r} of application {label} does not exist; create it first"
+        return None
 
-        connections = metadata.tables["connections"]
-        credentials = metadata.tables["credentials"]
-        row = self.session.execute(
-            select(connections.c.auth_kind, credentials.c.id)
-            .outerjoin(credentials, credentials.c.connection_id == connections.c.id)
-            .where(connections.c.application_id == application_id, connections.c.name == name)
-        ).first()
-        if row is None:
+    def connection_warning(self, name: str, application_id: str | None) -> str | None:
+        """What makes a step using this (existing) connection fail until fixed, or None."""
+        found = find_connection(self.session, application_id, name) if application_id else None
+        if found is not None and needs_credential(found) and found.credential is None:
             return (
-                f"connection {name!r} of application {application_id} does not exist; "
-                "create it first"
+                f"connection {name!r} has no credential yet ({found.auth_kind}): runs fail at "
+                "this step until one is set"
             )
-        if row.auth_kind != "none" and row.id is None:
-            return f"connection {name!r} has no credential; set its credential first"
         return None
 
 

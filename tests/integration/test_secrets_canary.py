@@ -1,0 +1,303 @@
+"""The canary secret: a unique value planted as credentials on connections whose target echoes
+every request header (and the query) back, in successful and in error responses. Every path is
+exercised — successful calls, 400 / 401 / 500 answers, retries, a dry-run, run detail and
+timeline, the API's connection, run, audit and notification responses, Test connection, the CLI
+(`connections list --json`, `connections test`) — and then the captured logs (structlog and the
+standard library, the in-process API server and worker, the CLI's stderr), every response body
+and a dump of every column of every table are searched: the canary never appears."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import structlog
+
+from grantflow.config import Settings
+from grantflow.logging import REDACTED, configure_logging
+from grantflow.store.database import Database
+from tests.conftest import Api
+from tests.support.connections import (
+    API,
+    FAST_RETRY,
+    allowing_loopback,
+    connection_worker,
+    make_application,
+    make_connection,
+    ok,
+    put_credential,
+    serving_api,
+)
+from tests.support.engine import publish, start, wait_for
+from tests.support.processes import grantflow_env, run_grantflow
+from tests.support.target import Reply, Seen, running_target
+
+CANARY = f"canary{uuid.uuid4().hex}"
+BEARER = f"{CANARY}-bearer"
+PASSWORD = f"{CANARY}-basic"
+QUERY_KEY = f"{CANARY}-query"
+REFRESH = f"{CANARY}-refresh"
+BASIC_PAIR = base64.b64encode(f"svc:{PASSWORD}".encode()).decode()
+
+
+@contextmanager
+def captured_logs() -> Iterator[io.StringIO]:
+    """Grantflow's real logging (JSON, debug level, redaction on), written to a buffer, for
+    the API server thread, the worker and this test alike; the previous setup is restored."""
+    buffer = io.StringIO()
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in ("uvicorn.access", "alembic")}
+    configure_logging("debug", "json")
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(buffer))
+    handler = root.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(buffer)
+    try:
+        yield buffer
+    finally:
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, old in levels.items():
+            logging.getLogger(name).setLevel(old)
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    with captured_logs() as buffer:
+        yield buffer
+
+
+@pytest.fixture
+def settings(database: Database, tmp_path: Path) -> Settings:
+    return allowing_loopback(database, tmp_path)
+
+
+@pytest.fixture
+def api(settings: Settings, database: Database, logs: io.StringIO) -> Iterator[Api]:
+    with serving_api(settings, database) as served:
+        yield served
+
+
+def echo(seen: Seen) -> Reply:
+    """Answer with everything the request carried; the status comes from the path."""
+    status = int(seen.path.split("/status/")[1].split("?")[0]) if "/status/" in seen.path else 200
+    body = {"you_sent": {"path": seen.path, "headers": seen.headers}}
+    headers = {"X-Echo-Authorization": seen.headers.get("authorization", "")}
+    return Reply(status, body, headers=headers)
+
+
+def refusing_token_endpoint(seen: Seen) -> Reply:
+    """An authorization server that refuses the grant and echoes what it got in the error."""
+    description = f"refresh token refused; you sent {seen.body} with {seen.headers}"
+    return Reply(400, {"error": "invalid_grant", "error_description": description})
+
+
+def settled(shown: dict[str, Any]) -> bool:
+    """Ended, or waiting for a reauthorisation (not for a retry)."""
+    return shown["status"] in ("succeeded", "failed") or shown["waiting_reason"] == "reauth"
+
+
+def dump(database: Database) -> str:
+    """Every row of every table in the database (not just the known models), as text."""
+    lines = []
+    with database.engine.connect() as conn:
+        for name in sa.inspect(conn).get_table_names():
+            table = sa.Table(name, sa.MetaData(), autoload_with=conn)
+            for row in conn.execute(sa.select(table)):
+                lines.append(f"{name}: " + " | ".join(str(value) for value in row))
+    return "\n".join(lines)
+
+
+def _workflow(name: str, app_id: str, connection: str, path: str, **step: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "application": app_id,
+        "trigger": {"type": "manual"},
+        "steps": [
+            {
+                "id": "call",
+                "type": "http",
+                "config": {
+                    "method": "POST",
+                    "connection": connection,
+                    "path": path,
+                    "headers": {"X-Trace": "t-1"},
+                    "body": {"user": "{{ input.user }}"},
+                },
+                **step,
+            }
+        ],
+    }
+
+
+def _leaks(text: str) -> list[str]:
+    """The canary, or a known encoding of one of its secrets, wherever it occurs in `text`."""
+    found = []
+    # base64 of the canary at each of the three alignments a prefix (e.g. `user:`) can give
+    encoded = [base64.b64encode(b"\0" * k + CANARY.encode()).decode()[4:28] for k in range(3)]
+    for needle in (CANARY, BASIC_PAIR, *encoded):
+        at = text.find(needle)
+        if at >= 0:
+            found.append(text[max(0, at - 200) : at + 80])
+    return found
+
+
+def test_the_canary_secret_appears_nowhere(
+    api: Any,
+    admin: httpx.Client,
+    settings: Settings,
+    database: Database,
+    logs: io.StringIO,
+    tmp_path: Path,
+) -> None:
+    """A canary credential echoed back by the target is in no log, response or database row."""
+    bodies: list[str] = []
+
+    def seen(response: httpx.Response, status: int = 200) -> Any:
+        bodies.append(response.text + json.dumps(dict(response.headers)))
+        return ok(response, status)
+
+    with running_target() as target:
+        for path in ("/echo", "/status/400", "/status/401", "/status/500", "/"):
+            target.respond(path, echo)
+        app_id = make_application(admin, "Echo")
+        bearer = make_connection(admin, app_id, target.url, name="echo", auth_kind="bearer")
+        basic = make_connection(admin, app_id, target.url, name="basic", auth_kind="basic")
+        query = make_connection(
+            admin,
+            app_id,
+            target.url,
+            name="query",
+            auth_kind="api_key_query",
+            auth_settings={"param": "key"},
+        )
+        bodies.append(json.dumps(put_credential(admin, bearer["id"], {"token": BEARER})))
+        bodies.append(
+            json.dumps(
+                put_credential(admin, basic["id"], {"username": "svc", "password": PASSWORD})
+            )
+        )
+        bodies.append(json.dumps(put_credential(admin, query["id"], {"api_key": QUERY_KEY})))
+        target.respond("/token", refusing_token_endpoint)
+        oauth = make_connection(
+            admin,
+            app_id,
+            target.url,
+            name="oauth",
+            auth_kind="oauth_refresh_token",
+            auth_settings={"token_url": f"{target.url}/token"},
+        )
+        oauth_secret = {
+            "client_id": "gf",
+            "client_secret": f"{CANARY}-cs",
+            "refresh_token": REFRESH,
+        }
+        bodies.append(json.dumps(put_credential(admin, oauth["id"], oauth_secret)))
+        # a replacement, and a refused one of the wrong shape that carries the canary
+        bodies.append(json.dumps(put_credential(admin, bearer["id"], {"token": BEARER})))
+        seen(
+            admin.put(
+                f"{API}/connections/{bearer['id']}/credential",
+                json={"token": BEARER, "secret": CANARY},
+            ),
+            422,
+        )
+
+        cases = {
+            "ok": ("echo", "/echo", {}),
+            "bad": ("echo", "/status/400", {}),
+            "unauthorised": ("echo", "/status/401", {}),
+            "down": ("echo", "/status/500", {"retry": FAST_RETRY}),
+            "basic": ("basic", "/status/400", {}),
+            "query ok": ("query", "/echo?page=2", {}),
+            "query bad": ("query", "/status/500", {}),
+            "oauth": ("oauth", "/echo", {}),
+        }
+        workflows = {
+            name: publish(database, _workflow(name, app_id, conn, path, **step))
+            for name, (conn, path, step) in cases.items()
+        }
+        dry = seen(
+            admin.post(
+                f"{API}/workflows/{workflows['ok']}/versions/1/dry-run",
+                json={"input": {"user": "ann"}},
+            )
+        )
+        assert "<connection echo>/echo" in json.dumps(dry)  # nothing is resolved or sent
+        with connection_worker(settings, database, concurrency=4):
+            runs = {name: start(database, wf, {"user": "ann"}) for name, wf in workflows.items()}
+            shown = {name: wait_for(database, run_id, settled) for name, run_id in runs.items()}
+        test_ok = seen(admin.post(f"{API}/connections/{bearer['id']}/test"))
+        assert test_ok["ok"] is True, test_ok
+        ok(
+            admin.patch(
+                f"{API}/connections/{basic['id']}", json={"health_check": {"path": "/status/401"}}
+            )
+        )
+        seen(admin.post(f"{API}/connections/{basic['id']}/test"))
+        env = grantflow_env(
+            database_url=settings.database_url,
+            secret_key=settings.secret_key.get_secret_value() if settings.secret_key else "",
+            log_level="debug",
+        )
+        cli = [
+            run_grantflow("connections", "list", "Echo", "--json", env=env, cwd=tmp_path),
+            run_grantflow("connections", "test", "Echo", "query", "--json", env=env, cwd=tmp_path),
+        ]
+
+    assert shown["ok"]["status"] == "succeeded", shown["ok"]["failure"]
+    assert shown["query ok"]["status"] == "succeeded", shown["query ok"]["failure"]
+    echoed = shown["ok"]["steps"][0]["output"]["you_sent"]["headers"]
+    assert echoed["authorization"] == f"Bearer {REDACTED}"  # scrubbed, not dropped
+    assert shown["query ok"]["steps"][0]["output"]["you_sent"]["path"].startswith("/echo?page=2")
+    for name in ("bad", "unauthorised", "down", "basic", "query bad"):
+        assert shown[name]["status"] == "failed", name
+    assert shown["down"]["steps"][0]["attempts"] == 3
+    assert (shown["oauth"]["status"], shown["oauth"]["waiting_reason"]) == ("waiting", "reauth")
+    # the target really received the secrets: the test exercised what it claims
+    sent = json.dumps([c.headers | {"path": c.path, "body": c.body} for c in target.calls()])
+    assert BEARER in sent
+    assert BASIC_PAIR in sent
+    assert QUERY_KEY in sent
+    assert REFRESH in sent
+
+    assert cli[0].returncode == 0, cli[0].stderr
+    assert [c["name"] for c in json.loads(cli[0].stdout)] == ["basic", "echo", "oauth", "query"]
+    assert cli[1].returncode == 0, cli[1].stdout + cli[1].stderr
+    for result in cli:
+        bodies.append(result.stdout + result.stderr)
+
+    for run_id in runs.values():
+        seen(admin.get(f"{API}/runs/{run_id}"))
+        seen(admin.get(f"{API}/runs/{run_id}/timeline"))
+    seen(admin.get(f"{API}/runs", params={"limit": 200}))
+    seen(admin.get(f"{API}/connections/{bearer['id']}"))
+    seen(admin.get(f"{API}/applications/{app_id}/connections"))
+    seen(admin.get(f"{API}/audit", params={"limit": 500}))
+    notes = seen(admin.get(f"{API}/notifications"))["items"]
+    assert [n["kind"] for n in notes] == ["reauth_required"]
+    assert "invalid_grant" in notes[0]["body"]
+    seen(admin.get(f"{API}/workflows/{workflows['ok']}/versions/1"))
+
+    log_text = logs.getvalue()
+    assert "connection.tested" in log_text  # the capture really saw the app's logs
+    database_text = dump(database)
+    assert REDACTED in database_text  # the dump really holds the runs' records
+    assert "you_sent" in database_text
+    for where, text in [("logs", log_text), ("database", database_text)] + [
+        (f"response {n}", body) for n, body in enumerate(bodies)
+    ]:
+        assert _leaks(text) == [], f"the canary leaked into {where}: {_leaks(text)}"
