@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 import httpx
-import pytest
 
 from grantflow.auth.permissions import Role
 from tests.support.connections import API, make_application, make_connection, ok, put_credential
@@ -331,11 +330,6 @@ def test_the_publish_gate_checks_the_connection_and_warns_of_its_credential(
     _published_workflow_using(admin, app_id, connection["id"])
 
 
-@pytest.mark.xfail(
-    reason="no referrer of kind 'connection' is registered: a connection used by a published "
-    "workflow can be deleted",
-    strict=True,
-)
 def test_a_connection_used_by_a_published_workflow_cannot_be_deleted(
     api: Any, admin: httpx.Client
 ) -> None:

@@ -78,3 +78,37 @@ def test_http_step_sends_idempotency_key_and_exposes_json_output(database: Datab
     attempt = shown["steps"][0]["attempt_log"][0]
     assert attempt["request"]["request"]["method"] == "POST"
     assert attempt["response"]["status_code"] == 201
+
+
+def test_retry_is_refused_when_the_run_failed_choosing_its_next_step(database: Database) -> None:
+    """A branch condition that fails at run time ends the run; Retry says to fix and replay."""
+    import pytest
+
+    from grantflow.engine import operations
+    from grantflow.errors import Conflict
+    from grantflow.queue.database import DatabaseQueue
+    from tests.support.engine import ACTOR
+
+    wf = publish(
+        database,
+        {
+            "name": "route",
+            "trigger": {"type": "manual"},
+            "steps": [
+                {
+                    "id": "a",
+                    "type": "set",
+                    "config": {"values": {"x": 1}},
+                    "branches": [{"when": "input.missing.deeper == 1", "next": "b"}],
+                },
+                {"id": "b", "type": "set", "config": {"values": {"y": 2}}},
+            ],
+        },
+    )
+    run_id = start(database, wf)
+    with running_worker(database):
+        shown = wait_status(database, run_id, "failed")
+    assert shown["failure"]["class"] == "validation"
+    with database.transaction() as session, pytest.raises(Conflict) as refused:
+        operations.retry(session, ACTOR, DatabaseQueue(database), run_id)
+    assert refused.value.next_action == "fix the workflow, publish it, then Replay with latest"

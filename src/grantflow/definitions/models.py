@@ -87,3 +87,32 @@ def _workflows_using_application(session: Any, application_id: str) -> list[str]
 
 # Deleting an application is refused while a workflow belongs to it (access.references).
 references.register("application", _workflows_using_application)
+
+
+def _workflows_using_connection(session: Any, connection_id: str) -> list[str]:
+    """Workflows whose active version has a step naming the connection."""
+    from sqlalchemy import select
+
+    from grantflow.connections.models import Connection
+
+    connection = session.get(Connection, connection_id)
+    if connection is None:
+        return []
+    rows = session.execute(
+        select(Workflow.name, Workflow.id, WorkflowVersion.plan)
+        .join(WorkflowVersion, WorkflowVersion.workflow_id == Workflow.id)
+        .where(
+            Workflow.application_id == connection.application_id,
+            WorkflowVersion.number == Workflow.active_version,
+        )
+    ).all()
+    found = []
+    for name, wf_id, plan in rows:
+        steps = (plan or {}).get("steps", {}).values()
+        if any((s.get("config") or {}).get("connection") == connection.name for s in steps):
+            found.append(f"workflow {name!r} ({wf_id})")
+    return found
+
+
+# Deleting a connection is refused while an active workflow version uses it.
+references.register("connection", _workflows_using_connection)

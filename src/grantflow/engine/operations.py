@@ -50,6 +50,15 @@ def retry(session: Session, actor: Actor, queue: Queue, run_id: str) -> Run:
         }.get(RunStatus(run.status), "only a failed, timed-out or escalated run can be retried")
         raise Conflict(f"run {run.id} is {run.status}: {hint}", code="not_retryable")
     step_run = _latest_step_run(session, run)
+    if step_run is not None and step_run.status == StepStatus.SUCCEEDED:
+        # The run failed choosing where to go next (a branch condition, a loop bound): the
+        # fault is in the workflow, which this version cannot change.
+        raise Conflict(
+            f"run {run.id} failed after step {step_run.step_id!r} succeeded, while choosing the "
+            "next step; retrying the same version would fail the same way",
+            next_action="fix the workflow, publish it, then Replay with latest",
+            code="not_retryable",
+        )
     if step_run is not None and step_run.status == StepStatus.FAILED:
         step_run.attempt_group += 1  # a fresh idempotency key: the operator asked to act again
         step_run.attempts = 0
