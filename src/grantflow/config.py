@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="largest request body accepted, in bytes"
     )
+    evidence_max_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="largest evidence file accepted, in bytes"
+    )
     outbound_allow: str = Field(
         default="",
         description="comma-separated hosts or CIDR ranges that steps may call although they "

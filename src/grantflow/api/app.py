@@ -17,7 +17,11 @@ from grantflow.api.routes import (
     applications,
     audit,
     connections,
+    evidence,
+    grants,
     health,
+    identities,
+    incidents,
     notifications,
     runs,
     users,
@@ -65,11 +69,18 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         runs,
         connections,
         notifications,
+        identities,
+        grants,
+        incidents,
+        evidence,
     ):
         app.router.routes.extend(module.router.routes)
     install_error_handlers(app)
     app.add_middleware(
-        RequestMiddleware, max_body_bytes=settings.max_body_bytes, metrics=HttpMetrics(registry)
+        RequestMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.evidence_max_bytes,
+        metrics=HttpMetrics(registry),
     )
     unguarded = [route for route in api_routes(app) if route_guard(route) is None]
     if unguarded:

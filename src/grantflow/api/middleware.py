@@ -19,6 +19,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 # JSON everywhere; YAML too, where a route reads a workflow document (the route decides).
 _ACCEPTED_TYPES = re.compile(r"^(application/([a-z0-9.+-]*\+)?json|(application|text)/(x-)?yaml)$")
+# uploads (evidence files, CSV imports) take multipart or CSV bodies, up to their own limit
+_UPLOAD_PATHS = re.compile(r"^/api/v1/(runs/[^/]+/evidence|identities/import)$")
+_UPLOAD_TYPES = re.compile(r"^(multipart/form-data|text/csv)$")
 
 
 class HttpMetrics:
@@ -38,9 +41,18 @@ class HttpMetrics:
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: HttpMetrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        metrics: HttpMetrics,
+        max_upload_bytes: int | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # multipart framing adds a little to the file itself
+        self.max_upload_bytes = max(max_upload_bytes or 0, max_body_bytes) + 64 * 1024
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -66,7 +78,7 @@ class RequestMiddleware:
         try:
             refusal = self._refuse_body(scope, headers)
             if refusal is None and scope["method"] in _BODY_METHODS:
-                receive, refusal = await self._buffered(receive)
+                receive, refusal = await self._buffered(receive, self._limit(scope))
             if refusal is not None:
                 await _send_error(send_with_id, request_id, *refusal)
                 return
@@ -87,25 +99,33 @@ class RequestMiddleware:
             )
             structlog.contextvars.unbind_contextvars("request_id")
 
-    def _too_large(self) -> tuple[int, str, str, str]:
+    def _limit(self, scope: Scope) -> int:
+        upload = _UPLOAD_PATHS.match(scope["path"])
+        return self.max_upload_bytes if upload else self.max_body_bytes
+
+    def _too_large(self, limit: int) -> tuple[int, str, str, str]:
         return (
             413,
             "payload_too_large",
-            f"the request body is larger than the limit of {self.max_body_bytes} bytes",
-            "send a smaller body, or raise GRANTFLOW_MAX_BODY_BYTES",
+            f"the request body is larger than the limit of {limit} bytes",
+            "send a smaller body, or raise GRANTFLOW_MAX_BODY_BYTES "
+            "(GRANTFLOW_EVIDENCE_MAX_BYTES for evidence files)",
         )
 
     def _refuse_body(
         self, scope: Scope, headers: dict[str, str]
     ) -> tuple[int, str, str, str] | None:
-        if scope["method"] not in _BODY_METHODS or not scope["path"].startswith("/api/"):
+        path = scope["path"]
+        if scope["method"] not in _BODY_METHODS or not path.startswith(("/api/", "/scim/")):
             return None
+        limit = self._limit(scope)
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            return self._too_large()
+        if length is not None and length.isdigit() and int(length) > limit:
+            return self._too_large(limit)
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         has_body = (length not in (None, "0")) or "transfer-encoding" in headers
-        if has_body and not _ACCEPTED_TYPES.match(content_type):
+        upload = _UPLOAD_PATHS.match(path) and _UPLOAD_TYPES.match(content_type)
+        if has_body and not upload and not _ACCEPTED_TYPES.match(content_type):
             return (
                 415,
                 "unsupported_media_type",
@@ -115,7 +135,9 @@ class RequestMiddleware:
             )
         return None
 
-    async def _buffered(self, receive: Receive) -> tuple[Receive, tuple[int, str, str, str] | None]:
+    async def _buffered(
+        self, receive: Receive, limit: int
+    ) -> tuple[Receive, tuple[int, str, str, str] | None]:
         """Read the body up to the limit before the app sees it (chunked bodies have no
         Content-Length to check), then replay it."""
         chunks: list[bytes] = []
@@ -126,8 +148,8 @@ class RequestMiddleware:
                 break
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            if size > self.max_body_bytes:
-                return receive, self._too_large()
+            if size > limit:
+                return receive, self._too_large(limit)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)

@@ -7,14 +7,15 @@ from fastapi import Request
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.auth.tokens import authenticate
-from grantflow.errors import Unauthenticated
+from grantflow.errors import PermissionDenied, Unauthenticated
 
 
 class Require:
     """Authenticate the bearer token and check one permission; the route gets the `Actor`."""
 
-    def __init__(self, permission: Permission) -> None:
+    def __init__(self, permission: Permission, *, scope: str = "api") -> None:
         self.permission = permission
+        self.scope = scope
 
     def __call__(self, request: Request) -> Actor:
         header = request.headers.get("authorization", "")
@@ -24,6 +25,17 @@ class Require:
         state = request.app.state.grantflow
         with state.database.transaction() as session:
             actor = authenticate(session, raw.strip(), request_id=request.state.request_id)
+        if actor.scope != self.scope:
+            raise PermissionDenied(
+                f"this token has scope {actor.scope!r}; this endpoint needs a token with scope "
+                f"{self.scope!r}",
+                next_action=(
+                    "use a SCIM token (grantflow tokens create --scope scim) for /scim/v2 only"
+                    if self.scope == "scim"
+                    else "use an API token: SCIM tokens work on /scim/v2 only"
+                ),
+                code="wrong_token_scope",
+            )
         actor.require(self.permission)
         return actor
 

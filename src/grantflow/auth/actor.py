@@ -17,6 +17,8 @@ class Actor:
     permissions: frozenset[Permission] = field(default_factory=frozenset)
     token_id: str | None = None
     request_id: str | None = None
+    # the token's scope: "api" for the REST API, "scim" for the inbound SCIM endpoint only
+    scope: str = "api"
 
     @classmethod
     def system(cls, label: str = "cli", request_id: str | None = None) -> Actor:

@@ -48,6 +48,8 @@ class ApiToken(Base):
     # SHA-256 of the token: tokens are 256-bit random, so a slow hash adds nothing but latency.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
+    # "api": the REST API; "scim": only the inbound SCIM endpoint /scim/v2
+    scope: Mapped[str] = mapped_column(String(20), default="api", server_default="api")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -17,7 +17,14 @@ class Permission(enum.StrEnum):
     CONNECTION_READ = "connection:read"  # see applications and connections
     CONNECTION_WRITE = "connection:write"  # change applications and connections
     CREDENTIAL_WRITE = "credential:write"  # set or replace secrets (never read them)
-    GRANT_WRITE = "grant:write"  # grant and revoke access
+    IDENTITY_READ = "identity:read"  # see identities and groups
+    IDENTITY_WRITE = "identity:write"  # create, import, change identities; SCIM tokens
+    GRANT_READ = "grant:read"  # see grants, lifecycle events, reconciliation reports
+    GRANT_WRITE = "grant:write"  # grant, revoke and extend access
+    RECONCILE = "access:reconcile"  # compare a target's accounts with the grants
+    INCIDENT_READ = "incident:read"  # see security incidents
+    INCIDENT_MANAGE = "incident:manage"  # resolve security incidents
+    EVIDENCE_WRITE = "evidence:write"  # add audit notes and evidence files to runs
     AUDIT_READ = "audit:read"  # read and export the audit log
     USER_ADMIN = "user:admin"  # manage users, roles and other people's tokens
     SELF = "self"  # any authenticated user, on their own profile and tokens
@@ -36,6 +43,9 @@ _READ = {
     Permission.WORKFLOW_READ,
     Permission.RUN_READ,
     Permission.CONNECTION_READ,
+    Permission.IDENTITY_READ,
+    Permission.GRANT_READ,
+    Permission.INCIDENT_READ,
     Permission.SELF,
 }
 
@@ -50,7 +60,17 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.CREDENTIAL_WRITE,
         }
     ),
-    Role.OPERATOR: frozenset(_READ | {Permission.RUN_OPERATE, Permission.GRANT_WRITE}),
+    Role.OPERATOR: frozenset(
+        _READ
+        | {
+            Permission.RUN_OPERATE,
+            Permission.GRANT_WRITE,
+            Permission.IDENTITY_WRITE,
+            Permission.RECONCILE,
+            Permission.INCIDENT_MANAGE,
+            Permission.EVIDENCE_WRITE,
+        }
+    ),
     Role.APPROVER: frozenset(_READ | {Permission.WORKFLOW_TASK}),
     Role.AUDITOR: frozenset(_READ | {Permission.AUDIT_READ}),
     Role.VIEWER: frozenset(_READ),

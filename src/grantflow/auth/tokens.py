@@ -14,10 +14,14 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.models import ApiToken
 from grantflow.auth.permissions import Permission, permissions_for
 from grantflow.auth.users import get_user
-from grantflow.errors import Conflict, NotFound, Unauthenticated
+from grantflow.errors import Conflict, NotFound, Unauthenticated, ValidationError
 from grantflow.store.base import utcnow
 
 TOKEN_PREFIX = "gft_"
+SCOPES = ("api", "scim")
+SCIM_SERVICE_USER = "scim-provisioning@grantflow.invalid"
+# what a scim-scoped token may do, whatever its user's roles: push identities and groups
+SCIM_PERMISSIONS = frozenset({Permission.IDENTITY_READ, Permission.IDENTITY_WRITE})
 _LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 
 
@@ -39,9 +43,18 @@ def create_token(
     user_id: str,
     name: str,
     ttl_days: int | None,
+    scope: str = "api",
 ) -> tuple[ApiToken, str]:
-    """Create a token for `user_id`; returns the row and the plaintext, which is never stored."""
+    """Create a token for `user_id`; returns the row and the plaintext, which is never stored.
+    A `scim` token works on /scim/v2 only and needs identity:write to create."""
     _require_owner_or_admin(actor, user_id)
+    if scope not in SCOPES:
+        raise ValidationError(
+            f"scope: must be one of {', '.join(SCOPES)}, not {scope!r}",
+            details=[{"field": "body.scope", "message": "unknown scope"}],
+        )
+    if scope == "scim":
+        actor.require(Permission.IDENTITY_WRITE)
     user = get_user(session, user_id)
     if not user.active:
         raise Conflict(
@@ -54,6 +67,7 @@ def create_token(
         name=name,
         token_hash=_hash(raw),
         prefix=raw[:12],
+        scope=scope,
         expires_at=utcnow() + dt.timedelta(days=ttl_days) if ttl_days else None,
     )
     session.add(token)
@@ -64,7 +78,7 @@ def create_token(
         "token.created",
         "api_token",
         token.id,
-        {"user": user.email, "name": name, "expires_at": token.expires_at},
+        {"user": user.email, "name": name, "scope": scope, "expires_at": token.expires_at},
     )
     return token, raw
 
@@ -120,7 +134,23 @@ def authenticate(session: Session, raw: str, request_id: str | None = None) -> A
     return Actor(
         label=token.user.email,
         user_id=token.user_id,
-        permissions=permissions_for(token.user.roles),
+        permissions=(
+            SCIM_PERMISSIONS if token.scope == "scim" else permissions_for(token.user.roles)
+        ),
         token_id=token.id,
         request_id=request_id,
+        scope=token.scope,
     )
+
+
+def scim_service_user(session: Session, actor: Actor) -> str:
+    """The user that owns SCIM tokens created without naming one (created on first use)."""
+    from grantflow.auth.users import create_user, find_user_by_email
+
+    actor.require(Permission.IDENTITY_WRITE)
+    user = find_user_by_email(session, SCIM_SERVICE_USER)
+    if user is None:
+        user = create_user(
+            session, actor, email=SCIM_SERVICE_USER, display_name="SCIM provisioning", roles=[]
+        )
+    return user.id

@@ -19,7 +19,7 @@ from grantflow.cli.context import (
     out,
     settings,
 )
-from grantflow.errors import NotFound
+from grantflow.errors import NotFound, ValidationError
 
 users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 tokens_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
@@ -42,6 +42,7 @@ def _token_row(token: ApiToken) -> dict[str, Any]:
         "id": token.id,
         "name": token.name,
         "prefix": token.prefix,
+        "scope": token.scope,
         "user": token.user.email,
         "created_at": token.created_at,
         "expires_at": token.expires_at,
@@ -50,10 +51,18 @@ def _token_row(token: ApiToken) -> dict[str, Any]:
     }
 
 
-def _print_token(user_email: str, token: ApiToken, raw: str, as_json: bool) -> None:
+def _print_token(
+    user_email: str, token: ApiToken, raw: str, as_json: bool, scope: str = "api"
+) -> None:
     if as_json:
         emit_json(
-            {"user": user_email, "token_id": token.id, "token": raw, "expires_at": token.expires_at}
+            {
+                "user": user_email,
+                "token_id": token.id,
+                "token": raw,
+                "scope": scope,
+                "expires_at": token.expires_at,
+            }
         )
     else:
         out.print(f"API token for {user_email} (shown once, store it now):")
@@ -138,21 +147,41 @@ def _by_email(session: Any, email: str) -> User:
 
 @tokens_app.command("create")
 def create_token(
-    user: str = typer.Option(..., "--user", help="email of the token's user"),
+    user: str = typer.Option(
+        None, "--user", help="email of the token's user (optional with --scope scim)"
+    ),
     name: str = typer.Option("cli", "--name"),
+    scope: str = typer.Option(
+        "api", "--scope", help="api (the REST API) or scim (the inbound /scim/v2 endpoint only)"
+    ),
     ttl_days: int = typer.Option(
         None, "--ttl-days", min=1, max=3650, help="lifetime (default GRANTFLOW_TOKEN_TTL_DAYS)"
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Create an API token for a user and print it once."""
+    """Create an API token for a user and print it once. A `--scope scim` token is for an HR
+    system or identity provider pushing people to /scim/v2; without --user it belongs to the
+    built-in SCIM provisioning user."""
     loaded = settings()
     with errors_as_lines(), database(loaded) as db, db.transaction() as session:
-        owner = _by_email(session, user)
-        token, raw = tokens.create_token(
-            session, CLI, user_id=owner.id, name=name, ttl_days=ttl_days or loaded.token_ttl_days
+        if user is None and scope != "scim":
+            raise ValidationError(
+                "--user: required for API tokens", next_action="pass --user EMAIL"
+            )
+        owner = (
+            _by_email(session, user)
+            if user
+            else users.get_user(session, tokens.scim_service_user(session, CLI))
         )
-        _print_token(owner.email, token, raw, as_json)
+        token, raw = tokens.create_token(
+            session,
+            CLI,
+            user_id=owner.id,
+            name=name,
+            ttl_days=ttl_days or loaded.token_ttl_days,
+            scope=scope,
+        )
+        _print_token(owner.email, token, raw, as_json, scope=token.scope)
 
 
 @tokens_app.command("revoke")

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from grantflow.connections.access import ConnectionAccess
 from grantflow.definitions import expressions
 from grantflow.definitions.plan import Plan, PlanStep
-from grantflow.engine import failures, metrics
+from grantflow.engine import failures, hooks, metrics
 from grantflow.engine.context import build_context, step_entry
 from grantflow.engine.models import Run, StepAttempt, StepRun
 from grantflow.engine.plans import plan_for
@@ -558,6 +558,7 @@ class Interpreter:
                 },
             )
             self._park(session, run, WaitingReason.RETRY, next_at)
+            hooks.step_failed(session, run, step_run, reason, False)
             return False
         failure = failures.from_error(exc, step.id, exhausted=retryable)
         failure["attempts"] = step_run.attempts
@@ -569,6 +570,7 @@ class Interpreter:
             event="step_failed",
             **{"class": failure["class"], "message": failure["message"]},
         )
+        hooks.step_failed(session, run, step_run, failure, True)
         if turn.context is not None:
             turn.context["steps"][step.id] = step_entry(step_run)
         if step.on_failure == "continue":

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from grantflow.engine import hooks
 from grantflow.engine.models import Run, StepRun
 from grantflow.engine.states import (
     RunStatus,
@@ -70,6 +71,8 @@ def move_run(
     if failure is not None:
         data = {**data, "class": failure.get("class"), "message": failure.get("message")}
     add_event(session, run.id, kind, step_id=run.current_step, actor=actor, **data)
+    if old != new:
+        hooks.run_status_changed(session, run, old, new)
 
 
 def touch(run: Run, now: dt.datetime) -> None:

@@ -20,6 +20,7 @@ from grantflow.connections.access import ConnectionAccess
 from grantflow.connections.crypto import Keyring
 from grantflow.connections.health import check_due
 from grantflow.connections.outbound import OutboundPolicy, guarded_client
+from grantflow.engine import hooks
 from grantflow.engine.interpreter import Interpreter
 from grantflow.queue.interface import Queue
 from grantflow.queue.models import Worker as WorkerRow
@@ -42,7 +43,9 @@ class Worker:
         keyring: Keyring | None = None,
         outbound: OutboundPolicy | None = None,
         health_check_seconds: float | None = None,
+        tick_seconds: float = 5.0,
     ) -> None:
+        self.tick_seconds = tick_seconds
         self.health_check_seconds = health_check_seconds
         self.database = database
         self.queue = queue
@@ -88,7 +91,11 @@ class Worker:
                     heartbeat_at=utcnow(),
                 )
             )
-        chores = [(self._dispatch, "dispatcher"), (self._heartbeat, "heartbeat")]
+        chores = [
+            (self._dispatch, "dispatcher"),
+            (self._heartbeat, "heartbeat"),
+            (self._tick, "timers"),
+        ]
         if self.health_check_seconds:
             chores.append((self._maintain, "maintenance"))
         for target, name in chores:
@@ -193,6 +200,20 @@ class Worker:
                 check_due(self.connections, dt.timedelta(seconds=every))
             except Exception:
                 log.exception("worker.health_checks_failed")
+
+    def _tick(self) -> None:
+        """Durable timers kept in the database (grant expiry, leave dates): each worker checks
+        them; row locks (SKIP LOCKED) keep two workers from acting on the same row."""
+        while not self.stopping.wait(self.tick_seconds):
+            self.tick_once()
+
+    def tick_once(self) -> None:
+        for listener in hooks.tick_listeners():
+            try:
+                with self.database.transaction() as session:
+                    listener(session, self.queue, utcnow())
+            except Exception:
+                log.exception("worker.timer_failed", timer=getattr(listener, "__name__", "?"))
 
 
 def live_workers(database: Database, within: dt.timedelta) -> list[WorkerRow]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
@@ -63,6 +63,9 @@ class TokenCreate(BaseModel):
     ttl_days: int | None = Field(
         default=None, ge=1, le=3650, description="lifetime in days; default from configuration"
     )
+    scope: Literal["api", "scim"] = Field(
+        "api", description="api: the REST API; scim: the inbound SCIM endpoint /scim/v2 only"
+    )
 
 
 class TokenOut(BaseModel):
@@ -74,6 +77,7 @@ class TokenOut(BaseModel):
     name: str
     prefix: str
     user_id: str
+    scope: str
     created_at: dt.datetime
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
@@ -220,6 +224,6 @@ def _create_token(
     ttl = body.ttl_days or state.settings.token_ttl_days
     with db.transaction() as session:
         token, raw = tokens.create_token(
-            session, actor, user_id=user_id, name=body.name, ttl_days=ttl
+            session, actor, user_id=user_id, name=body.name, ttl_days=ttl, scope=body.scope
         )
         return TokenCreated(**TokenOut.model_validate(token).model_dump(), token=raw)

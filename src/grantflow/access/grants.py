@@ -1,0 +1,378 @@
+"""Grants: identity x application (x role). Granting and revoking start the application's
+workflows; the grant itself never waits for them and is never rolled back by them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from grantflow import audit
+from grantflow.access import lifecycle
+from grantflow.access.applications import find_application, get_application
+from grantflow.access.identities import find_identity
+from grantflow.access.lifecycle import EventKind
+from grantflow.access.models import Application, EventRun, Grant, Identity, LifecycleEvent
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Permission
+from grantflow.engine.models import Run
+from grantflow.engine.states import RunStatus, WaitingReason
+from grantflow.errors import Conflict, NotFound, ValidationError
+from grantflow.queue.interface import Queue
+from grantflow.store.base import utcnow
+from grantflow.store.database import database_of
+from grantflow.store.pagination import Page, decode_cursor, page_of
+
+
+class GrantStatus(enum.StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+class RevokeReason(enum.StrEnum):
+    MANUAL = "manual"
+    EXPIRED = "expired"
+    IDENTITY_LEFT = "identity_left"
+    REVIEW = "review"
+
+
+class Automation(enum.StrEnum):
+    """The chip shown on every grant: how its workflows are doing."""
+
+    NONE = "none"  # no workflow ran for it
+    PENDING = "pending"  # runs in progress
+    SYNCED = "synced"  # every run succeeded
+    NEEDS_ATTENTION = "needs_attention"  # a run failed, was stopped, or waits on a person
+
+
+_PERSON_WAITS = {
+    WaitingReason.ESCALATED,
+    WaitingReason.APPROVAL,
+    WaitingReason.TASK,
+    WaitingReason.REAUTH,
+}
+
+_ATTENTION = {RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunStatus.PAUSED}
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+RoleName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+
+
+class GrantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    identity: str = Field(..., min_length=1, description="identity id, email or userName")
+    application: str = Field(..., min_length=1, description="application id or name")
+    role: RoleName = Field("", description="role or entitlement; empty for the app itself")
+    justification: Text = ""
+    expires_at: AwareDatetime | None = Field(None, description="revoked automatically then")
+
+
+class GrantRevoke(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: Text = ""
+
+
+class GrantExtend(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expires_at: AwareDatetime | None = Field(..., description="new expiry; null = never")
+    comment: Text = ""
+
+
+@dataclass
+class AutomationState:
+    state: Automation
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    no_run_reason: str | None = None
+    event: dict[str, Any] | None = None
+
+
+def get_grant(session: Session, grant_id: str) -> Grant:
+    grant = session.get(Grant, grant_id)
+    if grant is None:
+        raise NotFound(f"grant {grant_id} does not exist", target_type="grant", target_id=grant_id)
+    return grant
+
+
+def _future(field_name: str, when: dt.datetime | None) -> dt.datetime | None:
+    if when is not None and when <= utcnow():
+        raise ValidationError(
+            f"{field_name}: must be in the future",
+            details=[{"field": f"body.{field_name}", "message": "must be in the future"}],
+        )
+    return when
+
+
+def create_grant(session: Session, actor: Actor, queue: Queue, data: GrantCreate) -> Grant:
+    actor.require(Permission.GRANT_WRITE)
+    identity = find_identity(session, data.identity, field="identity")
+    app = find_application(session, data.application)
+    if not identity.active or identity.deleted_at is not None:
+        raise Conflict(
+            f"identity {identity.email or identity.user_name} is not active "
+            f"(lifecycle state {identity.lifecycle_state}); it cannot get new access",
+            next_action="reactivate the identity first",
+            code="identity_inactive",
+        )
+    _check_not_granted(session, identity, app, data.role)
+    grant = Grant(
+        identity_id=identity.id,
+        application_id=app.id,
+        role=data.role,
+        justification=data.justification,
+        status=GrantStatus.ACTIVE,
+        expires_at=_future("expires_at", data.expires_at),
+        granted_by=actor.label,
+        granted_at=utcnow(),
+    )
+    session.add(grant)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:  # a concurrent grant of the same access won the race
+        if not database_of(session).is_unique_violation(exc):
+            raise
+        _check_not_granted(session, identity, app, data.role)
+        raise
+    audit.record(
+        session,
+        actor,
+        "grant.created",
+        "grant",
+        grant.id,
+        {
+            "identity": identity.email or identity.user_name,
+            "application": app.name,
+            "role": data.role or None,
+            "expires_at": grant.expires_at,
+            "justification": data.justification or None,
+        },
+    )
+    lifecycle.emit(session, actor, queue, EventKind.ACCESS_GRANTED, identity, grant=grant, app=app)
+    return grant
+
+
+def _check_not_granted(session: Session, identity: Identity, app: Application, role: str) -> None:
+    existing = session.execute(
+        select(Grant).where(
+            Grant.identity_id == identity.id,
+            Grant.application_id == app.id,
+            Grant.role == role,
+            Grant.status == GrantStatus.ACTIVE,
+        )
+    ).scalar_one_or_none()
+    if existing is not None:
+        what = f"{app.name!r}" + (f" as {role!r}" if role else "")
+        raise Conflict(
+            f"{identity.email or identity.user_name} already has active access to {what}: "
+            f"grant {existing.id}",
+            next_action="use the existing grant (extend its expiry if needed)",
+            code="already_granted",
+            existing_grant_id=existing.id,
+        )
+
+
+def revoke_grant(
+    session: Session,
+    actor: Actor,
+    queue: Queue,
+    grant_id: str,
+    *,
+    reason: RevokeReason = RevokeReason.MANUAL,
+    comment: str = "",
+    offboarding: bool = False,
+) -> Grant:
+    actor.require(Permission.GRANT_WRITE)
+    grant = session.get(Grant, grant_id, with_for_update=True)
+    if grant is None:
+        raise NotFound(f"grant {grant_id} does not exist", target_type="grant", target_id=grant_id)
+    if grant.status == GrantStatus.REVOKED:
+        raise Conflict(
+            f"grant {grant.id} was already revoked at {grant.revoked_at:%Y-%m-%d %H:%M:%S}Z "
+            f"by {grant.revoked_by} ({grant.revoke_reason})",
+            code="already_revoked",
+        )
+    grant.status = GrantStatus.REVOKED
+    grant.revoked_at = utcnow()
+    grant.revoked_by = actor.label
+    grant.revoke_reason = reason
+    grant.revoke_comment = comment or None
+    session.flush()
+    identity = session.get(Identity, grant.identity_id)
+    app = get_application(session, grant.application_id)
+    assert identity is not None
+    audit.record(
+        session,
+        actor,
+        "grant.revoked",
+        "grant",
+        grant.id,
+        {
+            "identity": identity.email or identity.user_name,
+            "application": app.name,
+            "role": grant.role or None,
+            "reason": reason.value,
+            "comment": comment or None,
+        },
+    )
+    lifecycle.emit(
+        session,
+        actor,
+        queue,
+        EventKind.ACCESS_REVOKED,
+        identity,
+        grant=grant,
+        app=app,
+        offboarding=offboarding,
+        details={"reason": reason.value},
+    )
+    return grant
+
+
+def extend_grant(session: Session, actor: Actor, grant_id: str, data: GrantExtend) -> Grant:
+    actor.require(Permission.GRANT_WRITE)
+    grant = get_grant(session, grant_id)
+    if grant.status != GrantStatus.ACTIVE:
+        raise Conflict(f"grant {grant.id} is revoked; its expiry cannot change", code="revoked")
+    new = _future("expires_at", data.expires_at)
+    old = grant.expires_at
+    if old != new:
+        grant.expires_at = new
+        audit.record(
+            session,
+            actor,
+            "grant.expiry_changed",
+            "grant",
+            grant.id,
+            {"from": old, "to": new, "comment": data.comment or None},
+        )
+    return grant
+
+
+def expire_due(session: Session, queue: Queue, now: dt.datetime | None = None) -> list[str]:
+    """Revoke every active grant whose expiry has passed (the durable timer: run by workers)."""
+    now = now or utcnow()
+    due = session.execute(
+        select(Grant.id)
+        .where(Grant.status == GrantStatus.ACTIVE, Grant.expires_at <= now)
+        .order_by(Grant.expires_at)
+        .limit(200)
+        .with_for_update(skip_locked=True)
+    ).scalars()
+    expired = []
+    for grant_id in list(due):
+        revoke_grant(
+            session,
+            Actor.system("expiry"),
+            queue,
+            grant_id,
+            reason=RevokeReason.EXPIRED,
+            comment="the grant's expiry passed",
+        )
+        expired.append(grant_id)
+    return expired
+
+
+def automation(session: Session, grant: Grant) -> AutomationState:
+    """The chip: computed from the runs of the grant's latest event (and their replays)."""
+    event = lifecycle.latest_event(session, grant.id)
+    if event is None:
+        return AutomationState(Automation.NONE)
+    summary = {"id": event.id, "kind": event.kind, "created_at": event.created_at}
+    run_ids = list(
+        session.execute(select(EventRun.run_id).where(EventRun.event_id == event.id)).scalars()
+    )
+    if not run_ids:
+        return AutomationState(
+            Automation.NONE, no_run_reason=event.no_run_reason, event={**summary}
+        )
+    runs = _latest_of_each(session, run_ids)
+    state = Automation.SYNCED
+    for run in runs:
+        status = RunStatus(run.status)
+        person = status == RunStatus.WAITING and run.waiting_reason in _PERSON_WAITS
+        if status in _ATTENTION or person:
+            state = Automation.NEEDS_ATTENTION
+        elif not status.terminal and state != Automation.NEEDS_ATTENTION:
+            state = Automation.PENDING
+    return AutomationState(
+        state,
+        runs=[
+            {
+                "id": r.id,
+                "workflow_id": r.workflow_id,
+                "status": r.status,
+                "waiting_reason": r.waiting_reason,
+                "link": f"/api/v1/runs/{r.id}",
+            }
+            for r in runs
+        ],
+        event=summary,
+    )
+
+
+def _latest_of_each(session: Session, run_ids: list[str]) -> list[Run]:
+    """Each run, or the newest replay of it: a failed run replayed successfully is fixed."""
+    runs = list(session.execute(select(Run).where(Run.id.in_(run_ids))).scalars())
+    for _ in range(10):  # replay chains are short; bound the walk
+        replays = {
+            r.replay_of: r
+            for r in session.execute(
+                select(Run).where(Run.replay_of.in_([r.id for r in runs])).order_by(Run.id)
+            ).scalars()
+        }
+        if not replays:
+            break
+        runs = [replays.get(r.id, r) for r in runs]
+    return sorted(runs, key=lambda r: r.id)
+
+
+def events_of(session: Session, grant_id: str) -> list[LifecycleEvent]:
+    return list(
+        session.execute(
+            select(LifecycleEvent)
+            .where(LifecycleEvent.grant_id == grant_id)
+            .order_by(LifecycleEvent.id)
+        ).scalars()
+    )
+
+
+def list_grants(
+    session: Session,
+    *,
+    identity_id: str | None = None,
+    application_id: str | None = None,
+    status: GrantStatus | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page[Grant]:
+    stmt = select(Grant)
+    if identity_id:
+        stmt = stmt.where(Grant.identity_id == identity_id)
+    if application_id:
+        stmt = stmt.where(Grant.application_id == application_id)
+    if status:
+        stmt = stmt.where(Grant.status == status)
+    after = decode_cursor(cursor, str)
+    if after is not None:
+        stmt = stmt.where(Grant.id > after)
+    rows = session.execute(stmt.order_by(Grant.id).limit(limit + 1)).scalars().all()
+    return page_of(rows, limit, key=lambda g: g.id)
+
+
+def active_grants_of(session: Session, identity_id: str) -> list[Grant]:
+    return list(
+        session.execute(
+            select(Grant)
+            .where(Grant.identity_id == identity_id, Grant.status == GrantStatus.ACTIVE)
+            .order_by(Grant.id)
+        ).scalars()
+    )

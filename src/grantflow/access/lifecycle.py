@@ -1,0 +1,143 @@
+"""Lifecycle events: a grant, a revoke, a join, a move or a leave, and the runs each starts.
+
+Dispatch is opt-in: an event starts one run per enabled workflow with an active version whose
+trigger matches. An event that starts nothing records why, naming each workflow it considered.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from grantflow.access.models import Application, EventRun, Grant, Identity, LifecycleEvent
+from grantflow.access.snapshots import application_snapshot, grant_snapshot, identity_snapshot
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Permission
+from grantflow.definitions.models import Workflow
+from grantflow.engine.runs import start_run
+from grantflow.queue.interface import Queue
+
+
+class EventKind(enum.StrEnum):
+    ACCESS_GRANTED = "access_granted"
+    ACCESS_REVOKED = "access_revoked"
+    IDENTITY_JOINED = "identity_joined"
+    IDENTITY_MOVED = "identity_moved"
+    IDENTITY_LEFT = "identity_left"
+
+
+class LifecycleState(enum.StrEnum):
+    JOINER = "joiner"  # created; onboarding not finished (or not started: inactive pre-hire)
+    ACTIVE = "active"
+    MOVER = "mover"  # attributes changed; mover workflows not finished
+    LEAVER = "leaver"  # left; offboarding (revocations) not finished
+    LEFT = "left"
+
+
+def _candidates(session: Session, kind: EventKind, app: Application | None) -> list[Workflow]:
+    stmt = select(Workflow).order_by(Workflow.name)
+    if kind in (EventKind.ACCESS_GRANTED, EventKind.ACCESS_REVOKED):
+        assert app is not None
+        stmt = stmt.where(Workflow.application_id == app.id)
+    else:
+        stmt = stmt.where(Workflow.trigger_type == kind.value)
+    return list(session.execute(stmt).scalars())
+
+
+def _why_not(workflow: Workflow, kind: EventKind) -> str | None:
+    if workflow.trigger_type != kind.value:
+        return f"its trigger is {workflow.trigger_type}, not {kind.value}"
+    if not workflow.enabled:
+        return "it is disabled"
+    if workflow.active_version is None:
+        return "it has no active version (publish one)"
+    return None
+
+
+def _no_run_reason(kind: EventKind, app: Application | None, dispatch: list[dict[str, Any]]) -> str:
+    where = f"application {app.name!r}" if app else "any application or globally"
+    if not dispatch:
+        return f"no workflow with trigger {kind.value} exists for {where}"
+    named = "; ".join(f"workflow {d['workflow_name']!r}: {d['skipped']}" for d in dispatch)
+    return f"no workflow started a run: {named}"
+
+
+def emit(
+    session: Session,
+    actor: Actor,
+    queue: Queue,
+    kind: EventKind,
+    identity: Identity,
+    *,
+    grant: Grant | None = None,
+    app: Application | None = None,
+    offboarding: bool = False,
+    details: dict[str, Any] | None = None,
+) -> LifecycleEvent:
+    """Record the event and start its runs, in the caller's transaction."""
+    event = LifecycleEvent(
+        kind=kind.value,
+        identity_id=identity.id,
+        grant_id=grant.id if grant else None,
+        application_id=app.id if app else None,
+        actor=actor.label,
+        details={**(details or {}), **({"offboarding": True} if offboarding else {})},
+    )
+    session.add(event)
+    session.flush()
+    subject: dict[str, Any] = {
+        "identity": identity_snapshot(session, identity),
+        "event": kind.value,
+    }
+    if grant is not None:
+        subject["grant"] = grant_snapshot(grant)
+    if app is not None:
+        subject["application"] = application_snapshot(app)
+    # the runs belong to whoever caused the event; starting them is part of the event itself
+    starter = Actor(
+        label=actor.label,
+        user_id=actor.user_id,
+        permissions=frozenset({Permission.RUN_OPERATE}),
+        request_id=actor.request_id,
+    )
+    dispatch: list[dict[str, Any]] = []
+    started = 0
+    for workflow in _candidates(session, kind, app):
+        entry: dict[str, Any] = {"workflow_id": workflow.id, "workflow_name": workflow.name}
+        reason = _why_not(workflow, kind)
+        if reason is None:
+            run = start_run(
+                session, starter, queue, workflow.id, {}, trigger=kind.value, subject=subject
+            )
+            session.add(
+                EventRun(
+                    run_id=run.id,
+                    event_id=event.id,
+                    workflow_id=workflow.id,
+                    grant_id=event.grant_id,
+                    identity_id=identity.id,
+                    offboarding=offboarding or kind == EventKind.IDENTITY_LEFT,
+                )
+            )
+            entry["run_id"] = run.id
+            started += 1
+        else:
+            entry["skipped"] = reason
+        dispatch.append(entry)
+    event.dispatch = dispatch
+    if not started:
+        event.no_run_reason = _no_run_reason(kind, app, dispatch)
+    session.flush()
+    return event
+
+
+def latest_event(session: Session, grant_id: str) -> LifecycleEvent | None:
+    return session.execute(
+        select(LifecycleEvent)
+        .where(LifecycleEvent.grant_id == grant_id)
+        .order_by(LifecycleEvent.created_at.desc(), LifecycleEvent.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()

@@ -1,0 +1,48 @@
+"""How access reacts to the engine: incidents for failing revocations, lifecycle states that
+settle when their runs finish. Loaded through the `grantflow.engine_listeners` entry point."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from grantflow.access import grants, identities, incidents
+from grantflow.access.models import EventRun, Identity
+from grantflow.engine import hooks
+from grantflow.engine.models import Run, StepRun
+from grantflow.engine.states import RunStatus
+
+
+@hooks.on_step_failure
+def _step_failed(
+    session: Session, run: Run, step_run: StepRun, failure: dict[str, Any], final: bool
+) -> None:
+    incidents.revocation_failed(session, run, step_run.step_id, failure)
+
+
+@hooks.on_run_status
+def _run_status(session: Session, run: Run, old: str, new: str) -> None:
+    status = RunStatus(new)
+    if status == RunStatus.SUCCEEDED:
+        incidents.run_succeeded(session, run)
+    elif status in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED):
+        failure = run.failure or {"message": f"the run ended {new}"}
+        incidents.revocation_failed(session, run, failure.get("step_id"), failure)
+    if status.terminal:
+        link = session.get(EventRun, run.id)
+        if link is not None and link.identity_id:
+            identity = session.get(Identity, link.identity_id)
+            if identity is not None:
+                identities.settle(session, identity)
+
+
+@hooks.on_tick
+def expire_grants(session: Session, queue: Any, now: dt.datetime) -> None:
+    grants.expire_due(session, queue, now)
+
+
+@hooks.on_tick
+def end_employment(session: Session, queue: Any, now: dt.datetime) -> None:
+    identities.leave_due(session, queue, now.date())

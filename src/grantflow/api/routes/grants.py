@@ -1,0 +1,164 @@
+"""/api/v1/grants: grant, revoke and extend access; each grant shows its automation chip."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from grantflow.access import grants as service
+from grantflow.access.grants import Automation, GrantStatus
+from grantflow.access.models import Application, Grant, Identity
+from grantflow.api.routes import API_PREFIX
+from grantflow.api.routes.identities import EventOut
+from grantflow.api.routes.schemas import PageOut
+from grantflow.api.security import Require
+from grantflow.api.state import database, queue
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Permission
+from grantflow.queue.interface import Queue
+from grantflow.store.database import Database
+from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+
+router = APIRouter(prefix=f"{API_PREFIX}/grants", tags=["grants"])
+
+
+class AutomationOut(BaseModel):
+    state: Automation
+    runs: list[dict[str, Any]]
+    no_run_reason: str | None = None
+    event: dict[str, Any] | None = None
+
+
+class GrantOut(BaseModel):
+    id: str
+    identity: dict[str, Any]
+    application: dict[str, Any]
+    role: str | None
+    justification: str
+    status: GrantStatus
+    expires_at: dt.datetime | None
+    granted_by: str
+    granted_at: dt.datetime
+    revoked_by: str | None
+    revoked_at: dt.datetime | None
+    revoke_reason: str | None
+    revoke_comment: str | None
+    automation: AutomationOut
+
+
+class GrantDetailOut(GrantOut):
+    events: list[EventOut]
+
+
+def grant_out(session: Session, grant: Grant) -> GrantOut:
+    identity = session.get(Identity, grant.identity_id)
+    app = session.get(Application, grant.application_id)
+    chip = service.automation(session, grant)
+    return GrantOut(
+        id=grant.id,
+        identity={
+            "id": grant.identity_id,
+            "email": identity.email if identity else None,
+            "display_name": identity.display_name if identity else None,
+        },
+        application={"id": grant.application_id, "name": app.name if app else None},
+        role=grant.role or None,
+        justification=grant.justification,
+        status=GrantStatus(grant.status),
+        expires_at=grant.expires_at,
+        granted_by=grant.granted_by,
+        granted_at=grant.granted_at,
+        revoked_by=grant.revoked_by,
+        revoked_at=grant.revoked_at,
+        revoke_reason=grant.revoke_reason,
+        revoke_comment=grant.revoke_comment,
+        automation=AutomationOut(
+            state=chip.state, runs=chip.runs, no_run_reason=chip.no_run_reason, event=chip.event
+        ),
+    )
+
+
+def detail_out(session: Session, grant: Grant) -> GrantDetailOut:
+    return GrantDetailOut(
+        **grant_out(session, grant).model_dump(),
+        events=[EventOut.model_validate(e) for e in service.events_of(session, grant.id)],
+    )
+
+
+@router.post("", status_code=201, response_model=GrantDetailOut)
+def create_grant(
+    body: service.GrantCreate,
+    actor: Actor = Depends(Require(Permission.GRANT_WRITE)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> GrantDetailOut:
+    """Grant access; starts the application's enabled access_granted workflows (if any)."""
+    with db.transaction() as session:
+        return detail_out(session, service.create_grant(session, actor, q, body))
+
+
+@router.get("", response_model=PageOut[GrantOut])
+def list_grants(
+    identity_id: str | None = Query(None, max_length=36),
+    application_id: str | None = Query(None, max_length=36),
+    status: GrantStatus | None = Query(None),
+    automation: Automation | None = Query(None, description="only grants with this chip"),
+    cursor: str | None = Query(None, max_length=500),
+    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+    _: Actor = Depends(Require(Permission.GRANT_READ)),
+    db: Database = Depends(database),
+) -> PageOut[GrantOut]:
+    with db.transaction() as session:
+        page = service.list_grants(
+            session,
+            identity_id=identity_id,
+            application_id=application_id,
+            status=status,
+            cursor=cursor,
+            limit=limit,
+        )
+        items = [grant_out(session, g) for g in page.items]
+        if automation is not None:
+            items = [g for g in items if g.automation.state == automation]
+        return PageOut(items=items, next_cursor=page.next_cursor)
+
+
+@router.get("/{grant_id}", response_model=GrantDetailOut)
+def get_grant(
+    grant_id: str,
+    _: Actor = Depends(Require(Permission.GRANT_READ)),
+    db: Database = Depends(database),
+) -> GrantDetailOut:
+    with db.transaction() as session:
+        return detail_out(session, service.get_grant(session, grant_id))
+
+
+@router.post("/{grant_id}/revoke", response_model=GrantDetailOut)
+def revoke_grant(
+    grant_id: str,
+    body: service.GrantRevoke | None = None,
+    actor: Actor = Depends(Require(Permission.GRANT_WRITE)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> GrantDetailOut:
+    """Revoke access; starts the application's enabled access_revoked workflows (if any)."""
+    comment = body.comment if body else ""
+    with db.transaction() as session:
+        grant = service.revoke_grant(session, actor, q, grant_id, comment=comment)
+        return detail_out(session, grant)
+
+
+@router.post("/{grant_id}/extend", response_model=GrantDetailOut)
+def extend_grant(
+    grant_id: str,
+    body: service.GrantExtend,
+    actor: Actor = Depends(Require(Permission.GRANT_WRITE)),
+    db: Database = Depends(database),
+) -> GrantDetailOut:
+    """Change (or clear, with null) the expiry of an active grant; audited."""
+    with db.transaction() as session:
+        return detail_out(session, service.extend_grant(session, actor, grant_id, body))

@@ -1,0 +1,170 @@
+"""/api/v1/identities: the people, their lifecycle state and their lifecycle events."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+
+from grantflow.access import identities as service
+from grantflow.access.lifecycle import LifecycleState
+from grantflow.access.models import Identity, LifecycleEvent
+from grantflow.api.routes import API_PREFIX
+from grantflow.api.routes.schemas import PageOut
+from grantflow.api.security import Require
+from grantflow.api.state import database, queue
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Permission
+from grantflow.queue.interface import Queue
+from grantflow.store.database import Database
+from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+
+router = APIRouter(prefix=f"{API_PREFIX}/identities", tags=["identities"])
+
+
+class IdentityOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    email: str | None
+    user_name: str
+    external_id: str | None
+    display_name: str
+    given_name: str | None
+    family_name: str | None
+    title: str | None
+    department: str | None
+    manager_id: str | None
+    start_date: dt.date | None
+    end_date: dt.date | None
+    lifecycle_state: str
+    active: bool
+    attributes: dict[str, Any]
+    source: str
+    deleted_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    kind: str
+    identity_id: str | None
+    grant_id: str | None
+    application_id: str | None
+    actor: str
+    details: dict[str, Any]
+    dispatch: list[dict[str, Any]]
+    no_run_reason: str | None
+    created_at: dt.datetime
+
+
+def out(identity: Identity) -> IdentityOut:
+    return IdentityOut.model_validate(identity)
+
+
+@router.post("", status_code=201, response_model=IdentityOut)
+def create_identity(
+    body: service.IdentityCreate,
+    actor: Actor = Depends(Require(Permission.IDENTITY_WRITE)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> IdentityOut:
+    with db.transaction() as session:
+        return out(service.create_identity(session, actor, q, body))
+
+
+@router.get("", response_model=PageOut[IdentityOut])
+def list_identities(
+    q: str | None = Query(None, max_length=320, description="substring of email, name, userName"),
+    lifecycle_state: LifecycleState | None = Query(None),
+    department: str | None = Query(None, max_length=200),
+    include_deleted: bool = Query(False),
+    cursor: str | None = Query(None, max_length=500),
+    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+    _: Actor = Depends(Require(Permission.IDENTITY_READ)),
+    db: Database = Depends(database),
+) -> PageOut[IdentityOut]:
+    with db.transaction() as session:
+        page = service.list_identities(
+            session,
+            query=q,
+            lifecycle_state=lifecycle_state,
+            department=department,
+            include_deleted=include_deleted,
+            cursor=cursor,
+            limit=limit,
+        )
+        return PageOut(items=[out(i) for i in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{identity_id}", response_model=IdentityOut)
+def get_identity(
+    identity_id: str,
+    _: Actor = Depends(Require(Permission.IDENTITY_READ)),
+    db: Database = Depends(database),
+) -> IdentityOut:
+    with db.transaction() as session:
+        return out(service.get_identity(session, identity_id))
+
+
+@router.patch("/{identity_id}", response_model=IdentityOut)
+def update_identity(
+    identity_id: str,
+    body: service.IdentityFields,
+    actor: Actor = Depends(Require(Permission.IDENTITY_WRITE)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> IdentityOut:
+    """Only the fields sent change. `active: false` offboards the identity (identity_left)."""
+    with db.transaction() as session:
+        identity, _changes = service.update_identity(session, actor, q, identity_id, body)
+        return out(identity)
+
+
+@router.post("/{identity_id}/leave", response_model=IdentityOut)
+def leave(
+    identity_id: str,
+    actor: Actor = Depends(Require(Permission.IDENTITY_WRITE)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> IdentityOut:
+    """Offboard now: revoke every active grant and start the identity_left workflows."""
+    body = service.IdentityFields(active=False)
+    with db.transaction() as session:
+        identity, _changes = service.update_identity(session, actor, q, identity_id, body)
+        return out(identity)
+
+
+@router.delete("/{identity_id}", response_model=IdentityOut)
+def delete_identity(
+    identity_id: str,
+    actor: Actor = Depends(Require(Permission.IDENTITY_WRITE)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> IdentityOut:
+    """The record is kept for audit; an active identity leaves first (offboarding)."""
+    with db.transaction() as session:
+        return out(service.delete_identity(session, actor, q, identity_id))
+
+
+@router.get("/{identity_id}/events", response_model=list[EventOut])
+def identity_events(
+    identity_id: str,
+    _: Actor = Depends(Require(Permission.IDENTITY_READ)),
+    db: Database = Depends(database),
+) -> list[EventOut]:
+    """Lifecycle events of the identity, with the runs each started or why none started."""
+    with db.transaction() as session:
+        service.get_identity(session, identity_id)
+        rows = session.execute(
+            select(LifecycleEvent)
+            .where(LifecycleEvent.identity_id == identity_id)
+            .order_by(LifecycleEvent.id)
+        ).scalars()
+        return [EventOut.model_validate(e) for e in rows]

@@ -1,0 +1,78 @@
+"""Listeners other subsystems attach to run and step changes, without the engine knowing them.
+
+Listeners run inside the engine's transaction, so what they write commits (or rolls back) with
+the change that caused it. They are found through the `grantflow.engine_listeners` entry point
+group (each entry point is a module that calls `on_run_status` / `on_step_failure` on import).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from importlib import import_module
+from importlib.metadata import entry_points
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from grantflow.engine.models import Run, StepRun
+
+# (session, run, old status, new status)
+RunStatusListener = Callable[[Session, Run, str, str], None]
+# (session, run, step run, failure reason, final: the step will not be retried)
+StepFailureListener = Callable[[Session, Run, StepRun, dict[str, Any], bool], None]
+
+# (session, queue, now): durable timers kept in the database (grant expiry, leave dates)
+TickListener = Callable[[Session, Any, dt.datetime], None]
+
+_run_status: list[RunStatusListener] = []
+_ticks: list[TickListener] = []
+_step_failure: list[StepFailureListener] = []
+_loaded = False
+
+
+def on_run_status(listener: RunStatusListener) -> RunStatusListener:
+    if listener not in _run_status:
+        _run_status.append(listener)
+    return listener
+
+
+def on_step_failure(listener: StepFailureListener) -> StepFailureListener:
+    if listener not in _step_failure:
+        _step_failure.append(listener)
+    return listener
+
+
+def on_tick(listener: TickListener) -> TickListener:
+    if listener not in _ticks:
+        _ticks.append(listener)
+    return listener
+
+
+def tick_listeners() -> list[TickListener]:
+    load()
+    return list(_ticks)
+
+
+def load() -> None:
+    """Import every installed listener module once."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for entry in entry_points(group="grantflow.engine_listeners"):
+        import_module(entry.value)
+
+
+def run_status_changed(session: Session, run: Run, old: str, new: str) -> None:
+    load()
+    for listener in _run_status:
+        listener(session, run, old, new)
+
+
+def step_failed(
+    session: Session, run: Run, step_run: StepRun, failure: dict[str, Any], final: bool
+) -> None:
+    load()
+    for listener in _step_failure:
+        listener(session, run, step_run, failure, final)
