@@ -1,4 +1,5 @@
-"""The demo workspace `make run` starts with: an admin (token printed once) and two applications."""
+"""The demo workspace `make run` starts with: an admin (token printed once), two applications,
+three identities and a grant (whose chip says why no workflow ran for it)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from grantflow.access.applications import ApplicationCreate, ApplicationKind, create_application
+from grantflow.access.grants import GrantCreate, create_grant
+from grantflow.access.identities import IdentityCreate, create_identity
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Role
 from grantflow.auth.tokens import create_token
 from grantflow.auth.users import create_user, find_user_by_email
+from grantflow.queue.interface import Queue
 
 DEMO_ADMIN = "admin@demo.grantflow.dev"
 DEMO_APPLICATIONS = [
@@ -30,6 +34,30 @@ DEMO_APPLICATIONS = [
 ]
 
 
+DEMO_IDENTITIES = [
+    IdentityCreate(
+        email="grace@demo.grantflow.dev",
+        display_name="Grace Hopper",
+        title="Head of Research",
+        department="Research",
+    ),
+    IdentityCreate(
+        email="ada@demo.grantflow.dev",
+        display_name="Ada Lovelace",
+        title="Analyst",
+        department="Research",
+        manager="grace@demo.grantflow.dev",
+    ),
+    IdentityCreate(
+        email="alan@demo.grantflow.dev",
+        display_name="Alan Turing",
+        title="Engineer",
+        department="Engineering",
+        manager="grace@demo.grantflow.dev",
+    ),
+]
+
+
 @dataclass(frozen=True)
 class DemoWorkspace:
     created: bool
@@ -37,7 +65,7 @@ class DemoWorkspace:
     token: str | None  # only when just created: it is never shown again
 
 
-def ensure_demo_workspace(session: Session, ttl_days: int) -> DemoWorkspace:
+def ensure_demo_workspace(session: Session, queue: Queue, ttl_days: int) -> DemoWorkspace:
     """Create the demo workspace unless its admin exists already."""
     if find_user_by_email(session, DEMO_ADMIN) is not None:
         return DemoWorkspace(created=False, admin_email=DEMO_ADMIN, token=None)
@@ -47,5 +75,18 @@ def ensure_demo_workspace(session: Session, ttl_days: int) -> DemoWorkspace:
     )
     for app in DEMO_APPLICATIONS:
         create_application(session, actor, app)
+    for person in DEMO_IDENTITIES:
+        create_identity(session, actor, queue, person)
+    create_grant(
+        session,
+        actor,
+        queue,
+        GrantCreate(
+            identity="ada@demo.grantflow.dev",
+            application="Demo Wiki",
+            role="editor",
+            justification="writes the research pages",
+        ),
+    )
     _, raw = create_token(session, actor, user_id=admin.id, name="demo", ttl_days=ttl_days)
     return DemoWorkspace(created=True, admin_email=DEMO_ADMIN, token=raw)

@@ -20,6 +20,7 @@ class FailureClass(enum.StrEnum):
     PERMANENT = "permanent"  # retrying the same thing will fail the same way
     TIMEOUT = "timeout"  # a deadline passed
     SAFETY = "safety"  # a safety breaker or guard stopped it
+    REJECTED = "rejected"  # a person said no (an approval rejected, a task failed the run)
     INTERNAL = "internal"  # a bug or corrupt state inside Grantflow
 
 
@@ -166,6 +167,14 @@ class PermanentError(ConnectorError):
 
     code = "permanent_error"
     failure_class = FailureClass.PERMANENT
+
+
+class Rejected(GrantflowError):
+    """A person decided against going on: an approval was rejected or a task failed the run."""
+
+    code = "rejected"
+    http_status = 409
+    failure_class = FailureClass.REJECTED
 
 
 class SafetyStop(GrantflowError):

@@ -147,9 +147,10 @@ class Target:
 
 
 @contextmanager
-def running_target(host: str = "127.0.0.1") -> Iterator[Target]:
+def running_target(host: str = "127.0.0.1", port: int = 0) -> Iterator[Target]:
+    """A scripted server; `port` lets a test bring a system back up where it was down."""
     target = Target()
-    server = ThreadingHTTPServer((host, 0), target.handler())
+    server = ThreadingHTTPServer((host, port), target.handler())
     server.daemon_threads = True
     target.server = server
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)

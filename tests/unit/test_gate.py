@@ -25,6 +25,8 @@ class References:
     connections: set[str] = field(default_factory=set)
     without_credential: set[str] = field(default_factory=set)
     asked: list[tuple[str, str | None]] = field(default_factory=list)
+    # users an approval may name: email -> active
+    users: dict[str, bool] = field(default_factory=dict)
 
     def application_id(self, id_or_name: str) -> str | None:
         return self.applications.get(id_or_name)
@@ -39,6 +41,11 @@ class References:
         if name in self.without_credential:
             return f"connection {name!r} has no credential yet"
         return None
+
+    def user_problem(self, key: str) -> str | None:
+        if key not in self.users:
+            return f"user {key!r} does not exist"
+        return None if self.users[key] else f"user {key!r} is deactivated"
 
 
 def document(*steps: dict[str, Any], **fields: Any) -> dict[str, Any]:

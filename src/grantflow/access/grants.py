@@ -114,7 +114,14 @@ def _future(field_name: str, when: dt.datetime | None) -> dt.datetime | None:
 def create_grant(session: Session, actor: Actor, queue: Queue, data: GrantCreate) -> Grant:
     actor.require(Permission.GRANT_WRITE)
     identity = find_identity(session, data.identity, field="identity")
-    app = find_application(session, data.application)
+    try:
+        app = find_application(session, data.application)
+    except NotFound as exc:  # name the field, as a missing identity does
+        raise NotFound(
+            f"application: {exc.message}",
+            target_type="application",
+            details=[{"field": "body.application", "message": "no such application"}],
+        ) from None
     if not identity.active or identity.deleted_at is not None:
         raise Conflict(
             f"identity {identity.email or identity.user_name} is not active "

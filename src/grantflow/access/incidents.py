@@ -24,6 +24,7 @@ from grantflow.access.models import (
 )
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
+from grantflow.definitions.models import Workflow
 from grantflow.engine.models import Run
 from grantflow.engine.states import RunStatus
 from grantflow.errors import Conflict, NotFound
@@ -70,18 +71,23 @@ def revocation_failed(
         return existing
     identity = session.get(Identity, event.identity_id) if event.identity_id else None
     app = session.get(Application, event.application_id) if event.application_id else None
-    who = (identity.email or identity.user_name) if identity else "an identity"
-    system = (
-        app.name
-        if app
-        else (run.subject.get("application") or {}).get("name")
-        or (f"the systems of workflow run {run.id}")
-    )
+    who = "an identity"
+    if identity is not None:  # a deleted identity keeps its old email in its attributes
+        who = (
+            identity.email
+            or (identity.attributes or {}).get("deleted_email")
+            or (identity.user_name)
+        )
+    if app is None:  # an identity_left workflow: the system is its workflow's application
+        workflow = session.get(Workflow, run.workflow_id)
+        if workflow is not None and workflow.application_id:
+            app = session.get(Application, workflow.application_id)
+    system = app.name if app else f"the systems of workflow run {run.id}"
     incident = Incident(
         kind="revocation_failed",
         status=IncidentStatus.OPEN,
         identity_id=event.identity_id,
-        application_id=event.application_id,
+        application_id=app.id if app else None,
         grant_id=event.grant_id,
         run_id=run.id,
         step_id=step_id,
@@ -190,7 +196,8 @@ def resolve_incident(session: Session, actor: Actor, incident_id: str, comment: 
             "evidence file and has not succeeded",
             next_action=(
                 f"attach evidence of the manual revocation to run {incident.run_id} "
-                "(POST /api/v1/runs/{id}/evidence), or Retry the run once the system is back"
+                f"(POST /api/v1/runs/{incident.run_id}/evidence, or `grantflow runs evidence "
+                f"add {incident.run_id} FILE`), or Retry the run once the system is back"
             ),
             code="evidence_required",
         )

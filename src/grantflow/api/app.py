@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,9 +23,12 @@ from grantflow.api.routes import (
     grants,
     health,
     identities,
+    identity_import,
     incidents,
     notifications,
+    reconciliation,
     runs,
+    scim,
     users,
     workflows,
 )
@@ -37,8 +42,16 @@ from grantflow.queue.database import DatabaseQueue
 from grantflow.store.database import Database
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    # the API's own outbound client (Test connection, reconciliation) is closed on shutdown
+    app.state.grantflow.connections.http.close()
+
+
 def create_app(settings: Settings, database: Database) -> FastAPI:
     app = FastAPI(
+        lifespan=_lifespan,
         title="Grantflow",
         version=__version__,
         description="Access automation and identity-lifecycle workflows.",
@@ -69,10 +82,13 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         runs,
         connections,
         notifications,
+        identity_import,
         identities,
         grants,
         incidents,
         evidence,
+        reconciliation,
+        scim,
     ):
         app.router.routes.extend(module.router.routes)
     install_error_handlers(app)

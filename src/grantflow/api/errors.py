@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from scim2_models import SCIMException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from grantflow.errors import GrantflowError, InternalError
 
 log = structlog.get_logger("grantflow.api")
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 def error_response(request: Request, status: int, body: dict[str, Any]) -> JSONResponse:
@@ -89,8 +93,22 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, 500, InternalError("an unexpected error occurred").to_dict())
 
 
+def _scim_aware(handler: Handler) -> Handler:
+    """Under /scim/v2 every error is a SCIM Error document (RFC 7644 §3.12) instead."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        from grantflow.api.routes import scim
+
+        if scim.is_scim(request):
+            return scim.error_response(request, exc)
+        return await handler(request, exc)
+
+    return handle
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(GrantflowError, _on_grantflow_error)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_exception_handler(GrantflowError, _scim_aware(_on_grantflow_error))
+    app.add_exception_handler(RequestValidationError, _scim_aware(_on_validation_error))
+    app.add_exception_handler(StarletteHTTPException, _scim_aware(_on_http_error))
+    app.add_exception_handler(SCIMException, _scim_aware(_on_unexpected))
+    app.add_exception_handler(Exception, _scim_aware(_on_unexpected))

@@ -80,7 +80,8 @@ class RequestMiddleware:
             if refusal is None and scope["method"] in _BODY_METHODS:
                 receive, refusal = await self._buffered(receive, self._limit(scope))
             if refusal is not None:
-                await _send_error(send_with_id, request_id, *refusal)
+                scim = scope["path"].startswith("/scim/")
+                await _send_error(send_with_id, request_id, *refusal, scim=scim)
                 return
             await self.app(scope, receive, send_with_id)
         finally:
@@ -166,7 +167,14 @@ class RequestMiddleware:
 
 
 async def _send_error(
-    send: Send, request_id: str, status: int, code: str, message: str, next_action: str
+    send: Send,
+    request_id: str,
+    status: int,
+    code: str,
+    message: str,
+    next_action: str,
+    *,
+    scim: bool = False,
 ) -> None:
     body: dict[str, Any] = {
         "error": {
@@ -177,13 +185,19 @@ async def _send_error(
             "request_id": request_id,
         }
     }
+    if scim:  # under /scim/v2 errors are SCIM Error documents (RFC 7644 §3.12)
+        body = {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": str(status),
+            "detail": f"{message} (next: {next_action})",
+        }
     payload = json.dumps(body).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", b"application/scim+json" if scim else b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
             ],
         }

@@ -14,6 +14,7 @@ class Permission(enum.StrEnum):
     WORKFLOW_TASK = "workflow:task"  # act on approvals and human tasks
     RUN_READ = "run:read"  # see runs and their timelines
     RUN_OPERATE = "run:operate"  # start, retry, replay, cancel, pause runs
+    TASK_REASSIGN = "task:reassign"  # reassign approvals and tasks to other people
     CONNECTION_READ = "connection:read"  # see applications and connections
     CONNECTION_WRITE = "connection:write"  # change applications and connections
     CREDENTIAL_WRITE = "credential:write"  # set or replace secrets (never read them)
@@ -64,6 +65,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         _READ
         | {
             Permission.RUN_OPERATE,
+            Permission.TASK_REASSIGN,
             Permission.GRANT_WRITE,
             Permission.IDENTITY_WRITE,
             Permission.RECONCILE,

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from grantflow.cli import access, audit, connections, runs, server, users, workflows
+from grantflow.cli import (
+    access,
+    audit,
+    connections,
+    evidence,
+    grants,
+    identities,
+    incidents,
+    reconcile,
+    runs,
+    server,
+    users,
+    workflows,
+)
 
 app = typer.Typer(
     name="grantflow",
@@ -18,9 +31,14 @@ app.add_typer(users.users_app, name="users")
 app.add_typer(users.tokens_app, name="tokens")
 app.add_typer(audit.app, name="audit")
 app.add_typer(access.app, name="applications")
+app.add_typer(identities.app, name="identities")
+app.add_typer(grants.app, name="grants")
+app.add_typer(incidents.app, name="incidents")
 workflows.register(app)
 runs.register(app)
+evidence.register(runs.runs_app)
 connections.register(app)
+reconcile.register(app)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from grantflow.connections.outbound import policy_for
 from grantflow.demo import ensure_demo_workspace
 from grantflow.engine.worker import Worker
 from grantflow.errors import ConfigurationError
+from grantflow.queue.database import DatabaseQueue
 from grantflow.store import migrate as migrations
 from grantflow.store.database import Database, open_database
 
@@ -118,7 +119,7 @@ def demo(as_json: bool = JSON_OPTION) -> None:
         master_key(loaded)
         migrations.upgrade(db)
         with db.transaction() as session:
-            workspace = ensure_demo_workspace(session, loaded.token_ttl_days)
+            workspace = ensure_demo_workspace(session, DatabaseQueue(db), loaded.token_ttl_days)
     if as_json:
         emit_json(
             {

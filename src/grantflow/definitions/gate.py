@@ -47,6 +47,8 @@ class References(Protocol):
 
     def connection_warning(self, name: str, application_id: str | None) -> str | None: ...
 
+    def user_problem(self, key: str) -> str | None: ...
+
 
 @dataclass
 class GateResult:
@@ -334,6 +336,10 @@ class _Rules:
                 )
                 if warning:
                     self.warn("connection_credential_missing", warning, step.id, where)
+            elif ref.kind == "user":
+                problem = self.refs.user_problem(ref.name)
+                if problem:
+                    self.error("user_not_routable", problem, step.id, f"{at}.config.{ref.field}")
             elif ref.kind == "credential":
                 self.error(
                     "credential_missing",

@@ -51,6 +51,20 @@ class DatabaseReferences:
             return f"connection {name!r} of application {label} does not exist; create it first"
         return None
 
+    def user_problem(self, key: str) -> str | None:
+        """Why an approval or a task cannot be routed to this user (named statically)."""
+        from grantflow.auth.users import find_user_by_email, get_user
+
+        try:
+            user = find_user_by_email(self.session, key) or get_user(self.session, key)
+        except NotFound:
+            user = None
+        if user is None:
+            return f"user {key!r} does not exist; name an existing user or a role"
+        if not user.active:
+            return f"user {key!r} is deactivated; name an active user or a role"
+        return None
+
     def connection_warning(self, name: str, application_id: str | None) -> str | None:
         """What makes a step using this (existing) connection fail until fixed, or None."""
         found = find_connection(self.session, application_id, name) if application_id else None

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from grantflow.definitions.models import Workflow
+from grantflow.engine import hooks
 from grantflow.engine.models import Run, RunEvent, StepAttempt, StepRun
 from grantflow.engine.states import PERSON_WAITS, TERMINAL, RunStatus
 from grantflow.queue.interface import Queue
@@ -46,6 +47,13 @@ def _likely_cause(session: Session, run: Run, queue: Queue, now: dt.datetime) ->
         return {"cause": "paused", "explanation": "an operator paused the run; resume it"}
     if status == RunStatus.WAITING:
         if run.waiting_reason in PERSON_WAITS:
+            waits = hooks.describe_wait(session, run)
+            if waits:
+                return {
+                    "cause": "waiting_on_person",
+                    "explanation": waits.get("summary", "waiting for a person"),
+                    "waiting_for": waits,
+                }
             return {
                 "cause": "waiting_on_person",
                 "explanation": f"waiting for a person ({run.waiting_reason}) at step "
@@ -136,6 +144,10 @@ def run_detail(session: Session, run: Run, queue: Queue) -> dict[str, Any]:
     detail["input"] = run.input
     detail["subject"] = run.subject
     detail["stuck"] = stuck_report(session, run, queue)
+    # who or what a waiting run waits for (the approvers of a task, their deadline, ...)
+    detail["waiting_for"] = (
+        hooks.describe_wait(session, run) if run.status == RunStatus.WAITING else None
+    )
     detail["replays"] = list(
         session.execute(
             select(Run.id).where(Run.replay_of == run.id).order_by(Run.created_at)

@@ -25,6 +25,13 @@ StepFailureListener = Callable[[Session, Run, StepRun, dict[str, Any], bool], No
 # (session, queue, now): durable timers kept in the database (grant expiry, leave dates)
 TickListener = Callable[[Session, Any, dt.datetime], None]
 
+# (session, run, step run, failure): a step exhausted its retries and escalated to a person
+EscalationListener = Callable[[Session, Run, StepRun, dict[str, Any]], None]
+# (session, run) -> facts about what a waiting run waits for (who, since when, until when)
+WaitDescriber = Callable[[Session, Run], dict[str, Any] | None]
+
+_escalation: list[EscalationListener] = []
+_describers: list[WaitDescriber] = []
 _run_status: list[RunStatusListener] = []
 _ticks: list[TickListener] = []
 _step_failure: list[StepFailureListener] = []
@@ -47,6 +54,33 @@ def on_tick(listener: TickListener) -> TickListener:
     if listener not in _ticks:
         _ticks.append(listener)
     return listener
+
+
+def on_escalation(listener: EscalationListener) -> EscalationListener:
+    if listener not in _escalation:
+        _escalation.append(listener)
+    return listener
+
+
+def wait_describer(describer: WaitDescriber) -> WaitDescriber:
+    if describer not in _describers:
+        _describers.append(describer)
+    return describer
+
+
+def escalated(session: Session, run: Run, step_run: StepRun, failure: dict[str, Any]) -> None:
+    load()
+    for listener in _escalation:
+        listener(session, run, step_run, failure)
+
+
+def describe_wait(session: Session, run: Run) -> dict[str, Any] | None:
+    load()
+    for describer in _describers:
+        found = describer(session, run)
+        if found:
+            return found
+    return None
 
 
 def tick_listeners() -> list[TickListener]:

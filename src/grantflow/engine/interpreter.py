@@ -169,9 +169,15 @@ class Interpreter:
                 self.queue.schedule(session, run.id, run.deadline_at)
                 return False
             if status == RunStatus.WAITING:
-                if run.waiting_reason in PERSON_WAITS:
-                    self.queue.schedule(session, run.id, run.deadline_at)
+                if run.waiting_reason in PERSON_WAITS and not self._person_wake(run, now):
+                    wake = min(run.wake_at or run.deadline_at, run.deadline_at)
+                    self.queue.schedule(session, run.id, wake)
                     return False
+                if run.waiting_reason in PERSON_WAITS:  # a decision, a reminder or a timeout
+                    move_run(session, run, RunStatus.RUNNING)
+                    return self._begin_attempt(
+                        session, turn, run, step_run, plan.steps[step_run.step_id], now
+                    )
                 if run.wake_at is not None and now < run.wake_at:
                     self.queue.schedule(session, run.id, min(run.wake_at, run.deadline_at))
                     return False
@@ -182,6 +188,8 @@ class Interpreter:
                     return False
                 move_run(session, run, RunStatus.RUNNING)
             step = plan.steps[step_run.step_id]
+            if step_run.status == StepStatus.SKIPPED:  # a person skipped the failed step
+                return self._go_next(session, turn, run, step_run, step)
             if step_run.status == StepStatus.WAITING and step_run.next_attempt_at is not None:
                 until = step_run.next_attempt_at  # a durable timer (delay)
                 if now < until:
@@ -200,6 +208,16 @@ class Interpreter:
             if step_run.status == StepStatus.RUNNING:
                 self._abandon_lost_attempts(session, step_run)
             return self._begin_attempt(session, turn, run, step_run, step, now)
+
+    @staticmethod
+    def _person_wake(run: Run, now: dt.datetime) -> bool:
+        """Approvals and tasks wake their run to read a decision or act on a timer; the
+        other person waits (escalation, reauthorisation) are resumed by an operation."""
+        return (
+            run.waiting_reason in (WaitingReason.APPROVAL, WaitingReason.TASK)
+            and run.wake_at is not None
+            and now >= run.wake_at
+        )
 
     @staticmethod
     def _abandon_lost_attempts(session: Session, step_run: StepRun) -> None:
@@ -313,6 +331,12 @@ class Interpreter:
             step_started_at=step_run.started_at,
             application_id=turn.plan.application_id if turn.plan else None,
             connections=self.connections,
+            session=session if step_type.local else None,
+            run_subject=run.subject or {},
+            run_created_by=run.created_by,
+            step_run_id=step_run.id,
+            workflow_id=run.workflow_id,
+            now=now,
         )
         pending = _Pending(step_run, attempt, step, call, time.perf_counter())
         if step_type.local:
@@ -414,6 +438,14 @@ class Interpreter:
         step = pending.step
         if isinstance(outcome, BaseException):
             return self._fail_step(session, turn, run, step_run, step, outcome)
+        if outcome.wait_for is not None:
+            return self._wait_for_person(session, run, step_run, outcome)
+        if outcome.skipped:
+            step_run.output = outcome.output
+            move_step(session, step_run, StepStatus.SKIPPED, event="step_skipped")
+            if turn.context is not None:
+                turn.context["steps"][step.id] = step_entry(step_run)
+            return self._go_next(session, turn, run, step_run, step)
         if outcome.wait_until is not None and outcome.wait_until > self.clock():
             step_run.next_attempt_at = outcome.wait_until
             move_step(
@@ -428,6 +460,29 @@ class Interpreter:
         return self._succeed(
             session, turn, run, step_run, step, outcome.output, duration_ms=round(elapsed * 1000, 3)
         )
+
+    def _wait_for_person(
+        self, session: Session, run: Run, step_run: StepRun, outcome: StepResult
+    ) -> bool:
+        """Park the run on a person's decision: it holds no worker and no connection; the
+        decision (or the step's next timer) wakes it."""
+        step_run.next_attempt_at = None
+        reason = WaitingReason(outcome.wait_for or WaitingReason.TASK)
+        if step_run.status != StepStatus.WAITING:
+            move_step(
+                session,
+                step_run,
+                StepStatus.WAITING,
+                event="step_waiting",
+                reason=str(reason),
+                task_id=outcome.waiting_on,
+                **outcome.extra,
+            )
+        move_run(session, run, RunStatus.WAITING, waiting_reason=reason, wake_at=outcome.wake_at)
+        run.waiting_on = outcome.waiting_on
+        wake = min(outcome.wake_at or run.deadline_at, run.deadline_at)
+        self.queue.schedule(session, run.id, wake)
+        return False
 
     def _succeed(
         self,
@@ -578,7 +633,7 @@ class Interpreter:
         if step.on_failure == "escalate":
             failure["next_action"] = (
                 "a person must decide: Retry the run once the cause is "
-                "fixed (it resumes from this step), or cancel it"
+                "fixed (it resumes from this step), skip the step, or fail the run"
             )
             move_run(
                 session,
@@ -587,6 +642,7 @@ class Interpreter:
                 waiting_reason=WaitingReason.ESCALATED,
                 failure=failure,
             )
+            hooks.escalated(session, run, step_run, failure)
             self.queue.schedule(session, run.id, run.deadline_at)
             return False
         final = (

@@ -36,6 +36,9 @@ class Notification(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     read: Mapped[bool] = mapped_column(Boolean, default=False)
+    # addressed to one user; None = everyone who may see notifications (admins, operators)
+    recipient_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    read_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 def notify(
@@ -47,6 +50,7 @@ def notify(
     body: str = "",
     target_type: str | None = None,
     target_id: str | None = None,
+    recipient_id: str | None = None,
     **data: Any,
 ) -> Notification | None:
     """Raise a notification unless one for the same cause is still open; returns the new one."""
@@ -64,6 +68,7 @@ def notify(
         body=body,
         target_type=target_type,
         target_id=target_id,
+        recipient_id=recipient_id,
         data=data,
     )
     session.add(note)

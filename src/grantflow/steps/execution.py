@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from sqlalchemy.orm import Session
 
 from grantflow.connections.access import ConnectionAccess
 
@@ -23,6 +24,14 @@ class StepCall:
     step_started_at: dt.datetime | None = None  # when the step first started (durable timers)
     application_id: str | None = None  # the workflow's application (connections belong to it)
     connections: ConnectionAccess | None = None
+    # local steps run inside the engine's transaction and may read and write through it
+    # (approvals and tasks create and read their task rows)
+    session: Session | None = None
+    run_subject: dict[str, Any] = field(default_factory=dict)  # identity, grant, application
+    run_created_by: str | None = None  # who started the run (separation of duties)
+    step_run_id: str | None = None
+    workflow_id: str | None = None
+    now: dt.datetime | None = None  # the engine's clock (timers of approvals and tasks)
 
 
 @dataclass(frozen=True)
@@ -30,4 +39,10 @@ class StepResult:
     output: Any = None
     response: dict[str, Any] | None = None  # what the external system answered (capped)
     wait_until: dt.datetime | None = None  # park the run until then (delay)
+    # wait on a person: the waiting reason (approval, task), what is waited on (a task id),
+    # and when to look again without a decision (reminders, timeouts); None = the deadline
+    wait_for: str | None = None
+    waiting_on: str | None = None
+    wake_at: dt.datetime | None = None
+    skipped: bool = False  # a person skipped the step: the run goes on without its output
     extra: dict[str, Any] = field(default_factory=dict)

@@ -8,6 +8,7 @@ from grantflow.auth import models as auth_models
 from grantflow.connections import models as connections_models
 from grantflow.definitions import models as definitions_models
 from grantflow.engine import models as engine_models
+from grantflow.people import models as people_task_models
 from grantflow.people import notifications as people_models
 from grantflow.queue import models as queue_models
 from grantflow.store.base import Base
@@ -23,5 +24,6 @@ __all__ = [
     "engine_models",
     "metadata",
     "people_models",
+    "people_task_models",
     "queue_models",
 ]

@@ -1,0 +1,99 @@
+"""How people react to the engine: escalated failures become tasks, a waiting run says whom
+it waits for, and a run that ends closes its open tasks. Loaded through the
+`grantflow.engine_listeners` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from grantflow import audit
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Role
+from grantflow.engine import hooks
+from grantflow.engine.models import Run, StepRun
+from grantflow.engine.states import RunStatus
+from grantflow.people import routing, tasks
+from grantflow.people.models import Task
+from grantflow.people.tasks import TaskKind, TaskStatus
+from grantflow.store.base import utcnow
+
+ESCALATION_ROLES = [Role.OPERATOR.value, Role.ADMIN.value]
+
+
+@hooks.on_escalation
+def _escalated(session: Session, run: Run, step_run: StepRun, failure: dict[str, Any]) -> None:
+    """A step exhausted its retries with on_failure: escalate — a task for operators."""
+    existing = tasks.for_step_run(session, step_run.id)
+    if existing is not None:  # escalated again after a retry: reopen the same task
+        existing.status = TaskStatus.PENDING
+        existing.failure = failure
+        existing.decided_by = existing.decided_at = existing.comment = None
+        tasks.close_notifications(session, existing)
+        tasks.announce(session, existing)
+        return
+    task = Task(
+        kind=TaskKind.ESCALATION,
+        status=TaskStatus.PENDING,
+        run_id=run.id,
+        step_run_id=step_run.id,
+        step_id=step_run.step_id,
+        workflow_id=run.workflow_id,
+        title=f"Step {step_run.step_id!r} failed and needs a decision",
+        instructions=f"{failure.get('message')}. Retry the step once the cause is fixed, "
+        "skip it, or fail the run.",
+        requester=run.created_by,
+        stages=[{"roles": ESCALATION_ROLES}],
+        failure=failure,
+    )
+    session.add(task)
+    session.flush()
+    tasks.add_assignees(session, task, 0, [], ESCALATION_ROLES, "step")
+    tasks.announce(session, task)
+    audit.record(
+        session,
+        Actor.system("engine"),
+        "task.created",
+        "task",
+        task.id,
+        {"kind": "escalation", "run": run.id, "step": step_run.step_id},
+    )
+
+
+@hooks.wait_describer
+def _describe(session: Session, run: Run) -> dict[str, Any] | None:
+    task = _open_task(session, run.id)
+    return tasks.describe(session, task) if task is not None else None
+
+
+@hooks.on_run_status
+def _run_status(session: Session, run: Run, old: str, new: str) -> None:
+    if not RunStatus(new).terminal:
+        if RunStatus(new) == RunStatus.QUEUED:  # retried by an operator: escalation settled
+            for task in _open_tasks(session, run.id, TaskKind.ESCALATION):
+                task.status = TaskStatus.RETRIED
+                task.decided_at = utcnow()
+                tasks.close_notifications(session, task)
+        return
+    for task in _open_tasks(session, run.id):
+        task.status = TaskStatus.CANCELLED
+        task.decided_at = utcnow()
+        task.comment = f"the run ended {new}"
+        tasks.close_notifications(session, task)
+
+
+def _open_tasks(session: Session, run_id: str, kind: str | None = None) -> list[Task]:
+    stmt = select(Task).where(Task.run_id == run_id, Task.status == TaskStatus.PENDING)
+    if kind:
+        stmt = stmt.where(Task.kind == kind)
+    return list(session.execute(stmt).scalars())
+
+
+def _open_task(session: Session, run_id: str) -> Task | None:
+    found = _open_tasks(session, run_id)
+    return found[-1] if found else None
+
+
+__all__ = ["routing"]

@@ -1,0 +1,148 @@
+"""The `approval` step: approvers as users and/or roles; any-one, all, or N of M; optional
+stages; required justification; no self-approval; a timeout policy chosen explicitly."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from grantflow.auth.permissions import Role
+from grantflow.durations import Duration
+from grantflow.errors import Rejected
+from grantflow.people import approvals
+from grantflow.steps.execution import StepCall, StepResult
+from grantflow.steps.registry import Reference, StepType
+
+
+class Approvers(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[str] = Field(
+        default_factory=list, description="emails or ids of users (may be templates)"
+    )
+    roles: list[Role] = Field(default_factory=list, description="any active user of the role")
+
+
+class Stage(Approvers):
+    policy: Literal["any", "all", "n_of_m"] = Field(
+        "any", description="any one approver, all of them, or `required` of them"
+    )
+    required: int | None = Field(None, ge=1, le=50, description="for n_of_m: how many")
+
+    @model_validator(mode="after")
+    def _shape(self) -> Stage:
+        if not self.users and not self.roles:
+            raise ValueError("name at least one approver (users or roles)")
+        if self.policy == "n_of_m" and self.required is None:
+            raise ValueError("policy n_of_m needs `required` (how many approvals)")
+        if self.policy != "n_of_m" and self.required is not None:
+            raise ValueError("`required` only applies to policy n_of_m")
+        if (
+            self.policy == "n_of_m"
+            and self.required
+            and not self.roles
+            and self.required > len(self.users)
+        ):
+            raise ValueError(
+                f"required is {self.required} but only {len(self.users)} approvers are named"
+            )
+        return self
+
+
+class ApprovalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field("Approval", max_length=300, description="what is asked (templated)")
+    instructions: str = Field("", max_length=5000)
+    approvers: Approvers | None = Field(None, description="one stage: who approves")
+    policy: Literal["any", "all", "n_of_m"] = "any"
+    required: int | None = Field(None, ge=1, le=50)
+    stages: list[Stage] | None = Field(
+        None, max_length=5, description="several stages, in order (instead of approvers)"
+    )
+    require_justification: bool = Field(False, description="approvers must comment")
+    timeout: Duration | None = Field(None, description="how long approvers have")
+    on_timeout: Literal["escalate", "reject", "approve"] | None = Field(
+        None, description="what happens at the timeout: chosen explicitly, never a default"
+    )
+    escalate_to: Approvers | None = Field(None, description="fallback approvers (escalate)")
+    remind_before: Duration | None = Field(
+        None, description="remind the approvers this long before the timeout"
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> ApprovalConfig:
+        if (self.approvers is None) == (self.stages is None):
+            raise ValueError("give either approvers (one stage) or stages")
+        if self.approvers is not None:
+            Stage(**self.approvers.model_dump(), policy=self.policy, required=self.required)
+        if self.timeout is not None and self.on_timeout is None:
+            raise ValueError("a timeout needs on_timeout: escalate, reject or approve")
+        if self.on_timeout is not None and self.timeout is None:
+            raise ValueError("on_timeout needs a timeout")
+        if self.on_timeout == "escalate" and (
+            self.escalate_to is None or not (self.escalate_to.users or self.escalate_to.roles)
+        ):
+            raise ValueError("on_timeout escalate needs escalate_to (fallback approvers)")
+        if self.remind_before is not None and self.timeout is None:
+            raise ValueError("remind_before needs a timeout")
+        if self.remind_before and self.timeout and self.remind_before >= self.timeout:
+            raise ValueError("remind_before must be shorter than the timeout")
+        return self
+
+    def all_stages(self) -> list[Stage]:
+        if self.stages is not None:
+            return self.stages
+        assert self.approvers is not None
+        return [Stage(**self.approvers.model_dump(), policy=self.policy, required=self.required)]
+
+
+def _is_template(value: str) -> bool:
+    return "{{" in value or "{%" in value
+
+
+def _references(config: ApprovalConfig) -> list[Reference]:
+    """Approvers named statically must exist and be active when the workflow is published."""
+    refs = []
+    for n, stage in enumerate(config.all_stages()):
+        where = f"stages[{n}].users" if config.stages is not None else "approvers.users"
+        refs += [Reference("user", u, where) for u in stage.users if not _is_template(u)]
+    if config.escalate_to is not None:
+        refs += [
+            Reference("user", u, "escalate_to.users")
+            for u in config.escalate_to.users
+            if not _is_template(u)
+        ]
+    return refs
+
+
+def _execute(call: StepCall) -> StepResult:
+    config = ApprovalConfig.model_validate(call.config)
+    outcome = approvals.advance(call, config)
+    if outcome.rejected is not None:
+        raise Rejected(outcome.rejected, next_action=outcome.next_action, code="rejected")
+    if outcome.waiting:
+        return StepResult(
+            wait_for="approval",
+            waiting_on=outcome.task_id,
+            wake_at=outcome.wake_at,
+            extra=outcome.event,
+        )
+    return StepResult(output=outcome.output)
+
+
+def _preview(rendered: dict[str, Any]) -> dict[str, Any]:
+    return {"approval": rendered}
+
+
+APPROVAL_STEP = StepType(
+    name="approval",
+    summary="Wait for approvers to approve (any, all, N of M; stages); rejection fails the run",
+    config_model=ApprovalConfig,
+    side_effects=lambda _c: False,
+    references=_references,
+    preview=_preview,
+    execute=_execute,
+    local=True,
+)

@@ -1,0 +1,88 @@
+"""The `task` step: a human task with a form (JSON Schema) for its assignees, who Submit it
+(the data becomes the step's output), Skip the step, or Fail the run with a reason."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from grantflow.durations import Duration
+from grantflow.errors import PermanentError
+from grantflow.people import human_tasks
+from grantflow.steps.approval import Approvers, _is_template
+from grantflow.steps.execution import StepCall, StepResult
+from grantflow.steps.registry import Reference, StepType
+
+
+class TaskConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(..., min_length=1, max_length=300, description="what to do (templated)")
+    instructions: str = Field("", max_length=10000)
+    assignees: Approvers = Field(..., description="users and/or roles who may act")
+    form: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object"},
+        description="JSON Schema of the data Submit takes; becomes steps.<id>.output",
+    )
+    timeout: Duration | None = None
+    on_timeout: Literal["skip", "fail"] | None = Field(
+        None, description="what happens at the timeout: chosen explicitly, never a default"
+    )
+
+    @field_validator("form")
+    @classmethod
+    def _schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            jsonschema.Draft202012Validator.check_schema(value)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> TaskConfig:
+        if not self.assignees.users and not self.assignees.roles:
+            raise ValueError("name at least one assignee (users or roles)")
+        if (self.timeout is None) != (self.on_timeout is None):
+            raise ValueError("timeout and on_timeout go together")
+        return self
+
+
+def _references(config: TaskConfig) -> list[Reference]:
+    return [
+        Reference("user", u, "assignees.users")
+        for u in config.assignees.users
+        if not _is_template(u)
+    ]
+
+
+def _execute(call: StepCall) -> StepResult:
+    config = TaskConfig.model_validate(call.config)
+    outcome = human_tasks.advance(call, config)
+    if outcome.failed is not None:
+        raise PermanentError(
+            outcome.failed, code="failed_by_person", next_action=outcome.next_action
+        )
+    if outcome.skipped:
+        return StepResult(skipped=True, output=outcome.output)
+    if outcome.waiting:
+        return StepResult(
+            wait_for="task",
+            waiting_on=outcome.task_id,
+            wake_at=outcome.wake_at,
+            extra=outcome.event,
+        )
+    return StepResult(output=outcome.output)
+
+
+TASK_STEP = StepType(
+    name="task",
+    summary="Wait for a person to submit a form, skip the step, or fail the run",
+    config_model=TaskConfig,
+    side_effects=lambda _c: False,
+    references=_references,
+    preview=lambda rendered: {"task": rendered},
+    execute=_execute,
+    local=True,
+)
