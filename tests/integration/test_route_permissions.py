@@ -13,13 +13,16 @@ from grantflow.api import create_app
 from grantflow.api.app import api_routes, route_guard
 from grantflow.api.routes import health
 from grantflow.api.security import Public, Require
+from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import ROLE_PERMISSIONS, Permission, Role
+from grantflow.auth.tokens import create_token, scim_service_user
 from grantflow.config import Settings
 from grantflow.store.database import Database
 from tests.conftest import Api
 
 PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics"}
 _PATH_PARAM = re.compile(r"\{[^}]+\}")
+SCIM_ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
 
 def _guarded(app: FastAPI) -> list[tuple[APIRoute, Require]]:
@@ -31,13 +34,37 @@ def _guarded(app: FastAPI) -> list[tuple[APIRoute, Require]]:
     return routes
 
 
-def _requests(app: FastAPI) -> list[tuple[str, str, Permission]]:
-    """(method, concrete path, permission) for every method of every guarded route."""
+def _requests(app: FastAPI, scope: str = "api") -> list[tuple[str, str, Permission]]:
+    """(method, concrete path, permission) for every method of every guarded route whose
+    token scope is `scope` (api: /api/v1, scim: /scim/v2)."""
     return [
         (method, _PATH_PARAM.sub("00000000-dummy", route.path), guard.permission)
         for route, guard in _guarded(app)
+        if guard.scope == scope
         for method in sorted(route.methods or ())
     ]
+
+
+def _scim_token(api: Api) -> str:
+    """A token of scope scim, as `grantflow tokens create --scope scim` makes one."""
+    actor = Actor.system("test")
+    with api.database.transaction() as session:
+        user_id = scim_service_user(session, actor)
+        _, raw = create_token(
+            session, actor, user_id=user_id, name="idp", ttl_days=30, scope="scim"
+        )
+    return raw
+
+
+def _scim_error(response: httpx.Response, status: int) -> str:
+    """The detail of a SCIM Error document (RFC 7644 §3.12) with this status."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/scim+json")
+    body = response.json()
+    assert body["schemas"] == [SCIM_ERROR]
+    assert body["status"] == str(status)
+    detail: str = body["detail"]
+    return detail
 
 
 def _call(client: httpx.Client, method: str, path: str) -> httpx.Response:
@@ -54,8 +81,18 @@ def test_every_route_declares_exactly_one_guard(settings: Settings, database: Da
     public = {route.path for route in routes if isinstance(route_guard(route), Public)}
     assert public == PUBLIC_PATHS
     assert len(_guarded(app)) == len(routes) - len(PUBLIC_PATHS)
-    assert {r.path for r in routes if r.path.startswith("/api/v1/")} == {
+    assert {r.path for r in routes if r.path.startswith(("/api/v1/", "/scim/v2/"))} == {
         r.path for r, _ in _guarded(app)
+    }
+    # /scim/v2 takes tokens of scope scim only, and every other route tokens of scope api
+    scopes = {route.path: guard.scope for route, guard in _guarded(app)}
+    assert {p for p, scope in scopes.items() if scope == "scim"} == {
+        p for p in scopes if p.startswith("/scim/v2/")
+    }
+    assert set(scopes.values()) == {"api", "scim"}
+    assert {guard.permission for _, guard in _guarded(app) if guard.scope == "scim"} == {
+        Permission.IDENTITY_READ,
+        Permission.IDENTITY_WRITE,
     }
 
 
@@ -77,15 +114,60 @@ def test_public_routes_answer_without_a_token(api: Api) -> None:
 
 
 def test_every_guarded_route_is_401_without_a_token(api: Api, settings: Settings) -> None:
-    """Every Require-guarded route answers 401 with WWW-Authenticate to an anonymous call."""
-    requests = _requests(create_app(settings, api.database))
+    """Every Require-guarded route answers 401 with WWW-Authenticate to an anonymous call;
+    under /scim/v2 the 401 is a SCIM Error document."""
+    app = create_app(settings, api.database)
+    requests = _requests(app)
+    scim_requests = _requests(app, "scim")
     assert requests
+    assert scim_requests
     with api.client() as anonymous:
         for method, path, _ in requests:
             response = _call(anonymous, method, path)
             assert response.status_code == 401, (method, path, response.text)
             assert response.headers["www-authenticate"] == "Bearer"
             assert response.json()["error"]["code"] == "unauthenticated"
+        for method, path, _ in scim_requests:
+            response = _call(anonymous, method, path)
+            assert "API token" in _scim_error(response, 401), (method, path)
+            assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_scim_routes_refuse_api_tokens_of_every_role(api: Api, settings: Settings) -> None:
+    """An API token, even an admin's, is 403 on every /scim/v2 route, naming the scope."""
+    requests = _requests(create_app(settings, api.database), "scim")
+    clients = [api.as_role(role, f"api-{role}@example.com") for role in Role]
+    try:
+        for client in clients:
+            for method, path, _ in requests:
+                detail = _scim_error(_call(client, method, path), 403)
+                assert "this token has scope 'api'" in detail, (method, path)
+                assert "a token with scope 'scim'" in detail, (method, path)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_api_routes_refuse_scim_tokens(api: Api, settings: Settings) -> None:
+    """A SCIM token is 403 wrong_token_scope on every /api/v1 route, naming the scope."""
+    requests = _requests(create_app(settings, api.database))
+    with api.client(_scim_token(api)) as scim:
+        for method, path, _ in requests:
+            response = _call(scim, method, path)
+            assert response.status_code == 403, (method, path, response.text)
+            error = response.json()["error"]
+            assert error["code"] == "wrong_token_scope", (method, path)
+            assert "scope 'scim'" in error["message"]
+
+
+def test_scim_token_passes_the_guard_of_every_scim_route(api: Api, settings: Settings) -> None:
+    """A SCIM token gets past the guard of every /scim/v2 route (neither 401 nor 403)."""
+    requests = _requests(create_app(settings, api.database), "scim")
+    with api.client(_scim_token(api)) as scim:
+        for method, path, _ in requests:
+            response = _call(scim, method, path)
+            assert response.status_code not in {401, 403}, (method, path, response.text)
+            assert response.status_code < 500, (method, path, response.text)
 
 
 def test_every_guarded_route_is_403_for_roles_lacking_its_permission(

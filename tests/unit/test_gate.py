@@ -126,7 +126,7 @@ FAILING = [
         "unknown_step_type",
         "a",
         "steps[0].type",
-        "step type 'ldap_modify' is not known; known types: condition, delay, entra.",
+        "step type 'ldap_modify' is not known; known types: approval, condition, delay, entra.",
         id="unknown_step_type",
     ),
     pytest.param(

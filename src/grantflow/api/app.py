@@ -24,6 +24,7 @@ from grantflow.api.routes import (
     health,
     identities,
     identity_import,
+    inbox,
     incidents,
     notifications,
     reconciliation,
@@ -89,6 +90,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         evidence,
         reconciliation,
         scim,
+        inbox,
     ):
         app.router.routes.extend(module.router.routes)
     install_error_handlers(app)

@@ -1,6 +1,7 @@
 """How people react to the engine: escalated failures become tasks, a waiting run says whom
-it waits for, and a run that ends closes its open tasks. Loaded through the
-`grantflow.engine_listeners` entry point."""
+it waits for, a run that ends closes its open tasks, and a run that ends failed or timed out
+tells the people who watch runs (run_needs_attention, once per run until it succeeds). Loaded
+through the `grantflow.engine_listeners` entry point."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from sqlalchemy.orm import Session
 from grantflow import audit
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Role
+from grantflow.definitions.models import Workflow
 from grantflow.engine import hooks
 from grantflow.engine.models import Run, StepRun
 from grantflow.engine.states import RunStatus
 from grantflow.people import routing, tasks
 from grantflow.people.models import Task
+from grantflow.people.notifications import NotificationKind, notify, resolve
 from grantflow.people.tasks import TaskKind, TaskStatus
 from grantflow.store.base import utcnow
 
@@ -82,6 +85,48 @@ def _run_status(session: Session, run: Run, old: str, new: str) -> None:
         task.decided_at = utcnow()
         task.comment = f"the run ended {new}"
         tasks.close_notifications(session, task)
+
+
+NEEDS_ATTENTION = (RunStatus.FAILED, RunStatus.TIMED_OUT)
+
+
+def attention_key(run_id: str) -> str:
+    return f"{NotificationKind.RUN_NEEDS_ATTENTION}:{run_id}"
+
+
+@hooks.on_run_status
+def _needs_attention(session: Session, run: Run, old: str, new: str) -> None:
+    """A run that ends failed or timed out raises one broadcast notification (it stays the
+    one while open: a retried run failing again raises no second); it is resolved when the
+    run, retried, succeeds, or when a replay of it succeeds."""
+    status = RunStatus(new)
+    if status == RunStatus.SUCCEEDED:
+        resolve(session, attention_key(run.id))
+        if run.replay_of:
+            resolve(session, attention_key(run.replay_of))
+        return
+    if status not in NEEDS_ATTENTION:
+        return
+    workflow = session.get(Workflow, run.workflow_id)
+    name = workflow.name if workflow else run.workflow_id
+    failure = run.failure or {}
+    where = f" at step {failure['step_id']!r}" if failure.get("step_id") else ""
+    message = failure.get("message") or f"the run ended {new}"
+    notify(
+        session,
+        NotificationKind.RUN_NEEDS_ATTENTION,
+        attention_key(run.id),
+        f"Run of {name!r} {'timed out' if status == RunStatus.TIMED_OUT else 'failed'}{where}",
+        body=f"{message}. Next: {failure.get('next_action') or 'open the run and act on it'}",
+        target_type="run",
+        target_id=run.id,
+        recipient_id=None,
+        run_id=run.id,
+        workflow_id=run.workflow_id,
+        status=new,
+        failure_class=failure.get("class"),
+        step_id=failure.get("step_id"),
+    )
 
 
 def _open_tasks(session: Session, run_id: str, kind: str | None = None) -> list[Task]:

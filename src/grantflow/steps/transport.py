@@ -13,11 +13,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from grantflow.connections.access import ResolvedConnection
-from grantflow.errors import PermanentError, StepTimeout, TransientError
+from grantflow.errors import PermanentError, SafetyStop, StepTimeout, TransientError
 from grantflow.logging import REDACTED
 from grantflow.steps.execution import StepCall
 
 RESPONSE_LIMIT = 1024 * 1024  # the most we read of a response
+MAX_REDIRECTS = 5
 STORED_BODY_LIMIT = 16 * 1024  # the most of a body we keep in the attempt record
 
 
@@ -106,7 +107,9 @@ def send(
         elif form is not None:
             kwargs["data"] = form
         hidden = secrets + (conn.secrets if conn else ())
-        return _exchange(call.http, method, url, host, limit, hidden, kwargs)
+        if conn is None:
+            return _exchange(call.http, method, url, host, limit, hidden, kwargs)
+        return _follow(call.http, method, url, limit, hidden, kwargs, conn)
 
     def limited(conn: ResolvedConnection | None, fn: Callable[[], Answer]) -> Answer:
         if conn is None or call.connections is None:
@@ -124,6 +127,44 @@ def send(
     return answer
 
 
+def _follow(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    limit: float,
+    secrets: tuple[str, ...],
+    kwargs: dict[str, Any],
+    conn: ResolvedConnection,
+) -> Answer:
+    """A connection's credential goes only where the connection allows: redirects are
+    followed here, each new host checked against the base URL's host and `allowed_hosts`."""
+    allowed = {urlsplit(conn.base_url).hostname or ""} | set(conn.allowed_hosts)
+    allowed = {h.lower().rstrip(".") for h in allowed}
+    for _ in range(MAX_REDIRECTS + 1):
+        host = urlsplit(url).netloc or url
+        answer = _exchange(client, method, url, host, limit, secrets, kwargs, redirects=False)
+        location = answer.headers.get("location")
+        if answer.status not in (301, 302, 303, 307, 308) or not location:
+            return answer
+        target = httpx.URL(url).join(location)
+        if target.host.lower().rstrip(".") not in allowed:
+            raise SafetyStop(
+                f"{host} redirected to {target.host}, which connection {conn.name!r} does not "
+                "allow; the request (and its credential) was not sent there",
+                code="redirect_refused",
+                next_action=f"if {target.host} is expected, add it to the connection's "
+                "allowed_hosts",
+            )
+        if answer.status == 303 or (answer.status in (301, 302) and method == "POST"):
+            method = "GET"
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("json", "data")}
+        url = str(target)
+    raise PermanentError(
+        f"more than {MAX_REDIRECTS} redirects from {urlsplit(url).netloc}",
+        next_action="check the connection's base URL",
+    )
+
+
 def _exchange(
     client: httpx.Client,
     method: str,
@@ -132,9 +173,11 @@ def _exchange(
     limit: float,
     secrets: tuple[str, ...],
     kwargs: dict[str, Any],
+    *,
+    redirects: bool = True,
 ) -> Answer:
     try:
-        with client.stream(method, url, **kwargs) as response:
+        with client.stream(method, url, follow_redirects=redirects, **kwargs) as response:
             body = bytearray()
             for chunk in response.iter_bytes():
                 body.extend(chunk)

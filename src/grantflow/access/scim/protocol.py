@@ -38,8 +38,6 @@ def error_of(exc: Exception) -> tuple[int, dict[str, Any]]:
         error = exc.to_error()
         status = error.status or 400
         return status, error_document(status, error.detail or "", error.scim_type)
-    if isinstance(exc, PydanticValidationError):
-        return error_of(scim_exception(exc))
     if isinstance(exc, GrantflowError):
         status = exc.http_status
         scim_type = None

@@ -198,17 +198,19 @@ def search(session: Session, kinds: Sequence[Kind], request: Any, base_url: str)
                 remaining -= len(taken)
             offset = max(0, offset - f.total)
     model: Any = kinds[0].model if len(kinds) == 1 else Union[tuple(k.model for k in kinds)]  # noqa: UP007
-    response = ListResponse[model](
-        total_results=sum(f.total for f in found),
-        start_index=start,
-        items_per_page=len(page),
-        resources=[
-            r.model_dump(
-                scim_ctx=Context.RESOURCE_QUERY_RESPONSE,
-                response_parameters=request,
-                scim_policy=POLICY,
-            )
-            for r in page
-        ],
-    )
+    dumps = [
+        r.model_dump(
+            scim_ctx=Context.RESOURCE_QUERY_RESPONSE,
+            response_parameters=request,
+            scim_policy=POLICY,
+        )
+        for r in page
+    ]
+    with POLICY:  # the dumps may hold attributes of schemas Grantflow does not declare
+        response = ListResponse[model](
+            total_results=sum(f.total for f in found),
+            start_index=start,
+            items_per_page=len(page),
+            resources=dumps,
+        )
     return response.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE, scim_policy=POLICY)

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
+from sqlalchemy.orm import object_session
 
 from grantflow.access import identities as service
 from grantflow.access.lifecycle import LifecycleState
@@ -65,6 +66,9 @@ class EventOut(BaseModel):
 
 
 def out(identity: Identity) -> IdentityOut:
+    session = object_session(identity)
+    if session is not None:  # a join or a move settles the state last: show what is stored
+        session.flush()
     return IdentityOut.model_validate(identity)
 
 

@@ -1,0 +1,104 @@
+"""The inbox: pending approvals and tasks a user can act on — assigned to them or to one of
+their roles — with filters, and a task's full detail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from grantflow.auth.models import User
+from grantflow.definitions.models import Workflow
+from grantflow.people import routing, tasks
+from grantflow.people.models import Task, TaskAssignee
+from grantflow.people.tasks import TaskStatus
+from grantflow.store.base import utcnow
+from grantflow.store.pagination import Page, decode_cursor, page_of
+
+
+def inbox(
+    session: Session,
+    user: User,
+    *,
+    kind: str | None = None,
+    workflow_id: str | None = None,
+    overdue: bool | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page[Task]:
+    mine = (
+        select(TaskAssignee.task_id)
+        .join(Task, Task.id == TaskAssignee.task_id)
+        .where(
+            TaskAssignee.active.is_(True),
+            TaskAssignee.stage == Task.current_stage,
+            or_(TaskAssignee.user_id == user.id, TaskAssignee.role.in_(user.roles or ["-"])),
+        )
+    )
+    stmt = select(Task).where(Task.status == TaskStatus.PENDING, Task.id.in_(mine))
+    if kind:
+        stmt = stmt.where(Task.kind == kind)
+    if workflow_id:
+        stmt = stmt.where(Task.workflow_id == workflow_id)
+    now = utcnow()
+    if overdue is True:
+        stmt = stmt.where(Task.due_at.is_not(None), Task.due_at < now)
+    elif overdue is False:
+        stmt = stmt.where(or_(Task.due_at.is_(None), Task.due_at >= now))
+    after = decode_cursor(cursor, str)
+    if after is not None:
+        stmt = stmt.where(Task.id > after)
+    rows = session.execute(stmt.order_by(Task.id).limit(limit + 1)).scalars().all()
+    return page_of(rows, limit, key=lambda t: t.id)
+
+
+def task_view(session: Session, task: Task, viewer: User | None = None) -> dict[str, Any]:
+    workflow = session.get(Workflow, task.workflow_id) if task.workflow_id else None
+    described = tasks.describe(session, task) if task.status == TaskStatus.PENDING else {}
+    now = utcnow()
+    return {
+        "id": task.id,
+        "kind": task.kind,
+        "status": task.status,
+        "title": task.title,
+        "instructions": task.instructions,
+        "run_id": task.run_id,
+        "step_id": task.step_id,
+        "workflow": {"id": task.workflow_id, "name": workflow.name if workflow else None},
+        "requester": task.requester,
+        "subject_email": task.subject_email,
+        "stage": task.current_stage + 1,
+        "stages": task.stages,
+        "assignees": described.get("assignees")
+        or [a.user_id or f"role {a.role}" for a in routing.assignees(session, task)],
+        "can_act": described.get("can_act", []),
+        "you_can_act": bool(
+            viewer is not None
+            and task.status == TaskStatus.PENDING
+            and routing.is_assignee(session, task, viewer)
+        ),
+        "routing_problem": described.get("routing_problem"),
+        "require_justification": task.require_justification,
+        "form": task.form,
+        "failure": task.failure,
+        "output": task.output,
+        "due_at": task.due_at,
+        "overdue": bool(task.due_at and task.status == TaskStatus.PENDING and task.due_at < now),
+        "escalated_at": task.escalated_at,
+        "decided_by": task.decided_by,
+        "decided_at": task.decided_at,
+        "comment": task.comment,
+        "decisions": [
+            {
+                "by": d.actor,
+                "decision": d.decision,
+                "comment": d.comment,
+                "stage": d.stage + 1,
+                "via": d.via,
+                "at": d.created_at,
+            }
+            for d in tasks.decisions(session, task)
+        ],
+        "created_at": task.created_at,
+    }
