@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+from email.utils import parseaddr
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import structlog
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -60,11 +62,89 @@ class Settings(BaseSettings):
     token_ttl_days: int = Field(
         default=90, ge=1, le=3650, description="default lifetime of new API tokens, in days"
     )
+    # --- e-mail to people in the loop (people.email) ---------------------------------------------
+    smtp_host: str | None = Field(
+        default=None,
+        description="SMTP server that relays Grantflow's e-mail; empty: e-mail is off (messages "
+        "are still recorded, with status skipped)",
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP server port")
+    smtp_security: Literal["none", "starttls", "tls"] = Field(
+        default="starttls",
+        description="none (plain; no credentials allowed), starttls (upgrade, usually port 587) "
+        "or tls (implicit TLS, usually port 465); certificates are always verified",
+    )
+    smtp_username: str | None = Field(default=None, description="SMTP login; empty: no AUTH")
+    smtp_password: SecretStr | None = Field(
+        default=None, description="SMTP password (never logged, stored or shown)"
+    )
+    smtp_from: str = Field(
+        default="Grantflow <grantflow@localhost>",
+        description="From address of Grantflow's e-mail, e.g. 'Grantflow <grantflow@example.com>'",
+    )
+    smtp_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="timeout of each SMTP connection and command"
+    )
+    smtp_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle that verifies the SMTP server's certificate (default: the "
+        "system's CAs)",
+    )
+    smtp_max_attempts: int = Field(
+        default=5, ge=1, le=50, description="delivery attempts before an e-mail is failed"
+    )
+    smtp_retry_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="wait before the first retry of a transient SMTP error; doubles each "
+        "attempt (at most an hour)",
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="base URL people reach Grantflow at; links in e-mail start with it",
+    )
+    action_link_ttl_hours: int = Field(
+        default=72, ge=1, le=24 * 90, description="how long an e-mail's action links work, in hours"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_level(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("smtp_host", "smtp_username", "smtp_ca_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("smtp_username")
+    @classmethod
+    def _no_password_in_clear(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and info.data.get("smtp_security") == "none":
+            raise ValueError(
+                "SMTP credentials need GRANTFLOW_SMTP_SECURITY starttls or tls: with none the "
+                "password would cross the network in clear"
+            )
+        return value
+
+    @field_validator("smtp_from")
+    @classmethod
+    def _check_from(cls, value: str) -> str:
+        _name, address = parseaddr(value)
+        if "@" not in address or "\n" in value or "\r" in value:
+            raise ValueError("is not an e-mail address, e.g. 'Grantflow <grantflow@example.com>'")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str) -> str:
+        parsed = urlsplit(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("is not an http(s) URL, e.g. https://grantflow.example.com")
+        if parsed.query or parsed.fragment:
+            raise ValueError("must be a base URL without ?query or #fragment")
+        return value.strip().rstrip("/")
 
     @field_validator("database_url")
     @classmethod

@@ -119,7 +119,7 @@ def test_import_reports_rows_and_exits_3_when_some_are_rejected(workspace: Works
         "max@example.com",
         "rejected",
     )
-    assert rejected["reason"].startswith("start_date: '05/01/2025' is not a date in ISO format")
+    assert rejected["reason"].startswith("start_date: '05/01/2025' is not a valid date; write dates as YYYY-MM-DD")
     kim = workspace.json("identities", "show", "kim@example.com")
     assert kim["manager"] == "lee@example.com"
     assert kim["attributes"] == {"cost_center": "CC-1"}
@@ -134,7 +134,7 @@ def test_import_reports_rows_and_exits_3_when_some_are_rejected(workspace: Works
     assert updated.returncode == 0, updated.stderr
     assert "1 rows: 0 created, 1 updated, 0 unchanged, 0 rejected" in updated.stdout
     assert "title: None -> 'Engineer'" in updated.stdout
-    assert "identity_moved" in updated.stdout
+    assert "(events: identity_moved)" in updated.stdout
 
 
 def test_a_refused_file_is_one_error_line_and_exit_1(workspace: Workspace) -> None:

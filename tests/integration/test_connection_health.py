@@ -146,6 +146,29 @@ def test_a_disabled_or_refused_target_is_reported_as_such(api: Any, admin: httpx
     assert "loopback" in guarded["message"]
 
 
+def test_an_oversized_or_redirecting_health_answer_is_unhealthy(
+    api: Any, admin: httpx.Client
+) -> None:
+    """A health answer is read up to 64 KiB, and a redirect is not followed: both are a
+    finding about the connection, never a hang or a call elsewhere."""
+    with running_target() as target:
+        target.on("/huge", Reply(200, "x" * (70 * 1024)))
+        target.on("/moved", Reply(302, "", headers={"Location": f"{target.url}/huge"}))
+        app_id = make_application(admin)
+        huge = make_connection(
+            admin, app_id, target.url, name="huge", health_check={"path": "/huge"}
+        )
+        moved = make_connection(
+            admin, app_id, target.url, name="moved", health_check={"path": "/moved"}
+        )
+        big = _test(admin, huge["id"])
+        redirected = _test(admin, moved["id"])
+        assert (big["ok"], big["status"]) == (False, "unhealthy")
+        assert "larger than 65536 bytes" in big["message"]
+        assert (redirected["ok"], redirected["status_code"]) == (False, 302)
+        assert len(target.calls("/huge")) == 1  # only the direct check; the redirect stayed put
+
+
 def test_check_due_tests_only_due_connections(
     api: Any, admin: httpx.Client, settings: Settings, database: Database
 ) -> None:

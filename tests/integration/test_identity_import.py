@@ -88,7 +88,7 @@ def test_good_rows_are_imported_and_each_bad_row_says_which_column_is_wrong(
     assert rows[4]["email"] == "not-an-email"
     assert rows[4]["reason"].startswith("email: 'not-an-email' is not a valid email address")
     assert rows[5]["reason"] == (
-        "start_date: '2025-13-01' is not a date in ISO format (YYYY-MM-DD, e.g. 2025-03-31)"
+        "start_date: '2025-13-01' is not a valid date; write dates as YYYY-MM-DD (2025-03-31)"
     )
     assert rows[6]["reason"] == "end_date: 2025-01-31 is before start_date 2025-02-01"
     assert rows[7]["reason"] == (

@@ -266,7 +266,7 @@ def _date(row: _Row, column: str, value: str) -> dt.date | None:
             raise ValueError(value)
         return dt.date.fromisoformat(value)
     except ValueError:
-        row.reject(column, f"{value!r} is not a date in ISO format (YYYY-MM-DD, e.g. 2025-03-31)")
+        row.reject(column, f"{value!r} is not a valid date; write dates as YYYY-MM-DD (2025-03-31)")
         return None
 
 

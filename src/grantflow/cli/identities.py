@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import typer
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
+from rich.markup import escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -54,6 +55,14 @@ ATTR = typer.Option(None, "--attr", help="a custom attribute NAME=VALUE (repeat)
 
 def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, dt.date) else value
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """A table whose cells are shown as they are (a "[" in a title is not console markup)."""
+    emit_table(
+        [{c: escape(v) if isinstance(v, str) else v for c, v in row.items()} for row in rows],
+        columns,
+    )
 
 
 def _row(session: Session, identity: Identity) -> dict[str, Any]:
@@ -152,7 +161,7 @@ def list_identities(
     if as_json:
         emit_json(rows)
     else:
-        emit_table(rows, ["id", "email", "display_name", "department", "lifecycle_state", "active"])
+        _table(rows, ["id", "email", "display_name", "department", "lifecycle_state", "active"])
 
 
 @app.command("show")
@@ -313,7 +322,7 @@ def events(identity: str = IDENTITY_ARG, as_json: bool = JSON_OPTION) -> None:
     if as_json:
         emit_json(rows)
     else:
-        emit_table(rows, ["created_at", "kind", "actor", "runs", "no_run_reason"])
+        _table(rows, ["created_at", "kind", "actor", "runs", "no_run_reason"])
 
 
 @app.command("import")
@@ -365,12 +374,12 @@ def _print_report(report: identity_import.ImportReport) -> None:
         else:
             detail = ""
         if result.events:
-            detail = f"{detail} [{', '.join(result.events)}]".strip()
+            detail = f"{detail} (events: {', '.join(result.events)})".strip()
         rows.append(
             {"row": result.row, "email": result.email, "outcome": result.outcome, "detail": detail}
         )
     if rows:
-        emit_table(rows, ["row", "email", "outcome", "detail"])
+        _table(rows, ["row", "email", "outcome", "detail"])
     c = report.counts
     prefix = "dry run (nothing written): " if report.dry_run else ""
     out.print(

@@ -11,6 +11,7 @@ from grantflow.cli import (
     evidence,
     grants,
     identities,
+    inbox,
     incidents,
     reconcile,
     runs,
@@ -34,6 +35,7 @@ app.add_typer(access.app, name="applications")
 app.add_typer(identities.app, name="identities")
 app.add_typer(grants.app, name="grants")
 app.add_typer(incidents.app, name="incidents")
+app.add_typer(inbox.app, name="inbox")
 workflows.register(app)
 runs.register(app)
 evidence.register(runs.runs_app)

@@ -33,6 +33,7 @@ class ResolvedConnection:
     params: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()  # scrubbed from anything recorded
     allowed_hosts: frozenset[str] = frozenset()
+    kind: str = "http"
     rate: float | None = None
     burst: int | None = None
     concurrency: int | None = None
@@ -96,6 +97,7 @@ class ConnectionAccess:
                 auth_kind=connection.auth_kind,
                 timeout=connection.timeout_seconds,
                 allowed_hosts=frozenset(connection.allowed_hosts or []),
+                kind=connection.kind,
                 rate=connection.rate_limit_per_second,
                 burst=connection.rate_limit_burst,
                 concurrency=connection.max_concurrency,

@@ -16,6 +16,7 @@ from sqlalchemy import or_, select
 from grantflow.connections import service
 from grantflow.connections.access import ConnectionAccess, ResolvedConnection
 from grantflow.connections.models import Connection, ConnectionStatus
+from grantflow.connections.outbound import capped_request
 from grantflow.connections.service import set_status
 from grantflow.errors import GrantflowError, ReauthRequired
 from grantflow.store.base import utcnow
@@ -81,7 +82,9 @@ def check_connection(access: ConnectionAccess, connection_id: str) -> HealthResu
 
         def probe(connection: ResolvedConnection) -> httpx.Response:
             url = connection.url(check.get("path", "/"))
-            return access.http.request(
+            # (redirects are not followed: a health check answers where it is asked)
+            return capped_request(
+                access.http,
                 check.get("method", "GET"),
                 url,
                 headers=connection.headers,
@@ -90,7 +93,7 @@ def check_connection(access: ConnectionAccess, connection_id: str) -> HealthResu
                 if connection.params
                 else None,
                 timeout=connection.timeout,
-                follow_redirects=True,
+                follow_redirects=False,
             )
 
         response = probe(resolved)
@@ -153,7 +156,9 @@ def check_connection(access: ConnectionAccess, connection_id: str) -> HealthResu
             latency,
             None,
             "timeout" if timeout else "transient",
-            f"cannot reach the target: {type(exc).__name__}",
+            f"the health answer is unusable: {exc}"
+            if isinstance(exc, httpx.DecodingError)
+            else f"cannot reach the target: {type(exc).__name__}",
         )
     return _record(access, connection_id, result)
 

@@ -22,6 +22,7 @@ import structlog
 
 from grantflow.connections.crypto import Keyring
 from grantflow.connections.models import AuthKind, Connection, ConnectionStatus, Credential
+from grantflow.connections.outbound import capped_request
 from grantflow.errors import PermanentError, ReauthRequired, TransientError
 from grantflow.logging import REDACTED
 from grantflow.store.base import utcnow
@@ -145,9 +146,16 @@ class TokenSource:
         auth = (str(payload["client_id"]), str(payload.get("client_secret") or ""))
         url = str(settings["token_url"])
         try:
-            response = self.http.post(url, data=form, auth=auth, timeout=connection.timeout_seconds)
+            response = capped_request(
+                self.http, "POST", url, data=form, auth=auth, timeout=connection.timeout_seconds
+            )
         except httpx.TimeoutException as exc:
             raise TransientError(f"the token endpoint {url} did not answer in time") from exc
+        except httpx.DecodingError as exc:  # an oversized answer
+            raise PermanentError(
+                f"the token endpoint {url}: {exc}",
+                next_action="check the connection's token_url",
+            ) from exc
         except httpx.TransportError as exc:
             raise TransientError(
                 f"could not reach the token endpoint {url}: {type(exc).__name__}"

@@ -169,6 +169,27 @@ def policy_of(client: httpx.Client) -> OutboundPolicy:
     return backend.policy if isinstance(backend, GuardedBackend) else OutboundPolicy()
 
 
+def capped_request(
+    client: httpx.Client, method: str, url: str, *, limit: int = 64 * 1024, **options: Any
+) -> httpx.Response:
+    """A request whose answer is read up to `limit` bytes (token endpoints and health checks
+    answer small; a huge or endless body is a fault, not something to buffer)."""
+    with client.stream(method, url, **options) as response:
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise httpx.DecodingError(
+                    f"the answer from {response.url.host} is larger than {limit} bytes"
+                )
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=bytes(body),
+            request=response.request,
+        )
+
+
 def policy_for(allow: str) -> OutboundPolicy:
     """The policy of `GRANTFLOW_OUTBOUND_ALLOW` (comma-separated hosts and ranges)."""
     return OutboundPolicy.parse(allow.split(","))

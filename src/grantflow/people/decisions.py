@@ -8,6 +8,7 @@ import enum
 from typing import Any
 
 import jsonschema
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,7 +46,7 @@ ALLOWED = {
 
 
 def get_task(session: Session, task_id: str, *, lock: bool = False) -> Task:
-    task = session.get(Task, task_id, with_for_update=lock or None)
+    task = session.get(Task, task_id, with_for_update=lock or None, populate_existing=lock)
     if task is None:
         raise NotFound(f"task {task_id} does not exist", target_type="task", target_id=task_id)
     return task
@@ -62,7 +63,7 @@ def _user(session: Session, actor: Actor) -> User:
 
 
 def _check_can_act(session: Session, actor: Actor, task: Task, user: User, action: Action) -> None:
-    actor.require(Permission.WORKFLOW_TASK)
+    actor.require(routing.permission_for(task.kind))
     if task.status != TaskStatus.PENDING:
         raise Conflict(
             f"task {task.id} is already {task.status}"
@@ -83,20 +84,13 @@ def _check_can_act(session: Session, actor: Actor, task: Task, user: User, actio
             next_action="ask an assignee to act, or an admin to reassign the task to you",
             code="not_assignee",
         )
-    if task.kind == TaskKind.APPROVAL:
-        mine = user.email.lower()
-        if task.requester and task.requester.lower() == mine:
-            raise PermissionDenied(
-                f"separation of duties: {user.email} requested this and cannot approve it",
-                next_action="another approver must decide",
-                code="self_approval",
-            )
-        if task.subject_email and task.subject_email.lower() == mine:
-            raise PermissionDenied(
-                f"separation of duties: the request is about {user.email}'s own access",
-                next_action="another approver must decide",
-                code="self_approval",
-            )
+    separation = routing.separation_problem(task, user)
+    if separation is not None:
+        raise PermissionDenied(
+            f"separation of duties: {separation}",
+            next_action="another approver must decide",
+            code="self_approval",
+        )
 
 
 def decide(
@@ -110,6 +104,11 @@ def decide(
     data: dict[str, Any] | None = None,
     via: str = "api",
 ) -> Task:
+    # Lock the run before the task, in the order the worker takes them (it locks the run, then
+    # reads the task): the other order deadlocks with a worker looking at the same approval.
+    run_id = session.execute(select(Task.run_id).where(Task.id == task_id)).scalar_one_or_none()
+    if run_id is not None:
+        session.get(Run, run_id, with_for_update=True, populate_existing=True)
     task = get_task(session, task_id, lock=True)
     user = _user(session, actor)
     _check_can_act(session, actor, task, user, action)
@@ -196,8 +195,7 @@ def _apply(
             approvals.finish(session, task, approved=False, by=user.email, comment=comment)
             return True
         if not approvals.stage_complete(session, task):
-            tasks.close_notifications(session, task)  # this approver is done
-            tasks.announce(session, task)
+            tasks.resolve_for(session, task, user)  # this approver is done; the others wait
             return False
         if approvals.next_stage(session, task):
             return False
@@ -289,7 +287,7 @@ def reassign(
     task = get_task(session, task_id, lock=True)
     if task.status != TaskStatus.PENDING:
         raise Conflict(f"task {task.id} is already {task.status}", code="task_closed")
-    routed = routing.resolve(session, users, roles)
+    routed = routing.resolve(session, users, roles, routing.permission_for(task.kind))
     if routed.problems:
         raise ValidationError(
             "users: " + "; ".join(routed.problems),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from grantflow.auth.models import User
@@ -36,7 +36,20 @@ def inbox(
             or_(TaskAssignee.user_id == user.id, TaskAssignee.role.in_(user.roles or ["-"])),
         )
     )
-    stmt = select(Task).where(Task.status == TaskStatus.PENDING, Task.id.in_(mine))
+    # only the kinds the user may act on (approvals and tasks: workflow:task; escalated
+    # failures: run:operate), and never a request they may not approve themselves
+    stmt = select(Task).where(
+        Task.status == TaskStatus.PENDING,
+        Task.id.in_(mine),
+        Task.kind.in_(routing.kinds_for(user) or ["-"]),
+        or_(
+            Task.kind != "approval",
+            and_(
+                func.coalesce(func.lower(Task.requester), "") != user.email.lower(),
+                func.coalesce(func.lower(Task.subject_email), "") != user.email.lower(),
+            ),
+        ),
+    )
     if kind:
         stmt = stmt.where(Task.kind == kind)
     if workflow_id:
@@ -76,7 +89,9 @@ def task_view(session: Session, task: Task, viewer: User | None = None) -> dict[
         "you_can_act": bool(
             viewer is not None
             and task.status == TaskStatus.PENDING
+            and task.kind in routing.kinds_for(viewer)
             and routing.is_assignee(session, task, viewer)
+            and routing.separation_problem(task, viewer) is None
         ),
         "routing_problem": described.get("routing_problem"),
         "require_justification": task.require_justification,

@@ -31,10 +31,22 @@ def _escalated(session: Session, run: Run, step_run: StepRun, failure: dict[str,
     """A step exhausted its retries with on_failure: escalate — a task for operators."""
     existing = tasks.for_step_run(session, step_run.id)
     if existing is not None:  # escalated again after a retry: reopen the same task
+        tasks.close_notifications(session, existing)
+        # a new round (the same people may decide again; each decision is one per round)
+        current = routing.assignees(session, existing)
+        existing.current_stage += 1
+        existing.stages = [*existing.stages, existing.stages[-1]]
+        tasks.add_assignees(
+            session,
+            existing,
+            existing.current_stage,
+            [a.user_id for a in current if a.user_id],
+            [a.role for a in current if a.role],
+            "step",
+        )
         existing.status = TaskStatus.PENDING
         existing.failure = failure
         existing.decided_by = existing.decided_at = existing.comment = None
-        tasks.close_notifications(session, existing)
         tasks.announce(session, existing)
         return
     task = Task(

@@ -28,7 +28,25 @@ def find_user(session: Session, key: str) -> User | None:
     )
 
 
-def resolve(session: Session, users: list[str], roles: list[str]) -> Routed:
+def permission_for(kind: str) -> Permission:
+    """What acting on a task of `kind` needs: approvals and human tasks are decisions
+    (workflow:task); an escalated failure is a run operation, retry / skip / fail
+    (run:operate), so it goes to operators."""
+    return Permission.RUN_OPERATE if kind == "escalation" else Permission.WORKFLOW_TASK
+
+
+def kinds_for(user: User) -> list[str]:
+    """The kinds of task `user` may act on (and so sees in their inbox)."""
+    held = permissions_for(user.roles)
+    return [k for k in ("approval", "task", "escalation") if permission_for(k) in held]
+
+
+def resolve(
+    session: Session,
+    users: list[str],
+    roles: list[str],
+    permission: Permission = Permission.WORKFLOW_TASK,
+) -> Routed:
     """Named users (emails or ids) and roles, with a problem per one that cannot act."""
     routed = Routed()
     for key in users:
@@ -42,20 +60,22 @@ def resolve(session: Session, users: list[str], roles: list[str]) -> Routed:
             routed.problems.append(f"user {key!r} does not exist")
         elif not user.active:
             routed.problems.append(f"user {user.email} is deactivated")
-        elif Permission.WORKFLOW_TASK not in permissions_for(user.roles):
-            routed.problems.append(f"user {user.email} lacks the permission workflow:task")
+        elif permission not in permissions_for(user.roles):
+            routed.problems.append(f"user {user.email} lacks the permission {permission}")
         elif user.id not in routed.user_ids:
             routed.user_ids.append(user.id)
     for role in roles:
         if role not in routed.roles:
             routed.roles.append(role)
-            if not role_members(session, role):
+            if not role_members(session, role, permission):
                 routed.problems.append(f"no active user has the role {role}")
     return routed
 
 
-def role_members(session: Session, role: str) -> list[User]:
-    """Active users of a role who may act on tasks."""
+def role_members(
+    session: Session, role: str, permission: Permission = Permission.WORKFLOW_TASK
+) -> list[User]:
+    """Active users of a role who hold `permission` (to act on tasks of a kind)."""
     if role not in {r.value for r in Role}:
         return []
     rows = session.execute(
@@ -64,7 +84,7 @@ def role_members(session: Session, role: str) -> list[User]:
         .where(UserRole.role == role, User.active.is_(True))
         .order_by(User.email)
     ).scalars()
-    return [u for u in rows if Permission.WORKFLOW_TASK in permissions_for(u.roles)]
+    return [u for u in rows if permission in permissions_for(u.roles)]
 
 
 def assignees(session: Session, task: Task, stage: int | None = None) -> list[TaskAssignee]:
@@ -89,18 +109,32 @@ def is_assignee(session: Session, task: Task, user: User) -> bool:
     return False
 
 
+def separation_problem(task: Task, user: User) -> str | None:
+    """Why `user` may not approve `task` whatever its assignment (separation of duties)."""
+    if task.kind != "approval":
+        return None
+    mine = user.email.lower()
+    if task.requester and task.requester.lower() == mine:
+        return f"{user.email} requested this and cannot approve it"
+    if task.subject_email and task.subject_email.lower() == mine:
+        return f"the request is about {user.email}'s own access"
+    return None
+
+
 def people_to_notify(session: Session, task: Task) -> list[User]:
-    """Every active user who can act now: named users, then members of named roles."""
+    """Every active user who can act now: named users, then members of named roles — not
+    the requester nor the person the request is about (they may not approve it)."""
+    permission = permission_for(task.kind)
     found: dict[str, User] = {}
     for row in assignees(session, task):
         if row.user_id:
             user = session.get(User, row.user_id)
-            if user is not None and user.active:
+            if user is not None and user.active and permission in permissions_for(user.roles):
                 found.setdefault(user.id, user)
         elif row.role:
-            for user in role_members(session, row.role):
+            for user in role_members(session, row.role, permission):
                 found.setdefault(user.id, user)
-    return list(found.values())
+    return [u for u in found.values() if separation_problem(task, u) is None]
 
 
 def current_problem(session: Session, task: Task) -> str | None:
@@ -109,14 +143,28 @@ def current_problem(session: Session, task: Task) -> str | None:
     rows = assignees(session, task)
     if people_to_notify(session, task):
         return None
+    permission = permission_for(task.kind)
     named = []
     for row in rows:
         if row.user_id:
             user = session.get(User, row.user_id)
-            named.append(
-                f"user {user.email} is deactivated" if user else f"user {row.user_id} is gone"
-            )
+            if user is None:
+                named.append(f"user {row.user_id} is gone")
+            elif not user.active:
+                named.append(f"user {user.email} is deactivated")
+            elif permission not in permissions_for(user.roles):
+                named.append(f"user {user.email} lacks the permission {permission}")
+            elif (sod := separation_problem(task, user)) is not None:
+                named.append(f"separation of duties: {sod}")
         elif row.role:
-            named.append(f"no active user has the role {row.role}")
+            members = role_members(session, row.role, permission)
+            if not members:
+                named.append(f"no active user has the role {row.role}")
+            else:
+                named.append(
+                    f"the only members of role {row.role} ("
+                    + ", ".join(u.email for u in members)
+                    + ") may not approve their own request"
+                )
     detail = "; ".join(named) or task.routing_problem or "no approver is assigned"
     return f"no one can act on this {task.kind}: {detail}. Reassign it to an active user or role."

@@ -64,15 +64,18 @@ def dedup_key(task: Task, user_id: str) -> str:
 
 
 def announce(session: Session, task: Task) -> list[str]:
-    """Notify (in-app, and by e-mail when configured) everyone who can act now; deduplicated
-    per task, stage and person. Returns whom."""
+    """Notify (in-app, and by e-mail when configured) everyone who can act now and has not
+    decided this stage yet; deduplicated per task, stage and person. Returns whom."""
     kind = (
         NotificationKind.APPROVAL_PENDING
         if task.kind == TaskKind.APPROVAL
         else NotificationKind.TASK_ASSIGNED
     )
+    decided = {d.user_id for d in decisions(session, task) if d.stage == task.current_stage}
     told = []
     for user in routing.people_to_notify(session, task):
+        if user.id in decided:
+            continue
         created = notify(
             session,
             kind,
@@ -89,6 +92,11 @@ def announce(session: Session, task: Task) -> list[str]:
             for announcer in _announcers:
                 announcer(session, task, user)
     return told
+
+
+def resolve_for(session: Session, task: Task, user: User) -> None:
+    """`user` has acted on the current stage: their notification is settled."""
+    resolve(session, dedup_key(task, user.id))
 
 
 def close_notifications(session: Session, task: Task) -> None:

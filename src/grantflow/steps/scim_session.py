@@ -374,6 +374,13 @@ def run(call: StepCall, connection: str, operation: Callable[[ScimSession], T]) 
     a 401 on an OAuth connection is retried once with a fresh token."""
     access = _access(call)
     resolved = access.resolve(call.application_id, connection)
+    if resolved.kind != "scim":
+        raise PermanentError(
+            f"connection {connection!r} is a {resolved.kind} connection; SCIM steps need a "
+            "scim connection (its base URL is the SCIM root)",
+            code="wrong_connection_kind",
+            next_action="point the step at a scim connection, or create one, then Replay",
+        )
     deadline = time.monotonic() + (call.timeout or resolved.timeout)
     try:
         return _attempt(call, resolved, deadline, operation)

@@ -75,6 +75,21 @@ def test_create_user_provisions_the_account_and_outputs_its_id(
     assert TOKEN not in repr(shown)
 
 
+def test_a_scim_step_on_an_http_connection_fails_naming_the_kind(
+    database: Database, keyring: Keyring, application_id: str, tenant: Tenant
+) -> None:
+    """A SCIM step pointed at a connection of another kind fails before any call."""
+    make_connection(
+        database, keyring, application_id, "directory", tenant.url, secret={"token": TOKEN}
+    )
+    shown = run(database, keyring, document(application_id, CREATE), "failed")
+    assert shown["failure"]["class"] == "permanent"
+    assert "is a http connection; SCIM steps need a scim connection" in (
+        shown["failure"]["message"]
+    )
+    assert tenant.users(userName="ada@example.com") == []
+
+
 def test_existing_account_fails_permanently_naming_the_email(
     database: Database, keyring: Keyring, application_id: str, tenant: Tenant
 ) -> None:

@@ -205,7 +205,8 @@ class SqlFilter(FilterVisitor[Compiled]):
         if binding is None:
             return NEVER  # an attribute of another resource type (a search at the root)
         _refuse_hidden(binding)
-        spec = self.catalog.get(_key(binding))
+        # `members pr` tests the values of a multi-valued attribute
+        spec = self.catalog.get(_key(binding)) or self.catalog.get(f"{_key(binding)}.value")
         return spec.present() if spec is not None else UNKNOWN
 
     def visit_comparison(self, node: Comparison) -> Compiled:

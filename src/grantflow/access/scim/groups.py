@@ -125,6 +125,7 @@ def find(session: Session, group_id: str) -> IdentityGroup:
 
 
 def get(session: Session, group_id: str, base_url: str, with_members: bool = True) -> Any:
+    session.flush()  # after a write: meta (version, lastModified) as stored
     return render(session, [find(session, group_id)], base_url, with_members)[0]
 
 

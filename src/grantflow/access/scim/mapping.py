@@ -8,6 +8,7 @@ the identity through the REST API), the column wins in the representation served
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
@@ -186,7 +187,8 @@ def user_resource(
     """The SCIM representation of an identity; `groups` as (group id, display name) pairs."""
     blob = identity.scim or {}
     user = (
-        UserResource.model_validate(blob, scim_policy=POLICY)
+        # a copy: patching the resource must not reach into the loaded column value
+        UserResource.model_validate(copy.deepcopy(blob), scim_policy=POLICY)
         if blob
         else UserResource(user_name=identity.user_name)
     )
@@ -251,7 +253,7 @@ def group_resource(
 ) -> GroupResource:
     """The SCIM representation of a group; `members` as (identity id, display name) pairs,
     None to leave the members out (`excludedAttributes=members`)."""
-    resource = GroupResource.model_validate(group.scim or {}, scim_policy=POLICY)
+    resource = GroupResource.model_validate(copy.deepcopy(group.scim or {}), scim_policy=POLICY)
     resource.display_name = group.display_name
     resource.external_id = group.external_id
     if members is None:

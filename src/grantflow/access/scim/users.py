@@ -150,6 +150,7 @@ def find(session: Session, user_id: str) -> Identity:
 
 
 def get(session: Session, user_id: str, base_url: str, with_groups: bool = True) -> Resource[Any]:
+    session.flush()  # after a write: meta (version, lastModified) as stored
     identity = find(session, user_id)
     return render(session, [identity], base_url, with_groups)[0]
 
@@ -181,6 +182,7 @@ def create(
     identity = identities.create_identity(
         session, actor, queue, fields, source="scim", scim=mapping.stored(user)
     )
+    session.flush()  # the lifecycle state settled: meta.lastModified as stored
     return mapping.user_resource(identity, base_url, [])
 
 

@@ -56,6 +56,13 @@ def _viewer(session: Session, actor: Actor) -> User:
     return user
 
 
+def _require_inbox(actor: Actor) -> None:
+    """Approvers (workflow:task) and operators (run:operate, for escalated failures) have an
+    inbox; anyone else is told which permission it takes."""
+    if not actor.permissions & {Permission.WORKFLOW_TASK, Permission.RUN_OPERATE}:
+        actor.require(Permission.WORKFLOW_TASK)
+
+
 @router.get("/inbox", response_model=InboxOut)
 def my_inbox(
     kind: str | None = Query(None, pattern="^(approval|task|escalation)$"),
@@ -63,10 +70,12 @@ def my_inbox(
     overdue: bool | None = Query(None),
     cursor: str | None = Query(None, max_length=500),
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
-    actor: Actor = Depends(Require(Permission.WORKFLOW_TASK)),
+    actor: Actor = Depends(Require(Permission.SELF)),
     db: Database = Depends(database),
 ) -> InboxOut:
-    """Pending approvals and tasks for me and for my roles."""
+    """Pending approvals, tasks (workflow:task) and escalated failures (run:operate) for me
+    and for my roles, that I may act on."""
+    _require_inbox(actor)
     with db.transaction() as session:
         user = _viewer(session, actor)
         page = inbox.inbox(
@@ -121,12 +130,13 @@ def act(
     task_id: str,
     action: Action,
     body: DecisionIn | None = None,
-    actor: Actor = Depends(Require(Permission.WORKFLOW_TASK)),
+    actor: Actor = Depends(Require(Permission.SELF)),
     db: Database = Depends(database),
     q: Queue = Depends(queue),
 ) -> dict[str, Any]:
-    """approve | reject (approvals), submit | skip | fail (tasks), retry | skip | fail
-    (escalated failures). Only an assignee may act; never on their own request."""
+    """approve | reject (approvals), submit | skip | fail (tasks): workflow:task;
+    retry | skip | fail (escalated failures): run:operate. Only an assignee may act; never
+    on their own request."""
     body = body or DecisionIn()
     with db.transaction() as session:
         task = decisions.decide(
