@@ -119,7 +119,9 @@ def test_import_reports_rows_and_exits_3_when_some_are_rejected(workspace: Works
         "max@example.com",
         "rejected",
     )
-    assert rejected["reason"].startswith("start_date: '05/01/2025' is not a valid date; write dates as YYYY-MM-DD")
+    assert rejected["reason"].startswith(
+        "start_date: '05/01/2025' is not a valid date; write dates as YYYY-MM-DD"
+    )
     kim = workspace.json("identities", "show", "kim@example.com")
     assert kim["manager"] == "lee@example.com"
     assert kim["attributes"] == {"cost_center": "CC-1"}

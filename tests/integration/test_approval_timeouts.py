@@ -251,6 +251,38 @@ def test_timeout_escalates_to_the_fallback_who_gets_it_and_either_may_approve(
     assert all(n.resolved_at is not None for n in desk.notes(ALICE, task_id))
 
 
+def test_a_fallback_approval_settles_a_stage_that_needed_everyone(desk: Desk) -> None:
+    """With policy all, after the escalation the fallback approver decides in place of the
+    approvers who did not answer: their one approval settles the stage."""
+    for email in (ALICE, CAROL, BOB):
+        desk.person(email)
+    workflow_id = desk.publish(
+        approval_flow(
+            "Escalating unanimous approval",
+            approvers={"users": [ALICE, CAROL]},
+            policy="all",
+            timeout="1s",
+            on_timeout="escalate",
+            escalate_to={"users": [BOB]},
+        )
+    )
+    run_id = desk.start(workflow_id)
+    task_id = waiting_task(desk, run_id)
+    desk.act(ALICE, task_id, "approve")  # one of the two, before the timeout
+    until(lambda: desk.task(task_id)["escalated_at"], "the escalation")
+    assert desk.run(run_id)["status"] == "waiting"
+
+    desk.act(BOB, task_id, "approve")
+    done = until(
+        lambda: (d := desk.run(run_id))["status"] in ("succeeded", "failed") and d,
+        "the run to finish",
+        timeout=10,
+    )
+    assert done["status"] == "succeeded", done["failure"]
+    assert step_of(done, "approve")["output"]["approvers"] == [ALICE, BOB]
+    assert desk.task(task_id)["decided_by"] == BOB
+
+
 def test_timeout_rejects_automatically(desk: Desk) -> None:
     """on_timeout: reject fails the run as rejected, saying no approver decided in time; the
     decision is recorded as auto_reject by system:timeout and the task leaves the inbox."""

@@ -127,9 +127,11 @@ def waiting_task(client: httpx.Client, run_id: str, reason: str | None = None) -
     shown = wait_run(
         client,
         run_id,
-        lambda r: r["status"] == "waiting"
-        and r["waiting_for"] is not None
-        and (reason is None or r["waiting_reason"] == reason),
+        lambda r: (
+            r["status"] == "waiting"
+            and r["waiting_for"] is not None
+            and (reason is None or r["waiting_reason"] == reason)
+        ),
         what="the run to wait on a person",
     )
     waiting: dict[str, Any] = shown["waiting_for"]

@@ -19,6 +19,7 @@ from grantflow.api.routes import (
     applications,
     audit,
     connections,
+    email,
     evidence,
     grants,
     health,
@@ -91,6 +92,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         reconciliation,
         scim,
         inbox,
+        email,
     ):
         app.router.routes.extend(module.router.routes)
     install_error_handlers(app)

@@ -26,6 +26,8 @@ class Permission(enum.StrEnum):
     INCIDENT_READ = "incident:read"  # see security incidents
     INCIDENT_MANAGE = "incident:manage"  # resolve security incidents
     EVIDENCE_WRITE = "evidence:write"  # add audit notes and evidence files to runs
+    JOB_READ = "job:read"  # see jobs, occurrences, reviews, control results, reports
+    JOB_MANAGE = "job:manage"  # create, pause, resume, run jobs; start and close reviews
     AUDIT_READ = "audit:read"  # read and export the audit log
     USER_ADMIN = "user:admin"  # manage users, roles and other people's tokens
     SELF = "self"  # any authenticated user, on their own profile and tokens
@@ -47,6 +49,7 @@ _READ = {
     Permission.IDENTITY_READ,
     Permission.GRANT_READ,
     Permission.INCIDENT_READ,
+    Permission.JOB_READ,
     Permission.SELF,
 }
 
@@ -65,12 +68,16 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         _READ
         | {
             Permission.RUN_OPERATE,
+            # the manual steps of runs (human tasks routed to operators, e.g. a system
+            # without a connector) — only tasks assigned to them or their role
+            Permission.WORKFLOW_TASK,
             Permission.TASK_REASSIGN,
             Permission.GRANT_WRITE,
             Permission.IDENTITY_WRITE,
             Permission.RECONCILE,
             Permission.INCIDENT_MANAGE,
             Permission.EVIDENCE_WRITE,
+            Permission.JOB_MANAGE,
         }
     ),
     Role.APPROVER: frozenset(_READ | {Permission.WORKFLOW_TASK}),

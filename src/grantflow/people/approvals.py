@@ -128,6 +128,8 @@ def _timed_out(session: Session, task: Task, config: ApprovalConfig, now: dt.dat
     if action == "escalate" and task.escalated_at is None and task.fallback:
         task.escalated_at = now
         task.due_at = None  # escalated once: the fallback approvers have until the deadline
+        if task.reminded_at is None:  # (a reminder not sent yet is moot after the timeout)
+            task.remind_at = None
         routed = routing.resolve(
             session, task.fallback.get("users", []), task.fallback.get("roles", [])
         )
@@ -176,6 +178,8 @@ def stage_complete(session: Session, task: Task) -> bool:
         for d in tasks.decisions(session, task)
         if d.stage == task.current_stage and d.decision == "approve"
     ]
+    if task.escalated_at is not None and _by_fallback(session, task, approvals):
+        return True
     policy = spec.get("policy", "any")
     if policy == "any":
         return len(approvals) >= 1
@@ -199,6 +203,23 @@ def stage_complete(session: Session, task: Task) -> bool:
             if not members:
                 return False
     return True
+
+
+def _by_fallback(session: Session, task: Task, approvals: list[TaskDecision]) -> bool:
+    """After an escalation a fallback approver decides in place of the approvers who did not
+    answer in time: one approval of theirs settles the stage, whatever its policy."""
+    from grantflow.auth.models import User
+
+    rows = [r for r in routing.assignees(session, task) if r.origin == "fallback"]
+    users = {r.user_id for r in rows if r.user_id}
+    roles = {r.role for r in rows if r.role}
+    for decision in approvals:
+        if decision.user_id in users:
+            return True
+        user = session.get(User, decision.user_id or "")
+        if user is not None and roles & set(user.roles):
+            return True
+    return False
 
 
 def next_stage(session: Session, task: Task) -> bool:

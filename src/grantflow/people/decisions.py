@@ -73,7 +73,8 @@ def _check_can_act(session: Session, actor: Actor, task: Task, user: User, actio
     if action not in ALLOWED[task.kind]:
         names = ", ".join(sorted(ALLOWED[task.kind]))
         raise ValidationError(
-            f"action: a {task.kind} takes {names}, not {action}",
+            f"action: {'a' if task.kind == TaskKind.TASK else 'an'} {task.kind} takes {names}, "
+            f"not {action}",
             details=[{"field": "action", "message": f"not allowed for a {task.kind}"}],
         )
     if not routing.is_assignee(session, task, user):

@@ -29,6 +29,7 @@ class Outcome:
     output: dict[str, Any] | None = None
     skipped: bool = False
     failed: str | None = None
+    code: str = "failed_by_person"  # why it failed: a person's Fail, or task_timed_out
     next_action: str | None = None
     event: dict[str, Any] = field(default_factory=dict)
 
@@ -88,6 +89,7 @@ def advance(call: StepCall, config: TaskConfig) -> Outcome:
         return Outcome(
             task_id=task.id,
             failed="no one acted on the task before its timeout",
+            code="task_timed_out",
             next_action="Replay the run, or give the task a longer timeout",
         )
     return Outcome(task_id=task.id, waiting=True, wake_at=task.due_at)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from grantflow.auth.models import User
 from grantflow.definitions.models import Workflow
 from grantflow.people import routing, tasks
-from grantflow.people.models import Task, TaskAssignee
+from grantflow.people.models import EmailMessage, Task, TaskAssignee
 from grantflow.people.tasks import TaskStatus
 from grantflow.store.base import utcnow
 from grantflow.store.pagination import Page, decode_cursor, page_of
@@ -50,6 +50,13 @@ def inbox(
             ),
         ),
     )
+    # nor what they already decided (an approver done with their part of an `all` stage)
+    decided = select(TaskDecision.id).where(
+        TaskDecision.task_id == Task.id,
+        TaskDecision.stage == Task.current_stage,
+        TaskDecision.user_id == user.id,
+    )
+    stmt = stmt.where(~decided.exists())
     if kind:
         stmt = stmt.where(Task.kind == kind)
     if workflow_id:
@@ -92,6 +99,10 @@ def task_view(session: Session, task: Task, viewer: User | None = None) -> dict[
             and task.kind in routing.kinds_for(viewer)
             and routing.is_assignee(session, task, viewer)
             and routing.separation_problem(task, viewer) is None
+            and not any(
+                d.user_id == viewer.id and d.stage == task.current_stage
+                for d in tasks.decisions(session, task)
+            )
         ),
         "routing_problem": described.get("routing_problem"),
         "require_justification": task.require_justification,
@@ -114,6 +125,21 @@ def task_view(session: Session, task: Task, viewer: User | None = None) -> dict[
                 "at": d.created_at,
             }
             for d in tasks.decisions(session, task)
+        ],
+        "emails": [
+            {
+                "to": m.to_address,
+                "subject": m.subject,
+                "status": m.status,
+                "attempts": m.attempts,
+                "last_error": m.last_error,
+                "sent_at": m.sent_at,
+            }
+            for m in session.execute(
+                select(EmailMessage)
+                .where(EmailMessage.task_id == task.id)
+                .order_by(EmailMessage.created_at, EmailMessage.id)
+            ).scalars()
         ],
         "created_at": task.created_at,
     }

@@ -70,7 +70,9 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _signature(key: LinkKey, nonce: str, task_id: str, user_id: str, stage: int, action: str) -> str:
+def _signature(
+    key: LinkKey, nonce: str, task_id: str, user_id: str, stage: int, action: str
+) -> str:
     message = f"v1|{nonce}|{task_id}|{user_id}|{stage}|{action}".encode()
     return _b64(hmac.new(key.sign, message, hashlib.sha256).digest())
 
@@ -111,9 +113,7 @@ class Resolved:
     stage: int  # 0-based, the stage the link was issued for
 
 
-def resolve(
-    session: Session, keys: list[LinkKey], token: str, *, lock: bool = False
-) -> Resolved:
+def resolve(session: Session, keys: list[LinkKey], token: str, *, lock: bool = False) -> Resolved:
     """The link a token names, with its verified action; NotFound for anything that is not a
     link Grantflow issued (a malformed, unknown or forged token), saying nothing more."""
     match = _TOKEN.match(token or "")

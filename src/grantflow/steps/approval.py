@@ -3,9 +3,10 @@ stages; required justification; no self-approval; a timeout policy chosen explic
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from grantflow.auth.permissions import Role
 from grantflow.durations import Duration
@@ -64,12 +65,50 @@ class ApprovalConfig(BaseModel):
     require_justification: bool = Field(False, description="approvers must comment")
     timeout: Duration | None = Field(None, description="how long approvers have")
     on_timeout: Literal["escalate", "reject", "approve"] | None = Field(
-        None, description="what happens at the timeout: chosen explicitly, never a default"
+        None,
+        validate_default=True,
+        description="what happens at the timeout: chosen explicitly, never a default",
     )
-    escalate_to: Approvers | None = Field(None, description="fallback approvers (escalate)")
+    escalate_to: Approvers | None = Field(
+        None, validate_default=True, description="fallback approvers (escalate)"
+    )
     remind_before: Duration | None = Field(
         None, description="remind the approvers this long before the timeout"
     )
+
+    # The timeout rules are checked per field (in declaration order), so the publish gate
+    # names the field to fix, e.g. steps[0].config.on_timeout.
+    @field_validator("on_timeout")
+    @classmethod
+    def _explicit_policy(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "timeout" not in info.data:  # the timeout itself is invalid (reported there)
+            return value
+        if info.data["timeout"] is not None and value is None:
+            raise ValueError("a timeout needs on_timeout: escalate, reject or approve")
+        if value is not None and info.data["timeout"] is None:
+            raise ValueError("on_timeout needs a timeout")
+        return value
+
+    @field_validator("escalate_to")
+    @classmethod
+    def _fallback(cls, value: Approvers | None, info: ValidationInfo) -> Approvers | None:
+        if info.data.get("on_timeout") == "escalate" and (
+            value is None or not (value.users or value.roles)
+        ):
+            raise ValueError("on_timeout escalate needs escalate_to (fallback approvers)")
+        return value
+
+    @field_validator("remind_before")
+    @classmethod
+    def _reminder(cls, value: dt.timedelta | None, info: ValidationInfo) -> dt.timedelta | None:
+        if value is None or "timeout" not in info.data:
+            return value
+        timeout = info.data["timeout"]
+        if timeout is None:
+            raise ValueError("remind_before needs a timeout")
+        if value >= timeout:
+            raise ValueError("remind_before must be shorter than the timeout")
+        return value
 
     @model_validator(mode="after")
     def _shape(self) -> ApprovalConfig:
@@ -77,18 +116,6 @@ class ApprovalConfig(BaseModel):
             raise ValueError("give either approvers (one stage) or stages")
         if self.approvers is not None:
             Stage(**self.approvers.model_dump(), policy=self.policy, required=self.required)
-        if self.timeout is not None and self.on_timeout is None:
-            raise ValueError("a timeout needs on_timeout: escalate, reject or approve")
-        if self.on_timeout is not None and self.timeout is None:
-            raise ValueError("on_timeout needs a timeout")
-        if self.on_timeout == "escalate" and (
-            self.escalate_to is None or not (self.escalate_to.users or self.escalate_to.roles)
-        ):
-            raise ValueError("on_timeout escalate needs escalate_to (fallback approvers)")
-        if self.remind_before is not None and self.timeout is None:
-            raise ValueError("remind_before needs a timeout")
-        if self.remind_before and self.timeout and self.remind_before >= self.timeout:
-            raise ValueError("remind_before must be shorter than the timeout")
         return self
 
     def all_stages(self) -> list[Stage]:

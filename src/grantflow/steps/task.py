@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from grantflow.durations import Duration
 from grantflow.errors import PermanentError
@@ -28,7 +35,9 @@ class TaskConfig(BaseModel):
     )
     timeout: Duration | None = None
     on_timeout: Literal["skip", "fail"] | None = Field(
-        None, description="what happens at the timeout: chosen explicitly, never a default"
+        None,
+        validate_default=True,
+        description="what happens at the timeout: chosen explicitly, never a default",
     )
 
     @field_validator("form")
@@ -40,12 +49,22 @@ class TaskConfig(BaseModel):
             raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
         return value
 
+    @field_validator("on_timeout")
+    @classmethod
+    def _explicit_policy(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # per field, so the publish gate names steps[n].config.on_timeout
+        if "timeout" not in info.data:  # the timeout itself is invalid (reported there)
+            return value
+        if info.data["timeout"] is not None and value is None:
+            raise ValueError("a timeout needs on_timeout: skip or fail")
+        if value is not None and info.data["timeout"] is None:
+            raise ValueError("on_timeout needs a timeout")
+        return value
+
     @model_validator(mode="after")
     def _shape(self) -> TaskConfig:
         if not self.assignees.users and not self.assignees.roles:
             raise ValueError("name at least one assignee (users or roles)")
-        if (self.timeout is None) != (self.on_timeout is None):
-            raise ValueError("timeout and on_timeout go together")
         return self
 
 
@@ -61,9 +80,7 @@ def _execute(call: StepCall) -> StepResult:
     config = TaskConfig.model_validate(call.config)
     outcome = human_tasks.advance(call, config)
     if outcome.failed is not None:
-        raise PermanentError(
-            outcome.failed, code="failed_by_person", next_action=outcome.next_action
-        )
+        raise PermanentError(outcome.failed, code=outcome.code, next_action=outcome.next_action)
     if outcome.skipped:
         return StepResult(skipped=True, output=outcome.output)
     if outcome.waiting:

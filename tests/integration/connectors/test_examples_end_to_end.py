@@ -1,20 +1,26 @@
 """The shipped examples, published as they are and run by the real engine: SCIM steps against
 scim2-server, profile steps against the local identity providers, http steps against a local
-mailer and wiki."""
+mailer and wiki — and the people in them: the manager who approves an onboarding, the
+operator who removes a leaver's badge by hand."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Role, permissions_for
+from grantflow.auth.users import create_user
 from grantflow.connections.crypto import Keyring
 from grantflow.engine.runs import start_run
+from grantflow.errors import ValidationError
+from grantflow.people import decisions
 from grantflow.queue.database import DatabaseQueue
 from grantflow.store.database import Database
-from tests.support.engine import ACTOR, publish, running_worker, wait_status
+from tests.support.engine import ACTOR, publish, running_worker, wait_for, wait_status
 from tests.support.idp.google import Google
 from tests.support.idp.graph import Graph
 from tests.support.idp.okta import Okta
@@ -24,6 +30,9 @@ from tests.support.scim_server import Tenant
 from tests.support.target import Reply, Target, running_target
 
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"  # the onboarding example's default licence
+GRACE = "grace@example.com"  # Ada's manager: a Grantflow user with the approver role
+HELPDESK = "helpdesk@example.com"  # another approver (approvals without a manager)
+OPS = "ops@example.com"  # an operator (the badge system has no connector)
 ADA = {
     "id": "emp-1815",
     "email": "ada@example.com",
@@ -31,8 +40,20 @@ ADA = {
     "department": "Research",
     "employment_type": "employee",
     "start_date": "2026-01-05",
-    "manager": "grace@example.com",
+    # as the identity snapshot has it
+    "manager": {"id": "emp-1906", "email": GRACE, "display_name": "Grace Hopper"},
 }
+ONBOARDED = [
+    "create_user",
+    "add_groups",
+    "create_mailbox",
+    "needs_licence",
+    "assign_licence",
+    "welcome_email",
+]
+
+# what a person does once the run waits on them (a run id in, nothing out)
+Person = Callable[[str], None]
 
 
 @dataclass
@@ -44,8 +65,18 @@ class World:
     okta: Okta
     google: Google
     web: Target  # the mailer and the wiki
+    people: dict[str, Actor]
 
-    def run(self, name: str, trigger: str, identity: dict[str, Any], *statuses: str) -> Any:
+    def run(
+        self,
+        name: str,
+        trigger: str,
+        identity: dict[str, Any],
+        *statuses: str,
+        person: Person | None = None,
+    ) -> Any:
+        """Publish the example, start a run about `identity`, let `person` act once it waits
+        on them, and return the run's detail once it reaches one of `statuses`."""
         workflow_id = publish(self.db, example(name))
         with self.db.transaction() as session:
             run = start_run(
@@ -59,7 +90,32 @@ class World:
             )
             run_id = run.id
         with running_worker(self.db, keyring=self.keyring):
+            if person is not None:
+                person(run_id)
             return wait_status(self.db, run_id, *statuses)
+
+    def waiting_on_person(self, run_id: str) -> dict[str, Any]:
+        """The run's detail once it waits on an approval or a human task."""
+        return wait_for(
+            self.db,
+            run_id,
+            lambda d: d["status"] == "waiting" and d["waiting_reason"] in ("approval", "task"),
+        )
+
+    def act(
+        self, email: str, task_id: str, action: str, data: dict[str, Any] | None = None
+    ) -> None:
+        """`email` decides the task, as the API would have them decide it."""
+        with self.db.transaction() as session:
+            decisions.decide(
+                session,
+                self.people[email],
+                DatabaseQueue(self.db),
+                task_id,
+                decisions.Action(action),
+                comment="done in the test" if action != "approve" else None,
+                data=data,
+            )
 
 
 @pytest.fixture
@@ -78,7 +134,31 @@ def world(
         urls = {"directory": tenant.url, "mailer": web.url, "wiki": web.url}
         urls |= dict.fromkeys(("entra", "okta", "google"), providers.url)
         prepare_examples(database, keyring, urls)
-        yield World(database, keyring, tenant, graph, okta, google, web)
+        people = {}
+        with database.transaction() as session:
+            for email, role in ((GRACE, Role.APPROVER), (HELPDESK, Role.APPROVER), (OPS, Role.OPERATOR)):
+                user = create_user(session, ACTOR, email=email, roles=[role])
+                people[email] = Actor(email, user.id, permissions_for([role]))
+        yield World(database, keyring, tenant, graph, okta, google, web, people)
+
+
+def manager_approves(world: World) -> Person:
+    """Grace, Ada's manager, finds the approval waiting for her (nothing provisioned yet)
+    and approves it."""
+
+    def act(run_id: str) -> None:
+        waiting = world.waiting_on_person(run_id)
+        assert (waiting["waiting_reason"], waiting["current_step"]) == (
+            "approval",
+            "manager_approval",
+        )
+        assert waiting["waiting_for"]["can_act"] == [GRACE]
+        assert waiting["waiting_for"]["title"] == "Approve the accounts of Ada Lovelace"
+        assert world.tenant.users() == []
+        assert world.graph.users == {}
+        world.act(GRACE, waiting["waiting_for"]["task_id"], "approve")
+
+    return act
 
 
 def test_onboarding_example_provisions_every_system(world: World) -> None:

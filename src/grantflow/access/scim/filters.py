@@ -136,8 +136,7 @@ def string_clause(column: Any, op: CompareOperator, value: Any, case_exact: bool
     if not isinstance(value, str):
         return UNKNOWN
     if not case_exact and not value.isascii():
-        # SQLite's lower() folds ASCII only: let Python compare
-        return UNKNOWN
+        return _non_ascii(column, op, value)
     left = column if case_exact else func.lower(column)
     right = value if case_exact else value.lower()
     present = column.is_not(None)
@@ -155,6 +154,33 @@ def string_clause(column: Any, op: CompareOperator, value: Any, case_exact: bool
         return Compiled(and_(present, matchers[op](right, autoescape=True)), not case_exact)
     # string ordering follows the database collation, not the code points: let Python order
     return UNKNOWN
+
+
+_LIKE_ESCAPE = "/"
+
+
+def _non_ascii(column: Any, op: CompareOperator, value: str) -> Compiled:
+    """A case-insensitive test of a value with non-ASCII letters, which lower() may not fold
+    (SQLite folds ASCII only): each non-ASCII character matches any character in SQL, and the
+    candidates are then compared in Python."""
+    patterns = {
+        CompareOperator.eq: "{}",
+        CompareOperator.sw: "{}%",
+        CompareOperator.ew: "%{}",
+        CompareOperator.co: "%{}%",
+    }
+    if op not in patterns:
+        return UNKNOWN
+    parts = []
+    for char in value.lower():
+        if not char.isascii():
+            parts.append("_")
+        elif char in "%_" + _LIKE_ESCAPE:
+            parts.append(_LIKE_ESCAPE + char)
+        else:
+            parts.append(char)
+    pattern = patterns[op].format("".join(parts))
+    return Compiled(func.lower(column).like(pattern, escape=_LIKE_ESCAPE), False)
 
 
 def _ordered(column: Any, op: CompareOperator, value: Any) -> Compiled:

@@ -148,18 +148,24 @@ def _names(session: Session, group: GroupResource, own_id: str | None) -> tuple[
 
 def _member_ids(session: Session, group: GroupResource) -> list[str]:
     """The identity ids a group's members name; each must be a user served here."""
-    wanted: list[str] = []
+    values = [m.value for m in group.members or []]
+    live: set[str] = set()
+    named = sorted({v for v in values if v})
+    for start in range(0, len(named), 500):  # one query per 500 members, not one per member
+        live.update(
+            session.execute(
+                select(Identity.id).where(
+                    Identity.id.in_(named[start : start + 500]), Identity.deleted_at.is_(None)
+                )
+            ).scalars()
+        )
     for member in group.members or []:
-        kind = (member.type or "User").lower()
-        identity = session.get(Identity, member.value) if member.value else None
-        if kind != "user" or identity is None or identity.deleted_at is not None:
+        if (member.type or "User").lower() != "user" or member.value not in live:
             raise InvalidValueException(
                 detail=f"members: no user with id {member.value!r} (members must be users; "
                 "nested groups are not supported)"
             )
-        if identity.id not in wanted:
-            wanted.append(identity.id)
-    return wanted
+    return list(dict.fromkeys(v for v in values if v))
 
 
 def _moved(session: Session, actor: Actor, queue: Queue, identity: Identity) -> None:

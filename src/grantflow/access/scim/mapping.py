@@ -9,7 +9,6 @@ the identity through the REST API), the column wins in the representation served
 from __future__ import annotations
 
 import copy
-import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -285,7 +284,3 @@ def member_order(blob: dict[str, Any]) -> dict[str, int]:
     """Where each member was in the representation last pushed (members keep their order)."""
     members = blob.get("members") or []
     return {m["value"]: i for i, m in enumerate(members) if isinstance(m, dict) and "value" in m}
-
-
-def as_utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.UTC)

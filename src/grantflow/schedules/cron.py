@@ -1,0 +1,121 @@
+"""Cron expressions in an IANA timezone: fire times, a plain-words description, warnings.
+
+The rule for daylight-saving changes (wall-clock schedules, like cron): every local time the
+expression names fires exactly once.
+- A local time skipped by a spring-forward (02:30 in Europe/Berlin on the last Sunday of
+  March) fires once, shifted forward by the gap (at 03:30 local), never zero times.
+- A local time repeated by a fall-back (02:30 on the last Sunday of October) fires once, at its
+  first occurrence (02:30 summer time), never twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cron_descriptor import get_description
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
+
+UTC = dt.UTC
+_MAX_STEPS = 5000  # candidate local times examined per query (bounds "never" expressions)
+
+
+class CronError(ValueError):
+    """An expression or timezone that cannot be used, with the reason in plain words."""
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise CronError(f"{name!r} is not an IANA timezone (e.g. Europe/Berlin)") from None
+
+
+def check(expression: str, timezone: str = "UTC") -> None:
+    zone(timezone)
+    if len(expression.split()) != 5:
+        raise CronError(
+            f"{expression!r} must have 5 fields: minute hour day-of-month month day-of-week"
+        )
+    try:
+        croniter(expression, dt.datetime(2000, 1, 1))
+    except (CroniterBadCronError, ValueError, KeyError) as exc:
+        raise CronError(f"{expression!r} is not a valid cron expression: {exc}") from None
+
+
+def to_utc(local: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    """A naive local wall time to UTC by the rule above (fold=0: the first of a repeated
+    time; a nonexistent time is read with the offset before the gap, i.e. shifted forward)."""
+    return local.replace(tzinfo=tz, fold=0).astimezone(UTC)
+
+
+def fire_times(
+    expression: str,
+    timezone: str,
+    after: dt.datetime,
+    *,
+    until: dt.datetime | None = None,
+    limit: int = 100,
+) -> list[dt.datetime]:
+    """The UTC instants strictly after `after` (and not after `until`) the expression fires."""
+    tz = zone(timezone)
+    # start a little before `after` in local time: a gap-shifted time can land after it
+    start = (after - dt.timedelta(hours=3)).astimezone(tz).replace(tzinfo=None)
+    try:
+        walker = croniter(expression, start)
+    except (CroniterBadCronError, ValueError, KeyError) as exc:
+        raise CronError(f"{expression!r} is not a valid cron expression: {exc}") from None
+    found: list[dt.datetime] = []
+    seen: set[dt.datetime] = set()
+    for _ in range(_MAX_STEPS):
+        try:
+            local = walker.get_next(dt.datetime)
+        except CroniterBadDateError:
+            break  # the expression never fires again (e.g. February 30)
+        instant = to_utc(local, tz)
+        if until is not None and instant > until and instant not in seen:
+            if instant - until > dt.timedelta(hours=3):
+                break
+            continue
+        if instant <= after or instant in seen:
+            continue
+        seen.add(instant)
+        found.append(instant)
+        if len(found) >= limit:
+            break
+    return sorted(found)
+
+
+def next_fire(expression: str, timezone: str, after: dt.datetime) -> dt.datetime | None:
+    found = fire_times(expression, timezone, after, limit=1)
+    return found[0] if found else None
+
+
+def describe(expression: str) -> str:
+    try:
+        return str(get_description(expression))
+    except Exception:  # the library raises its own family; the expression was checked before
+        return expression
+
+
+def warnings(expression: str, timezone: str, now: dt.datetime) -> list[str]:
+    """Expressions that fire rarely or never, in plain words."""
+    year = now + dt.timedelta(days=366)
+    times = fire_times(expression, timezone, now, until=year, limit=400)
+    found: list[str] = []
+    if not times:
+        found.append(
+            "it never fires in the next year (a date that does not exist, e.g. February 30?)"
+        )
+        return found
+    day_field = expression.split()[2]
+    month_field = expression.split()[3]
+    days = {int(d) for d in day_field.replace("-", ",").split(",") if d.isdigit()}
+    if month_field == "*" and days and max(days) >= 29:
+        found.append(
+            f"day {max(days)} does not exist in every month: it fires only in the months "
+            f"that have it ({len(times)} times in the next year)"
+        )
+    elif len(times) <= 2:
+        found.append(f"it fires rarely: {len(times)} time(s) in the next year")
+    return found

@@ -1,0 +1,40 @@
+"""How schedules react to the engine: an occurrence's outcome follows its run, a queued
+occurrence starts when the previous run ends, and workers flag overdue jobs (they notice a
+scheduler that is down). Loaded through the `grantflow.engine_listeners` entry point."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from grantflow.engine import hooks
+from grantflow.engine.models import Run
+from grantflow.engine.states import RunStatus
+from grantflow.queue.database import DatabaseQueue
+from grantflow.schedules import scheduler
+from grantflow.schedules.models import Job, Occurrence
+from grantflow.store.base import utcnow
+from grantflow.store.database import database_of
+
+
+@hooks.on_run_status
+def _run_status(session: Session, run: Run, old: str, new: str) -> None:
+    if not RunStatus(new).terminal:
+        return
+    occurrence = session.execute(
+        select(Occurrence).where(Occurrence.run_id == run.id)
+    ).scalar_one_or_none()
+    if occurrence is None:
+        return
+    occurrence.outcome = new
+    job = session.get(Job, occurrence.job_id)
+    if job is not None and job.overlap_policy == "queue_one":
+        scheduler.start_queued(session, DatabaseQueue(database_of(session)), job, utcnow())
+
+
+@hooks.on_tick
+def flag_overdue(session: Session, queue: Any, now: dt.datetime) -> None:
+    scheduler.mark_overdue(session, now)
