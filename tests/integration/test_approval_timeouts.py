@@ -76,9 +76,7 @@ class Desk:
         items: list[dict[str, Any]] = response.json()["items"]
         return items
 
-    def act(
-        self, email: str, task_id: str, action: str, **body: Any
-    ) -> dict[str, Any]:
+    def act(self, email: str, task_id: str, action: str, **body: Any) -> dict[str, Any]:
         response = self.people[email].post(f"/api/v1/tasks/{task_id}/{action}", json=body)
         assert response.status_code == 200, response.text
         shown: dict[str, Any] = response.json()
@@ -371,7 +369,8 @@ def test_reminder_notifies_the_approvers_again_before_the_timeout(desk: Desk) ->
             f"the reminder to {email}",
         )
         assert (first.kind, second.kind) == ("approval_pending", "approval_pending")
-        assert first.resolved_at is not None and first.resolved_at <= second.created_at
+        assert first.resolved_at is not None
+        assert first.resolved_at <= second.created_at
         assert second.resolved_at is None
     reminded = [
         e

@@ -244,7 +244,8 @@ def test_no_one_approves_a_grant_of_their_own_or_one_they_requested(
         requested = error(act(users["grantor"], task_id, "approve", comment="ok"), 403)
         assert requested["code"] == "self_approval"
         assert f"{email('grantor')} requested this" in requested["message"]
-        assert inbox(users["ada"]) == [] and inbox(users["grantor"]) == []
+        assert inbox(users["ada"]) == []
+        assert inbox(users["grantor"]) == []
         ok(act(users["bob"], task_id, "approve"))
         assert wait_status(users["bob"], run_id, "succeeded")["status"] == "succeeded"
         shown = get_task(users["bob"], task_id)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from grantflow.auth.models import User
 from grantflow.definitions.models import Workflow
 from grantflow.people import routing, tasks
-from grantflow.people.models import EmailMessage, Task, TaskAssignee
+from grantflow.people.models import EmailMessage, Task, TaskAssignee, TaskDecision
 from grantflow.people.tasks import TaskStatus
 from grantflow.store.base import utcnow
 from grantflow.store.pagination import Page, decode_cursor, page_of

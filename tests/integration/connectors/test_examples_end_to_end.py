@@ -136,7 +136,11 @@ def world(
         prepare_examples(database, keyring, urls)
         people = {}
         with database.transaction() as session:
-            for email, role in ((GRACE, Role.APPROVER), (HELPDESK, Role.APPROVER), (OPS, Role.OPERATOR)):
+            for email, role in (
+                (GRACE, Role.APPROVER),
+                (HELPDESK, Role.APPROVER),
+                (OPS, Role.OPERATOR),
+            ):
                 user = create_user(session, ACTOR, email=email, roles=[role])
                 people[email] = Actor(email, user.id, permissions_for([role]))
         yield World(database, keyring, tenant, graph, okta, google, web, people)
@@ -162,11 +166,14 @@ def manager_approves(world: World) -> Person:
 
 
 def test_onboarding_example_provisions_every_system(world: World) -> None:
-    """Onboarding an employee: directory account in its department group, Entra ID account
-    with the office licence, and the welcome email sent through the mailer connection."""
+    """Onboarding an employee: the manager approves first (nothing is provisioned before);
+    then the directory account in its department group, the Entra ID account with the office
+    licence, and the welcome email naming the manager, sent through the mailer connection."""
     world.tenant.create("Group", {"displayName": "Research"})
     world.graph.seats[E3] = 5
-    shown = world.run("onboarding.yaml", "identity_joined", ADA, "succeeded")
+    shown = world.run(
+        "onboarding.yaml", "identity_joined", ADA, "succeeded", person=manager_approves(world)
+    )
 
     (user,) = world.tenant.users(userName="ada@example.com")
     assert (user.display_name, user.external_id) == ("Ada Lovelace", "emp-1815")
@@ -176,23 +183,66 @@ def test_onboarding_example_provisions_every_system(world: World) -> None:
     assert account["assignedLicenses"] == [{"skuId": E3, "disabledPlans": []}]
     (mail,) = world.web.calls("/send")
     assert mail.body["to"] == "ada@example.com"
-    assert mail.body["variables"] == {"first_day": "2026-01-05", "manager": "grace@example.com"}
+    assert mail.body["variables"] == {"first_day": "2026-01-05", "manager": "Grace Hopper"}
     assert mail.headers["authorization"] == f"Bearer {EXAMPLE_TOKENS['mailer']}"
-    assert [s["step_id"] for s in shown["steps"]] == [
-        "create_user",
-        "add_groups",
-        "create_mailbox",
-        "needs_licence",
-        "assign_licence",
-        "welcome_email",
-    ]
+    assert [s["step_id"] for s in shown["steps"]] == ["has_manager", "manager_approval", *ONBOARDED]
+    approval = shown["steps"][1]["output"]
+    assert (approval["approved"], approval["approvers"]) == (True, [GRACE])
+
+
+def test_onboarding_waits_for_the_approver_role_without_a_manager(world: World) -> None:
+    """A new hire without a manager goes to the approver role at once; an approver's approval
+    lets the onboarding go on."""
+    world.tenant.create("Group", {"displayName": "Research"})
+    world.graph.seats[E3] = 5
+
+    def helpdesk_approves(run_id: str) -> None:
+        waiting = world.waiting_on_person(run_id)
+        assert waiting["current_step"] == "access_approval"
+        assert waiting["waiting_for"]["assignees"] == ["role approver"]
+        assert sorted(waiting["waiting_for"]["can_act"]) == [GRACE, HELPDESK]
+        assert waiting["waiting_for"]["due_at"] is not None  # explicit: refused after 3 days
+        world.act(HELPDESK, waiting["waiting_for"]["task_id"], "approve")
+
+    orphan = {**ADA, "manager": None}
+    shown = world.run(
+        "onboarding.yaml", "identity_joined", orphan, "succeeded", person=helpdesk_approves
+    )
+    assert [s["step_id"] for s in shown["steps"]] == ["has_manager", "access_approval", *ONBOARDED]
+    assert shown["steps"][1]["output"]["approvers"] == [HELPDESK]
+    (mail,) = world.web.calls("/send")
+    assert mail.body["variables"]["manager"] == ""
+
+
+def test_onboarding_rejected_by_the_manager_provisions_nothing(world: World) -> None:
+    """The manager's rejection fails the run as rejected before any account is made."""
+
+    def manager_rejects(run_id: str) -> None:
+        task_id = world.waiting_on_person(run_id)["waiting_for"]["task_id"]
+        world.act(GRACE, task_id, "reject")
+
+    shown = world.run("onboarding.yaml", "identity_joined", ADA, "failed", person=manager_rejects)
+    assert (shown["failure"]["class"], shown["failure"]["step_id"]) == (
+        "rejected",
+        "manager_approval",
+    )
+    assert shown["failure"]["message"] == f"rejected by {GRACE}: done in the test"
+    assert world.tenant.users() == []
+    assert world.graph.users == {}
+    assert world.web.calls("/send") == []
 
 
 def test_onboarding_a_contractor_skips_the_licence(world: World) -> None:
     """A contractor gets the accounts and the email but no licence."""
     world.tenant.create("Group", {"displayName": "Research"})
     contractor = {**ADA, "employment_type": "contractor"}
-    shown = world.run("onboarding.yaml", "identity_joined", contractor, "succeeded")
+    shown = world.run(
+        "onboarding.yaml",
+        "identity_joined",
+        contractor,
+        "succeeded",
+        person=manager_approves(world),
+    )
     assert "assign_licence" not in [s["step_id"] for s in shown["steps"]]
     (account,) = world.graph.users.values()
     assert account["assignedLicenses"] == []
@@ -203,7 +253,9 @@ def test_onboarding_without_seats_fails_with_the_licence_action(world: World) ->
     made before it stay (a failed run never rolls back)."""
     world.tenant.create("Group", {"displayName": "Research"})
     world.graph.seats[E3] = 0
-    shown = world.run("onboarding.yaml", "identity_joined", ADA, "failed")
+    shown = world.run(
+        "onboarding.yaml", "identity_joined", ADA, "failed", person=manager_approves(world)
+    )
     assert shown["failure"]["step_id"] == "assign_licence"
     assert shown["failure"]["message"] == (
         f"No available licenses for SKU {E3}: free or buy seats, then Retry"
@@ -226,11 +278,38 @@ def _leaver_accounts(world: World) -> None:
     }
 
 
+LEAVER = {"email": "ada@example.com", "display_name": "Ada Lovelace"}
+
+
 def test_offboarding_example_revokes_every_system(world: World) -> None:
     """Offboarding deactivates the directory account, disables Entra ID and ends its sessions,
-    suspends Google, deactivates Okta and removes the wiki membership."""
+    suspends Google, deactivates Okta and removes the wiki membership; then an operator
+    removes the badge by hand (no connector) and submits the task's form."""
     _leaver_accounts(world)
-    world.run("offboarding.yaml", "identity_left", {"email": "ada@example.com"}, "succeeded")
+
+    def operator_removes_the_badge(run_id: str) -> None:
+        waiting = world.waiting_on_person(run_id)
+        assert (waiting["waiting_reason"], waiting["current_step"]) == ("task", "remove_badge")
+        assert waiting["waiting_for"]["title"] == "Remove Ada Lovelace from the badge system"
+        assert waiting["waiting_for"]["assignees"] == ["role operator"]
+        assert waiting["waiting_for"]["can_act"] == [OPS]
+        # every connected system is revoked before the manual step
+        assert world.okta.users["00u1"]["status"] == "DEPROVISIONED"
+        assert len(world.web.calls("/members/ada%40example.com")) == 1
+        task_id = waiting["waiting_for"]["task_id"]
+        with pytest.raises(ValidationError) as refused:
+            world.act(OPS, task_id, "submit", {"done": False})
+        fields = {d["field"] for d in refused.value.details}
+        assert fields == {"data", "data.done"}  # ticket missing; done must be true
+        world.act(OPS, task_id, "submit", {"done": True, "ticket": "SEC-4711"})
+
+    shown = world.run(
+        "offboarding.yaml",
+        "identity_left",
+        LEAVER,
+        "succeeded",
+        person=operator_removes_the_badge,
+    )
     (user,) = world.tenant.users(userName="ada@example.com")
     assert user.active is False
     assert world.graph.users["g1"]["accountEnabled"] is False
@@ -240,6 +319,9 @@ def test_offboarding_example_revokes_every_system(world: World) -> None:
     (removal,) = world.web.calls("/members/ada%40example.com")
     assert removal.method == "DELETE"
     assert removal.headers["x-api-key"] == EXAMPLE_TOKENS["wiki"]
+    badge = shown["steps"][-1]
+    assert (badge["step_id"], badge["status"]) == ("remove_badge", "succeeded")
+    assert badge["output"] == {"done": True, "ticket": "SEC-4711"}
 
 
 def test_offboarding_escalates_a_revoke_that_cannot_succeed(world: World) -> None:
@@ -247,7 +329,7 @@ def test_offboarding_escalates_a_revoke_that_cannot_succeed(world: World) -> Non
     the leaver half-revoked silently; the steps before it have acted."""
     _leaver_accounts(world)
     del world.okta.users["00u1"]
-    shown = world.run("offboarding.yaml", "identity_left", {"email": "ada@example.com"}, "waiting")
+    shown = world.run("offboarding.yaml", "identity_left", LEAVER, "waiting")
     assert (shown["waiting_reason"], shown["current_step"]) == ("escalated", "deactivate_okta")
     assert shown["failure"]["code"] == "not_found"
     assert "a person must decide" in shown["failure"]["next_action"]

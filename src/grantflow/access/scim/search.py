@@ -213,4 +213,7 @@ def search(session: Session, kinds: Sequence[Kind], request: Any, base_url: str)
             items_per_page=len(page),
             resources=dumps,
         )
-    return response.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE, scim_policy=POLICY)
+    listed = response.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE, scim_policy=POLICY)
+    # an empty page still lists its (no) resources: Entra's matching reads "Resources": []
+    listed.setdefault("Resources", [])
+    return listed
