@@ -4,6 +4,7 @@ skip / fail at its timeout, and the publish gate refusing a timeout without a po
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from sqlalchemy import select
 from grantflow.auth.permissions import Role
 from grantflow.auth.users import find_user_by_email
 from grantflow.people.notifications import Notification
+from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 from tests.conftest import Api
 from tests.support.engine import running_worker
@@ -392,6 +394,50 @@ def test_reminder_notifies_the_approvers_again_before_the_timeout(desk: Desk) ->
     assert step_of(done, "approve")["output"]["approvers"] == [CAROL]
     assert len(desk.notes(ALICE, task_id)) == 2  # the reminder is sent once
     assert all(n.resolved_at is not None for n in desk.notes(ALICE, task_id))
+
+
+def test_timers_that_passed_while_no_worker_ran_escalate_without_a_late_reminder(
+    api: Api, admin: httpx.Client, database: Database
+) -> None:
+    """A waiting approval survives having no worker: when one comes back after both the
+    reminder and the timeout passed, the approval escalates, and the reminder (moot after the
+    timeout) is not sent late on top of the escalation."""
+    desk = Desk(api, admin)
+    desk.person(ALICE)
+    desk.person(BOB)
+    workflow_id = desk.publish(
+        approval_flow(
+            "Escalation after an outage",
+            timeout="1s",
+            remind_before="500ms",
+            on_timeout="escalate",
+            escalate_to={"users": [BOB]},
+        )
+    )
+    try:
+        with running_worker(database):
+            run_id = desk.start(workflow_id)
+            task_id = waiting_task(desk, run_id)
+        due_at = dt.datetime.fromisoformat(desk.task(task_id)["due_at"])
+        until(lambda: utcnow() > due_at + dt.timedelta(milliseconds=200), "the timeout to pass")
+        assert desk.run(run_id)["status"] == "waiting"
+        assert desk.task(task_id)["escalated_at"] is None  # nothing acts without a worker
+
+        with running_worker(database):
+            until(
+                lambda: desk.task(task_id)["escalated_at"] and desk.run(run_id)["wake_at"] is None,
+                "the escalation, with no timer left",
+            )
+        assert [n.kind for n in desk.notes(ALICE, task_id)] == ["approval_pending"]
+        assert [n.kind for n in desk.notes(BOB, task_id)] == ["approval_pending"]
+        events = desk.timeline(run_id)
+        assert not [e for e in events if "reminded" in e.get("data", {})]
+        assert [
+            e["data"]["escalated_to"] for e in events if "escalated_to" in e.get("data", {})
+        ] == [[BOB]]
+    finally:
+        for client in desk.people.values():
+            client.close()
 
 
 # --- human tasks ------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from structlog.testing import capture_logs
 
 from grantflow.api import create_app
 from grantflow.auth.permissions import Role
+from grantflow.auth.users import find_user_by_email
 from grantflow.config import Settings, load_settings
 from grantflow.engine.worker import Worker
 from grantflow.people import email
@@ -165,7 +166,7 @@ def wait_email(db: Database, task_id: str | None, *statuses: str) -> EmailMessag
 
 def links_in(body: str) -> dict[str, str]:
     """{"Approve": url, "Reject": url} or {"Open the task (…)": url}."""
-    return {label: url for label, url in _LINK.findall(body)}
+    return dict(_LINK.findall(body))
 
 
 def path(url: str) -> str:
@@ -335,9 +336,7 @@ def test_a_permanent_smtp_error_fails_visibly_and_can_be_resent(mail: Mail) -> N
         assert (item["id"], item["to"], item["task_id"]) == (failed.id, APPROVER, task.id)
         assert "550 5.1.1 mailbox unavailable" in item["last_error"]
         assert mail.admin.get("/api/v1/emails", params={"to": APPROVER}).json()["items"]
-        assert not mail.admin.get("/api/v1/emails", params={"to": "x@example.com"}).json()[
-            "items"
-        ]
+        assert not mail.admin.get("/api/v1/emails", params={"to": "x@example.com"}).json()["items"]
         assert mail.approver.get("/api/v1/emails").status_code == 403
         with mail.db.transaction() as session:
             assert session.execute(select(func.count()).select_from(ActionLink)).scalar() == 0
@@ -407,11 +406,10 @@ def test_the_same_cause_is_mailed_once(mail: Mail) -> None:
         kept = mail.admin.post(f"/api/v1/tasks/{task.id}/reassign", json={"users": [APPROVER]})
         assert kept.status_code == 200, kept.text
         with mail.db.transaction() as session:
-            from grantflow.auth.users import find_user_by_email
-
             row = session.get(Task, task.id)
             user = find_user_by_email(session, APPROVER)
-            assert row is not None and user is not None
+            assert row is not None
+            assert user is not None
             email.announce(session, row, user)
             email.announce(session, row, user)
         assert len(emails_of(mail.db, task.id)) == 1
@@ -502,6 +500,63 @@ def test_a_task_email_link_opens_the_task(mail: Mail) -> None:
     )
 
 
+def test_an_escalated_failure_mails_operators_again_after_each_retry(mail: Mail) -> None:
+    """A step that escalates mails operators and admins an "open the task" link; retrying
+    through it fails again and escalates again (a new cause: a new e-mail); skipping through
+    the new e-mail's link lets the run go on."""
+    closed = free_port()
+    workflow = publish(
+        mail.db,
+        {
+            "name": "Escalating",
+            "trigger": {"type": "manual"},
+            "steps": [
+                {
+                    "id": "call",
+                    "type": "http",
+                    "config": {"method": "POST", "url": f"http://127.0.0.1:{closed}/users"},
+                    "on_failure": "escalate",
+                    "next": "after",
+                },
+                {"id": "after", "type": "set", "config": {"values": {"done": True}}},
+            ],
+        },
+    )
+    ops = mail.api.client(mail.api.user_token("ops@example.com", Role.OPERATOR))
+
+    def mails_to_ops(count: int) -> list[str]:
+        def arrived() -> list[Any]:
+            return [r for r in mail.sink.received if r.rcpt_tos == ["ops@example.com"]]
+
+        got = poll(lambda: arrived()[count - 1 :], timeout=20, what=f"e-mail {count} to ops")
+        subject = got[0].message["Subject"]
+        assert subject == "Action needed: Step 'call' failed and needs a decision"
+        assert "What failed:" in got[0].body
+        (url,) = links_in(got[0].body).values()
+        return [path(url)]
+
+    with running_worker(mail.db, tick_seconds=0.05):
+        run_id = start(mail.db, workflow)
+        wait_status(mail.db, run_id, "waiting")
+        (first,) = mails_to_ops(1)
+        assert mail.approver.get(first).status_code == 403  # not theirs
+        retried = ops.post(first, json={"action": "retry", "comment": "try again"})
+        assert retried.status_code == 200, retried.text
+        (second,) = mails_to_ops(2)
+        assert second != first
+        skipped = ops.post(second, json={"action": "skip", "comment": "done by hand"})
+        assert skipped.status_code == 200, skipped.text
+        wait_status(mail.db, run_id, "succeeded")
+    task = task_of(mail.db, run_id)
+    assert sorted(e.to_address for e in emails_of(mail.db, task.id)) == [
+        "admin@example.com",
+        "admin@example.com",
+        "ops@example.com",
+        "ops@example.com",
+    ]
+    ops.close()
+
+
 PASSWORD = "Sm7p-pa55word-never-shown"
 
 
@@ -511,29 +566,30 @@ def test_starttls_with_login_and_the_password_never_shows(
     """STARTTLS with a certificate checked against GRANTFLOW_SMTP_CA_FILE, then AUTH; the
     password appears in no log line, API answer, stored row or `grantflow config show`."""
     tls = make_tls_files(tmp_path)
-    with smtp_sink(starttls=tls, mailer=PASSWORD) as sink, capture_logs() as logs:
-        with mail_world(
-            settings,
-            database,
-            sink,
-            smtp_security="starttls",
-            smtp_ca_file=tls.ca,
-            smtp_username="mailer",
-            smtp_password=PASSWORD,
-        ) as mail:
-            with running_worker(mail.db, tick_seconds=0.05):
-                _run_id, task = waiting_approval(mail)
-                (received,) = sink.wait_for(1)
-                wait_email(mail.db, task.id, "sent")
-            assert received.tls is True
-            assert received.login == "mailer"
-            answers = [
-                mail.admin.get("/api/v1/emails").text,
-                mail.admin.get(f"/api/v1/tasks/{task.id}").text,
-                mail.approver.get(path(links_in(received.body)["Approve"])).text,
-            ]
-            assert mail.settings.redacted()["smtp_password"] == "** set **"
-            assert PASSWORD not in json.dumps(mail.settings.redacted())
+    starttls = {
+        "smtp_security": "starttls",
+        "smtp_ca_file": tls.ca,
+        "smtp_username": "mailer",
+        "smtp_password": PASSWORD,
+    }
+    with (
+        smtp_sink(starttls=tls, mailer=PASSWORD) as sink,
+        capture_logs() as logs,
+        mail_world(settings, database, sink, **starttls) as mail,
+    ):
+        with running_worker(mail.db, tick_seconds=0.05):
+            _run_id, task = waiting_approval(mail)
+            (received,) = sink.wait_for(1)
+            wait_email(mail.db, task.id, "sent")
+        assert received.tls is True
+        assert received.login == "mailer"
+        answers = [
+            mail.admin.get("/api/v1/emails").text,
+            mail.admin.get(f"/api/v1/tasks/{task.id}").text,
+            mail.approver.get(path(links_in(received.body)["Approve"])).text,
+        ]
+        assert mail.settings.redacted()["smtp_password"] == "** set **"
+        assert PASSWORD not in json.dumps(mail.settings.redacted())
     assert logs, "delivery logs something"
     with database.transaction() as session:
         stored = [

@@ -770,6 +770,9 @@ def test_only_scim_tokens_work(api: Api, scim: httpx.Client) -> None:
         error(response, 401)
         assert response.headers["www-authenticate"] == "Bearer"
         error(anonymous.get("/Users", headers={"Authorization": "Bearer gft_wrong"}), 401)
+        # the token is checked before the body is read
+        garbled = {"Content-Type": "application/scim+json"}
+        error(anonymous.post("/Users", content=b"{not json", headers=garbled), 401)
     with api.as_role(Role.ADMIN, "root@example.com") as admin_client:
         detail = error(admin_client.get("/scim/v2/Users"), 403)
         assert "scope 'api'" in detail

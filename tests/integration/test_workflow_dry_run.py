@@ -25,7 +25,7 @@ ADA = {
     "department": "Research",
     "employment_type": "employee",
     "start_date": "2026-01-05",
-    "manager": "grace@example.com",
+    "manager": {"id": "emp-1906", "email": "grace@example.com", "display_name": "Grace Hopper"},
 }
 INPUT = {"usage_location": "FR"}
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"  # the onboarding example's default licence
@@ -159,6 +159,8 @@ def test_profile_step_preview_hides_the_password(admin: httpx.Client) -> None:
             "employee",
             "assign_licence",
             [
+                "has_manager",
+                "manager_approval",
                 "create_user",
                 "add_groups",
                 "create_mailbox",
@@ -170,7 +172,15 @@ def test_profile_step_preview_hides_the_password(admin: httpx.Client) -> None:
         (
             "contractor",
             "welcome_email",
-            ["create_user", "add_groups", "create_mailbox", "needs_licence", "welcome_email"],
+            [
+                "has_manager",
+                "manager_approval",
+                "create_user",
+                "add_groups",
+                "create_mailbox",
+                "needs_licence",
+                "welcome_email",
+            ],
         ),
     ],
 )
@@ -206,7 +216,7 @@ def test_welcome_email_body_is_rendered(admin: httpx.Client) -> None:
     assert request["body"] == {
         "to": "ada@example.com",
         "template": "welcome",
-        "variables": {"first_day": "2026-01-05", "manager": "grace@example.com"},
+        "variables": {"first_day": "2026-01-05", "manager": "Grace Hopper"},
     }
 
 
@@ -285,7 +295,11 @@ def test_a_published_version_can_be_dry_run(
         "suspend_google",
         "deactivate_okta",
         "remove_from_wiki",
+        "remove_badge",
     ]
+    assert steps["remove_badge"]["preview"]["task"]["title"] == (
+        "Remove bob@example.com from the badge system"
+    )
 
 
 def test_a_broken_template_shows_as_a_step_error(admin: httpx.Client) -> None:

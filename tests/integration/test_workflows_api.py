@@ -118,6 +118,9 @@ def test_create_from_yaml(admin: httpx.Client) -> None:
     assert body["workflow"]["trigger"] == "identity_joined"
     assert body["version"]["state"] == "draft"
     assert [s["id"] for s in body["version"]["document"]["steps"]] == [
+        "has_manager",
+        "manager_approval",
+        "access_approval",
         "create_user",
         "add_groups",
         "create_mailbox",
@@ -125,7 +128,7 @@ def test_create_from_yaml(admin: httpx.Client) -> None:
         "assign_licence",
         "welcome_email",
     ]
-    assert body["version"]["document"]["settings"]["execution_timeout"] == "30m"
+    assert body["version"]["document"]["settings"]["execution_timeout"] == "7d"
     assert workflow(admin, workflow_id)["draft_version"] == 1
 
 

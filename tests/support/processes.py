@@ -109,13 +109,16 @@ def _healthy(served: ServedProcess) -> bool:
 
 
 @contextlib.contextmanager
-def serving(env: dict[str, str], cwd: Path, timeout: float = 30) -> Iterator[ServedProcess]:
-    """Start `grantflow serve` on a free port and wait until /healthz answers over TCP."""
+def serving(
+    env: dict[str, str], cwd: Path, timeout: float = 30, args: tuple[str, ...] = ()
+) -> Iterator[ServedProcess]:
+    """Start `grantflow serve ARGS...` on a free port and wait until /healthz answers over
+    TCP."""
     port = free_port()
     stderr_path = cwd / f"serve-{port}.stderr"
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
-            [*COMMAND, "serve", "--port", str(port)],
+            [*COMMAND, "serve", "--port", str(port), *args],
             env=env,
             cwd=cwd,
             stdout=subprocess.DEVNULL,

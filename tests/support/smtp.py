@@ -166,7 +166,9 @@ def make_tls_files(directory: Path) -> TlsFiles:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    files = TlsFiles(ca=directory / "ca.pem", cert=directory / "smtp.pem", key=directory / "smtp.key")
+    files = TlsFiles(
+        ca=directory / "ca.pem", cert=directory / "smtp.pem", key=directory / "smtp.key"
+    )
     files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files.key.write_bytes(

@@ -591,9 +591,12 @@ def test_plan_has_entry_edges_and_expression_sources() -> None:
     plan = onboarding_plan()
     assert plan.workflow == "Onboard new hire"
     assert plan.version == 3
-    assert plan.entry == "create_user"
-    assert plan.execution_timeout_seconds == 30 * 60
+    assert plan.entry == "has_manager"
+    assert plan.execution_timeout_seconds == 7 * 24 * 3600
     assert list(plan.steps) == [
+        "has_manager",
+        "manager_approval",
+        "access_approval",
         "create_user",
         "add_groups",
         "create_mailbox",
@@ -603,6 +606,10 @@ def test_plan_has_entry_edges_and_expression_sources() -> None:
     ]
     edges = {(e.source, e.target, e.when) for e in plan.edges}
     assert edges == {
+        ("has_manager", "manager_approval", "identity.manager"),
+        ("has_manager", "access_approval", None),
+        ("manager_approval", "create_user", None),
+        ("access_approval", "create_user", None),
         ("create_user", "add_groups", None),
         ("add_groups", "create_mailbox", None),
         ("create_mailbox", "needs_licence", None),
@@ -611,12 +618,16 @@ def test_plan_has_entry_edges_and_expression_sources() -> None:
         ("assign_licence", "welcome_email", None),
     }
     sources = {(x.step, x.field): x.source for x in plan.expressions}
-    assert sources[("create_user", "steps[0].config.user_name")] == "{{ identity.email }}"
+    assert sources[("create_user", "steps[3].config.user_name")] == "{{ identity.email }}"
     assert sources[("needs_licence", "branches[0].when")] == (
         "identity.employment_type != 'contractor'"
     )
+    assert sources[("manager_approval", "steps[1].config.approvers.users[0]")] == (
+        "{{ identity.manager.email }}"
+    )
     assert plan.steps["create_user"].side_effects is True
     assert plan.steps["needs_licence"].side_effects is False
+    assert plan.steps["manager_approval"].side_effects is False
 
 
 def test_plan_round_trips_through_its_stored_form() -> None:
@@ -633,7 +644,7 @@ def _corrupt(change: Any) -> dict[str, Any]:
 
 
 def _drop_entry(data: dict[str, Any]) -> None:
-    del data["steps"]["create_user"]
+    del data["steps"]["has_manager"]
 
 
 def _dangling_next(data: dict[str, Any]) -> None:
@@ -655,7 +666,7 @@ def _wrong_key(data: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("change", "named"),
     [
-        pytest.param(_drop_entry, "entry step 'create_user' is missing", id="entry-removed"),
+        pytest.param(_drop_entry, "entry step 'has_manager' is missing", id="entry-removed"),
         pytest.param(
             _dangling_next, "step 'add_groups' leads to missing step 'ghost'", id="next-dangling"
         ),

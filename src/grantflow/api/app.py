@@ -19,6 +19,7 @@ from grantflow.api.routes import (
     applications,
     audit,
     connections,
+    controls,
     email,
     evidence,
     grants,
@@ -27,8 +28,11 @@ from grantflow.api.routes import (
     identity_import,
     inbox,
     incidents,
+    jobs,
     notifications,
     reconciliation,
+    reports,
+    reviews,
     runs,
     scim,
     users,
@@ -93,6 +97,10 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         scim,
         inbox,
         email,
+        reviews,
+        jobs,
+        controls,
+        reports,
     ):
         app.router.routes.extend(module.router.routes)
     install_error_handlers(app)

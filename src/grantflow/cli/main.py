@@ -8,12 +8,16 @@ from grantflow.cli import (
     access,
     audit,
     connections,
+    controls,
     evidence,
     grants,
     identities,
     inbox,
     incidents,
+    jobs,
     reconcile,
+    reports,
+    reviews,
     runs,
     server,
     users,
@@ -36,11 +40,15 @@ app.add_typer(identities.app, name="identities")
 app.add_typer(grants.app, name="grants")
 app.add_typer(incidents.app, name="incidents")
 app.add_typer(inbox.app, name="inbox")
+app.add_typer(reviews.app, name="reviews")
+app.add_typer(controls.app, name="controls")
+app.add_typer(reports.app, name="reports")
 workflows.register(app)
 runs.register(app)
 evidence.register(runs.runs_app)
 connections.register(app)
 reconcile.register(app)
+jobs.register(app)
 
 
 def main() -> None:

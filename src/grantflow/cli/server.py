@@ -1,7 +1,11 @@
-"""`grantflow config show | migrate | serve | demo`: running and setting up the server."""
+"""`grantflow config show | migrate | serve | scheduler | demo`: running and setting up."""
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
+import structlog
 import typer
 
 from grantflow.cli.context import (
@@ -19,9 +23,11 @@ from grantflow.demo import ensure_demo_workspace
 from grantflow.engine.worker import Worker
 from grantflow.errors import ConfigurationError
 from grantflow.queue.database import DatabaseQueue
+from grantflow.schedules.scheduler import Scheduler
 from grantflow.store import migrate as migrations
 from grantflow.store.database import Database, open_database
 
+log = structlog.get_logger("grantflow.cli")
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 
 
@@ -61,8 +67,13 @@ def serve(
         min=0,
         help="runs advanced at once by the embedded worker (0: none)",
     ),
+    with_scheduler: bool = typer.Option(
+        True,
+        "--scheduler/--no-scheduler",
+        help="run the embedded scheduler (leader-elected: safe beside `grantflow scheduler`)",
+    ),
 ) -> None:
-    """Run the API and an embedded worker in one process."""
+    """Run the API, an embedded worker and the scheduler in one process."""
     import uvicorn  # the web stack loads only for the commands that serve
 
     from grantflow.api import create_app
@@ -82,8 +93,11 @@ def serve(
             outbound=policy_for(loaded.outbound_allow),
             health_check_seconds=loaded.health_check_seconds or None,
         )
+    embedded = Scheduler(db, app.state.grantflow.queue) if with_scheduler else None
     if worker:
         worker.start()
+    if embedded:
+        embedded.start()
     try:
         uvicorn.run(
             app,
@@ -94,9 +108,47 @@ def serve(
             server_header=False,
         )
     finally:
+        if embedded:
+            embedded.stop()  # releases the lease: another scheduler takes over at once
         if worker:
             worker.stop()  # after uvicorn handled SIGTERM: finish or hand back in-flight steps
         app.state.grantflow.queue.close()
+
+
+def scheduler(
+    tick_seconds: float = typer.Option(
+        1.0,
+        "--tick-seconds",
+        min=0.01,
+        help="the longest wait between looks at the jobs (the leader wakes at each due time)",
+    ),
+    lease_seconds: float = typer.Option(
+        15.0,
+        "--lease-seconds",
+        min=0.5,
+        help="how long a dead leader's lease blocks the others from taking over",
+    ),
+) -> None:
+    """Run the scheduler: leader-elected through the database (run two for availability; each
+    occurrence fires once). Stops on SIGTERM or SIGINT, releasing the lease."""
+    loaded = settings(log_level=None)
+    with errors_as_lines():
+        db = _migrated_database(loaded)
+    queue = DatabaseQueue(db)
+    running = Scheduler(db, queue, tick_seconds=tick_seconds, lease_seconds=lease_seconds)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("scheduler.signal", signal=signal.Signals(signum).name)
+        running.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        running.run_forever()
+    finally:
+        running.release()
+        queue.close()
+        db.dispose()
 
 
 def _migrated_database(loaded: Settings) -> Database:
@@ -151,4 +203,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(config_app, name="config")
     app.command()(migrate)
     app.command()(serve)
+    app.command()(scheduler)
     app.command()(demo)

@@ -294,8 +294,12 @@ class Interpreter:
         else:
             number = step_run.attempts
             if step_run.attempt_group > 1:  # an operator retry restarted the count, not the log
-                number += session.execute(
-                    select(func.count()).where(StepAttempt.step_run_id == step_run.id)
+                # the log goes on after its last entry (a count would collide on a third
+                # group once an earlier one numbered past it)
+                number = 1 + session.execute(
+                    select(func.coalesce(func.max(StepAttempt.number), 0)).where(
+                        StepAttempt.step_run_id == step_run.id
+                    )
                 ).scalar_one()
             attempt = StepAttempt(
                 id=new_id(),

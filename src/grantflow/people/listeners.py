@@ -110,7 +110,8 @@ def attention_key(run_id: str) -> str:
 def _needs_attention(session: Session, run: Run, old: str, new: str) -> None:
     """A run that ends failed or timed out raises one broadcast notification (it stays the
     one while open: a retried run failing again raises no second); it is resolved when the
-    run, retried, succeeds, or when a replay of it succeeds."""
+    run, retried, succeeds, or when a replay of it succeeds. A rejected approval raises
+    none: the run ended the way a person decided."""
     status = RunStatus(new)
     if status == RunStatus.SUCCEEDED:
         resolve(session, attention_key(run.id))
@@ -119,6 +120,8 @@ def _needs_attention(session: Session, run: Run, old: str, new: str) -> None:
         return
     if status not in NEEDS_ATTENTION:
         return
+    if (run.failure or {}).get("class") == "rejected":
+        return  # an approver said no: the run ended as decided, nothing needs fixing
     workflow = session.get(Workflow, run.workflow_id)
     name = workflow.name if workflow else run.workflow_id
     failure = run.failure or {}

@@ -19,6 +19,7 @@ class NotificationKind(enum.StrEnum):
     REAUTH_REQUIRED = "reauth_required"
     SECURITY_INCIDENT = "security_incident"
     JOB_OVERDUE = "job_overdue"
+    CONTROL_FAILED = "control_failed"  # a control evaluation found something to fix
 
 
 class Notification(Base):

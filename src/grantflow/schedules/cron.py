@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cron_descriptor import get_description
+from cron_descriptor import ExpressionDescriptor, Options
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 UTC = dt.UTC
@@ -91,11 +91,15 @@ def next_fire(expression: str, timezone: str, after: dt.datetime) -> dt.datetime
     return found[0] if found else None
 
 
-def describe(expression: str) -> str:
+def describe(expression: str, timezone: str | None = None) -> str:
+    """Plain words, 24-hour times, e.g. "At 02:30, Monday through Friday (Europe/Berlin)"."""
+    options = Options()
+    options.use_24hour_time_format = True
     try:
-        return str(get_description(expression))
+        words = str(ExpressionDescriptor(expression, options).get_description())
     except Exception:  # the library raises its own family; the expression was checked before
-        return expression
+        words = expression
+    return f"{words} ({timezone})" if timezone else words
 
 
 def warnings(expression: str, timezone: str, now: dt.datetime) -> list[str]:
@@ -104,9 +108,12 @@ def warnings(expression: str, timezone: str, now: dt.datetime) -> list[str]:
     times = fire_times(expression, timezone, now, until=year, limit=400)
     found: list[str] = []
     if not times:
-        found.append(
-            "it never fires in the next year (a date that does not exist, e.g. February 30?)"
-        )
+        later = next_fire(expression, timezone, year)
+        if later is None:
+            found.append("it never fires: the date it names does not exist (e.g. February 30)")
+        else:
+            local = later.astimezone(zone(timezone))
+            found.append(f"it fires rarely: not in the next year; next on {local:%Y-%m-%d}")
         return found
     day_field = expression.split()[2]
     month_field = expression.split()[3]

@@ -31,7 +31,7 @@ def _run_status(session: Session, run: Run, old: str, new: str) -> None:
         return
     occurrence.outcome = new
     job = session.get(Job, occurrence.job_id)
-    if job is not None and job.overlap_policy == "queue_one":
+    if job is not None:  # (whatever the policy is now: one queued earlier still starts)
         scheduler.start_queued(session, DatabaseQueue(database_of(session)), job, utcnow())
 
 

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from grantflow import audit
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.connections.models import Connection, ConnectionStatus
@@ -26,6 +27,7 @@ from grantflow.engine.models import Run
 from grantflow.engine.plans import plan_for
 from grantflow.engine.runs import start_run
 from grantflow.engine.states import RunStatus
+from grantflow.errors import GrantflowError
 from grantflow.people.notifications import NotificationKind, notify, resolve
 from grantflow.queue.interface import Queue
 from grantflow.schedules import cron, jobs, runners
@@ -46,6 +48,7 @@ _MAX_BACKLOG = 1000  # scheduled times examined per job per tick after a long do
 class TickResult:
     leader: bool
     occurrences: list[str] = field(default_factory=list)
+    more: bool = False  # stopped early (lost the lease, or a backlog left for the next tick)
 
 
 class Scheduler:
@@ -58,6 +61,7 @@ class Scheduler:
         clock: Callable[[], dt.datetime] = utcnow,
         lease_seconds: float = 15.0,
         tick_seconds: float = 1.0,
+        batch_size: int = 200,
     ) -> None:
         self.database = database
         self.queue = queue
@@ -65,6 +69,8 @@ class Scheduler:
         self.clock = clock
         self.lease = dt.timedelta(seconds=lease_seconds)
         self.tick_seconds = tick_seconds
+        self.batch_size = batch_size
+        self.leading = False
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -80,14 +86,34 @@ class Scheduler:
         self.release()
 
     def run_forever(self) -> None:
+        """Tick until `stopping` is set. The leader sleeps until the earliest due job (at most
+        `tick_seconds`), so an occurrence fires within milliseconds of its time."""
         log.info("scheduler.started", holder=self.holder)
         while not self.stopping.is_set():
+            wait = self.tick_seconds
             try:
-                self.tick()
+                result = self.tick()
+                if result.more:
+                    wait = 0.0
+                elif result.leader:
+                    wait = self._until_next_due()
             except Exception:
                 log.exception("scheduler.tick_failed")
-            self.stopping.wait(self.tick_seconds)
+            self.stopping.wait(wait)
         log.info("scheduler.stopped", holder=self.holder)
+
+    def _until_next_due(self) -> float:
+        with self.database.transaction() as session:
+            earliest = session.execute(
+                select(func.min(Job.next_fire_at)).where(
+                    Job.status != JobStatus.DISABLED, Job.next_fire_at.is_not(None)
+                )
+            ).scalar()
+        if earliest is None:
+            return self.tick_seconds
+        seconds = (earliest - self.clock()).total_seconds()
+        # still due (a job that failed, or one locked by another transaction): the next tick
+        return self.tick_seconds if seconds <= 0 else min(self.tick_seconds, seconds)
 
     def tick(self) -> TickResult:
         """Handle every job that is due; only the leader acts."""
@@ -95,54 +121,103 @@ class Scheduler:
             return TickResult(leader=False)
         result = TickResult(leader=True)
         now = self.clock()
-        with self.database.transaction() as session:
-            jobs.sync_workflow_jobs(session, now)
+        try:
+            with self.database.transaction() as session:
+                jobs.sync_workflow_jobs(session, now)
+        except IntegrityError:
+            log.info("scheduler.sync_raced")  # the API synced the same workflow: next tick
         with self.database.transaction() as session:
             due = list(
                 session.execute(
-                    select(Job.id).where(
+                    select(Job.id)
+                    .where(
                         Job.status != JobStatus.DISABLED,
                         Job.next_fire_at.is_not(None),
                         Job.next_fire_at <= now,
                     )
+                    .order_by(Job.next_fire_at, Job.id)
                 ).scalars()
             )
-        for job_id in due:
-            try:
-                with self.database.transaction() as session:
-                    result.occurrences += self._handle(session, job_id, now)
-            except IntegrityError:
-                # another scheduler recorded these occurrences first: they are not fired twice
-                log.info("scheduler.occurrence_exists", job_id=job_id)
+        for start in range(0, len(due), self.batch_size):
+            if start and not self.acquire():  # a long tick renews the lease between batches
+                result.more = True
+                break
+            found, more = self._handle_batch(due[start : start + self.batch_size])
+            result.occurrences += found
+            result.more = result.more or more
         return result
+
+    def _handle_batch(self, job_ids: list[str]) -> tuple[list[str], bool]:
+        """Due jobs in one transaction (rows another scheduler holds are skipped); if any job
+        fails, the batch is redone one job per transaction so the others still fire."""
+        try:
+            with self.database.transaction() as session:
+                found: list[str] = []
+                more = False
+                batch = list(
+                    session.execute(
+                        select(Job)
+                        .where(Job.id.in_(job_ids))
+                        .order_by(Job.next_fire_at, Job.id)
+                        .with_for_update(skip_locked=True)
+                    ).scalars()
+                )
+                _preload(session, batch)
+                for job in batch:
+                    handled, backlog = self._handle(session, job, self.clock())
+                    found += handled
+                    more = more or backlog
+                return found, more
+        except Exception:
+            if len(job_ids) == 1:
+                log.exception("scheduler.job_failed", job_id=job_ids[0])
+                return [], False
+        log.warning("scheduler.batch_failed", jobs=len(job_ids))
+        found, more = [], False
+        for job_id in job_ids:
+            handled, backlog = self._handle_batch([job_id])
+            found += handled
+            more = more or backlog
+        return found, more
 
     # --- leadership ---------------------------------------------------------------------------
     def acquire(self) -> bool:
+        """Renew our lease, or take an expired one (a new term), or create the first."""
         now = self.clock()
-        with self.database.transaction() as session:
-            taken = session.execute(  # type: ignore[attr-defined]
-                update(SchedulerLease)
-                .where(
-                    SchedulerLease.name == LEASE,
-                    or_(SchedulerLease.holder == self.holder, SchedulerLease.expires_at < now),
-                )
-                .values(holder=self.holder, expires_at=now + self.lease)
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            if taken:
-                return True
-            if session.get(SchedulerLease, LEASE) is not None:
-                return False
         try:
             with self.database.transaction() as session:
-                session.add(
-                    SchedulerLease(
-                        name=LEASE, holder=self.holder, expires_at=now + self.lease, acquired_at=now
+                lease = session.get(SchedulerLease, LEASE, with_for_update=True)
+                if lease is None:
+                    session.add(
+                        SchedulerLease(
+                            name=LEASE,
+                            holder=self.holder,
+                            expires_at=now + self.lease,
+                            acquired_at=now,
+                            term=1,
+                        )
                     )
-                )
-            return True
-        except IntegrityError:
+                    session.flush()
+                    previous, term = None, 1
+                elif lease.holder == self.holder and lease.expires_at >= now:
+                    lease.expires_at = now + self.lease
+                    self.leading = True
+                    return True
+                elif lease.expires_at < now:
+                    previous, term = lease.holder, lease.term + 1
+                    lease.holder, lease.acquired_at, lease.term = self.holder, now, term
+                    lease.expires_at = now + self.lease
+                else:
+                    if self.leading:
+                        log.warning("scheduler.leadership_lost", holder=self.holder)
+                    self.leading = False
+                    return False
+        except IntegrityError:  # another scheduler created the first lease at the same moment
+            self.leading = False
             return False
+        self.leading = True
+        log.info("scheduler.leader", holder=self.holder, term=term, previous=previous)
+        return True
 
     def release(self) -> None:
         with self.database.transaction() as session:
@@ -151,22 +226,30 @@ class Scheduler:
                 .where(SchedulerLease.name == LEASE, SchedulerLease.holder == self.holder)
                 .values(expires_at=self.clock() - dt.timedelta(seconds=1))
             )
+        if self.leading:
+            log.info("scheduler.released", holder=self.holder)
+        self.leading = False
 
     # --- one job ------------------------------------------------------------------------------
-    def _handle(self, session: Session, job_id: str, now: dt.datetime) -> list[str]:
-        job = session.get(Job, job_id, with_for_update=True)
-        if job is None or job.next_fire_at is None or job.next_fire_at > now:
-            return []
+    def _handle(self, session: Session, job: Job, now: dt.datetime) -> tuple[list[str], bool]:
+        """Every scheduled time of `job` up to `now`: one occurrence each. Returns the
+        occurrences and whether a backlog is left for the next tick."""
+        if job.status == JobStatus.DISABLED or job.next_fire_at is None or job.next_fire_at > now:
+            return [], False  # handled meanwhile by another scheduler, or just disabled
         first = job.next_fire_at
         later = cron.fire_times(job.cron, job.timezone, first, until=now, limit=_MAX_BACKLOG)
+        backlog = len(later) >= _MAX_BACKLOG  # the rest is recorded by the next ticks
         times = [first, *later]
         grace = dt.timedelta(seconds=job.grace_seconds)
         window = dt.timedelta(seconds=job.catchup_window_seconds)
-        late = [t for t in times if now - t > grace]
-        catch_up = max((t for t in late if now - t <= window), default=None)
+        late = {t for t in times if now - t > grace}
+        # run_once: one run for the latest missed time inside the window (when the backlog
+        # goes on, a later batch holds that time)
+        catch_up = None if backlog else max((t for t in late if now - t <= window), default=None)
         recorded = []
         for at in times:
-            if at not in late:
+            if at not in late or job.status == JobStatus.PAUSED:
+                # on time (or paused: skipped, naming who paused it, whatever the misfire)
                 recorded.append(fire(session, self.queue, job, at, now))
             elif job.misfire_policy == "run_once" and at == catch_up:
                 recorded.append(fire(session, self.queue, job, at, now, catch_up=True))
@@ -180,14 +263,15 @@ class Scheduler:
                         now,
                         f"outside the catch-up window: Grantflow was not running at "
                         f"{at:%Y-%m-%d %H:%M}Z and the window is {window}",
-                    )
+                    ).id
                 )
             else:
-                why = (
-                    "the misfire policy is skip"
-                    if job.misfire_policy == "skip"
-                    else f"caught up by one run for {catch_up:%Y-%m-%d %H:%M}Z (run_once)"
-                )
+                if job.misfire_policy == "skip":
+                    why = "the misfire policy is skip"
+                elif catch_up is not None:
+                    why = f"caught up by one run for {catch_up:%Y-%m-%d %H:%M}Z (run_once)"
+                else:
+                    why = "caught up by one run for a later time (run_once)"
                 recorded.append(
                     record(
                         session,
@@ -196,13 +280,22 @@ class Scheduler:
                         "missed",
                         now,
                         f"Grantflow was not running at {at:%Y-%m-%d %H:%M}Z; {why}",
-                    )
+                    ).id
                 )
-        job.next_fire_at = cron.next_fire(job.cron, job.timezone, max(times[-1], now))
+        job.next_fire_at = cron.next_fire(
+            job.cron, job.timezone, times[-1] if backlog else max(times[-1], now)
+        )
         if job.overdue_since is not None:
             job.overdue_since = None
             resolve(session, f"job_overdue:{job.id}")
-        return recorded
+        return recorded, backlog
+
+
+def _preload(session: Session, batch: list[Job]) -> None:
+    """The batch's workflows in one query (later lookups hit the session's identity map)."""
+    ids = {job.workflow_id for job in batch if job.workflow_id}
+    if ids:
+        session.execute(select(Workflow).where(Workflow.id.in_(ids))).scalars().all()
 
 
 def record(
@@ -215,7 +308,7 @@ def record(
     *,
     manual: bool = False,
     by: str = "system:scheduler",
-) -> str:
+) -> Occurrence:
     occurrence = Occurrence(
         job_id=job.id,
         scheduled_for=at,
@@ -227,7 +320,7 @@ def record(
     )
     session.add(occurrence)
     session.flush()  # the unique key (job, time, manual) refuses a second scheduler here
-    return occurrence.id
+    return occurrence
 
 
 def fire(
@@ -244,7 +337,7 @@ def fire(
     """Start the job for scheduled time `at`, or record why not."""
     reason = _why_not(session, job, manual)
     if reason is not None:
-        return record(session, job, at, "skipped", now, reason, manual=manual, by=by)
+        return record(session, job, at, "skipped", now, reason, manual=manual, by=by).id
     previous = _running(session, job)
     if previous is not None and job.overlap_policy != "allow":
         if job.overlap_policy == "queue_one" and not _queued(session, job):
@@ -258,7 +351,7 @@ def fire(
                 "(overlap policy queue_one)",
                 manual=manual,
                 by=by,
-            )
+            ).id
         return record(
             session,
             job,
@@ -269,21 +362,20 @@ def fire(
             + (" and one is already queued" if job.overlap_policy == "queue_one" else ""),
             manual=manual,
             by=by,
-        )
-    occurrence_id = record(session, job, at, "fired", now, None, manual=manual, by=by)
-    _start(session, queue, job, session.get(Occurrence, occurrence_id), now, catch_up)
-    return occurrence_id
+        ).id
+    occurrence = record(session, job, at, "fired", now, None, manual=manual, by=by)
+    _start(session, queue, job, occurrence, now, catch_up)
+    return occurrence.id
 
 
 def _start(
     session: Session,
     queue: Queue,
     job: Job,
-    occurrence: Occurrence | None,
+    occurrence: Occurrence,
     now: dt.datetime,
     catch_up: bool = False,
 ) -> None:
-    assert occurrence is not None
     occurrence.status = "fired"
     occurrence.started_at = now
     occurrence.lag_ms = round((now - occurrence.scheduled_for).total_seconds() * 1000, 3)
@@ -291,23 +383,38 @@ def _start(
         occurrence.reason = "a catch-up run after downtime (misfire policy run_once)"
     if job.kind == JobKind.WORKFLOW:
         assert job.workflow_id is not None
-        run = start_run(
-            session,
-            _STARTER,
-            queue,
-            job.workflow_id,
-            {
-                "scheduled_for": occurrence.scheduled_for.isoformat(),
-                "occurrence_id": occurrence.id,
-                "manual": occurrence.manual,
-            },
-            trigger="manual" if occurrence.manual else "schedule",
-        )
+        try:
+            # start_run refuses (disabled, no active version) before it writes anything
+            run = start_run(
+                session,
+                _STARTER,
+                queue,
+                job.workflow_id,
+                {
+                    "scheduled_for": occurrence.scheduled_for.isoformat(),
+                    "occurrence_id": occurrence.id,
+                    "manual": occurrence.manual,
+                },
+                trigger="manual" if occurrence.manual else "schedule",
+            )
+        except GrantflowError as exc:
+            occurrence.status, occurrence.started_at, occurrence.lag_ms = "skipped", None, None
+            occurrence.reason = f"the run could not start: {exc.message}"
+            return
         occurrence.run_id = run.id
         if run.status == RunStatus.FAILED:  # a corrupt plan fails at once, visibly
             occurrence.outcome = "failed"
         return
-    result = runners.run(session, queue, job, occurrence)
+    try:
+        with session.begin_nested():  # what a failing runner wrote is undone, not the record
+            result = runners.run(session, queue, job, occurrence)
+    except Exception as exc:
+        if not isinstance(exc, GrantflowError):
+            log.exception("scheduler.runner_failed", job_id=job.id, kind=job.kind)
+        message = exc.message if isinstance(exc, GrantflowError) else f"internal error: {exc!r}"
+        occurrence.outcome = "failed"
+        occurrence.reason = f"{job.kind} failed: {message}"
+        return
     occurrence.result_type, occurrence.result_id = result.result_type, result.result_id
     occurrence.outcome = result.outcome
 
@@ -368,11 +475,18 @@ def _queued(session: Session, job: Job) -> Occurrence | None:
 
 
 def start_queued(session: Session, queue: Queue, job: Job, now: dt.datetime) -> None:
-    """The previous occurrence's run ended: the one queued behind it (queue_one) starts."""
+    """The previous occurrence's run ended: the one queued behind it (queue_one) starts —
+    unless the job was paused (or its connection went unhealthy) meanwhile."""
     waiting = _queued(session, job)
-    if waiting is not None and _running(session, job) is None:
-        waiting.reason = (waiting.reason or "") + "; started when the previous run ended"
-        _start(session, queue, job, waiting, now)
+    if waiting is None or _running(session, job) is not None:
+        return
+    reason = _why_not(session, job, waiting.manual)
+    if reason is not None:
+        waiting.status = "skipped"
+        waiting.reason = f"{reason} (it was queued behind the previous run)"
+        return
+    waiting.reason = (waiting.reason or "") + "; started when the previous run ended"
+    _start(session, queue, job, waiting, now)
 
 
 def run_now(session: Session, actor: Actor, queue: Queue, job_id: str) -> Occurrence:
@@ -381,9 +495,7 @@ def run_now(session: Session, actor: Actor, queue: Queue, job_id: str) -> Occurr
     job = jobs.get_job(session, job_id, lock=True)
     now = utcnow()
     occurrence_id = fire(session, queue, job, now, now, manual=True, by=actor.label)
-    occurrence = session.get(Occurrence, occurrence_id)
-    assert occurrence is not None
-    from grantflow import audit
+    occurrence = session.get_one(Occurrence, occurrence_id)
 
     audit.record(
         session,
@@ -401,12 +513,15 @@ def mark_overdue(session: Session, now: dt.datetime) -> list[str]:
     scheduler is down or behind): flagged, with one job_overdue notification each."""
     flagged = []
     for job in session.execute(
-        select(Job).where(
+        select(Job)
+        .where(
             Job.status == JobStatus.ENABLED,
             Job.next_fire_at.is_not(None),
             Job.next_fire_at < now,
             Job.overdue_since.is_(None),
         )
+        # a job the scheduler is handling right now is not overdue
+        .with_for_update(skip_locked=True)
     ).scalars():
         assert job.next_fire_at is not None
         if now - job.next_fire_at <= dt.timedelta(seconds=job.grace_seconds):

@@ -130,6 +130,10 @@ class PostgresDatabase(Database):
         params = self.url.translate_connect_args(username="user", database="dbname")
         with psycopg.connect(autocommit=True, **params) as conn:
             conn.execute("LISTEN grantflow_queue")
+            # what was announced before this connection listened (at start, or while it
+            # reconnected) is ready in the queue already: look once now instead of at the
+            # next poll
+            wakeup.set()
             while not stop.is_set():
                 for _ in conn.notifies(timeout=1.0, stop_after=1):
                     wakeup.set()

@@ -146,13 +146,11 @@ def _sql_order(session: Session, kind: Kind, request: Any) -> list[Any] | None:
     return [missing, value, kind.table.id]
 
 
-def _find(
-    session: Session, kind: Kind, request: Any, base_url: str, sort_in_python: bool
-) -> _Found:
+def _find(session: Session, kind: Kind, request: Any, base_url: str, caller_sorts: bool) -> _Found:
     bound = bound_filter(kind.model, str(request.filter)) if request.filter else None
     compiled = compile_filter(bound, kind.catalog) if bound is not None else Compiled(true(), True)
     rows = select(kind.table).where(kind.alive(), compiled.clause)
-    order = None if sort_in_python else _sql_order(session, kind, request)
+    order = None if caller_sorts else _sql_order(session, kind, request)
     total = session.execute(select(func.count()).select_from(rows.subquery())).scalar_one()
     links = wants(request, kind.link)
     if compiled.exact and order is not None:
@@ -171,7 +169,7 @@ def _find(
     resources = kind.render(session, list(candidates), base_url, True)
     if bound is not None:
         resources = [r for r in resources if bound.match(r)]
-    if not sort_in_python:
+    if not caller_sorts:
         resources = request.sort(resources)
     return _Found(len(resources), lambda offset, limit: resources[offset : offset + limit])
 

@@ -203,9 +203,12 @@ def create_user(
     db: Database = Depends(database),
     q: Queue = Depends(queue),
 ) -> Response:
+    parameters = search.read_response_parameters(users.USERS.model, request.query_params)
     with writing(db) as session:
         user = users.create(session, actor, q, payload, base_url(request))
-    return resource_response(user, Context.RESOURCE_CREATION_RESPONSE, status=201, created=True)
+    return resource_response(
+        user, Context.RESOURCE_CREATION_RESPONSE, parameters, status=201, created=True
+    )
 
 
 @router.get("/Users/{user_id}")
@@ -270,9 +273,12 @@ def create_group(
     db: Database = Depends(database),
     q: Queue = Depends(queue),
 ) -> Response:
+    parameters = search.read_response_parameters(groups.GROUPS.model, request.query_params)
     with writing(db) as session:
         group = groups.create(session, actor, q, payload, base_url(request))
-    return resource_response(group, Context.RESOURCE_CREATION_RESPONSE, status=201, created=True)
+    return resource_response(
+        group, Context.RESOURCE_CREATION_RESPONSE, parameters, status=201, created=True
+    )
 
 
 @router.get("/Groups/{group_id}")

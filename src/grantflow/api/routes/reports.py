@@ -1,0 +1,109 @@
+"""/api/v1/reports: generate a report (grants, run outcomes, audit export) as CSV or JSON,
+list the stored ones, and download one with its SHA-256."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from grantflow.api.routes import API_PREFIX
+from grantflow.api.routes.schemas import PageOut
+from grantflow.api.security import Require
+from grantflow.api.state import database
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Permission
+from grantflow.schedules import reports as service
+from grantflow.schedules.reports import ReportKind
+from grantflow.store.database import Database
+from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+
+router = APIRouter(prefix=f"{API_PREFIX}/reports", tags=["reports"])
+
+
+class ReportOut(BaseModel):
+    id: str
+    kind: str
+    format: str
+    params: dict[str, Any]
+    rows: int
+    size: int
+    sha256: str
+    content_type: str
+    filename: str
+    job_id: str | None
+    created_by: str
+    created_at: dt.datetime
+    link: str
+    content_link: str
+
+
+@router.post("", status_code=201, response_model=ReportOut)
+def generate_report(
+    body: service.ReportRequest,
+    actor: Actor = Depends(Require(Permission.JOB_MANAGE)),
+    db: Database = Depends(database),
+) -> ReportOut:
+    """Generate and store a report; an audit_export also needs audit:read."""
+    with db.transaction() as session:
+        report = service.generate(session, actor, body.kind, body.format, body.params)
+        return ReportOut.model_validate(service.view(report))
+
+
+@router.get("", response_model=PageOut[ReportOut])
+def list_reports(
+    kind: ReportKind | None = Query(None, description="only this kind"),
+    cursor: str | None = Query(None, max_length=500),
+    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+    _: Actor = Depends(Require(Permission.JOB_READ)),
+    db: Database = Depends(database),
+) -> PageOut[ReportOut]:
+    """Stored reports, newest first (their metadata; the content is downloaded apart)."""
+    with db.transaction() as session:
+        page = service.list_reports(session, kind=kind, cursor=cursor, limit=limit)
+        return PageOut(
+            items=[ReportOut.model_validate(service.view(r)) for r in page.items],
+            next_cursor=page.next_cursor,
+        )
+
+
+@router.get("/{report_id}", response_model=ReportOut)
+def get_report(
+    report_id: str,
+    _: Actor = Depends(Require(Permission.JOB_READ)),
+    db: Database = Depends(database),
+) -> ReportOut:
+    with db.transaction() as session:
+        return ReportOut.model_validate(service.view(service.get_report(session, report_id)))
+
+
+@router.get(
+    "/{report_id}/content",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"text/csv": {}, "application/json": {}},
+            "description": "the stored report; X-Content-SHA256 is the SHA-256 of the body",
+        }
+    },
+)
+def download_report(
+    report_id: str,
+    actor: Actor = Depends(Require(Permission.JOB_READ)),
+    db: Database = Depends(database),
+) -> Response:
+    """The report's bytes as stored; an audit_export also needs audit:read."""
+    with db.transaction() as session:
+        got = service.download(session, actor, report_id)
+    return Response(
+        content=got.content,
+        media_type=got.content_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{got.filename}"',
+            "X-Content-SHA256": got.sha256,
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

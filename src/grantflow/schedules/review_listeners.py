@@ -1,0 +1,23 @@
+"""Access reviews' durable timers, run by workers: reminders when a campaign's
+`remind_before` is reached, and closing campaigns whose end has passed (undecided items get
+the default decision). Loaded through the `grantflow.engine_listeners` entry point."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from grantflow.engine import hooks
+from grantflow.schedules import reviews
+
+
+@hooks.on_tick
+def remind_reviewers(session: Session, queue: Any, now: dt.datetime) -> None:
+    reviews.remind_due(session, now)
+
+
+@hooks.on_tick
+def close_ended_reviews(session: Session, queue: Any, now: dt.datetime) -> None:
+    reviews.close_due(session, queue, now)
