@@ -458,9 +458,9 @@ def reconciliation_orphans(
                     f"{API}/reconciliations/{report.id}",
                     f"account {account!r} in {app.name!r} is an orphan"
                     + (" of a person who left" if item.get("leaver") else "")
-                    + f" (reconciliation of {_at(report.created_at)})"
-                    + (f": {item['detail']}" if item.get("detail") else "")
-                    + ": remove the account in the application, or grant it in Grantflow, "
+                    + f" according to the reconciliation of {_at(report.created_at)}"
+                    + (f" ({item['detail']})" if item.get("detail") else "")
+                    + "; remove the account in the application, or grant it in Grantflow, "
                     "then reconcile again",
                     application_id=app.id,
                     report_id=report.id,
