@@ -148,7 +148,7 @@ def test_a_waiting_approval_survives_a_restart_and_resumes_on_the_decision(
 
     with deployment(site) as (api, worker), client(api, site.admin_token) as admin:
         token = approver_token(admin, approver)
-        workflow_id = publish_approval(admin, f"Wiki access ({sig.name})", approver)
+        workflow_id = publish_approval(admin, f"Wiki access {sig.name}", approver)
         run_id = ok(admin.post(f"/api/v1/workflows/{workflow_id}/runs", json={"input": {}}), 201)[
             "id"
         ]

@@ -601,9 +601,6 @@ def test_the_cli_starts_decides_and_reports(database: Database, tmp_path: Path) 
         refused = w.cli("reviews", "decide", item["id"], "keep", "--as", email("olly"))
         assert refused.returncode == 1
         assert "is not a reviewer of item" in refused.stderr
-        needs = w.cli("reviews", "decide", item["id"], "keep", "--as", email("rita"))
-        assert needs.returncode == 1
-        assert "comment: keeping access in this review needs a justification" in needs.stderr
         decided = json_output(
             w.cli(
                 "reviews",
@@ -627,5 +624,3 @@ def test_the_cli_starts_decides_and_reports(database: Database, tmp_path: Path) 
         [row] = list(csv.DictReader(io.StringIO(report.read_text())))
         assert (row["decision"], row["decided_by"]) == ("revoke", email("rita"))
         assert row["comment"] == "'=gone"  # never a formula in a spreadsheet
-        listed = json_output(w.cli("reviews", "list", "--json"))
-        assert [r["id"] for r in listed] == [started["id"]]

@@ -220,6 +220,7 @@ def test_timeout_escalates_to_the_fallback_who_gets_it_and_either_may_approve(
 
     (note,) = desk.notes(BOB, task_id)
     assert (note.kind, note.resolved_at) == ("approval_pending", None)
+    assert note.created_at >= dt.datetime.fromisoformat(task["escalated_at"])  # told then
     assert [n.kind for n in desk.notes(ALICE, task_id)] == ["approval_pending"]
 
     audit = desk.admin.get(
@@ -367,7 +368,7 @@ def test_reminder_notifies_the_approvers_again_before_the_timeout(desk: Desk) ->
 
     for email in (ALICE, CAROL):
         first, second = until(
-            lambda e=email: len(notes := desk.notes(e, task_id)) == 2 and notes,  # type: ignore[misc]
+            lambda e=email: len(notes := desk.notes(e, task_id)) == 2 and notes,
             f"the reminder to {email}",
         )
         assert (first.kind, second.kind) == ("approval_pending", "approval_pending")

@@ -273,6 +273,21 @@ def test_reject_link_rejects_the_run(mail: Mail) -> None:
     assert "already chose reject" in gone["message"]
 
 
+def test_a_reminder_is_a_cause_of_its_own(mail: Mail) -> None:
+    """remind_before: the approver gets a second e-mail, marked as a reminder, with its own
+    links; the due time is in both."""
+    workflow = approval_workflow(mail.db, timeout="1500ms", on_timeout="reject", remind_before="1s")
+    with running_worker(mail.db, tick_seconds=0.05):
+        run_id = start(mail.db, workflow)
+        first, reminder = mail.sink.wait_for(2)
+        assert first.message["Subject"] == f"Approval needed: {TITLE}"
+        assert reminder.message["Subject"] == f"Reminder: Approval needed: {TITLE}"
+        assert "Due:           20" in reminder.body
+        assert links_in(first.body)["Approve"] != links_in(reminder.body)["Approve"]
+        wait_status(mail.db, run_id, "failed")  # nobody decided: rejected at the timeout
+    assert [e.status for e in emails_of(mail.db, task_of(mail.db, run_id).id)] == ["sent"] * 2
+
+
 def test_an_expired_link_is_gone(mail: Mail) -> None:
     with running_worker(mail.db, tick_seconds=0.05):
         _run_id, task = waiting_approval(mail)

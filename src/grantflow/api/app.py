@@ -44,6 +44,7 @@ from grantflow.config import Settings
 from grantflow.connections.access import ConnectionAccess
 from grantflow.connections.crypto import keyring_for
 from grantflow.connections.outbound import guarded_client, policy_for
+from grantflow.people import email as people_email
 from grantflow.queue.database import DatabaseQueue
 from grantflow.store.database import Database
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     )
     registry = CollectorRegistry()
     keyring = keyring_for(settings)
+    people_email.configure(settings)  # e-mail sent from this process uses these settings
     # The API's own outbound calls (Test connection) go through the same guard as workers'.
     http = guarded_client(policy_for(settings.outbound_allow), follow_redirects=True)
     app.state.grantflow = AppState(

@@ -296,11 +296,12 @@ class Interpreter:
             if step_run.attempt_group > 1:  # an operator retry restarted the count, not the log
                 # the log goes on after its last entry (a count would collide on a third
                 # group once an earlier one numbered past it)
-                number = 1 + session.execute(
-                    select(func.coalesce(func.max(StepAttempt.number), 0)).where(
+                last = session.execute(
+                    select(func.max(StepAttempt.number)).where(
                         StepAttempt.step_run_id == step_run.id
                     )
                 ).scalar_one()
+                number = (last or 0) + 1
             attempt = StepAttempt(
                 id=new_id(),
                 step_run_id=step_run.id,

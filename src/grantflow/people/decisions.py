@@ -26,7 +26,6 @@ from grantflow.people.models import Task, TaskAssignee, TaskDecision
 from grantflow.people.tasks import TaskKind, TaskStatus
 from grantflow.queue.interface import Queue
 from grantflow.store.base import utcnow
-from grantflow.store.database import database_of
 
 
 class Action(enum.StrEnum):
@@ -266,11 +265,17 @@ def _act_on_escalation(
 def wake(session: Session, queue: Queue, run_id: str) -> None:
     """The run reads the decision within a second: its timer is now, its queue item ready."""
     run = session.get(Run, run_id, with_for_update=True)
-    if run is None or run.status != RunStatus.WAITING:
+    if run is None:
+        return
+    if run.status == RunStatus.PAUSED and run.waiting_reason is not None:
+        # paused while it waited: resuming it puts back this timer, so the run reads the
+        # decision at once then (instead of at its next reminder or its deadline)
+        run.wake_at = utcnow()
+        return
+    if run.status != RunStatus.WAITING:
         return
     run.wake_at = utcnow()
-    queue.schedule(session, run.id)
-    database_of(session)  # (the queue notifies sleeping workers after commit)
+    queue.schedule(session, run.id)  # (the queue notifies sleeping workers after commit)
 
 
 def reassign(

@@ -32,6 +32,7 @@ from grantflow.auth.permissions import Permission
 from grantflow.config import Settings, load_settings
 from grantflow.definitions.models import Workflow
 from grantflow.engine import hooks
+from grantflow.engine.models import StepRun
 from grantflow.errors import Conflict, GrantflowError, NotFound
 from grantflow.people import links, routing, tasks
 from grantflow.people.models import ActionLink, EmailMessage, Task
@@ -95,12 +96,10 @@ def _one_line(text: str, limit: int) -> str:
 def dedup_key(task: Task, user: User, session: Session) -> str:
     """One e-mail per task, stage and person; a reminder and a new escalation of the same
     step (after a retry) are causes of their own."""
-    key = f"email:{tasks.dedup_key(task, user.id)}"
+    key = f"email:task:{task.id}:{task.current_stage}:{user.id}"  # (read by _stage_of)
     if task.kind == TaskKind.APPROVAL and task.reminded_at is not None:
         key += ":reminder"
     if task.kind == TaskKind.ESCALATION:
-        from grantflow.engine.models import StepRun
-
         step_run = session.get(StepRun, task.step_run_id)
         key += f":g{step_run.attempt_group if step_run is not None else 1}"
     return key
@@ -118,7 +117,7 @@ def compose(session: Session, task: Task, user: User) -> tuple[str, str, str]:
     placeholders for its links and their expiry, filled in when it is sent."""
     workflow = session.get(Workflow, task.workflow_id) if task.workflow_id else None
     title = _one_line(task.title, 200)
-    requester = task.requester or "Grantflow"
+    requester = _one_line(task.requester or "Grantflow", 320)
     if requester.startswith("system:"):
         requester = f"Grantflow ({requester.removeprefix('system:')})"
     if task.kind == TaskKind.APPROVAL:
@@ -142,7 +141,7 @@ def compose(session: Session, task: Task, user: User) -> tuple[str, str, str]:
     ]
     facts = [("Requested by", requester)]
     if task.subject_email:
-        facts.append(("About", task.subject_email))
+        facts.append(("About", _one_line(task.subject_email, 320)))
     if workflow is not None:
         facts.append(("Workflow", _one_line(workflow.name, 200)))
     if task.kind == TaskKind.APPROVAL and len(task.stages) > 1:

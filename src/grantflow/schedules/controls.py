@@ -117,8 +117,12 @@ def identity_label(identity: Identity | None) -> str:
         return "an unknown identity"
     attributes = identity.attributes or {}
     if identity.deleted_at is not None:
+        # deletion frees the email and userName (kept in attributes) for a rehire
         return str(
-            attributes.get("deleted_email") or attributes.get("deleted_user_name") or identity.id
+            attributes.get("deleted_email")
+            or attributes.get("deleted_user_name")
+            or identity.email
+            or identity.user_name
         )
     return identity.email or identity.user_name
 
@@ -413,8 +417,9 @@ def failed_runs_unattended(
                 f"run {run.id} of workflow {workflow.name!r} ended {run.status} "
                 f"{_ago(now, when)} ago ({_at(when)}) and was neither retried nor replayed"
                 + (f": {why}" if why else "")
-                + (f"; next: {fix}" if fix else "; retry or replay it")
-                + f" (POST {API}/runs/{run.id}/retry)",
+                + (f"; next: {fix}" if fix else "")
+                + f"; retry it (POST {API}/runs/{run.id}/retry) or replay it "
+                f"(POST {API}/runs/{run.id}/replay)",
                 workflow_id=workflow.id,
                 status=run.status,
             )
@@ -743,9 +748,10 @@ def evaluate(
         evaluation.id,
         {
             "controls": [c.id for c in selection.controls],
-            "passed": evaluation.summary["passed"],
-            "failed": evaluation.summary["failed"],
-            "failed_controls": failed,
+            # (keys naming "pass" are redacted from audit summaries: ok / failing instead)
+            "ok": evaluation.summary["passed"],
+            "failing": evaluation.summary["failed"],
+            "failing_controls": failed,
             "job_id": job_id,
         },
     )

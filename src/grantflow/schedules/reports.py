@@ -227,7 +227,7 @@ def _grants(
         rows.append(
             {
                 "application": app.name,
-                "role": grant.role,
+                "role": grant.role or None,  # (as the grants API shows it)
                 "identity": identity_label(identity),
                 "display_name": identity.display_name,
                 "department": identity.department,

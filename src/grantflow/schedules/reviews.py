@@ -393,15 +393,12 @@ def is_reviewer(user: User, item: ReviewItem) -> bool:
 
 
 def can_decide(session: Session, user: User, item: ReviewItem) -> bool:
+    if item.decision is not None or not is_reviewer(user, item):
+        return False
+    if not user.active or DECIDER not in permissions_for(user.roles):
+        return False
     identity = session.get(Identity, item.identity_id)
-    return (
-        item.decision is None
-        and user.active
-        and DECIDER in permissions_for(user.roles)
-        and identity is not None
-        and not _same_person(user.email, identity)
-        and is_reviewer(user, item)
-    )
+    return identity is not None and not _same_person(user.email, identity)
 
 
 def _people_of(session: Session, resolver: _Resolver, item: ReviewItem) -> list[User]:
@@ -865,8 +862,9 @@ def decide(
     actor.require(DECIDER)
     decision = Decision(decision)
     comment = (comment or "").strip() or None
-    get_item(session, item_id, review_id)
-    item = session.get(ReviewItem, item_id, with_for_update=True)
+    item = session.get(ReviewItem, item_id, with_for_update=True)  # one decision at a time
+    if item is None or (review_id is not None and item.review_id != review_id):
+        get_item(session, item_id, review_id)  # raises NotFound, naming what is missing
     assert item is not None
     user = session.get(User, actor.user_id) if actor.user_id else None
     if user is None:

@@ -93,6 +93,7 @@ def create_job(
 ) -> dict[str, Any]:
     """A built-in job (access_review, control_evaluation, report). Workflow jobs appear by
     themselves when a workflow with a schedule trigger is published."""
+    _sync(db)  # a name taken by a workflow published a moment ago is a conflict
     with db.transaction() as session:
         job = jobs.create_built_in(session, actor, body)
         return jobs.job_view(session, job)
