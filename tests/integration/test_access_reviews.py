@@ -115,7 +115,11 @@ class World:
         return list(ok(client.get(f"{API}/notifications", params={"limit": 100}))["items"])
 
     def audit(self, review_id: str) -> list[dict[str, Any]]:
-        params = {"target_type": "access_review", "target_id": review_id, "limit": 100}
+        params: dict[str, str | int] = {
+            "target_type": "access_review",
+            "target_id": review_id,
+            "limit": 100,
+        }
         return list(ok(self.admin.get(f"{API}/audit", params=params))["items"])
 
     def report(self, review_id: str) -> list[dict[str, str]]:
@@ -571,6 +575,10 @@ def test_config_errors_name_the_field(database: Database, tmp_path: Path) -> Non
             assert details[0]["field"] == field, (body, details)
         assert ok(w.admin.get(f"{API}/reviews"))["items"] == []
         assert error(w.admin.get(f"{API}/reviews/nope"), 404)["code"] == "not_found"
+        # nothing in scope: a campaign recorded as closed at once
+        empty = ok(w.admin.post(f"{API}/reviews", json=base), 201)
+        assert (empty["status"], empty["closed_by"]) == ("closed", "system:access-review")
+        assert (empty["progress"]["total"], empty["progress"]["percent"]) == (0, 100.0)
 
 
 def test_the_cli_starts_decides_and_reports(database: Database, tmp_path: Path) -> None:

@@ -271,7 +271,9 @@ def test_a_rejection_fails_the_run_with_the_approvers_comment(
     assert failure["message"] == (f"rejected by {email('alice')}: contractors do not get payroll")
     assert "re-request" in failure["next_action"]
     assert step(failed, "provision") is None  # nothing after the approval ran
-    assert get_task(admin, task_id)["status"] == "rejected"
+    closed = get_task(admin, task_id)
+    assert (closed["status"], closed["assignees"]) == ("rejected", ["role approver"])
+    assert (closed["decided_by"], closed["you_can_act"]) == (email("alice"), False)
 
 
 # --- routing problems and reassign ---------------------------------------------------------
@@ -415,7 +417,7 @@ def test_the_inbox_shows_role_assigned_work_and_filters_by_kind_workflow_and_ove
         approval_flow(
             "Timed approval",
             approvers={"roles": ["approver"]},
-            timeout="1s",
+            timeout="2s",
             on_timeout="reject",
         ),
     )

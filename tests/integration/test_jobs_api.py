@@ -213,7 +213,7 @@ def test_a_workflow_named_like_a_built_in_job_still_gets_its_job(admin: httpx.Cl
     base = {"name": "Weekly", "kind": "control_evaluation", "cron": "0 6 * * 1"}
     ok(admin.post(JOBS, json=base), 201)
     workflow_id = schedule_workflow(admin, "Weekly")
-    (job,) = [j for j in ok(admin.get(JOBS, params={"kind": "workflow"}))["items"]]
+    (job,) = ok(admin.get(JOBS, params={"kind": "workflow"}))["items"]
     assert job["workflow"]["id"] == workflow_id
     assert job["name"] == f"Weekly (workflow {workflow_id[:8]})"
 

@@ -66,9 +66,20 @@ def _print(shown: dict[str, Any]) -> None:
         ["control", "title", "result", "findings"],
     )
     for result in shown["results"]:
-        if result["findings"]:
-            out.print(f"\n{result['control']}:", markup=False)
-            emit_table(result["findings"], ["object_type", "object_id", "link", "detail"])
+        if not result["findings"]:
+            continue
+        out.print(
+            f"\n{result['control']} — {result['title']}: {result['finding_count']} finding(s)",
+            markup=False,
+        )
+        for finding in result["findings"]:
+            out.print(
+                f"  {finding['object_type']} {finding['object_id']}  {finding['link']}\n"
+                f"    {finding['detail']}",
+                markup=False,
+            )
+        if result.get("truncated"):
+            out.print(f"  … only the first {len(result['findings'])} are kept", markup=False)
 
 
 @app.command("list")
@@ -84,11 +95,10 @@ def list_controls(as_json: bool = JSON_OPTION) -> None:
                 "id": c["id"],
                 "title": c["title"],
                 "params": ", ".join(f"{p['name']}={p['default']} {p['unit']}" for p in c["params"]),
-                "description": c["description"],
             }
             for c in shown
         ],
-        ["id", "title", "params", "description"],
+        ["id", "title", "params"],
     )
 
 

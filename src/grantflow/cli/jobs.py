@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from sqlalchemy.exc import IntegrityError
 
 from grantflow.auth.actor import Actor
 from grantflow.cli.context import JSON_OPTION, database, emit_json, emit_table, errors_as_lines, out
@@ -13,6 +14,7 @@ from grantflow.errors import BadRequest
 from grantflow.queue.database import DatabaseQueue
 from grantflow.schedules import jobs, scheduler
 from grantflow.schedules.jobs import JobKind, JobStatus
+from grantflow.store.database import Database
 
 app = typer.Typer(
     help="Scheduled jobs: status, preview, Run now, occurrences.", no_args_is_help=True
@@ -65,6 +67,15 @@ def _print_job(data: dict[str, Any]) -> None:
         out.print(f"  note: {data['health_note']}", markup=False)
 
 
+def _sync(db: Database) -> None:
+    """A workflow published a moment ago with a schedule trigger shows up as a job at once."""
+    try:
+        with db.transaction() as session:
+            jobs.sync_workflow_jobs(session)
+    except IntegrityError:
+        pass  # a scheduler synced the same workflow at the same moment: it exists now
+
+
 def _text(value: Any) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
@@ -90,8 +101,7 @@ def list_jobs(
 ) -> None:
     """Jobs: status, next fire time, last occurrence and outcome, overdue."""
     with errors_as_lines(), database() as db:
-        with db.transaction() as session:
-            jobs.sync_workflow_jobs(session)
+        _sync(db)
         with db.transaction() as session:
             page = jobs.list_jobs(session, kind=kind, status=status, overdue=overdue, limit=limit)
             rows = jobs.job_views(session, page.items)
@@ -123,8 +133,8 @@ def show(
     job: str = typer.Argument(..., help="job id or name"), as_json: bool = JSON_OPTION
 ) -> None:
     """One job in detail, with the health note when Run now succeeds but the schedule fails."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        jobs.sync_workflow_jobs(session)
+    with errors_as_lines(), database() as db:
+        _sync(db)
     _show(job, as_json)
 
 

@@ -15,7 +15,8 @@ from typing import Any
 import typer
 
 from grantflow.auth.actor import Actor
-from grantflow.cli.context import JSON_OPTION, database, emit_json, emit_table, errors_as_lines, out
+from grantflow.cli.context import JSON_OPTION, database, emit_json, errors_as_lines, out
+from grantflow.cli.grants import fold_table
 from grantflow.cli.inbox import AS_HELP, acting_user
 from grantflow.definitions.source import parse_text
 from grantflow.errors import BadRequest
@@ -103,7 +104,7 @@ def list_reviews(
     if as_json:
         emit_json(views)
         return
-    emit_table(
+    fold_table(
         [
             {
                 "id": v["id"],
@@ -156,7 +157,7 @@ def items(
     if as_json:
         emit_json(views)
         return
-    emit_table([_item_row(v) for v in views], ITEM_COLUMNS)
+    fold_table([_item_row(v) for v in views], ITEM_COLUMNS)
     for v in views:
         if v["routing_problem"] and v["decision"] is None:
             out.print(f"  {v['id']}: {v['routing_problem']}", markup=False)

@@ -90,8 +90,7 @@ def task_view(session: Session, task: Task, viewer: User | None = None) -> dict[
         "subject_email": task.subject_email,
         "stage": task.current_stage + 1,
         "stages": task.stages,
-        "assignees": described.get("assignees")
-        or [a.user_id or f"role {a.role}" for a in routing.assignees(session, task)],
+        "assignees": described.get("assignees") or _assignee_names(session, task),
         "can_act": described.get("can_act", []),
         "you_can_act": bool(
             viewer is not None
@@ -143,3 +142,15 @@ def task_view(session: Session, task: Task, viewer: User | None = None) -> dict[
         ],
         "created_at": task.created_at,
     }
+
+
+def _assignee_names(session: Session, task: Task) -> list[str]:
+    """Whom a (closed) task was assigned to: emails, and roles as `role <name>`."""
+    names = []
+    for row in routing.assignees(session, task):
+        if row.user_id:
+            user = session.get(User, row.user_id)
+            names.append(user.email if user is not None else row.user_id)
+        elif row.role:
+            names.append(f"role {row.role}")
+    return names
