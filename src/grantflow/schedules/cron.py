@@ -49,6 +49,17 @@ def to_utc(local: dt.datetime, tz: ZoneInfo) -> dt.datetime:
     return local.replace(tzinfo=tz, fold=0).astimezone(UTC)
 
 
+_MARGIN = dt.timedelta(hours=3)  # more than any UTC offset change (DST moves 1 h, at most 2 h)
+
+
+def _near_change(tz: ZoneInfo, instant: dt.datetime) -> bool:
+    """Does the UTC offset change within 3 h of `instant`? Only there can a later local time
+    map to an earlier (or the same) instant."""
+    return (instant - _MARGIN).astimezone(tz).utcoffset() != (instant + _MARGIN).astimezone(
+        tz
+    ).utcoffset()
+
+
 def fire_times(
     expression: str,
     timezone: str,
@@ -59,8 +70,12 @@ def fire_times(
 ) -> list[dt.datetime]:
     """The UTC instants strictly after `after` (and not after `until`) the expression fires."""
     tz = zone(timezone)
-    # start a little before `after` in local time: a gap-shifted time can land after it
-    start = (after - dt.timedelta(hours=3)).astimezone(tz).replace(tzinfo=None)
+    # Local times are walked in order. Near an offset change, start 3 h early (a gap-shifted
+    # time can land after `after`) and look 3 h past `until`; elsewhere local order is UTC
+    # order, so the walk starts at `after` and stops at the first instant past `until`.
+    start_at = after - _MARGIN if _near_change(tz, after) else after
+    start = start_at.astimezone(tz).replace(tzinfo=None)
+    until_margin = _MARGIN if until is not None and _near_change(tz, until) else dt.timedelta(0)
     try:
         walker = croniter(expression, start)
     except (CroniterBadCronError, ValueError, KeyError) as exc:
@@ -74,7 +89,7 @@ def fire_times(
             break  # the expression never fires again (e.g. February 30)
         instant = to_utc(local, tz)
         if until is not None and instant > until and instant not in seen:
-            if instant - until > dt.timedelta(hours=3):
+            if instant - until > until_margin:
                 break
             continue
         if instant <= after or instant in seen:
