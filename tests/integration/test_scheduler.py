@@ -715,3 +715,64 @@ def test_one_leader_at_a_time_and_takeover_after_the_lease(
     with database.transaction() as session:
         lease = session.get_one(SchedulerLease, "scheduler")
         assert (lease.holder, lease.term) == ("scheduler-a", 3)
+
+
+def test_scheduled_runs_are_made_like_start_run(
+    database: Database, sched: Scheduler, clock: Clock
+) -> None:
+    """The scheduler writes runs in bulk (no flush per run); each is what engine start_run
+    makes for the same workflow: same columns, first step, queued event, queue item."""
+    from grantflow.engine.models import RunEvent, StepRun
+    from grantflow.engine.runs import start_run
+    from grantflow.queue.models import QueueItem
+
+    job_id = scheduled(database, sched, "alike", "0 * * * *", steps=ROUTED)
+    follow(database, sched, clock, at("2026-03-02T11:30:00+00:00"))
+    (occurrence,) = occurrences(database, job_id)
+    workflow_id = job_row(database, job_id).workflow_id
+    assert workflow_id
+    with database.transaction() as session:
+        reference = start_run(
+            session,
+            ALICE,
+            DatabaseQueue(database),
+            workflow_id,
+            dict(session.get_one(Run, occurrence.run_id).input),
+            trigger="schedule",
+        ).id
+
+    def shape(run_id: str) -> dict[str, Any]:
+        with database.transaction() as session:
+            run = session.get_one(Run, run_id)
+            columns = {
+                c.key: getattr(run, c.key)
+                for c in Run.__table__.columns
+                if c.key not in {"id", "created_by", "created_at", "last_progress_at"}
+            }
+            for moment in ("deadline_at", "stuck_at"):  # as offsets from creation
+                columns[moment] = columns[moment] - run.created_at
+            steps = [
+                (s.step_id, s.step_type, s.sequence, s.status, s.side_effects)
+                for s in session.execute(select(StepRun).where(StepRun.run_id == run_id)).scalars()
+            ]
+            events = [
+                (e.kind, e.data)
+                for e in session.execute(
+                    select(RunEvent).where(RunEvent.run_id == run_id)
+                ).scalars()
+            ]
+            queued = session.get(QueueItem, run_id)
+            return {
+                "run": columns,
+                "steps": steps,
+                "events": events,
+                "queued": queued is not None and queued.lease_owner is None,
+            }
+
+    mine, theirs = shape(occurrence.run_id), shape(reference)
+    assert abs(mine["run"].pop("deadline_at") - theirs["run"].pop("deadline_at")) < dt.timedelta(
+        milliseconds=50
+    )
+    assert mine == theirs
+    assert mine["steps"] == [("route", "set", 1, "pending", False)]
+    assert mine["queued"] is True

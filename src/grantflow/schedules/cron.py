@@ -10,7 +10,9 @@ expression names fires exactly once.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import functools
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cron_descriptor import ExpressionDescriptor, Options
@@ -49,6 +51,22 @@ def to_utc(local: dt.datetime, tz: ZoneInfo) -> dt.datetime:
     return local.replace(tzinfo=tz, fold=0).astimezone(UTC)
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed(expression: str) -> croniter:
+    try:
+        return croniter(expression, dt.datetime(2000, 1, 1))
+    except (CroniterBadCronError, ValueError, KeyError) as exc:
+        raise CronError(f"{expression!r} is not a valid cron expression: {exc}") from None
+
+
+def _walker(expression: str, start: dt.datetime) -> croniter:
+    """A croniter at `start` (naive local time): a copy of the expression's parsed one (the
+    parse is most of the cost of a short walk)."""
+    walker = copy.copy(_parsed(expression))
+    walker.set_current(start, force=True)
+    return walker
+
+
 _MARGIN = dt.timedelta(hours=3)  # more than any UTC offset change (DST moves 1 h, at most 2 h)
 
 
@@ -76,10 +94,7 @@ def fire_times(
     start_at = after - _MARGIN if _near_change(tz, after) else after
     start = start_at.astimezone(tz).replace(tzinfo=None)
     until_margin = _MARGIN if until is not None and _near_change(tz, until) else dt.timedelta(0)
-    try:
-        walker = croniter(expression, start)
-    except (CroniterBadCronError, ValueError, KeyError) as exc:
-        raise CronError(f"{expression!r} is not a valid cron expression: {exc}") from None
+    walker = _walker(expression, start)
     found: list[dt.datetime] = []
     seen: set[dt.datetime] = set()
     for _ in range(_MAX_STEPS):
