@@ -776,3 +776,104 @@ def test_scheduled_runs_are_made_like_start_run(
     assert mine == theirs
     assert mine["steps"] == [("route", "set", 1, "pending", False)]
     assert mine["queued"] is True
+
+
+# --- robustness ----------------------------------------------------------------------------------
+def test_a_long_downtime_is_recorded_over_several_ticks(
+    database: Database, sched: Scheduler, clock: Clock
+) -> None:
+    """Two days down with an every-minute job: each of the 2,880 times gets its occurrence
+    (about 1,000 per tick, nothing silently dropped); run_once catches up once inside the window."""
+    job_id = scheduled(database, sched, "minutely", "* * * * *", overlap_policy="allow")
+    clock.set(at("2026-03-04T10:00:01+00:00"))  # 10:00 is 1 s late: within its grace
+    ticks = []
+    while True:
+        result = sched.tick()
+        ticks.append(len(result.occurrences))
+        if not result.more:
+            break
+    assert ticks == [1001, 1001, 878]
+    found = occurrences(database, job_id)
+    assert len(found) == 2880
+    assert len({o.scheduled_for for o in found}) == 2880
+    statuses: dict[str, int] = {}
+    for o in found:
+        statuses[o.status] = statuses.get(o.status, 0) + 1
+    assert statuses == {"skipped": 2820, "missed": 58, "fired": 2}
+    catch_up, on_time = (o for o in found if o.status == "fired")
+    assert catch_up.scheduled_for == at("2026-03-04T09:59:00+00:00")
+    assert catch_up.reason == "a catch-up run after downtime (misfire policy run_once)"
+    assert (on_time.scheduled_for, on_time.reason) == (at("2026-03-04T10:00:00+00:00"), None)
+    assert job_row(database, job_id).next_fire_at == at("2026-03-04T10:01:00+00:00")
+
+
+def test_a_failing_job_does_not_stop_the_others(
+    database: Database, sched: Scheduler, clock: Clock
+) -> None:
+    """A job whose stored cron cannot be read fails alone (logged, retried each tick, and in
+    time flagged overdue); the other jobs of its batch still fire."""
+    good = scheduled(database, sched, "good", "0 * * * *", overlap_policy="allow")
+    broken = scheduled(database, sched, "broken", "0 * * * *")
+    with database.transaction() as session:
+        session.execute(update(Job).where(Job.id == broken).values(cron="99 * * * *"))
+    clock.set(at("2026-03-02T11:00:01+00:00"))
+    assert len(sched.tick().occurrences) == 1
+    assert [o.status for o in occurrences(database, good)] == ["fired"]
+    assert occurrences(database, broken) == []
+    clock.set(at("2026-03-02T11:10:00+00:00"))
+    with database.transaction() as session:
+        assert scheduler.mark_overdue(session, clock.now) == [broken]
+
+
+def test_a_time_already_recorded_is_stepped_over(
+    database: Database, sched: Scheduler, clock: Clock
+) -> None:
+    """An occurrence another scheduler already recorded for the due time (the unique key
+    refuses a second): the batch is redone job by job, that time is left as it was, the job
+    moves on, and the rest of the batch fires."""
+    first = scheduled(database, sched, "first", "0 * * * *")
+    second = scheduled(database, sched, "second", "0 * * * *")
+    with database.transaction() as session:
+        session.add(
+            Occurrence(
+                job_id=first,
+                scheduled_for=at("2026-03-02T11:00:00+00:00"),
+                status="fired",
+                created_by="scheduler-b",
+            )
+        )
+    clock.set(at("2026-03-02T11:00:01+00:00"))
+    sched.tick()
+    assert [(o.status, o.created_by) for o in occurrences(database, first)] == [
+        ("fired", "scheduler-b")
+    ]
+    assert [o.status for o in occurrences(database, second)] == ["fired"]
+    assert job_row(database, first).next_fire_at == at("2026-03-02T12:00:00+00:00")
+
+
+def test_a_workflow_no_longer_scheduled_disables_its_job(
+    database: Database, sched: Scheduler, clock: Clock
+) -> None:
+    """Republished with a manual trigger, the workflow's job is disabled by the scheduler (no
+    more occurrences, no runs of a manual workflow on the old cron); scheduled again, it is
+    enabled again from the next time."""
+    job_id = scheduled(database, sched, "switching", "0 * * * *")
+    document: dict[str, Any] = {"name": "switching", "trigger": {"type": "manual"}}
+    publish(database, {**document, "steps": SET_STEP})
+    sched.tick()
+    job = job_row(database, job_id)
+    assert (job.status, job.status_changed_by) == ("disabled", "system:scheduler")
+    follow(database, sched, clock, at("2026-03-02T13:30:00+00:00"))
+    assert occurrences(database, job_id) == []
+    publish(
+        database,
+        {
+            **document,
+            "trigger": {"type": "schedule", "cron": "30 * * * *", "timezone": "UTC"},
+            "steps": SET_STEP,
+        },
+    )
+    sched.tick()
+    job = job_row(database, job_id)
+    assert (job.status, job.cron) == ("enabled", "30 * * * *")
+    assert job.next_fire_at == at("2026-03-02T14:30:00+00:00")

@@ -63,6 +63,13 @@ class DatabaseReferences:
             return f"user {key!r} does not exist; name an existing user or a role"
         if not user.active:
             return f"user {key!r} is deactivated; name an active user or a role"
+        from grantflow.auth.permissions import Permission, permissions_for
+
+        if Permission.WORKFLOW_TASK not in permissions_for(user.roles):
+            return (
+                f"user {key!r} lacks the permission workflow:task (roles: "
+                f"{', '.join(user.roles) or 'none'}); give them the approver role or name another"
+            )
         return None
 
     def connection_warning(self, name: str, application_id: str | None) -> str | None:
