@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from grantflow.auth.permissions import Role
 from grantflow.store.database import Database

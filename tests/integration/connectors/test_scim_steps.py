@@ -84,8 +84,8 @@ def test_a_scim_step_on_an_http_connection_fails_naming_the_kind(
     )
     shown = run(database, keyring, document(application_id, CREATE), "failed")
     assert shown["failure"]["class"] == "permanent"
-    assert "is a http connection; SCIM steps need a scim connection" in (
-        shown["failure"]["message"]
+    assert (
+        "is a http connection; SCIM steps need a scim connection" in (shown["failure"]["message"])
     )
     assert tenant.users(userName="ada@example.com") == []
 
