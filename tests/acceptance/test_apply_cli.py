@@ -146,7 +146,7 @@ def test_versions_diff_activate_disable_enable_and_show(workspace: Workspace) ->
     assert lines[:2] == [f"--- {ONBOARDING} v1", f"+++ {ONBOARDING} v2"]
     assert "+description: Second edition" in lines
     assert any(
-        line.startswith("-description: Create the directory and Entra ID accounts")
+        line.startswith("-description: Manager approval, then the directory and Entra ID")
         for line in lines
     )
 
@@ -177,24 +177,24 @@ def test_an_invalid_file_prints_every_problem_and_exits_1(workspace: Workspace) 
     """A document the gate refuses prints one line per problem and an error line; nothing
     is saved."""
     document = yaml.safe_load((EXAMPLES / "onboarding.yaml").read_text())
-    document["steps"][0]["next"] = "make_coffee"
-    document["steps"][5]["config"]["path"] = "{{ mailer.url }}/send"
+    document["steps"][3]["next"] = "make_coffee"
+    document["steps"][8]["config"]["path"] = "{{ mailer.url }}/send"
     document["trigger"] = {"type": "schedule", "cron": "at dawn"}
     path = workspace.workdir / "broken.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
 
     result = workspace.grantflow("apply", "-f", str(path), "--publish")
     assert result.returncode == 1
-    assert "  [missing_step] step create_user steps[0].next: leads to step 'make_coffee'" in (
+    assert "  [missing_step] step create_user steps[3].next: leads to step 'make_coffee'" in (
         result.stdout
     )
-    assert "  [template_unknown_variable] step welcome_email steps[5].config.path:" in (
+    assert "  [template_unknown_variable] step welcome_email steps[8].config.path:" in (
         result.stdout
     )
     assert "  [cron_invalid] trigger.cron: 'at dawn' is not a 5-field cron expression" in (
         result.stdout
     )
-    assert "  [unreachable_step] step add_groups steps[1]:" in result.stdout
+    assert "  [unreachable_step] step add_groups steps[4]:" in result.stdout
     assert "error: version 1 of 'Onboard new hire' cannot be published" in result.stderr
     assert "next: fix each problem listed in details" in result.stderr
     assert "Traceback" not in result.stderr
@@ -248,6 +248,7 @@ def test_dry_run_command_renders_requests(workspace: Workspace) -> None:
                     "display_name": "Lin Chen",
                     "department": "Sales",
                     "employment_type": "contractor",
+                    "manager": {"email": "grace@example.com", "display_name": "Grace"},
                 },
             }
         )
@@ -266,6 +267,8 @@ def test_dry_run_command_renders_requests(workspace: Workspace) -> None:
     ]
     assert steps["add_groups"]["unresolved"] == ["steps.create_user.output.user_id"]
     assert output["path"] == [
+        "has_manager",
+        "manager_approval",
         "create_user",
         "add_groups",
         "create_mailbox",
@@ -299,6 +302,7 @@ def test_publish_and_validate_commands_report_the_gate(workspace: Workspace) -> 
         ("unreachable_step", "suspend_google"),
         ("unreachable_step", "deactivate_okta"),
         ("unreachable_step", "remove_from_wiki"),
+        ("unreachable_step", "remove_badge"),
     }
 
     published = workspace.grantflow("workflows", "publish", "Offboard leaver", "1")

@@ -42,8 +42,9 @@ def schedule_workflow(
 
 
 def job_named(client: httpx.Client, name: str) -> dict[str, Any]:
-    (found,) = [j for j in ok(client.get(JOBS))["items"] if j["name"] == name]
-    return found
+    found: list[dict[str, Any]] = [j for j in ok(client.get(JOBS))["items"] if j["name"] == name]
+    assert len(found) == 1, found
+    return found[0]
 
 
 def test_a_published_schedule_workflow_is_a_job_at_once(admin: httpx.Client) -> None:

@@ -471,7 +471,7 @@ def test_unhealthy_connection_skips_naming_it(
             session,
             ALICE,
             application.id,
-            ConnectionCreate(name="crm", base_url="https://crm.example.com"),  # type: ignore[arg-type]
+            ConnectionCreate.model_validate({"name": "crm", "base_url": "https://crm.example.com"}),
         )
         app_id, connection_id = application.id, connection.id
     job_id = scheduled(
@@ -553,8 +553,9 @@ def test_disabled_job_has_no_occurrences_and_restarts_from_now(
     assert occurrences(database, job_id) == []
     with database.transaction() as session:
         jobs.set_status(session, ALICE, job_id, JobStatus.ENABLED)
-    assert job_row(database, job_id).next_fire_at is not None
-    assert job_row(database, job_id).next_fire_at > utcnow()  # from now (real time), not 11:00
+    next_at = job_row(database, job_id).next_fire_at
+    assert next_at is not None
+    assert next_at > utcnow()  # from now (real time), not 11:00
 
 
 # --- overdue -------------------------------------------------------------------------------------
@@ -619,7 +620,7 @@ def test_worker_tick_flags_an_overdue_job(database: Database, sched: Scheduler) 
 
 
 # --- Run now -------------------------------------------------------------------------------------
-ROUTED = [
+ROUTED: list[dict[str, Any]] = [
     # Run now takes `ok`; a scheduled occurrence takes `broken` (a permanent failure)
     {
         "id": "route",
@@ -769,6 +770,7 @@ def test_scheduled_runs_are_made_like_start_run(
                 "queued": queued is not None and queued.lease_owner is None,
             }
 
+    assert occurrence.run_id
     mine, theirs = shape(occurrence.run_id), shape(reference)
     assert abs(mine["run"].pop("deadline_at") - theirs["run"].pop("deadline_at")) < dt.timedelta(
         milliseconds=50
@@ -813,16 +815,30 @@ def test_a_failing_job_does_not_stop_the_others(
     database: Database, sched: Scheduler, clock: Clock
 ) -> None:
     """A job whose stored cron cannot be read fails alone (logged, retried each tick, and in
-    time flagged overdue); the other jobs of its batch still fire."""
+    time flagged overdue); the other jobs of its batch still fire. (A workflow job's cron is
+    put back from its workflow's trigger by the next sync.)"""
     good = scheduled(database, sched, "good", "0 * * * *", overlap_policy="allow")
-    broken = scheduled(database, sched, "broken", "0 * * * *")
+    healed = scheduled(database, sched, "healed", "0 * * * *", overlap_policy="allow")
     with database.transaction() as session:
-        session.execute(update(Job).where(Job.id == broken).values(cron="99 * * * *"))
+        broken = jobs.create_built_in(
+            session,
+            ALICE,
+            jobs.BuiltInJobCreate(name="broken", kind="control_evaluation", cron="0 * * * *"),
+        ).id
+        session.execute(
+            update(Job)
+            .where(Job.id.in_([broken, healed]))
+            .values(cron="99 * * * *", next_fire_at=at("2026-03-02T11:00:00+00:00"))
+        )
     clock.set(at("2026-03-02T11:00:01+00:00"))
     assert len(sched.tick().occurrences) == 1
     assert [o.status for o in occurrences(database, good)] == ["fired"]
     assert occurrences(database, broken) == []
+    assert occurrences(database, healed) == []
+    assert job_row(database, healed).cron == "0 * * * *"  # synced from the workflow
+    assert job_row(database, healed).next_fire_at == at("2026-03-02T12:00:00+00:00")
     clock.set(at("2026-03-02T11:10:00+00:00"))
+    assert sched.tick().occurrences == []
     with database.transaction() as session:
         assert scheduler.mark_overdue(session, clock.now) == [broken]
 

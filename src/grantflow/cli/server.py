@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import typer
@@ -26,6 +29,9 @@ from grantflow.queue.database import DatabaseQueue
 from grantflow.schedules.scheduler import Scheduler
 from grantflow.store import migrate as migrations
 from grantflow.store.database import Database, open_database
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = structlog.get_logger("grantflow.cli")
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
@@ -94,6 +100,16 @@ def serve(
             health_check_seconds=loaded.health_check_seconds or None,
         )
     embedded = Scheduler(db, app.state.grantflow.queue) if with_scheduler else None
+
+    def stop_embedded() -> None:
+        if embedded:
+            embedded.stop()  # releases the lease: another scheduler takes over at once
+        if worker:
+            worker.stop()  # finish or hand back in-flight steps
+
+    # Stopped in the app's shutdown: uvicorn raises SIGTERM again once it has shut down, and
+    # the default handler ends the process before any code after uvicorn.run would run.
+    _stop_on_shutdown(app, stop_embedded)
     if worker:
         worker.start()
     if embedded:
@@ -108,11 +124,26 @@ def serve(
             server_header=False,
         )
     finally:
-        if embedded:
-            embedded.stop()  # releases the lease: another scheduler takes over at once
-        if worker:
-            worker.stop()  # after uvicorn handled SIGTERM: finish or hand back in-flight steps
+        stop_embedded()  # (when uvicorn returns without a signal; stopping twice is harmless)
         app.state.grantflow.queue.close()
+
+
+def _stop_on_shutdown(app: FastAPI, stop: Callable[[], None]) -> None:
+    """Run `stop` (in a thread: it waits for in-flight steps) when the app shuts down, before
+    uvicorn reports the shutdown complete."""
+    import anyio  # the web stack loads only for the commands that serve
+
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(served: FastAPI) -> AsyncIterator[Any]:
+        async with inner(served) as state:
+            try:
+                yield state
+            finally:
+                await anyio.to_thread.run_sync(stop)
+
+    app.router.lifespan_context = lifespan
 
 
 def scheduler(
