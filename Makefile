@@ -18,6 +18,8 @@ run: $(STAMP)
 	GRANTFLOW_LOG_FORMAT=$${GRANTFLOW_LOG_FORMAT:-console} $(BIN)/grantflow serve
 
 ## test: lint, type-check, and the whole suite on SQLite and PostgreSQL
+PYTEST_ARGS ?= -n 4 --durations=15
+
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
