@@ -895,3 +895,28 @@ def test_a_workflow_no_longer_scheduled_disables_its_job(
     job = job_row(database, job_id)
     assert (job.status, job.cron) == ("enabled", "30 * * * *")
     assert job.next_fire_at == at("2026-03-02T14:30:00+00:00")
+
+
+def test_a_due_time_survives_a_cron_change_before_the_scheduler_handled_it(
+    database: Database, sched: Scheduler, clock: Clock
+) -> None:
+    """The 11:00 of the old schedule was due when a new version changed the cron (the API
+    syncs jobs on every read): it still gets its occurrence; nothing is skipped silently."""
+    job_id = scheduled(database, sched, "rescheduled", "0 * * * *")
+    assert job_row(database, job_id).next_fire_at == at("2026-03-02T11:00:00+00:00")
+    clock.set(at("2026-03-02T11:30:00+00:00"))  # the scheduler was down at 11:00
+    publish(
+        database,
+        {
+            "name": "rescheduled",
+            "trigger": {"type": "schedule", "cron": "45 * * * *", "timezone": "UTC"},
+            "steps": SET_STEP,
+        },
+    )
+    with database.transaction() as session:
+        jobs.sync_workflow_jobs(session, clock())
+    assert job_row(database, job_id).cron == "45 * * * *"
+    sched.tick()
+    recorded = {o.scheduled_for: o.status for o in occurrences(database, job_id)}
+    assert at("2026-03-02T11:00:00+00:00") in recorded
+    assert job_row(database, job_id).next_fire_at == at("2026-03-02T11:45:00+00:00")

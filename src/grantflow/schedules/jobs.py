@@ -165,10 +165,20 @@ def update_job(session: Session, actor: Actor, job_id: str, data: JobUpdate) -> 
             changes[name] = [getattr(job, name), value]
             setattr(job, name, value)
     if {"cron", "timezone"} & set(changes):
-        job.next_fire_at = cron.next_fire(job.cron, job.timezone, utcnow())
+        job.next_fire_at = _rescheduled(job, utcnow())
     if changes:
         audit.record(session, actor, "job.updated", "job", job.id, {"changes": changes})
     return job
+
+
+def _rescheduled(job: Job, now: dt.datetime) -> dt.datetime | None:
+    """The next time after a cron change. A time of the old schedule that is already due but
+    not yet handled stays first, so it still gets its occurrence: nothing skips silently."""
+    upcoming = _next_or_none(job.cron, job.timezone, now)
+    due = job.next_fire_at
+    if due is not None and due <= now:
+        return due
+    return upcoming
 
 
 def set_status(session: Session, actor: Actor, job_id: str, status: JobStatus) -> Job:
@@ -262,7 +272,7 @@ def sync_workflow_jobs(session: Session, now: dt.datetime | None = None) -> None
         if (row.cron, row.timezone) != (expression, timezone):
             job = session.get_one(Job, row.id)
             job.cron, job.timezone = expression, timezone
-            job.next_fire_at = _next_or_none(expression, timezone, now)
+            job.next_fire_at = _rescheduled(job, now)
         if row.status == JobStatus.DISABLED and row.status_changed_by == SYNC_ACTOR:
             job = session.get_one(Job, row.id)
             job.status, job.status_changed_at = JobStatus.ENABLED, now
