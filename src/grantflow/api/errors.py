@@ -10,9 +10,10 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from scim2_models import SCIMException
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from grantflow.errors import GrantflowError, InternalError
+from grantflow.errors import GrantflowError, InternalError, ServiceUnavailable
 
 log = structlog.get_logger("grantflow.api")
 
@@ -88,6 +89,20 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database went away (a restart, a failover): a 503 to retry, never a 500. The pool
+    drops the dead connections, so the retry gets fresh ones."""
+    log.warning("http.database_unavailable", error_type=type(exc).__name__)
+    error = ServiceUnavailable(
+        "the database is unavailable right now",
+        next_action="retry in a moment",
+        code="database_unavailable",
+    )
+    response = error_response(request, 503, error.to_dict())
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("http.unhandled", error_type=type(exc).__name__)
     return error_response(request, 500, InternalError("an unexpected error occurred").to_dict())
@@ -111,4 +126,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _scim_aware(_on_validation_error))
     app.add_exception_handler(StarletteHTTPException, _scim_aware(_on_http_error))
     app.add_exception_handler(SCIMException, _scim_aware(_on_unexpected))
+    app.add_exception_handler(OperationalError, _scim_aware(_on_database_unavailable))
+    app.add_exception_handler(InterfaceError, _scim_aware(_on_database_unavailable))
     app.add_exception_handler(Exception, _scim_aware(_on_unexpected))

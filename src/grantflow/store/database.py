@@ -120,7 +120,7 @@ class PostgresDatabase(Database):
     dialect = "postgresql"
 
     def engine_options(self) -> dict[str, Any]:
-        return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+        return {"pool_pre_ping": False, "pool_size": 10, "max_overflow": 20}
 
     def notify_queue(self, session: Session) -> None:
         super().notify_queue(session)
