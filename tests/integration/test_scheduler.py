@@ -816,7 +816,8 @@ def test_a_failing_job_does_not_stop_the_others(
 ) -> None:
     """A job whose stored cron cannot be read fails alone (logged, retried each tick, and in
     time flagged overdue); the other jobs of its batch still fire. (A workflow job's cron is
-    put back from its workflow's trigger by the next sync.)"""
+    put back from its workflow's trigger by the next sync, and the time it missed meanwhile
+    still gets its occurrence.)"""
     good = scheduled(database, sched, "good", "0 * * * *", overlap_policy="allow")
     healed = scheduled(database, sched, "healed", "0 * * * *", overlap_policy="allow")
     with database.transaction() as session:
@@ -836,9 +837,13 @@ def test_a_failing_job_does_not_stop_the_others(
     assert occurrences(database, broken) == []
     assert occurrences(database, healed) == []
     assert job_row(database, healed).cron == "0 * * * *"  # synced from the workflow
-    assert job_row(database, healed).next_fire_at == at("2026-03-02T12:00:00+00:00")
+    # the 11:00 it could not handle while broken is still due: it keeps its occurrence
+    assert job_row(database, healed).next_fire_at == at("2026-03-02T11:00:00+00:00")
     clock.set(at("2026-03-02T11:10:00+00:00"))
-    assert sched.tick().occurrences == []
+    assert len(sched.tick().occurrences) == 1
+    [late] = occurrences(database, healed)
+    assert (late.scheduled_for, late.status) == (at("2026-03-02T11:00:00+00:00"), "fired")
+    assert job_row(database, healed).next_fire_at == at("2026-03-02T12:00:00+00:00")
     with database.transaction() as session:
         assert scheduler.mark_overdue(session, clock.now) == [broken]
 
