@@ -154,6 +154,3 @@ def _open_tasks(session: Session, run_id: str, kind: str | None = None) -> list[
 def _open_task(session: Session, run_id: str) -> Task | None:
     found = _open_tasks(session, run_id)
     return found[-1] if found else None
-
-
-__all__ = ["routing"]
