@@ -409,8 +409,9 @@ def test_timers_that_passed_while_no_worker_ran_escalate_without_a_late_reminder
     workflow_id = desk.publish(
         approval_flow(
             "Escalation after an outage",
-            timeout="1s",
-            remind_before="500ms",
+            # the reminder is due 3 s after the task: well after the first worker has stopped
+            timeout="4s",
+            remind_before="1s",
             on_timeout="escalate",
             escalate_to={"users": [BOB]},
         )
