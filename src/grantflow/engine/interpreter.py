@@ -16,23 +16,37 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from grantflow.connections.access import ConnectionAccess
 from grantflow.definitions import expressions
 from grantflow.definitions.plan import Plan, PlanStep
 from grantflow.engine import failures, hooks, metrics
+from grantflow.engine.checkpoint import (
+    Guard,
+    NextStep,
+    Started,
+    Succeeded,
+    record_started,
+    record_succeeded,
+)
 from grantflow.engine.context import build_context, step_entry
 from grantflow.engine.models import Run, StepAttempt, StepRun
 from grantflow.engine.plans import plan_for
 from grantflow.engine.retry import backoff_seconds
-from grantflow.engine.states import PERSON_WAITS, RunStatus, StepStatus, WaitingReason
+from grantflow.engine.states import (
+    PERSON_WAITS,
+    RunStatus,
+    StepStatus,
+    WaitingReason,
+    check_step_transition,
+)
 from grantflow.engine.transitions import move_run, move_step, touch
 from grantflow.errors import (
     FailureClass,
@@ -49,6 +63,7 @@ from grantflow.store.database import Database
 
 log = structlog.get_logger("grantflow.engine")
 
+_Row = TypeVar("_Row", StepRun, StepAttempt)
 _CONCURRENCY_RECHECK = dt.timedelta(milliseconds=500)
 
 
@@ -74,6 +89,32 @@ class _Turn:
     # lock, nobody else changes it, so it is re-attached without a query.
     step_run: StepRun | None = None
     iterations: Counter[str] | None = None  # passes per step id so far (loops)
+    # Set when the last commit left the run running, not asked to pause, with a pending step:
+    # the next pure step may take the one-statement checkpoint (engine/checkpoint.py).
+    chain: _Chain | None = None
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """What the hot path needs of the run, as the last commit left it."""
+
+    deadline_at: dt.datetime
+    stuck_after: dt.timedelta
+    workflow_id: str
+    subject: dict[str, Any]
+    created_by: str
+
+
+def _columns(row: StepRun) -> dict[str, Any]:
+    return {column.key: getattr(row, column.key) for column in StepRun.__table__.columns}
+
+
+def _detached(model: type[_Row], **values: Any) -> _Row:
+    """A row a checkpoint wrote, as the session would have loaded it (every column set), so
+    the general path re-attaches it without a query."""
+    row = model(**values)
+    make_transient_to_detached(row)
+    return row
 
 
 class Interpreter:
@@ -104,6 +145,12 @@ class Interpreter:
                 self._hand_back(run_id)
                 return
             try:
+                if turn.chain is not None:
+                    more = self._advance_chain(turn, turn.chain)
+                    if more is not None:
+                        if more:
+                            continue
+                        return
                 pending_or_more = self._prepare(turn)
                 if isinstance(pending_or_more, _Pending):
                     if not self._finish(turn, pending_or_more, self._call(pending_or_more)):
@@ -141,7 +188,169 @@ class Interpreter:
             return None, False
         return row[0], row[1] == self.worker_id
 
+    # --- the hot path: step boundaries of a running run, in one guarded write each ---------
+    def _advance_chain(self, turn: _Turn, chain: _Chain) -> bool | None:
+        """Take the current step on the hot path: a pure step is run and committed with the
+        next step in one write; an external call gets its intent and then its success written
+        the same way. None when the general path must take the step (nothing was written: the
+        step waits on a person or is not eligible, or the run changed under the lease); else
+        whether to go on, like the general path."""
+        turn.chain = None
+        step_run, plan, context = turn.step_run, turn.plan, turn.context
+        if step_run is None or plan is None or context is None or turn.iterations is None:
+            return None
+        if step_run.status != StepStatus.PENDING or step_run.attempts:
+            return None
+        step = plan.steps[step_run.step_id]
+        step_type = get_step_type(step.type)
+        if step_type is None or step_type.execute is None:
+            return None
+        if step_type.local and not step_type.pure:
+            return None  # approvals and tasks work inside the engine's transaction
+        check_step_transition(step_run.status, StepStatus.RUNNING)
+        now = self.clock()
+        if now >= chain.deadline_at:
+            return None
+        try:
+            config = expressions.render(step.config, context, where=f"{step.id}.config")
+        except expressions.ExpressionError:
+            return None  # the general path records the failure
+        started = utcnow()
+        key = f"{turn.run_id}:{step.id}:{step_run.iteration}-1"
+        remaining = (chain.deadline_at - now).total_seconds()
+        call = StepCall(
+            run_id=turn.run_id,
+            step_id=step.id,
+            attempt=1,
+            idempotency_key=key,
+            config=config,
+            timeout=max(min(step.timeout_seconds or remaining, remaining), 0.001),
+            http=self.http,
+            step_started_at=started,
+            application_id=plan.application_id,
+            connections=self.connections,
+            run_subject=chain.subject,
+            run_created_by=chain.created_by,
+            step_run_id=step_run.id,
+            workflow_id=chain.workflow_id,
+            now=now,
+        )
+        guard = Guard(turn.run_id, self.worker_id, step.id, step_run.id, step_run.status, now)
+        if step_type.pure:
+            pending = _Pending(step_run, None, step, call, time.perf_counter())
+            outcome = self._call(pending)
+            return True if self._chain_succeeded(turn, chain, guard, pending, outcome) else None
+        attempt = _detached(
+            StepAttempt,
+            id=new_id(),
+            step_run_id=step_run.id,
+            number=1,
+            idempotency_key=key,
+            status="running",
+            request=step_type.preview(config),
+            response=None,
+            error=None,
+            started_at=started,
+            finished_at=None,
+            duration_ms=None,
+        )
+        intent = Started(attempt.id, key, attempt.request or {}, started, {"type": step.type})
+        if not record_started(self.database, guard, intent):
+            return None
+        columns = {**_columns(step_run), "status": StepStatus.RUNNING, "attempts": 1}
+        running = _detached(StepRun, **{**columns, "started_at": started})
+        turn.step_run = running
+        pending = _Pending(running, attempt, step, call, time.perf_counter())
+        outcome = self._call(pending)
+        guard = Guard(
+            turn.run_id, self.worker_id, step.id, running.id, running.status, self.clock()
+        )
+        if self._chain_succeeded(turn, chain, guard, pending, outcome):
+            return True
+        return self._finish(turn, pending, outcome)  # a failure, a wait, or the run's end
+
+    def _chain_succeeded(
+        self,
+        turn: _Turn,
+        chain: _Chain,
+        guard: Guard,
+        pending: _Pending,
+        outcome: StepResult | BaseException,
+    ) -> bool:
+        """Commit a plain success with the next step; False (nothing written) when the
+        outcome needs the general path: a failure, a wait, a skip, or the run's last step."""
+        plan, context, iterations = turn.plan, turn.context, turn.iterations
+        assert plan is not None and context is not None and iterations is not None
+        if not isinstance(outcome, StepResult):
+            return False
+        if outcome.wait_until or outcome.wait_for or outcome.skipped:
+            return False
+        step, step_run = pending.step, pending.step_run
+        entry = {"output": outcome.output, "status": StepStatus.SUCCEEDED, "error": None}
+        try:
+            next_id = self._choose_next(
+                step, {**context, "steps": {**context["steps"], step.id: entry}}
+            )
+        except expressions.ExpressionError:
+            return False
+        if next_id is None:
+            return False  # the run ends: the general path records it (and tells listeners)
+        target = plan.steps[next_id]
+        iteration = iterations[next_id] + 1
+        if iteration > (target.max_iterations or 1):
+            return False
+        elapsed = time.perf_counter() - pending.started
+        following = NextStep(
+            id=new_id(),
+            step_id=next_id,
+            step_type=target.type,
+            sequence=step_run.sequence + 1,
+            iteration=iteration,
+            side_effects=target.side_effects,
+        )
+        duration_ms = round(elapsed * 1000, 3)
+        done = Succeeded(
+            attempts=1,
+            output=outcome.output,
+            started_at=step_run.started_at or pending.call.step_started_at or utcnow(),
+            finished_at=utcnow(),
+            event={"duration_ms": duration_ms},
+            stuck_at=guard.now + chain.stuck_after,
+            next=following,
+            attempt_id=pending.attempt.id if pending.attempt else None,
+            response=outcome.response,
+            duration_ms=duration_ms,
+        )
+        if not record_succeeded(self.database, guard, done):
+            return False
+        metrics.STEP_DURATION.labels(step.type, "succeeded").observe(elapsed)
+        metrics.STEP_OUTCOMES.labels(step.type, "succeeded", "").inc()
+        context["steps"][step.id] = entry
+        iterations[next_id] = iteration
+        turn.step_run = _detached(
+            StepRun,
+            id=following.id,
+            run_id=turn.run_id,
+            step_id=following.step_id,
+            step_type=following.step_type,
+            sequence=following.sequence,
+            iteration=following.iteration,
+            status=StepStatus.PENDING,
+            side_effects=following.side_effects,
+            attempt_group=1,
+            attempts=0,
+            output=None,
+            error=None,
+            next_step=None,
+            next_attempt_at=None,
+            started_at=None,
+            finished_at=None,
+        )
+        turn.chain = chain
+        return True
+
     def _prepare(self, turn: _Turn) -> _Pending | bool:
+        turn.chain = None
         with self.database.transaction() as session:
             run, held = self._locked_run(session, turn.run_id)
             if run is None:
@@ -575,6 +784,14 @@ class Interpreter:
         turn.step_run = new
         run.current_step = next_id
         touch(run, self.clock())
+        if run.status == RunStatus.RUNNING and not run.pause_requested:
+            turn.chain = _Chain(
+                run.deadline_at,
+                dt.timedelta(seconds=run.stuck_after_seconds),
+                run.workflow_id,
+                run.subject or {},
+                run.created_by,
+            )
         return True
 
     @staticmethod

@@ -75,6 +75,7 @@ CONDITION_STEP = StepType(
     side_effects=_none,
     execute=_condition,
     local=True,
+    pure=True,
 )
 SET_STEP = StepType(
     name="set",
@@ -84,6 +85,7 @@ SET_STEP = StepType(
     preview=lambda rendered: {"output": rendered.get("values", {})},
     execute=_set,
     local=True,
+    pure=True,
 )
 DELAY_STEP = StepType(
     name="delay",
@@ -92,4 +94,5 @@ DELAY_STEP = StepType(
     side_effects=_none,
     execute=_delay,
     local=True,
+    pure=True,
 )

@@ -52,6 +52,9 @@ class StepType:
     execute: Callable[[StepCall], StepResult] | None = None
     # Local steps do no I/O: their intent and outcome commit in one transaction.
     local: bool = False
+    # Pure steps compute from the run context alone (no I/O, no database): between two steps
+    # of a running run the engine checkpoints them in one guarded write.
+    pure: bool = False
 
 
 @functools.cache

@@ -1,0 +1,226 @@
+"""One-statement checkpoints: the hot path between consecutive steps of a running run.
+
+While a worker holds a run's lease and the run keeps succeeding steps, the state it would read
+back at each step boundary is what it wrote itself. So instead of locking and reloading the run,
+it commits each step boundary in one guarded write: the run row is locked only while the run is
+still `running`, not asked to pause, inside its deadline, at the expected step, leased by this
+worker, with the step in the expected status; every other write depends on that row. When the
+guard does not hold (an operator paused or cancelled the run, the lease was lost, the deadline
+passed) nothing is written, and the interpreter takes its general path, which reads the run and
+acts on what changed.
+
+Two boundaries have a checkpoint: a step's intent before an external call (`record_started`),
+and a step's success together with the next step (`record_succeeded`). PostgreSQL runs each as
+one statement (data-modifying CTEs) in autocommit: one round trip and one commit. SQLite runs
+the same writes as separate statements in one transaction (in-process: no round trips).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.sql.elements import TextClause
+
+from grantflow.engine.models import Run, RunEvent, StepAttempt, StepRun
+from grantflow.store.database import Database
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What the run must still be for a checkpoint to apply."""
+
+    run_id: str
+    worker_id: str
+    step_id: str  # the run's current step
+    step_run_id: str
+    step_status: str  # the step run's status as this worker left it
+    now: dt.datetime  # the engine clock: the deadline must be later
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """The step run that becomes current: inserted `pending`."""
+
+    id: str
+    step_id: str
+    step_type: str
+    sequence: int
+    iteration: int
+    side_effects: bool
+
+
+@dataclass(frozen=True)
+class Started:
+    """An external call's intent: the step runs, its attempt is logged before the call."""
+
+    attempt_id: str
+    idempotency_key: str
+    request: dict[str, Any]  # rendered, secrets redacted
+    started_at: dt.datetime
+    event: dict[str, Any]  # the step_started timeline event's data
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    """A step's success, the attempt it closes (external calls), and the step after it."""
+
+    attempts: int
+    output: Any
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    event: dict[str, Any]  # the step_succeeded timeline event's data
+    stuck_at: dt.datetime  # the run's progress is `guard.now`; stuck after this
+    next: NextStep
+    attempt_id: str | None = None
+    response: dict[str, Any] | None = None
+    duration_ms: float | None = None
+
+
+# --- the statements -------------------------------------------------------------------------------
+_GUARD = (
+    "runs.id = :run_id AND runs.status = 'running' AND runs.pause_requested = false "
+    "AND runs.current_step = :step_id AND runs.deadline_at > :now "
+    "AND EXISTS (SELECT 1 FROM queue_items q WHERE q.run_id = :run_id "
+    "AND q.lease_owner = :worker_id) "
+    "AND EXISTS (SELECT 1 FROM step_runs s WHERE s.id = :step_run_id "
+    "AND s.status = :step_status)"
+)
+_LOCK = f"SELECT runs.id FROM runs WHERE {_GUARD} FOR UPDATE"
+_PROGRESS = (
+    f"UPDATE runs SET current_step = :next_step_id, last_progress_at = :now, "
+    f"stuck_at = :stuck_at WHERE {_GUARD}"
+)
+_STEP_RUNNING = (
+    "UPDATE step_runs SET status = 'running', attempts = 1, started_at = :started_at "
+    "WHERE id = :step_run_id"
+)
+_ATTEMPT_COLUMNS = (
+    "INSERT INTO step_attempts (id, step_run_id, number, idempotency_key, status, request, "
+    "started_at) "
+)
+_ATTEMPT_VALUES = ":attempt_id, :step_run_id, 1, :idempotency_key, 'running', :request, :started_at"
+_ATTEMPT_DONE = (
+    "UPDATE step_attempts SET status = 'succeeded', response = :response, "
+    "finished_at = :finished_at, duration_ms = :duration_ms WHERE id = :attempt_id"
+)
+_STEP_DONE = (
+    "UPDATE step_runs SET status = 'succeeded', attempts = :attempts, output = :output, "
+    "error = NULL, next_step = :next_step_id, started_at = :started_at, "
+    "finished_at = :finished_at WHERE id = :step_run_id"
+)
+_EVENT_COLUMNS = "INSERT INTO run_events (run_id, at, kind, step_id, attempt, data) "
+_STARTED_EVENT = ":run_id, :started_at, 'step_started', :step_id, 1, :event"
+_SUCCEEDED_EVENT = ":run_id, :finished_at, 'step_succeeded', :step_id, :attempts, :event"
+_NEXT_COLUMNS = (
+    "INSERT INTO step_runs (id, run_id, step_id, step_type, sequence, iteration, "
+    "attempt_group, status, attempts, side_effects) "
+)
+_NEXT_VALUES = (
+    ":next_id, :run_id, :next_step_id, :next_type, :next_sequence, :next_iteration, "
+    "1, 'pending', 0, :next_side_effects"
+)
+
+
+def _typed(sql: str) -> TextClause:
+    """Bind parameters with the columns' own types (UTC timestamps, JSON, booleans)."""
+    runs, steps, events = Run.__table__.c, StepRun.__table__.c, RunEvent.__table__.c
+    attempts = StepAttempt.__table__.c
+    types = {
+        "now": runs.last_progress_at.type,
+        "stuck_at": runs.stuck_at.type,
+        "started_at": steps.started_at.type,
+        "finished_at": steps.finished_at.type,
+        "output": steps.output.type,
+        "event": events.data.type,
+        "request": attempts.request.type,
+        "response": attempts.response.type,
+        "next_side_effects": steps.side_effects.type,
+    }
+    return text(sql).bindparams(
+        *(bindparam(name, type_=kind) for name, kind in types.items() if f":{name}" in sql)
+    )
+
+
+# PostgreSQL: the guard's row drives every write, in one statement.
+_POSTGRES_STARTED = _typed(
+    f"WITH run AS ({_LOCK}), "
+    f"step AS ({_STEP_RUNNING} AND EXISTS (SELECT 1 FROM run) RETURNING id), "
+    f"attempt AS ({_ATTEMPT_COLUMNS} SELECT {_ATTEMPT_VALUES} FROM step), "
+    f"event AS ({_EVENT_COLUMNS} SELECT {_STARTED_EVENT} FROM step) "
+    "SELECT count(*) FROM step"
+)
+_POSTGRES_SUCCEEDED = _typed(
+    f"WITH run AS ({_PROGRESS} RETURNING runs.id), "
+    f"step AS ({_STEP_DONE} AND EXISTS (SELECT 1 FROM run) RETURNING id), "
+    f"attempt AS ({_ATTEMPT_DONE} AND EXISTS (SELECT 1 FROM step)), "
+    f"event AS ({_EVENT_COLUMNS} SELECT {_SUCCEEDED_EVENT} FROM step), "
+    f"next AS ({_NEXT_COLUMNS} SELECT {_NEXT_VALUES} FROM step) "
+    "SELECT count(*) FROM step"
+)
+# SQLite: the guard first (BEGIN IMMEDIATE already holds the write lock), then the writes.
+_SQLITE_STARTED = [
+    _typed(_LOCK.removesuffix(" FOR UPDATE")),
+    _typed(_STEP_RUNNING),
+    _typed(f"{_ATTEMPT_COLUMNS} VALUES ({_ATTEMPT_VALUES})"),
+    _typed(f"{_EVENT_COLUMNS} VALUES ({_STARTED_EVENT})"),
+]
+_SQLITE_SUCCEEDED = [
+    _typed(_PROGRESS),
+    _typed(_STEP_DONE),
+    _typed(_ATTEMPT_DONE),
+    _typed(f"{_EVENT_COLUMNS} VALUES ({_SUCCEEDED_EVENT})"),
+    _typed(f"{_NEXT_COLUMNS} VALUES ({_NEXT_VALUES})"),
+]
+
+
+# --- applying them --------------------------------------------------------------------------------
+def record_started(database: Database, guard: Guard, started: Started) -> bool:
+    """Commit an external call's intent if the run is still as this worker left it; False
+    (and nothing written) otherwise."""
+    params = {**guard.__dict__, **started.__dict__}
+    return _apply(database, params, _POSTGRES_STARTED, _SQLITE_STARTED, selects=True)
+
+
+def record_succeeded(database: Database, guard: Guard, done: Succeeded) -> bool:
+    """Commit a step's success and the next step if the run is still as this worker left it;
+    False (and nothing written) otherwise."""
+    following = done.next
+    params = {
+        **guard.__dict__,
+        **{k: v for k, v in done.__dict__.items() if k != "next"},
+        "next_id": following.id,
+        "next_step_id": following.step_id,
+        "next_type": following.step_type,
+        "next_sequence": following.sequence,
+        "next_iteration": following.iteration,
+        "next_side_effects": following.side_effects,
+    }
+    statements = (
+        _SQLITE_SUCCEEDED if done.attempt_id else _SQLITE_SUCCEEDED[:2] + _SQLITE_SUCCEEDED[3:]
+    )
+    return _apply(database, params, _POSTGRES_SUCCEEDED, statements, selects=False)
+
+
+def _apply(
+    database: Database,
+    params: dict[str, Any],
+    postgres: TextClause,
+    sqlite: list[TextClause],
+    *,
+    selects: bool,
+) -> bool:
+    if database.dialect == "postgresql":
+        with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return bool(conn.execute(postgres, params).scalar_one())
+    guard, *writes = sqlite
+    with database.engine.begin() as conn:
+        result = conn.execute(guard, params)
+        matched = result.first() is not None if selects else result.rowcount == 1
+        if not matched:
+            return False  # nothing written: the transaction ends without a change
+        for statement in writes:
+            conn.execute(statement, params)
+    return True

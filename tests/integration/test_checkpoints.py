@@ -1,0 +1,367 @@
+"""The hot path between steps (engine/checkpoint.py), on both databases: a chain of steps records
+exactly what the general path records; a checkpoint whose guard no longer holds writes nothing;
+an operator's pause or cancel during a call on the hot path is still honoured at the boundary."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+from grantflow.engine import operations
+from grantflow.engine.checkpoint import (
+    Guard,
+    NextStep,
+    Started,
+    Succeeded,
+    record_started,
+    record_succeeded,
+)
+from grantflow.engine.models import Run, RunEvent, StepAttempt, StepRun
+from grantflow.queue.database import DatabaseQueue
+from grantflow.queue.models import QueueItem
+from grantflow.store.base import new_id, utcnow
+from grantflow.store.database import Database
+from tests.support.engine import (
+    ACTOR,
+    events,
+    publish,
+    run_detail,
+    running_worker,
+    start,
+    wait_for,
+    wait_status,
+)
+from tests.support.target import Reply, running_target
+
+
+def workflow(name: str, *steps: dict[str, Any]) -> dict[str, Any]:
+    chained = [dict(s) for s in steps]
+    for step, following in itertools.pairwise(chained):
+        step.setdefault("next", following["id"])
+    return {"name": name, "trigger": {"type": "manual"}, "steps": chained}
+
+
+def set_step(step_id: str, **values: Any) -> dict[str, Any]:
+    return {"id": step_id, "type": "set", "config": {"values": values}}
+
+
+def http_step(step_id: str, url: str, method: str = "GET", **config: Any) -> dict[str, Any]:
+    return {"id": step_id, "type": "http", "config": {"method": method, "url": url, **config}}
+
+
+def step(shown: dict[str, Any], step_id: str) -> dict[str, Any]:
+    return next(s for s in shown["steps"] if s["step_id"] == step_id)
+
+
+# --- a chain of steps ------------------------------------------------------------------------
+
+
+def test_a_chain_of_steps_records_every_boundary(database: Database) -> None:
+    """Pure steps and calls alternate; outputs flow between them; every step run, attempt and
+    timeline event is what an admin reads for a run taken step by step."""
+    with running_target() as target:
+        target.on("/users", Reply(201, {"id": "u-7"}))
+        target.on("/users/u-7", Reply(200, {"active": True}))
+        wf = publish(
+            database,
+            workflow(
+                "chain",
+                set_step("a", n=2),
+                set_step("b", n="{{ steps.a.output.n * 10 }}"),
+                http_step(
+                    "create", f"{target.url}/users", "POST", body={"n": "{{ steps.b.output.n }}"}
+                ),
+                set_step("c", uid="{{ steps.create.output.id }}"),
+                http_step("read", f"{target.url}/users/{{{{ steps.c.output.uid }}}}"),
+                set_step("d", active="{{ steps.read.output.active }}"),
+            ),
+        )
+        run_id = start(database, wf)
+        with running_worker(database):
+            shown = wait_status(database, run_id, "succeeded", "failed")
+    assert shown["status"] == "succeeded", shown["failure"]
+    assert [s["step_id"] for s in shown["steps"]] == ["a", "b", "create", "c", "read", "d"]
+    assert [s["sequence"] for s in shown["steps"]] == [1, 2, 3, 4, 5, 6]
+    for shown_step in shown["steps"]:
+        assert shown_step["status"] == "succeeded"
+        assert shown_step["attempts"] == 1
+        assert shown_step["started_at"] is not None
+        assert shown_step["finished_at"] is not None
+        assert shown_step["started_at"] <= shown_step["finished_at"]
+    assert [s["next_step"] for s in shown["steps"]] == ["b", "create", "c", "read", "d", None]
+    assert step(shown, "b")["output"] == {"n": 20}
+    assert step(shown, "d")["output"] == {"active": True}
+    assert target.calls("/users")[0].body == {"n": 20}
+    assert target.calls("/users")[0].idempotency_key == f"{run_id}:create:1-1"
+    assert target.calls("/users/u-7")[0].idempotency_key == f"{run_id}:read:1-1"
+    for call_id in ("create", "read"):
+        (attempt,) = step(shown, call_id)["attempt_log"]
+        assert attempt["number"] == 1
+        assert attempt["status"] == "succeeded"
+        assert attempt["idempotency_key"] == f"{run_id}:{call_id}:1-1"
+        assert attempt["request"]["request"]["method"] == ("POST" if call_id == "create" else "GET")
+        assert attempt["response"]["status_code"] in (200, 201)
+        assert attempt["duration_ms"] is not None
+        assert attempt["finished_at"] is not None
+    for pure in ("a", "b", "c", "d"):
+        assert step(shown, pure)["attempt_log"] == []  # local steps keep no attempt log
+    timeline = events(database, run_id)
+    assert [(e["kind"], e["step_id"]) for e in timeline] == [
+        ("queued", None),
+        ("started", "a"),
+        ("step_succeeded", "a"),
+        ("step_succeeded", "b"),
+        ("step_started", "create"),
+        ("step_succeeded", "create"),
+        ("step_succeeded", "c"),
+        ("step_started", "read"),
+        ("step_succeeded", "read"),
+        ("step_succeeded", "d"),
+        ("succeeded", "d"),
+    ]
+    for event in timeline[2:-1]:
+        assert event["attempt"] == 1
+    assert timeline[4]["data"] == {"type": "http"}
+    assert all("duration_ms" in e["data"] for e in timeline if e["kind"] == "step_succeeded")
+    with database.transaction() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        assert run.last_progress_at >= run.started_at  # type: ignore[operator]
+        assert run.stuck_at == run.last_progress_at + dt.timedelta(seconds=run.stuck_after_seconds)
+
+
+def test_a_failing_call_on_the_hot_path_is_classified_and_the_run_fails(
+    database: Database,
+) -> None:
+    """A 400 after a pure step: the general path records the failure, no retry."""
+    with running_target() as target:
+        target.on("/users", Reply(400, {"error": "bad email"}))
+        wf = publish(
+            database,
+            workflow("bad", set_step("a", x=1), http_step("create", f"{target.url}/users", "POST")),
+        )
+        run_id = start(database, wf)
+        with running_worker(database):
+            shown = wait_status(database, run_id, "succeeded", "failed")
+    assert shown["status"] == "failed"
+    assert shown["failure"]["class"] == "permanent"
+    assert shown["failure"]["step_id"] == "create"
+    created = step(shown, "create")
+    assert created["status"] == "failed"
+    assert [a["status"] for a in created["attempt_log"]] == ["failed"]
+    assert len(target.calls("/users")) == 1
+
+
+# --- operators during a call on the hot path --------------------------------------------------
+
+
+def _held_call(database: Database, act: Callable[[str], None]) -> tuple[dict[str, Any], list[Any]]:
+    """Run set → held POST → set; `act(run_id)` while the POST is held; the run detail once
+    it settles, and the calls the next step made."""
+    release = threading.Event()
+    with running_target() as target:
+        target.on("/slow", Reply(200, {"ok": True}, hold=release))
+        target.on("/next", Reply(200, {"ok": True}))
+        wf = publish(
+            database,
+            workflow(
+                "held",
+                set_step("first", x=1),
+                http_step("slow", f"{target.url}/slow", "POST"),
+                http_step("next", f"{target.url}/next", "POST"),
+            ),
+        )
+        run_id = start(database, wf)
+        with running_worker(database):
+            try:
+                target.wait_for_calls("/slow", 1)
+                act(run_id)
+                release.set()
+                # settled: the run stopped and the held call's outcome is recorded
+                shown = wait_for(
+                    database,
+                    run_id,
+                    lambda d: (
+                        d["status"] in ("paused", "cancelled", "succeeded", "failed")
+                        and step(d, "slow")["status"] != "running"
+                    ),
+                )
+            finally:
+                release.set()
+        return shown, target.calls("/next")
+
+
+def test_a_pause_during_a_call_on_the_hot_path_stops_at_the_boundary(database: Database) -> None:
+    def pause(run_id: str) -> None:
+        with database.transaction() as session:
+            operations.pause(session, ACTOR, DatabaseQueue(database), run_id)
+
+    shown, next_calls = _held_call(database, pause)
+    assert shown["status"] == "paused"
+    assert step(shown, "slow")["status"] == "succeeded"
+    assert step(shown, "slow")["attempt_log"][0]["status"] == "succeeded"
+    assert step(shown, "next")["status"] == "pending"
+    assert next_calls == []
+
+
+def test_a_forced_cancel_during_a_call_on_the_hot_path_records_the_call(
+    database: Database,
+) -> None:
+    def cancel(run_id: str) -> None:
+        with database.transaction() as session:
+            operations.cancel(session, ACTOR, DatabaseQueue(database), run_id, force=True)
+
+    shown, next_calls = _held_call(database, cancel)
+    assert shown["status"] == "cancelled"
+    slow = step(shown, "slow")
+    assert slow["status"] == "succeeded"  # it acted: the record says so
+    assert slow["attempt_log"][0]["status"] == "succeeded"
+    assert next_calls == []
+    assert "next" not in [s["step_id"] for s in shown["steps"]]
+
+
+# --- the guard -------------------------------------------------------------------------------
+
+
+def _leased_run(database: Database, status: str) -> tuple[str, str]:
+    """A running run at step `a` (step run in `status`), leased by worker w1."""
+    wf = publish(database, workflow("guarded", set_step("a", x=1), set_step("b", y=2)))
+    run_id = start(database, wf)
+    assert DatabaseQueue(database).claim("w1", 1, 30) == [run_id]
+    with database.transaction() as session:
+        session.execute(
+            update(Run).where(Run.id == run_id).values(status="running", current_step="a")
+        )
+        session.execute(update(StepRun).where(StepRun.run_id == run_id).values(status=status))
+        step_run_id = session.execute(
+            select(StepRun.id).where(StepRun.run_id == run_id)
+        ).scalar_one()
+    return run_id, step_run_id
+
+
+def _snapshot(database: Database, run_id: str) -> tuple[Any, ...]:
+    with database.transaction() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        return (
+            run.current_step,
+            run.last_progress_at,
+            tuple(
+                session.execute(
+                    select(StepRun.status, StepRun.attempts)
+                    .where(StepRun.run_id == run_id)
+                    .order_by(StepRun.sequence)
+                ).all()
+            ),
+            session.execute(
+                select(func.count()).select_from(RunEvent).where(RunEvent.run_id == run_id)
+            ).scalar_one(),
+            session.execute(select(func.count()).select_from(StepAttempt)).scalar_one(),
+        )
+
+
+def _succeeded(now: dt.datetime) -> Succeeded:
+    return Succeeded(
+        attempts=1,
+        output={"x": 1},
+        started_at=now,
+        finished_at=now,
+        event={"duration_ms": 0.1},
+        stuck_at=now + dt.timedelta(minutes=5),
+        next=NextStep(new_id(), "b", "set", 2, 1, False),
+    )
+
+
+BREAKS: dict[str, Callable[[Database, str], None]] = {}
+
+
+def _breaks(name: str) -> Callable[[Callable[[Database, str], None]], Callable[..., None]]:
+    def register(change: Callable[[Database, str], None]) -> Callable[..., None]:
+        BREAKS[name] = change
+        return change
+
+    return register
+
+
+def _set_run(database: Database, run_id: str, **values: Any) -> None:
+    with database.transaction() as session:
+        session.execute(update(Run).where(Run.id == run_id).values(**values))
+
+
+@_breaks("pause requested")
+def _pause(database: Database, run_id: str) -> None:
+    _set_run(database, run_id, pause_requested=True)
+
+
+@_breaks("cancelled")
+def _cancel(database: Database, run_id: str) -> None:
+    _set_run(database, run_id, status="cancelled")
+
+
+@_breaks("deadline passed")
+def _deadline(database: Database, run_id: str) -> None:
+    _set_run(database, run_id, deadline_at=utcnow() - dt.timedelta(seconds=1))
+
+
+@_breaks("at another step")
+def _elsewhere(database: Database, run_id: str) -> None:
+    _set_run(database, run_id, current_step="b")
+
+
+@_breaks("lease lost")
+def _lease(database: Database, run_id: str) -> None:
+    with database.transaction() as session:
+        session.execute(
+            update(QueueItem).where(QueueItem.run_id == run_id).values(lease_owner="w2")
+        )
+
+
+@_breaks("step moved on")
+def _step(database: Database, run_id: str) -> None:
+    with database.transaction() as session:
+        session.execute(update(StepRun).where(StepRun.run_id == run_id).values(status="cancelled"))
+
+
+@pytest.mark.parametrize("change", sorted(BREAKS))
+def test_a_checkpoint_whose_guard_fails_writes_nothing(database: Database, change: str) -> None:
+    """Each way the run can change under the worker: neither checkpoint writes anything."""
+
+    def succeeded(guard: Guard, now: dt.datetime) -> bool:
+        return record_succeeded(database, guard, _succeeded(now))
+
+    def started(guard: Guard, now: dt.datetime) -> bool:
+        intent = Started(new_id(), "k", {"method": "POST"}, now, {"type": "http"})
+        return record_started(database, guard, intent)
+
+    for record in (succeeded, started):
+        run_id, step_run_id = _leased_run(database, "pending")
+        BREAKS[change](database, run_id)
+        before = _snapshot(database, run_id)
+        now = utcnow()
+        assert record(Guard(run_id, "w1", "a", step_run_id, "pending", now), now) is False
+        assert _snapshot(database, run_id) == before
+
+
+def test_a_checkpoint_whose_guard_holds_writes_the_boundary(database: Database) -> None:
+    run_id, step_run_id = _leased_run(database, "pending")
+    now = utcnow()
+    guard = Guard(run_id, "w1", "a", step_run_id, "pending", now)
+    assert record_succeeded(database, guard, _succeeded(now)) is True
+    shown = run_detail(database, run_id)
+    assert shown["current_step"] == "b"
+    assert [(s["step_id"], s["status"]) for s in shown["steps"]] == [
+        ("a", "succeeded"),
+        ("b", "pending"),
+    ]
+    assert step(shown, "a")["output"] == {"x": 1}
+    assert events(database, run_id)[-1]["kind"] == "step_succeeded"
+    # the same boundary again: the step is no longer pending, so nothing more is written
+    before = _snapshot(database, run_id)
+    assert record_succeeded(database, guard, _succeeded(now)) is False
+    assert _snapshot(database, run_id) == before
