@@ -68,6 +68,7 @@ def test_a_chain_of_steps_records_every_boundary(database: Database) -> None:
     with running_target() as target:
         target.on("/users", Reply(201, {"id": "u-7"}))
         target.on("/users/u-7", Reply(200, {"active": True}))
+        target.on("/audit", Reply(202, {"logged": True}))
         wf = publish(
             database,
             workflow(
@@ -79,6 +80,10 @@ def test_a_chain_of_steps_records_every_boundary(database: Database) -> None:
                 ),
                 set_step("c", uid="{{ steps.create.output.id }}"),
                 http_step("read", f"{target.url}/users/{{{{ steps.c.output.uid }}}}"),
+                # a call right after a call: its intent commits with the previous success
+                http_step(
+                    "audit", f"{target.url}/audit", "POST", body={"a": "{{ steps.read.output }}"}
+                ),
                 set_step("d", active="{{ steps.read.output.active }}"),
             ),
         )
@@ -86,27 +91,45 @@ def test_a_chain_of_steps_records_every_boundary(database: Database) -> None:
         with running_worker(database):
             shown = wait_status(database, run_id, "succeeded", "failed")
     assert shown["status"] == "succeeded", shown["failure"]
-    assert [s["step_id"] for s in shown["steps"]] == ["a", "b", "create", "c", "read", "d"]
-    assert [s["sequence"] for s in shown["steps"]] == [1, 2, 3, 4, 5, 6]
+    assert [s["step_id"] for s in shown["steps"]] == [
+        "a",
+        "b",
+        "create",
+        "c",
+        "read",
+        "audit",
+        "d",
+    ]
+    assert [s["sequence"] for s in shown["steps"]] == [1, 2, 3, 4, 5, 6, 7]
     for shown_step in shown["steps"]:
         assert shown_step["status"] == "succeeded"
         assert shown_step["attempts"] == 1
         assert shown_step["started_at"] is not None
         assert shown_step["finished_at"] is not None
         assert shown_step["started_at"] <= shown_step["finished_at"]
-    assert [s["next_step"] for s in shown["steps"]] == ["b", "create", "c", "read", "d", None]
+    assert [s["next_step"] for s in shown["steps"]] == [
+        "b",
+        "create",
+        "c",
+        "read",
+        "audit",
+        "d",
+        None,
+    ]
     assert step(shown, "b")["output"] == {"n": 20}
     assert step(shown, "d")["output"] == {"active": True}
     assert target.calls("/users")[0].body == {"n": 20}
     assert target.calls("/users")[0].idempotency_key == f"{run_id}:create:1-1"
     assert target.calls("/users/u-7")[0].idempotency_key == f"{run_id}:read:1-1"
-    for call_id in ("create", "read"):
+    assert target.calls("/audit")[0].body == {"a": {"active": True}}
+    assert target.calls("/audit")[0].idempotency_key == f"{run_id}:audit:1-1"
+    for call_id in ("create", "read", "audit"):
         (attempt,) = step(shown, call_id)["attempt_log"]
         assert attempt["number"] == 1
         assert attempt["status"] == "succeeded"
         assert attempt["idempotency_key"] == f"{run_id}:{call_id}:1-1"
-        assert attempt["request"]["request"]["method"] == ("POST" if call_id == "create" else "GET")
-        assert attempt["response"]["status_code"] in (200, 201)
+        assert attempt["request"]["request"]["method"] == ("GET" if call_id == "read" else "POST")
+        assert attempt["response"]["status_code"] in (200, 201, 202)
         assert attempt["duration_ms"] is not None
         assert attempt["finished_at"] is not None
     for pure in ("a", "b", "c", "d"):
@@ -122,6 +145,8 @@ def test_a_chain_of_steps_records_every_boundary(database: Database) -> None:
         ("step_succeeded", "c"),
         ("step_started", "read"),
         ("step_succeeded", "read"),
+        ("step_started", "audit"),
+        ("step_succeeded", "audit"),
         ("step_succeeded", "d"),
         ("succeeded", "d"),
     ]

@@ -77,6 +77,8 @@ class Succeeded:
     attempt_id: str | None = None
     response: dict[str, Any] | None = None
     duration_ms: float | None = None
+    # the next step's intent when it is an external call: it starts in the same write
+    next_started: Started | None = None
 
 
 # --- the statements -------------------------------------------------------------------------------
@@ -116,11 +118,24 @@ _STARTED_EVENT = ":run_id, :started_at, 'step_started', :step_id, 1, :event"
 _SUCCEEDED_EVENT = ":run_id, :finished_at, 'step_succeeded', :step_id, :attempts, :event"
 _NEXT_COLUMNS = (
     "INSERT INTO step_runs (id, run_id, step_id, step_type, sequence, iteration, "
-    "attempt_group, status, attempts, side_effects) "
+    "attempt_group, status, attempts, side_effects, started_at) "
 )
 _NEXT_VALUES = (
     ":next_id, :run_id, :next_step_id, :next_type, :next_sequence, :next_iteration, "
-    "1, 'pending', 0, :next_side_effects"
+    "1, :next_status, :next_attempts, :next_side_effects, :next_started_at"
+)
+# the next step's intent, when it is an external call that starts in the same write
+_NEXT_ATTEMPT_VALUES = (
+    ":next_attempt_id, :next_id, 1, :next_key, 'running', :next_request, :next_started_at"
+)
+_NEXT_STARTED_EVENT = ":run_id, :next_started_at, 'step_started', :next_step_id, 1, :next_event"
+# PostgreSQL runs a statement's CTEs in no set order: both events in one insert, in order
+_BOTH_EVENTS = (
+    f"{_EVENT_COLUMNS} SELECT :run_id, v.at, v.kind, v.step_id, v.attempt, v.data FROM step, "
+    "(VALUES (1, CAST(:finished_at AS timestamptz), 'step_succeeded', "
+    "CAST(:step_id AS varchar), CAST(:attempts AS integer), CAST(:event AS jsonb)), "
+    "(2, CAST(:next_started_at AS timestamptz), 'step_started', CAST(:next_step_id AS varchar), "
+    "1, CAST(:next_event AS jsonb))) AS v(n, at, kind, step_id, attempt, data) ORDER BY v.n"
 )
 
 
@@ -138,6 +153,9 @@ def _typed(sql: str) -> TextClause:
         "request": attempts.request.type,
         "response": attempts.response.type,
         "next_side_effects": steps.side_effects.type,
+        "next_started_at": steps.started_at.type,
+        "next_request": attempts.request.type,
+        "next_event": events.data.type,
     }
     return text(sql).bindparams(
         *(bindparam(name, type_=kind) for name, kind in types.items() if f":{name}" in sql)
@@ -160,6 +178,15 @@ _POSTGRES_SUCCEEDED = _typed(
     f"next AS ({_NEXT_COLUMNS} SELECT {_NEXT_VALUES} FROM step) "
     "SELECT count(*) FROM step"
 )
+_POSTGRES_SUCCEEDED_AND_STARTED = _typed(
+    f"WITH run AS ({_PROGRESS} RETURNING runs.id), "
+    f"step AS ({_STEP_DONE} AND EXISTS (SELECT 1 FROM run) RETURNING id), "
+    f"attempt AS ({_ATTEMPT_DONE} AND EXISTS (SELECT 1 FROM step)), "
+    f"event AS ({_BOTH_EVENTS}), "
+    f"next AS ({_NEXT_COLUMNS} SELECT {_NEXT_VALUES} FROM step), "
+    f"next_attempt AS ({_ATTEMPT_COLUMNS} SELECT {_NEXT_ATTEMPT_VALUES} FROM step) "
+    "SELECT count(*) FROM step"
+)
 # SQLite: the guard first (BEGIN IMMEDIATE already holds the write lock), then the writes.
 _SQLITE_STARTED = [
     _typed(_LOCK.removesuffix(" FOR UPDATE")),
@@ -174,6 +201,10 @@ _SQLITE_SUCCEEDED = [
     _typed(f"{_EVENT_COLUMNS} VALUES ({_SUCCEEDED_EVENT})"),
     _typed(f"{_NEXT_COLUMNS} VALUES ({_NEXT_VALUES})"),
 ]
+_SQLITE_NEXT_STARTED = [
+    _typed(f"{_EVENT_COLUMNS} VALUES ({_NEXT_STARTED_EVENT})"),
+    _typed(f"{_ATTEMPT_COLUMNS} VALUES ({_NEXT_ATTEMPT_VALUES})"),
+]
 
 
 # --- applying them --------------------------------------------------------------------------------
@@ -185,23 +216,33 @@ def record_started(database: Database, guard: Guard, started: Started) -> bool:
 
 
 def record_succeeded(database: Database, guard: Guard, done: Succeeded) -> bool:
-    """Commit a step's success and the next step if the run is still as this worker left it;
-    False (and nothing written) otherwise."""
-    following = done.next
+    """Commit a step's success and the next step (started, when `next_started` is given) if
+    the run is still as this worker left it; False (and nothing written) otherwise."""
+    following, started = done.next, done.next_started
     params = {
         **guard.__dict__,
-        **{k: v for k, v in done.__dict__.items() if k != "next"},
+        **{k: v for k, v in done.__dict__.items() if k not in ("next", "next_started")},
         "next_id": following.id,
         "next_step_id": following.step_id,
         "next_type": following.step_type,
         "next_sequence": following.sequence,
         "next_iteration": following.iteration,
         "next_side_effects": following.side_effects,
+        "next_status": "running" if started else "pending",
+        "next_attempts": 1 if started else 0,
+        "next_started_at": started.started_at if started else None,
+        "next_attempt_id": started.attempt_id if started else None,
+        "next_key": started.idempotency_key if started else None,
+        "next_request": started.request if started else None,
+        "next_event": started.event if started else None,
     }
-    statements = (
-        _SQLITE_SUCCEEDED if done.attempt_id else _SQLITE_SUCCEEDED[:2] + _SQLITE_SUCCEEDED[3:]
-    )
-    return _apply(database, params, _POSTGRES_SUCCEEDED, statements, selects=False)
+    statements = list(_SQLITE_SUCCEEDED)
+    if not done.attempt_id:
+        statements.remove(_SQLITE_SUCCEEDED[2])  # a local step keeps no attempt log
+    if started:
+        statements += _SQLITE_NEXT_STARTED
+    postgres = _POSTGRES_SUCCEEDED_AND_STARTED if started else _POSTGRES_SUCCEEDED
+    return _apply(database, params, postgres, statements, selects=False)
 
 
 def _apply(

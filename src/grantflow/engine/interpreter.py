@@ -92,6 +92,8 @@ class _Turn:
     # Set when the last commit left the run running, not asked to pause, with a pending step:
     # the next pure step may take the one-statement checkpoint (engine/checkpoint.py).
     chain: _Chain | None = None
+    # An external call whose intent the last checkpoint committed: made next, before anything.
+    ready: _Pending | None = None
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ class Interpreter:
         """Advance a run this worker has leased, until it waits, ends, or the worker stops."""
         turn = _Turn(run_id)
         while True:
-            if self.stopping.is_set():
+            if self.stopping.is_set() and turn.ready is None:  # (a committed intent: call it)
                 self._hand_back(run_id)
                 return
             try:
@@ -196,6 +198,9 @@ class Interpreter:
         step waits on a person or is not eligible, or the run changed under the lease); else
         whether to go on, like the general path."""
         turn.chain = None
+        if turn.ready is not None:
+            pending, turn.ready = turn.ready, None
+            return self._call_and_record(turn, chain, pending)
         step_run, plan, context = turn.step_run, turn.plan, turn.context
         if step_run is None or plan is None or context is None or turn.iterations is None:
             return None
@@ -215,19 +220,56 @@ class Interpreter:
             config = expressions.render(step.config, context, where=f"{step.id}.config")
         except expressions.ExpressionError:
             return None  # the general path records the failure
-        started = utcnow()
-        key = f"{turn.run_id}:{step.id}:{step_run.iteration}-1"
+        guard = Guard(turn.run_id, self.worker_id, step.id, step_run.id, step_run.status, now)
+        if step_type.pure:
+            call = self._chain_call(turn, chain, step_run, step, config, now, utcnow())
+            pending = _Pending(step_run, None, step, call, time.perf_counter())
+            outcome = self._call(pending)
+            return True if self._chain_succeeded(turn, chain, guard, pending, outcome) else None
+        pending, intent = self._chain_intent(turn, chain, _columns(step_run), step, config, now)
+        if not record_started(self.database, guard, intent):
+            return None
+        return self._call_and_record(turn, chain, pending)
+
+    def _call_and_record(self, turn: _Turn, chain: _Chain, pending: _Pending) -> bool:
+        """Make an external call whose intent is committed; record its outcome."""
+        turn.step_run = pending.step_run
+        pending.started = time.perf_counter()
+        outcome = self._call(pending)
+        step_run = pending.step_run
+        guard = Guard(
+            turn.run_id,
+            self.worker_id,
+            step_run.step_id,
+            step_run.id,
+            step_run.status,
+            self.clock(),
+        )
+        if self._chain_succeeded(turn, chain, guard, pending, outcome):
+            return True
+        return self._finish(turn, pending, outcome)  # a failure, a wait, or the run's end
+
+    def _chain_call(
+        self,
+        turn: _Turn,
+        chain: _Chain,
+        step_run: StepRun,
+        step: PlanStep,
+        config: dict[str, Any],
+        now: dt.datetime,
+        started: dt.datetime,
+    ) -> StepCall:
         remaining = (chain.deadline_at - now).total_seconds()
-        call = StepCall(
+        return StepCall(
             run_id=turn.run_id,
             step_id=step.id,
             attempt=1,
-            idempotency_key=key,
+            idempotency_key=f"{turn.run_id}:{step.id}:{step_run.iteration}-1",
             config=config,
             timeout=max(min(step.timeout_seconds or remaining, remaining), 0.001),
             http=self.http,
             step_started_at=started,
-            application_id=plan.application_id,
+            application_id=turn.plan.application_id if turn.plan else None,
             connections=self.connections,
             run_subject=chain.subject,
             run_created_by=chain.created_by,
@@ -235,17 +277,32 @@ class Interpreter:
             workflow_id=chain.workflow_id,
             now=now,
         )
-        guard = Guard(turn.run_id, self.worker_id, step.id, step_run.id, step_run.status, now)
-        if step_type.pure:
-            pending = _Pending(step_run, None, step, call, time.perf_counter())
-            outcome = self._call(pending)
-            return True if self._chain_succeeded(turn, chain, guard, pending, outcome) else None
+
+    def _chain_intent(
+        self,
+        turn: _Turn,
+        chain: _Chain,
+        columns: dict[str, Any],
+        step: PlanStep,
+        config: dict[str, Any],
+        now: dt.datetime,
+    ) -> tuple[_Pending, Started]:
+        """An external call's first attempt, prepared: the step run and attempt as the intent
+        will have written them, the call, and the intent to write."""
+        step_type = get_step_type(step.type)
+        assert step_type is not None
+        started = utcnow()
+        running = _detached(
+            StepRun,
+            **{**columns, "status": StepStatus.RUNNING, "attempts": 1, "started_at": started},
+        )
+        call = self._chain_call(turn, chain, running, step, config, now, started)
         attempt = _detached(
             StepAttempt,
             id=new_id(),
-            step_run_id=step_run.id,
+            step_run_id=running.id,
             number=1,
-            idempotency_key=key,
+            idempotency_key=call.idempotency_key,
             status="running",
             request=step_type.preview(config),
             response=None,
@@ -254,20 +311,10 @@ class Interpreter:
             finished_at=None,
             duration_ms=None,
         )
-        intent = Started(attempt.id, key, attempt.request or {}, started, {"type": step.type})
-        if not record_started(self.database, guard, intent):
-            return None
-        columns = {**_columns(step_run), "status": StepStatus.RUNNING, "attempts": 1}
-        running = _detached(StepRun, **{**columns, "started_at": started})
-        turn.step_run = running
-        pending = _Pending(running, attempt, step, call, time.perf_counter())
-        outcome = self._call(pending)
-        guard = Guard(
-            turn.run_id, self.worker_id, step.id, running.id, running.status, self.clock()
+        intent = Started(
+            attempt.id, call.idempotency_key, attempt.request or {}, started, {"type": step.type}
         )
-        if self._chain_succeeded(turn, chain, guard, pending, outcome):
-            return True
-        return self._finish(turn, pending, outcome)  # a failure, a wait, or the run's end
+        return _Pending(running, attempt, step, call, time.perf_counter()), intent
 
     def _chain_succeeded(
         self,
@@ -308,6 +355,26 @@ class Interpreter:
             iteration=iteration,
             side_effects=target.side_effects,
         )
+        pending_row = {
+            "id": following.id,
+            "run_id": turn.run_id,
+            "step_id": following.step_id,
+            "step_type": following.step_type,
+            "sequence": following.sequence,
+            "iteration": following.iteration,
+            "status": StepStatus.PENDING,
+            "side_effects": following.side_effects,
+            "attempt_group": 1,
+            "attempts": 0,
+            "output": None,
+            "error": None,
+            "next_step": None,
+            "next_attempt_at": None,
+            "started_at": None,
+            "finished_at": None,
+        }
+        # An external call next: its intent goes into this same write (one commit per call).
+        ready = self._next_intent(turn, chain, pending_row, target, context, step.id, entry, guard)
         duration_ms = round(elapsed * 1000, 3)
         done = Succeeded(
             attempts=1,
@@ -320,6 +387,7 @@ class Interpreter:
             attempt_id=pending.attempt.id if pending.attempt else None,
             response=outcome.response,
             duration_ms=duration_ms,
+            next_started=ready[1] if ready else None,
         )
         if not record_succeeded(self.database, guard, done):
             return False
@@ -327,30 +395,44 @@ class Interpreter:
         metrics.STEP_OUTCOMES.labels(step.type, "succeeded", "").inc()
         context["steps"][step.id] = entry
         iterations[next_id] = iteration
-        turn.step_run = _detached(
-            StepRun,
-            id=following.id,
-            run_id=turn.run_id,
-            step_id=following.step_id,
-            step_type=following.step_type,
-            sequence=following.sequence,
-            iteration=following.iteration,
-            status=StepStatus.PENDING,
-            side_effects=following.side_effects,
-            attempt_group=1,
-            attempts=0,
-            output=None,
-            error=None,
-            next_step=None,
-            next_attempt_at=None,
-            started_at=None,
-            finished_at=None,
-        )
+        if ready is not None:
+            turn.ready = ready[0]
+            turn.step_run = ready[0].step_run
+        else:
+            turn.step_run = _detached(StepRun, **pending_row)
         turn.chain = chain
         return True
 
+    def _next_intent(
+        self,
+        turn: _Turn,
+        chain: _Chain,
+        row: dict[str, Any],
+        target: PlanStep,
+        context: dict[str, Any],
+        done_id: str,
+        entry: dict[str, Any],
+        guard: Guard,
+    ) -> tuple[_Pending, Started] | None:
+        """The next step's call, prepared, when it is an external call whose config renders;
+        None leaves the next step pending for the usual boundary."""
+        step_type = get_step_type(target.type)
+        if step_type is None or step_type.local or step_type.execute is None:
+            return None
+        if self.stopping.is_set():
+            return None  # hand the run back at this boundary instead
+        try:
+            config = expressions.render(
+                target.config,
+                {**context, "steps": {**context["steps"], done_id: entry}},
+                where=f"{target.id}.config",
+            )
+        except expressions.ExpressionError:
+            return None  # the general path records the failure
+        return self._chain_intent(turn, chain, row, target, config, guard.now)
+
     def _prepare(self, turn: _Turn) -> _Pending | bool:
-        turn.chain = None
+        turn.chain = turn.ready = None
         with self.database.transaction() as session:
             run, held = self._locked_run(session, turn.run_id)
             if run is None:
@@ -365,7 +447,7 @@ class Interpreter:
             if turn.plan is None:
                 turn.plan = plan_for(session, run.workflow_id, run.version)
             plan = turn.plan
-            step_run = self._current_step_run(session, turn)
+            step_run = self._current_step_run(session, turn, run)
             if now >= run.deadline_at:
                 self._time_out(session, run, step_run, plan)
                 return False
@@ -446,16 +528,22 @@ class Interpreter:
             )
         )
 
-    def _current_step_run(self, session: Session, turn: _Turn) -> StepRun:
+    def _current_step_run(self, session: Session, turn: _Turn, run: Run) -> StepRun:
         if turn.step_run is not None:
             turn.step_run = session.merge(turn.step_run, load=False)
             return turn.step_run
-        turn.step_run = session.execute(
-            select(StepRun)
-            .where(StepRun.run_id == turn.run_id)
-            .order_by(StepRun.sequence.desc())
-            .limit(1)
-        ).scalar_one()
+        # A turn's first look: one query gives the current step run, the template context
+        # and the loop counts.
+        step_runs = list(
+            session.execute(
+                select(StepRun).where(StepRun.run_id == run.id).order_by(StepRun.sequence)
+            ).scalars()
+        )
+        turn.step_run = step_runs[-1]
+        if turn.context is None:
+            turn.context = build_context(run, step_runs)
+        if turn.iterations is None:
+            turn.iterations = Counter(s.step_id for s in step_runs)
         return turn.step_run
 
     def _context(self, session: Session, turn: _Turn, run: Run) -> dict[str, Any]:
@@ -598,7 +686,7 @@ class Interpreter:
             if not held:
                 self._close_attempt(attempt, pending, outcome)  # another worker took over
                 return False
-            step_run = self._current_step_run(session, turn)
+            step_run = self._current_step_run(session, turn, run)
             return self._apply(session, turn, run, step_run, attempt, pending, outcome)
 
     def _close_attempt(

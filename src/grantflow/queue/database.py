@@ -26,6 +26,14 @@ _UPSERT = text(
 )
 
 
+_CLAIM = text(
+    "UPDATE queue_items SET lease_owner = :worker, lease_expires_at = :expires, "
+    "deliveries = deliveries + 1 WHERE run_id IN (SELECT run_id FROM queue_items "
+    "WHERE available_at <= :now AND (lease_owner IS NULL OR lease_expires_at < :now) "
+    "ORDER BY available_at LIMIT :limit FOR UPDATE SKIP LOCKED) RETURNING run_id"
+)
+
+
 class DatabaseQueue:
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -57,17 +65,18 @@ class DatabaseQueue:
     # --- own transactions ---------------------------------------------------------------------
     def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[str]:
         now = utcnow()
+        if self.database.dialect == "postgresql":
+            return self._claim_postgres(worker_id, limit, now, lease_seconds)
         with self.database.transaction() as session:
-            stmt = (
-                select(QueueItem.run_id)
-                .where(QueueItem.available_at <= now)
-                .where((QueueItem.lease_owner.is_(None)) | (QueueItem.lease_expires_at < now))
-                .order_by(QueueItem.available_at)
-                .limit(limit)
+            ids = list(
+                session.execute(
+                    select(QueueItem.run_id)
+                    .where(QueueItem.available_at <= now)
+                    .where((QueueItem.lease_owner.is_(None)) | (QueueItem.lease_expires_at < now))
+                    .order_by(QueueItem.available_at)
+                    .limit(limit)
+                ).scalars()
             )
-            if self.database.dialect == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            ids = list(session.execute(stmt).scalars())
             if ids:
                 session.execute(
                     update(QueueItem)
@@ -79,6 +88,20 @@ class DatabaseQueue:
                     )
                 )
         return ids
+
+    def _claim_postgres(
+        self, worker_id: str, limit: int, now: dt.datetime, lease_seconds: float
+    ) -> list[str]:
+        """One statement in autocommit (one round trip): rows another worker is claiming are
+        skipped, not waited for."""
+        params = {
+            "worker": worker_id,
+            "now": now,
+            "expires": now + dt.timedelta(seconds=lease_seconds),
+            "limit": limit,
+        }
+        with self.database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return list(conn.execute(_CLAIM, params).scalars())
 
     def extend(self, worker_id: str, lease_seconds: float) -> None:
         with self.database.transaction() as session:
