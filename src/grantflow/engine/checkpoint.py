@@ -254,7 +254,7 @@ def _apply(
     selects: bool,
 ) -> bool:
     if database.dialect == "postgresql":
-        with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with database.autocommit.connect() as conn:
             return bool(conn.execute(postgres, params).scalar_one())
     guard, *writes = sqlite
     with database.engine.begin() as conn:

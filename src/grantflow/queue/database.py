@@ -100,7 +100,7 @@ class DatabaseQueue:
             "expires": now + dt.timedelta(seconds=lease_seconds),
             "limit": limit,
         }
-        with self.database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with self.database.autocommit.connect() as conn:
             return list(conn.execute(_CLAIM, params).scalars())
 
     def extend(self, worker_id: str, lease_seconds: float) -> None:

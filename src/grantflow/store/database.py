@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -76,7 +77,15 @@ class Database:
                 next_action="check that the database named by GRANTFLOW_DATABASE_URL is running",
             ) from exc
 
+    @functools.cached_property
+    def autocommit(self) -> Engine:
+        """Connections that stay in autocommit, for one-statement writes (the engine's
+        checkpoints, queue claims on PostgreSQL): no per-checkout switch of isolation level."""
+        return create_engine(self.url, isolation_level="AUTOCOMMIT", **self.engine_options())
+
     def dispose(self) -> None:
+        if "autocommit" in self.__dict__:
+            self.autocommit.dispose()
         self.engine.dispose()
 
 
