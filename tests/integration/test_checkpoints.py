@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import OperationalError
 
 from grantflow.engine import operations
 from grantflow.engine.checkpoint import (
@@ -22,6 +23,7 @@ from grantflow.engine.checkpoint import (
     record_started,
     record_succeeded,
 )
+from grantflow.engine.interpreter import Interpreter
 from grantflow.engine.models import Run, RunEvent, StepAttempt, StepRun
 from grantflow.queue.database import DatabaseQueue
 from grantflow.queue.models import QueueItem
@@ -258,8 +260,12 @@ def _leased_run(database: Database, status: str) -> tuple[str, str]:
     """A running run at step `a` (step run in `status`), leased by worker w1."""
     wf = publish(database, workflow("guarded", set_step("a", x=1), set_step("b", y=2)))
     run_id = start(database, wf)
-    assert DatabaseQueue(database).claim("w1", 1, 30) == [run_id]
     with database.transaction() as session:
+        session.execute(
+            update(QueueItem)
+            .where(QueueItem.run_id == run_id)
+            .values(lease_owner="w1", lease_expires_at=utcnow() + dt.timedelta(seconds=30))
+        )
         session.execute(
             update(Run).where(Run.id == run_id).values(status="running", current_step="a")
         )
@@ -347,6 +353,16 @@ def _lease(database: Database, run_id: str) -> None:
         )
 
 
+@_breaks("lease expired")
+def _expired(database: Database, run_id: str) -> None:
+    with database.transaction() as session:
+        session.execute(
+            update(QueueItem)
+            .where(QueueItem.run_id == run_id)
+            .values(lease_expires_at=utcnow() - dt.timedelta(seconds=1))
+        )
+
+
 @_breaks("step moved on")
 def _step(database: Database, run_id: str) -> None:
     with database.transaction() as session:
@@ -390,3 +406,247 @@ def test_a_checkpoint_whose_guard_holds_writes_the_boundary(database: Database) 
     before = _snapshot(database, run_id)
     assert record_succeeded(database, guard, _succeeded(now)) is False
     assert _snapshot(database, run_id) == before
+
+
+# --- the hot path and the general path write the same ----------------------------------------
+
+
+def _normalised(database: Database, run_id: str) -> dict[str, Any]:
+    """Everything a run wrote, without ids and times; JSON columns read raw (JSON null is not
+    SQL NULL)."""
+    shown = run_detail(database, run_id)
+    steps = [
+        {
+            **{
+                k: v
+                for k, v in s.items()
+                if k not in ("started_at", "finished_at", "next_attempt_at", "attempt_log")
+            },
+            "attempt_log": [
+                {
+                    "number": a["number"],
+                    "status": a["status"],
+                    "key": a["idempotency_key"].replace(run_id, "RUN"),
+                    "request": a["request"],
+                    "status_code": (a["response"] or {}).get("status_code"),
+                    "timed": a["duration_ms"] is not None,
+                }
+                for a in s["attempt_log"]
+            ],
+        }
+        for s in shown["steps"]
+    ]
+    timeline = [
+        (e["kind"], e["step_id"], e["attempt"], sorted(e.get("data", {})))
+        for e in events(database, run_id)
+    ]
+    with database.engine.connect() as conn:
+        nulls = conn.execute(
+            text(
+                "SELECT output IS NULL, error IS NULL FROM step_runs WHERE run_id = :r "
+                "ORDER BY sequence"
+            ),
+            {"r": run_id},
+        ).all()
+    run = {k: shown[k] for k in ("status", "current_step", "failure", "acted_steps")}
+    return {"run": run, "steps": steps, "timeline": timeline, "nulls": [tuple(n) for n in nulls]}
+
+
+def _calls(name: str, url: str) -> dict[str, Any]:
+    return workflow(
+        name,
+        set_step("a", n=1),
+        http_step("one", f"{url}/one", "POST"),
+        http_step("two", f"{url}/two", "POST"),
+        set_step("b", m="{{ steps.two.output.ok }}"),
+        http_step("three", f"{url}/three", "POST"),
+    )
+
+
+def _fail_after_call(name: str, url: str) -> dict[str, Any]:
+    return workflow(
+        name,
+        set_step("a", n=1),
+        http_step("one", f"{url}/one", "POST"),
+        http_step("bad", f"{url}/bad", "POST"),
+    )
+
+
+def _retry_then_ok(name: str, url: str) -> dict[str, Any]:
+    document = workflow(
+        name,
+        set_step("a", n=1),
+        http_step("one", f"{url}/one", "POST"),
+        http_step("flaky", f"{url}/flaky", "POST"),
+        set_step("b", m=1),
+    )
+    document["steps"][2]["retry"] = {"max_attempts": 3, "initial_backoff": "50ms", "jitter": "none"}
+    return document
+
+
+def _loop(name: str, url: str) -> dict[str, Any]:
+    document = workflow(
+        name,
+        set_step("a", n=1),
+        http_step("one", f"{url}/one", "POST"),
+        {
+            "id": "again",
+            "type": "condition",
+            "config": {},
+            "branches": [{"when": "steps.one.output.more", "next": "one"}],
+            "next": "end",
+        },
+        set_step("end", done=True),
+    )
+    document["steps"][1]["max_iterations"] = 3
+    return document
+
+
+CASES: dict[str, tuple[Callable[[str, str], dict[str, Any]], dict[str, list[Reply]]]] = {
+    "calls": (
+        _calls,
+        {
+            "/one": [Reply(200, {"ok": 1})],
+            "/two": [Reply(201, {"ok": 2})],
+            "/three": [Reply(200, {"ok": 3})],
+        },
+    ),
+    "a call fails after a call": (
+        _fail_after_call,
+        {"/one": [Reply(200, {"ok": 1})], "/bad": [Reply(404, {"error": "no"})]},
+    ),
+    "a retry after a call": (
+        _retry_then_ok,
+        {"/one": [Reply(200, {"ok": 1})], "/flaky": [Reply(503, {"e": 1}), Reply(200, {"ok": 2})]},
+    ),
+    "a loop": (
+        _loop,
+        {
+            "/one": [
+                Reply(200, {"more": True}),
+                Reply(200, {"more": True}),
+                Reply(200, {"more": False}),
+            ]
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_hot_path_writes_what_the_general_path_writes(
+    database: Database, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """The same workflow run with the hot path, then with the general path alone: every step
+    run, attempt, timeline event and JSON column reads the same."""
+    document_for, script = CASES[case]
+    results = []
+    with running_target() as target:
+        for mode in ("hot", "general"):
+            for path, replies in script.items():
+                target.on(path, *replies)
+            run_id = start(database, publish(database, document_for(f"{case}-{mode}", target.url)))
+            with running_worker(database):
+                wait_status(database, run_id, "succeeded", "failed")
+            results.append(_normalised(database, run_id))
+            monkeypatch.setattr(Interpreter, "_advance_chain", lambda *_args: None)
+    hot, general = results
+    assert hot == general
+
+
+def test_step_times_and_the_timeline_never_run_backwards(database: Database) -> None:
+    with running_target() as target:
+        target.on("/one", Reply(200, {"ok": 1}))
+        target.on("/two", Reply(200, {"ok": 2}))
+        run_id = start(database, publish(database, _calls("times", target.url)))
+        target.on("/three", Reply(200, {"ok": 3}))
+        with running_worker(database):
+            shown = wait_status(database, run_id, "succeeded", "failed")
+    assert shown["status"] == "succeeded"
+    for before, after in itertools.pairwise(shown["steps"]):
+        assert after["started_at"] >= before["finished_at"], (before["step_id"], after["step_id"])
+    timeline = events(database, run_id)
+    for earlier, later in itertools.pairwise(timeline):
+        assert later["at"] >= earlier["at"], (earlier, later)
+
+
+def test_a_next_call_that_cannot_be_recorded_keeps_the_previous_success(
+    database: Database,
+) -> None:
+    """`two`'s body renders to something that is not JSON: `one`'s success is committed
+    anyway (a Retry must not send it again), and the run fails naming `two`."""
+    with running_target() as target:
+        target.on("/one", Reply(200, {"ok": 1}))
+        target.on("/two", Reply(200, {"ok": 2}))
+        document = _fail_after_call("not-json", target.url)
+        document["steps"][2]["config"]["url"] = f"{target.url}/two"
+        document["steps"][2]["config"]["body"] = {
+            "emails": "{{ input.users | map(attribute='email') }}"
+        }
+        run_id = start(database, publish(database, document), {"users": [{"email": "a@b.c"}]})
+        with running_worker(database):
+            shown = wait_status(database, run_id, "succeeded", "failed")
+            assert step(shown, "one")["status"] == "succeeded"
+            assert shown["failure"]["step_id"] == "bad"
+            with database.transaction() as session:
+                operations.retry(session, ACTOR, DatabaseQueue(database), run_id)
+            wait_for(
+                database,
+                run_id,
+                lambda d: d["status"] in ("succeeded", "failed") and d["retry_count"] == 1,
+            )
+    assert len(target.calls("/one")) == 1
+
+
+def test_a_worker_lost_after_a_combined_write_resends_only_the_next_call(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`one` succeeded and `two`'s intent committed in one write; the worker is lost before
+    calling `two`. Another worker sends `two` with the same key; `one` is not sent again."""
+    original = Interpreter._call_and_record
+    lost = threading.Event()
+
+    def lose_the_database(self: Interpreter, turn: Any, chain: Any, pending: Any) -> bool:
+        if pending.step.id == "two" and not lost.is_set():
+            lost.set()
+            raise OperationalError("SELECT 1", {}, Exception("connection lost"))
+        return original(self, turn, chain, pending)
+
+    monkeypatch.setattr(Interpreter, "_call_and_record", lose_the_database)
+    with running_target() as target:
+        target.on("/one", Reply(200, {"ok": 1}))
+        target.on("/two", Reply(200, {"ok": 2}))
+        target.on("/three", Reply(200, {"ok": 3}))
+        run_id = start(database, publish(database, _calls("lost", target.url)))
+        with running_worker(database):
+            assert lost.wait(10)
+        middle = run_detail(database, run_id)
+        assert [(s["step_id"], s["status"]) for s in middle["steps"]][1:] == [
+            ("one", "succeeded"),
+            ("two", "running"),
+        ]
+        with running_worker(database):  # the first worker handed its lease back on stop
+            shown = wait_status(database, run_id, "succeeded", "failed")
+    assert shown["status"] == "succeeded"
+    assert len(target.calls("/one")) == 1
+    assert [c.idempotency_key for c in target.calls("/two")] == [f"{run_id}:two:1-1"]
+    assert [a["status"] for a in step(shown, "two")["attempt_log"]] == ["abandoned", "succeeded"]
+
+
+def test_a_claim_never_leases_more_than_asked(database: Database) -> None:
+    """After many empty polls (a prepared, cached plan), six ready runs and a claim of one."""
+    with database.engine.begin() as conn:
+        if database.dialect == "postgresql":
+            conn.execute(text("ANALYZE queue_items"))
+    queue = DatabaseQueue(database)
+    for _ in range(12):
+        assert queue.claim("idle", 1, 30) == []
+    flow = publish(database, workflow("claimed", set_step("a", n=1)))
+    runs = [start(database, flow) for _ in range(6)]
+    claimed = queue.claim("w1", 1, 30)
+    assert len(claimed) == 1
+    assert claimed[0] in runs
+    with database.transaction() as session:
+        leased = session.execute(
+            select(func.count()).select_from(QueueItem).where(QueueItem.lease_owner == "w1")
+        ).scalar_one()
+    assert leased == 1

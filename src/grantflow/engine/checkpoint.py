@@ -82,19 +82,22 @@ class Succeeded:
 
 
 # --- the statements -------------------------------------------------------------------------------
+# The lease must be this worker's and unexpired: another worker can only take it over once it
+# has expired, so a live lease in the statement's snapshot cannot have changed hands since.
 _GUARD = (
     "runs.id = :run_id AND runs.status = 'running' AND runs.pause_requested = false "
     "AND runs.current_step = :step_id AND runs.deadline_at > :now "
     "AND EXISTS (SELECT 1 FROM queue_items q WHERE q.run_id = :run_id "
-    "AND q.lease_owner = :worker_id) "
+    "AND q.lease_owner = :worker_id AND q.lease_expires_at > :now) "
     "AND EXISTS (SELECT 1 FROM step_runs s WHERE s.id = :step_run_id "
     "AND s.status = :step_status)"
 )
-_LOCK = f"SELECT runs.id FROM runs WHERE {_GUARD} FOR UPDATE"
 _PROGRESS = (
-    f"UPDATE runs SET current_step = :next_step_id, last_progress_at = :now, "
+    "UPDATE runs SET current_step = :next_step_id, last_progress_at = :now, "
     f"stuck_at = :stuck_at WHERE {_GUARD}"
 )
+
+
 _STEP_RUNNING = (
     "UPDATE step_runs SET status = 'running', attempts = 1, started_at = :started_at "
     "WHERE id = :step_run_id"
@@ -110,7 +113,7 @@ _ATTEMPT_DONE = (
 )
 _STEP_DONE = (
     "UPDATE step_runs SET status = 'succeeded', attempts = :attempts, output = :output, "
-    "error = NULL, next_step = :next_step_id, started_at = :started_at, "
+    "error = :no_error, next_step = :next_step_id, started_at = :started_at, "
     "finished_at = :finished_at WHERE id = :step_run_id"
 )
 _EVENT_COLUMNS = "INSERT INTO run_events (run_id, at, kind, step_id, attempt, data) "
@@ -118,11 +121,12 @@ _STARTED_EVENT = ":run_id, :started_at, 'step_started', :step_id, 1, :event"
 _SUCCEEDED_EVENT = ":run_id, :finished_at, 'step_succeeded', :step_id, :attempts, :event"
 _NEXT_COLUMNS = (
     "INSERT INTO step_runs (id, run_id, step_id, step_type, sequence, iteration, "
-    "attempt_group, status, attempts, side_effects, started_at) "
+    "attempt_group, status, attempts, side_effects, started_at, output, error) "
 )
 _NEXT_VALUES = (
     ":next_id, :run_id, :next_step_id, :next_type, :next_sequence, :next_iteration, "
-    "1, :next_status, :next_attempts, :next_side_effects, :next_started_at"
+    "1, :next_status, :next_attempts, :next_side_effects, :next_started_at, :no_output, "
+    ":no_error"
 )
 # the next step's intent, when it is an external call that starts in the same write
 _NEXT_ATTEMPT_VALUES = (
@@ -149,6 +153,9 @@ def _typed(sql: str) -> TextClause:
         "started_at": steps.started_at.type,
         "finished_at": steps.finished_at.type,
         "output": steps.output.type,
+        # JSON null, as the ORM writes None into a JSON column (not SQL NULL)
+        "no_output": steps.output.type,
+        "no_error": steps.error.type,
         "event": events.data.type,
         "request": attempts.request.type,
         "response": attempts.response.type,
@@ -164,7 +171,7 @@ def _typed(sql: str) -> TextClause:
 
 # PostgreSQL: the guard's row drives every write, in one statement.
 _POSTGRES_STARTED = _typed(
-    f"WITH run AS ({_LOCK}), "
+    f"WITH run AS (SELECT runs.id FROM runs WHERE {_GUARD} FOR UPDATE), "
     f"step AS ({_STEP_RUNNING} AND EXISTS (SELECT 1 FROM run) RETURNING id), "
     f"attempt AS ({_ATTEMPT_COLUMNS} SELECT {_ATTEMPT_VALUES} FROM step), "
     f"event AS ({_EVENT_COLUMNS} SELECT {_STARTED_EVENT} FROM step) "
@@ -189,7 +196,7 @@ _POSTGRES_SUCCEEDED_AND_STARTED = _typed(
 )
 # SQLite: the guard first (BEGIN IMMEDIATE already holds the write lock), then the writes.
 _SQLITE_STARTED = [
-    _typed(_LOCK.removesuffix(" FOR UPDATE")),
+    _typed(f"SELECT runs.id FROM runs WHERE {_GUARD}"),
     _typed(_STEP_RUNNING),
     _typed(f"{_ATTEMPT_COLUMNS} VALUES ({_ATTEMPT_VALUES})"),
     _typed(f"{_EVENT_COLUMNS} VALUES ({_STARTED_EVENT})"),
@@ -207,11 +214,14 @@ _SQLITE_NEXT_STARTED = [
 ]
 
 
+_NULLS = {"no_output": None, "no_error": None}
+
+
 # --- applying them --------------------------------------------------------------------------------
 def record_started(database: Database, guard: Guard, started: Started) -> bool:
     """Commit an external call's intent if the run is still as this worker left it; False
     (and nothing written) otherwise."""
-    params = {**guard.__dict__, **started.__dict__}
+    params = {**guard.__dict__, **started.__dict__, **_NULLS}
     return _apply(database, params, _POSTGRES_STARTED, _SQLITE_STARTED, selects=True)
 
 
@@ -235,6 +245,7 @@ def record_succeeded(database: Database, guard: Guard, done: Succeeded) -> bool:
         "next_key": started.idempotency_key if started else None,
         "next_request": started.request if started else None,
         "next_event": started.event if started else None,
+        **_NULLS,
     }
     statements = list(_SQLITE_SUCCEEDED)
     if not done.attempt_id:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import httpx
@@ -373,14 +373,15 @@ class Interpreter:
             "started_at": None,
             "finished_at": None,
         }
+        finished = utcnow()  # before the next step's start: the timeline never runs backwards
         # An external call next: its intent goes into this same write (one commit per call).
         ready = self._next_intent(turn, chain, pending_row, target, context, step.id, entry, guard)
         duration_ms = round(elapsed * 1000, 3)
         done = Succeeded(
             attempts=1,
             output=outcome.output,
-            started_at=step_run.started_at or pending.call.step_started_at or utcnow(),
-            finished_at=utcnow(),
+            started_at=step_run.started_at or pending.call.step_started_at or finished,
+            finished_at=finished,
             event={"duration_ms": duration_ms},
             stuck_at=guard.now + chain.stuck_after,
             next=following,
@@ -389,7 +390,20 @@ class Interpreter:
             duration_ms=duration_ms,
             next_started=ready[1] if ready else None,
         )
-        if not record_succeeded(self.database, guard, done):
+        try:
+            recorded = record_succeeded(self.database, guard, done)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:
+            if ready is None:
+                raise
+            # The next call's intent could not be written (e.g. a config that is not JSON):
+            # the success must not be lost with it. Record it alone; the general path
+            # prepares the next step and records why it cannot start.
+            log.warning("run.next_intent_unwritable", run_id=turn.run_id, step_id=next_id)
+            ready = None
+            recorded = record_succeeded(self.database, guard, replace(done, next_started=None))
+        if not recorded:
             return False
         metrics.STEP_DURATION.labels(step.type, "succeeded").observe(elapsed)
         metrics.STEP_OUTCOMES.labels(step.type, "succeeded", "").inc()
@@ -429,7 +443,10 @@ class Interpreter:
             )
         except expressions.ExpressionError:
             return None  # the general path records the failure
-        return self._chain_intent(turn, chain, row, target, config, guard.now)
+        try:
+            return self._chain_intent(turn, chain, row, target, config, guard.now)
+        except Exception:  # the general path prepares it, and records what is wrong
+            return None
 
     def _prepare(self, turn: _Turn) -> _Pending | bool:
         turn.chain = turn.ready = None

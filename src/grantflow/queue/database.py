@@ -26,11 +26,15 @@ _UPSERT = text(
 )
 
 
+# MATERIALIZED: the pick runs once. Inlined into the UPDATE, a plan may run it again per row,
+# and each rerun skips the rows already leased and picks more: more runs than `limit`.
 _CLAIM = text(
-    "UPDATE queue_items SET lease_owner = :worker, lease_expires_at = :expires, "
-    "deliveries = deliveries + 1 WHERE run_id IN (SELECT run_id FROM queue_items "
+    "WITH picked AS MATERIALIZED (SELECT run_id FROM queue_items "
     "WHERE available_at <= :now AND (lease_owner IS NULL OR lease_expires_at < :now) "
-    "ORDER BY available_at LIMIT :limit FOR UPDATE SKIP LOCKED) RETURNING run_id"
+    "ORDER BY available_at LIMIT :limit FOR UPDATE SKIP LOCKED) "
+    "UPDATE queue_items SET lease_owner = :worker, lease_expires_at = :expires, "
+    "deliveries = queue_items.deliveries + 1 FROM picked "
+    "WHERE queue_items.run_id = picked.run_id RETURNING queue_items.run_id"
 )
 
 
