@@ -29,6 +29,7 @@ from grantflow.queue.database import DatabaseQueue
 from grantflow.queue.models import QueueItem
 from grantflow.store.base import new_id, utcnow
 from grantflow.store.database import Database
+from tests.integration.test_database_outage import _kill_connections as kill_connections
 from tests.support.engine import (
     ACTOR,
     events,
@@ -650,3 +651,26 @@ def test_a_claim_never_leases_more_than_asked(database: Database) -> None:
             select(func.count()).select_from(QueueItem).where(QueueItem.lease_owner == "w1")
         ).scalar_one()
     assert leased == 1
+
+
+def test_a_checkpoint_on_a_lost_connection_fails_like_any_write_then_recovers(
+    database: Database,
+) -> None:
+    """The database restarted under a worker: the checkpoint raises the database error the
+    interpreter leaves to the lease (nothing written), and the next one uses a fresh
+    connection."""
+    if database.dialect != "postgresql":
+        pytest.skip("connections to SQLite cannot be lost")
+    run_id, step_run_id = _leased_run(database, "pending")
+    with database.autocommit.connect() as conn:  # a pooled connection, then the restart
+        conn.execute(text("SELECT 1"))
+    before = _snapshot(database, run_id)
+    assert kill_connections(database) >= 1
+    now = utcnow()
+    guard = Guard(run_id, "w1", "a", step_run_id, "pending", now)
+    with pytest.raises(OperationalError):
+        record_succeeded(database, guard, _succeeded(now))
+    database.engine.dispose()  # (the test's own reads: their pooled connections died too)
+    assert _snapshot(database, run_id) == before
+    assert record_succeeded(database, guard, _succeeded(now)) is True
+    assert run_detail(database, run_id)["current_step"] == "b"
