@@ -107,6 +107,29 @@ class _Chain:
     created_by: str
 
 
+def _pending_columns(run_id: str, following: NextStep) -> dict[str, Any]:
+    """A new step run, `pending`, with every column set (so none is left unloaded after the
+    insert: reading one later would cost a query per step)."""
+    return {
+        "id": following.id,
+        "run_id": run_id,
+        "step_id": following.step_id,
+        "step_type": following.step_type,
+        "sequence": following.sequence,
+        "iteration": following.iteration,
+        "status": StepStatus.PENDING,
+        "side_effects": following.side_effects,
+        "attempt_group": 1,
+        "attempts": 0,
+        "output": None,
+        "error": None,
+        "next_step": None,
+        "next_attempt_at": None,
+        "started_at": None,
+        "finished_at": None,
+    }
+
+
 def _columns(row: StepRun) -> dict[str, Any]:
     return {column.key: getattr(row, column.key) for column in StepRun.__table__.columns}
 
@@ -355,24 +378,7 @@ class Interpreter:
             iteration=iteration,
             side_effects=target.side_effects,
         )
-        pending_row = {
-            "id": following.id,
-            "run_id": turn.run_id,
-            "step_id": following.step_id,
-            "step_type": following.step_type,
-            "sequence": following.sequence,
-            "iteration": following.iteration,
-            "status": StepStatus.PENDING,
-            "side_effects": following.side_effects,
-            "attempt_group": 1,
-            "attempts": 0,
-            "output": None,
-            "error": None,
-            "next_step": None,
-            "next_attempt_at": None,
-            "started_at": None,
-            "finished_at": None,
-        }
+        pending_row = _pending_columns(turn.run_id, following)
         finished = utcnow()  # before the next step's start: the timeline never runs backwards
         # An external call next: its intent goes into this same write (one commit per call).
         ready = self._next_intent(turn, chain, pending_row, target, context, step.id, entry, guard)
@@ -863,26 +869,15 @@ class Interpreter:
             )
             self._end(session, run, RunStatus.FAILED, failure)
             return False
-        new = StepRun(
+        following = NextStep(
             id=new_id(),
-            run_id=run.id,
             step_id=next_id,
             step_type=target.type,
             sequence=step_run.sequence + 1,
             iteration=iteration,
-            status=StepStatus.PENDING,
             side_effects=target.side_effects,
-            # Every column set here, so none is left unloaded after the insert (reading one
-            # later would cost a query per step).
-            attempt_group=1,
-            attempts=0,
-            output=None,
-            error=None,
-            next_step=None,
-            next_attempt_at=None,
-            started_at=None,
-            finished_at=None,
         )
+        new = StepRun(**_pending_columns(run.id, following))
         session.add(new)
 
         turn.iterations[next_id] = iteration
