@@ -6,6 +6,10 @@ Before an external call the attempt is recorded (its intent: number, idempotency
 rendered request with secrets redacted); after it, the outcome. A worker that dies between the
 two leaves an attempt marked running; whoever resumes the run sends the call again with the
 same idempotency key.
+
+This is the general path: every step boundary locks and reads the run and acts on what it
+finds. Between steps of a run that keeps succeeding, the hot path (engine/hot_path.py) commits
+each boundary in one guarded write instead, and hands back here whenever anything else happens.
 """
 
 from __future__ import annotations
@@ -15,28 +19,23 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 
 from grantflow.connections.access import ConnectionAccess
 from grantflow.definitions import expressions
 from grantflow.definitions.plan import Plan, PlanStep
 from grantflow.engine import failures, hooks, metrics
 from grantflow.engine.checkpoint import (
-    Guard,
     NextStep,
-    Started,
-    Succeeded,
-    record_started,
-    record_succeeded,
 )
 from grantflow.engine.context import build_context, step_entry
+from grantflow.engine.hot_path import HotPath
 from grantflow.engine.models import Run, StepAttempt, StepRun
 from grantflow.engine.plans import plan_for
 from grantflow.engine.retry import backoff_seconds
@@ -45,9 +44,16 @@ from grantflow.engine.states import (
     RunStatus,
     StepStatus,
     WaitingReason,
-    check_step_transition,
 )
 from grantflow.engine.transitions import move_run, move_step, touch
+from grantflow.engine.turns import (
+    Chain,
+    Pending,
+    Turn,
+    call_step,
+    choose_next,
+    pending_columns,
+)
 from grantflow.errors import (
     FailureClass,
     GrantflowError,
@@ -63,86 +69,10 @@ from grantflow.store.database import Database
 
 log = structlog.get_logger("grantflow.engine")
 
-_Row = TypeVar("_Row", StepRun, StepAttempt)
 _CONCURRENCY_RECHECK = dt.timedelta(milliseconds=500)
 
 
-@dataclass
-class _Pending:
-    """An external call prepared in one transaction, to be made outside of any."""
-
-    step_run: StepRun
-    attempt: StepAttempt | None  # None for local steps, which do no I/O and keep no attempt log
-    step: PlanStep
-    call: StepCall
-    started: float
-
-
-@dataclass
-class _Turn:
-    """What a worker keeps in memory while it holds a run."""
-
-    run_id: str
-    plan: Plan | None = None
-    context: dict[str, Any] | None = None
-    # The current step run as last committed: while this worker holds the run's lease and row
-    # lock, nobody else changes it, so it is re-attached without a query.
-    step_run: StepRun | None = None
-    iterations: Counter[str] | None = None  # passes per step id so far (loops)
-    # Set when the last commit left the run running, not asked to pause, with a pending step:
-    # the next pure step may take the one-statement checkpoint (engine/checkpoint.py).
-    chain: _Chain | None = None
-    # An external call whose intent the last checkpoint committed: made next, before anything.
-    ready: _Pending | None = None
-
-
-@dataclass(frozen=True)
-class _Chain:
-    """What the hot path needs of the run, as the last commit left it."""
-
-    deadline_at: dt.datetime
-    stuck_after: dt.timedelta
-    workflow_id: str
-    subject: dict[str, Any]
-    created_by: str
-
-
-def _pending_columns(run_id: str, following: NextStep) -> dict[str, Any]:
-    """A new step run, `pending`, with every column set (so none is left unloaded after the
-    insert: reading one later would cost a query per step)."""
-    return {
-        "id": following.id,
-        "run_id": run_id,
-        "step_id": following.step_id,
-        "step_type": following.step_type,
-        "sequence": following.sequence,
-        "iteration": following.iteration,
-        "status": StepStatus.PENDING,
-        "side_effects": following.side_effects,
-        "attempt_group": 1,
-        "attempts": 0,
-        "output": None,
-        "error": None,
-        "next_step": None,
-        "next_attempt_at": None,
-        "started_at": None,
-        "finished_at": None,
-    }
-
-
-def _columns(row: StepRun) -> dict[str, Any]:
-    return {column.key: getattr(row, column.key) for column in StepRun.__table__.columns}
-
-
-def _detached(model: type[_Row], **values: Any) -> _Row:
-    """A row a checkpoint wrote, as the session would have loaded it (every column set), so
-    the general path re-attaches it without a query."""
-    row = model(**values)
-    make_transient_to_detached(row)
-    return row
-
-
-class Interpreter:
+class Interpreter(HotPath):
     def __init__(
         self,
         database: Database,
@@ -164,7 +94,7 @@ class Interpreter:
     # --- the loop -----------------------------------------------------------------------------
     def advance(self, run_id: str) -> None:
         """Advance a run this worker has leased, until it waits, ends, or the worker stops."""
-        turn = _Turn(run_id)
+        turn = Turn(run_id)
         while True:
             if self.stopping.is_set() and turn.ready is None:  # (a committed intent: call it)
                 self._hand_back(run_id)
@@ -177,8 +107,8 @@ class Interpreter:
                             continue
                         return
                 pending_or_more = self._prepare(turn)
-                if isinstance(pending_or_more, _Pending):
-                    if not self._finish(turn, pending_or_more, self._call(pending_or_more)):
+                if isinstance(pending_or_more, Pending):
+                    if not self._finish(turn, pending_or_more, call_step(pending_or_more)):
                         return
                 elif not pending_or_more:
                     return
@@ -213,248 +143,7 @@ class Interpreter:
             return None, False
         return row[0], row[1] == self.worker_id
 
-    # --- the hot path: step boundaries of a running run, in one guarded write each ---------
-    def _advance_chain(self, turn: _Turn, chain: _Chain) -> bool | None:
-        """Take the current step on the hot path: a pure step is run and committed with the
-        next step in one write; an external call gets its intent and then its success written
-        the same way. None when the general path must take the step (nothing was written: the
-        step waits on a person or is not eligible, or the run changed under the lease); else
-        whether to go on, like the general path."""
-        turn.chain = None
-        if turn.ready is not None:
-            pending, turn.ready = turn.ready, None
-            return self._call_and_record(turn, chain, pending)
-        step_run, plan, context = turn.step_run, turn.plan, turn.context
-        if step_run is None or plan is None or context is None or turn.iterations is None:
-            return None
-        if step_run.status != StepStatus.PENDING or step_run.attempts:
-            return None
-        step = plan.steps[step_run.step_id]
-        step_type = get_step_type(step.type)
-        if step_type is None or step_type.execute is None:
-            return None
-        if step_type.local and not step_type.pure:
-            return None  # approvals and tasks work inside the engine's transaction
-        check_step_transition(step_run.status, StepStatus.RUNNING)
-        now = self.clock()
-        if now >= chain.deadline_at:
-            return None
-        try:
-            config = expressions.render(step.config, context, where=f"{step.id}.config")
-        except expressions.ExpressionError:
-            return None  # the general path records the failure
-        guard = Guard(turn.run_id, self.worker_id, step.id, step_run.id, step_run.status, now)
-        if step_type.pure:
-            call = self._chain_call(turn, chain, step_run, step, config, now, utcnow())
-            pending = _Pending(step_run, None, step, call, time.perf_counter())
-            outcome = self._call(pending)
-            return True if self._chain_succeeded(turn, chain, guard, pending, outcome) else None
-        pending, intent = self._chain_intent(turn, chain, _columns(step_run), step, config, now)
-        if not record_started(self.database, guard, intent):
-            return None
-        return self._call_and_record(turn, chain, pending)
-
-    def _call_and_record(self, turn: _Turn, chain: _Chain, pending: _Pending) -> bool:
-        """Make an external call whose intent is committed; record its outcome."""
-        turn.step_run = pending.step_run
-        pending.started = time.perf_counter()
-        outcome = self._call(pending)
-        step_run = pending.step_run
-        guard = Guard(
-            turn.run_id,
-            self.worker_id,
-            step_run.step_id,
-            step_run.id,
-            step_run.status,
-            self.clock(),
-        )
-        if self._chain_succeeded(turn, chain, guard, pending, outcome):
-            return True
-        return self._finish(turn, pending, outcome)  # a failure, a wait, or the run's end
-
-    def _chain_call(
-        self,
-        turn: _Turn,
-        chain: _Chain,
-        step_run: StepRun,
-        step: PlanStep,
-        config: dict[str, Any],
-        now: dt.datetime,
-        started: dt.datetime,
-    ) -> StepCall:
-        remaining = (chain.deadline_at - now).total_seconds()
-        return StepCall(
-            run_id=turn.run_id,
-            step_id=step.id,
-            attempt=1,
-            idempotency_key=f"{turn.run_id}:{step.id}:{step_run.iteration}-1",
-            config=config,
-            timeout=max(min(step.timeout_seconds or remaining, remaining), 0.001),
-            http=self.http,
-            step_started_at=started,
-            application_id=turn.plan.application_id if turn.plan else None,
-            connections=self.connections,
-            run_subject=chain.subject,
-            run_created_by=chain.created_by,
-            step_run_id=step_run.id,
-            workflow_id=chain.workflow_id,
-            now=now,
-        )
-
-    def _chain_intent(
-        self,
-        turn: _Turn,
-        chain: _Chain,
-        columns: dict[str, Any],
-        step: PlanStep,
-        config: dict[str, Any],
-        now: dt.datetime,
-    ) -> tuple[_Pending, Started]:
-        """An external call's first attempt, prepared: the step run and attempt as the intent
-        will have written them, the call, and the intent to write."""
-        step_type = get_step_type(step.type)
-        assert step_type is not None
-        started = utcnow()
-        running = _detached(
-            StepRun,
-            **{**columns, "status": StepStatus.RUNNING, "attempts": 1, "started_at": started},
-        )
-        call = self._chain_call(turn, chain, running, step, config, now, started)
-        attempt = _detached(
-            StepAttempt,
-            id=new_id(),
-            step_run_id=running.id,
-            number=1,
-            idempotency_key=call.idempotency_key,
-            status="running",
-            request=step_type.preview(config),
-            response=None,
-            error=None,
-            started_at=started,
-            finished_at=None,
-            duration_ms=None,
-        )
-        intent = Started(
-            attempt.id, call.idempotency_key, attempt.request or {}, started, {"type": step.type}
-        )
-        return _Pending(running, attempt, step, call, time.perf_counter()), intent
-
-    def _chain_succeeded(
-        self,
-        turn: _Turn,
-        chain: _Chain,
-        guard: Guard,
-        pending: _Pending,
-        outcome: StepResult | BaseException,
-    ) -> bool:
-        """Commit a plain success with the next step; False (nothing written) when the
-        outcome needs the general path: a failure, a wait, a skip, or the run's last step."""
-        plan, context, iterations = turn.plan, turn.context, turn.iterations
-        assert plan is not None and context is not None and iterations is not None
-        if not isinstance(outcome, StepResult):
-            return False
-        if outcome.wait_until or outcome.wait_for or outcome.skipped:
-            return False
-        step, step_run = pending.step, pending.step_run
-        entry = {"output": outcome.output, "status": StepStatus.SUCCEEDED, "error": None}
-        try:
-            next_id = self._choose_next(
-                step, {**context, "steps": {**context["steps"], step.id: entry}}
-            )
-        except expressions.ExpressionError:
-            return False
-        if next_id is None:
-            return False  # the run ends: the general path records it (and tells listeners)
-        target = plan.steps[next_id]
-        iteration = iterations[next_id] + 1
-        if iteration > (target.max_iterations or 1):
-            return False
-        elapsed = time.perf_counter() - pending.started
-        following = NextStep(
-            id=new_id(),
-            step_id=next_id,
-            step_type=target.type,
-            sequence=step_run.sequence + 1,
-            iteration=iteration,
-            side_effects=target.side_effects,
-        )
-        pending_row = _pending_columns(turn.run_id, following)
-        finished = utcnow()  # before the next step's start: the timeline never runs backwards
-        # An external call next: its intent goes into this same write (one commit per call).
-        ready = self._next_intent(turn, chain, pending_row, target, context, step.id, entry, guard)
-        duration_ms = round(elapsed * 1000, 3)
-        done = Succeeded(
-            attempts=1,
-            output=outcome.output,
-            started_at=step_run.started_at or pending.call.step_started_at or finished,
-            finished_at=finished,
-            event={"duration_ms": duration_ms},
-            stuck_at=guard.now + chain.stuck_after,
-            next=following,
-            attempt_id=pending.attempt.id if pending.attempt else None,
-            response=outcome.response,
-            duration_ms=duration_ms,
-            next_started=ready[1] if ready else None,
-        )
-        try:
-            recorded = record_succeeded(self.database, guard, done)
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception:
-            if ready is None:
-                raise
-            # The next call's intent could not be written (e.g. a config that is not JSON):
-            # the success must not be lost with it. Record it alone; the general path
-            # prepares the next step and records why it cannot start.
-            log.warning("run.next_intent_unwritable", run_id=turn.run_id, step_id=next_id)
-            ready = None
-            recorded = record_succeeded(self.database, guard, replace(done, next_started=None))
-        if not recorded:
-            return False
-        metrics.STEP_DURATION.labels(step.type, "succeeded").observe(elapsed)
-        metrics.STEP_OUTCOMES.labels(step.type, "succeeded", "").inc()
-        context["steps"][step.id] = entry
-        iterations[next_id] = iteration
-        if ready is not None:
-            turn.ready = ready[0]
-            turn.step_run = ready[0].step_run
-        else:
-            turn.step_run = _detached(StepRun, **pending_row)
-        turn.chain = chain
-        return True
-
-    def _next_intent(
-        self,
-        turn: _Turn,
-        chain: _Chain,
-        row: dict[str, Any],
-        target: PlanStep,
-        context: dict[str, Any],
-        done_id: str,
-        entry: dict[str, Any],
-        guard: Guard,
-    ) -> tuple[_Pending, Started] | None:
-        """The next step's call, prepared, when it is an external call whose config renders;
-        None leaves the next step pending for the usual boundary."""
-        step_type = get_step_type(target.type)
-        if step_type is None or step_type.local or step_type.execute is None:
-            return None
-        if self.stopping.is_set():
-            return None  # hand the run back at this boundary instead
-        try:
-            config = expressions.render(
-                target.config,
-                {**context, "steps": {**context["steps"], done_id: entry}},
-                where=f"{target.id}.config",
-            )
-        except expressions.ExpressionError:
-            return None  # the general path records the failure
-        try:
-            return self._chain_intent(turn, chain, row, target, config, guard.now)
-        except Exception:  # the general path prepares it, and records what is wrong
-            return None
-
-    def _prepare(self, turn: _Turn) -> _Pending | bool:
+    def _prepare(self, turn: Turn) -> Pending | bool:
         turn.chain = turn.ready = None
         with self.database.transaction() as session:
             run, held = self._locked_run(session, turn.run_id)
@@ -551,7 +240,7 @@ class Interpreter:
             )
         )
 
-    def _current_step_run(self, session: Session, turn: _Turn, run: Run) -> StepRun:
+    def _current_step_run(self, session: Session, turn: Turn, run: Run) -> StepRun:
         if turn.step_run is not None:
             turn.step_run = session.merge(turn.step_run, load=False)
             return turn.step_run
@@ -569,7 +258,7 @@ class Interpreter:
             turn.iterations = Counter(s.step_id for s in step_runs)
         return turn.step_run
 
-    def _context(self, session: Session, turn: _Turn, run: Run) -> dict[str, Any]:
+    def _context(self, session: Session, turn: Turn, run: Run) -> dict[str, Any]:
         if turn.context is None:
             step_runs = list(
                 session.execute(
@@ -596,12 +285,12 @@ class Interpreter:
     def _begin_attempt(
         self,
         session: Session,
-        turn: _Turn,
+        turn: Turn,
         run: Run,
         step_run: StepRun,
         step: PlanStep,
         now: dt.datetime,
-    ) -> _Pending | bool:
+    ) -> Pending | bool:
         step_type = get_step_type(step.type)
         if step_type is None or step_type.execute is None:
             raise InternalError(f"step type {step.type!r} cannot run in this deployment")
@@ -663,27 +352,16 @@ class Interpreter:
             workflow_id=run.workflow_id,
             now=now,
         )
-        pending = _Pending(step_run, attempt, step, call, time.perf_counter())
+        pending = Pending(step_run, attempt, step, call, time.perf_counter())
         if step_type.local:
-            outcome = self._call(pending)
+            outcome = call_step(pending)
             return self._apply(session, turn, run, step_run, None, pending, outcome)
         return pending
 
-    # --- phase 2: the call, outside any transaction -------------------------------------------
-    def _call(self, pending: _Pending) -> StepResult | BaseException:
-        step_type = get_step_type(pending.step.type)
-        assert step_type is not None
-        assert step_type.execute is not None
-        try:
-            return step_type.execute(pending.call)
-        except GrantflowError as exc:
-            return exc
-        except Exception as exc:  # an executor bug: classified as internal, never retried
-            log.exception("run.step.crashed", step_id=pending.step.id)
-            return exc
+    # --- phase 2: the call, outside any transaction (turns.call_step) ------------------------
 
     # --- phase 3: record the outcome, choose what comes next ----------------------------------
-    def _finish(self, turn: _Turn, pending: _Pending, outcome: StepResult | BaseException) -> bool:
+    def _finish(self, turn: Turn, pending: Pending, outcome: StepResult | BaseException) -> bool:
         with self.database.transaction() as session:
             run, held = self._locked_run(session, turn.run_id)
             assert run is not None
@@ -713,7 +391,7 @@ class Interpreter:
             return self._apply(session, turn, run, step_run, attempt, pending, outcome)
 
     def _close_attempt(
-        self, attempt: StepAttempt | None, pending: _Pending, outcome: StepResult | BaseException
+        self, attempt: StepAttempt | None, pending: Pending, outcome: StepResult | BaseException
     ) -> float:
         elapsed = time.perf_counter() - pending.started
         outcome_label = "succeeded" if isinstance(outcome, StepResult) else "failed"
@@ -752,11 +430,11 @@ class Interpreter:
     def _apply(
         self,
         session: Session,
-        turn: _Turn,
+        turn: Turn,
         run: Run,
         step_run: StepRun,
         attempt: StepAttempt | None,
-        pending: _Pending,
+        pending: Pending,
         outcome: StepResult | BaseException,
     ) -> bool:
         elapsed = self._close_attempt(attempt, pending, outcome)
@@ -812,7 +490,7 @@ class Interpreter:
     def _succeed(
         self,
         session: Session,
-        turn: _Turn,
+        turn: Turn,
         run: Run,
         step_run: StepRun,
         step: PlanStep,
@@ -827,11 +505,11 @@ class Interpreter:
         return self._go_next(session, turn, run, step_run, step)
 
     def _go_next(
-        self, session: Session, turn: _Turn, run: Run, step_run: StepRun, step: PlanStep
+        self, session: Session, turn: Turn, run: Run, step_run: StepRun, step: PlanStep
     ) -> bool:
         context = self._context(session, turn, run)
         try:
-            next_id = self._choose_next(step, context)
+            next_id = choose_next(step, context)
         except expressions.ExpressionError as exc:
             failure = failures.reason(
                 FailureClass.VALIDATION,
@@ -877,7 +555,7 @@ class Interpreter:
             iteration=iteration,
             side_effects=target.side_effects,
         )
-        new = StepRun(**_pending_columns(run.id, following))
+        new = StepRun(**pending_columns(run.id, following))
         session.add(new)
 
         turn.iterations[next_id] = iteration
@@ -885,7 +563,7 @@ class Interpreter:
         run.current_step = next_id
         touch(run, self.clock())
         if run.status == RunStatus.RUNNING and not run.pause_requested:
-            turn.chain = _Chain(
+            turn.chain = Chain(
                 run.deadline_at,
                 dt.timedelta(seconds=run.stuck_after_seconds),
                 run.workflow_id,
@@ -894,17 +572,10 @@ class Interpreter:
             )
         return True
 
-    @staticmethod
-    def _choose_next(step: PlanStep, context: dict[str, Any]) -> str | None:
-        for branch in step.branches:
-            if expressions.evaluate(branch.when, context):
-                return branch.next
-        return step.next
-
     def _fail_step(
         self,
         session: Session,
-        turn: _Turn,
+        turn: Turn,
         run: Run,
         step_run: StepRun,
         step: PlanStep,

@@ -1,0 +1,301 @@
+"""The interpreter's hot path: the step boundaries of a running run, each committed in one
+guarded write (engine/checkpoint.py), without locking and reloading the run. Anything that is
+not a plain success between two steps — a failure, a wait, a person, the run's first or last
+step, or a run that changed under the lease — goes to the general path (engine/interpreter.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import structlog
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from grantflow.connections.access import ConnectionAccess
+from grantflow.definitions import expressions
+from grantflow.definitions.plan import PlanStep
+from grantflow.engine import metrics
+from grantflow.engine.checkpoint import (
+    Guard,
+    NextStep,
+    Started,
+    Succeeded,
+    record_started,
+    record_succeeded,
+)
+from grantflow.engine.models import StepAttempt, StepRun
+from grantflow.engine.states import StepStatus, check_step_transition
+from grantflow.engine.turns import (
+    Chain,
+    Pending,
+    Turn,
+    call_step,
+    choose_next,
+    columns_of,
+    detached,
+    pending_columns,
+)
+from grantflow.steps.execution import StepCall, StepResult
+from grantflow.steps.registry import get_step_type
+from grantflow.store.base import new_id, utcnow
+from grantflow.store.database import Database
+
+log = structlog.get_logger("grantflow.engine")
+
+
+class HotPath:
+    """Mixed into the Interpreter, which provides these and the general path's `_finish`."""
+
+    database: Database
+    worker_id: str
+    http: httpx.Client
+    connections: ConnectionAccess | None
+    clock: Callable[[], dt.datetime]
+    stopping: threading.Event
+
+    def _finish(self, turn: Turn, pending: Pending, outcome: StepResult | BaseException) -> bool:
+        raise NotImplementedError
+
+    def _advance_chain(self, turn: Turn, chain: Chain) -> bool | None:
+        """Take the current step on the hot path: a pure step is run and committed with the
+        next step in one write; an external call gets its intent and then its success written
+        the same way. None when the general path must take the step (nothing was written: the
+        step waits on a person or is not eligible, or the run changed under the lease); else
+        whether to go on, like the general path."""
+        turn.chain = None
+        if turn.ready is not None:
+            pending, turn.ready = turn.ready, None
+            return self._call_and_record(turn, chain, pending)
+        step_run, plan, context = turn.step_run, turn.plan, turn.context
+        if step_run is None or plan is None or context is None or turn.iterations is None:
+            return None
+        if step_run.status != StepStatus.PENDING or step_run.attempts:
+            return None
+        step = plan.steps[step_run.step_id]
+        step_type = get_step_type(step.type)
+        if step_type is None or step_type.execute is None:
+            return None
+        if step_type.local and not step_type.pure:
+            return None  # approvals and tasks work inside the engine's transaction
+        check_step_transition(step_run.status, StepStatus.RUNNING)
+        now = self.clock()
+        if now >= chain.deadline_at:
+            return None
+        try:
+            config = expressions.render(step.config, context, where=f"{step.id}.config")
+        except expressions.ExpressionError:
+            return None  # the general path records the failure
+        guard = Guard(turn.run_id, self.worker_id, step.id, step_run.id, step_run.status, now)
+        if step_type.pure:
+            call = self._chain_call(turn, chain, step_run, step, config, now, utcnow())
+            pending = Pending(step_run, None, step, call, time.perf_counter())
+            outcome = call_step(pending)
+            return True if self._chain_succeeded(turn, chain, guard, pending, outcome) else None
+        pending, intent = self._chain_intent(turn, chain, columns_of(step_run), step, config, now)
+        if not record_started(self.database, guard, intent):
+            return None
+        return self._call_and_record(turn, chain, pending)
+
+    def _call_and_record(self, turn: Turn, chain: Chain, pending: Pending) -> bool:
+        """Make an external call whose intent is committed; record its outcome."""
+        turn.step_run = pending.step_run
+        pending.started = time.perf_counter()
+        outcome = call_step(pending)
+        step_run = pending.step_run
+        guard = Guard(
+            turn.run_id,
+            self.worker_id,
+            step_run.step_id,
+            step_run.id,
+            step_run.status,
+            self.clock(),
+        )
+        if self._chain_succeeded(turn, chain, guard, pending, outcome):
+            return True
+        return self._finish(turn, pending, outcome)  # a failure, a wait, or the run's end
+
+    def _chain_call(
+        self,
+        turn: Turn,
+        chain: Chain,
+        step_run: StepRun,
+        step: PlanStep,
+        config: dict[str, Any],
+        now: dt.datetime,
+        started: dt.datetime,
+    ) -> StepCall:
+        remaining = (chain.deadline_at - now).total_seconds()
+        return StepCall(
+            run_id=turn.run_id,
+            step_id=step.id,
+            attempt=1,
+            idempotency_key=f"{turn.run_id}:{step.id}:{step_run.iteration}-1",
+            config=config,
+            timeout=max(min(step.timeout_seconds or remaining, remaining), 0.001),
+            http=self.http,
+            step_started_at=started,
+            application_id=turn.plan.application_id if turn.plan else None,
+            connections=self.connections,
+            run_subject=chain.subject,
+            run_created_by=chain.created_by,
+            step_run_id=step_run.id,
+            workflow_id=chain.workflow_id,
+            now=now,
+        )
+
+    def _chain_intent(
+        self,
+        turn: Turn,
+        chain: Chain,
+        columns: dict[str, Any],
+        step: PlanStep,
+        config: dict[str, Any],
+        now: dt.datetime,
+    ) -> tuple[Pending, Started]:
+        """An external call's first attempt, prepared: the step run and attempt as the intent
+        will have written them, the call, and the intent to write."""
+        step_type = get_step_type(step.type)
+        assert step_type is not None
+        started = utcnow()
+        running = detached(
+            StepRun,
+            **{**columns, "status": StepStatus.RUNNING, "attempts": 1, "started_at": started},
+        )
+        call = self._chain_call(turn, chain, running, step, config, now, started)
+        attempt = detached(
+            StepAttempt,
+            id=new_id(),
+            step_run_id=running.id,
+            number=1,
+            idempotency_key=call.idempotency_key,
+            status="running",
+            request=step_type.preview(config),
+            response=None,
+            error=None,
+            started_at=started,
+            finished_at=None,
+            duration_ms=None,
+        )
+        intent = Started(
+            attempt.id, call.idempotency_key, attempt.request or {}, started, {"type": step.type}
+        )
+        return Pending(running, attempt, step, call, time.perf_counter()), intent
+
+    def _chain_succeeded(
+        self,
+        turn: Turn,
+        chain: Chain,
+        guard: Guard,
+        pending: Pending,
+        outcome: StepResult | BaseException,
+    ) -> bool:
+        """Commit a plain success with the next step; False (nothing written) when the
+        outcome needs the general path: a failure, a wait, a skip, or the run's last step."""
+        plan, context, iterations = turn.plan, turn.context, turn.iterations
+        assert plan is not None and context is not None and iterations is not None
+        if not isinstance(outcome, StepResult):
+            return False
+        if outcome.wait_until or outcome.wait_for or outcome.skipped:
+            return False
+        step, step_run = pending.step, pending.step_run
+        entry = {"output": outcome.output, "status": StepStatus.SUCCEEDED, "error": None}
+        try:
+            next_id = choose_next(step, {**context, "steps": {**context["steps"], step.id: entry}})
+        except expressions.ExpressionError:
+            return False
+        if next_id is None:
+            return False  # the run ends: the general path records it (and tells listeners)
+        target = plan.steps[next_id]
+        iteration = iterations[next_id] + 1
+        if iteration > (target.max_iterations or 1):
+            return False
+        elapsed = time.perf_counter() - pending.started
+        following = NextStep(
+            id=new_id(),
+            step_id=next_id,
+            step_type=target.type,
+            sequence=step_run.sequence + 1,
+            iteration=iteration,
+            side_effects=target.side_effects,
+        )
+        pending_row = pending_columns(turn.run_id, following)
+        finished = utcnow()  # before the next step's start: the timeline never runs backwards
+        # An external call next: its intent goes into this same write (one commit per call).
+        ready = self._next_intent(turn, chain, pending_row, target, context, step.id, entry, guard)
+        duration_ms = round(elapsed * 1000, 3)
+        done = Succeeded(
+            attempts=1,
+            output=outcome.output,
+            started_at=step_run.started_at or pending.call.step_started_at or finished,
+            finished_at=finished,
+            event={"duration_ms": duration_ms},
+            stuck_at=guard.now + chain.stuck_after,
+            next=following,
+            attempt_id=pending.attempt.id if pending.attempt else None,
+            response=outcome.response,
+            duration_ms=duration_ms,
+            next_started=ready[1] if ready else None,
+        )
+        try:
+            recorded = record_succeeded(self.database, guard, done)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:
+            if ready is None:
+                raise
+            # The next call's intent could not be written (e.g. a config that is not JSON):
+            # the success must not be lost with it. Record it alone; the general path
+            # prepares the next step and records why it cannot start.
+            log.warning("run.next_intent_unwritable", run_id=turn.run_id, step_id=next_id)
+            ready = None
+            recorded = record_succeeded(self.database, guard, replace(done, next_started=None))
+        if not recorded:
+            return False
+        metrics.STEP_DURATION.labels(step.type, "succeeded").observe(elapsed)
+        metrics.STEP_OUTCOMES.labels(step.type, "succeeded", "").inc()
+        context["steps"][step.id] = entry
+        iterations[next_id] = iteration
+        if ready is not None:
+            turn.ready = ready[0]
+            turn.step_run = ready[0].step_run
+        else:
+            turn.step_run = detached(StepRun, **pending_row)
+        turn.chain = chain
+        return True
+
+    def _next_intent(
+        self,
+        turn: Turn,
+        chain: Chain,
+        row: dict[str, Any],
+        target: PlanStep,
+        context: dict[str, Any],
+        done_id: str,
+        entry: dict[str, Any],
+        guard: Guard,
+    ) -> tuple[Pending, Started] | None:
+        """The next step's call, prepared, when it is an external call whose config renders;
+        None leaves the next step pending for the usual boundary."""
+        step_type = get_step_type(target.type)
+        if step_type is None or step_type.local or step_type.execute is None:
+            return None
+        if self.stopping.is_set():
+            return None  # hand the run back at this boundary instead
+        try:
+            config = expressions.render(
+                target.config,
+                {**context, "steps": {**context["steps"], done_id: entry}},
+                where=f"{target.id}.config",
+            )
+        except expressions.ExpressionError:
+            return None  # the general path records the failure
+        try:
+            return self._chain_intent(turn, chain, row, target, config, guard.now)
+        except Exception:  # the general path prepares it, and records what is wrong
+            return None

@@ -1,0 +1,123 @@
+"""What a worker keeps in memory while it holds a run (a turn), and the small pieces both of
+the interpreter's paths share: making a step's call, choosing the next step, and step-run rows
+as a checkpoint wrote them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy.orm import make_transient_to_detached
+
+from grantflow.definitions import expressions
+from grantflow.definitions.plan import Plan, PlanStep
+from grantflow.engine.checkpoint import NextStep
+from grantflow.engine.models import StepAttempt, StepRun
+from grantflow.engine.states import StepStatus
+from grantflow.errors import GrantflowError
+from grantflow.steps.execution import StepCall, StepResult
+from grantflow.steps.registry import get_step_type
+
+log = structlog.get_logger("grantflow.engine")
+
+Row = TypeVar("Row", StepRun, StepAttempt)
+
+
+@dataclass
+class Pending:
+    """An external call prepared in one transaction, to be made outside of any."""
+
+    step_run: StepRun
+    attempt: StepAttempt | None  # None for local steps, which do no I/O and keep no attempt log
+    step: PlanStep
+    call: StepCall
+    started: float
+
+
+@dataclass
+class Turn:
+    """What a worker keeps in memory while it holds a run."""
+
+    run_id: str
+    plan: Plan | None = None
+    context: dict[str, Any] | None = None
+    # The current step run as last committed: while this worker holds the run's lease and row
+    # lock, nobody else changes it, so it is re-attached without a query.
+    step_run: StepRun | None = None
+    iterations: Counter[str] | None = None  # passes per step id so far (loops)
+    # Set when the last commit left the run running, not asked to pause, with a pending step:
+    # the next step may take the hot path (engine/hot_path.py).
+    chain: Chain | None = None
+    # An external call whose intent the last checkpoint committed: made next, before anything.
+    ready: Pending | None = None
+
+
+@dataclass(frozen=True)
+class Chain:
+    """What the hot path needs of the run, as the last commit left it."""
+
+    deadline_at: dt.datetime
+    stuck_after: dt.timedelta
+    workflow_id: str
+    subject: dict[str, Any]
+    created_by: str
+
+
+def pending_columns(run_id: str, following: NextStep) -> dict[str, Any]:
+    """A new step run, `pending`, with every column set (so none is left unloaded after the
+    insert: reading one later would cost a query per step)."""
+    return {
+        "id": following.id,
+        "run_id": run_id,
+        "step_id": following.step_id,
+        "step_type": following.step_type,
+        "sequence": following.sequence,
+        "iteration": following.iteration,
+        "status": StepStatus.PENDING,
+        "side_effects": following.side_effects,
+        "attempt_group": 1,
+        "attempts": 0,
+        "output": None,
+        "error": None,
+        "next_step": None,
+        "next_attempt_at": None,
+        "started_at": None,
+        "finished_at": None,
+    }
+
+
+def columns_of(row: StepRun) -> dict[str, Any]:
+    return {column.key: getattr(row, column.key) for column in StepRun.__table__.columns}
+
+
+def detached(model: type[Row], **values: Any) -> Row:
+    """A row a checkpoint wrote, as the session would have loaded it (every column set), so
+    the general path re-attaches it without a query."""
+    row = model(**values)
+    make_transient_to_detached(row)
+    return row
+
+
+def call_step(pending: Pending) -> StepResult | BaseException:
+    """Run one attempt of a step, outside any transaction: its result, or the error it raised."""
+    step_type = get_step_type(pending.step.type)
+    assert step_type is not None
+    assert step_type.execute is not None
+    try:
+        return step_type.execute(pending.call)
+    except GrantflowError as exc:
+        return exc
+    except Exception as exc:  # an executor bug: classified as internal, never retried
+        log.exception("run.step.crashed", step_id=pending.step.id)
+        return exc
+
+
+def choose_next(step: PlanStep, context: dict[str, Any]) -> str | None:
+    """The first branch whose condition holds, else the step's `next` (None: the run ends)."""
+    for branch in step.branches:
+        if expressions.evaluate(branch.when, context):
+            return branch.next
+    return step.next
