@@ -98,7 +98,8 @@ def test_a_retrying_step_shows_retrying_with_its_next_attempt_time(database: Dat
                 http_step(
                     "fetch",
                     f"{target.url}/users",
-                    retry={"max_attempts": 2, "initial_backoff": "600ms", "jitter": "none"},
+                    # (long enough that a loaded machine's polling cannot miss the wait)
+                    retry={"max_attempts": 2, "initial_backoff": "2s", "jitter": "none"},
                 ),
             ),
         )
@@ -110,7 +111,7 @@ def test_a_retrying_step_shows_retrying_with_its_next_attempt_time(database: Dat
             assert waiting["waiting_reason"] == "retry"
             next_at = dt.datetime.fromisoformat(fetch["next_attempt_at"])
             failed_at = dt.datetime.fromisoformat(fetch["attempt_log"][0]["finished_at"])
-            assert next_at - failed_at >= dt.timedelta(seconds=0.55)
+            assert next_at - failed_at >= dt.timedelta(seconds=1.95)
             assert waiting["wake_at"] == fetch["next_attempt_at"]
             assert fetch["error"]["class"] == "transient"
             assert fetch["error"]["status_code"] == 503

@@ -23,7 +23,6 @@ from grantflow.definitions.plan import PlanStep
 from grantflow.engine import metrics
 from grantflow.engine.checkpoint import (
     Guard,
-    NextStep,
     Started,
     Succeeded,
     record_started,
@@ -39,6 +38,7 @@ from grantflow.engine.turns import (
     choose_next,
     columns_of,
     detached,
+    next_step,
     pending_columns,
 )
 from grantflow.steps.execution import StepCall, StepResult
@@ -216,14 +216,7 @@ class HotPath:
         if iteration > (target.max_iterations or 1):
             return False
         elapsed = time.perf_counter() - pending.started
-        following = NextStep(
-            id=new_id(),
-            step_id=next_id,
-            step_type=target.type,
-            sequence=step_run.sequence + 1,
-            iteration=iteration,
-            side_effects=target.side_effects,
-        )
+        following = next_step(step_run, target, iteration)
         pending_row = pending_columns(turn.run_id, following)
         finished = utcnow()  # before the next step's start: the timeline never runs backwards
         # An external call next: its intent goes into this same write (one commit per call).

@@ -31,9 +31,6 @@ from grantflow.connections.access import ConnectionAccess
 from grantflow.definitions import expressions
 from grantflow.definitions.plan import Plan, PlanStep
 from grantflow.engine import failures, hooks, metrics
-from grantflow.engine.checkpoint import (
-    NextStep,
-)
 from grantflow.engine.context import build_context, step_entry
 from grantflow.engine.hot_path import HotPath
 from grantflow.engine.models import Run, StepAttempt, StepRun
@@ -52,6 +49,7 @@ from grantflow.engine.turns import (
     Turn,
     call_step,
     choose_next,
+    next_step,
     pending_columns,
 )
 from grantflow.errors import (
@@ -547,14 +545,7 @@ class Interpreter(HotPath):
             )
             self._end(session, run, RunStatus.FAILED, failure)
             return False
-        following = NextStep(
-            id=new_id(),
-            step_id=next_id,
-            step_type=target.type,
-            sequence=step_run.sequence + 1,
-            iteration=iteration,
-            side_effects=target.side_effects,
-        )
+        following = next_step(step_run, target, iteration)
         new = StepRun(**pending_columns(run.id, following))
         session.add(new)
 

@@ -20,6 +20,7 @@ from grantflow.engine.states import StepStatus
 from grantflow.errors import GrantflowError
 from grantflow.steps.execution import StepCall, StepResult
 from grantflow.steps.registry import get_step_type
+from grantflow.store.base import new_id
 
 log = structlog.get_logger("grantflow.engine")
 
@@ -64,6 +65,18 @@ class Chain:
     workflow_id: str
     subject: dict[str, Any]
     created_by: str
+
+
+def next_step(current: StepRun, target: PlanStep, iteration: int) -> NextStep:
+    """The step run that follows `current`: `target`'s `iteration`th pass."""
+    return NextStep(
+        id=new_id(),
+        step_id=target.id,
+        step_type=target.type,
+        sequence=current.sequence + 1,
+        iteration=iteration,
+        side_effects=target.side_effects,
+    )
 
 
 def pending_columns(run_id: str, following: NextStep) -> dict[str, Any]:
