@@ -25,6 +25,7 @@ from grantflow.engine.checkpoint import (
 )
 from grantflow.engine.interpreter import Interpreter
 from grantflow.engine.models import Run, RunEvent, StepAttempt, StepRun
+from grantflow.engine.turns import call_step
 from grantflow.queue.database import DatabaseQueue
 from grantflow.queue.models import QueueItem
 from grantflow.store.base import new_id, utcnow
@@ -503,6 +504,15 @@ def _loop(name: str, url: str) -> dict[str, Any]:
     return document
 
 
+def _call_first(name: str, url: str) -> dict[str, Any]:
+    return workflow(
+        name,
+        http_step("one", f"{url}/one", "POST"),
+        set_step("b", m="{{ steps.one.output.ok }}"),
+        http_step("two", f"{url}/two", "POST"),
+    )
+
+
 CASES: dict[str, tuple[Callable[[str, str], dict[str, Any]], dict[str, list[Reply]]]] = {
     "calls": (
         _calls,
@@ -511,6 +521,10 @@ CASES: dict[str, tuple[Callable[[str, str], dict[str, Any]], dict[str, list[Repl
             "/two": [Reply(201, {"ok": 2})],
             "/three": [Reply(200, {"ok": 3})],
         },
+    ),
+    "a call first": (
+        _call_first,
+        {"/one": [Reply(200, {"ok": 1})], "/two": [Reply(200, {"ok": 2})]},
     ),
     "a call fails after a call": (
         _fail_after_call,
@@ -533,6 +547,16 @@ CASES: dict[str, tuple[Callable[[str, str], dict[str, Any]], dict[str, list[Repl
 }
 
 
+def general_path_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every step boundary through the general path (lock, read, act)."""
+
+    def record_generally(self: Interpreter, turn: Any, _chain: Any, pending: Any) -> bool:
+        return self._finish(turn, pending, call_step(pending))
+
+    monkeypatch.setattr(Interpreter, "_advance_chain", lambda *_args: None)
+    monkeypatch.setattr(Interpreter, "_call_and_record", record_generally)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_the_hot_path_writes_what_the_general_path_writes(
     database: Database, monkeypatch: pytest.MonkeyPatch, case: str
@@ -549,7 +573,7 @@ def test_the_hot_path_writes_what_the_general_path_writes(
             with running_worker(database):
                 wait_status(database, run_id, "succeeded", "failed")
             results.append(_normalised(database, run_id))
-            monkeypatch.setattr(Interpreter, "_advance_chain", lambda *_args: None)
+            general_path_only(monkeypatch)
     hot, general = results
     assert hot == general
 

@@ -118,7 +118,9 @@ _ATTEMPT_DONE = (
 )
 _STEP_DONE = (
     "UPDATE step_runs SET status = 'succeeded', attempts = :attempts, output = :output, "
-    "error = :no_error, next_step = :next_step_id, started_at = :started_at, "
+    # (as the ORM: a cleared error is JSON null, a never-set one stays SQL NULL)
+    "error = CASE WHEN error IS NULL THEN error ELSE :no_error END, "
+    "next_step = :next_step_id, started_at = :started_at, "
     "finished_at = :finished_at WHERE id = :step_run_id"
 )
 _EVENT_COLUMNS = "INSERT INTO run_events (run_id, at, kind, step_id, attempt, data) "

@@ -223,7 +223,7 @@ class HotPath:
         ready = self._next_intent(turn, chain, pending_row, target, context, step.id, entry, guard)
         duration_ms = round(elapsed * 1000, 3)
         done = Succeeded(
-            attempts=1,
+            attempts=step_run.attempts or 1,  # (a pure step on the hot path: its first)
             output=outcome.output,
             started_at=step_run.started_at or pending.call.step_started_at or finished,
             finished_at=finished,

@@ -70,6 +70,19 @@ log = structlog.get_logger("grantflow.engine")
 _CONCURRENCY_RECHECK = dt.timedelta(milliseconds=500)
 
 
+def _chain_of(run: Run) -> Chain | None:
+    """What the hot path needs of a run this transaction leaves running (None: it may not)."""
+    if run.status != RunStatus.RUNNING or run.pause_requested:
+        return None
+    return Chain(
+        run.deadline_at,
+        dt.timedelta(seconds=run.stuck_after_seconds),
+        run.workflow_id,
+        run.subject or {},
+        run.created_by,
+    )
+
+
 class Interpreter(HotPath):
     def __init__(
         self,
@@ -106,7 +119,12 @@ class Interpreter(HotPath):
                         return
                 pending_or_more = self._prepare(turn)
                 if isinstance(pending_or_more, Pending):
-                    if not self._finish(turn, pending_or_more, call_step(pending_or_more)):
+                    chain, turn.chain = turn.chain, None
+                    if chain is not None:  # a success is recorded on the hot path
+                        more = self._call_and_record(turn, chain, pending_or_more)
+                    else:
+                        more = self._finish(turn, pending_or_more, call_step(pending_or_more))
+                    if not more:
                         return
                 elif not pending_or_more:
                     return
@@ -354,6 +372,8 @@ class Interpreter(HotPath):
         if step_type.local:
             outcome = call_step(pending)
             return self._apply(session, turn, run, step_run, None, pending, outcome)
+        if turn.iterations is not None and turn.context is not None:
+            turn.chain = _chain_of(run)  # its success may take the hot path
         return pending
 
     # --- phase 2: the call, outside any transaction (turns.call_step) ------------------------
@@ -553,14 +573,7 @@ class Interpreter(HotPath):
         turn.step_run = new
         run.current_step = next_id
         touch(run, self.clock())
-        if run.status == RunStatus.RUNNING and not run.pause_requested:
-            turn.chain = Chain(
-                run.deadline_at,
-                dt.timedelta(seconds=run.stuck_after_seconds),
-                run.workflow_id,
-                run.subject or {},
-                run.created_by,
-            )
+        turn.chain = _chain_of(run)
         return True
 
     def _fail_step(
