@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
-from sqlalchemy import bindparam, text
+from sqlalchemy import JSON, bindparam, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import TextClause
 
@@ -150,29 +150,32 @@ _BOTH_EVENTS = (
 )
 
 
+_RUNS, _STEPS = Run.__table__.c, StepRun.__table__.c
+_EVENTS, _ATTEMPTS = RunEvent.__table__.c, StepAttempt.__table__.c
+# Parameters bound with the columns' own types (UTC timestamps, JSON, booleans).
+_TYPES = {
+    "now": _RUNS.last_progress_at.type,
+    "stuck_at": _RUNS.stuck_at.type,
+    "started_at": _STEPS.started_at.type,
+    "finished_at": _STEPS.finished_at.type,
+    "output": _STEPS.output.type,
+    # JSON null, as the ORM writes None into a JSON column (not SQL NULL)
+    "no_output": _STEPS.output.type,
+    "no_error": _STEPS.error.type,
+    "event": _EVENTS.data.type,
+    "request": _ATTEMPTS.request.type,
+    "response": _ATTEMPTS.response.type,
+    "next_side_effects": _STEPS.side_effects.type,
+    "next_started_at": _STEPS.started_at.type,
+    "next_request": _ATTEMPTS.request.type,
+    "next_event": _EVENTS.data.type,
+}
+_JSON = frozenset(name for name, kind in _TYPES.items() if isinstance(kind, JSON))
+
+
 def _typed(sql: str) -> TextClause:
-    """Bind parameters with the columns' own types (UTC timestamps, JSON, booleans)."""
-    runs, steps, events = Run.__table__.c, StepRun.__table__.c, RunEvent.__table__.c
-    attempts = StepAttempt.__table__.c
-    types = {
-        "now": runs.last_progress_at.type,
-        "stuck_at": runs.stuck_at.type,
-        "started_at": steps.started_at.type,
-        "finished_at": steps.finished_at.type,
-        "output": steps.output.type,
-        # JSON null, as the ORM writes None into a JSON column (not SQL NULL)
-        "no_output": steps.output.type,
-        "no_error": steps.error.type,
-        "event": events.data.type,
-        "request": attempts.request.type,
-        "response": attempts.response.type,
-        "next_side_effects": steps.side_effects.type,
-        "next_started_at": steps.started_at.type,
-        "next_request": attempts.request.type,
-        "next_event": events.data.type,
-    }
     return text(sql).bindparams(
-        *(bindparam(name, type_=kind) for name, kind in types.items() if f":{name}" in sql)
+        *(bindparam(name, type_=kind) for name, kind in _TYPES.items() if f":{name}" in sql)
     )
 
 
@@ -286,18 +289,6 @@ def _apply(
 
 # PostgreSQL: the statement goes straight to psycopg (a third of a checkpoint's time was the
 # SQL layer's parameter handling); errors come out as SQLAlchemy's, like every other write.
-_JSON = frozenset(
-    (
-        "output",
-        "no_output",
-        "no_error",
-        "event",
-        "request",
-        "response",
-        "next_request",
-        "next_event",
-    )
-)
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
 

@@ -36,12 +36,7 @@ from grantflow.engine.hot_path import HotPath
 from grantflow.engine.models import Run, StepAttempt, StepRun
 from grantflow.engine.plans import plan_for
 from grantflow.engine.retry import backoff_seconds
-from grantflow.engine.states import (
-    PERSON_WAITS,
-    RunStatus,
-    StepStatus,
-    WaitingReason,
-)
+from grantflow.engine.states import PERSON_WAITS, RunStatus, StepStatus, WaitingReason
 from grantflow.engine.transitions import move_run, move_step, touch
 from grantflow.engine.turns import (
     Chain,
@@ -261,28 +256,22 @@ class Interpreter(HotPath):
             turn.step_run = session.merge(turn.step_run, load=False)
             return turn.step_run
         # A turn's first look: one query gives the current step run, the template context
-        # and the loop counts.
+        # and the loop counts (kept in memory for the rest of the turn).
         step_runs = list(
             session.execute(
                 select(StepRun).where(StepRun.run_id == run.id).order_by(StepRun.sequence)
             ).scalars()
         )
         turn.step_run = step_runs[-1]
-        if turn.context is None:
-            turn.context = build_context(run, step_runs)
-        if turn.iterations is None:
-            turn.iterations = Counter(s.step_id for s in step_runs)
+        turn.context = build_context(run, step_runs)
+        turn.iterations = Counter(s.step_id for s in step_runs)
         return turn.step_run
 
-    def _context(self, session: Session, turn: Turn, run: Run) -> dict[str, Any]:
-        if turn.context is None:
-            step_runs = list(
-                session.execute(
-                    select(StepRun).where(StepRun.run_id == run.id).order_by(StepRun.sequence)
-                ).scalars()
-            )
-            turn.context = build_context(run, step_runs)
-        return turn.context
+    @staticmethod
+    def _loaded(turn: Turn) -> tuple[dict[str, Any], Counter[str]]:
+        """The context and loop counts the turn's first look loaded (_current_step_run)."""
+        assert turn.context is not None and turn.iterations is not None
+        return turn.context, turn.iterations
 
     def _over_concurrency(self, session: Session, run: Run, plan: Plan) -> bool:
         if plan.max_concurrent_runs is None:
@@ -310,7 +299,7 @@ class Interpreter(HotPath):
         step_type = get_step_type(step.type)
         if step_type is None or step_type.execute is None:
             raise InternalError(f"step type {step.type!r} cannot run in this deployment")
-        context = self._context(session, turn, run)
+        context, _ = self._loaded(turn)
         step_run.attempts += 1
         key = f"{run.id}:{step.id}:{step_run.iteration}-{step_run.attempt_group}"
         attempt = None
@@ -372,11 +361,8 @@ class Interpreter(HotPath):
         if step_type.local:
             outcome = call_step(pending)
             return self._apply(session, turn, run, step_run, None, pending, outcome)
-        if turn.iterations is not None and turn.context is not None:
-            turn.chain = _chain_of(run)  # its success may take the hot path
+        turn.chain = _chain_of(run)  # its success may take the hot path
         return pending
-
-    # --- phase 2: the call, outside any transaction (turns.call_step) ------------------------
 
     # --- phase 3: record the outcome, choose what comes next ----------------------------------
     def _finish(self, turn: Turn, pending: Pending, outcome: StepResult | BaseException) -> bool:
@@ -464,8 +450,7 @@ class Interpreter(HotPath):
         if outcome.skipped:
             step_run.output = outcome.output
             move_step(session, step_run, StepStatus.SKIPPED, event="step_skipped")
-            if turn.context is not None:
-                turn.context["steps"][step.id] = step_entry(step_run)
+            self._loaded(turn)[0]["steps"][step.id] = step_entry(step_run)
             return self._go_next(session, turn, run, step_run, step)
         if outcome.wait_until is not None and outcome.wait_until > self.clock():
             step_run.next_attempt_at = outcome.wait_until
@@ -518,14 +503,13 @@ class Interpreter(HotPath):
         step_run.output = output
         step_run.error = None
         move_step(session, step_run, StepStatus.SUCCEEDED, event="step_succeeded", **data)
-        if turn.context is not None:
-            turn.context["steps"][step.id] = step_entry(step_run)
+        self._loaded(turn)[0]["steps"][step.id] = step_entry(step_run)
         return self._go_next(session, turn, run, step_run, step)
 
     def _go_next(
         self, session: Session, turn: Turn, run: Run, step_run: StepRun, step: PlanStep
     ) -> bool:
-        context = self._context(session, turn, run)
+        context, iterations = self._loaded(turn)
         try:
             next_id = choose_next(step, context)
         except expressions.ExpressionError as exc:
@@ -545,15 +529,7 @@ class Interpreter(HotPath):
         plan = turn.plan
         assert plan is not None
         target = plan.steps[next_id]
-        if turn.iterations is None:
-            rows = session.execute(
-                select(StepRun.step_id, func.count())
-                .where(StepRun.run_id == run.id)
-                .group_by(StepRun.step_id)
-            ).all()
-            turn.iterations = Counter(dict(rows))
-
-        iteration = turn.iterations[next_id] + 1
+        iteration = iterations[next_id] + 1
         if iteration > (target.max_iterations or 1):
             failure = failures.reason(
                 FailureClass.PERMANENT,
@@ -569,7 +545,7 @@ class Interpreter(HotPath):
         new = StepRun(**pending_columns(run.id, following))
         session.add(new)
 
-        turn.iterations[next_id] = iteration
+        iterations[next_id] = iteration
         turn.step_run = new
         run.current_step = next_id
         touch(run, self.clock())
@@ -623,8 +599,7 @@ class Interpreter(HotPath):
             **{"class": failure["class"], "message": failure["message"]},
         )
         hooks.step_failed(session, run, step_run, failure, True)
-        if turn.context is not None:
-            turn.context["steps"][step.id] = step_entry(step_run)
+        self._loaded(turn)[0]["steps"][step.id] = step_entry(step_run)
         if step.on_failure == "continue":
             return self._go_next(session, turn, run, step_run, step)
         if step.on_failure == "escalate":

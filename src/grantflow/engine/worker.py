@@ -157,19 +157,9 @@ class Worker:
         ids = self.queue.claim(self.id, free, self.lease_seconds)
         for _ in range(free - len(ids)):
             self._slots.release()
-        if len(ids) > free:  # never expected of a queue; hand the extra back rather than overrun
-            log.error("worker.claimed_too_many", asked=free, got=len(ids))
-            self._hand_back(ids[free:])
-            ids = ids[:free]
         for run_id in ids:
             self._pool.submit(self._advance, run_id)
         return len(ids)
-
-    def _hand_back(self, run_ids: list[str]) -> None:
-        with self.database.transaction() as session:
-            for run_id in run_ids:
-                if self.queue.holds(session, run_id, self.id):
-                    self.queue.schedule(session, run_id)
 
     def _advance(self, run_id: str) -> None:
         try:
