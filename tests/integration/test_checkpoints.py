@@ -40,15 +40,9 @@ from tests.support.engine import (
     start,
     wait_for,
     wait_status,
+    workflow,
 )
 from tests.support.target import Reply, running_target
-
-
-def workflow(name: str, *steps: dict[str, Any]) -> dict[str, Any]:
-    chained = [dict(s) for s in steps]
-    for step, following in itertools.pairwise(chained):
-        step.setdefault("next", following["id"])
-    return {"name": name, "trigger": {"type": "manual"}, "steps": chained}
 
 
 def set_step(step_id: str, **values: Any) -> dict[str, Any]:

@@ -3,7 +3,6 @@ latest version, and its refusal), cancel before and after side effects, pause an
 
 from __future__ import annotations
 
-import itertools
 import threading
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -26,6 +25,7 @@ from tests.support.engine import (
     start,
     wait_for,
     wait_status,
+    workflow,
 )
 from tests.support.target import Reply, running_target
 
@@ -42,14 +42,6 @@ def set_step(step_id: str, **values: Any) -> dict[str, Any]:
 
 def delay_step(step_id: str, duration: str) -> dict[str, Any]:
     return {"id": step_id, "type": "delay", "config": {"duration": duration}}
-
-
-def workflow(name: str, *steps: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """A manual workflow running `steps` in order."""
-    chained = [dict(s) for s in steps]
-    for step, following in itertools.pairwise(chained):
-        step.setdefault("next", following["id"])
-    return {"name": name, "trigger": {"type": "manual"}, "steps": chained, **extra}
 
 
 def step(shown: dict[str, Any], step_id: str) -> dict[str, Any]:

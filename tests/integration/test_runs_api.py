@@ -3,7 +3,6 @@ reading and filtering them, the timeline, audited operations, permissions, the q
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +14,7 @@ from grantflow.audit.models import AuditEntry
 from grantflow.auth.permissions import Role
 from grantflow.store.database import Database
 from tests.conftest import Api
-from tests.support.engine import publish, running_worker, start, wait_status
+from tests.support.engine import publish, running_worker, start, wait_status, workflow
 from tests.support.target import Reply, running_target
 
 RUNS = "/api/v1/runs"
@@ -27,16 +26,6 @@ def set_step(step_id: str, **values: Any) -> dict[str, Any]:
 
 def delay_step(step_id: str, duration: str) -> dict[str, Any]:
     return {"id": step_id, "type": "delay", "config": {"duration": duration}}
-
-
-def workflow(name: str, *steps: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """A manual workflow running `steps` in order."""
-    chained = [dict(s) for s in steps]
-    for step, following in itertools.pairwise(chained):
-        step.setdefault("next", following["id"])
-    document: dict[str, Any] = {"name": name, "trigger": {"type": "manual"}, "steps": chained}
-    document.update(extra)
-    return document
 
 
 def ok(response: httpx.Response, status: int = 200) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,14 @@ from grantflow.queue.database import DatabaseQueue
 from grantflow.store.database import Database
 
 ACTOR = Actor.system("test")
+
+
+def workflow(name: str, *steps: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A manual workflow document running `steps` in order (`extra`: top-level fields)."""
+    chained = [dict(s) for s in steps]
+    for step, following in itertools.pairwise(chained):
+        step.setdefault("next", following["id"])
+    return {"name": name, "trigger": {"type": "manual"}, "steps": chained, **extra}
 
 
 def publish(db: Database, document: dict[str, Any]) -> str:
