@@ -154,7 +154,7 @@ def test_a_waiting_approval_survives_a_restart_and_resumes_on_the_decision(
         ]
         waiting = poll(
             lambda: (d := ok(admin.get(f"/api/v1/runs/{run_id}")))["status"] == "waiting" and d,
-            timeout=20,
+            timeout=60,
             what="the run to wait on the approval",
         )
         assert waiting["waiting_reason"] == "approval"
