@@ -125,6 +125,7 @@ class ScimSession:
     exchanges: list[dict[str, Any]] = field(default_factory=list)
     last_body: str = ""
     client: SyncSCIMClient | None = None
+    http: httpx2.Client | None = None
 
     @property
     def host(self) -> str:
@@ -184,6 +185,7 @@ class ScimSession:
             trust_env=False,
             follow_redirects=False,
         )
+        self.http = http  # closed by close() even when discovery fails
         key = (conn.id, conn.base_url)
         provider = _providers.get(key)
         if provider is None:
@@ -201,8 +203,8 @@ class ScimSession:
         return self.client
 
     def close(self) -> None:
-        if self.client is not None:
-            self.client.client.close()
+        if self.http is not None:
+            self.http.close()
 
     @property
     def scim(self) -> SyncSCIMClient:
