@@ -335,6 +335,50 @@ def _replay_with_fixed_url(w: World, key: str, status: int) -> None:
         assert w.settle(new["id"], "succeeded", "failed")["status"] == "succeeded"
 
 
+@scenario("replay_refused")
+def _replay_refused(w: World) -> None:
+    """A grant's run acted (a non-reversible POST), then failed on a wrong URL: Replay with
+    latest is refused, and the advice is to dispatch the grant once the workflow is fixed."""
+    w.target.on("/accounts", Reply(201, {"id": "a-1"}))
+    w.target.on("/v1/groups", Reply(400, {"error": "bad path"}))
+    w.target.on("/v2/groups", Reply(200, {"ok": True}))
+    app_id = make_application(w.admin, "Granted app")
+
+    def doc(path: str) -> dict[str, Any]:
+        return {
+            "name": "adv-granted",
+            "application": app_id,
+            "trigger": {"type": "access_granted"},
+            "steps": [
+                {**http("create_account", f"{w.target.url}/accounts", "POST"), "next": "join"},
+                http("join", f"{w.target.url}{path}", "POST"),
+            ],
+        }
+
+    publish(w.database, doc("/v1/groups"))
+    person = w.admin.post(f"{API}/identities", json={"email": "ada@example.com"})
+    assert person.status_code == 201, person.text
+    granted = w.admin.post(
+        f"{API}/grants", json={"identity": "ada@example.com", "application": app_id}
+    )
+    assert granted.status_code == 201, granted.text
+    grant = granted.json()
+    (first,) = grant["automation"]["runs"]
+    with w.worker():
+        shown = w.settle(first["id"], "failed")
+        action = advised(shown, "replay_refused")
+        assert action["path"] == f"{API}/grants/{grant['id']}/dispatch"
+        publish(w.database, doc("/v2/groups"))
+        refused = w.admin.post(f"{API}/runs/{first['id']}/replay", params={"latest": True})
+        assert refused.status_code == 409
+        assert refused.json()["error"]["action"] == action  # the refusal offers the same
+        take(w.admin, action)
+        runs = w.admin.get(f"{API}/grants/{grant['id']}").json()["automation"]["runs"]
+        (again,) = [r for r in runs if r["id"] != first["id"]]
+        assert w.settle(again["id"], "succeeded", "failed")["status"] == "succeeded"
+        assert w.get(again["id"])["version"] == 2
+
+
 @scenario("http_404")
 def _not_found(w: World) -> None:
     _replay_with_fixed_url(w, "http_404", 404)
@@ -530,6 +574,10 @@ def _scim_exists(w: World) -> None:
             w.database,
             {**chain("adv-scim-exists", _create(if_exists="adopt")), "application": app_id},
         )
+        # why not Retry: it resumes on the run's own version, which still says fail
+        take(w.admin, advice.render("run.retry", run_id=run_id) or {})
+        again = w.wait(run_id, lambda d: d["status"] == "failed" and d["retry_count"] == 1)
+        assert again["failure"]["code"] == "already_exists"
         new = take(w.admin, action)
         shown = w.settle(new["id"], "succeeded", "failed")
     assert shown["status"] == "succeeded"
