@@ -217,9 +217,9 @@ _ENTRIES: tuple[Advice, ...] = (
     Advice(
         "reauth_required",
         "connector",
-        "{hint}",
+        "Replace credential: the connection's credential can no longer be refreshed; replace it "
+        "(reauthorise), and the run resumes by itself",
         "connection.set_credential",
-        hint="Replace credential: give the connection a new credential; the run resumes by itself",
     ),
     Advice("outbound_refused", "safety", "{hint}"),
     Advice("safety_stop", "safety", "{hint}"),
