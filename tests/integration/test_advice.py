@@ -464,6 +464,21 @@ def _connection_missing(w: World) -> None:
         assert w.settle(run_id, "succeeded", "failed")["status"] == "succeeded"
 
 
+@scenario("url_invalid")
+def _url_invalid(w: World) -> None:
+    w.target.on("/thing", Reply(200, {"ok": True}))
+
+    def doc(url: str) -> dict[str, Any]:
+        return chain("adv-url", http("fetch", url))
+
+    run_id = start(w.database, publish(w.database, doc("{{ input.base }}/thing")), {"base": "ftp:"})
+    with w.worker():
+        action = advised(w.settle(run_id, "failed"), "url_invalid")
+        publish(w.database, doc(f"{w.target.url}/thing"))
+        new = take(w.admin, action)
+        assert w.settle(new["id"], "succeeded", "failed")["status"] == "succeeded"
+
+
 @scenario("reauth_required", "waiting.reauth")
 def _reauth(w: World) -> None:
     with running_oauth_server(expires_in=600, rotate=True) as server:

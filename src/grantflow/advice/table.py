@@ -192,6 +192,13 @@ _ENTRIES: tuple[Advice, ...] = (
         "run.replay_latest",
         hint="check the step's mapping with a dry-run, fix the workflow, then Replay with latest",
     ),
+    Advice(
+        "url_invalid",
+        "permanent",
+        "{hint}",
+        "run.replay_latest",
+        hint="fix the step's URL (a dry-run shows it), publish, then Replay with latest",
+    ),
     Advice("scim_unsupported", "permanent", "{hint}"),
     Advice("scim_invalid_response", "permanent", "{hint}"),
     Advice("wrong_connection_kind", "permanent", "{hint}"),
