@@ -479,6 +479,27 @@ def _url_invalid(w: World) -> None:
         assert w.settle(new["id"], "succeeded", "failed")["status"] == "succeeded"
 
 
+@scenario("redirect_refused")
+def _redirect_refused(w: World) -> None:
+    port = w.target.url.rsplit(":", 1)[1]
+    w.target.on("/thing", Reply(302, headers={"Location": f"http://localhost:{port}/moved"}))
+    w.target.on("/moved", Reply(200, {"ok": True}))
+    app_id = make_application(w.admin, "Moving app")
+    connection = make_connection(w.admin, app_id, w.target.url, auth_kind="none")
+    step = {"id": "fetch", "type": "http", "config": {"connection": "crm", "path": "/thing"}}
+    wf = publish(w.database, {**chain("adv-redirect", step), "application": app_id})
+    run_id = start(w.database, wf)
+    with w.worker():
+        action = advised(w.settle(run_id, "failed"), "redirect_refused")
+        patch = w.admin.patch(
+            f"{API}/connections/{connection['id']}", json={"allowed_hosts": ["localhost"]}
+        )
+        assert patch.status_code == 200, patch.text
+        take(w.admin, action)
+        assert w.settle(run_id, "succeeded", "failed")["status"] == "succeeded"
+    assert len(w.target.calls("/moved")) == 1
+
+
 @scenario("reauth_required", "waiting.reauth")
 def _reauth(w: World) -> None:
     with running_oauth_server(expires_in=600, rotate=True) as server:
@@ -647,6 +668,31 @@ def _scim_unauthorized(w: World) -> None:
         put_credential(w.admin, connection_id, {"token": SCIM_TOKEN})
         take(w.admin, action)
         assert w.settle(run_id, "succeeded", "failed")["status"] == "succeeded"
+
+
+@scenario("wrong_connection_kind")
+def _scim_wrong_kind(w: World) -> None:
+    tenant = w.scim.tenant()
+    app_id = make_application(w.admin, "Mixed directory")
+    plain = make_connection(w.admin, app_id, tenant.url, auth_kind="bearer", name="plain")
+    put_credential(w.admin, plain["id"], {"token": SCIM_TOKEN})
+
+    def doc(connection: str) -> dict[str, Any]:
+        create = _create()
+        create["config"]["connection"] = connection
+        return {**chain("adv-scim-kind", create), "application": app_id}
+
+    run_id = start(w.database, publish(w.database, doc("plain")), ADA)
+    with w.worker():
+        action = advised(w.settle(run_id, "failed"), "wrong_connection_kind")
+        scim = make_connection(
+            w.admin, app_id, tenant.url, kind="scim", auth_kind="bearer", name="directory"
+        )
+        put_credential(w.admin, scim["id"], {"token": SCIM_TOKEN})
+        publish(w.database, doc("directory"))
+        new = take(w.admin, action)
+        assert w.settle(new["id"], "succeeded", "failed")["status"] == "succeeded"
+    assert [u.user_name for u in tenant.users()] == ["ada@example.com"]
 
 
 @scenario("forbidden")

@@ -201,8 +201,20 @@ _ENTRIES: tuple[Advice, ...] = (
     ),
     Advice("scim_unsupported", "permanent", "{hint}"),
     Advice("scim_invalid_response", "permanent", "{hint}"),
-    Advice("wrong_connection_kind", "permanent", "{hint}"),
-    Advice("redirect_refused", "permanent", "{hint}"),
+    Advice(
+        "wrong_connection_kind",
+        "permanent",
+        "point the step at a scim connection (create one if needed), publish the workflow, "
+        "then Replay with latest",
+        "run.replay_latest",
+    ),
+    Advice(
+        "redirect_refused",
+        "safety",
+        "{hint}; then Retry (it resumes from this step)",
+        "run.retry",
+        hint="if the redirect's host is expected, add it to the connection's allowed_hosts",
+    ),
     Advice("no_licenses", "permanent", "{hint}"),
     Advice("usage_location_missing", "permanent", "{hint}"),
     Advice("license_conflict", "permanent", "{hint}"),

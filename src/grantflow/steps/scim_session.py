@@ -381,7 +381,8 @@ def run(call: StepCall, connection: str, operation: Callable[[ScimSession], T]) 
             f"connection {connection!r} is a {resolved.kind} connection; SCIM steps need a "
             "scim connection (its base URL is the SCIM root)",
             code="wrong_connection_kind",
-            next_action="point the step at a scim connection, or create one, then Replay",
+            next_action="point the step at a scim connection (create one if needed), publish, "
+            "then Replay with latest",
         )
     deadline = time.monotonic() + (call.timeout or resolved.timeout)
     try:
