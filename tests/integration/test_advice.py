@@ -733,50 +733,114 @@ def _scim_invalid_request(w: World) -> None:
 # --- identity providers ----------------------------------------------------------------------
 
 
-def _entra(w: World, graph: Graph, url: str, key: str, **step: Any) -> None:
-    """An entra.create_user step fails with `key`; Graph is fixed (`graph.read_only` off,
-    throttling over); the action (Retry) resumes the run, which creates the user."""
-    app_id = make_application(w.admin, f"Entra {key}")
-    connection = make_connection(
-        w.admin, app_id, url, kind="entra", name="entra", auth_kind="bearer"
-    )
-    put_credential(w.admin, connection["id"], {"token": GRAPH_TOKEN})
-    create = {
-        "id": "create",
-        "type": "entra.create_user",
-        "config": {
-            "connection": "entra",
-            "user_principal_name": "ada@contoso.com",
-            "display_name": "Ada Lovelace",
-            "usage_location": "GB",
-        },
-        **step,
+SKU = "c7df2760-2c81-4ef7-b578-5b5392b571df"
+
+
+def _entra(
+    w: World,
+    key: str,
+    setup: Callable[[Graph], None],
+    fix: Callable[[Graph], None],
+    step: dict[str, Any],
+) -> None:
+    """An entra.* step fails with `key`; the cause is fixed in Entra (`fix`); the action
+    offered (Retry) resumes the run, which succeeds."""
+    graph = Graph(GRAPH_TOKEN)
+    setup(graph)
+    with running_providers(graph) as providers:
+        app_id = make_application(w.admin, f"Entra {key}")
+        connection = make_connection(
+            w.admin, app_id, providers.url, kind="entra", name="entra", auth_kind="bearer"
+        )
+        put_credential(w.admin, connection["id"], {"token": GRAPH_TOKEN})
+        step = {**step, "config": {"connection": "entra", **step["config"]}}
+        doc = {**chain("adv-" + key.replace("_", "-"), step), "application": app_id}
+        run_id = start(w.database, publish(w.database, doc))
+        with w.worker():
+            action = advised(w.settle(run_id, "failed"), key)
+            fix(graph)
+            take(w.admin, action)
+            assert w.settle(run_id, "succeeded", "failed")["status"] == "succeeded"
+
+
+CREATE_ADA = {
+    "id": "create",
+    "type": "entra.create_user",
+    "config": {
+        "user_principal_name": "ada@contoso.com",
+        "display_name": "Ada Lovelace",
+        "usage_location": "GB",
+    },
+}
+ASSIGN = {
+    "id": "licence",
+    "type": "entra.assign_license",
+    "config": {"user_id": "u", "sku_id": SKU},
+}
+
+
+def _with_ada(graph: Graph, location: str | None = "GB") -> None:
+    graph.users["u"] = {
+        "id": "u",
+        "userPrincipalName": "ada@contoso.com",
+        "usageLocation": location,
+        "assignedLicenses": [],
     }
-    run_id = start(
-        w.database, publish(w.database, {**chain(f"adv-{key}", create), "application": app_id})
-    )
-    with w.worker():
-        action = advised(w.settle(run_id, "failed"), key)
-        graph.read_only, graph.throttle = False, 0
-        take(w.admin, action)
-        assert w.settle(run_id, "succeeded", "failed")["status"] == "succeeded"
-    assert [u["userPrincipalName"] for u in graph.users.values()] == ["ada@contoso.com"]
+    graph.seats[SKU] = 1
 
 
 @scenario("permission_denied")
 def _entra_denied(w: World) -> None:
-    graph = Graph(GRAPH_TOKEN)
-    graph.read_only = True
-    with running_providers(graph) as providers:
-        _entra(w, graph, providers.url, "permission_denied")
+    def setup(graph: Graph) -> None:
+        graph.read_only = True
+
+    def fix(graph: Graph) -> None:  # the app is granted User.ReadWrite.All
+        graph.read_only = False
+
+    _entra(w, "permission_denied", setup, fix, CREATE_ADA)
 
 
 @scenario("throttled")
 def _entra_throttled(w: World) -> None:
-    graph = Graph(GRAPH_TOKEN)
-    graph.throttle = 1000
-    with running_providers(graph) as providers:
-        _entra(w, graph, providers.url, "throttled")
+    def setup(graph: Graph) -> None:
+        graph.throttle = 1000
+
+    def fix(graph: Graph) -> None:
+        graph.throttle = 0
+
+    _entra(w, "throttled", setup, fix, CREATE_ADA)
+
+
+@scenario("no_licenses")
+def _entra_no_seats(w: World) -> None:
+    def setup(graph: Graph) -> None:
+        _with_ada(graph)
+        graph.seats[SKU] = 0
+
+    def fix(graph: Graph) -> None:  # a seat bought
+        graph.seats[SKU] = 1
+
+    _entra(w, "no_licenses", setup, fix, ASSIGN)
+
+
+@scenario("usage_location_missing")
+def _entra_no_location(w: World) -> None:
+    def fix(graph: Graph) -> None:
+        graph.users["u"]["usageLocation"] = "GB"
+
+    _entra(w, "usage_location_missing", lambda g: _with_ada(g, None), fix, ASSIGN)
+
+
+@scenario("license_conflict")
+def _entra_conflict(w: World) -> None:
+    def setup(graph: Graph) -> None:
+        _with_ada(graph)
+        graph.conflicting.add(SKU)
+
+    def fix(graph: Graph) -> None:  # the clashing licence removed
+        graph.conflicting.clear()
+
+    _entra(w, "license_conflict", setup, fix, ASSIGN)
 
 
 # --- people --------------------------------------------------------------------------------

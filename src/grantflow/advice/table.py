@@ -215,9 +215,27 @@ _ENTRIES: tuple[Advice, ...] = (
         "run.retry",
         hint="if the redirect's host is expected, add it to the connection's allowed_hosts",
     ),
-    Advice("no_licenses", "permanent", "{hint}"),
-    Advice("usage_location_missing", "permanent", "{hint}"),
-    Advice("license_conflict", "permanent", "{hint}"),
+    Advice(
+        "no_licenses",
+        "permanent",
+        "{hint}",
+        "run.retry",
+        hint="free or buy seats of the SKU, then Retry",
+    ),
+    Advice(
+        "usage_location_missing",
+        "permanent",
+        "{hint}",
+        "run.retry",
+        hint="set the user's usageLocation, then Retry",
+    ),
+    Advice(
+        "license_conflict",
+        "permanent",
+        "{hint}",
+        "run.retry",
+        hint="disable the conflicting service plans or remove the conflicting licence, then Retry",
+    ),
     # --- connections and configuration --------------------------------------------------------
     Advice(
         "connection_missing",
