@@ -64,6 +64,21 @@ def retry(session: Session, actor: Actor, queue: Queue, run_id: str) -> Run:
         step_run.attempts = 0
         step_run.next_attempt_at = None
     plan = plan_for(session, run.workflow_id, run.version)
+    if step_run is None:
+        # it failed before its first step (its plan was damaged at start, then recompiled)
+        entry = plan.steps[plan.entry]
+        session.add(
+            StepRun(
+                run_id=run.id,
+                step_id=entry.id,
+                step_type=entry.type,
+                sequence=1,
+                status=StepStatus.PENDING,
+                side_effects=entry.side_effects,
+            )
+        )
+        run.current_step = entry.id
+        run.stuck_after_seconds = plan.stuck_after_seconds
     run.deadline_at = utcnow() + dt.timedelta(seconds=plan.execution_timeout_seconds)
     run.retry_count += 1
     previous = run.failure

@@ -125,6 +125,7 @@ class ScimSession:
     exchanges: list[dict[str, Any]] = field(default_factory=list)
     last_body: str = ""
     client: SyncSCIMClient | None = None
+    http: httpx2.Client | None = None
 
     @property
     def host(self) -> str:
@@ -184,6 +185,7 @@ class ScimSession:
             trust_env=False,
             follow_redirects=False,
         )
+        self.http = http  # closed by close() even when discovery fails
         key = (conn.id, conn.base_url)
         provider = _providers.get(key)
         if provider is None:
@@ -201,8 +203,8 @@ class ScimSession:
         return self.client
 
     def close(self) -> None:
-        if self.client is not None:
-            self.client.client.close()
+        if self.http is not None:
+            self.http.close()
 
     @property
     def scim(self) -> SyncSCIMClient:
@@ -379,7 +381,8 @@ def run(call: StepCall, connection: str, operation: Callable[[ScimSession], T]) 
             f"connection {connection!r} is a {resolved.kind} connection; SCIM steps need a "
             "scim connection (its base URL is the SCIM root)",
             code="wrong_connection_kind",
-            next_action="point the step at a scim connection, or create one, then Replay",
+            next_action="point the step at a scim connection (create one if needed), publish, "
+            "then Replay with latest",
         )
     deadline = time.monotonic() + (call.timeout or resolved.timeout)
     try:

@@ -195,7 +195,8 @@ def _exchange(
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         raise PermanentError(
             f"the URL {scrub(url, secrets)!r} cannot be used: {exc}",
-            next_action="fix the step's URL, then Replay with latest",
+            code="url_invalid",
+            next_action="fix the step's URL (a dry-run shows it), then Replay with latest",
         ) from exc
     except httpx.TransportError as exc:
         raise TransientError(
