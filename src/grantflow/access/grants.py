@@ -288,6 +288,119 @@ def expire_due(session: Session, queue: Queue, now: dt.datetime | None = None) -
     return expired
 
 
+@dataclass
+class Dispatched:
+    """What a dispatch did: the event it recorded, the runs it started, the workflows it did not
+    start (each with why and what makes it start)."""
+
+    grant: Grant
+    event: LifecycleEvent
+    started: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+
+
+def dispatch_grant(session: Session, actor: Actor, queue: Queue, grant_id: str) -> Dispatched:
+    """Start the grant's access_granted workflows again, as granting it did: for a grant made
+    while its workflow was disabled or unpublished, or to redo its runs (e.g. after a refused
+    replay). Refused with the reason and the action that works when nothing would start."""
+    # grant:write, as creating the grant: dispatching re-plays the grant itself (its runs act on
+    # the target system as that identity's access), which run:operate holders may not decide.
+    actor.require(Permission.GRANT_WRITE)
+    grant = session.get(Grant, grant_id, with_for_update=True)
+    if grant is None:
+        raise NotFound(f"grant {grant_id} does not exist", target_type="grant", target_id=grant_id)
+    identity = session.get(Identity, grant.identity_id)
+    app = get_application(session, grant.application_id)
+    assert identity is not None
+    who = identity.email or identity.user_name
+    if grant.status == GrantStatus.REVOKED:
+        raise Conflict(
+            f"grant {grant.id} was revoked at {grant.revoked_at:%Y-%m-%d %H:%M:%S}Z; a revoked "
+            "grant starts no workflows",
+            next_action=(
+                f"grant the access again (POST /api/v1/grants, or `grantflow grants grant "
+                f"--identity {who} --application {app.name!r}`): the new grant starts them"
+            ),
+            code="grant_revoked",
+        )
+    _refuse_in_flight(session, grant)
+    considered = [
+        (w, lifecycle.why_not(w, EventKind.ACCESS_GRANTED))
+        for w in lifecycle.candidates(session, EventKind.ACCESS_GRANTED, app)
+        if w.trigger_type == EventKind.ACCESS_GRANTED
+    ]
+    if not considered:
+        raise Conflict(
+            f"no workflow with trigger access_granted exists for application {app.name!r}; "
+            f"grant {grant.id} has nothing to start",
+            next_action=(
+                f"create and publish an access_granted workflow for {app.name!r}, "
+                "then dispatch the grant"
+            ),
+            code="no_workflow",
+        )
+    blocked = [(w, b) for w, b in considered if b is not None]
+    if len(blocked) == len(considered):
+        disabled = all(not w.enabled for w, _ in blocked)
+        raise Conflict(
+            f"no workflow of {app.name!r} would start a run for grant {grant.id}: "
+            + "; ".join(f"workflow {w.name!r}: {b[0]}" for w, b in blocked),
+            next_action="; ".join(f"workflow {w.name!r}: {b[1]}" for w, b in blocked),
+            code="workflow_disabled" if disabled else "no_active_version",
+        )
+    event = lifecycle.emit(
+        session,
+        actor,
+        queue,
+        EventKind.ACCESS_GRANTED,
+        identity,
+        grant=grant,
+        app=app,
+        details={"dispatched": True},
+    )
+    started = [
+        {k: d[k] for k in ("run_id", "workflow_id", "workflow_name")}
+        for d in event.dispatch
+        if "run_id" in d
+    ]
+    held = {w.id for w, _ in blocked}
+    skipped = [d for d in event.dispatch if d["workflow_id"] in held]
+    audit.record(
+        session,
+        actor,
+        "grant.dispatched",
+        "grant",
+        grant.id,
+        {
+            "identity": who,
+            "application": app.name,
+            "event_id": event.id,
+            "runs": [r["run_id"] for r in started],
+            "skipped": [d["workflow_name"] for d in skipped] or None,
+        },
+    )
+    return Dispatched(grant, event, started, skipped)
+
+
+def _refuse_in_flight(session: Session, grant: Grant) -> None:
+    """One run per workflow at a time: a second one would act on the same account twice."""
+    run_ids = list(
+        session.execute(select(EventRun.run_id).where(EventRun.grant_id == grant.id)).scalars()
+    )
+    busy = [r for r in _latest_of_each(session, run_ids) if not RunStatus(r.status).terminal]
+    if busy:
+        named = ", ".join(f"run {r.id} ({r.status})" for r in busy)
+        raise Conflict(
+            f"grant {grant.id} already has a run in flight: {named}",
+            next_action=(
+                f"wait for it to end, or cancel it (POST /api/v1/runs/{busy[0].id}/cancel), "
+                "then dispatch the grant"
+            ),
+            code="run_in_flight",
+            run_ids=[r.id for r in busy],
+        )
+
+
 def automation(session: Session, grant: Grant) -> AutomationState:
     """The chip: computed from the runs of the grant's latest event (and their replays)."""
     event = lifecycle.latest_event(session, grant.id)
