@@ -4,31 +4,41 @@ a grant made while its workflow was disabled gives."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from grantflow.access import grants
 from grantflow.access.applications import ApplicationCreate, create_application
 from grantflow.access.identities import IdentityCreate, create_identity
 from grantflow.auth.actor import Actor
-from grantflow.definitions.workflows import find_workflow, set_enabled
+from grantflow.definitions.workflows import set_enabled
 from grantflow.queue.database import DatabaseQueue
+from grantflow.store.database import Database
 from tests.support.databases import sqlite_copy
 from tests.support.engine import publish, running_worker, wait_status
-from tests.support.processes import grantflow_env, json_output, run_grantflow
+from tests.support.processes import grantflow_env, run_grantflow
 
 pytestmark = pytest.mark.acceptance
 
 ACTOR = Actor.system("test")
 
 
+@pytest.fixture
+def database(_sqlite_template: Path, tmp_path: Path) -> Iterator[Database]:
+    """A migrated SQLite file, grantflow.db in tmp_path, that the commands share."""
+    db = sqlite_copy(_sqlite_template, tmp_path)
+    yield db
+    db.dispose()
+
+
 def test_dispatch_starts_the_workflow_enabled_after_the_grant(
-    _sqlite_template: Path, tmp_path: Path
+    database: Database, tmp_path: Path
 ) -> None:
-    """Granted while 'Wiki grant' was disabled; `workflows enable` then `grants dispatch`, as
-    the grant advises, prints the started run, which succeeds; a second dispatch while it is
-    in flight is refused naming it."""
-    database = sqlite_copy(_sqlite_template, tmp_path)
+    """Granted while 'Wiki grant' was disabled, then enabled: `grants dispatch`, as the grant
+    advises, prints the started run, which succeeds; a second dispatch while it is in flight
+    is refused naming it."""
     env = grantflow_env(
         database_url=f"sqlite:///{tmp_path / 'grantflow.db'}",
         secret_key_file=tmp_path / "secret.key",
@@ -54,34 +64,31 @@ def test_dispatch_starts_the_workflow_enabled_after_the_grant(
         },
     )
     with database.transaction() as session:
-        set_enabled(session, ACTOR, find_workflow(session, wf).id, False)
-
-    granted = json_output(
-        grantflow(
-            "grants", "grant", "--identity", "ada@example.com", "--application", "Wiki", "--json"
+        set_enabled(session, ACTOR, wf, False)
+        grant = grants.create_grant(
+            session,
+            ACTOR,
+            DatabaseQueue(database),
+            grants.GrantCreate(identity="ada@example.com", application="Wiki"),
         )
-    )
-    assert granted["automation"]["no_run_reason"].endswith(
-        "it is disabled (enable it, then dispatch the grant)"
-    )
-    assert grantflow("workflows", "enable", "Wiki grant").returncode == 0
-    shown = grantflow("grants", "dispatch", granted["id"])
+        grant_id = grant.id
+        reason = grants.automation(session, grant).no_run_reason
+        assert reason is not None
+        assert reason.endswith("it is disabled (enable it, then dispatch the grant)")
+        set_enabled(session, ACTOR, wf, True)
+    shown = grantflow("grants", "dispatch", grant_id)
     assert shown.returncode == 0, shown.stderr
     first = shown.stdout.splitlines()[0]
     assert first.startswith("started run ")
     assert first.endswith(" of workflow 'Wiki grant'")
     run_id = first.split()[2]
 
-    refused = grantflow("grants", "dispatch", granted["id"])
+    refused = grantflow("grants", "dispatch", grant_id)
     assert refused.returncode == 1
     assert refused.stderr.splitlines() == [
-        f"error: grant {granted['id']} already has a run in flight: run {run_id} (queued)",
+        f"error: grant {grant_id} already has a run in flight: run {run_id} (queued)",
         f"  next: wait for it to end, or cancel it (POST /api/v1/runs/{run_id}/cancel), "
         "then dispatch the grant",
     ]
     with running_worker(database):
         wait_status(database, run_id, "succeeded")
-    again = json_output(grantflow("grants", "dispatch", granted["id"], "--json"))
-    assert [s["workflow_name"] for s in again["started"]] == ["Wiki grant"]
-    assert again["automation"]["state"] == "pending"
-    database.dispose()
