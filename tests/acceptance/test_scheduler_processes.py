@@ -171,7 +171,7 @@ def test_two_schedulers_fire_each_occurrence_once_and_fail_over(
     paused = grantflow_json(env, tmp_path, "jobs", "pause", "Sync paused")
     assert (paused["status"], paused["status_changed_by"]) == ("paused", "system:cli")
     job_ids = [j["id"] for j in listed if j["id"] != paused["id"]]
-    first_leader = poll(lambda: leader_pid(db), timeout=20, what="a leader")
+    first_leader = poll(lambda: leader_pid(db), timeout=60, what="a leader")
     assert first_leader in by_pid
 
     def all_succeeded() -> bool:
@@ -197,10 +197,10 @@ def test_two_schedulers_fire_each_occurrence_once_and_fail_over(
         assert (skipped.status, skipped.run_id) == ("skipped", None)
         assert skipped.reason is not None
         assert skipped.reason.startswith("the job is paused (by system:cli at ")
-        poll(all_succeeded, timeout=20, what="the runs to succeed on the worker")
+        poll(all_succeeded, timeout=60, what="the runs to succeed on the worker")
         return due
 
-    rounds = [handle_round(seconds_ago, timeout=10) for seconds_ago in (3.0, 2.0, 1.0)]
+    rounds = [handle_round(seconds_ago, timeout=60) for seconds_ago in (3.0, 2.0, 1.0)]
 
     # SIGKILL the leader: it cannot release its lease; the other takes over when it expires
     killed = by_pid[first_leader]
@@ -208,7 +208,7 @@ def test_two_schedulers_fire_each_occurrence_once_and_fail_over(
     killed.process.wait(timeout=10)
     held = lease(db)
     assert held is not None
-    rounds.append(handle_round(0.5, timeout=15))
+    rounds.append(handle_round(0.5, timeout=60))
     taken_at = min(o.created_at for o in occurrences_at(db, job_ids, rounds[-1]))
     new = lease(db)
     assert new is not None

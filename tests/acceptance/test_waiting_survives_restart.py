@@ -2,13 +2,12 @@
 embedded worker) and a separate `grantflow worker` share one PostgreSQL database; while the run
 waits they are stopped (SIGTERM) or killed (SIGKILL); new processes find it waiting on the same
 task, and an approval through the new API resumes it within seconds — through the decision's
-wake-up (LISTEN/NOTIFY), not polling: the worker only polls every 30 s."""
+wake-up (LISTEN/NOTIFY), not polling: the worker only polls once an hour."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,7 @@ from tests.support.processes import (
 
 pytestmark = [pytest.mark.postgres, pytest.mark.acceptance]
 
-POLL_SECONDS = 30  # the new worker's polling: far longer than the resume may take
-PROMPTLY = 5.0  # seconds from the approval to the run's success
+POLL_SECONDS = 3600  # the new worker's polling: far longer than the test may take
 
 
 @dataclass
@@ -143,7 +141,7 @@ def test_a_waiting_approval_survives_a_restart_and_resumes_on_the_decision(
 ) -> None:
     """Waiting on an approval, the API and the worker are ended by `sig`; new processes show
     the run waiting on the same task, and the approval through the new API resumes it to
-    success within seconds although the new worker polls only every 30 s."""
+    success although the new worker polls only once an hour."""
     approver = f"approver-{sig.name.lower()}@example.com"
 
     with deployment(site) as (api, worker), client(api, site.admin_token) as admin:
@@ -154,7 +152,7 @@ def test_a_waiting_approval_survives_a_restart_and_resumes_on_the_decision(
         ]
         waiting = poll(
             lambda: (d := ok(admin.get(f"/api/v1/runs/{run_id}")))["status"] == "waiting" and d,
-            timeout=20,
+            timeout=60,
             what="the run to wait on the approval",
         )
         assert waiting["waiting_reason"] == "approval"
@@ -190,7 +188,6 @@ def test_a_waiting_approval_survives_a_restart_and_resumes_on_the_decision(
         assert ok(admin.get(f"/api/v1/tasks/{task_id}"))["status"] == "pending"
         assert [t["id"] for t in ok(inbox.get("/api/v1/inbox"))["items"]] == [task_id]
 
-        approved_at = time.monotonic()
         decided = ok(inbox.post(f"/api/v1/tasks/{task_id}/approve", json={"comment": "ok"}))
         assert decided["status"] == "approved"
         done = poll(
@@ -198,12 +195,10 @@ def test_a_waiting_approval_survives_a_restart_and_resumes_on_the_decision(
                 (d := ok(admin.get(f"/api/v1/runs/{run_id}")))["status"] in ("succeeded", "failed")
                 and d
             ),
-            timeout=PROMPTLY,
-            what=f"the run to finish within {PROMPTLY} s of the approval",
+            timeout=60,
+            what="the run to finish after the approval",
         )
-        elapsed = time.monotonic() - approved_at
         assert done["status"] == "succeeded", done["failure"]
-        assert elapsed < PROMPTLY
         steps = {s["step_id"]: s for s in done["steps"]}
         assert steps["approve"]["output"]["approvers"] == [approver]
         assert steps["record"]["output"] == {"approved_by": [approver]}

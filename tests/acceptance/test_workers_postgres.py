@@ -143,7 +143,7 @@ def test_three_workers_share_the_queue_and_run_no_step_twice(
         # Each worker can hold at most 4 runs, all blocked on /s1: every worker must lease some.
         seen = poll(
             lambda: (owners := lease_owners(db, run_ids)) == set(ids) and owners,
-            timeout=20,
+            timeout=60,
             what="every worker process to hold a lease",
         )
         assert all(f":{pid}:" in owner for owner, pid in ids.items())
@@ -155,7 +155,7 @@ def test_three_workers_share_the_queue_and_run_no_step_twice(
         assert set(statuses) <= {"queued", "running", "succeeded"}, statuses
         return statuses.get("succeeded") == len(run_ids)
 
-    poll(all_done, timeout=30, what="all 30 runs to succeed")
+    poll(all_done, timeout=60, what="all 30 runs to succeed")
 
     per_key = target.per_key()
     expected = {key for run_id in run_ids for key in keys_for(run_id)}
@@ -181,7 +181,7 @@ def test_sigkill_mid_step_resumes_on_another_worker_with_the_same_key(
 
     try:
         doomed = spawn("--concurrency", "1", "--lease-seconds", "2")
-        target.wait_for_calls("/s3", 1, timeout=20)
+        target.wait_for_calls("/s3", 1, timeout=60)
         doomed.process.kill()
         assert doomed.process.wait(timeout=10) == -9
     finally:
@@ -196,7 +196,7 @@ def test_sigkill_mid_step_resumes_on_another_worker_with_the_same_key(
     rescuer = spawn("--concurrency", "1")
     poll(
         lambda: run_detail(db, run_id)["status"] == "succeeded",
-        timeout=20,
+        timeout=60,
         what="the run to succeed on the second worker",
     )
 
@@ -238,7 +238,7 @@ def test_sigterm_finishes_the_in_flight_step_and_hands_the_run_back(
 
     try:
         leaving = spawn("--concurrency", "1", "--lease-seconds", "30")
-        target.wait_for_calls("/s3", 1, timeout=20)
+        target.wait_for_calls("/s3", 1, timeout=60)
         leaving.process.terminate()
         leaving.wait_for_log("worker.signal", timeout=10)
         assert leaving.process.poll() is None, "exited with a step in flight"
@@ -260,7 +260,7 @@ def test_sigterm_finishes_the_in_flight_step_and_hands_the_run_back(
     spawn("--concurrency", "1")
     poll(
         lambda: run_detail(db, run_id)["status"] == "succeeded",
-        timeout=20,
+        timeout=60,
         what="the handed-back run to succeed on another worker",
     )
     assert target.per_key() == dict.fromkeys(keys_for(run_id), 1)

@@ -5,7 +5,6 @@ who may act, the inbox's filters, and a waiting run that holds no worker and wak
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
 import httpx
@@ -441,7 +440,7 @@ def test_the_inbox_shows_role_assigned_work_and_filters_by_kind_workflow_and_ove
         overdue = poll(
             lambda: inbox(alice, overdue="true"),
             lambda items: bool(items),
-            timeout=5,
+            timeout=60,
             what="the timed approval to pass its due time",
         )
         assert [t["id"] for t in overdue] == [tasks[timed]]
@@ -456,11 +455,11 @@ def test_the_inbox_shows_role_assigned_work_and_filters_by_kind_workflow_and_ove
 def test_a_waiting_run_holds_no_lease_and_a_decision_wakes_it_at_once(
     api: Api, admin: httpx.Client, database: Database
 ) -> None:
-    """The worker polls only every 30 s, so the run resuming within a second of the approval
-    can only be the decision's own wake-up."""
+    """The worker polls only once an hour, so the run resuming at all while the test waits can
+    only be the decision's own wake-up."""
     with (
         people(api, ops=Role.OPERATOR, alice=APPROVER) as users,
-        running_worker(database, poll_seconds=30) as worker,
+        running_worker(database, poll_seconds=3600) as worker,
     ):
         wf = publish(admin, approval_flow("Wake", approvers={"users": [email("alice")]}))
         run_id = start(users["ops"], wf)
@@ -474,18 +473,15 @@ def test_a_waiting_run_holds_no_lease_and_a_decision_wakes_it_at_once(
         assert lease == (None, None)
         # parked until its deadline: nothing but a decision (or a timer) brings it back
         assert abs(available_at - deadline) < dt.timedelta(seconds=1)
-        assert worker.poll_seconds == 30
+        assert worker.poll_seconds == 3600
 
-        began = time.monotonic()
         ok(act(users["alice"], task_id, "approve"))
         done = poll(
             lambda: run(users["ops"], run_id),
             lambda r: r["status"] != "waiting",
-            timeout=10,
+            timeout=60,
             what="the run to leave waiting",
         )
-        resumed_after = time.monotonic() - began
-        assert resumed_after < 1.0, f"resumed {resumed_after:.2f} s after the decision"
         assert wait_status(users["ops"], run_id, "succeeded")["status"] == "succeeded"
         assert done["status"] in ("running", "succeeded")
 
@@ -507,7 +503,7 @@ def test_a_decision_taken_while_the_run_is_paused_is_read_once_it_is_resumed(
         done = poll(
             lambda: run(users["ops"], run_id),
             lambda r: r["status"] in ("succeeded", "failed"),
-            timeout=5,
+            timeout=60,
             what="the resumed run to read the approval",
         )
         assert done["status"] == "succeeded"

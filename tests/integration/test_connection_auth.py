@@ -165,7 +165,8 @@ def test_max_concurrency_one_never_overlaps_calls(
 def test_rate_limit_paces_calls(
     api: Any, admin: httpx.Client, settings: Settings, database: Database
 ) -> None:
-    """A limit of 5/s with a burst of 1 spaces the server-side arrivals about 0.2 s apart."""
+    """A limit of 5/s with a burst of 1 spaces the server-side arrivals about 0.2 s apart: no
+    window of them holds more requests than the bucket allows."""
     arrivals: list[float] = []
 
     def stamp(_seen: Seen) -> Reply:
@@ -188,9 +189,11 @@ def test_rate_limit_paces_calls(
             run_id = start(database, wf)
             assert wait_status(database, run_id, "succeeded", "failed")["status"] == "succeeded"
     assert len(arrivals) == 4
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert min(gaps) >= 0.15, gaps  # (the steps themselves take a few milliseconds)
-    assert arrivals[-1] - arrivals[0] >= 0.55, gaps
+    # The token bucket's promise (5/s, burst 1): any k + 1 requests span at least (k - 1) / 5 s.
+    # A loaded machine may bunch two requests after a delay, never more.
+    for (i, a), (j, b) in itertools.combinations(enumerate(arrivals), 2):
+        assert b - a >= (j - i - 1) / 5 - 0.02, arrivals
+    assert arrivals[-1] - arrivals[0] >= 0.55, arrivals
 
 
 def test_a_disconnected_connection_fails_the_run_without_sending_anything(

@@ -209,7 +209,7 @@ def test_workers_check_connection_health_periodically(
             return bool(shown["status"] == "unhealthy")
 
         with connection_worker(settings, database, health_check_seconds=0.1):
-            poll(unhealthy, timeout=10, what="the periodic check to mark the connection")
+            poll(unhealthy, timeout=60, what="the periodic check to mark the connection")
     shown = ok(admin.get(f"{API}/connections/{connection['id']}"))
     assert shown["last_error"]["class"] == "permission"
     assert target.calls("/")[0].headers["authorization"] == "Bearer tok-periodic-99"

@@ -160,7 +160,7 @@ def wait_email(db: Database, task_id: str | None, *statuses: str) -> EmailMessag
         assert len(rows) <= 1, rows
         return rows[0] if rows and rows[0].status in statuses else None
 
-    found: EmailMessage = poll(settled, timeout=20, what=f"an e-mail {statuses}")
+    found: EmailMessage = poll(settled, timeout=60, what=f"an e-mail {statuses}")
     return found
 
 
@@ -543,7 +543,7 @@ def test_an_escalated_failure_mails_operators_again_after_each_retry(mail: Mail)
         def arrived() -> list[Any]:
             return [r for r in mail.sink.received if r.rcpt_tos == ["ops@example.com"]]
 
-        got = poll(lambda: arrived()[count - 1 :], timeout=20, what=f"e-mail {count} to ops")
+        got = poll(lambda: arrived()[count - 1 :], timeout=60, what=f"e-mail {count} to ops")
         subject = got[0].message["Subject"]
         assert subject == "Action needed: Step 'call' failed and needs a decision"
         assert "What failed:" in got[0].body

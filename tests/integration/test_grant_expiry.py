@@ -159,7 +159,7 @@ def test_expiry_survives_a_worker_restart(database: Database, tmp_path: Path) ->
                 shown = ok(admin.get(f"{API}/grants/{created['id']}"))
                 return shown if shown["status"] == "revoked" else None
 
-            shown = poll(revoked, timeout=10, what="the new worker to revoke the grant")
+            shown = poll(revoked, timeout=60, what="the new worker to revoke the grant")
             assert shown["revoke_reason"] == "expired"
             wait_status(database, shown["automation"]["runs"][0]["id"], "succeeded")
         assert len(env.target.calls("/revoke")) == 1

@@ -137,7 +137,7 @@ def test_a_reminder_notifies_again_only_once_the_first_notification_was_resolved
         reminded = poll(
             lambda: notifications(users["alice"], kind="approval_pending"),
             lambda shown: len(shown["items"]) == 2,
-            timeout=10,
+            timeout=60,
             what="the reminder",
         )
         newest, first = reminded["items"]

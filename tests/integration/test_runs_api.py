@@ -315,7 +315,8 @@ def test_refusals_over_http_carry_the_code_and_the_facts(
     assert body["code"] == "replay_refused"
     assert body["steps"] == ["create_account"]
     assert "'create_account'" in body["message"]
-    assert "re-grant" in body["next_action"]
+    assert "by hand" in body["next_action"]
+    assert body["action"] is None
     assert audit_entries(database, "run.cancelled")[0].summary == {
         "force": True,
         "acted_steps": ["create_account"],

@@ -420,7 +420,7 @@ def test_overlap_queue_one_starts_the_queued_occurrence_when_the_previous_run_en
                 found = session.get_one(Occurrence, queued.id)
                 return found if found.run_id else None
 
-        now_started = poll(started, timeout=20, what="the queued occurrence to start")
+        now_started = poll(started, timeout=60, what="the queued occurrence to start")
         assert now_started.status == "fired"
         assert now_started.reason.endswith("; started when the previous run ended")
         wait_status(database, now_started.run_id, "succeeded")

@@ -52,7 +52,7 @@ def events(db: Database, run_id: str) -> list[dict[str, Any]]:
 
 
 def wait_for(
-    db: Database, run_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0
+    db: Database, run_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0
 ) -> dict[str, Any]:
     """Poll the run until `predicate(detail)` holds; fail with the last detail otherwise."""
     deadline = time.monotonic() + timeout
@@ -65,7 +65,7 @@ def wait_for(
         time.sleep(0.02)
 
 
-def wait_status(db: Database, run_id: str, *statuses: str, timeout: float = 20.0) -> dict[str, Any]:
+def wait_status(db: Database, run_id: str, *statuses: str, timeout: float = 60.0) -> dict[str, Any]:
     return wait_for(db, run_id, lambda d: d["status"] in statuses, timeout)
 
 

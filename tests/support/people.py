@@ -111,7 +111,7 @@ def wait_run(
     client: httpx.Client,
     run_id: str,
     until: Callable[[dict[str, Any]], bool],
-    timeout: float = 20,
+    timeout: float = 60,
     what: str = "the run",
 ) -> dict[str, Any]:
     shown: dict[str, Any] = poll(lambda: run(client, run_id), until, timeout=timeout, what=what)

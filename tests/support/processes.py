@@ -82,7 +82,7 @@ class ServedProcess:
         """Every stderr line parsed as JSON (a line that is not JSON fails the parse)."""
         return [json.loads(line) for line in self.stderr().splitlines() if line.strip()]
 
-    def wait_for_log(self, match: Callable[[dict[str, Any]], bool], timeout: float = 5) -> Any:
+    def wait_for_log(self, match: Callable[[dict[str, Any]], bool], timeout: float = 30) -> Any:
         """The first log event `match` accepts, waiting for it to be written."""
 
         def found() -> dict[str, Any] | None:
@@ -110,7 +110,7 @@ def _healthy(served: ServedProcess) -> bool:
 
 @contextlib.contextmanager
 def serving(
-    env: dict[str, str], cwd: Path, timeout: float = 30, args: tuple[str, ...] = ()
+    env: dict[str, str], cwd: Path, timeout: float = 90, args: tuple[str, ...] = ()
 ) -> Iterator[ServedProcess]:
     """Start `grantflow serve ARGS...` on a free port and wait until /healthz answers over
     TCP."""
@@ -155,7 +155,7 @@ class WorkerProcess:
         lines = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
         return [json.loads(line) for line in lines if line.strip()]
 
-    def wait_for_log(self, event: str, timeout: float = 15) -> dict[str, Any]:
+    def wait_for_log(self, event: str, timeout: float = 60) -> dict[str, Any]:
         """The first log line whose event is `event`; fails early if the process exits."""
 
         def found() -> dict[str, Any] | None:
@@ -170,7 +170,7 @@ class WorkerProcess:
         found_event: dict[str, Any] = poll(found, timeout=timeout, what=f"log event {event}")
         return found_event
 
-    def worker_id(self, timeout: float = 15) -> str:
+    def worker_id(self, timeout: float = 60) -> str:
         """The worker id it registered under (from its `worker.started` line)."""
         worker: str = self.wait_for_log("worker.started", timeout)["worker"]
         return worker

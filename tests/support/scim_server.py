@@ -88,7 +88,7 @@ def _ready(url: str, process: subprocess.Popen[bytes]) -> bool:
 
 
 @contextlib.contextmanager
-def running_scim_server(timeout: float = 20) -> Iterator[ScimServer]:
+def running_scim_server(timeout: float = 60) -> Iterator[ScimServer]:
     """Start `scim2-server` on a free port of 127.0.0.1 and wait until it answers."""
     port = free_port()
     command = str(Path(sys.executable).parent / "scim2-server")

@@ -87,7 +87,7 @@ class Sink:
                 return AuthResult(success=True, auth_data=login)
         return AuthResult(success=False, handled=False)
 
-    def wait_for(self, count: int, timeout: float = 20.0) -> list[Received]:
+    def wait_for(self, count: int, timeout: float = 60.0) -> list[Received]:
         """Poll until `count` messages arrived; all of them."""
         deadline = time.monotonic() + timeout
         while True:

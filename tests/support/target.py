@@ -70,7 +70,7 @@ class Target:
     def per_key(self) -> Counter[str | None]:
         return Counter(r.idempotency_key for r in self.calls())
 
-    def wait_for_calls(self, path: str, count: int, timeout: float = 10) -> None:
+    def wait_for_calls(self, path: str, count: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         with self.arrived:
             while len([r for r in self.requests if r.path.split("?")[0] == path]) < count:

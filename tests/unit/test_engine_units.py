@@ -170,13 +170,15 @@ def test_exhausted_transient_tells_to_retry() -> None:
 
 
 def test_failure_from_permanent_error() -> None:
-    """A 403 is permanent, not retryable, and its next action is kept as written."""
+    """A 403 is permanent, not retryable; its next action keeps the raise site's words and
+    names the table's action (Retry)."""
     exc = PermanentError("HTTP 403", status_code=403, next_action="replace the credential")
     reason = failures.from_error(exc, "grant", exhausted=True)
     assert reason["class"] == "permanent"
     assert reason["code"] == "permanent_error"
     assert reason["status_code"] == 403
-    assert reason["next_action"] == "replace the credential"
+    assert reason["next_action"] == "replace the credential; then Retry"
+    assert reason["operation"] == "run.retry"
     assert not failures.retryable(exc)
 
 

@@ -694,7 +694,7 @@ def test_corrupt_plan_is_an_internal_error_naming_what_is_missing(change: Any, n
     assert "workflow 'Onboard new hire' version 3" in caught.value.message
     assert named in caught.value.message
     assert caught.value.next_action is not None
-    assert "republish" in caught.value.next_action
+    assert "Recompile the version" in caught.value.next_action
 
 
 @pytest.mark.parametrize(

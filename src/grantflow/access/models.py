@@ -21,9 +21,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from grantflow.store.base import Base, JSONType, UTCDateTime, new_id, utcnow
+from grantflow.store.names import UniqueNameKeyed
 
 
-class Application(Base):
+class Application(UniqueNameKeyed, Base):
     __tablename__ = "applications"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -74,9 +74,24 @@ def _print_run(data: dict[str, Any], as_json: bool) -> None:
     failure = data.get("failure")
     if failure:
         out.print(f"  {failure['class']}: {failure['message']}", markup=False)
-        out.print(f"  next: {failure['next_action']}", markup=False)
+    paused = data.get("paused")
+    if paused:
+        verb = "pause requested" if paused.get("requested") else "paused"
+        out.print(
+            f"  {verb} by {paused.get('by') or 'unknown'} at {paused.get('at')}", markup=False
+        )
     if data.get("stuck"):
         out.print(f"  STUCK: {data['stuck']['explanation']}", markup=False)
+    advised = data.get("next") or (
+        {"next_action": failure.get("next_action"), "action": failure.get("action")}
+        if failure
+        else None
+    )
+    if advised and advised.get("next_action"):
+        out.print(f"  next: {advised['next_action']}", markup=False)
+        action = advised.get("action")
+        if action:
+            out.print(f"  {action['label']}: {action['cli']}", markup=False)
     for step in data.get("steps", []):
         out.print(
             f"  {step['sequence']:>3} {step['step_id']:<24} {step['status']:<10} "

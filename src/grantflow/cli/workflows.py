@@ -218,6 +218,21 @@ def publish(
             out.print(f"  warning [{w['code']}] {w['step'] or ''}: {w['message']}", markup=False)
 
 
+@app.command("recompile")
+def recompile_command(workflow: str, version: int, as_json: bool = JSON_OPTION) -> None:
+    """Compile a published version's plan again from its document (fixes plan_integrity_failed;
+    then Retry the failed runs)."""
+    from grantflow.definitions import recompile
+
+    with errors_as_lines(), database() as db, db.transaction() as session:
+        found = service.find_workflow(session, workflow)
+        recompile.recompile(session, CLI, found.id, version)
+    if as_json:
+        emit_json({"workflow_id": found.id, "version": version, "recompiled": True})
+    else:
+        out.print(f"recompiled the plan of version {version}; failed runs can now be retried")
+
+
 @app.command("activate")
 def activate(workflow: str, version: int) -> None:
     """Make a published version active (rollback)."""

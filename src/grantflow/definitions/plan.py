@@ -96,13 +96,13 @@ def load_plan(data: Any, *, workflow: str = "?", version: int | str = "?") -> Pl
         raise InternalError(
             f"the compiled plan of {where} is corrupt: {path}: {first['msg']}",
             code="plan_integrity_failed",
-            next_action="republish the version to recompile its plan; report this fault",
+            next_action="Recompile the version's plan from its document, then Retry the run",
         ) from None
     problems = plan.integrity_problems()
     if problems:
         raise InternalError(
             f"the compiled plan of {where} failed its integrity check: {'; '.join(problems)}",
             code="plan_integrity_failed",
-            next_action="republish the version to recompile its plan; report this fault",
+            next_action="Recompile the version's plan from its document, then Retry the run",
         )
     return plan

@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from grantflow import audit
@@ -23,6 +23,7 @@ from grantflow.definitions.plan import Plan, load_plan
 from grantflow.definitions.source import content_hash, unified_diff
 from grantflow.errors import Conflict, NotFound, ValidationError
 from grantflow.store.base import utcnow
+from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
 
@@ -140,7 +141,7 @@ def find_workflow(session: Session, id_or_name: str) -> Workflow:
     workflow = (
         session.get(Workflow, id_or_name)
         or session.execute(
-            select(Workflow).where(func.lower(Workflow.name) == id_or_name.lower())
+            select(Workflow).where(Workflow.name_key == name_key(id_or_name))
         ).scalar_one_or_none()
     )
     if workflow is None:
@@ -180,7 +181,7 @@ def create_workflow(session: Session, actor: Actor, raw: Any) -> WorkflowVersion
     actor.require(Permission.WORKFLOW_EDIT)
     document = _document_or_422(raw)
     clash = session.execute(
-        select(Workflow).where(func.lower(Workflow.name) == document.name.lower())
+        select(Workflow).where(Workflow.name_key == name_key(document.name))
     ).scalar_one_or_none()
     if clash is not None:
         raise Conflict(
@@ -473,7 +474,7 @@ def list_workflows(
 ) -> Page[Workflow]:
     stmt = select(Workflow)
     if name:
-        stmt = stmt.where(func.lower(Workflow.name).contains(name.lower(), autoescape=True))
+        stmt = stmt.where(Workflow.name_key.contains(name_key(name), autoescape=True))
     if application_id:
         stmt = stmt.where(Workflow.application_id == application_id)
     if trigger:
@@ -498,7 +499,7 @@ def apply_document(session: Session, actor: Actor, raw: Any, publish_it: bool) -
     nothing when it is unchanged. With `publish_it`, publish the resulting draft."""
     document = _document_or_422(raw)
     existing = session.execute(
-        select(Workflow).where(func.lower(Workflow.name) == document.name.lower())
+        select(Workflow).where(Workflow.name_key == name_key(document.name))
     ).scalar_one_or_none()
     digest = content_hash(document.canonical())
     if existing is None:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from grantflow import advice
 from grantflow.definitions.models import Workflow
 from grantflow.engine import hooks
 from grantflow.engine.models import Run, RunEvent, StepAttempt, StepRun
@@ -38,6 +39,16 @@ def stuck_report(
         "no_progress_for_seconds": round((now - run.last_progress_at).total_seconds(), 1),
     }
     report.update(_likely_cause(session, run, queue, now))
+    cause = report["cause"]
+    if cause == "paused":
+        key = "paused.operator"
+    elif cause == "waiting_on_person" and run.waiting_reason:
+        key = f"waiting.{run.waiting_reason}"
+    else:
+        key = f"stuck.{cause}"
+    advised = advice.advise(key, hint=report.get("explanation"))
+    report["next_action"] = advised["next_action"]
+    report["action"] = advice.render(advised["operation"], **action_ids(run, run.failure))
     return report
 
 
@@ -123,7 +134,7 @@ def run_summary(run: Run, workflow_name: str | None = None) -> dict[str, Any]:
         "wake_at": _iso(run.wake_at),
         "trigger": run.trigger,
         "current_step": run.current_step,
-        "failure": run.failure,
+        "failure": failure_with_action(run),
         "created_by": run.created_by,
         "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at),
@@ -138,12 +149,109 @@ def run_summary(run: Run, workflow_name: str | None = None) -> dict[str, Any]:
     }
 
 
+def action_ids(run: Run, failure: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ids an operation offered on this run may need."""
+    grant = (run.subject or {}).get("grant") or {}
+    waiting_on = run.waiting_on if run.status == RunStatus.WAITING else None
+    return {
+        "run_id": run.id,
+        "workflow_id": run.workflow_id,
+        "version": run.version,
+        "grant_id": grant.get("id"),
+        "task_id": waiting_on if run.waiting_reason in ("approval", "task") else None,
+        "connection_id": (failure or {}).get("connection_id"),
+    }
+
+
+def failure_with_action(run: Run) -> dict[str, Any] | None:
+    """The run's failure reason with its next action rendered as a concrete action."""
+    if run.failure is None:
+        return None
+    failure = dict(run.failure)
+    if "operation" not in failure:  # recorded before the advice table: advise it now
+        failure.update(
+            advice.advise(
+                str(failure.get("code")),
+                status_code=failure.get("status_code"),
+                hint=failure.get("next_action"),
+            )
+        )
+    failure["action"] = advice.render(failure.get("operation"), **action_ids(run, failure))
+    return failure
+
+
+def _paused(session: Session, run: Run) -> dict[str, Any] | None:
+    """Who paused the run (or asked to), when and why: shown at once, not only when stuck."""
+    if run.status != RunStatus.PAUSED and not run.pause_requested:
+        return None
+    kinds = ("paused", "pause_requested")
+    events = (
+        session.execute(
+            select(RunEvent)
+            .where(RunEvent.run_id == run.id, RunEvent.kind.in_(kinds))
+            .order_by(RunEvent.id.desc())
+            .limit(2)
+        )
+        .scalars()
+        .all()
+    )
+    latest = events[0] if events else None
+    actor = next((e.actor for e in events if e.actor), None)
+    return {
+        "requested": run.status != RunStatus.PAUSED,
+        "by": actor,
+        "at": _iso(latest.at) if latest else None,
+        "reason": ((latest.data or {}).get("reason") if latest else None) or "operator",
+        "was_waiting_for": run.waiting_reason if run.status == RunStatus.PAUSED else None,
+    }
+
+
+def next_step_advice(
+    run: Run, paused: dict[str, Any] | None, stuck: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The one next action for the run as it stands: its failure's, its wait's, or Resume for
+    a paused run; words and the concrete action, from the advice table."""
+    ids = action_ids(run, run.failure)
+    if run.failure is not None and run.status in (
+        RunStatus.FAILED,
+        RunStatus.TIMED_OUT,
+        RunStatus.CANCELLED,
+        RunStatus.WAITING,
+    ):
+        failure = failure_with_action(run) or {}
+        if run.status != RunStatus.WAITING or run.waiting_reason in ("escalated", "reauth"):
+            if run.waiting_reason == "reauth":
+                advised = advice.advise("waiting.reauth")
+                return {**advised, "action": advice.render(advised["operation"], **ids)}
+            return {
+                "advice": failure.get("advice"),
+                "next_action": failure.get("next_action"),
+                "operation": failure.get("operation"),
+                "action": failure.get("action"),
+            }
+    if paused is not None and not paused["requested"]:
+        advised = advice.advise("paused.operator")
+        who = f" ({paused['by']}, {paused['at']})" if paused.get("by") else ""
+        advised["next_action"] = advised["next_action"].replace(
+            "paused the run", f"paused the run{who}"
+        )
+    elif run.status == RunStatus.WAITING and run.waiting_reason:
+        advised = advice.advise(f"waiting.{run.waiting_reason}")
+    elif stuck is not None:
+        advised = advice.advise(f"stuck.{stuck['cause']}", hint=stuck.get("explanation"))
+    else:
+        return None
+    return {**advised, "action": advice.render(advised["operation"], **ids)}
+
+
 def run_detail(session: Session, run: Run, queue: Queue) -> dict[str, Any]:
     workflow = session.get(Workflow, run.workflow_id)
     detail = run_summary(run, workflow.name if workflow else None)
     detail["input"] = run.input
     detail["subject"] = run.subject
     detail["stuck"] = stuck_report(session, run, queue)
+    detail["paused"] = _paused(session, run)
+    detail["next"] = next_step_advice(run, detail["paused"], detail["stuck"])
     # who or what a waiting run waits for (the approvers of a task, their deadline, ...)
     detail["waiting_for"] = (
         hooks.describe_wait(session, run) if run.status == RunStatus.WAITING else None

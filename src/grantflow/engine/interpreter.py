@@ -27,6 +27,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from grantflow import advice
 from grantflow.connections.access import ConnectionAccess
 from grantflow.definitions import expressions
 from grantflow.definitions.plan import Plan, PlanStep
@@ -519,6 +520,7 @@ class Interpreter(HotPath):
                 exc.message,
                 exc.next_action or "fix the condition",
                 step.id,
+                situation=failures.situation_of(session, run, turn.plan),
             )
             self._end(session, run, RunStatus.FAILED, failure)
             return False
@@ -538,6 +540,7 @@ class Interpreter(HotPath):
                 f"{target.max_iterations or 1}",
                 "check the loop's exit condition, fix the workflow, then Replay with latest",
                 next_id,
+                situation=failures.situation_of(session, run, plan),
             )
             self._end(session, run, RunStatus.FAILED, failure)
             return False
@@ -588,7 +591,12 @@ class Interpreter(HotPath):
             self._park(session, run, WaitingReason.RETRY, next_at)
             hooks.step_failed(session, run, step_run, reason, False)
             return False
-        failure = failures.from_error(exc, step.id, exhausted=retryable)
+        failure = failures.from_error(
+            exc,
+            step.id,
+            exhausted=retryable,
+            situation=failures.situation_of(session, run, turn.plan),
+        )
         failure["attempts"] = step_run.attempts
         step_run.error = failure
         move_step(
@@ -603,10 +611,7 @@ class Interpreter(HotPath):
         if step.on_failure == "continue":
             return self._go_next(session, turn, run, step_run, step)
         if step.on_failure == "escalate":
-            failure["next_action"] = (
-                "a person must decide: Retry the run once the cause is "
-                "fixed (it resumes from this step), skip the step, or fail the run"
-            )
+            failure.update(advice.advise(f"waiting.{WaitingReason.ESCALATED}"))
             move_run(
                 session,
                 run,

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from grantflow import audit
+from grantflow import advice, audit
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.definitions.workflows import get_workflow
@@ -99,13 +99,15 @@ def replay(session: Session, actor: Actor, queue: Queue, run_id: str, *, latest:
         acted = _irreversible_steps_done(session, run)
         if acted:
             names = ", ".join(repr(s) for s in acted)
+            grant_id = ((run.subject or {}).get("grant") or {}).get("id")
+            advised = advice.advise("replay_refused" if grant_id else "replay_refused/no_grant")
             raise Conflict(
                 f"replay with latest is refused: run {run.id} already completed the "
                 f"non-reversible step(s) {names}; a fresh run would do that again",
-                next_action="re-grant the access instead: a fresh grant starts a clean run "
-                "from the beginning",
+                next_action=advised["next_action"],
                 code="replay_refused",
                 steps=acted,
+                action=advice.render(advised["operation"], grant_id=grant_id),
             )
     new = start_run(
         session,

@@ -29,6 +29,6 @@ def plan_for(session: Session, workflow_id: str, version: int) -> Plan:
         raise InternalError(
             f"version {version} of workflow {workflow_id} has no compiled plan",
             code="plan_integrity_failed",
-            next_action="republish the version; report this fault",
+            next_action="Recompile the version's plan from its document, then Retry the run",
         )
     return _parsed(row.name, version, json.dumps(row.plan, sort_keys=True))

@@ -16,6 +16,7 @@ from grantflow.api.security import Require
 from grantflow.api.state import database
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
+from grantflow.definitions import recompile
 from grantflow.definitions import workflows as service
 from grantflow.definitions.document import workflow_json_schema
 from grantflow.definitions.dryrun import SampleContext, dry_run
@@ -315,15 +316,24 @@ def get_plan(
     _: Actor = Depends(Require(Permission.WORKFLOW_READ)),
     db: Database = Depends(database),
 ) -> dict[str, Any]:
-    """The compiled plan of a published version."""
+    """The compiled plan of a published version (409 plan_integrity_failed when the stored
+    plan is damaged: Recompile it)."""
     with db.transaction() as session:
-        workflow = service.get_workflow(session, workflow_id)
-        version = service.get_version(session, workflow, number)
-        if version.plan is None:
-            raise BadRequest(
-                f"version {number} is a draft and has no plan yet; publish it", code="no_plan"
-            )
-        return version.plan
+        return recompile.stored_plan(session, workflow_id, number)
+
+
+@router.post("/workflows/{workflow_id}/versions/{number}/recompile")
+def recompile_version(
+    workflow_id: str,
+    number: int,
+    actor: Actor = Depends(Require(Permission.WORKFLOW_PUBLISH)),
+    db: Database = Depends(database),
+) -> dict[str, Any]:
+    """Compile a published version's plan again from its document (the fix for a damaged
+    plan); audited. Runs failed with plan_integrity_failed can then be retried."""
+    with db.transaction() as session:
+        version = recompile.recompile(session, actor, workflow_id, number)
+        return {"workflow_id": workflow_id, "version": version.number, "plan": version.plan}
 
 
 @router.post("/workflows/{workflow_id}/versions/{number}/validate", response_model=GateOut)
