@@ -99,6 +99,8 @@ def test_a_run_waiting_on_an_empty_role_says_who_can_fix_it(
             "--role approver`)."
         )
         assert waiting["next_action"] == problem
+        assert waiting["action"]["operation"] == "task.reassign"
+        assert waiting["action"]["path"] == f"/api/v1/tasks/{task_id}/reassign"
 
         give_role(admin, "dave", "approver")
         shown = ok(users["ops"].get(f"{API}/runs/{run_id}"))["waiting_for"]

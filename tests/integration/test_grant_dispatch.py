@@ -147,7 +147,10 @@ def test_dispatch_refuses_while_the_workflow_is_disabled_and_enabling_it_works(
         "workflow 'Wiki grant': it is disabled"
     )
     assert refused["next_action"] == "workflow 'Wiki grant': enable it, then dispatch the grant"
-    ok(admin.post(f"{API}/workflows/{wf}/enable"))
+    action = refused["action"]
+    assert (action["operation"], action["method"]) == ("workflow.enable", "POST")
+    assert action["cli"] == f"grantflow workflows enable {wf}"
+    ok(admin.post(action["path"]))
     assert len(ok(admin.post(f"{API}/grants/{granted['id']}/dispatch"))["started"]) == 1
 
 
@@ -184,7 +187,9 @@ def test_dispatch_refuses_while_a_run_is_in_flight_and_names_it(admin: httpx.Cli
         "then dispatch the grant"
     )
     assert len(ok(admin.get(f"{API}/grants/{granted['id']}"))["events"]) == 1
-    ok(admin.post(f"{API}/runs/{run['id']}/cancel"))
+    assert refused["action"]["operation"] == "run.cancel"
+    assert refused["action"]["cli"] == f"grantflow runs cancel {run['id']}"
+    ok(admin.post(refused["action"]["path"]))
     dispatched = ok(admin.post(f"{API}/grants/{granted['id']}/dispatch"))
     [started] = dispatched["started"]
     assert started["run_id"] != run["id"]
@@ -203,7 +208,11 @@ def test_a_revoked_grant_is_not_dispatched_and_granting_again_works(
     assert refused["code"] == "grant_revoked"
     assert refused["next_action"] == (
         "grant the access again (POST /api/v1/grants, or `grantflow grants grant --identity "
-        "ada@example.com --application 'Wiki'`): the new grant starts them"
+        "ada@example.com --application 'Wiki'`): the new grant starts its workflows"
+    )
+    assert refused["action"]["operation"] == "grant.create"
+    assert refused["action"]["cli"] == (
+        "grantflow grants grant --identity ada@example.com --application 'Wiki'"
     )
     again = grant(admin)
     assert again["automation"]["state"] == "pending"

@@ -88,9 +88,11 @@ def test_an_uncovered_system_raises_an_incident_when_the_identity_leaves(
         "resolve it with a comment saying how the access was removed "
         f'(POST /api/v1/incidents/{wiki_incident["id"]}/resolve {{"comment": "..."}}'
     )
+    assert error["action"]["operation"] == "incident.resolve"
+    assert error["action"]["needs"] == "a comment saying how the access was removed"
     resolved = ok(
         admin.post(
-            f"{API}/incidents/{wiki_incident['id']}/resolve",
+            error["action"]["path"],
             json={"comment": "removed from the Wiki admin page, ticket IT-7"},
         )
     )

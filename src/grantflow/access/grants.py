@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from grantflow import audit
+from grantflow import advice, audit
 from grantflow.access import lifecycle
 from grantflow.access.applications import find_application, get_application
 from grantflow.access.identities import find_identity
@@ -314,14 +314,14 @@ def dispatch_grant(session: Session, actor: Actor, queue: Queue, grant_id: str) 
     assert identity is not None
     who = identity.email or identity.user_name
     if grant.status == GrantStatus.REVOKED:
-        raise Conflict(
+        raise _refused(
+            "grant_revoked",
             f"grant {grant.id} was revoked at {grant.revoked_at:%Y-%m-%d %H:%M:%S}Z; a revoked "
             "grant starts no workflows",
-            next_action=(
-                f"grant the access again (POST /api/v1/grants, or `grantflow grants grant "
-                f"--identity {who} --application {app.name!r}`): the new grant starts them"
-            ),
-            code="grant_revoked",
+            f"POST /api/v1/grants, or `grantflow grants grant --identity {who} --application "
+            f"{app.name!r}`",
+            identity=who,
+            application=repr(app.name),
         )
     _refuse_in_flight(session, grant)
     considered = [
@@ -330,23 +330,21 @@ def dispatch_grant(session: Session, actor: Actor, queue: Queue, grant_id: str) 
         if w.trigger_type == EventKind.ACCESS_GRANTED
     ]
     if not considered:
-        raise Conflict(
+        raise _refused(
+            "no_workflow",
             f"no workflow with trigger access_granted exists for application {app.name!r}; "
             f"grant {grant.id} has nothing to start",
-            next_action=(
-                f"create and publish an access_granted workflow for {app.name!r}, "
-                "then dispatch the grant"
-            ),
-            code="no_workflow",
+            repr(app.name),
         )
     blocked = [(w, b) for w, b in considered if b is not None]
     if len(blocked) == len(considered):
-        disabled = all(not w.enabled for w, _ in blocked)
-        raise Conflict(
+        disabled = [w for w, _ in blocked if not w.enabled]
+        raise _refused(
+            "workflow_disabled" if len(disabled) == len(blocked) else "no_active_version",
             f"no workflow of {app.name!r} would start a run for grant {grant.id}: "
             + "; ".join(f"workflow {w.name!r}: {b[0]}" for w, b in blocked),
-            next_action="; ".join(f"workflow {w.name!r}: {b[1]}" for w, b in blocked),
-            code="workflow_disabled" if disabled else "no_active_version",
+            "; ".join(f"workflow {w.name!r}: {b[1]}" for w, b in blocked),
+            workflow_id=disabled[0].id if disabled else None,
         )
     event = lifecycle.emit(
         session,
@@ -390,15 +388,28 @@ def _refuse_in_flight(session: Session, grant: Grant) -> None:
     busy = [r for r in _latest_of_each(session, run_ids) if not RunStatus(r.status).terminal]
     if busy:
         named = ", ".join(f"run {r.id} ({r.status})" for r in busy)
-        raise Conflict(
+        raise _refused(
+            "run_in_flight",
             f"grant {grant.id} already has a run in flight: {named}",
-            next_action=(
-                f"wait for it to end, or cancel it (POST /api/v1/runs/{busy[0].id}/cancel), "
-                "then dispatch the grant"
-            ),
-            code="run_in_flight",
+            f"POST /api/v1/runs/{busy[0].id}/cancel",
+            run_id=busy[0].id,
             run_ids=[r.id for r in busy],
         )
+
+
+def _refused(code: str, message: str, hint: str, **extra: Any) -> Conflict:
+    """A dispatch refusal with its advice from the table (`dispatch.<code>`): the words and
+    the rendered action (the ids its operation needs come from `extra`)."""
+    advised = advice.advise(f"dispatch.{code}", hint=hint)
+    keys = ("identity", "application", "workflow_id", "run_id")
+    ids = {k: extra.pop(k) for k in keys if k in extra}
+    return Conflict(
+        message,
+        next_action=advised["next_action"],
+        code=code,
+        action=advice.render(advised["operation"], **ids),
+        **extra,
+    )
 
 
 def automation(session: Session, grant: Grant) -> AutomationState:

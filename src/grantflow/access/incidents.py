@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from grantflow import audit
+from grantflow import advice, audit
 from grantflow.access.models import (
     Application,
     EventRun,
@@ -261,16 +261,20 @@ def resolve_incident(session: Session, actor: Actor, incident_id: str, comment: 
         )
     if incident.run_id is None:
         if not comment:
+            advised = advice.advise(
+                "comment_required",
+                hint=(
+                    f'POST /api/v1/incidents/{incident.id}/resolve {{"comment": "..."}}, '
+                    f"or `grantflow incidents resolve {incident.id} --comment TEXT`"
+                ),
+            )
             raise Conflict(
                 f"incident {incident.id} cannot be resolved without a comment: no run revoked "
                 f"the access in {incident.system}, so the comment is the record of how it was "
                 "removed by hand",
-                next_action=(
-                    f"resolve it with a comment saying how the access was removed "
-                    f'(POST /api/v1/incidents/{incident.id}/resolve {{"comment": "..."}}, '
-                    f"or `grantflow incidents resolve {incident.id} --comment TEXT`)"
-                ),
+                next_action=advised["next_action"],
                 code="comment_required",
+                action=advice.render(advised["operation"], incident_id=incident.id),
             )
         _close(session, actor, incident, Resolution.MANUAL, comment)
         return incident

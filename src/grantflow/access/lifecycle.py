@@ -12,8 +12,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from grantflow import advice
 from grantflow.access.models import Application, EventRun, Grant, Identity, LifecycleEvent
 from grantflow.access.snapshots import application_snapshot, grant_snapshot, identity_snapshot
+from grantflow.advice.table import THEN_DISPATCH
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.definitions.models import VersionState, Workflow
@@ -63,22 +65,23 @@ def why_not(workflow: Workflow, kind: EventKind) -> tuple[str, str | None] | Non
     if workflow.trigger_type != kind.value:
         return f"its trigger is {workflow.trigger_type}, not {kind.value}", None
     problems: list[str] = []
-    fixes: list[str] = []
+    keys: list[str] = []  # the advice table's no_run.* entries
     if not workflow.enabled:
         problems.append("it is disabled")
-        fixes.append("enable it")
+        keys.append("no_run.workflow_disabled")
     if workflow.active_version is None:
         if _draft_is_empty(workflow):  # publishing it is refused: steps first
             problems.append("it has no steps, so there is no version to publish")
-            fixes.append("add a step to its draft and publish it")
+            keys.append("no_run.no_steps")
         else:
             problems.append("it has no active version")
-            fixes.append("publish its draft")
+            keys.append("no_run.unpublished")
     if not problems:
         return None
     action = None
-    if kind in GRANT_EVENTS:
-        action = " and ".join(fixes) + ", then dispatch the grant"
+    if kind in GRANT_EVENTS:  # two problems: both fixes, then the one dispatch
+        fixes = [advice.TABLE[k].next_action.removesuffix(THEN_DISPATCH) for k in keys]
+        action = " and ".join(fixes) + THEN_DISPATCH
     return " and ".join(problems), action
 
 
