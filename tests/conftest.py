@@ -72,7 +72,9 @@ class Api:
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=10)
+        return httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=60
+        )  # generous: a loaded machine answers late, not wrongly
 
     def user_token(self, email: str, *roles: Role, ttl_days: int | None = 30) -> str:
         actor = Actor.system("test")
