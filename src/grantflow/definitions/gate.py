@@ -49,6 +49,8 @@ class References(Protocol):
 
     def user_problem(self, key: str) -> str | None: ...
 
+    def role_warning(self, role: str) -> str | None: ...
+
 
 @dataclass
 class GateResult:
@@ -340,6 +342,10 @@ class _Rules:
                 problem = self.refs.user_problem(ref.name)
                 if problem:
                     self.error("user_not_routable", problem, step.id, f"{at}.config.{ref.field}")
+            elif ref.kind == "role":
+                warning = self.refs.role_warning(ref.name)
+                if warning:
+                    self.warn("role_has_no_members", warning, step.id, f"{at}.config.{ref.field}")
             elif ref.kind == "credential":
                 self.error(
                     "credential_missing",

@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from grantflow import audit
@@ -72,6 +72,32 @@ class DatabaseReferences:
                 f"{', '.join(user.roles) or 'none'}); give them the approver role or name another"
             )
         return None
+
+    def role_warning(self, role: str) -> str | None:
+        """Why nobody could act on a task routed to this role today (a warning: an admin can
+        give the role to someone before a run needs it), or None."""
+        from grantflow.auth.models import User, UserRole
+        from grantflow.auth.permissions import Permission, permissions_for
+
+        if Permission.WORKFLOW_TASK not in permissions_for([role]):
+            return (
+                f"the role {role} lacks the permission workflow:task, so its members can never "
+                "act on this step; name a role that has it (approver, operator or admin)"
+            )
+        members = self.session.execute(
+            select(func.count())
+            .select_from(UserRole)
+            .join(User, User.id == UserRole.user_id)
+            .where(UserRole.role == role, User.active.is_(True))
+        ).scalar_one()
+        if members:
+            return None
+        return (
+            f"no active user has the role {role}: a run reaching this step would wait with "
+            f"nobody able to act, until an admin gives the role to an active user "
+            f"(PATCH /api/v1/users/{{id}} with its roles, or `grantflow users set --email EMAIL "
+            f"--role {role}`)"
+        )
 
     def connection_warning(self, name: str, application_id: str | None) -> str | None:
         """What makes a step using this (existing) connection fail until fixed, or None."""

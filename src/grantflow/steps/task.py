@@ -73,7 +73,7 @@ def _references(config: TaskConfig) -> list[Reference]:
         Reference("user", u, "assignees.users")
         for u in config.assignees.users
         if not _is_template(u)
-    ]
+    ] + [Reference("role", str(r), "assignees.roles") for r in config.assignees.roles]
 
 
 def _execute(call: StepCall) -> StepResult:
