@@ -213,8 +213,8 @@ class HotPath:
             return False  # the run ends: the general path records it (and tells listeners)
         target = plan.steps[next_id]
         iteration = iterations[next_id] + 1
-        if iteration > (target.max_iterations or 1):
-            return False
+        if iteration > plan.loop_bounds[next_id].limit:
+            return False  # the general path fails the run, naming the bound
         elapsed = time.perf_counter() - pending.started
         following = next_step(step_run, target, iteration)
         pending_row = pending_columns(turn.run_id, following)

@@ -530,13 +530,14 @@ class Interpreter(HotPath):
         assert plan is not None
         target = plan.steps[next_id]
         iteration = iterations[next_id] + 1
-        if iteration > (target.max_iterations or 1):
+        bound = plan.loop_bounds[next_id]
+        if iteration > bound.limit:
             failure = failures.reason(
                 FailureClass.PERMANENT,
                 "loop_bound_exceeded",
-                f"step {next_id!r} would run a {iteration}th time, over its bound of "
-                f"{target.max_iterations or 1}",
-                "check the loop's exit condition, fix the workflow, then Replay with latest",
+                bound.exceeded(next_id, iteration),
+                "check the loop's exit condition (or raise max_iterations), fix the workflow, "
+                "then Replay with latest",
                 next_id,
             )
             self._end(session, run, RunStatus.FAILED, failure)
