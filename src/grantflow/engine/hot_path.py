@@ -38,6 +38,7 @@ from grantflow.engine.turns import (
     choose_next,
     columns_of,
     detached,
+    logged_request,
     next_step,
     pending_columns,
 )
@@ -175,7 +176,7 @@ class HotPath:
             number=1,
             idempotency_key=call.idempotency_key,
             status="running",
-            request=step_type.preview(config),
+            request=logged_request(step, config, call.idempotency_key),
             response=None,
             error=None,
             started_at=started,
