@@ -150,7 +150,7 @@ class SqliteDatabase(Database):
                 "WHERE type = 'trigger' AND tbl_name = 'audit_entries'"
             )
         )
-        found: dict[str, str | None] = {name: sql for name, sql in rows}
+        found: dict[str, str | None] = {str(row[0]): row[1] for row in rows}
         missing = []
         for name in ("audit_entries_no_update", "audit_entries_no_delete"):
             if name not in found:
