@@ -154,26 +154,29 @@ def load(path: Path) -> list[Checkpoint]:
         text = path.read_text()
     except OSError as exc:
         raise ValidationError(f"{path}: cannot be read ({exc.strerror})") from None
-    try:
-        whole = json.loads(text)
-    except json.JSONDecodeError:
-        whole = None
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    parsed_lines = [_json_or_none(line) for _, line in lines]
+    if lines and all(isinstance(item, dict) for item in parsed_lines):
+        return [
+            parse(item, f"{path} line {n}")
+            for (n, _), item in zip(lines, parsed_lines, strict=True)
+        ]
+    whole = _json_or_none(text)
     if isinstance(whole, dict):
         return [parse(whole, str(path))]
-    if isinstance(whole, list):
+    if isinstance(whole, list) and whole:
         return [parse(item, f"{path} item {n}") for n, item in enumerate(whole, 1)]
-    checkpoints = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValidationError(f"{path} line {number}: not JSON") from None
-        checkpoints.append(parse(item, f"{path} line {number}"))
-    if not checkpoints:
-        raise ValidationError(f"{path}: holds no checkpoint")
-    return checkpoints
+    bad = next((n for (n, _), item in zip(lines, parsed_lines, strict=True) if item is None), None)
+    if bad is not None:
+        raise ValidationError(f"{path} line {bad}: not JSON")
+    raise ValidationError(f"{path}: holds no checkpoint")
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
 
 
 # --- writing --------------------------------------------------------------------------------
