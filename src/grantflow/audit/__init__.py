@@ -10,9 +10,10 @@ from grantflow.audit.log import (
     ChainReport,
     query,
     record,
+    reseal,
     schema_is_keyed,
     seal_legacy,
     verify,
 )
 
-__all__ = ["ChainReport", "query", "record", "schema_is_keyed", "seal_legacy", "verify"]
+__all__ = ["ChainReport", "query", "record", "reseal", "schema_is_keyed", "seal_legacy", "verify"]

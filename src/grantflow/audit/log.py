@@ -4,6 +4,11 @@ Each entry's `hash` is an HMAC-SHA256, under a key derived from the master key, 
 the entry before and the entry's content; `key_id` names the master key. Entries written before
 the chain was keyed have no `key_id` and a plain SHA-256 instead: they may only form the start
 of the chain, and the first keyed entry after them (`audit.chain_keyed`) pins them.
+
+Retiring a master key would leave the entries signed under it unverifiable, so before keys are
+retired the chain is verified and resealed: an `audit.resealed` entry, signed under the newest
+key, carries a digest of every entry before it. Entries under a key no longer configured verify
+through the first reseal after them whose digest matches.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, inspect, or_, select
 from sqlalchemy.orm import Session
 
-from grantflow.audit.keys import AuditKeys, same, sign
+from grantflow.audit.keys import AuditKey, AuditKeys, same, sign
 from grantflow.audit.models import AuditEntry
+from grantflow.errors import Conflict
 from grantflow.logging import redact
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database, database_of
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
     from grantflow.auth.actor import Actor
 
 GENESIS = "0" * 64
+RESEALED = "audit.resealed"
 
 
 def _canonical(entry: AuditEntry) -> str:
@@ -112,6 +119,30 @@ def seal_legacy(session: Session, actor: Actor) -> AuditEntry | None:
     return record(session, actor, "audit.chain_keyed", "audit_log", None, {"legacy_entries": count})
 
 
+def reseal(session: Session, actor: Actor) -> AuditEntry:
+    """Verify the chain under every configured key, then append an entry under the current key
+    that carries a digest of all entries before it, so they stay verifiable once older keys are
+    retired. A chain that does not verify is not resealed (that would launder the damage)."""
+    database_of(session).lock_audit_chain(session)
+    walked = _walk(session, keys_of(session).by_id(), {}, 1000)
+    if walked.reason is not None:
+        where = f" at entry {walked.first_broken_id}" if walked.first_broken_id else ""
+        raise Conflict(
+            f"the audit chain does not verify{where}: {walked.reason}; retiring master keys now "
+            "would destroy the evidence",
+            next_action="investigate with `grantflow audit verify`; rotate without --retire-old "
+            "until then",
+        )
+    return record(
+        session,
+        actor,
+        RESEALED,
+        "audit_log",
+        None,
+        {"entries": walked.checked, "digest": walked.digest},
+    )
+
+
 @dataclass(frozen=True)
 class ChainReport:
     checked: int
@@ -120,6 +151,7 @@ class ChainReport:
     legacy_entries: int = 0  # unkeyed entries at the start, from before the keyed chain
     missing_triggers: tuple[str, ...] = ()
     checkpoints_checked: int = 0
+    digest: str = ""  # of every entry walked, as `audit.resealed` records it
 
     @property
     def ok(self) -> bool:
@@ -165,13 +197,14 @@ def verify(session: Session, against: Sequence[Checkpoint] = (), batch: int = 10
 
 def _walk(
     session: Session,
-    keys: dict[str, Any],
+    keys: dict[str, AuditKey],
     expected_at: dict[int, list[Checkpoint]],
     batch: int,
 ) -> ChainReport:
-    previous = GENESIS
+    previous = digest = GENESIS
     checked = legacy = 0
     keyed = False
+    unsealed: AuditEntry | None = None  # the first entry under a key that is not configured
 
     def broken(entry: AuditEntry, reason: str) -> ChainReport:
         return ChainReport(checked, entry.id, reason, legacy)
@@ -194,20 +227,25 @@ def _walk(
                         "it has no key although keyed entries come before it "
                         "(rewritten without the key)",
                     )
-                digest = _legacy_digest(entry)
+                if not same(_legacy_digest(entry), entry.hash):
+                    return broken(entry, "its content does not match its hash")
                 legacy += 1
             else:
                 keyed = True
                 key = keys.get(entry.key_id)
                 if key is None:
-                    return broken(
-                        entry,
-                        f"it is signed under master key {entry.key_id}, which is not configured "
-                        "(restore that key to verify the entries signed under it)",
-                    )
-                digest = sign(key.chain, entry.prev_hash + _canonical(entry))
-            if not same(digest, entry.hash):
-                return broken(entry, "its content does not match its hash")
+                    unsealed = unsealed or entry
+                elif not same(sign(key.chain, entry.prev_hash + _canonical(entry)), entry.hash):
+                    return broken(entry, "its content does not match its hash")
+                elif entry.action == RESEALED:
+                    if entry.summary != {"entries": checked, "digest": digest}:
+                        return broken(
+                            entry,
+                            "the entries before this reseal are not the ones it sealed "
+                            "(rewritten since)",
+                        )
+                    unsealed = None
+            digest = hashlib.sha256(f"{digest}{entry.hash}{_canonical(entry)}".encode()).hexdigest()
             previous = entry.hash
             checked += 1
             for checkpoint in expected_at.get(checked, ()):
@@ -218,6 +256,14 @@ def _walk(
                         f"{checkpoint.at_text} recorded differently: the chain was rewritten "
                         "or rebuilt since",
                     )
+    if unsealed is not None:
+        return ChainReport(
+            checked,
+            unsealed.id,
+            f"it is signed under master key {unsealed.key_id}, which is not configured, and no "
+            "later reseal covers it (restore that key to verify the entries signed under it)",
+            legacy,
+        )
     if legacy and not keyed:
         return ChainReport(
             checked,
@@ -227,7 +273,7 @@ def _walk(
             "part at once)",
             legacy,
         )
-    return ChainReport(checked, legacy_entries=legacy)
+    return ChainReport(checked, legacy_entries=legacy, digest=digest)
 
 
 def query(
