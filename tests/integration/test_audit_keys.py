@@ -20,7 +20,6 @@ from grantflow.store.database import Database
 from tests.support.audit import entries, triggers_off, verify
 
 ACTOR = Actor.system("test")
-audit_table = AuditEntry.__table__
 
 
 def _write(database: Database, *targets: str) -> None:
@@ -103,7 +102,7 @@ def test_retiring_keys_reseals_the_chain_so_old_entries_stay_checked(
 
     with triggers_off(database) as session:
         session.execute(
-            update(audit_table).where(audit_table.c.id == chain[1].id).values(target_id="forged")
+            update(AuditEntry).where(AuditEntry.id == chain[1].id).values(target_id="forged")
         )
     damaged = verify(database)
     assert not damaged.ok
@@ -122,7 +121,7 @@ def test_a_chain_that_does_not_verify_is_not_resealed(
     chain = entries(database)
     with triggers_off(database) as session:
         session.execute(
-            update(audit_table).where(audit_table.c.id == chain[0].id).values(target_id="forged")
+            update(AuditEntry).where(AuditEntry.id == chain[0].id).values(target_id="forged")
         )
     old = key_id(master_keys(key_file_settings)[0])
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import delete, text, update
 from sqlalchemy.exc import DBAPIError
 
 from grantflow import audit
@@ -29,7 +29,6 @@ from tests.conftest import Api
 from tests.support.audit import entries, rolled_back, triggers_off, verify
 from tests.support.target import Reply, running_target
 
-audit_table = AuditEntry.__table__
 TRIGGERS_GONE = "the triggers that keep the log append-only are not in place: "
 
 
@@ -80,7 +79,7 @@ def test_newest_entries_deleted_with_triggers_bypassed_are_caught_by_a_checkpoin
     taken = _checkpoint(api.database, settings, saved)
     newest = [e.id for e in entries(api.database)[-2:]]
     with triggers_off(api.database) as session:
-        session.execute(audit_table.delete().where(audit_table.c.id.in_(newest)))
+        session.execute(delete(AuditEntry).where(AuditEntry.id.in_(newest)))
     _history(admin, *(f"Later {n}" for n in range(then_appended)))
 
     alone = verify(api.database)
@@ -176,7 +175,7 @@ def _forge(database: Database, start: int, how: str, key: bytes | None = None) -
         # Move every later hash aside first: the column is unique.
         for entry in chain[start:]:
             session.execute(
-                update(audit_table).where(audit_table.c.id == entry.id).values(hash=f"x{entry.id}")
+                update(AuditEntry).where(AuditEntry.id == entry.id).values(hash=f"x{entry.id}")
             )
         for entry in chain[start:]:
             if entry is chain[start]:
@@ -190,8 +189,8 @@ def _forge(database: Database, start: int, how: str, key: bytes | None = None) -
             else:
                 entry.hash = sign(forged_key, message)
             session.execute(
-                update(audit_table)
-                .where(audit_table.c.id == entry.id)
+                update(AuditEntry)
+                .where(AuditEntry.id == entry.id)
                 .values(
                     summary=entry.summary,
                     prev_hash=entry.prev_hash,
