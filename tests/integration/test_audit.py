@@ -276,12 +276,16 @@ def test_forged_cursor_is_400(admin: httpx.Client, cursor: str) -> None:
 
 
 def test_viewer_cannot_read_the_audit_log(api: Api) -> None:
-    """The audit log and its verification need audit:read; a viewer gets 403 naming it."""
+    """The audit log and its verification (GET and POST) need audit:read; a viewer gets 403
+    naming it."""
     with api.as_role(Role.VIEWER) as viewer:
         for path in ("/api/v1/audit", "/api/v1/audit/verify"):
             response = viewer.get(path)
             assert response.status_code == 403
             assert response.json()["error"]["missing_permission"] == "audit:read"
+        posted = viewer.post("/api/v1/audit/verify", json={"checkpoints": []})
+        assert posted.status_code == 403
+        assert posted.json()["error"]["missing_permission"] == "audit:read"
     with api.as_role(Role.AUDITOR) as auditor:
         assert auditor.get("/api/v1/audit").status_code == 200
         assert auditor.get("/api/v1/audit/verify").json()["ok"] is True

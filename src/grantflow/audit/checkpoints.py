@@ -12,9 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -203,15 +205,29 @@ def post_to_webhook(checkpoint: Checkpoint, url: str, timeout: float = 10.0) -> 
 
 
 def destinations(settings: Settings) -> list[str]:
-    """Where the settings send checkpoints, e.g. ["file:/var/lib/grantflow/audit.jsonl", "log"]."""
-    found = []
-    if settings.audit_checkpoint_file is not None:
-        found.append(f"file:{settings.audit_checkpoint_file}")
+    """Where the settings send checkpoints, e.g. ["file:/var/lib/grantflow/audit.jsonl", "log"];
+    a webhook is shown without its credentials or query (they may hold a token)."""
+    return [label for label, _ in _senders(settings)]
+
+
+def _senders(settings: Settings) -> list[tuple[str, Callable[[Checkpoint], None]]]:
+    found: list[tuple[str, Callable[[Checkpoint], None]]] = []
+    path = settings.audit_checkpoint_file
+    if path is not None:
+        found.append((f"file:{path}", lambda c: append_to_file(c, path)))
     if settings.audit_checkpoint_log:
-        found.append("log")
-    if settings.audit_checkpoint_url is not None:
-        found.append(f"webhook:{settings.audit_checkpoint_url}")
+        found.append(("log", lambda c: log.info("audit.checkpoint", **c.to_json())))
+    url = settings.audit_checkpoint_url
+    if url is not None:
+        found.append((f"webhook:{_shown(url)}", lambda c: post_to_webhook(c, url)))
     return found
+
+
+def _shown(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return f"{parts.scheme}://{netloc}{parts.path}" + ("?***" if parts.query else "")
 
 
 def write(
@@ -221,19 +237,20 @@ def write(
     destination that fails is reported and logged, the others are still written."""
     with database.transaction() as session:
         checkpoint = take(session)
+    senders = _senders(settings)
+    if extra_file is not None:
+        senders.append((f"file:{extra_file}", lambda c: append_to_file(c, extra_file)))
     deliveries = []
-    targets = destinations(settings) + ([f"file:{extra_file}"] if extra_file else [])
-    for target in targets:
+    for label, send in senders:
         try:
-            if target.startswith("file:"):
-                append_to_file(checkpoint, Path(target.removeprefix("file:")))
-            elif target == "log":
-                log.info("audit.checkpoint", **checkpoint.to_json())
-            else:
-                post_to_webhook(checkpoint, target.removeprefix("webhook:"))
-            deliveries.append(Delivery(target))
+            send(checkpoint)
+            deliveries.append(Delivery(label))
+        except httpx.HTTPStatusError as exc:  # its text names the URL: say only the status
+            reason = f"answered HTTP {exc.response.status_code}"
+            log.warning("audit.checkpoint.failed", destination=label, error=reason)
+            deliveries.append(Delivery(label, reason))
         except (OSError, httpx.HTTPError) as exc:
-            reason = str(exc) or type(exc).__name__
-            log.warning("audit.checkpoint.failed", destination=target, error=reason)
-            deliveries.append(Delivery(target, reason))
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            log.warning("audit.checkpoint.failed", destination=label, error=reason)
+            deliveries.append(Delivery(label, reason))
     return checkpoint, deliveries
