@@ -54,7 +54,15 @@ def verify(
         against_text = (
             f", consistent with {report.checkpoints_checked} checkpoint(s)" if expected else ""
         )
-        out.print(f"audit chain intact: {report.checked} entries verified{against_text}")
+        legacy = (
+            f" ({report.legacy_entries} from before the keyed chain)"
+            if report.legacy_entries
+            else ""
+        )
+        out.print(
+            f"audit chain intact: {report.checked} entries verified{legacy}{against_text}",
+            markup=False,
+        )
     elif report.first_broken_id is not None:
         out.print(
             f"audit chain BROKEN at entry {report.first_broken_id}: {report.reason} "
