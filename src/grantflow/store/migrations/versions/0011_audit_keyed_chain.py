@@ -3,8 +3,8 @@
 Entries written before this revision keep `key_id` NULL and verify by the old, unkeyed rule; the
 first keyed entry after them (`grantflow migrate` writes one, `audit.chain_keyed`) pins them.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0011
+Revises: 0010
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
