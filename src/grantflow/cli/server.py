@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ from grantflow.cli.context import (
     settings,
 )
 from grantflow.config import Settings, master_key
-from grantflow.connections.outbound import policy_for
+from grantflow.connections.outbound import outbound_policy
 from grantflow.demo import ensure_demo_workspace
 from grantflow.engine.worker import Worker
 from grantflow.errors import ConfigurationError
@@ -78,16 +79,26 @@ def serve(
         "--scheduler/--no-scheduler",
         help="run the embedded scheduler (leader-elected: safe beside `grantflow scheduler`)",
     ),
+    sandbox: bool = typer.Option(
+        False,
+        "--sandbox",
+        help="also run the sandbox targets the demo workspace calls, on 127.0.0.1 "
+        "(GRANTFLOW_SANDBOX_PORT, GRANTFLOW_SANDBOX_SCIM_PORT)",
+    ),
 ) -> None:
     """Run the API, an embedded worker and the scheduler in one process."""
     import uvicorn  # the web stack loads only for the commands that serve
 
     from grantflow.api import create_app
+    from grantflow.sandbox.servers import start_sandbox
 
     loaded = settings(log_level=None)
+    if sandbox:
+        loaded = loaded.model_copy(update={"sandbox": True})  # the guard allows its ports
     with errors_as_lines():
-        master_key(loaded)
+        key = master_key(loaded)
         db = _migrated_database(loaded)
+        targets = start_sandbox(loaded, key) if loaded.sandbox else None
     app = create_app(loaded, db)
     worker = None
     if workers:
@@ -96,7 +107,7 @@ def serve(
             app.state.grantflow.queue,
             concurrency=workers,
             keyring=app.state.grantflow.keyring,
-            outbound=policy_for(loaded.outbound_allow),
+            outbound=outbound_policy(loaded),
             health_check_seconds=loaded.health_check_seconds or None,
         )
     embedded = Scheduler(db, app.state.grantflow.queue) if with_scheduler else None
@@ -106,6 +117,8 @@ def serve(
             embedded.stop()  # releases the lease: another scheduler takes over at once
         if worker:
             worker.stop()  # finish or hand back in-flight steps
+        if targets:
+            targets.stop()
 
     # Stopped in the app's shutdown: uvicorn raises SIGTERM again once it has shut down, and
     # the default handler ends the process before any code after uvicorn.run would run.
@@ -196,38 +209,41 @@ def _migrated_database(loaded: Settings) -> Database:
 
 
 def demo(as_json: bool = JSON_OPTION) -> None:
-    """Migrate and create the demo workspace (admin + two applications) unless it exists."""
+    """Migrate and create the demo workspace (a working sandbox) unless it exists."""
+    from grantflow.connections.crypto import keyring_for
+
     loaded = settings()
     with errors_as_lines(), database(loaded) as db:
-        master_key(loaded)
+        key = master_key(loaded)
         migrations.upgrade(db)
         with db.transaction() as session:
-            workspace = ensure_demo_workspace(session, DatabaseQueue(db), loaded.token_ttl_days)
+            workspace = ensure_demo_workspace(
+                session, DatabaseQueue(db), loaded, keyring_for(loaded), key
+            )
     if as_json:
-        emit_json(
-            {
-                "created": workspace.created,
-                "admin_email": workspace.admin_email,
-                "token": workspace.token,
-            }
-        )
+        emit_json(dataclasses.asdict(workspace))
         return
     url = f"http://{loaded.host}:{loaded.port}"
+    approver = workspace.approver_email
     if workspace.created:
-        out.print(f"Demo workspace created. Admin: {workspace.admin_email}")
-        out.print(f"API token (shown once, store it now): {workspace.token}")
-        token = workspace.token
+        out.print("Demo workspace created. Tokens are shown once: store them now.", markup=False)
+        out.print(f"  admin     {workspace.admin_email}  {workspace.token}", markup=False)
+        out.print(f"  approver  {approver}  {workspace.approver_token}", markup=False)
+        out.print(
+            "Katherine Johnson has joined: her onboarding run waits for her manager "
+            f"{approver} to approve it (run {workspace.onboarding_run_id}).",
+            markup=False,
+        )
     else:
         out.print(
-            f"Demo workspace already exists (admin {workspace.admin_email}); its token "
-            "was printed when it was created. A new one: "
-            f"grantflow tokens create --user {workspace.admin_email}"
+            f"Demo workspace already exists (admin {workspace.admin_email}); tokens were "
+            f"printed when it was created. A new one: grantflow tokens create --user {approver}",
+            markup=False,
         )
-        token = "<your token>"
-    out.print(f"Grantflow will listen on {url}  (API docs: {url}/api/v1/docs)")
-    out.print(
-        f"Try:  curl -H 'Authorization: Bearer {token}' {url}/api/v1/applications", markup=False
-    )
+    out.print(f"Grantflow will listen on {url}  (API docs: {url}/api/v1/docs)", markup=False)
+    out.print(f"Approve:  grantflow inbox list --as {approver}", markup=False)
+    out.print(f"          grantflow inbox approve TASK_ID --as {approver}", markup=False)
+    out.print('Watch:    grantflow runs list --workflow "Onboard new hire"', markup=False)
 
 
 def register(app: typer.Typer) -> None:
