@@ -46,8 +46,8 @@ def _bind(make: Callable[[], BaseServer], variable: str, port: int) -> BaseServe
     except OSError as exc:
         raise ConfigurationError(
             f"the sandbox cannot listen on {HOST}:{port}: {exc.strerror or exc}",
-            next_action=f"stop what uses port {port}, or set {variable} to a free port "
-            "(then run `grantflow demo` again so the demo connections point at it)",
+            next_action=f"stop what listens on port {port}, or set {variable} to a free port "
+            "(the demo workspace's connections keep the port they were created with)",
         ) from exc
 
 
