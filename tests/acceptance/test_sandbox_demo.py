@@ -6,6 +6,7 @@ and the run succeeds against the sandbox targets."""
 from __future__ import annotations
 
 import base64
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from tests.support.target import Reply, running_target
 
 # (each step is a new process: generous on a loaded machine)
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(900)]
+README = Path(__file__).resolve().parents[2] / "README.md"
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"  # the onboarding example's default licence
 
 
@@ -71,6 +73,17 @@ def served(newcomer: Newcomer) -> Iterator[tuple[dict[str, Any], ServedProcess]]
         yield demo, server
 
 
+def readme_commands() -> list[list[str]]:
+    """The commands of the README's first-hour walk-through, in order, comments dropped."""
+    text = README.read_text()
+    block = text[text.index("In a second terminal") :].split("```sh\n", 1)[1].split("```")[0]
+    return [
+        shlex.split(line.split("  #")[0])
+        for line in block.splitlines()
+        if line.startswith(("grantflow ", "curl "))
+    ]
+
+
 def _run(server: ServedProcess, token: str, run_id: str) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
     shown: dict[str, Any] = httpx.get(
@@ -82,8 +95,8 @@ def _run(server: ServedProcess, token: str, run_id: str) -> dict[str, Any]:
 def test_the_demo_onboarding_is_approved_and_succeeds(
     newcomer: Newcomer, served: tuple[dict[str, Any], ServedProcess]
 ) -> None:
-    """The demo's new hire waits for her manager; `inbox approve` from the README lets the run
-    create her accounts in the sandbox, assign the licence and send the welcome mail."""
+    """The demo's new hire waits for her manager; the README's commands approve it and the run
+    creates her accounts in the sandbox, assigns the licence and sends the welcome mail."""
     demo, server = served
     assert demo["created"] is True
     assert demo["approver_email"] == DEMO_APPROVER
@@ -100,16 +113,26 @@ def test_the_demo_onboarding_is_approved_and_succeeds(
     assert task["title"] == "Approve the accounts of Katherine Johnson"
     assert newcomer.sandbox_state()["accounts"] == []  # nothing before the approval
 
-    newcomer.grantflow("inbox", "approve", task["id"], "--as", DEMO_APPROVER, "--json")
-    shown = poll(
-        lambda: (
-            (r := _run(server, demo["token"], task["run_id"]))["status"] in ("succeeded", "failed")
-            and r
-        ),
-        timeout=60,
-        what="the onboarding run to finish",
-    )
-    assert shown["status"] == "succeeded", shown["failure"]
+    finished: dict[str, Any] = {}
+    for command in readme_commands():
+        if command[0] == "curl":  # (the sandbox's state, read below on this test's port)
+            assert command[1:] == ["http://127.0.0.1:8470/state"]
+            continue
+        if command[1] == "runs" and not finished:  # "succeeded, a few seconds later"
+            finished = poll(
+                lambda: (
+                    (r := _run(server, demo["token"], task["run_id"]))["status"]
+                    in ("succeeded", "failed")
+                    and r
+                ),
+                timeout=120,
+                what="the onboarding run to finish",
+            )
+            assert finished["status"] == "succeeded", finished["failure"]
+        args = [{"TASK_ID": task["id"], "RUN_ID": task["run_id"]}.get(a, a) for a in command]
+        done = run_grantflow(*args[1:], env=newcomer.env, cwd=newcomer.workdir)
+        assert done.returncode == 0, f"{' '.join(args)}: {done.stderr}"
+    assert "succeeded" in done.stdout  # `runs show RUN_ID`, the last command
     runs = newcomer.grantflow("runs", "list", "--workflow", "Onboard new hire", "--json")
     assert [(r["id"], r["status"]) for r in runs] == [(task["run_id"], "succeeded")]
     state = newcomer.sandbox_state()
