@@ -141,6 +141,8 @@ def test_the_demo_onboarding_is_approved_and_succeeds(
     assert account["assignedLicenses"] == [{"skuId": E3, "disabledPlans": []}]
     (mail,) = state["mails"]
     assert (mail["to"], mail["variables"]["manager"]) == (NEW_HIRE, "Grace Hopper")
+    # the HTTP clients' own request lines (full URLs, unredacted) stay out of the log
+    assert "HTTP Request" not in server.stderr()
 
 
 def test_a_second_make_run_changes_nothing_and_works(newcomer: Newcomer) -> None:
