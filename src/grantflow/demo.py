@@ -28,8 +28,8 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Role
 from grantflow.auth.tokens import create_token
 from grantflow.auth.users import create_user, find_user_by_email
-from grantflow.config import Settings
-from grantflow.connections.crypto import Keyring
+from grantflow.config import Settings, master_key
+from grantflow.connections.crypto import keyring_for
 from grantflow.connections.schemas import ConnectionCreate
 from grantflow.connections.service import create_connection, set_credential
 from grantflow.definitions.workflows import apply_document
@@ -94,6 +94,30 @@ class DemoWorkspace:
     approver_token: str | None
     onboarding_run_id: str | None
 
+    def summary(self, url: str) -> list[str]:
+        """What `grantflow demo` prints: the tokens (once), then how to approve and watch."""
+        approver = self.approver_email
+        if self.created:
+            lines = [
+                "Demo workspace created. Tokens are shown once: store them now.",
+                f"  admin     {self.admin_email}  {self.token}",
+                f"  approver  {approver}  {self.approver_token}",
+                "Katherine Johnson has joined: her onboarding run waits for her manager "
+                f"{approver} to approve it (run {self.onboarding_run_id}).",
+            ]
+        else:
+            lines = [
+                f"Demo workspace already exists (admin {self.admin_email}); tokens were printed "
+                f"when it was created. A new one: grantflow tokens create --user {approver}"
+            ]
+        return [
+            *lines,
+            f"Grantflow will listen on {url}  (API docs: {url}/api/v1/docs)",
+            f"Approve:  grantflow inbox list --as {approver}",
+            f"          grantflow inbox approve TASK_ID --as {approver}",
+            'Watch:    grantflow runs list --workflow "Onboard new hire"',
+        ]
+
 
 def _connections(settings: Settings) -> dict[str, dict[str, Any]]:
     """The examples' connections, every one at a sandbox target."""
@@ -140,9 +164,7 @@ def _examples() -> list[dict[str, Any]]:
     return [yaml.safe_load(path.read_text()) for path in sorted(EXAMPLES.glob("*.yaml"))]
 
 
-def ensure_demo_workspace(
-    session: Session, queue: Queue, settings: Settings, keyring: Keyring, master_key: bytes
-) -> DemoWorkspace:
+def ensure_demo_workspace(session: Session, queue: Queue, settings: Settings) -> DemoWorkspace:
     """Create the demo workspace unless its admin exists already."""
     if find_user_by_email(session, DEMO_ADMIN) is not None:
         return DemoWorkspace(False, DEMO_ADMIN, None, DEMO_APPROVER, None, None)
@@ -165,7 +187,8 @@ def ensure_demo_workspace(
             labels={"demo": "true"},
         ),
     )
-    token = sandbox_token(master_key)
+    token = sandbox_token(master_key(settings))
+    keyring = keyring_for(settings)
     for name, spec in _connections(settings).items():
         connection = create_connection(
             session, actor, workforce.id, ConnectionCreate.model_validate({"name": name, **spec})

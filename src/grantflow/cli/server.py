@@ -210,40 +210,17 @@ def _migrated_database(loaded: Settings) -> Database:
 
 def demo(as_json: bool = JSON_OPTION) -> None:
     """Migrate and create the demo workspace (a working sandbox) unless it exists."""
-    from grantflow.connections.crypto import keyring_for
-
     loaded = settings()
     with errors_as_lines(), database(loaded) as db:
-        key = master_key(loaded)
+        master_key(loaded)
         migrations.upgrade(db)
         with db.transaction() as session:
-            workspace = ensure_demo_workspace(
-                session, DatabaseQueue(db), loaded, keyring_for(loaded), key
-            )
+            workspace = ensure_demo_workspace(session, DatabaseQueue(db), loaded)
     if as_json:
         emit_json(dataclasses.asdict(workspace))
         return
-    url = f"http://{loaded.host}:{loaded.port}"
-    approver = workspace.approver_email
-    if workspace.created:
-        out.print("Demo workspace created. Tokens are shown once: store them now.", markup=False)
-        out.print(f"  admin     {workspace.admin_email}  {workspace.token}", markup=False)
-        out.print(f"  approver  {approver}  {workspace.approver_token}", markup=False)
-        out.print(
-            "Katherine Johnson has joined: her onboarding run waits for her manager "
-            f"{approver} to approve it (run {workspace.onboarding_run_id}).",
-            markup=False,
-        )
-    else:
-        out.print(
-            f"Demo workspace already exists (admin {workspace.admin_email}); tokens were "
-            f"printed when it was created. A new one: grantflow tokens create --user {approver}",
-            markup=False,
-        )
-    out.print(f"Grantflow will listen on {url}  (API docs: {url}/api/v1/docs)", markup=False)
-    out.print(f"Approve:  grantflow inbox list --as {approver}", markup=False)
-    out.print(f"          grantflow inbox approve TASK_ID --as {approver}", markup=False)
-    out.print('Watch:    grantflow runs list --workflow "Onboard new hire"', markup=False)
+    for line in workspace.summary(f"http://{loaded.host}:{loaded.port}"):
+        out.print(line, markup=False)
 
 
 def register(app: typer.Typer) -> None:
