@@ -56,6 +56,17 @@ class Settings(BaseSettings):
         description="comma-separated hosts or CIDR ranges that steps may call although they "
         "are loopback, private or link-local (e.g. 127.0.0.1,10.0.0.0/8)",
     )
+    sandbox: bool = Field(
+        default=False,
+        description="run the sandbox targets (a SaaS-like API and a SCIM server on 127.0.0.1) "
+        "inside `grantflow serve`, as `--sandbox` does; the outbound guard allows their ports",
+    )
+    sandbox_port: int = Field(
+        default=8470, ge=1, le=65535, description="port of the sandbox's SaaS-like HTTP API"
+    )
+    sandbox_scim_port: int = Field(
+        default=8471, ge=1, le=65535, description="port of the sandbox's SCIM 2.0 server"
+    )
     health_check_seconds: float = Field(
         default=300.0, ge=0, description="how often workers test each connection (0: never)"
     )

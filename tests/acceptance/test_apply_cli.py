@@ -248,7 +248,7 @@ def test_dry_run_command_renders_requests(workspace: Workspace) -> None:
                     "email": "lin@example.com",
                     "display_name": "Lin Chen",
                     "department": "Sales",
-                    "employment_type": "contractor",
+                    "attributes": {"employment_type": "contractor"},
                     "manager": {"email": "grace@example.com", "display_name": "Grace"},
                 },
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from grantflow.cli.context import (
     settings,
 )
 from grantflow.config import Settings, master_key, master_keys
-from grantflow.connections.outbound import policy_for
+from grantflow.connections.outbound import outbound_policy
 from grantflow.demo import ensure_demo_workspace
 from grantflow.engine.worker import Worker
 from grantflow.errors import ConfigurationError
@@ -81,16 +82,26 @@ def serve(
         "--scheduler/--no-scheduler",
         help="run the embedded scheduler (leader-elected: safe beside `grantflow scheduler`)",
     ),
+    sandbox: bool = typer.Option(
+        False,
+        "--sandbox",
+        help="also run the sandbox targets the demo workspace calls, on 127.0.0.1 "
+        "(GRANTFLOW_SANDBOX_PORT, GRANTFLOW_SANDBOX_SCIM_PORT)",
+    ),
 ) -> None:
     """Run the API, an embedded worker and the scheduler in one process."""
     import uvicorn  # the web stack loads only for the commands that serve
 
     from grantflow.api import create_app
+    from grantflow.sandbox.servers import start_sandbox
 
     loaded = settings(log_level=None)
+    if sandbox:
+        loaded = loaded.model_copy(update={"sandbox": True})  # the guard allows its ports
     with errors_as_lines():
-        master_key(loaded)
+        key = master_key(loaded)
         db = _migrated_database(loaded)
+        targets = start_sandbox(loaded, key) if loaded.sandbox else None
     app = create_app(loaded, db)
     worker = None
     if workers:
@@ -99,7 +110,7 @@ def serve(
             app.state.grantflow.queue,
             concurrency=workers,
             keyring=app.state.grantflow.keyring,
-            outbound=policy_for(loaded.outbound_allow),
+            outbound=outbound_policy(loaded),
             health_check_seconds=loaded.health_check_seconds or None,
         )
     embedded = Scheduler(db, app.state.grantflow.queue) if with_scheduler else None
@@ -111,6 +122,8 @@ def serve(
             embedded.stop()  # releases the lease: another scheduler takes over at once
         if worker:
             worker.stop()  # finish or hand back in-flight steps
+        if targets:
+            targets.stop()
 
     # Stopped in the app's shutdown: uvicorn raises SIGTERM again once it has shut down, and
     # the default handler ends the process before any code after uvicorn.run would run.
@@ -215,38 +228,18 @@ def _upgrade(db: Database) -> None:
 
 
 def demo(as_json: bool = JSON_OPTION) -> None:
-    """Migrate and create the demo workspace (admin + two applications) unless it exists."""
+    """Migrate and create the demo workspace (a working sandbox) unless it exists."""
     loaded = settings()
     with errors_as_lines(), database(loaded) as db:
         master_key(loaded)
         _upgrade(db)
         with db.transaction() as session:
-            workspace = ensure_demo_workspace(session, DatabaseQueue(db), loaded.token_ttl_days)
+            workspace = ensure_demo_workspace(session, DatabaseQueue(db), loaded)
     if as_json:
-        emit_json(
-            {
-                "created": workspace.created,
-                "admin_email": workspace.admin_email,
-                "token": workspace.token,
-            }
-        )
+        emit_json(dataclasses.asdict(workspace))
         return
-    url = f"http://{loaded.host}:{loaded.port}"
-    if workspace.created:
-        out.print(f"Demo workspace created. Admin: {workspace.admin_email}")
-        out.print(f"API token (shown once, store it now): {workspace.token}")
-        token = workspace.token
-    else:
-        out.print(
-            f"Demo workspace already exists (admin {workspace.admin_email}); its token "
-            "was printed when it was created. A new one: "
-            f"grantflow tokens create --user {workspace.admin_email}"
-        )
-        token = "<your token>"
-    out.print(f"Grantflow will listen on {url}  (API docs: {url}/api/v1/docs)")
-    out.print(
-        f"Try:  curl -H 'Authorization: Bearer {token}' {url}/api/v1/applications", markup=False
-    )
+    for line in workspace.summary(f"http://{loaded.host}:{loaded.port}"):
+        out.print(line, markup=False)
 
 
 def register(app: typer.Typer) -> None:
