@@ -459,7 +459,14 @@ def test_task_timeout_skips_the_step_and_the_run_goes_on(desk: Desk) -> None:
     )
     assert done["status"] == "succeeded", done["failure"]
     badge = step_of(done, "badge")
-    assert (badge["status"], badge["output"]) == ("skipped", {"skipped_by": "system:timeout"})
+    assert (badge["status"], badge["output"]) == (
+        "skipped",
+        {
+            "skipped": True,
+            "skipped_by": "system:timeout",
+            "reason": "no one acted before the timeout",
+        },
+    )
     assert step_of(done, "after")["output"] == {"went_on": True}
     task = desk.task(task_id)
     assert (task["status"], task["decided_by"]) == ("skipped", "system:timeout")

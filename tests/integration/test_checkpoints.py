@@ -500,6 +500,14 @@ def _loop(name: str, url: str) -> dict[str, Any]:
     return document
 
 
+def _continue_after_failure(name: str, url: str) -> dict[str, Any]:
+    document = _fail_after_call(name, url)
+    document["steps"][2]["on_failure"] = "continue"
+    document["steps"][2]["next"] = "b"
+    document["steps"].append(set_step("b", skipped="{{ steps.bad.output.skipped }}"))
+    return document
+
+
 def _call_first(name: str, url: str) -> dict[str, Any]:
     return workflow(
         name,
@@ -524,6 +532,10 @@ CASES: dict[str, tuple[Callable[[str, str], dict[str, Any]], dict[str, list[Repl
     ),
     "a call fails after a call": (
         _fail_after_call,
+        {"/one": [Reply(200, {"ok": 1})], "/bad": [Reply(404, {"error": "no"})]},
+    ),
+    "a failure continued after a call": (
+        _continue_after_failure,
         {"/one": [Reply(200, {"ok": 1})], "/bad": [Reply(404, {"error": "no"})]},
     ),
     "a retry after a call": (

@@ -83,7 +83,7 @@ def test_a_scim_step_on_an_http_connection_fails_naming_the_kind(
         database, keyring, application_id, "directory", tenant.url, secret={"token": TOKEN}
     )
     shown = run(database, keyring, document(application_id, CREATE), "failed")
-    assert shown["failure"]["class"] == "permanent"
+    assert shown["failure"]["class"] == "configuration"
     assert (
         "is a http connection; SCIM steps need a scim connection" in (shown["failure"]["message"])
     )
