@@ -1,33 +1,43 @@
-# The two commands: `make run` and `make test`. Both set up .venv when missing or stale.
+# The two commands: `make run` and `make test`. Both set up .venv when missing or stale:
+# `make run` installs the runtime and the sandbox (`.[sandbox]`), `make test` the development
+# tools too (`.[dev]`). Each has its own stamp, so switching between them installs what the
+# other did not.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: run test lint typecheck unit bench clean
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
 
-## run: migrate, create the demo workspace (once), and start Grantflow on SQLite
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[sandbox]'
+	@touch $(RUN_STAMP)
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(DEV_STAMP)
+
+## run: migrate, create the demo workspace (once), start Grantflow on SQLite with the sandbox
+run: $(RUN_STAMP)
 	@GRANTFLOW_LOG_FORMAT=$${GRANTFLOW_LOG_FORMAT:-console} $(BIN)/grantflow demo
-	GRANTFLOW_LOG_FORMAT=$${GRANTFLOW_LOG_FORMAT:-console} $(BIN)/grantflow serve
+	GRANTFLOW_LOG_FORMAT=$${GRANTFLOW_LOG_FORMAT:-console} $(BIN)/grantflow serve --sandbox
 
 ## test: lint, type-check, and the whole suite on SQLite and PostgreSQL
 PYTEST_ARGS ?= -n 4 --durations=15
 
-test: $(STAMP) lint typecheck
+test: $(DEV_STAMP) lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
 clean:

@@ -71,7 +71,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     # httpx logs every request's full URL at info (an API key in the query with it) and
     # httpcore every response's headers at debug (whatever a target echoes back): our own
-    # request logs are redacted, theirs are not.
-    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
-    logging.getLogger("httpcore").setLevel(max(numeric, logging.WARNING))
+    # request logs are redacted, theirs are not. The same for httpx2/httpcore2 (SCIM steps).
+    for name in ("httpx", "httpcore", "httpx2", "httpcore2"):
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))

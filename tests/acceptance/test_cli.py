@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from grantflow.demo import DEMO_ADMIN
+from grantflow.demo import DEMO_ADMIN, DEMO_APPROVER
 from tests.support.processes import grantflow_env, json_output, run_grantflow
 
 pytestmark = pytest.mark.acceptance
@@ -55,7 +55,14 @@ def test_demo_creates_the_workspace_once(workspace: Workspace) -> None:
     assert workspace.demo["admin_email"] == DEMO_ADMIN
     assert workspace.demo["token"].startswith("gft_")
     again = json_output(workspace.grantflow("demo", "--json"))
-    assert again == {"created": False, "admin_email": DEMO_ADMIN, "token": None}
+    assert again == {
+        "created": False,
+        "admin_email": DEMO_ADMIN,
+        "token": None,
+        "approver_email": DEMO_APPROVER,
+        "approver_token": None,
+        "onboarding_run_id": None,
+    }
 
 
 def test_tokens_create_list_and_revoke(workspace: Workspace) -> None:
@@ -93,7 +100,7 @@ def test_applications_list_shows_the_two_demo_apps(workspace: Workspace) -> None
     """`applications list --json` shows the two demo applications with their kinds."""
     apps = json_output(workspace.grantflow("applications", "list", "--json"))
     assert {(a["name"], a["kind"]) for a in apps} == {
-        ("Demo Directory", "directory"),
+        ("Workforce identity", "directory"),
         ("Demo Wiki", "saas"),
     }
 

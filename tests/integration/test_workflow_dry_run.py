@@ -23,7 +23,7 @@ ADA = {
     "email": "ada@example.com",
     "display_name": "Ada Lovelace",
     "department": "Research",
-    "employment_type": "employee",
+    "attributes": {},
     "start_date": "2026-01-05",
     "manager": {"id": "emp-1906", "email": "grace@example.com", "display_name": "Grace Hopper"},
 }
@@ -189,7 +189,7 @@ def test_needs_licence_branches_by_employment_type(
 ) -> None:
     """An employee gets a licence; a contractor goes straight to the welcome email."""
     workflow_id = create_example(admin)
-    identity = {**ADA, "employment_type": employment_type}
+    identity = {**ADA, "attributes": {"employment_type": employment_type}}
     result = dry_run(admin, workflow_id, {"identity": identity, "input": INPUT})
     assert result["path"] == path
     branch = steps_of(result)["needs_licence"]["branch"]
@@ -197,7 +197,7 @@ def test_needs_licence_branches_by_employment_type(
     assert branch["by"] == ("condition" if employment_type == "employee" else "default")
     assert branch["evaluated"] == [
         {
-            "when": "identity.employment_type != 'contractor'",
+            "when": "identity.attributes.employment_type | default('employee') != 'contractor'",
             "next": "assign_licence",
             "result": employment_type == "employee",
         }

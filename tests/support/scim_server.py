@@ -124,10 +124,12 @@ def running_scim_server(timeout: float = 60) -> Iterator[ScimServer]:
 
 
 @contextlib.contextmanager
-def token_gateway(tenant: Tenant, accepts: Callable[[str], bool]) -> Iterator[str]:
+def token_gateway(
+    tenant: Tenant, accepts: Callable[[str], bool], refusal: int = 401
+) -> Iterator[str]:
     """A SCIM root on 127.0.0.1 that lets through only bearer tokens `accepts` (answering a
-    SCIM 401 otherwise) and forwards the rest to `tenant` with the server's own token: a SCIM
-    service behind an OAuth resource server. Yields the gateway's SCIM root URL."""
+    SCIM `refusal`, 401 or 403, otherwise) and forwards the rest to `tenant` with the server's
+    own token: a SCIM service behind an OAuth resource server. Yields its SCIM root URL."""
     upstream = httpx2.Client(timeout=10)
 
     class Handler(BaseHTTPRequestHandler):
@@ -153,10 +155,10 @@ def token_gateway(tenant: Tenant, accepts: Callable[[str], bool]) -> Iterator[st
                 status, payload = answer.status_code, answer.content
             else:
                 status, payload = (
-                    401,
+                    refusal,
                     (
                         b'{"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], '
-                        b'"status": "401", "detail": "invalid_token"}'
+                        b'"status": "%d", "detail": "invalid_token"}' % refusal
                     ),
                 )
             self.send_response(status)

@@ -15,6 +15,7 @@ from grantflow.definitions.plan import Plan, load_plan
 from grantflow.errors import InternalError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+CONTRACTOR_TEST = "identity.attributes.employment_type | default('employee') != 'contractor'"
 
 
 @dataclass
@@ -617,14 +618,12 @@ def test_plan_has_entry_edges_and_expression_sources() -> None:
         ("add_groups", "create_mailbox", None),
         ("create_mailbox", "needs_licence", None),
         ("needs_licence", "welcome_email", None),
-        ("needs_licence", "assign_licence", "identity.employment_type != 'contractor'"),
+        ("needs_licence", "assign_licence", CONTRACTOR_TEST),
         ("assign_licence", "welcome_email", None),
     }
     sources = {(x.step, x.field): x.source for x in plan.expressions}
     assert sources[("create_user", "steps[3].config.user_name")] == "{{ identity.email }}"
-    assert sources[("needs_licence", "branches[0].when")] == (
-        "identity.employment_type != 'contractor'"
-    )
+    assert sources[("needs_licence", "branches[0].when")] == CONTRACTOR_TEST
     assert sources[("manager_approval", "steps[1].config.approvers.users[0]")] == (
         "{{ identity.manager.email }}"
     )

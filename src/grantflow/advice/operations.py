@@ -41,11 +41,11 @@ class Operation:
 
     def render(self, **ids: Any) -> dict[str, Any] | None:
         """The concrete action for one object; None when an id it needs is unknown."""
-        wanted = {f for t in (self.path, self.cli) for _, f, _, _ in _FORMAT.parse(t) if f}
-        if any(ids.get(name) in (None, "") for name in wanted):
+        if not _complete(self.path, ids):
             return None
         path = self.path.format(**ids)
-        cli = self.cli.format(**ids)
+        # the command is left out when it needs a name the caller does not know
+        cli = self.cli.format(**ids) if _complete(self.cli, ids) else None
         action: dict[str, Any] = {
             "operation": self.name,
             "label": self.label,
@@ -57,6 +57,11 @@ class Operation:
         if self.needs:
             action["needs"] = self.needs
         return action
+
+
+def _complete(template: str, ids: dict[str, Any]) -> bool:
+    wanted = {name for _, name, _, _ in _FORMAT.parse(template) if name}
+    return all(ids.get(name) not in (None, "") for name in wanted)
 
 
 def _op(*args: Any, **kwargs: Any) -> Operation:
@@ -182,7 +187,7 @@ OPERATIONS: dict[str, Operation] = {
             "Approve",
             "POST",
             "/api/v1/tasks/{task_id}/approve",
-            "grantflow inbox approve {task_id}",
+            "grantflow inbox approve {task_id} --as EMAIL",
             Permission.WORKFLOW_TASK,
             Subject.TASK,
         ),
@@ -191,7 +196,7 @@ OPERATIONS: dict[str, Operation] = {
             "Submit",
             "POST",
             "/api/v1/tasks/{task_id}/submit",
-            "grantflow inbox submit {task_id}",
+            "grantflow inbox submit {task_id} --as EMAIL",
             Permission.WORKFLOW_TASK,
             Subject.TASK,
         ),

@@ -192,13 +192,50 @@ _ENTRIES: tuple[Advice, ...] = (
         "run.replay_latest",
         hint="check the step's mapping with a dry-run, fix the workflow, then Replay with latest",
     ),
+    Advice(
+        "url_invalid",
+        "permanent",
+        "{hint}",
+        "run.replay_latest",
+        hint="fix the step's URL (a dry-run shows it), publish, then Replay with latest",
+    ),
     Advice("scim_unsupported", "permanent", "{hint}"),
     Advice("scim_invalid_response", "permanent", "{hint}"),
-    Advice("wrong_connection_kind", "permanent", "{hint}"),
-    Advice("redirect_refused", "permanent", "{hint}"),
-    Advice("no_licenses", "permanent", "{hint}"),
-    Advice("usage_location_missing", "permanent", "{hint}"),
-    Advice("license_conflict", "permanent", "{hint}"),
+    Advice(
+        "wrong_connection_kind",
+        "permanent",
+        "point the step at a scim connection (create one if needed), publish the workflow, "
+        "then Replay with latest",
+        "run.replay_latest",
+    ),
+    Advice(
+        "redirect_refused",
+        "safety",
+        "{hint}; then Retry (it resumes from this step)",
+        "run.retry",
+        hint="if the redirect's host is expected, add it to the connection's allowed_hosts",
+    ),
+    Advice(
+        "no_licenses",
+        "permanent",
+        "{hint}",
+        "run.retry",
+        hint="free or buy seats of the SKU, then Retry",
+    ),
+    Advice(
+        "usage_location_missing",
+        "permanent",
+        "{hint}",
+        "run.retry",
+        hint="set the user's usageLocation, then Retry",
+    ),
+    Advice(
+        "license_conflict",
+        "permanent",
+        "{hint}",
+        "run.retry",
+        hint="disable the conflicting service plans or remove the conflicting licence, then Retry",
+    ),
     # --- connections and configuration --------------------------------------------------------
     Advice(
         "connection_missing",
@@ -217,9 +254,9 @@ _ENTRIES: tuple[Advice, ...] = (
     Advice(
         "reauth_required",
         "connector",
-        "{hint}",
+        "Replace credential: the connection's credential can no longer be refreshed; replace it "
+        "(reauthorise), and the run resumes by itself",
         "connection.set_credential",
-        hint="Replace credential: give the connection a new credential; the run resumes by itself",
     ),
     Advice("outbound_refused", "safety", "{hint}"),
     Advice("safety_stop", "safety", "{hint}"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -11,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import typer
 
+from grantflow import audit
+from grantflow.audit.writer import CheckpointWriter
+from grantflow.auth.actor import Actor
 from grantflow.cli.context import (
     JSON_OPTION,
     database,
@@ -20,8 +24,8 @@ from grantflow.cli.context import (
     out,
     settings,
 )
-from grantflow.config import Settings, master_key
-from grantflow.connections.outbound import policy_for
+from grantflow.config import Settings, master_key, master_keys
+from grantflow.connections.outbound import outbound_policy
 from grantflow.demo import ensure_demo_workspace
 from grantflow.engine.worker import Worker
 from grantflow.errors import ConfigurationError
@@ -56,7 +60,7 @@ def migrate(as_json: bool = JSON_OPTION) -> None:
     with errors_as_lines(), database(loaded) as db:
         master_key(loaded)
         before = migrations.current_revision(db)
-        migrations.upgrade(db)
+        _upgrade(db)
         after = migrations.current_revision(db)
     if as_json:
         emit_json({"from": before, "to": after})
@@ -78,16 +82,26 @@ def serve(
         "--scheduler/--no-scheduler",
         help="run the embedded scheduler (leader-elected: safe beside `grantflow scheduler`)",
     ),
+    sandbox: bool = typer.Option(
+        False,
+        "--sandbox",
+        help="also run the sandbox targets the demo workspace calls, on 127.0.0.1 "
+        "(GRANTFLOW_SANDBOX_PORT, GRANTFLOW_SANDBOX_SCIM_PORT)",
+    ),
 ) -> None:
     """Run the API, an embedded worker and the scheduler in one process."""
     import uvicorn  # the web stack loads only for the commands that serve
 
     from grantflow.api import create_app
+    from grantflow.sandbox.servers import start_sandbox
 
     loaded = settings(log_level=None)
+    if sandbox:
+        loaded = loaded.model_copy(update={"sandbox": True})  # the guard allows its ports
     with errors_as_lines():
-        master_key(loaded)
+        key = master_key(loaded)
         db = _migrated_database(loaded)
+        targets = start_sandbox(loaded, key) if loaded.sandbox else None
     app = create_app(loaded, db)
     worker = None
     if workers:
@@ -96,16 +110,20 @@ def serve(
             app.state.grantflow.queue,
             concurrency=workers,
             keyring=app.state.grantflow.keyring,
-            outbound=policy_for(loaded.outbound_allow),
+            outbound=outbound_policy(loaded),
             health_check_seconds=loaded.health_check_seconds or None,
         )
     embedded = Scheduler(db, app.state.grantflow.queue) if with_scheduler else None
+    checkpoints = CheckpointWriter(db, loaded)
 
     def stop_embedded() -> None:
+        checkpoints.stop()
         if embedded:
             embedded.stop()  # releases the lease: another scheduler takes over at once
         if worker:
             worker.stop()  # finish or hand back in-flight steps
+        if targets:
+            targets.stop()
 
     # Stopped in the app's shutdown: uvicorn raises SIGTERM again once it has shut down, and
     # the default handler ends the process before any code after uvicorn.run would run.
@@ -114,6 +132,7 @@ def serve(
         worker.start()
     if embedded:
         embedded.start()
+    checkpoints.start()
     try:
         uvicorn.run(
             app,
@@ -174,9 +193,12 @@ def scheduler(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    checkpoints = CheckpointWriter(db, loaded)
+    checkpoints.start()
     try:
         running.run_forever()
     finally:
+        checkpoints.stop()
         running.release()
         queue.close()
         db.dispose()
@@ -185,8 +207,9 @@ def scheduler(
 def _migrated_database(loaded: Settings) -> Database:
     """SQLite is migrated on start; PostgreSQL, shared by many processes, by `grantflow migrate`."""
     db = open_database(loaded.database)
+    db.use_master_keys(lambda: master_keys(loaded))
     if db.dialect == "sqlite":
-        migrations.upgrade(db)
+        _upgrade(db)
     elif not migrations.is_up_to_date(db):
         raise ConfigurationError(
             "the PostgreSQL schema is not at the newest migration",
@@ -195,39 +218,28 @@ def _migrated_database(loaded: Settings) -> Database:
     return db
 
 
+def _upgrade(db: Database) -> None:
+    """Migrate; when this upgrade keyed the audit chain, pin the unkeyed entries before it."""
+    keyed_before = audit.schema_is_keyed(db)
+    migrations.upgrade(db)
+    if not keyed_before:
+        with db.transaction() as session:
+            audit.seal_legacy(session, Actor.system("migrate"))
+
+
 def demo(as_json: bool = JSON_OPTION) -> None:
-    """Migrate and create the demo workspace (admin + two applications) unless it exists."""
+    """Migrate and create the demo workspace (a working sandbox) unless it exists."""
     loaded = settings()
     with errors_as_lines(), database(loaded) as db:
         master_key(loaded)
-        migrations.upgrade(db)
+        _upgrade(db)
         with db.transaction() as session:
-            workspace = ensure_demo_workspace(session, DatabaseQueue(db), loaded.token_ttl_days)
+            workspace = ensure_demo_workspace(session, DatabaseQueue(db), loaded)
     if as_json:
-        emit_json(
-            {
-                "created": workspace.created,
-                "admin_email": workspace.admin_email,
-                "token": workspace.token,
-            }
-        )
+        emit_json(dataclasses.asdict(workspace))
         return
-    url = f"http://{loaded.host}:{loaded.port}"
-    if workspace.created:
-        out.print(f"Demo workspace created. Admin: {workspace.admin_email}")
-        out.print(f"API token (shown once, store it now): {workspace.token}")
-        token = workspace.token
-    else:
-        out.print(
-            f"Demo workspace already exists (admin {workspace.admin_email}); its token "
-            "was printed when it was created. A new one: "
-            f"grantflow tokens create --user {workspace.admin_email}"
-        )
-        token = "<your token>"
-    out.print(f"Grantflow will listen on {url}  (API docs: {url}/api/v1/docs)")
-    out.print(
-        f"Try:  curl -H 'Authorization: Bearer {token}' {url}/api/v1/applications", markup=False
-    )
+    for line in workspace.summary(f"http://{loaded.host}:{loaded.port}"):
+        out.print(line, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,5 +1,6 @@
 """The outbound guard: calls to loopback, private, link-local (cloud metadata), multicast or
-reserved addresses are refused unless allowlisted. The check runs on the address actually
+reserved addresses are refused unless allowlisted (by address, range or host name, or — for the
+sandbox targets — by exact address and port). The check runs on the address actually
 connected to, at connect time — every redirect hop included — so DNS rebinding cannot slip by.
 
 Two HTTP stacks go through it: httpx (httpcore) for http and identity-provider steps, and httpx2
@@ -8,11 +9,12 @@ place the check runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpcore
 import httpcore2
@@ -21,6 +23,9 @@ import httpx2
 from httpcore._backends.sync import SyncBackend
 
 from grantflow.errors import SafetyStop
+
+if TYPE_CHECKING:
+    from grantflow.config import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -50,6 +55,13 @@ def refusal_rule(address: IPAddress) -> str | None:
 class OutboundPolicy:
     allowed_networks: tuple[IPNetwork, ...] = ()
     allowed_hosts: frozenset[str] = frozenset()
+    # (address, port) pairs allowed although private: one listening socket, not its whole host
+    allowed_endpoints: frozenset[tuple[IPAddress, int]] = frozenset()
+
+    def with_endpoints(self, *endpoints: tuple[str, int]) -> OutboundPolicy:
+        """This policy, also allowing each exact `(address, port)`."""
+        added = {(ipaddress.ip_address(address), port) for address, port in endpoints}
+        return dataclasses.replace(self, allowed_endpoints=self.allowed_endpoints | added)
 
     @classmethod
     def parse(cls, entries: Iterable[str]) -> OutboundPolicy:
@@ -67,8 +79,10 @@ class OutboundPolicy:
                 hosts.add(entry.lower().rstrip("."))
         return cls(tuple(networks), frozenset(hosts))
 
-    def check(self, host: str, address: IPAddress) -> None:
+    def check(self, host: str, address: IPAddress, port: int | None = None) -> None:
         if host.lower().rstrip(".") in self.allowed_hosts:
+            return
+        if port is not None and (address, port) in self.allowed_endpoints:
             return
         if any(address in network for network in self.allowed_networks):
             return
@@ -99,7 +113,7 @@ def allowed_address(
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         try:
-            policy.check(host, address)
+            policy.check(host, address, port)
         except SafetyStop as exc:
             refusal = refusal or exc
             continue
@@ -193,3 +207,14 @@ def capped_request(
 def policy_for(allow: str) -> OutboundPolicy:
     """The policy of `GRANTFLOW_OUTBOUND_ALLOW` (comma-separated hosts and ranges)."""
     return OutboundPolicy.parse(allow.split(","))
+
+
+def outbound_policy(settings: Settings) -> OutboundPolicy:
+    """The policy of a process: `GRANTFLOW_OUTBOUND_ALLOW`, and — while the sandbox runs in it —
+    the sandbox's own two address:port pairs (not the rest of loopback)."""
+    policy = policy_for(settings.outbound_allow)
+    if settings.sandbox:
+        from grantflow.sandbox import endpoints
+
+        policy = policy.with_endpoints(*endpoints(settings))
+    return policy

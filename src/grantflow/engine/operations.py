@@ -19,8 +19,8 @@ from grantflow.engine.plans import plan_for
 from grantflow.engine.runs import check_dispatching, start_run
 from grantflow.engine.states import RunStatus, StepStatus, WaitingReason
 from grantflow.engine.timeline import add_event
-from grantflow.engine.transitions import move_run, move_step
-from grantflow.errors import Conflict, NotFound
+from grantflow.engine.transitions import acted_steps, move_run, move_step
+from grantflow.errors import Conflict, FailureClass, NotFound
 from grantflow.queue.interface import Queue
 from grantflow.store.base import utcnow
 
@@ -64,6 +64,21 @@ def retry(session: Session, actor: Actor, queue: Queue, run_id: str) -> Run:
         step_run.attempts = 0
         step_run.next_attempt_at = None
     plan = plan_for(session, run.workflow_id, run.version)
+    if step_run is None:
+        # it failed before its first step (its plan was damaged at start, then recompiled)
+        entry = plan.steps[plan.entry]
+        session.add(
+            StepRun(
+                run_id=run.id,
+                step_id=entry.id,
+                step_type=entry.type,
+                sequence=1,
+                status=StepStatus.PENDING,
+                side_effects=entry.side_effects,
+            )
+        )
+        run.current_step = entry.id
+        run.stuck_after_seconds = plan.stuck_after_seconds
     run.deadline_at = utcnow() + dt.timedelta(seconds=plan.execution_timeout_seconds)
     run.retry_count += 1
     previous = run.failure
@@ -156,16 +171,6 @@ def _irreversible_steps_done(session: Session, run: Run) -> list[str]:
     ]
 
 
-def acted_steps(session: Session, run: Run) -> list[str]:
-    """Steps with side effects that have already sent at least one call."""
-    rows = session.execute(
-        select(StepRun.step_id)
-        .where(StepRun.run_id == run.id, StepRun.side_effects.is_(True), StepRun.attempts > 0)
-        .order_by(StepRun.sequence)
-    ).scalars()
-    return list(dict.fromkeys(rows))
-
-
 def cancel(
     session: Session, actor: Actor, queue: Queue, run_id: str, *, force: bool = False
 ) -> Run:
@@ -201,7 +206,7 @@ def cancel(
             f"check {', '.join(acted)} in their systems for partial changes; " + next_action
         )
     failure = failures.reason(
-        "cancelled",
+        FailureClass.CANCELLED,
         "cancelled",
         message,
         next_action,

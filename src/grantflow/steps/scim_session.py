@@ -31,13 +31,14 @@ from scim2_models import ListResponse, Resource, SCIMException, ScimProvider, Se
 from grantflow.connections.access import ConnectionAccess, ResolvedConnection
 from grantflow.connections.outbound import guarded_transport2, policy_of
 from grantflow.errors import (
+    ConfigurationError,
     ConnectorError,
     GrantflowError,
     PermanentError,
     StepTimeout,
     TransientError,
 )
-from grantflow.steps.execution import StepCall
+from grantflow.steps.execution import StepCall, connections_of
 from grantflow.steps.transport import (
     RESPONSE_LIMIT,
     STORED_BODY_LIMIT,
@@ -125,6 +126,7 @@ class ScimSession:
     exchanges: list[dict[str, Any]] = field(default_factory=list)
     last_body: str = ""
     client: SyncSCIMClient | None = None
+    http: httpx2.Client | None = None
 
     @property
     def host(self) -> str:
@@ -184,6 +186,7 @@ class ScimSession:
             trust_env=False,
             follow_redirects=False,
         )
+        self.http = http  # closed by close() even when discovery fails
         key = (conn.id, conn.base_url)
         provider = _providers.get(key)
         if provider is None:
@@ -201,8 +204,8 @@ class ScimSession:
         return self.client
 
     def close(self) -> None:
-        if self.client is not None:
-            self.client.client.close()
+        if self.http is not None:
+            self.http.close()
 
     @property
     def scim(self) -> SyncSCIMClient:
@@ -212,7 +215,7 @@ class ScimSession:
     def model(self, name: str) -> type[Resource[Any]]:
         found = self.scim.get_resource_model(name)
         if found is None:
-            raise PermanentError(
+            raise ConnectorError(
                 f"the SCIM server of {self.label} does not serve {name} resources",
                 code="scim_unsupported",
                 next_action="check the connection's base URL (it must be the SCIM root, "
@@ -331,7 +334,7 @@ class ScimSession:
                 "wait for it, then Retry",
             )
         if isinstance(exc, InvalidServiceDescriptionException):
-            return PermanentError(
+            return ConnectorError(
                 f"{where} does not describe a usable SCIM service: {detail}",
                 code="scim_unsupported",
                 response=self.record,
@@ -375,11 +378,12 @@ def run(call: StepCall, connection: str, operation: Callable[[ScimSession], T]) 
     access = _access(call)
     resolved = access.resolve(call.application_id, connection)
     if resolved.kind != "scim":
-        raise PermanentError(
+        raise ConfigurationError(
             f"connection {connection!r} is a {resolved.kind} connection; SCIM steps need a "
             "scim connection (its base URL is the SCIM root)",
             code="wrong_connection_kind",
-            next_action="point the step at a scim connection, or create one, then Replay",
+            next_action="point the step at a scim connection (create one if needed), publish, "
+            "then Replay with latest",
         )
     deadline = time.monotonic() + (call.timeout or resolved.timeout)
     try:
@@ -395,12 +399,7 @@ def run(call: StepCall, connection: str, operation: Callable[[ScimSession], T]) 
 
 
 def _access(call: StepCall) -> ConnectionAccess:
-    if call.connections is None:
-        raise PermanentError(
-            "this worker cannot use connections",
-            next_action="run the worker with the configuration",
-        )
-    return call.connections
+    return connections_of(call)
 
 
 def _attempt(

@@ -13,7 +13,13 @@ from urllib.parse import urlsplit
 import httpx
 
 from grantflow.connections.access import ResolvedConnection
-from grantflow.errors import PermanentError, SafetyStop, StepTimeout, TransientError
+from grantflow.errors import (
+    ConnectorError,
+    PermanentError,
+    SafetyStop,
+    StepTimeout,
+    TransientError,
+)
 from grantflow.logging import REDACTED
 from grantflow.steps.execution import StepCall
 
@@ -159,8 +165,9 @@ def _follow(
             method = "GET"
             kwargs = {k: v for k, v in kwargs.items() if k not in ("json", "data")}
         url = str(target)
-    raise PermanentError(
+    raise ConnectorError(
         f"more than {MAX_REDIRECTS} redirects from {urlsplit(url).netloc}",
+        code="too_many_redirects",
         next_action="check the connection's base URL",
     )
 
@@ -195,7 +202,8 @@ def _exchange(
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         raise PermanentError(
             f"the URL {scrub(url, secrets)!r} cannot be used: {exc}",
-            next_action="fix the step's URL, then Replay with latest",
+            code="url_invalid",
+            next_action="fix the step's URL (a dry-run shows it), then Replay with latest",
         ) from exc
     except httpx.TransportError as exc:
         raise TransientError(

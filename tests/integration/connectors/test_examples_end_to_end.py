@@ -38,7 +38,7 @@ ADA = {
     "email": "ada@example.com",
     "display_name": "Ada Lovelace",
     "department": "Research",
-    "employment_type": "employee",
+    "attributes": {},
     "start_date": "2026-01-05",
     # as the identity snapshot has it
     "manager": {"id": "emp-1906", "email": GRACE, "display_name": "Grace Hopper"},
@@ -235,7 +235,7 @@ def test_onboarding_rejected_by_the_manager_provisions_nothing(world: World) -> 
 def test_onboarding_a_contractor_skips_the_licence(world: World) -> None:
     """A contractor gets the accounts and the email but no licence."""
     world.tenant.create("Group", {"displayName": "Research"})
-    contractor = {**ADA, "employment_type": "contractor"}
+    contractor = {**ADA, "attributes": {"employment_type": "contractor"}}
     shown = world.run(
         "onboarding.yaml",
         "identity_joined",

@@ -36,6 +36,7 @@ class Graph(Provider):
         self.revoked: list[str] = []
         self.throttle = 0  # answer this many requests with 429
         self.read_only = False  # the app lacks write permissions: 403
+        self.conflicting: set[str] = set()  # skuIds whose plans clash with one the user has
         self.route("POST", "/users", self.create_user)
         self.route("PATCH", "/users/([^/]+)", self.update_user)
         self.route("POST", "/users/([^/]+)/assignLicense", self.assign_license)
@@ -158,6 +159,13 @@ class Graph(Provider):
                     400,
                     "Request_BadRequest",
                     "License assignment cannot be done for user with invalid usage location.",
+                )
+            if sku in self.conflicting:
+                return error(
+                    400,
+                    "Request_BadRequest",
+                    f"License assignment failed because service plans of SKU {sku} are "
+                    "mutually exclusive with a licence the user already has.",
                 )
             if self.seats[sku] <= 0:
                 return error(
