@@ -71,6 +71,7 @@ def test_an_uncovered_system_raises_an_incident_when_the_identity_leaves(
         in (wiki_incident["summary"])
     )
     assert "workflow 'Chat revoke': it is disabled" in chat_incident["summary"]
+    assert "dispatch the grant" not in chat_incident["summary"]  # a revoked grant is not
     assert wiki_incident["instruction"].startswith(
         "Revoke ada@example.com's access in Wiki by hand now, then resolve this incident with a "
         "comment"

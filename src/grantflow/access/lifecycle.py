@@ -49,9 +49,6 @@ def candidates(session: Session, kind: EventKind, app: Application | None) -> li
     return list(session.execute(stmt).scalars())
 
 
-GRANT_EVENTS = (EventKind.ACCESS_GRANTED, EventKind.ACCESS_REVOKED)
-
-
 def _draft_is_empty(workflow: Workflow) -> bool:
     """The workflow has nothing to publish: its newest draft (if any) has no steps."""
     drafts = [v for v in workflow.versions if v.state == VersionState.DRAFT]
@@ -60,8 +57,9 @@ def _draft_is_empty(workflow: Workflow) -> bool:
 
 def why_not(workflow: Workflow, kind: EventKind) -> tuple[str, str | None] | None:
     """Why `workflow` does not start a run for an event of `kind`, and the action that makes it
-    start one; None if it starts. Only grant events have an action: a grant can be dispatched
-    again (`POST /grants/{id}/dispatch`); a past identity event cannot."""
+    start one; None if it starts. Only access_granted has an action: an active grant can be
+    dispatched again (`POST /grants/{id}/dispatch`); a revoked grant or a past identity event
+    cannot."""
     if workflow.trigger_type != kind.value:
         return f"its trigger is {workflow.trigger_type}, not {kind.value}", None
     problems: list[str] = []
@@ -79,7 +77,7 @@ def why_not(workflow: Workflow, kind: EventKind) -> tuple[str, str | None] | Non
     if not problems:
         return None
     action = None
-    if kind in GRANT_EVENTS:  # two problems: both fixes, then the one dispatch
+    if kind == EventKind.ACCESS_GRANTED:  # two problems: both fixes, then the one dispatch
         fixes = [advice.TABLE[k].next_action.removesuffix(THEN_DISPATCH) for k in keys]
         action = " and ".join(fixes) + THEN_DISPATCH
     return " and ".join(problems), action
