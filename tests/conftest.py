@@ -45,11 +45,14 @@ def _postgres_run() -> Iterator[PostgresRun]:
     ]
 )
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated, empty database of each backend."""
+    """A migrated, empty database of each backend, keyed (its audit chain) by a master key of
+    this test's own, which the `settings` fixture configures too."""
     if request.param == "sqlite":
         db = sqlite_copy(request.getfixturevalue("_sqlite_template"), tmp_path)
     else:
         db = request.getfixturevalue("_postgres_run").fresh()
+    key = os.urandom(32)
+    db.use_master_keys(lambda: [key])
     yield db
     db.dispose()
 
@@ -58,7 +61,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
 def settings(database: Database, tmp_path: Path) -> Settings:
     return load_settings(
         database_url=database.url.render_as_string(hide_password=False),
-        secret_key=base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        secret_key=base64.urlsafe_b64encode(database.master_keys()[0]).decode(),
         secret_key_file=tmp_path / "unused.key",
     )
 
@@ -72,7 +75,9 @@ class Api:
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=10)
+        return httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=60
+        )  # generous: a loaded machine answers late, not wrongly
 
     def user_token(self, email: str, *roles: Role, ttl_days: int | None = 30) -> str:
         actor = Actor.system("test")

@@ -108,12 +108,39 @@ class Settings(BaseSettings):
         default=72, ge=1, le=24 * 90, description="how long an e-mail's action links work, in hours"
     )
 
+    # --- audit checkpoints (audit.checkpoints) ---------------------------------------------------
+    audit_checkpoint_file: Path | None = Field(
+        default=None,
+        description="file that audit checkpoints are appended to, one JSON line each (keep it "
+        "where the database's administrators cannot write)",
+    )
+    audit_checkpoint_log: bool = Field(
+        default=False, description="also write each audit checkpoint to the log"
+    )
+    audit_checkpoint_url: str | None = Field(
+        default=None, description="webhook URL each audit checkpoint is POSTed to as JSON"
+    )
+    audit_checkpoint_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        le=31 * 86400,
+        description="how often `serve` and `scheduler` write an audit checkpoint when a "
+        "destination is set (0: only on demand, `grantflow audit checkpoint`)",
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_level(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("smtp_host", "smtp_username", "smtp_ca_file", mode="before")
+    @field_validator(
+        "smtp_host",
+        "smtp_username",
+        "smtp_ca_file",
+        "audit_checkpoint_file",
+        "audit_checkpoint_url",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -145,6 +172,16 @@ class Settings(BaseSettings):
         if parsed.query or parsed.fragment:
             raise ValueError("must be a base URL without ?query or #fragment")
         return value.strip().rstrip("/")
+
+    @field_validator("audit_checkpoint_url")
+    @classmethod
+    def _check_checkpoint_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("is not an http(s) URL, e.g. https://siem.example.com/grantflow")
+        return value.strip()
 
     @field_validator("database_url")
     @classmethod

@@ -15,12 +15,14 @@ class FailureClass(enum.StrEnum):
     VALIDATION = "validation"  # the input or definition is wrong; fix it and resubmit
     CONNECTOR = "connector"  # the target system or its connection is not usable
     PERMISSION = "permission"  # the actor or credential lacks a right
-    CONFIGURATION = "configuration"  # Grantflow itself is configured wrongly
+    # Grantflow is set up wrongly: a missing or wrong connection, a worker without its settings
+    CONFIGURATION = "configuration"
     TRANSIENT = "transient"  # a passing fault; retrying may succeed
     PERMANENT = "permanent"  # retrying the same thing will fail the same way
     TIMEOUT = "timeout"  # a deadline passed
     SAFETY = "safety"  # a safety breaker or guard stopped it
     REJECTED = "rejected"  # a person said no (an approval rejected, a task failed the run)
+    CANCELLED = "cancelled"  # an operator cancelled the run (forced: after steps had acted)
     INTERNAL = "internal"  # a bug or corrupt state inside Grantflow
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from grantflow.config import load_settings
+from grantflow.config import load_settings, master_keys
 from grantflow.connections.crypto import keyring_for
 from grantflow.store.database import open_database
 from tests.support.processes import grantflow_env, json_output, run_grantflow
@@ -62,6 +62,7 @@ def _migrated(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     url = f"sqlite:///{template.db_file}"
     db = open_database(make_url(url))
     settings = load_settings(database_url=url, secret_key_file=workdir / "secret.key")
+    db.use_master_keys(lambda: master_keys(settings))
     prepare_examples(db, keyring_for(settings))
     db.dispose()
     return template

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from grantflow.auth.permissions import Role
 from grantflow.auth.users import create_user
+from grantflow.config import load_settings, master_keys
 from grantflow.engine import detail, operations
 from grantflow.queue.database import DatabaseQueue
 from grantflow.store import migrate
@@ -105,6 +106,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     workdir = tmp_path_factory.mktemp("inbox-cli")
     db_file = workdir / "grantflow.db"
     db = open_database(make_url(f"sqlite:///{db_file}"))
+    key_file = workdir / "secret.key"
+    db.use_master_keys(lambda: master_keys(load_settings(secret_key_file=key_file)))
     migrate.upgrade(db)
     with db.transaction() as session:
         for name, role in (("alice", Role.APPROVER), ("bob", Role.APPROVER), ("vic", Role.VIEWER)):

@@ -59,9 +59,11 @@ def db(postgres: PostgresRun) -> Iterator[Database]:
 
 @pytest.fixture
 def env(db: Database) -> dict[str, str]:
+    key = os.urandom(32)
+    db.use_master_keys(lambda: [key])  # this process and the spawned ones: one deployment
     return grantflow_env(
         database_url=db.url.render_as_string(hide_password=False),
-        secret_key=base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        secret_key=base64.urlsafe_b64encode(key).decode(),
         log_level="info",
     )
 

@@ -56,7 +56,7 @@ class Deployment:
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.server.url, headers=headers, timeout=10)
+        return httpx.Client(base_url=self.server.url, headers=headers, timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -56,9 +56,11 @@ def target() -> Iterator[Target]:
 @pytest.fixture
 def spawn(db: Database, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start `grantflow worker ARGS...` on the test database; every one is stopped at the end."""
+    key = os.urandom(32)
+    db.use_master_keys(lambda: [key])  # this process and the workers: one deployment
     env = grantflow_env(
         database_url=db.url.render_as_string(hide_password=False),
-        secret_key=base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        secret_key=base64.urlsafe_b64encode(key).decode(),
         log_level="info",
     )
     started: list[WorkerProcess] = []

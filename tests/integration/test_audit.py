@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, text, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from grantflow import audit
 from grantflow.audit.models import AuditEntry
 from grantflow.auth.permissions import Role
 from grantflow.store.database import Database
 from tests.conftest import Api
+from tests.support.audit import entries, triggers_off, verify
 
 audit_table = AuditEntry.__table__
 
@@ -31,33 +29,11 @@ def _create_app(client: httpx.Client, name: str, **body: object) -> str:
 
 
 def _entries(database: Database) -> list[AuditEntry]:
-    with database.transaction() as session:
-        return list(session.execute(select(AuditEntry).order_by(AuditEntry.id)).scalars())
+    return entries(database)
 
 
 def _verify(database: Database) -> audit.ChainReport:
-    with database.transaction() as session:
-        return audit.verify(session)
-
-
-@contextmanager
-def _triggers_off(database: Database) -> Iterator[Session]:
-    """A transaction in which the append-only triggers do not fire (as a DBA could arrange)."""
-    with database.transaction() as session:
-        if database.dialect == "sqlite":
-            # The SQLite file is a per-test copy: dropping the triggers affects this test only.
-            session.execute(text("DROP TRIGGER audit_entries_no_update"))
-            session.execute(text("DROP TRIGGER audit_entries_no_delete"))
-            yield session
-        else:
-            # The PostgreSQL database is shared by the run: re-enable in the same transaction.
-            session.execute(
-                text("ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only")
-            )
-            yield session
-            session.execute(
-                text("ALTER TABLE audit_entries ENABLE TRIGGER audit_entries_append_only")
-            )
+    return verify(database)
 
 
 def _some_history(admin: httpx.Client) -> list[str]:
@@ -84,6 +60,9 @@ def test_untouched_chain_verifies(api: Api, admin: httpx.Client) -> None:
         "checked": len(entries),
         "first_broken_id": None,
         "reason": None,
+        "legacy_entries": 0,
+        "missing_triggers": [],
+        "checkpoints_checked": 0,
     }
 
 
@@ -93,7 +72,7 @@ def test_editing_a_summary_is_detected_at_that_entry(api: Api, admin: httpx.Clie
     entries = _entries(api.database)
     target = next(e for e in entries if e.target_id == ids[1] and e.action == "application.created")
     assert target.id != entries[-1].id
-    with _triggers_off(api.database) as session:
+    with triggers_off(api.database) as session:
         session.execute(
             update(audit_table)
             .where(audit_table.c.id == target.id)
@@ -110,6 +89,9 @@ def test_editing_a_summary_is_detected_at_that_entry(api: Api, admin: httpx.Clie
         "checked": entries.index(target),
         "first_broken_id": target.id,
         "reason": "its content does not match its hash",
+        "legacy_entries": 0,
+        "missing_triggers": [],
+        "checkpoints_checked": 0,
     }
 
 
@@ -119,7 +101,7 @@ def test_deleting_a_middle_entry_is_detected_at_the_next_one(api: Api, admin: ht
     entries = _entries(api.database)
     middle = entries[len(entries) // 2]
     following = entries[len(entries) // 2 + 1]
-    with _triggers_off(api.database) as session:
+    with triggers_off(api.database) as session:
         session.execute(delete(audit_table).where(audit_table.c.id == middle.id))
 
     report = _verify(api.database)
@@ -294,12 +276,16 @@ def test_forged_cursor_is_400(admin: httpx.Client, cursor: str) -> None:
 
 
 def test_viewer_cannot_read_the_audit_log(api: Api) -> None:
-    """The audit log and its verification need audit:read; a viewer gets 403 naming it."""
+    """The audit log and its verification (GET and POST) need audit:read; a viewer gets 403
+    naming it."""
     with api.as_role(Role.VIEWER) as viewer:
         for path in ("/api/v1/audit", "/api/v1/audit/verify"):
             response = viewer.get(path)
             assert response.status_code == 403
             assert response.json()["error"]["missing_permission"] == "audit:read"
+        posted = viewer.post("/api/v1/audit/verify", json={"checkpoints": []})
+        assert posted.status_code == 403
+        assert posted.json()["error"]["missing_permission"] == "audit:read"
     with api.as_role(Role.AUDITOR) as auditor:
         assert auditor.get("/api/v1/audit").status_code == 200
         assert auditor.get("/api/v1/audit/verify").json()["ok"] is True

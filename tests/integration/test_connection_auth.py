@@ -219,7 +219,7 @@ def test_a_disconnected_connection_fails_the_run_without_sending_anything(
     for shown, name in zip(failed, ("off", "bare"), strict=True):
         assert shown["status"] == "failed"
         failure = shown["failure"]
-        assert failure["class"] == "permanent"
+        assert failure["class"] == "connector"
         assert failure["code"] == "connection_disconnected"
         assert repr(name) in failure["message"]
         assert "no request was sent" in failure["message"]

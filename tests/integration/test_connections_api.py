@@ -159,6 +159,7 @@ def test_credential_is_write_only_and_its_audit_entries_carry_no_secret(
         "created_at",
         "created_by",
         "replaced_at",
+        "replaced_by",
         "last_used_at",
         "token_expires_at",
         "refreshed_at",

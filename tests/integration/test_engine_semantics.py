@@ -462,6 +462,7 @@ def test_delay_survives_a_restart_and_holds_no_worker(database: Database) -> Non
 
     # A process restart: a new Database object on the same URL and a new worker.
     reopened = open_database(database.url)
+    reopened.use_master_keys(database.master_keys)  # the same deployment's key
     try:
         assert run_detail(reopened, run_id)["status"] == "waiting"
         with running_worker(reopened):

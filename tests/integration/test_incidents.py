@@ -265,3 +265,38 @@ def test_unknown_incident_is_404(admin: httpx.Client) -> None:
     missing = "00000000-0000-0000-0000-000000000000"
     assert error(admin.get(f"{API}/incidents/{missing}"), 404)["code"] == "not_found"
     assert error(admin.post(f"{API}/incidents/{missing}/resolve"), 404)["code"] == "not_found"
+
+
+def test_a_hand_resolution_stands_when_the_runs_remaining_retries_fail(
+    database: Database, tmp_path: Path
+) -> None:
+    """Resolved by hand with evidence while the revoke step still had a retry due: the retry
+    failing (and the run with it) leaves the incident resolved, with no new notification."""
+    with crm(database, tmp_path) as env:
+        admin = env.admin
+        env.target.on("/revoke", Reply(503, {"error": "maintenance"}))
+        retry = {"max_attempts": 2, "initial_backoff": "PT0.5S", "jitter": "none"}
+        publish(database, access_workflow(env.app_id, "access_revoked", "/revoke", retry))
+        run_id = revoke(admin, a_grant(admin)["id"])
+        with connection_worker(env.settings, database):
+            wait_for(database, run_id, lambda d: d["waiting_reason"] == "retry")
+        [incident] = incidents(admin, status="open")
+        proof = b"removed ada@example.com from CRM by hand (ticket IT-42)\n"
+        ok(
+            admin.post(
+                f"{API}/runs/{run_id}/evidence",
+                files={"file": ("crm-removal.txt", proof, "text/plain")},
+            ),
+            201,
+        )
+        ok(admin.post(f"{API}/incidents/{incident['id']}/resolve", json={"comment": "by hand"}))
+
+        with connection_worker(env.settings, database):
+            wait_status(database, run_id, "failed")
+        assert len(env.target.calls("/revoke")) == 2
+        shown = ok(admin.get(f"{API}/incidents/{incident['id']}"))
+        assert (shown["status"], shown["resolution"]) == ("resolved", "evidence")
+        assert shown["resolved_by"] == "admin@example.com"
+        assert incidents(admin, status="open") == []
+        [note] = security_notifications(admin)
+        assert note["resolved_at"] is not None

@@ -619,9 +619,12 @@ def test_every_change_is_audited(admin: httpx.Client, api: Api) -> None:
 def test_examples_pass_the_gate_and_publish(
     admin: httpx.Client, api: Api, settings: Settings, name: str
 ) -> None:
-    """Once the application and connections they name exist (with credentials), each shipped
-    example is created from YAML and publishes with no errors or warnings."""
+    """Once the application and connections they name exist (with credentials) and someone
+    holds each role they route tasks to, each shipped example is created from YAML and
+    publishes with no errors or warnings."""
     prepare_examples(api.database, keyring_for(settings))
+    api.user_token("approver@example.com", Role.APPROVER)
+    api.user_token("operator@example.com", Role.OPERATOR)
     text = (EXAMPLES / name).read_text()
     workflow_id, _ = created(admin.post("/api/v1/workflows", content=text, headers=YAML))
     body = publish(admin, workflow_id, 1)

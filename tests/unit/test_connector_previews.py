@@ -29,6 +29,9 @@ class Refs:
     def connection_warning(self, name: str, application_id: str | None) -> str | None:
         return None
 
+    def role_warning(self, role: str) -> str | None:
+        return None
+
     def user_problem(self, key: str) -> str | None:
         return None
 

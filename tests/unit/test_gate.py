@@ -42,6 +42,9 @@ class References:
             return f"connection {name!r} has no credential yet"
         return None
 
+    def role_warning(self, role: str) -> str | None:
+        return None
+
     def user_problem(self, key: str) -> str | None:
         if key not in self.users:
             return f"user {key!r} does not exist"

@@ -7,7 +7,7 @@ import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, field_validator
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from grantflow import audit
@@ -17,6 +17,7 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.models import User
 from grantflow.auth.permissions import Permission
 from grantflow.errors import Conflict, NotFound, ValidationError
+from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
 
@@ -96,7 +97,7 @@ def find_application(session: Session, id_or_name: str) -> Application:
     app = (
         session.get(Application, id_or_name)
         or session.execute(
-            select(Application).where(func.lower(Application.name) == id_or_name.lower())
+            select(Application).where(Application.name_key == name_key(id_or_name))
         ).scalar_one_or_none()
     )
     if app is None:
@@ -106,7 +107,7 @@ def find_application(session: Session, id_or_name: str) -> Application:
 
 def _check_unique_name(session: Session, name: str, own_id: str | None = None) -> None:
     clash = session.execute(
-        select(Application).where(func.lower(Application.name) == name.lower())
+        select(Application).where(Application.name_key == name_key(name))
     ).scalar_one_or_none()
     if clash is not None and clash.id != own_id:
         raise Conflict(
@@ -189,7 +190,7 @@ def list_applications(
 ) -> Page[Application]:
     stmt = select(Application)
     if name:
-        stmt = stmt.where(func.lower(Application.name).contains(name.lower(), autoescape=True))
+        stmt = stmt.where(Application.name_key.contains(name_key(name), autoescape=True))
     after = decode_cursor(cursor, str)
     if after is not None:
         stmt = stmt.where(Application.id > after)

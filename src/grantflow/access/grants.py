@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from grantflow import audit
+from grantflow import advice, audit
 from grantflow.access import lifecycle
 from grantflow.access.applications import find_application, get_application
 from grantflow.access.identities import find_identity
@@ -286,6 +286,130 @@ def expire_due(session: Session, queue: Queue, now: dt.datetime | None = None) -
         )
         expired.append(grant_id)
     return expired
+
+
+@dataclass
+class Dispatched:
+    """What a dispatch did: the event it recorded, the runs it started, the workflows it did not
+    start (each with why and what makes it start)."""
+
+    grant: Grant
+    event: LifecycleEvent
+    started: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+
+
+def dispatch_grant(session: Session, actor: Actor, queue: Queue, grant_id: str) -> Dispatched:
+    """Start the grant's access_granted workflows again, as granting it did: for a grant made
+    while its workflow was disabled or unpublished, or to redo its runs (e.g. after a refused
+    replay). Refused with the reason and the action that works when nothing would start."""
+    # grant:write, as creating the grant: dispatching re-plays the grant itself (its runs act on
+    # the target system as that identity's access), which run:operate holders may not decide.
+    actor.require(Permission.GRANT_WRITE)
+    grant = session.get(Grant, grant_id, with_for_update=True)
+    if grant is None:
+        raise NotFound(f"grant {grant_id} does not exist", target_type="grant", target_id=grant_id)
+    identity = session.get(Identity, grant.identity_id)
+    app = get_application(session, grant.application_id)
+    assert identity is not None
+    who = identity.email or identity.user_name
+    if grant.status == GrantStatus.REVOKED:
+        raise _refused(
+            "grant_revoked",
+            f"grant {grant.id} was revoked at {grant.revoked_at:%Y-%m-%d %H:%M:%S}Z; a revoked "
+            "grant starts no workflows",
+            f"POST /api/v1/grants, or `grantflow grants grant --identity {who} --application "
+            f"{app.name!r}`",
+            identity=who,
+            application=repr(app.name),
+        )
+    _refuse_in_flight(session, grant)
+    considered = [
+        (w, lifecycle.why_not(w, EventKind.ACCESS_GRANTED))
+        for w in lifecycle.candidates(session, EventKind.ACCESS_GRANTED, app)
+        if w.trigger_type == EventKind.ACCESS_GRANTED
+    ]
+    if not considered:
+        raise _refused(
+            "no_workflow",
+            f"no workflow with trigger access_granted exists for application {app.name!r}; "
+            f"grant {grant.id} has nothing to start",
+            repr(app.name),
+        )
+    blocked = [(w, b) for w, b in considered if b is not None]
+    if len(blocked) == len(considered):
+        disabled = [w for w, _ in blocked if not w.enabled]
+        raise _refused(
+            "workflow_disabled" if len(disabled) == len(blocked) else "no_active_version",
+            f"no workflow of {app.name!r} would start a run for grant {grant.id}: "
+            + "; ".join(f"workflow {w.name!r}: {b[0]}" for w, b in blocked),
+            "; ".join(f"workflow {w.name!r}: {b[1]}" for w, b in blocked),
+            workflow_id=disabled[0].id if disabled else None,
+        )
+    event = lifecycle.emit(
+        session,
+        actor,
+        queue,
+        EventKind.ACCESS_GRANTED,
+        identity,
+        grant=grant,
+        app=app,
+        details={"dispatched": True},
+    )
+    started = [
+        {k: d[k] for k in ("run_id", "workflow_id", "workflow_name")}
+        for d in event.dispatch
+        if "run_id" in d
+    ]
+    held = {w.id for w, _ in blocked}
+    skipped = [d for d in event.dispatch if d["workflow_id"] in held]
+    audit.record(
+        session,
+        actor,
+        "grant.dispatched",
+        "grant",
+        grant.id,
+        {
+            "identity": who,
+            "application": app.name,
+            "event_id": event.id,
+            "runs": [r["run_id"] for r in started],
+            "skipped": [d["workflow_name"] for d in skipped] or None,
+        },
+    )
+    return Dispatched(grant, event, started, skipped)
+
+
+def _refuse_in_flight(session: Session, grant: Grant) -> None:
+    """One run per workflow at a time: a second one would act on the same account twice."""
+    run_ids = list(
+        session.execute(select(EventRun.run_id).where(EventRun.grant_id == grant.id)).scalars()
+    )
+    busy = [r for r in _latest_of_each(session, run_ids) if not RunStatus(r.status).terminal]
+    if busy:
+        named = ", ".join(f"run {r.id} ({r.status})" for r in busy)
+        raise _refused(
+            "run_in_flight",
+            f"grant {grant.id} already has a run in flight: {named}",
+            f"POST /api/v1/runs/{busy[0].id}/cancel",
+            run_id=busy[0].id,
+            run_ids=[r.id for r in busy],
+        )
+
+
+def _refused(code: str, message: str, hint: str, **extra: Any) -> Conflict:
+    """A dispatch refusal with its advice from the table (`dispatch.<code>`): the words and
+    the rendered action (the ids its operation needs come from `extra`)."""
+    advised = advice.advise(f"dispatch.{code}", hint=hint)
+    keys = ("identity", "application", "workflow_id", "run_id")
+    ids = {k: extra.pop(k) for k in keys if k in extra}
+    return Conflict(
+        message,
+        next_action=advised["next_action"],
+        code=code,
+        action=advice.render(advised["operation"], **ids),
+        **extra,
+    )
 
 
 def automation(session: Session, grant: Grant) -> AutomationState:

@@ -17,7 +17,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from grantflow import audit
-from grantflow.access import lifecycle
+from grantflow.access import incidents, lifecycle
 from grantflow.access.lifecycle import EventKind, LifecycleState
 from grantflow.access.models import Identity
 from grantflow.auth.actor import Actor
@@ -302,24 +302,26 @@ def leave(session: Session, actor: Actor, queue: Queue, identity: Identity) -> N
     )
     revoked = []
     for grant in grants.active_grants_of(session, identity.id):
-        grants.revoke_grant(
-            session,
-            revoker,
-            queue,
-            grant.id,
-            reason=grants.RevokeReason.IDENTITY_LEFT,
-            comment="the identity left",
-            offboarding=True,
+        revoked.append(
+            grants.revoke_grant(
+                session,
+                revoker,
+                queue,
+                grant.id,
+                reason=grants.RevokeReason.IDENTITY_LEFT,
+                comment="the identity left",
+                offboarding=True,
+            )
         )
-        revoked.append(grant.id)
-    lifecycle.emit(
+    left = lifecycle.emit(
         session,
         actor,
         queue,
         EventKind.IDENTITY_LEFT,
         identity,
-        details={"revoked_grants": revoked},
+        details={"revoked_grants": [g.id for g in revoked]},
     )
+    incidents.offboarding_not_covered(session, identity, revoked, left)
     settle(session, identity)
 
 

@@ -12,11 +12,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from grantflow import advice
 from grantflow.access.models import Application, EventRun, Grant, Identity, LifecycleEvent
 from grantflow.access.snapshots import application_snapshot, grant_snapshot, identity_snapshot
+from grantflow.advice.table import THEN_DISPATCH
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
-from grantflow.definitions.models import Workflow
+from grantflow.definitions.models import VersionState, Workflow
 from grantflow.engine.runs import start_run
 from grantflow.queue.interface import Queue
 
@@ -37,7 +39,7 @@ class LifecycleState(enum.StrEnum):
     LEFT = "left"
 
 
-def _candidates(session: Session, kind: EventKind, app: Application | None) -> list[Workflow]:
+def candidates(session: Session, kind: EventKind, app: Application | None) -> list[Workflow]:
     stmt = select(Workflow).order_by(Workflow.name)
     if kind in (EventKind.ACCESS_GRANTED, EventKind.ACCESS_REVOKED):
         assert app is not None
@@ -47,21 +49,51 @@ def _candidates(session: Session, kind: EventKind, app: Application | None) -> l
     return list(session.execute(stmt).scalars())
 
 
-def _why_not(workflow: Workflow, kind: EventKind) -> str | None:
+GRANT_EVENTS = (EventKind.ACCESS_GRANTED, EventKind.ACCESS_REVOKED)
+
+
+def _draft_is_empty(workflow: Workflow) -> bool:
+    """The workflow has nothing to publish: its newest draft (if any) has no steps."""
+    drafts = [v for v in workflow.versions if v.state == VersionState.DRAFT]
+    return not drafts or not drafts[-1].document.get("steps")
+
+
+def why_not(workflow: Workflow, kind: EventKind) -> tuple[str, str | None] | None:
+    """Why `workflow` does not start a run for an event of `kind`, and the action that makes it
+    start one; None if it starts. Only grant events have an action: a grant can be dispatched
+    again (`POST /grants/{id}/dispatch`); a past identity event cannot."""
     if workflow.trigger_type != kind.value:
-        return f"its trigger is {workflow.trigger_type}, not {kind.value}"
+        return f"its trigger is {workflow.trigger_type}, not {kind.value}", None
+    problems: list[str] = []
+    keys: list[str] = []  # the advice table's no_run.* entries
     if not workflow.enabled:
-        return "it is disabled"
+        problems.append("it is disabled")
+        keys.append("no_run.workflow_disabled")
     if workflow.active_version is None:
-        return "it has no active version (publish one)"
-    return None
+        if _draft_is_empty(workflow):  # publishing it is refused: steps first
+            problems.append("it has no steps, so there is no version to publish")
+            keys.append("no_run.no_steps")
+        else:
+            problems.append("it has no active version")
+            keys.append("no_run.unpublished")
+    if not problems:
+        return None
+    action = None
+    if kind in GRANT_EVENTS:  # two problems: both fixes, then the one dispatch
+        fixes = [advice.TABLE[k].next_action.removesuffix(THEN_DISPATCH) for k in keys]
+        action = " and ".join(fixes) + THEN_DISPATCH
+    return " and ".join(problems), action
 
 
 def _no_run_reason(kind: EventKind, app: Application | None, dispatch: list[dict[str, Any]]) -> str:
     where = f"application {app.name!r}" if app else "any application or globally"
     if not dispatch:
         return f"no workflow with trigger {kind.value} exists for {where}"
-    named = "; ".join(f"workflow {d['workflow_name']!r}: {d['skipped']}" for d in dispatch)
+    named = "; ".join(
+        f"workflow {d['workflow_name']!r}: {d['skipped']}"
+        + (f" ({d['next_action']})" if d.get("next_action") else "")
+        for d in dispatch
+    )
     return f"no workflow started a run: {named}"
 
 
@@ -105,10 +137,10 @@ def emit(
     )
     dispatch: list[dict[str, Any]] = []
     started = 0
-    for workflow in _candidates(session, kind, app):
+    for workflow in candidates(session, kind, app):
         entry: dict[str, Any] = {"workflow_id": workflow.id, "workflow_name": workflow.name}
-        reason = _why_not(workflow, kind)
-        if reason is None:
+        blocked = why_not(workflow, kind)
+        if blocked is None:
             run = start_run(
                 session, starter, queue, workflow.id, {}, trigger=kind.value, subject=subject
             )
@@ -125,7 +157,9 @@ def emit(
             entry["run_id"] = run.id
             started += 1
         else:
-            entry["skipped"] = reason
+            entry["skipped"], action = blocked
+            if action:
+                entry["next_action"] = action
         dispatch.append(entry)
     event.dispatch = dispatch
     if not started:

@@ -21,9 +21,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from grantflow.store.base import Base, JSONType, UTCDateTime, new_id, utcnow
+from grantflow.store.names import UniqueNameKeyed
 
 
-class Application(Base):
+class Application(UniqueNameKeyed, Base):
     __tablename__ = "applications"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -176,12 +177,15 @@ class Incident(Base):
     __table_args__ = (UniqueConstraint("run_id", "kind"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    kind: Mapped[str] = mapped_column(String(40))  # revocation_failed
+    kind: Mapped[str] = mapped_column(String(40))  # revocation_failed | revocation_not_automated
     status: Mapped[str] = mapped_column(String(20), index=True)  # open | resolved
     identity_id: Mapped[str | None] = mapped_column(String(36), index=True)
     application_id: Mapped[str | None] = mapped_column(String(36), index=True)
     grant_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    # None: no run revoked the access (a leaver's grant no workflow covers)
+    run_id: Mapped[str | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), index=True
+    )
     step_id: Mapped[str | None] = mapped_column(String(63))
     system: Mapped[str] = mapped_column(String(200))
     summary: Mapped[str] = mapped_column(Text)
@@ -190,7 +194,7 @@ class Incident(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     resolved_by: Mapped[str | None] = mapped_column(String(320))
-    resolution: Mapped[str | None] = mapped_column(String(40))  # retry_succeeded | evidence
+    resolution: Mapped[str | None] = mapped_column(String(40))  # retry_succeeded|evidence|manual
     resolution_comment: Mapped[str | None] = mapped_column(Text)
 
 

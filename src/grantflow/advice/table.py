@@ -277,6 +277,62 @@ _ENTRIES: tuple[Advice, ...] = (
         "and it belongs to no grant: fix the workflow, check what the acted steps did in their "
         "systems, and start a new run of the workflow by hand if it is still needed",
     ),
+    # --- grants: why no run started, and dispatching a grant again ---------------------------
+    # (no_run.* words end with _THEN_DISPATCH: a grant combining two problems joins their fixes)
+    Advice(
+        "no_run.workflow_disabled",
+        None,
+        "enable it, then dispatch the grant",
+        "workflow.enable",
+    ),
+    Advice(
+        "no_run.unpublished",
+        None,
+        "publish its draft, then dispatch the grant",
+        "version.publish",
+    ),
+    Advice(
+        "no_run.no_steps",  # publishing an empty workflow is refused: a step first
+        None,
+        "add a step to its draft and publish it, then dispatch the grant",
+    ),
+    Advice(
+        "dispatch.grant_revoked",
+        "validation",
+        "grant the access again ({hint}): the new grant starts its workflows",
+        "grant.create",
+    ),
+    Advice(
+        "dispatch.no_workflow",
+        "validation",
+        "create and publish an access_granted workflow for {hint}, then dispatch the grant",
+    ),
+    Advice(
+        "dispatch.workflow_disabled",
+        "validation",
+        "{hint}",
+        "workflow.enable",
+        hint="enable the workflow, then dispatch the grant",
+    ),
+    Advice(
+        "dispatch.no_active_version",
+        "validation",
+        "{hint}",
+        hint="publish a version of the workflow, then dispatch the grant",
+    ),
+    Advice(
+        "dispatch.run_in_flight",
+        "validation",
+        "wait for it to end, or cancel it ({hint}), then dispatch the grant",
+        "run.cancel",
+    ),
+    # --- incidents ----------------------------------------------------------------------------
+    Advice(
+        "comment_required",
+        "validation",
+        "resolve it with a comment saying how the access was removed ({hint})",
+        "incident.resolve",
+    ),
     # --- people -------------------------------------------------------------------------------
     Advice("rejected", "rejected", "{hint}"),
     Advice(
@@ -299,6 +355,18 @@ _ENTRIES: tuple[Advice, ...] = (
         None,
         "waiting for an approver to Approve or reject in their inbox",
         "task.approve",
+    ),
+    Advice(
+        "waiting.no_one_can_act",  # an approval or task nobody may act on (routing problem)
+        None,
+        "{hint}",
+        "task.reassign",
+        hint="no one can act on this task: Reassign it to an active user or role",
+    ),
+    Advice(
+        "role_has_no_members",  # a publish warning: words only (give someone the role)
+        None,
+        "{hint}",
     ),
     Advice(
         "waiting.task",
@@ -349,6 +417,8 @@ _ENTRIES: tuple[Advice, ...] = (
 )
 
 TABLE: dict[str, Advice] = {entry.key: entry for entry in _ENTRIES}
+
+THEN_DISPATCH = ", then dispatch the grant"
 
 
 def check_table() -> list[str]:

@@ -40,7 +40,7 @@ from grantflow.api.routes import (
 )
 from grantflow.api.security import Public, Require
 from grantflow.api.state import AppState
-from grantflow.config import Settings
+from grantflow.config import Settings, master_keys
 from grantflow.connections.access import ConnectionAccess
 from grantflow.connections.crypto import keyring_for
 from grantflow.connections.outbound import guarded_client, policy_for
@@ -68,6 +68,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     )
     registry = CollectorRegistry()
     keyring = keyring_for(settings)
+    database.use_master_keys(lambda: master_keys(settings))  # the audit chain's keys
     people_email.configure(settings)  # e-mail sent from this process uses these settings
     # The API's own outbound calls (Test connection) go through the same guard as workers'.
     http = guarded_client(policy_for(settings.outbound_allow), follow_redirects=True)

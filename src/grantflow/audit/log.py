@@ -1,29 +1,45 @@
-"""Writing, reading and verifying the audit chain."""
+"""Writing, reading and verifying the audit chain.
+
+Each entry's `hash` is an HMAC-SHA256, under a key derived from the master key, of the hash of
+the entry before and the entry's content; `key_id` names the master key. Entries written before
+the chain was keyed have no `key_id` and a plain SHA-256 instead: they may only form the start
+of the chain, and the first keyed entry after them (`audit.chain_keyed`) pins them.
+
+Retiring a master key would leave the entries signed under it unverifiable, so before keys are
+retired the chain is verified and resealed: an `audit.resealed` entry, signed under the newest
+key, carries a digest of every entry before it. Entries under a key no longer configured verify
+through the first reseal after them whose digest matches.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, inspect, or_, select
 from sqlalchemy.orm import Session
 
+from grantflow.audit.keys import AuditKey, AuditKeys, same, sign
 from grantflow.audit.models import AuditEntry
+from grantflow.errors import Conflict
 from grantflow.logging import redact
 from grantflow.store.base import utcnow
-from grantflow.store.database import database_of
+from grantflow.store.database import Database, database_of
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
 if TYPE_CHECKING:
+    from grantflow.audit.checkpoints import Checkpoint
     from grantflow.auth.actor import Actor
 
 GENESIS = "0" * 64
+RESEALED = "audit.resealed"
 
 
-def _digest(entry: AuditEntry) -> str:
+def _canonical(entry: AuditEntry) -> str:
     content = {
         "at": entry.at.astimezone(dt.UTC).isoformat(),
         "actor_id": entry.actor_id,
@@ -34,8 +50,18 @@ def _digest(entry: AuditEntry) -> str:
         "summary": entry.summary,
         "request_id": entry.request_id,
     }
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256((entry.prev_hash + canonical).encode()).hexdigest()
+    if entry.key_id is not None:
+        content["key_id"] = entry.key_id
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _legacy_digest(entry: AuditEntry) -> str:
+    """The rule before the chain was keyed: anyone can recompute it."""
+    return hashlib.sha256((entry.prev_hash + _canonical(entry)).encode()).hexdigest()
+
+
+def keys_of(session: Session) -> AuditKeys:
+    return AuditKeys(database_of(session).master_keys)
 
 
 def record(
@@ -47,6 +73,7 @@ def record(
     summary: dict[str, Any] | None = None,
 ) -> AuditEntry:
     """Append an entry in the caller's transaction, so the change and its entry commit together."""
+    key = keys_of(session).current()
     database_of(session).lock_audit_chain(session)
     last = session.execute(
         select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
@@ -62,11 +89,58 @@ def record(
         summary=json.loads(json.dumps(redact(summary or {}), default=str)),
         request_id=actor.request_id,
         prev_hash=last or GENESIS,
+        key_id=key.id,
     )
-    entry.hash = _digest(entry)
+    entry.hash = sign(key.chain, entry.prev_hash + _canonical(entry))
     session.add(entry)
     session.flush()
     return entry
+
+
+def schema_is_keyed(database: Database) -> bool:
+    """False when audit_entries exists without `key_id` (a database from before the keyed
+    chain); a database without the table yet has nothing to pin."""
+    with database.engine.connect() as conn:
+        inspector = inspect(conn)
+        if not inspector.has_table("audit_entries"):
+            return True
+        return any(c["name"] == "key_id" for c in inspector.get_columns("audit_entries"))
+
+
+def seal_legacy(session: Session, actor: Actor) -> AuditEntry | None:
+    """After the upgrade to the keyed chain: a keyed entry that pins the unkeyed ones before it
+    (their head becomes its `prev_hash`, under the key). Nothing when there are none."""
+    head = session.execute(
+        select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    if head is None or head.key_id is not None:
+        return None
+    count = session.execute(select(func.count()).select_from(AuditEntry)).scalar_one()
+    return record(session, actor, "audit.chain_keyed", "audit_log", None, {"legacy_entries": count})
+
+
+def reseal(session: Session, actor: Actor) -> AuditEntry:
+    """Verify the chain under every configured key, then append an entry under the current key
+    that carries a digest of all entries before it, so they stay verifiable once older keys are
+    retired. A chain that does not verify is not resealed (that would launder the damage)."""
+    database_of(session).lock_audit_chain(session)
+    walked = _walk(session, keys_of(session).by_id(), {}, 1000)
+    if walked.reason is not None:
+        where = f" at entry {walked.first_broken_id}" if walked.first_broken_id else ""
+        raise Conflict(
+            f"the audit chain does not verify{where}: {walked.reason}; retiring master keys now "
+            "would destroy the evidence",
+            next_action="investigate with `grantflow audit verify`; rotate without --retire-old "
+            "until then",
+        )
+    return record(
+        session,
+        actor,
+        RESEALED,
+        "audit_log",
+        None,
+        {"entries": walked.checked, "digest": walked.digest},
+    )
 
 
 @dataclass(frozen=True)
@@ -74,33 +148,132 @@ class ChainReport:
     checked: int
     first_broken_id: int | None = None
     reason: str | None = None
+    legacy_entries: int = 0  # unkeyed entries at the start, from before the keyed chain
+    missing_triggers: tuple[str, ...] = ()
+    checkpoints_checked: int = 0
+    digest: str = ""  # of every entry walked, as `audit.resealed` records it
 
     @property
     def ok(self) -> bool:
-        return self.first_broken_id is None
+        return self.reason is None
 
 
-def verify(session: Session, batch: int = 1000) -> ChainReport:
-    """Walk the chain from the start; report the first entry whose link or content is wrong."""
-    previous = GENESIS
-    checked = 0
+def verify(session: Session, against: Sequence[Checkpoint] = (), batch: int = 1000) -> ChainReport:
+    """Walk the chain from the start; report the first entry whose link, content or signature is
+    wrong, then whether it matches every checkpoint in `against` and the triggers are in place."""
+    from grantflow.audit.checkpoints import check_signature
+
+    keys = keys_of(session).by_id()
+    missing = tuple(database_of(session).missing_audit_triggers(session))
+    for checkpoint in against:
+        problem = check_signature(checkpoint, keys)
+        if problem:
+            return ChainReport(0, None, problem, missing_triggers=missing)
+    expected_at: dict[int, list[Checkpoint]] = {}
+    for checkpoint in against:
+        expected_at.setdefault(checkpoint.entries, []).append(checkpoint)
+    walked = _walk(session, keys, expected_at, batch)
+    reason = walked.reason
+    if reason is None:
+        longest = max(against, key=lambda c: c.entries, default=None)
+        if longest is not None and longest.entries > walked.checked:
+            reason = (
+                f"the log holds {walked.checked} entries but the checkpoint of "
+                f"{longest.at_text} recorded {longest.entries}: entries were removed from its end"
+            )
+    if reason is None and missing:
+        reason = "the triggers that keep the log append-only are not in place: " + ", ".join(
+            missing
+        )
+    return ChainReport(
+        walked.checked,
+        walked.first_broken_id,
+        reason,
+        walked.legacy_entries,
+        missing,
+        len(against) if reason is None else 0,
+    )
+
+
+def _walk(
+    session: Session,
+    keys: dict[str, AuditKey],
+    expected_at: dict[int, list[Checkpoint]],
+    batch: int,
+) -> ChainReport:
+    previous = digest = GENESIS
+    checked = legacy = 0
+    keyed = False
+    unsealed: AuditEntry | None = None  # the first entry under a key that is not configured
+
+    def broken(entry: AuditEntry, reason: str) -> ChainReport:
+        return ChainReport(checked, entry.id, reason, legacy)
+
     # Streamed (a server-side cursor on PostgreSQL): close it even when returning early.
     with session.execute(
         select(AuditEntry).order_by(AuditEntry.id).execution_options(yield_per=batch)
     ).scalars() as rows:
         for entry in rows:
             if entry.prev_hash != previous:
-                return ChainReport(
-                    checked,
-                    entry.id,
+                return broken(
+                    entry,
                     "its prev_hash does not match the entry before it "
                     "(an entry was removed or altered before it)",
                 )
-            if _digest(entry) != entry.hash:
-                return ChainReport(checked, entry.id, "its content does not match its hash")
+            if entry.key_id is None:
+                if keyed:
+                    return broken(
+                        entry,
+                        "it has no key although keyed entries come before it "
+                        "(rewritten without the key)",
+                    )
+                if not same(_legacy_digest(entry), entry.hash):
+                    return broken(entry, "its content does not match its hash")
+                legacy += 1
+            else:
+                keyed = True
+                key = keys.get(entry.key_id)
+                if key is None:
+                    unsealed = unsealed or entry
+                elif not same(sign(key.chain, entry.prev_hash + _canonical(entry)), entry.hash):
+                    return broken(entry, "its content does not match its hash")
+                elif entry.action == RESEALED:
+                    if entry.summary != {"entries": checked, "digest": digest}:
+                        return broken(
+                            entry,
+                            "the entries before this reseal are not the ones it sealed "
+                            "(rewritten since)",
+                        )
+                    unsealed = None
+            digest = hashlib.sha256(f"{digest}{entry.hash}{_canonical(entry)}".encode()).hexdigest()
             previous = entry.hash
             checked += 1
-    return ChainReport(checked)
+            for checkpoint in expected_at.get(checked, ()):
+                if not same(checkpoint.head, entry.hash):
+                    return broken(
+                        entry,
+                        f"it is entry {checked} of the log, whose hash the checkpoint of "
+                        f"{checkpoint.at_text} recorded differently: the chain was rewritten "
+                        "or rebuilt since",
+                    )
+    if unsealed is not None:
+        return ChainReport(
+            checked,
+            unsealed.id,
+            f"it is signed under master key {unsealed.key_id}, which is not configured, and no "
+            "later reseal covers it (restore that key to verify the entries signed under it)",
+            legacy,
+        )
+    if legacy and not keyed:
+        return ChainReport(
+            checked,
+            None,
+            f"all {legacy} entries are unkeyed and no keyed entry pins them: the chain was "
+            "rebuilt without the key (a log upgraded by `grantflow migrate` starts its keyed "
+            "part at once)",
+            legacy,
+        )
+    return ChainReport(checked, legacy_entries=legacy, digest=digest)
 
 
 def query(

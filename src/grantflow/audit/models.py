@@ -25,4 +25,7 @@ class AuditEntry(Base):
     summary: Mapped[dict[str, Any]] = mapped_column(JSONType)
     request_id: Mapped[str | None] = mapped_column(String(100))
     prev_hash: Mapped[str] = mapped_column(String(64))
+    # HMAC-SHA256 under the key derived from master key `key_id`; entries from before the keyed
+    # chain have no key_id and a plain SHA-256.
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_id: Mapped[str | None] = mapped_column(String(16))

@@ -107,6 +107,8 @@ def test(application: str, name: str, as_json: bool = JSON_OPTION) -> None:
             f"{'ok' if result.ok else 'FAILED'}: {result.message} (status {result.status})",
             markup=False,
         )
+        if result.next_action:
+            out.print(f"  next: {result.next_action}", markup=False)
     if not result.ok:
         raise typer.Exit(1)
 

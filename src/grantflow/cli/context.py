@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from grantflow.config import Settings, load_settings
+from grantflow.config import Settings, load_settings, master_keys
 from grantflow.errors import ConfigurationError, GrantflowError
 from grantflow.logging import configure_logging
 from grantflow.store.database import Database, open_database
@@ -43,7 +43,9 @@ def settings(log_level: str | None = "warning") -> Settings:
 
 @contextlib.contextmanager
 def database(loaded: Settings | None = None) -> Iterator[Database]:
-    db = open_database((loaded or settings()).database)
+    loaded = loaded or settings()
+    db = open_database(loaded.database)
+    db.use_master_keys(lambda: master_keys(loaded))
     try:
         yield db
     finally:

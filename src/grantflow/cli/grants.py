@@ -1,4 +1,5 @@
-"""`grantflow grants list | show | grant | revoke | extend`: the same services as /api/v1/grants.
+"""`grantflow grants list | show | grant | revoke | extend | dispatch`: the same services as
+/api/v1/grants.
 
 Granting and revoking start the application's workflows through the database queue; a running
 worker (or `grantflow serve`) advances them.
@@ -269,3 +270,25 @@ def extend(
         with database() as db, db.transaction() as session:
             row = _detail(session, service.extend_grant(session, CLI, grant_id, data))
     _print(row, as_json, headline="expiry changed")
+
+
+@app.command("dispatch")
+def dispatch(grant_id: str, as_json: bool = JSON_OPTION) -> None:
+    """Start the grant's access_granted workflows again (e.g. once its workflow is enabled)."""
+    with errors_as_lines(), database() as db:
+        queue = DatabaseQueue(db)
+        with db.transaction() as session:
+            done = service.dispatch_grant(session, CLI, queue, grant_id)
+            row = {**_detail(session, done.grant), "started": done.started, "skipped": done.skipped}
+    if as_json:
+        emit_json(row)
+        return
+    for run in row["started"]:
+        out.print(f"started run {run['run_id']} of workflow {run['workflow_name']!r}", markup=False)
+    for held in row["skipped"]:
+        action = f" ({held['next_action']})" if held.get("next_action") else ""
+        out.print(
+            f"not started: workflow {held['workflow_name']!r}: {held['skipped']}{action}",
+            markup=False,
+        )
+    _print(row, False)

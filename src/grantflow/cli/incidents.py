@@ -61,7 +61,7 @@ def _print(row: dict[str, Any], as_json: bool, headline: str | None = None) -> N
     out.print(f"  {row['summary']}", markup=False)
     out.print(
         f"  identity: {row['identity'] or row['identity_id']}  system: {row['system']}  "
-        f"run: {row['run_id']}  step: {row['step_id']}",
+        f"run: {row['run_id'] or '-'}  step: {row['step_id'] or '-'}",
         markup=False,
     )
     out.print(f"  raised: {plain(row['created_at'])}", markup=False)

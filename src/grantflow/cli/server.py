@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import typer
 
+from grantflow import audit
+from grantflow.audit.writer import CheckpointWriter
+from grantflow.auth.actor import Actor
 from grantflow.cli.context import (
     JSON_OPTION,
     database,
@@ -20,7 +23,7 @@ from grantflow.cli.context import (
     out,
     settings,
 )
-from grantflow.config import Settings, master_key
+from grantflow.config import Settings, master_key, master_keys
 from grantflow.connections.outbound import policy_for
 from grantflow.demo import ensure_demo_workspace
 from grantflow.engine.worker import Worker
@@ -56,7 +59,7 @@ def migrate(as_json: bool = JSON_OPTION) -> None:
     with errors_as_lines(), database(loaded) as db:
         master_key(loaded)
         before = migrations.current_revision(db)
-        migrations.upgrade(db)
+        _upgrade(db)
         after = migrations.current_revision(db)
     if as_json:
         emit_json({"from": before, "to": after})
@@ -100,8 +103,10 @@ def serve(
             health_check_seconds=loaded.health_check_seconds or None,
         )
     embedded = Scheduler(db, app.state.grantflow.queue) if with_scheduler else None
+    checkpoints = CheckpointWriter(db, loaded)
 
     def stop_embedded() -> None:
+        checkpoints.stop()
         if embedded:
             embedded.stop()  # releases the lease: another scheduler takes over at once
         if worker:
@@ -114,6 +119,7 @@ def serve(
         worker.start()
     if embedded:
         embedded.start()
+    checkpoints.start()
     try:
         uvicorn.run(
             app,
@@ -174,9 +180,12 @@ def scheduler(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    checkpoints = CheckpointWriter(db, loaded)
+    checkpoints.start()
     try:
         running.run_forever()
     finally:
+        checkpoints.stop()
         running.release()
         queue.close()
         db.dispose()
@@ -185,8 +194,9 @@ def scheduler(
 def _migrated_database(loaded: Settings) -> Database:
     """SQLite is migrated on start; PostgreSQL, shared by many processes, by `grantflow migrate`."""
     db = open_database(loaded.database)
+    db.use_master_keys(lambda: master_keys(loaded))
     if db.dialect == "sqlite":
-        migrations.upgrade(db)
+        _upgrade(db)
     elif not migrations.is_up_to_date(db):
         raise ConfigurationError(
             "the PostgreSQL schema is not at the newest migration",
@@ -195,12 +205,21 @@ def _migrated_database(loaded: Settings) -> Database:
     return db
 
 
+def _upgrade(db: Database) -> None:
+    """Migrate; when this upgrade keyed the audit chain, pin the unkeyed entries before it."""
+    keyed_before = audit.schema_is_keyed(db)
+    migrations.upgrade(db)
+    if not keyed_before:
+        with db.transaction() as session:
+            audit.seal_legacy(session, Actor.system("migrate"))
+
+
 def demo(as_json: bool = JSON_OPTION) -> None:
     """Migrate and create the demo workspace (admin + two applications) unless it exists."""
     loaded = settings()
     with errors_as_lines(), database(loaded) as db:
         master_key(loaded)
-        migrations.upgrade(db)
+        _upgrade(db)
         with db.transaction() as session:
             workspace = ensure_demo_workspace(session, DatabaseQueue(db), loaded.token_ttl_days)
     if as_json:

@@ -15,7 +15,7 @@ from grantflow.connections.limits import Limits
 from grantflow.connections.models import AuthKind, Connection, ConnectionStatus
 from grantflow.connections.oauth import TokenSource
 from grantflow.connections.service import find_connection
-from grantflow.errors import ConfigurationError, PermanentError, ReauthRequired
+from grantflow.errors import ConfigurationError, ConnectorError, ReauthRequired
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 
@@ -66,7 +66,7 @@ class ConnectionAccess:
         with self.database.transaction() as session:
             connection = find_connection(session, application_id, name) if application_id else None
             if connection is None:
-                raise PermanentError(
+                raise ConfigurationError(
                     f"connection {name!r} does not exist for this workflow's application",
                     code="connection_missing",
                     next_action="create the connection (or fix its name in the step), then Retry",
@@ -74,8 +74,9 @@ class ConnectionAccess:
             if check:
                 self._check_usable(connection)
             elif connection.credential is None and connection.auth_kind != AuthKind.NONE:
-                raise PermanentError(
+                raise ConfigurationError(
                     f"connection {name!r} has no credential",
+                    code="credential_missing",
                     next_action="set its credential, then test again",
                 )
 
@@ -115,7 +116,7 @@ class ConnectionAccess:
                 next_action="replace the connection's credential; the run resumes by itself",
             )
         if status == ConnectionStatus.DISCONNECTED:
-            raise PermanentError(
+            raise ConnectorError(
                 f"connection {connection.name!r} is disconnected"
                 f"{': ' + connection.status_reason if connection.status_reason else ''}; "
                 "no request was sent",

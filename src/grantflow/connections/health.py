@@ -32,6 +32,7 @@ class HealthResult:
     status_code: int | None
     error_class: str | None
     message: str
+    next_action: str | None = None  # what makes the next test pass, when the message lacks it
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -139,6 +140,12 @@ def check_connection(access: ConnectionAccess, connection_id: str) -> HealthResu
             False, ConnectionStatus.REAUTH_REQUIRED, None, None, "connector", exc.message
         )
     except GrantflowError as exc:
+        advice = exc.next_action
+        if exc.code == "outbound_refused" and advice:
+            # the allowlist is read at start: the process that tests must be restarted with it
+            advice += (
+                " in the environment of the process that tests it (restart it), then test again"
+            )
         result = HealthResult(
             False,
             ConnectionStatus.UNHEALTHY,
@@ -146,6 +153,7 @@ def check_connection(access: ConnectionAccess, connection_id: str) -> HealthResu
             status_code,
             str(exc.failure_class),
             exc.message,
+            advice,
         )
     except Exception as exc:  # network errors surface as httpx exceptions
         latency = round((time.perf_counter() - started) * 1000, 2)

@@ -84,9 +84,12 @@ class Credential(Base):
     kind: Mapped[str] = mapped_column(String(40))
     key_id: Mapped[str] = mapped_column(String(16))
     ciphertext: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)  # first set
     created_by: Mapped[str] = mapped_column(String(320))
+    # the last replacement: its time and actor (None while the first secret is in use)
     replaced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    replaced_by: Mapped[str | None] = mapped_column(String(320))
+    # when the current secret was last used (a replacement starts with none)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # OAuth: when the cached access token (inside the ciphertext) expires
     token_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -23,7 +23,7 @@ import structlog
 from grantflow.connections.crypto import Keyring
 from grantflow.connections.models import AuthKind, Connection, ConnectionStatus, Credential
 from grantflow.connections.outbound import capped_request
-from grantflow.errors import PermanentError, ReauthRequired, TransientError
+from grantflow.errors import ConnectorError, PermanentError, ReauthRequired, TransientError
 from grantflow.logging import REDACTED
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
@@ -104,7 +104,7 @@ class TokenSource:
 
                 set_status(session, connection, ConnectionStatus.REAUTH_REQUIRED, exc.message)
                 return exc  # committed first, raised after
-            except (TransientError, PermanentError) as exc:
+            except ConnectorError as exc:  # transient, permanent (4xx) or an unusable answer
                 return exc
             self._store(credential, payload, grant)
             if connection.status == ConnectionStatus.REAUTH_REQUIRED:
@@ -191,8 +191,9 @@ class TokenSource:
                 next_action="check the connection's token URL, client id and scopes",
             )
         if "access_token" not in body:
-            raise PermanentError(
+            raise ConnectorError(
                 "the token endpoint's answer has no access_token",
+                code="token_response_invalid",
                 next_action="check the connection's token URL",
             )
         return body

@@ -1,6 +1,7 @@
 """Master-key rotation without downtime: the new key goes first into the key file (old keys
 stay readable), every credential is re-encrypted under it in small transactions, and only then
-may the old keys be retired. Running processes pick the new key up when they meet it."""
+may the old keys be retired (after the audit chain is resealed under the new key). Running
+processes pick the new key up when they meet it."""
 
 from __future__ import annotations
 
@@ -59,6 +60,10 @@ def rotate(
             break
     retired: list[str] = []
     if retire_old:
+        # The audit entries signed under the old keys stay verifiable through a reseal signed
+        # under the new one (refused, keeping the old keys, if the chain does not verify).
+        with database.transaction() as session:
+            audit.reseal(session, actor)
         write_key_file(settings.secret_key_file, [fresh])
         retired = [key_id(k) for k in old]
     with database.transaction() as session:

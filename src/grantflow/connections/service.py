@@ -242,9 +242,11 @@ def set_credential(
         )
         session.add(credential)
         session.flush()
-    else:
+    else:  # a new secret: who and when, and no use or refresh of the old one carried over
         credential.replaced_at = utcnow()
-        credential.created_by = actor.label
+        credential.replaced_by = actor.label
+        credential.last_used_at = None
+        credential.refreshed_at = None
         credential.kind = connection.auth_kind
     credential.token_expires_at = None
     if expires_in is not None and payload.get("access_token"):

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from grantflow.access.applications import find_application
-from grantflow.definitions import expressions
+from grantflow.definitions import expressions, loops
 from grantflow.definitions.document import WorkflowDocument
 from grantflow.definitions.gate import parse_document
 from grantflow.definitions.models import Workflow, WorkflowVersion
@@ -123,10 +123,14 @@ def _follow(document: WorkflowDocument, rendered: dict[str, dict[str, Any]]) -> 
     current: str | None = document.entry or (document.steps[0].id if document.steps else None)
     path: list[str] = []
     visits: dict[str, int] = {}
+    limits = loops.bounds(  # as the engine bounds a loop
+        {s.id: [s.next, *(b.next for b in s.branches)] for s in document.steps},
+        {s.id: s.max_iterations for s in document.steps},
+    )
     while current is not None and current in by_id and len(path) < _MAX_PATH:
         step = by_id[current]
         visits[current] = visits.get(current, 0) + 1
-        if visits[current] > (step.max_iterations or 1):
+        if visits[current] > limits[current].limit:
             break
         path.append(current)
         entry = rendered[current]

@@ -22,6 +22,7 @@ from grantflow.definitions.document import (
     WebhookTrigger,
     WorkflowDocument,
 )
+from grantflow.definitions.loops import cycles
 from grantflow.definitions.plan import Edge, Expression, Plan, PlanStep
 from grantflow.durations import format_duration
 from grantflow.steps.registry import get_step_type, step_types
@@ -48,6 +49,8 @@ class References(Protocol):
     def connection_warning(self, name: str, application_id: str | None) -> str | None: ...
 
     def user_problem(self, key: str) -> str | None: ...
+
+    def role_warning(self, role: str) -> str | None: ...
 
 
 @dataclass
@@ -340,6 +343,10 @@ class _Rules:
                 problem = self.refs.user_problem(ref.name)
                 if problem:
                     self.error("user_not_routable", problem, step.id, f"{at}.config.{ref.field}")
+            elif ref.kind == "role":
+                warning = self.refs.role_warning(ref.name)
+                if warning:
+                    self.warn("role_has_no_members", warning, step.id, f"{at}.config.{ref.field}")
             elif ref.kind == "credential":
                 self.error(
                     "credential_missing",
@@ -412,7 +419,7 @@ class _Rules:
                     step.id,
                     f"steps[{index}]",
                 )
-        for cycle in _cycles(edges):
+        for cycle in cycles(edges):
             if not any(self.by_id[n].max_iterations for n in cycle):
                 loop = " -> ".join([*cycle, cycle[0]])
                 self.error(
@@ -440,45 +447,6 @@ def strings(value: Any, at: str) -> Iterator[tuple[str, str]]:
     elif isinstance(value, list):
         for i, item in enumerate(value):
             yield from strings(item, f"{at}[{i}]")
-
-
-def _cycles(edges: dict[str, list[str]]) -> list[list[str]]:
-    """Strongly connected components with a loop (Tarjan), each in a stable order."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    on_stack: set[str] = set()
-    stack: list[str] = []
-    found: list[list[str]] = []
-    counter = 0
-
-    def visit(node: str) -> None:
-        nonlocal counter
-        index[node] = low[node] = counter
-        counter += 1
-        stack.append(node)
-        on_stack.add(node)
-        for nxt in edges[node]:
-            if nxt not in index:
-                visit(nxt)
-                low[node] = min(low[node], low[nxt])
-            elif nxt in on_stack:
-                low[node] = min(low[node], index[nxt])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                item = stack.pop()
-                on_stack.discard(item)
-                component.append(item)
-                if item == node:
-                    break
-            if len(component) > 1 or node in edges[node]:
-                order = list(edges)
-                found.append(sorted(component, key=order.index))
-
-    for node in edges:
-        if node not in index:
-            visit(node)
-    return found
 
 
 def compile_plan(result: GateResult, version: int) -> Plan:

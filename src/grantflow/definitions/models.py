@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from grantflow.access import references
 from grantflow.store.base import Base, JSONType, UTCDateTime, new_id, utcnow
+from grantflow.store.names import UniqueNameKeyed
 
 
 class VersionState(enum.StrEnum):
@@ -25,7 +26,7 @@ class WorkflowStatus(enum.StrEnum):
     PAUSED_SAFETY = "paused_safety"  # stopped by a safety breaker (throughput, spend cap)
 
 
-class Workflow(Base):
+class Workflow(UniqueNameKeyed, Base):
     __tablename__ = "workflows"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -3,11 +3,13 @@ re-checked whenever it is loaded, so a corrupt plan is an internal error, never 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticError
 
+from grantflow.definitions import loops
 from grantflow.definitions.document import Branch, OnFailure, RetryPolicy
 from grantflow.errors import InternalError
 from grantflow.steps.registry import get_step_type
@@ -63,6 +65,14 @@ class Plan(BaseModel):
     steps: dict[str, PlanStep]
     edges: list[Edge]
     expressions: list[Expression]
+
+    @functools.cached_property
+    def loop_bounds(self) -> dict[str, loops.Bound]:
+        """How many passes each step may make (definitions/loops.py)."""
+        return loops.bounds(
+            {s.id: [s.next, *(b.next for b in s.branches)] for s in self.steps.values()},
+            {s.id: s.max_iterations for s in self.steps.values()},
+        )
 
     def integrity_problems(self) -> list[str]:
         problems: list[str] = []

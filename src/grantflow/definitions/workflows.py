@@ -23,6 +23,7 @@ from grantflow.definitions.plan import Plan, load_plan
 from grantflow.definitions.source import content_hash, unified_diff
 from grantflow.errors import Conflict, NotFound, ValidationError
 from grantflow.store.base import utcnow
+from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
 
@@ -72,6 +73,32 @@ class DatabaseReferences:
             )
         return None
 
+    def role_warning(self, role: str) -> str | None:
+        """Why nobody could act on a task routed to this role today (a warning: an admin can
+        give the role to someone before a run needs it), or None."""
+        from grantflow.auth.models import User, UserRole
+        from grantflow.auth.permissions import Permission, permissions_for
+
+        if Permission.WORKFLOW_TASK not in permissions_for([role]):
+            return (
+                f"the role {role} lacks the permission workflow:task, so its members can never "
+                "act on this step; name a role that has it (approver, operator or admin)"
+            )
+        members = self.session.execute(
+            select(func.count())
+            .select_from(UserRole)
+            .join(User, User.id == UserRole.user_id)
+            .where(UserRole.role == role, User.active.is_(True))
+        ).scalar_one()
+        if members:
+            return None
+        return (
+            f"no active user has the role {role}: a run reaching this step would wait with "
+            f"nobody able to act, until an admin gives the role to an active user "
+            f"(PATCH /api/v1/users/{{id}} with its roles, or `grantflow users set --email EMAIL "
+            f"--role {role}`)"
+        )
+
     def connection_warning(self, name: str, application_id: str | None) -> str | None:
         """What makes a step using this (existing) connection fail until fixed, or None."""
         found = find_connection(self.session, application_id, name) if application_id else None
@@ -114,7 +141,7 @@ def find_workflow(session: Session, id_or_name: str) -> Workflow:
     workflow = (
         session.get(Workflow, id_or_name)
         or session.execute(
-            select(Workflow).where(func.lower(Workflow.name) == id_or_name.lower())
+            select(Workflow).where(Workflow.name_key == name_key(id_or_name))
         ).scalar_one_or_none()
     )
     if workflow is None:
@@ -154,7 +181,7 @@ def create_workflow(session: Session, actor: Actor, raw: Any) -> WorkflowVersion
     actor.require(Permission.WORKFLOW_EDIT)
     document = _document_or_422(raw)
     clash = session.execute(
-        select(Workflow).where(func.lower(Workflow.name) == document.name.lower())
+        select(Workflow).where(Workflow.name_key == name_key(document.name))
     ).scalar_one_or_none()
     if clash is not None:
         raise Conflict(
@@ -447,7 +474,7 @@ def list_workflows(
 ) -> Page[Workflow]:
     stmt = select(Workflow)
     if name:
-        stmt = stmt.where(func.lower(Workflow.name).contains(name.lower(), autoescape=True))
+        stmt = stmt.where(Workflow.name_key.contains(name_key(name), autoescape=True))
     if application_id:
         stmt = stmt.where(Workflow.application_id == application_id)
     if trigger:
@@ -472,7 +499,7 @@ def apply_document(session: Session, actor: Actor, raw: Any, publish_it: bool) -
     nothing when it is unchanged. With `publish_it`, publish the resulting draft."""
     document = _document_or_422(raw)
     existing = session.execute(
-        select(Workflow).where(func.lower(Workflow.name) == document.name.lower())
+        select(Workflow).where(Workflow.name_key == name_key(document.name))
     ).scalar_one_or_none()
     digest = content_hash(document.canonical())
     if existing is None:

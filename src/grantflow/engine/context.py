@@ -4,12 +4,41 @@ from __future__ import annotations
 
 from typing import Any
 
+from jinja2 import StrictUndefined
+
 from grantflow.engine.models import Run, StepRun
 from grantflow.engine.states import StepStatus
+from grantflow.steps.execution import skipped_output
+
+
+class SkippedOutput(dict[str, Any]):
+    """A skipped step's output as templates see it: `skipped`, `skipped_by` and `reason` read
+    as usual (`{% if steps.x.output.skipped %}`); any other field is undefined with a message
+    naming the skip, so the step reading it fails saying why the field is missing."""
+
+    def __init__(self, step_id: str, output: dict[str, Any]) -> None:
+        super().__init__(output)
+        self._skipped_step = step_id
+
+    def __missing__(self, key: Any) -> Any:
+        return StrictUndefined(
+            hint=f"steps.{self._skipped_step} was skipped by {self.get('skipped_by')} "
+            f"({self.get('reason')}); its output has no field {key!r}"
+        )
+
+
+def _output(step_run: StepRun) -> Any:
+    output = step_run.output
+    said = output if isinstance(output, dict) and output.get("skipped") is True else None
+    if step_run.status == StepStatus.SKIPPED:
+        return SkippedOutput(step_run.step_id, said or skipped_output("a person", "skipped"))
+    if step_run.status == StepStatus.FAILED and said is not None:  # on_failure: continue
+        return SkippedOutput(step_run.step_id, said)
+    return output
 
 
 def step_entry(step_run: StepRun) -> dict[str, Any]:
-    return {"output": step_run.output, "status": step_run.status, "error": step_run.error}
+    return {"output": _output(step_run), "status": step_run.status, "error": step_run.error}
 
 
 def build_context(run: Run, step_runs: list[StepRun]) -> dict[str, Any]:

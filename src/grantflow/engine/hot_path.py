@@ -38,6 +38,7 @@ from grantflow.engine.turns import (
     choose_next,
     columns_of,
     detached,
+    logged_request,
     next_step,
     pending_columns,
 )
@@ -175,7 +176,7 @@ class HotPath:
             number=1,
             idempotency_key=call.idempotency_key,
             status="running",
-            request=step_type.preview(config),
+            request=logged_request(step, config, call.idempotency_key),
             response=None,
             error=None,
             started_at=started,
@@ -213,8 +214,8 @@ class HotPath:
             return False  # the run ends: the general path records it (and tells listeners)
         target = plan.steps[next_id]
         iteration = iterations[next_id] + 1
-        if iteration > (target.max_iterations or 1):
-            return False
+        if iteration > plan.loop_bounds[next_id].limit:
+            return False  # the general path fails the run, naming the bound
         elapsed = time.perf_counter() - pending.started
         following = next_step(step_run, target, iteration)
         pending_row = pending_columns(turn.run_id, following)

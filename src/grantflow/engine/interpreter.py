@@ -45,6 +45,7 @@ from grantflow.engine.turns import (
     Turn,
     call_step,
     choose_next,
+    logged_request,
     next_step,
     pending_columns,
 )
@@ -56,7 +57,7 @@ from grantflow.errors import (
 )
 from grantflow.queue.interface import Queue
 from grantflow.queue.models import QueueItem
-from grantflow.steps.execution import StepCall, StepResult
+from grantflow.steps.execution import StepCall, StepResult, skipped_output
 from grantflow.steps.registry import get_step_type
 from grantflow.store.base import new_id, utcnow
 from grantflow.store.database import Database
@@ -191,7 +192,7 @@ class Interpreter(HotPath):
                 if run.waiting_reason in PERSON_WAITS:  # a decision, a reminder or a timeout
                     move_run(session, run, RunStatus.RUNNING)
                     return self._begin_attempt(
-                        session, turn, run, step_run, plan.steps[step_run.step_id], now
+                        session, turn, run, step_run, plan.steps[step_run.step_id], now, True
                     )
                 if run.wake_at is not None and now < run.wake_at:
                     self.queue.schedule(session, run.id, min(run.wake_at, run.deadline_at))
@@ -296,12 +297,16 @@ class Interpreter(HotPath):
         step_run: StepRun,
         step: PlanStep,
         now: dt.datetime,
+        resumed: bool = False,
     ) -> Pending | bool:
+        """Start an attempt of the step; `resumed`: the attempt that waited on a person goes
+        on (reading the decision is not another attempt)."""
         step_type = get_step_type(step.type)
         if step_type is None or step_type.execute is None:
             raise InternalError(f"step type {step.type!r} cannot run in this deployment")
         context, _ = self._loaded(turn)
-        step_run.attempts += 1
+        if not resumed or not step_run.attempts:
+            step_run.attempts += 1
         key = f"{run.id}:{step.id}:{step_run.iteration}-{step_run.attempt_group}"
         attempt = None
         if step_type.local:
@@ -337,7 +342,7 @@ class Interpreter(HotPath):
                 attempt.finished_at = now
             return self._fail_step(session, turn, run, step_run, step, exc)
         if attempt is not None:
-            attempt.request = step_type.preview(config)
+            attempt.request = logged_request(step, config, key)
         remaining = (run.deadline_at - now).total_seconds()
         timeout = min(step.timeout_seconds or remaining, remaining)
         call = StepCall(
@@ -532,13 +537,14 @@ class Interpreter(HotPath):
         assert plan is not None
         target = plan.steps[next_id]
         iteration = iterations[next_id] + 1
-        if iteration > (target.max_iterations or 1):
+        bound = plan.loop_bounds[next_id]
+        if iteration > bound.limit:
             failure = failures.reason(
                 FailureClass.PERMANENT,
                 "loop_bound_exceeded",
-                f"step {next_id!r} would run a {iteration}th time, over its bound of "
-                f"{target.max_iterations or 1}",
-                "check the loop's exit condition, fix the workflow, then Replay with latest",
+                bound.exceeded(next_id, iteration),
+                "check the loop's exit condition (or raise max_iterations), fix the workflow, "
+                "then Replay with latest",
                 next_id,
                 situation=failures.situation_of(session, run, plan),
             )
@@ -606,6 +612,8 @@ class Interpreter(HotPath):
             event="step_failed",
             **{"class": failure["class"], "message": failure["message"]},
         )
+        if step.on_failure == "continue":  # the run goes on without it: say so to later steps
+            step_run.output = skipped_output("on_failure: continue", failure["message"])
         hooks.step_failed(session, run, step_run, failure, True)
         self._loaded(turn)[0]["steps"][step.id] = step_entry(step_run)
         if step.on_failure == "continue":

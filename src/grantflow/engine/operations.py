@@ -19,8 +19,8 @@ from grantflow.engine.plans import plan_for
 from grantflow.engine.runs import check_dispatching, start_run
 from grantflow.engine.states import RunStatus, StepStatus, WaitingReason
 from grantflow.engine.timeline import add_event
-from grantflow.engine.transitions import move_run, move_step
-from grantflow.errors import Conflict, NotFound
+from grantflow.engine.transitions import acted_steps, move_run, move_step
+from grantflow.errors import Conflict, FailureClass, NotFound
 from grantflow.queue.interface import Queue
 from grantflow.store.base import utcnow
 
@@ -171,16 +171,6 @@ def _irreversible_steps_done(session: Session, run: Run) -> list[str]:
     ]
 
 
-def acted_steps(session: Session, run: Run) -> list[str]:
-    """Steps with side effects that have already sent at least one call."""
-    rows = session.execute(
-        select(StepRun.step_id)
-        .where(StepRun.run_id == run.id, StepRun.side_effects.is_(True), StepRun.attempts > 0)
-        .order_by(StepRun.sequence)
-    ).scalars()
-    return list(dict.fromkeys(rows))
-
-
 def cancel(
     session: Session, actor: Actor, queue: Queue, run_id: str, *, force: bool = False
 ) -> Run:
@@ -216,7 +206,7 @@ def cancel(
             f"check {', '.join(acted)} in their systems for partial changes; " + next_action
         )
     failure = failures.reason(
-        "cancelled",
+        FailureClass.CANCELLED,
         "cancelled",
         message,
         next_action,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from grantflow.engine import hooks
@@ -28,6 +29,21 @@ _EVENT_FOR = {
     RunStatus.CANCELLED: "cancelled",
     RunStatus.TIMED_OUT: "timed_out",
 }
+
+
+# A run that ends without succeeding records which steps with side effects already acted,
+# so a person knows which systems may hold partial changes.
+_ACTED_RECORDED = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED})
+
+
+def acted_steps(session: Session, run: Run) -> list[str]:
+    """Steps with side effects that have already sent at least one call."""
+    rows = session.execute(
+        select(StepRun.step_id)
+        .where(StepRun.run_id == run.id, StepRun.side_effects.is_(True), StepRun.attempts > 0)
+        .order_by(StepRun.sequence)
+    ).scalars()
+    return list(dict.fromkeys(rows))
 
 
 def move_run(
@@ -63,6 +79,10 @@ def move_run(
             data["until"] = wake_at.isoformat()
     else:
         kind = _EVENT_FOR[new]
+    if new in _ACTED_RECORDED:
+        run.acted_steps = acted_steps(session, run)
+    elif new == RunStatus.QUEUED:
+        run.acted_steps = []  # (a retried run: recorded again if it ends unfinished)
     if RunStatus(new).terminal:
         run.finished_at = now
     else:

@@ -114,6 +114,18 @@ def detached(model: type[Row], **values: Any) -> Row:
     return row
 
 
+def logged_request(step: PlanStep, config: dict[str, Any], key: str) -> dict[str, Any]:
+    """What an attempt records of its call: the step type's preview (secrets redacted) with
+    the `Idempotency-Key` header the call carries, so the log shows what was sent."""
+    step_type = get_step_type(step.type)
+    assert step_type is not None
+    shown = step_type.preview(config)
+    request = shown.get("request")
+    holder = request if isinstance(request, dict) else shown
+    holder["headers"] = {**(holder.get("headers") or {}), "Idempotency-Key": key}
+    return shown
+
+
 def call_step(pending: Pending) -> StepResult | BaseException:
     """Run one attempt of a step, outside any transaction: its result, or the error it raised."""
     step_type = get_step_type(pending.step.type)

@@ -20,11 +20,18 @@ from grantflow.engine import failures, operations
 from grantflow.engine.models import Run, StepRun
 from grantflow.engine.states import RunStatus, StepStatus
 from grantflow.engine.transitions import move_run, move_step
-from grantflow.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from grantflow.errors import (
+    Conflict,
+    FailureClass,
+    NotFound,
+    PermissionDenied,
+    ValidationError,
+)
 from grantflow.people import approvals, routing, tasks
 from grantflow.people.models import Task, TaskAssignee, TaskDecision
 from grantflow.people.tasks import TaskKind, TaskStatus
 from grantflow.queue.interface import Queue
+from grantflow.steps.execution import skipped_output
 from grantflow.store.base import utcnow
 
 
@@ -246,13 +253,15 @@ def _act_on_escalation(
     assert step_run is not None
     if action == Action.SKIP:
         task.status = TaskStatus.SKIPPED
+        reason = comment or f"the step failed: {(step_run.error or {}).get('message', '?')}"
+        step_run.output = skipped_output(actor.label, reason)
         move_step(session, step_run, StepStatus.SKIPPED, event="step_skipped", by=actor.label)
         move_run(session, run, RunStatus.QUEUED, actor=actor.label, operation="skip_step")
         queue.schedule(session, run.id)
         return
     task.status = TaskStatus.FAILED
     failure = failures.reason(
-        "permanent",
+        FailureClass.REJECTED,
         "failed_by_person",
         f"{actor.label} failed the run after step {step_run.step_id!r} escalated: {comment}",
         "fix the cause, then Replay the run",

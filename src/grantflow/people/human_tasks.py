@@ -12,6 +12,7 @@ from grantflow.auth.actor import Actor
 from grantflow.people import routing, tasks
 from grantflow.people.models import Task
 from grantflow.people.tasks import TaskKind, TaskStatus
+from grantflow.steps.execution import skipped_output
 from grantflow.store.base import utcnow
 
 if TYPE_CHECKING:
@@ -71,7 +72,10 @@ def advance(call: StepCall, config: TaskConfig) -> Outcome:
     if task.status == TaskStatus.SUBMITTED:
         return Outcome(task_id=task.id, output=task.output or {})
     if task.status == TaskStatus.SKIPPED:
-        return Outcome(task_id=task.id, skipped=True, output={"skipped_by": task.decided_by})
+        reason = task.comment or "skipped at the task"
+        return Outcome(
+            task_id=task.id, skipped=True, output=skipped_output(task.decided_by or "?", reason)
+        )
     if task.status == TaskStatus.FAILED:
         return Outcome(
             task_id=task.id,
@@ -85,7 +89,11 @@ def advance(call: StepCall, config: TaskConfig) -> Outcome:
         task.comment = "no one acted before the timeout"
         tasks.close_notifications(session, task)
         if task.status == TaskStatus.SKIPPED:
-            return Outcome(task_id=task.id, skipped=True, output={"skipped_by": "system:timeout"})
+            return Outcome(
+                task_id=task.id,
+                skipped=True,
+                output=skipped_output("system:timeout", task.comment),
+            )
         return Outcome(
             task_id=task.id,
             failed="no one acted on the task before its timeout",

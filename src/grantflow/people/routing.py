@@ -145,6 +145,7 @@ def current_problem(session: Session, task: Task) -> str | None:
         return None
     permission = permission_for(task.kind)
     named = []
+    empty_roles = []
     for row in rows:
         if row.user_id:
             user = session.get(User, row.user_id)
@@ -160,6 +161,7 @@ def current_problem(session: Session, task: Task) -> str | None:
             members = role_members(session, row.role, permission)
             if not members:
                 named.append(f"no active user has the role {row.role}")
+                empty_roles.append(row.role)
             else:
                 named.append(
                     f"the only members of role {row.role} ("
@@ -167,4 +169,16 @@ def current_problem(session: Session, task: Task) -> str | None:
                     + ") may not approve their own request"
                 )
     detail = "; ".join(named) or task.routing_problem or "no approver is assigned"
-    return f"no one can act on this {task.kind}: {detail}. Reassign it to an active user or role."
+    fix = (
+        "Reassign it to an active user or role (anyone with task:reassign: "
+        f"POST /api/v1/tasks/{task.id}/reassign, or `grantflow inbox reassign {task.id} --to "
+        "EMAIL`)"
+    )
+    if empty_roles:  # or fill the role: whoever manages users can
+        roles = ", ".join(empty_roles)
+        fix += (
+            f", or an admin (user:admin) gives the role {roles} to an active user "
+            f"(PATCH /api/v1/users/{{id}} with its roles, or `grantflow users set --email EMAIL "
+            f"--role {empty_roles[0]}`)"
+        )
+    return f"no one can act on this {task.kind}: {detail}. {fix}."

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from grantflow import advice
 from grantflow.auth.models import User
 from grantflow.people import routing
 from grantflow.people.models import Task, TaskAssignee, TaskDecision
@@ -156,4 +157,8 @@ def describe(session: Session, task: Task) -> dict[str, Any]:
         "summary": summary,
         "next_action": problem
         or f"an assignee decides in their inbox (GET /api/v1/inbox, task {task.id})",
+        # nobody can act: the table's Reassign (filling an empty role is words only)
+        "action": advice.render(advice.TABLE["waiting.no_one_can_act"].operation, task_id=task.id)
+        if problem
+        else None,
     }

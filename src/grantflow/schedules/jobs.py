@@ -21,6 +21,7 @@ from grantflow.errors import BadRequest, Conflict, NotFound, ValidationError
 from grantflow.schedules import cron
 from grantflow.schedules.models import Job, Occurrence
 from grantflow.store.base import utcnow
+from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
 
@@ -98,7 +99,7 @@ def _check_cron(expression: str, timezone: str) -> None:
 def get_job(session: Session, job_id: str, *, lock: bool = False) -> Job:
     job = session.get(Job, job_id, with_for_update=lock or None)
     if job is None:
-        job = session.execute(select(Job).where(func.lower(Job.name) == job_id.lower())).scalar()
+        job = session.execute(select(Job).where(Job.name_key == name_key(job_id))).scalar()
     if job is None:
         raise NotFound(f"no job with id or name {job_id!r}", target_type="job")
     return job
@@ -110,7 +111,7 @@ def create_built_in(session: Session, actor: Actor, data: BuiltInJobCreate) -> J
     from grantflow.schedules import runners
 
     runners.check_config(data.kind, data.config)
-    if session.execute(select(Job.id).where(func.lower(Job.name) == data.name.lower())).scalar():
+    if session.execute(select(Job.id).where(Job.name_key == name_key(data.name))).scalar():
         raise Conflict(f"a job named {data.name!r} already exists", code="job_exists")
     now = utcnow()
     job = Job(
@@ -249,11 +250,11 @@ def sync_workflow_jobs(session: Session, now: dt.datetime | None = None) -> None
         row = existing.get(workflow_id)
         if row is None:
             if names is None:
-                names = {n.lower() for n in session.execute(select(Job.name)).scalars()}
+                names = set(session.execute(select(Job.name_key)).scalars())
             name = workflow.name[:100]
-            if name.lower() in names:  # a built-in job has the name: never block scheduling
+            if name_key(name) in names:  # a built-in job has the name: never block scheduling
                 name = f"{workflow.name[:80]} (workflow {workflow_id[:8]})"
-            names.add(name.lower())
+            names.add(name_key(name))
             session.add(
                 Job(
                     name=name,

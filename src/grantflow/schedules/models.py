@@ -19,9 +19,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from grantflow.store.base import Base, JSONType, UTCDateTime, new_id, utcnow
+from grantflow.store.names import NameKeyed, UniqueNameKeyed
 
 
-class Job(Base):
+class Job(UniqueNameKeyed, Base):
     """A scheduled job: a `schedule`-triggered workflow or a built-in governance job."""
 
     __tablename__ = "jobs"
@@ -91,7 +92,7 @@ class SchedulerLease(Base):
     term: Mapped[int] = mapped_column(Integer, default=1)
 
 
-class AccessReview(Base):
+class AccessReview(NameKeyed, Base):
     """A certification campaign: reviewers decide keep or revoke for each grant in scope."""
 
     __tablename__ = "access_reviews"

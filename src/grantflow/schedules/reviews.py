@@ -52,6 +52,7 @@ from grantflow.queue.interface import Queue
 from grantflow.schedules import runners
 from grantflow.schedules.models import AccessReview, Job, Occurrence, ReviewItem
 from grantflow.store.base import utcnow
+from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, encode_cursor
 
 SYSTEM = Actor.system("access-review")
@@ -613,7 +614,7 @@ def get_review(session: Session, review_id: str, *, lock: bool = False) -> Acces
     if review is None:
         named = list(
             session.execute(
-                select(AccessReview).where(func.lower(AccessReview.name) == review_id.lower())
+                select(AccessReview).where(AccessReview.name_key == name_key(review_id))
             ).scalars()
         )
         if len(named) > 1:

@@ -130,17 +130,20 @@ def _is_template(value: str) -> bool:
 
 
 def _references(config: ApprovalConfig) -> list[Reference]:
-    """Approvers named statically must exist and be active when the workflow is published."""
+    """Approvers named statically must exist and be active when the workflow is published;
+    roles are checked for active members (a warning: members can be added later)."""
     refs = []
     for n, stage in enumerate(config.all_stages()):
         where = f"stages[{n}].users" if config.stages is not None else "approvers.users"
         refs += [Reference("user", u, where) for u in stage.users if not _is_template(u)]
+        refs += [Reference("role", str(r), where.replace("users", "roles")) for r in stage.roles]
     if config.escalate_to is not None:
         refs += [
             Reference("user", u, "escalate_to.users")
             for u in config.escalate_to.users
             if not _is_template(u)
         ]
+        refs += [Reference("role", str(r), "escalate_to.roles") for r in config.escalate_to.roles]
     return refs
 
 

@@ -10,6 +10,7 @@ import httpx
 from sqlalchemy.orm import Session
 
 from grantflow.connections.access import ConnectionAccess
+from grantflow.errors import ConfigurationError
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,13 @@ class StepCall:
     now: dt.datetime | None = None  # the engine's clock (timers of approvals and tasks)
 
 
+def skipped_output(by: str, reason: str) -> dict[str, Any]:
+    """The output of a step the run went on without: a person skipped it (a task, an
+    escalated failure), a task's timeout did, or it failed with `on_failure: continue`.
+    Templates test `steps.<id>.output.skipped`; any other field of it fails naming the skip."""
+    return {"skipped": True, "skipped_by": by, "reason": reason}
+
+
 @dataclass(frozen=True)
 class StepResult:
     output: Any = None
@@ -46,3 +54,16 @@ class StepResult:
     wake_at: dt.datetime | None = None
     skipped: bool = False  # a person skipped the step: the run goes on without its output
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def connections_of(call: StepCall) -> ConnectionAccess:
+    """The worker's access to connections; a worker started without its configuration (no
+    database access to connections) cannot run a step that uses one."""
+    if call.connections is None:
+        raise ConfigurationError(
+            "this worker cannot use connections: it was started without their configuration",
+            code="worker_not_configured",
+            next_action="run the worker with the configuration (GRANTFLOW_DATABASE_URL and the "
+            "master key), then Retry the run",
+        )
+    return call.connections

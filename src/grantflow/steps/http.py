@@ -11,9 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from grantflow.definitions.expressions import is_template
 from grantflow.durations import Duration
-from grantflow.errors import PermanentError
 from grantflow.logging import REDACTED, redact
-from grantflow.steps.execution import StepCall, StepResult
+from grantflow.steps.execution import StepCall, StepResult, connections_of
 from grantflow.steps.registry import Reference, StepType
 from grantflow.steps.transport import raise_for_status, send
 
@@ -107,12 +106,7 @@ def _execute(call: StepCall) -> StepResult:
     config = HttpConfig.model_validate(call.config)
     connection = None
     if config.connection:
-        if call.connections is None:
-            raise PermanentError(
-                "this worker cannot use connections",
-                next_action="run the worker with the configuration",
-            )
-        connection = call.connections.resolve(call.application_id, config.connection)
+        connection = connections_of(call).resolve(call.application_id, config.connection)
         url = connection.url(config.path or "/")
     else:
         assert config.url is not None

@@ -19,7 +19,7 @@ ENTRY_POINT_GROUP = "grantflow.steps"
 class Reference:
     """Something outside the document a step names, checked by the publish gate."""
 
-    kind: str  # "connection" | "credential" | "application"
+    kind: str  # "connection" | "credential" | "application" | "user" | "role"
     name: str
     field: str  # where in the config, e.g. "connection"
 

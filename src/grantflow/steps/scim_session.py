@@ -31,13 +31,14 @@ from scim2_models import ListResponse, Resource, SCIMException, ScimProvider, Se
 from grantflow.connections.access import ConnectionAccess, ResolvedConnection
 from grantflow.connections.outbound import guarded_transport2, policy_of
 from grantflow.errors import (
+    ConfigurationError,
     ConnectorError,
     GrantflowError,
     PermanentError,
     StepTimeout,
     TransientError,
 )
-from grantflow.steps.execution import StepCall
+from grantflow.steps.execution import StepCall, connections_of
 from grantflow.steps.transport import (
     RESPONSE_LIMIT,
     STORED_BODY_LIMIT,
@@ -214,7 +215,7 @@ class ScimSession:
     def model(self, name: str) -> type[Resource[Any]]:
         found = self.scim.get_resource_model(name)
         if found is None:
-            raise PermanentError(
+            raise ConnectorError(
                 f"the SCIM server of {self.label} does not serve {name} resources",
                 code="scim_unsupported",
                 next_action="check the connection's base URL (it must be the SCIM root, "
@@ -333,7 +334,7 @@ class ScimSession:
                 "wait for it, then Retry",
             )
         if isinstance(exc, InvalidServiceDescriptionException):
-            return PermanentError(
+            return ConnectorError(
                 f"{where} does not describe a usable SCIM service: {detail}",
                 code="scim_unsupported",
                 response=self.record,
@@ -377,7 +378,7 @@ def run(call: StepCall, connection: str, operation: Callable[[ScimSession], T]) 
     access = _access(call)
     resolved = access.resolve(call.application_id, connection)
     if resolved.kind != "scim":
-        raise PermanentError(
+        raise ConfigurationError(
             f"connection {connection!r} is a {resolved.kind} connection; SCIM steps need a "
             "scim connection (its base URL is the SCIM root)",
             code="wrong_connection_kind",
@@ -398,12 +399,7 @@ def run(call: StepCall, connection: str, operation: Callable[[ScimSession], T]) 
 
 
 def _access(call: StepCall) -> ConnectionAccess:
-    if call.connections is None:
-        raise PermanentError(
-            "this worker cannot use connections",
-            next_action="run the worker with the configuration",
-        )
-    return call.connections
+    return connections_of(call)
 
 
 def _attempt(

@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from grantflow.durations import Duration
-from grantflow.errors import PermanentError
+from grantflow.errors import PermanentError, Rejected
 from grantflow.people import human_tasks
 from grantflow.steps.approval import Approvers, _is_template
 from grantflow.steps.execution import StepCall, StepResult
@@ -73,14 +73,16 @@ def _references(config: TaskConfig) -> list[Reference]:
         Reference("user", u, "assignees.users")
         for u in config.assignees.users
         if not _is_template(u)
-    ]
+    ] + [Reference("role", str(r), "assignees.roles") for r in config.assignees.roles]
 
 
 def _execute(call: StepCall) -> StepResult:
     config = TaskConfig.model_validate(call.config)
     outcome = human_tasks.advance(call, config)
     if outcome.failed is not None:
-        raise PermanentError(outcome.failed, code=outcome.code, next_action=outcome.next_action)
+        # a person's Fail is a decision against going on; a timeout is not a person's no
+        error = Rejected if outcome.code == "failed_by_person" else PermanentError
+        raise error(outcome.failed, code=outcome.code, next_action=outcome.next_action)
     if outcome.skipped:
         return StepResult(skipped=True, output=outcome.output)
     if outcome.waiting:

@@ -13,7 +13,13 @@ from urllib.parse import urlsplit
 import httpx
 
 from grantflow.connections.access import ResolvedConnection
-from grantflow.errors import PermanentError, SafetyStop, StepTimeout, TransientError
+from grantflow.errors import (
+    ConnectorError,
+    PermanentError,
+    SafetyStop,
+    StepTimeout,
+    TransientError,
+)
 from grantflow.logging import REDACTED
 from grantflow.steps.execution import StepCall
 
@@ -159,8 +165,9 @@ def _follow(
             method = "GET"
             kwargs = {k: v for k, v in kwargs.items() if k not in ("json", "data")}
         url = str(target)
-    raise PermanentError(
+    raise ConnectorError(
         f"more than {MAX_REDIRECTS} redirects from {urlsplit(url).netloc}",
+        code="too_many_redirects",
         next_action="check the connection's base URL",
     )
 

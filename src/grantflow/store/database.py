@@ -6,7 +6,7 @@ import contextlib
 import functools
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,22 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Set when work is enqueued in this process (after commit), so workers wake at once.
         self.queue_wakeup = threading.Event()
+        self._master_keys: Callable[[], list[bytes]] | None = None
+
+    # --- keys ----------------------------------------------------------------------------------
+    def use_master_keys(self, load: Callable[[], list[bytes]]) -> None:
+        """Where the master key material comes from (current first): the audit chain is keyed
+        with keys derived from it. Set by whoever opens the database with settings."""
+        self._master_keys = load
+
+    def master_keys(self) -> list[bytes]:
+        """The master keys given by `use_master_keys`, else those the environment configures."""
+        if self._master_keys is None:
+            from grantflow.config import load_settings, master_keys
+
+            settings = load_settings()
+            self._master_keys = lambda: master_keys(settings)
+        return self._master_keys()
 
     # --- hooks -------------------------------------------------------------------------------
     def engine_options(self) -> dict[str, Any]:
@@ -42,6 +58,11 @@ class Database:
     def lock_audit_chain(self, session: Session) -> None:
         """Serialise audit appends so the hash chain stays linear."""
         self.lock(session, "audit-chain")
+
+    def missing_audit_triggers(self, session: Session) -> list[str]:
+        """The triggers that keep audit_entries append-only which are missing, disabled or no
+        longer refuse (each named, with why); empty when all are in place."""
+        return []
 
     def lock(self, session: Session, name: str) -> None:
         """A lock named `name`, held until the transaction ends. SQLite: the write lock that
@@ -122,6 +143,22 @@ class SqliteDatabase(Database):
     def is_unique_violation(self, exc: IntegrityError) -> bool:
         return "UNIQUE constraint failed" in str(exc.orig)
 
+    def missing_audit_triggers(self, session: Session) -> list[str]:
+        rows = session.execute(
+            text(
+                "SELECT name, sql FROM sqlite_master "
+                "WHERE type = 'trigger' AND tbl_name = 'audit_entries'"
+            )
+        )
+        found: dict[str, str | None] = {str(row[0]): row[1] for row in rows}
+        missing = []
+        for name in ("audit_entries_no_update", "audit_entries_no_delete"):
+            if name not in found:
+                missing.append(f"{name} (missing)")
+            elif "RAISE(ABORT" not in (found[name] or "").upper().replace(" ", ""):
+                missing.append(f"{name} (no longer refuses)")
+        return missing
+
 
 class PostgresDatabase(Database):
     """The production database, through psycopg 3."""
@@ -153,6 +190,29 @@ class PostgresDatabase(Database):
 
     def is_unique_violation(self, exc: IntegrityError) -> bool:
         return getattr(exc.orig, "sqlstate", None) == "23505"
+
+    def missing_audit_triggers(self, session: Session) -> list[str]:
+        # tgenabled: O (origin and local) and A (always) fire in normal sessions; D (disabled)
+        # and R (replica only) do not.
+        rows = session.execute(
+            text(
+                "SELECT t.tgname, t.tgenabled, p.prosrc FROM pg_trigger t "
+                "JOIN pg_proc p ON p.oid = t.tgfoid "
+                "WHERE t.tgrelid = to_regclass('audit_entries') AND NOT t.tgisinternal"
+            )
+        )
+        found = {name: (str(enabled), source) for name, enabled, source in rows}
+        missing = []
+        for name in ("audit_entries_append_only", "audit_entries_no_truncate"):
+            if name not in found:
+                missing.append(f"{name} (missing)")
+                continue
+            enabled, source = found[name]
+            if enabled not in ("O", "A"):
+                missing.append(f"{name} (disabled)")
+            elif "RAISE EXCEPTION" not in source.upper():
+                missing.append(f"{name} (its function no longer refuses)")
+        return missing
 
 
 def open_database(url: URL, **engine_options: Any) -> Database:

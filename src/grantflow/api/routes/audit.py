@@ -6,13 +6,14 @@ import datetime as dt
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from grantflow import audit as service
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.schemas import PageOut
 from grantflow.api.security import Require
 from grantflow.api.state import database
+from grantflow.audit import checkpoints
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.store.database import Database
@@ -35,6 +36,7 @@ class AuditEntryOut(BaseModel):
     request_id: str | None
     prev_hash: str
     hash: str
+    key_id: str | None
 
 
 class ChainOut(BaseModel):
@@ -42,6 +44,19 @@ class ChainOut(BaseModel):
     checked: int
     first_broken_id: int | None
     reason: str | None
+    legacy_entries: int = Field(description="unkeyed entries from before the keyed chain")
+    missing_triggers: list[str] = Field(description="append-only triggers missing or disabled")
+    checkpoints_checked: int = Field(description="checkpoints the log was found consistent with")
+
+
+class VerifyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoints: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="checkpoints as written by `grantflow audit checkpoint` (signed JSON objects)",
+    )
 
 
 @router.get("", response_model=PageOut[AuditEntryOut])
@@ -83,12 +98,36 @@ def verify_chain(
     db: Database = Depends(database),
 ) -> ChainOut:
     with db.transaction() as session:
-        report = service.verify(session)
+        return _chain_out(service.verify(session))
+
+
+@router.post(
+    "/verify",
+    response_model=ChainOut,
+    responses={422: {"description": "a checkpoint is not one Grantflow wrote"}},
+)
+def verify_chain_against(
+    body: VerifyIn,
+    _: Actor = Depends(Require(Permission.AUDIT_READ)),
+    db: Database = Depends(database),
+) -> ChainOut:
+    """Verify the chain and that it is consistent with every checkpoint given."""
+    expected = [
+        checkpoints.parse(item, f"checkpoints[{n}]") for n, item in enumerate(body.checkpoints)
+    ]
+    with db.transaction() as session:
+        return _chain_out(service.verify(session, expected))
+
+
+def _chain_out(report: service.ChainReport) -> ChainOut:
     return ChainOut(
         ok=report.ok,
         checked=report.checked,
         first_broken_id=report.first_broken_id,
         reason=report.reason,
+        legacy_entries=report.legacy_entries,
+        missing_triggers=list(report.missing_triggers),
+        checkpoints_checked=report.checkpoints_checked,
     )
 
 

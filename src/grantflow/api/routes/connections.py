@@ -30,6 +30,7 @@ class CredentialOut(BaseModel):
     created_at: dt.datetime
     created_by: str
     replaced_at: dt.datetime | None
+    replaced_by: str | None
     last_used_at: dt.datetime | None
     token_expires_at: dt.datetime | None
     refreshed_at: dt.datetime | None
@@ -69,6 +70,7 @@ def connection_out(connection: Connection) -> ConnectionOut:
             created_at=credential.created_at,
             created_by=credential.created_by,
             replaced_at=credential.replaced_at,
+            replaced_by=credential.replaced_by,
             last_used_at=credential.last_used_at,
             token_expires_at=credential.token_expires_at,
             refreshed_at=credential.refreshed_at,

@@ -1,4 +1,5 @@
-"""/api/v1/grants: grant, revoke and extend access; each grant shows its automation chip."""
+"""/api/v1/grants: grant, revoke, extend and dispatch access; each grant shows its automation
+chip."""
 
 from __future__ import annotations
 
@@ -82,6 +83,11 @@ def grant_out(session: Session, grant: Grant) -> GrantOut:
     )
 
 
+class DispatchOut(GrantDetailOut):
+    started: list[dict[str, Any]]  # run_id, workflow_id, workflow_name
+    skipped: list[dict[str, Any]]  # workflow_id, workflow_name, skipped (why), next_action
+
+
 def detail_out(session: Session, grant: Grant) -> GrantDetailOut:
     return GrantDetailOut(
         **grant_out(session, grant).model_dump(),
@@ -162,3 +168,20 @@ def extend_grant(
     """Change (or clear, with null) the expiry of an active grant; audited."""
     with db.transaction() as session:
         return detail_out(session, service.extend_grant(session, actor, grant_id, body))
+
+
+@router.post("/{grant_id}/dispatch", response_model=DispatchOut)
+def dispatch_grant(
+    grant_id: str,
+    actor: Actor = Depends(Require(Permission.GRANT_WRITE)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> DispatchOut:
+    """Start the grant's access_granted workflows again; says which runs started."""
+    with db.transaction() as session:
+        done = service.dispatch_grant(session, actor, q, grant_id)
+        return DispatchOut(
+            **detail_out(session, done.grant).model_dump(),
+            started=done.started,
+            skipped=done.skipped,
+        )

@@ -31,7 +31,7 @@ class IncidentOut(BaseModel):
     identity_id: str | None
     application_id: str | None
     grant_id: str | None
-    run_id: str
+    run_id: str | None
     step_id: str | None
     system: str
     summary: str

@@ -20,7 +20,7 @@ from grantflow.connections.access import ResolvedConnection
 from grantflow.definitions.expressions import is_template
 from grantflow.errors import ConnectorError, PermanentError, TransientError
 from grantflow.logging import redact
-from grantflow.steps.execution import StepCall, StepResult
+from grantflow.steps.execution import StepCall, StepResult, connections_of
 from grantflow.steps.registry import Reference, StepType
 from grantflow.steps.transport import Answer, raise_for_status, retry_after_seconds, send
 
@@ -51,12 +51,7 @@ def temporary_password() -> str:
 
 
 def connection_for(call: StepCall, name: str) -> ResolvedConnection:
-    if call.connections is None:
-        raise PermanentError(
-            "this worker cannot use connections",
-            next_action="run the worker with the configuration",
-        )
-    return call.connections.resolve(call.application_id, name)
+    return connections_of(call).resolve(call.application_id, name)
 
 
 def request(
