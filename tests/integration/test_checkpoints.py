@@ -447,6 +447,9 @@ def _normalised(database: Database, run_id: str) -> dict[str, Any]:
             {"r": run_id},
         ).all()
     run = {k: shown[k] for k in ("status", "current_step", "failure", "acted_steps")}
+    if run["failure"] and run["failure"].get("action"):  # its path and command name the run
+        action = run["failure"]["action"]
+        run["failure"]["action"] = {k: str(v).replace(run_id, "RUN") for k, v in action.items()}
     return {"run": run, "steps": steps, "timeline": timeline, "nulls": [tuple(n) for n in nulls]}
 
 

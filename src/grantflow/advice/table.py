@@ -258,6 +258,11 @@ _ENTRIES: tuple[Advice, ...] = (
         "(reauthorise), and the run resumes by itself",
         "connection.set_credential",
     ),
+    Advice("credential_missing", "configuration", "{hint}"),
+    Advice("token_response_invalid", "connector", "{hint}"),
+    Advice("too_many_redirects", "connector", "{hint}"),
+    # a worker restart with its configuration is the fix: no action a button can take
+    Advice("worker_not_configured", "configuration", "{hint}"),
     Advice("outbound_refused", "safety", "{hint}"),
     Advice("safety_stop", "safety", "{hint}"),
     Advice("configuration_error", "configuration", "{hint}"),
