@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from grantflow.definitions.gate import check
-from grantflow.logging import REDACTED
+from grantflow.redaction import REDACTED
 from grantflow.steps.idp.common import segment
 from grantflow.steps.registry import get_step_type
 

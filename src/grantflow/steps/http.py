@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -12,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from grantflow.definitions.expressions import is_template
 from grantflow.durations import Duration
 from grantflow.errors import PermanentError
-from grantflow.logging import REDACTED, redact
+from grantflow.redaction import REDACTED, redact_keys
 from grantflow.steps.execution import StepCall, StepResult
 from grantflow.steps.registry import Reference, StepType
 from grantflow.steps.transport import raise_for_status, send
@@ -74,7 +73,9 @@ def _checks(config: HttpConfig) -> list[tuple[str, str]]:
 
 
 def redact_headers(headers: dict[str, Any]) -> dict[str, Any]:
-    return {k: REDACTED if k.lower() in _SECRET_HEADERS else v for k, v in redact(headers).items()}
+    return {
+        k: REDACTED if k.lower() in _SECRET_HEADERS else v for k, v in redact_keys(headers).items()
+    }
 
 
 def _preview(rendered: dict[str, Any]) -> dict[str, Any]:
@@ -86,16 +87,16 @@ def _preview(rendered: dict[str, Any]) -> dict[str, Any]:
         "query": rendered.get("query") or {},
     }
     if rendered.get("body") is not None:
-        request["body"] = redact(rendered["body"])
+        request["body"] = redact_keys(rendered["body"])
     if rendered.get("form") is not None:
-        request["form"] = redact(rendered["form"])
+        request["form"] = redact_keys(rendered["form"])
     return {"request": request}
 
 
 def _secret_values(headers: dict[str, str]) -> tuple[str, ...]:
     values = []
     for name, value in headers.items():
-        if name.lower() in _SECRET_HEADERS or redact({name: value})[name] == REDACTED:
+        if name.lower() in _SECRET_HEADERS or redact_keys({name: value})[name] == REDACTED:
             values.append(value)
             _, _, token = value.partition(" ")
             if len(token) >= 8:
@@ -133,7 +134,7 @@ def _execute(call: StepCall) -> StepResult:
     output: Any = None
     if answer.text:
         try:
-            output = json.loads(answer.text)
+            output = answer.json()  # parsed, then scrubbed: escapes cannot hide a secret
         except ValueError:
             output = answer.text
     return StepResult(output=output, response=answer.record)
