@@ -25,7 +25,7 @@ ASCII_SECRETS = st.text(
 )
 ANY_SECRETS = st.one_of(
     st.text(st.sampled_from(_TRICKY), min_size=8, max_size=40),
-    st.text(st.characters(blacklist_categories=("Cs",)), min_size=8, max_size=40),
+    st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=8, max_size=40),
 )
 
 
@@ -154,12 +154,13 @@ def base64_cores(secret: str) -> list[str]:
     return cores
 
 
-def leaks(text: str, secret: str) -> list[str]:
-    """Where `secret` shows in `text` in any form `views` and `base64_cores` recognise."""
+def leaks(text: str, *secrets: str) -> list[str]:
+    """Where any of `secrets` shows in `text` in a form `views` and `base64_cores` recognise."""
     found = []
     for view in views(text):
-        for needle in [secret, *base64_cores(secret)]:
-            at = view.find(needle)
-            if at >= 0:
-                found.append(view[max(0, at - 80) : at + len(needle) + 40])
+        for secret in secrets:
+            for needle in [secret, *base64_cores(secret)]:
+                at = view.find(needle)
+                if at >= 0:
+                    found.append(view[max(0, at - 80) : at + len(needle) + 40])
     return found
