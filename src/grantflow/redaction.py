@@ -112,10 +112,12 @@ class Redactor:
     def text(self, text: str) -> str:
         if not self._plain or not text:
             return text
-        if "\\" in text or "%" in text:
-            spans = self._escaped_spans(text)
-        else:
+        if "\\" not in text and "%" not in text:
             spans = self._spans(text, text.replace("+", " "))
+        elif self._present(text):
+            spans = self._escaped_spans(text)  # (places: only where there is something)
+        else:
+            return text
         if not spans:
             return text
         pieces, last = [], 0
@@ -126,18 +128,44 @@ class Redactor:
         return "".join(pieces)
 
     def value(self, value: Any) -> Any:
-        """Decoded data (a parsed JSON document, an error's details) with every string scrubbed."""
+        """Decoded data (a parsed JSON document, an error's details) with every string
+        scrubbed, keys included; `value` itself when no string holds a secret."""
         if not self._plain:
             return value
+        strings: list[str] = []
+        _strings(value, strings)
+        # one search over all the strings (a NUL between them: no form of a secret spans it)
+        if not strings or not self._present("\0".join(strings)):
+            return value
+        return self._rebuilt(value)
+
+    def _rebuilt(self, value: Any) -> Any:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
             return {
-                (self.text(k) if isinstance(k, str) else k): self.value(v) for k, v in value.items()
+                (self.text(k) if isinstance(k, str) else k): self._rebuilt(v)
+                for k, v in value.items()
             }
         if isinstance(value, list | tuple):
-            return [self.value(item) for item in value]
+            return [self._rebuilt(item) for item in value]
         return value
+
+    def _present(self, text: str) -> bool:
+        """Whether a secret is in `text` in any form: the cheap question (no places)."""
+        needles = self._plain + self._words
+        current = text
+        for _ in range(_LAYERS + 1):
+            searched = current.replace("+", " ")
+            if any(needle in searched for needle in needles):
+                return True
+            if "\\" not in current and "%" not in current:
+                return False
+            unescaped = _ESCAPE.sub(_unescape_match, current)
+            if unescaped == current:
+                return False
+            current = unescaped
+        return False
 
     def _spans(self, text: str, searched: str) -> list[tuple[int, int]]:
         """Where the secrets are in `text` (`searched`: the same with `+` as a space)."""
@@ -224,14 +252,31 @@ _URL_SAFE = str.maketrans("+/", "-_")
 _LAYERS = 3  # escapes undone at most this deep (JSON over URL encoding over JSON, say)
 _MAX = 1 << 62
 _BASE64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_=")
-_ESCAPE = re.compile(
-    r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"  # a surrogate pair
-    r"|\\u[0-9a-fA-F]{4}"
-    r"|\\[\"\\/bfnrt]"
-    r"|(?:%[0-9a-fA-F]{2})+"
+_ESCAPE = re.compile(  # (one leading literal per branch: the scan skips to `\\` or `%`)
+    r"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"  # a surrogate pair
+    r"|u[0-9a-fA-F]{4}|[\"\\/bfnrt])"
+    r"|%[0-9a-fA-F]{2}(?:%[0-9a-fA-F]{2})*"
 )
 
 
+def _strings(value: Any, found: list[str]) -> None:
+    if isinstance(value, str):
+        found.append(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                found.append(key)
+            _strings(item, found)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _strings(item, found)
+
+
+def _unescape_match(match: re.Match[str]) -> str:
+    return _unescape(match.group())
+
+
+@functools.lru_cache(maxsize=4096)
 def _unescape(token: str) -> str:
     if token[0] == "%":
         try:

@@ -93,6 +93,8 @@ def test_text_without_the_secret_is_left_alone() -> None:
     ]
     for body in bodies:
         assert redactor.text(body) == body
+    document = {"a": ["s3cr3t-Value/41", {"b": "https://example.com/x?y=%20"}], "n": 1}
+    assert redactor.value(document) is document  # nothing to hide: not even copied
 
 
 def test_every_place_and_several_secrets_are_hidden() -> None:
