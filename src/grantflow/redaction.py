@@ -83,11 +83,12 @@ class Redactor:
     """Hides a fixed set of secrets in text and in decoded data (strings in dicts and lists,
     keys included). Immutable; `+` combines two (a call that uses two credentials).
 
-    Text is searched after undoing one layer of escapes (JSON's `\\uXXXX` — surrogate pairs
-    included — and two-character escapes, and runs of `%XX`), with `+` and a space taken as
-    the same character; each match is mapped back to the escaped text it came from, which is
-    replaced whole, and a base64 match grows to the whole base64 word around it. Text without
-    a backslash or a percent sign (most of it) is searched as it is.
+    Text is searched as it is and after undoing up to three layers of escapes (JSON's
+    `\\uXXXX` — surrogate pairs included — and two-character escapes, and runs of `%XX`), with
+    `+` and a space taken as the same character; a match is mapped back to the escaped text it
+    came from, which is replaced whole, and a base64 match grows to the whole base64 word
+    around it. Text without a backslash or a percent sign (most of it) is searched only as it
+    is; the places of matches in escaped text are worked out only when there is one.
     """
 
     __slots__ = ("_plain", "_words")

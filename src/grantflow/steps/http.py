@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from grantflow.definitions.expressions import is_template
 from grantflow.durations import Duration
 from grantflow.errors import PermanentError
-from grantflow.redaction import REDACTED, redact_keys
+from grantflow.redaction import REDACTED, redact_keys, redact_url
 from grantflow.steps.execution import StepCall, StepResult
 from grantflow.steps.registry import Reference, StepType
 from grantflow.steps.transport import raise_for_status, send
@@ -82,9 +82,9 @@ def _preview(rendered: dict[str, Any]) -> dict[str, Any]:
     url = rendered.get("url") or f"<connection {rendered.get('connection')}>{rendered.get('path')}"
     request: dict[str, Any] = {
         "method": rendered.get("method", "GET"),
-        "url": url,
+        "url": redact_url(url),
         "headers": redact_headers(rendered.get("headers") or {}),
-        "query": rendered.get("query") or {},
+        "query": redact_keys(rendered.get("query") or {}),
     }
     if rendered.get("body") is not None:
         request["body"] = redact_keys(rendered["body"])
