@@ -321,7 +321,7 @@ def test_the_canary_secret_appears_nowhere(
 
 # --- generated credentials, echoed in generated forms -------------------------------------------
 
-EXAMPLES = 16  # runs through the real worker: each costs a run; the unit tests go wide
+EXAMPLES = 16  # generated first (hypothesis, derandomized), then each run through the worker
 KINDS = {  # connection name -> (auth kind, auth settings, how a credential of it is built)
     "gen-bearer": ("bearer", {}, lambda secret: {"token": secret}),
     "gen-basic": ("basic", {}, lambda secret: {"username": "svc", "password": secret}),
@@ -381,6 +381,7 @@ def test_a_credential_echoed_in_any_form_appears_nowhere(
     """Generated credentials echoed in generated forms (JSON-escaped, URL- or form-encoded,
     base64) in 200, 400 and 503 answers appear in no run detail, timeline, connection, audit
     entry, notification, e-mail, /metrics, CLI output, log line or database row."""
+    generated = _generated()  # (before any thread runs: hypothesis watches `random`)
     texts: list[tuple[str, Any]] = []
     cases: list[Echoed] = []
     current: dict[str, Any] = {}
@@ -444,34 +445,16 @@ def test_a_credential_echoed_in_any_form_appears_nowhere(
                 )
 
                 with connection_worker(settings, database, concurrency=2, tick_seconds=0.05):
-
-                    @hypothesis_settings(
-                        max_examples=EXAMPLES,
-                        derandomize=True,
-                        deadline=None,
-                        suppress_health_check=list(HealthCheck),
-                    )
-                    @given(data=st.data())
-                    def example(data: st.DataObject) -> None:
-                        name = data.draw(st.sampled_from(sorted(KINDS)))
+                    for name, secret, echo, in_json, status in generated:
                         kind, _, credential = KINDS[name]
-                        drawn = data.draw(ASCII_SECRETS if kind == "bearer" else ANY_SECRETS)
-                        secret = "cnry" + drawn
-                        in_json = data.draw(st.booleans())
-                        echo = data.draw(echoes(secret, in_json=in_json))
-                        status = data.draw(st.sampled_from(STATUSES))
                         current.update(echo=echo, json=in_json)
                         put_credential(admin, connections[name], credential(secret))
                         run_id = start(database, workflows[(name, status)], {})
                         shown = wait_for(database, run_id, _settled_or_escalated)
                         assert _received(target.calls(f"/echo/{status}"), kind, secret)
-                        expected = "succeeded" if status == 200 else "failed"
-                        if status == 400:
-                            expected = "waiting"
+                        expected = {200: "succeeded", 400: "waiting", 503: "failed"}[status]
                         assert shown["status"] == expected, (echo, shown)
                         cases.append(Echoed(secret, echo, run_id))
-
-                    example()
                     escalated = [c for c in cases if run_of(admin, c.run_id)["status"] == "waiting"]
                     poll(
                         lambda: len(sink.received) >= len(escalated) or None,
@@ -530,6 +513,30 @@ def test_a_credential_echoed_in_any_form_appears_nowhere(
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         found = leaks(text, *hidden)
         assert found == [], f"a credential leaked into {where}: {found} (echoes: {cases})"
+
+
+def _generated() -> list[tuple[str, str, Echo, bool, int]]:
+    """Hypothesis's cases: (connection, secret, echo, inside JSON?, status)."""
+    drawn: list[tuple[str, str, Echo, bool, int]] = []
+
+    @hypothesis_settings(
+        max_examples=EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(data=st.data())
+    def generate(data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from(sorted(KINDS)))
+        kind = KINDS[name][0]
+        secret = "cnry" + data.draw(ASCII_SECRETS if kind == "bearer" else ANY_SECRETS)
+        in_json = data.draw(st.booleans())
+        echo = data.draw(echoes(secret, in_json=in_json))
+        drawn.append((name, secret, echo, in_json, data.draw(st.sampled_from(STATUSES))))
+
+    generate()
+    return drawn
 
 
 def _settled_or_escalated(shown: dict[str, Any]) -> bool:
