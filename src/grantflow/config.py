@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from grantflow.errors import ConfigurationError
+from grantflow.redaction import redact_url
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
@@ -227,8 +228,10 @@ class Settings(BaseSettings):
                 value = "** set **"
             elif isinstance(value, Path):
                 value = str(value)
+            elif isinstance(value, str) and "://" in value:
+                value = redact_url(value)  # a password in the user part or the query
             data[name] = value
-        data["database_url"] = self.database.render_as_string(hide_password=True)
+        data["database_url"] = redact_url(self.database.render_as_string(hide_password=True))
         if self.secret_key is None:
             state = "present" if self.secret_key_file.exists() else "generated on first start"
             data["secret_key"] = f"** from {self.secret_key_file} ({state}) **"

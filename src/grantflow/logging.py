@@ -1,39 +1,27 @@
-"""Structured logs: JSON lines with stable event names, a request id, and secrets redacted."""
+"""Structured logs: JSON lines with stable event names, a request id, and secrets redacted
+(by name, with grantflow.redaction: a credential's value is scrubbed where it is met, before it
+can reach an event)."""
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
-_SECRET_KEYS = re.compile(r"(pass(word)?|secret|token|authorization|api[_-]?key|credential)", re.I)
-REDACTED = "** redacted **"
-
-
-def redact(value: Any) -> Any:
-    """Return `value` with every mapping entry whose key names a secret replaced."""
-    if isinstance(value, dict):
-        return {
-            key: REDACTED if _SECRET_KEYS.search(str(key)) else redact(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact(item) for item in value]
-    return value
+from grantflow.redaction import REDACTED, SECRET_KEYS, redact_keys
 
 
 def _redact_event(
     _logger: Any, _name: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key in list(event):
-        if key != "event" and _SECRET_KEYS.search(key):
+        if key != "event" and SECRET_KEYS.search(key):
             event[key] = REDACTED
         else:
-            event[key] = redact(event[key])
+            event[key] = redact_keys(event[key])
     return event
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from grantflow.config import Settings
 from grantflow.connections.crypto import keyring_for
-from grantflow.logging import REDACTED
+from grantflow.redaction import REDACTED
 from tests.conftest import Api
 from tests.support.provisioning import prepare_examples
 

@@ -21,6 +21,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering
     hold: threading.Event | None = None  # answer only once this is set
+    content_type: str | None = None  # instead of the one the body's type implies
 
 
 @dataclass
@@ -130,6 +131,7 @@ class Target:
                     payload, content_type = reply.body.encode(), "text/plain"
                 elif reply.body is not None:
                     payload = json.dumps(reply.body).encode()
+                content_type = reply.content_type or content_type
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", content_type)

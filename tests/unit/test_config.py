@@ -173,3 +173,23 @@ def test_config_show_json_redacts_the_key_and_the_database_password(tmp_path: Pa
     assert shown["secret_key"] == "** set **"
     assert shown["database_url"] == "postgresql+psycopg://grantflow:***@db.internal:5432/grantflow"
     assert set(shown) == set(Settings.model_fields)
+
+
+def test_config_show_hides_a_database_password_given_as_a_query_parameter(tmp_path: Path) -> None:
+    """`grantflow config show` (table and --json) hides `?password=` and `?sslpassword=` in
+    GRANTFLOW_DATABASE_URL and keeps the other parameters readable."""
+    env = grantflow_env(
+        database_url="postgresql://db.internal/grantflow?user=gf&password=qu3ry-pw"
+        "&sslmode=require&sslpassword=k3y-pw",
+    )
+    for args in (("config", "show"), ("config", "show", "--json")):
+        result = run_grantflow(*args, env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        output = result.stdout + result.stderr
+        assert "qu3ry-pw" not in output
+        assert "k3y-pw" not in output
+    shown = json.loads(result.stdout)
+    assert shown["database_url"] == (
+        "postgresql+psycopg://db.internal/grantflow?password=***&sslmode=require"
+        "&sslpassword=***&user=gf"
+    )

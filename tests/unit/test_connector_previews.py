@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from grantflow.definitions.gate import check
-from grantflow.logging import REDACTED
+from grantflow.redaction import REDACTED
 from grantflow.steps.idp.common import segment
 from grantflow.steps.registry import get_step_type
 
@@ -194,3 +194,17 @@ def test_lookups_have_no_side_effects_and_changes_do() -> None:
     finder = get_step_type("scim.find_user")
     assert finder is not None
     assert finder.side_effects(None) is False
+
+
+def test_http_preview_hides_secret_query_parameters_in_the_url_and_the_query() -> None:
+    """A dry-run of an `http` step never shows a token given in its URL or its query."""
+    shown = preview(
+        "http",
+        {
+            "method": "GET",
+            "url": "https://api.example.com/v1/users?token=t0p-s3cret&page=2",
+            "query": {"api_key": "k3y-s3cret", "limit": 10},
+        },
+    )["request"]
+    assert shown["url"] == "https://api.example.com/v1/users?token=***&page=2"
+    assert shown["query"] == {"api_key": REDACTED, "limit": 10}

@@ -25,7 +25,7 @@ import csv
 import enum
 import io
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -204,7 +204,22 @@ def list_accounts(
         application_id=application_id,
         connections=access,
     )
-    return run(call, connection_name, lambda s: _list_users(s, page_size))
+    listing = run(call, connection_name, lambda s: _list_users(s, page_size))
+    hide = call.secrets.redactor  # (a target may echo the credential in an account's fields)
+    if not hide:
+        return listing
+    accounts = [
+        replace(
+            a,
+            id=hide.text(a.id),
+            user_name=hide.text(a.user_name),
+            emails=tuple(hide.text(e) for e in a.emails),
+            external_id=a.external_id and hide.text(a.external_id),
+            display_name=a.display_name and hide.text(a.display_name),
+        )
+        for a in listing.accounts
+    ]
+    return Listing(accounts, listing.pages)
 
 
 # --- choosing the connection ------------------------------------------------------------------

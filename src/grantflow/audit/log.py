@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from grantflow.audit.keys import AuditKey, AuditKeys, same, sign
 from grantflow.audit.models import AuditEntry
 from grantflow.errors import Conflict
-from grantflow.logging import redact
+from grantflow.redaction import redact_keys
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database, database_of
 from grantflow.store.pagination import Page, decode_cursor, page_of
@@ -86,7 +86,7 @@ def record(
         target_type=target_type,
         target_id=target_id,
         # Round-trip through JSON so the hash is computed over exactly what is stored.
-        summary=json.loads(json.dumps(redact(summary or {}), default=str)),
+        summary=json.loads(json.dumps(redact_keys(summary or {}), default=str)),
         request_id=actor.request_id,
         prev_hash=last or GENESIS,
         key_id=key.id,

@@ -16,6 +16,7 @@ from grantflow.connections.models import AuthKind, Connection, ConnectionStatus
 from grantflow.connections.oauth import TokenSource
 from grantflow.connections.service import find_connection
 from grantflow.errors import ConfigurationError, ConnectorError, ReauthRequired
+from grantflow.redaction import NOTHING, Redactor, redactor_for
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 
@@ -31,7 +32,7 @@ class ResolvedConnection:
     timeout: float
     headers: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
-    secrets: tuple[str, ...] = ()  # scrubbed from anything recorded
+    redactor: Redactor = NOTHING  # its credential, scrubbed from anything recorded
     allowed_hosts: frozenset[str] = frozenset()
     kind: str = "http"
     rate: float | None = None
@@ -140,6 +141,7 @@ class ConnectionAccess:
         headers: dict[str, str] = {}
         params: dict[str, str] = {}
         secrets: list[str] = []
+        users: list[str] = []  # paired with a secret as `user:secret` (base64 of it is hidden)
         if kind == AuthKind.BEARER:
             headers["Authorization"] = f"Bearer {secret['token']}"
             secrets.append(secret["token"])
@@ -147,7 +149,8 @@ class ConnectionAccess:
             pair = f"{secret['username']}:{secret['password']}"
             encoded = base64.b64encode(pair.encode()).decode()
             headers["Authorization"] = f"Basic {encoded}"
-            secrets += [secret["password"], encoded]
+            secrets.append(secret["password"])
+            users.append(str(secret["username"]))
         elif kind == AuthKind.API_KEY_HEADER:
             headers[str(settings["header"])] = secret["api_key"]
             secrets.append(secret["api_key"])
@@ -159,13 +162,16 @@ class ConnectionAccess:
             token = self.tokens.access_token(base.id, rejected=rejected)
             headers["Authorization"] = f"Bearer {token}"
             secrets.append(token)
-            secrets += [str(v) for k, v in secret.items() if k != "client_id" and v]
+            secrets += [
+                str(v) for k, v in secret.items() if k not in ("client_id", "expires_in") and v
+            ]
+            users.append(str(secret.get("client_id") or ""))
         return ResolvedConnection(
             **{
                 **base.__dict__,
                 "headers": headers,
                 "params": params,
-                "secrets": tuple(sorted(set(secrets), key=len, reverse=True)),
+                "redactor": base.redactor + redactor_for(secrets, users),
             }
         )
 

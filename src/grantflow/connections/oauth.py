@@ -10,12 +10,10 @@ of the token endpoint is retried like any transient error and changes nothing.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import threading
 from collections import defaultdict
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 import httpx
 import structlog
@@ -24,7 +22,7 @@ from grantflow.connections.crypto import Keyring
 from grantflow.connections.models import AuthKind, Connection, ConnectionStatus, Credential
 from grantflow.connections.outbound import capped_request
 from grantflow.errors import ConnectorError, PermanentError, ReauthRequired, TransientError
-from grantflow.logging import REDACTED
+from grantflow.redaction import Redactor, redactor_for
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 
@@ -50,16 +48,11 @@ def _fresh(credential: Credential) -> bool:
     return expires - lead > utcnow()
 
 
-def _scrubbed(text: str, payload: dict[str, Any]) -> str:
-    """`text` without the credential's secrets, plain, form-encoded or in a Basic header."""
-    values = [str(v) for k, v in payload.items() if k not in ("client_id", "expires_in") and v]
-    pair = f"{payload.get('client_id', '')}:{payload.get('client_secret') or ''}"
-    values.append(base64.b64encode(pair.encode()).decode())
-    values += [quote_plus(v) for v in values] + [quote(v, safe="") for v in values]
-    for value in sorted(set(values), key=len, reverse=True):
-        if len(value) >= 4:
-            text = text.replace(value, REDACTED)
-    return text
+def _redactor(payload: dict[str, Any]) -> Redactor:
+    """The credential's secrets, as the token endpoint may echo them: plain, form-encoded,
+    JSON-escaped, in the Basic header (base64 of `client_id:client_secret`)."""
+    secrets = [str(v) for k, v in payload.items() if k not in ("client_id", "expires_in") and v]
+    return redactor_for(secrets, [str(payload.get("client_id") or "")])
 
 
 class TokenSource:
@@ -171,11 +164,13 @@ class TokenSource:
                 f"the token endpoint answered HTTP {response.status_code}",
                 status_code=response.status_code,
             )
-        error = _scrubbed(str(body["error"])[:100], payload) if body.get("error") else None
+        # (what the server says may echo what we sent it: the refresh token, the client
+        # secret in the Basic header; it ends up in messages, notifications and logs) —
+        # scrubbed whole, then cut: a cut could leave part of a secret unrecognisable
+        hide = _redactor(payload)
+        error = hide.text(str(body["error"]))[:100] if body.get("error") else None
         if response.status_code >= 400 or error:
-            # (what the server says may echo what we sent it: the refresh token, the client
-            # secret in the Basic header; it ends up in messages, notifications and logs)
-            description = _scrubbed(str(body.get("error_description") or "")[:300], payload)
+            description = hide.text(str(body.get("error_description") or ""))[:300]
             if error in _PERMANENT_OAUTH_ERRORS:
                 raise ReauthRequired(
                     f"the token endpoint refused the credential of connection "

@@ -5,6 +5,7 @@ as a checkpoint wrote them."""
 from __future__ import annotations
 
 import datetime as dt
+import traceback
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from grantflow.engine.checkpoint import NextStep
 from grantflow.engine.models import StepAttempt, StepRun
 from grantflow.engine.states import StepStatus
 from grantflow.errors import GrantflowError
-from grantflow.steps.execution import StepCall, StepResult
+from grantflow.steps.execution import StepCall, StepResult, scrubbed
 from grantflow.steps.registry import get_step_type
 from grantflow.store.base import new_id
 
@@ -131,12 +132,18 @@ def call_step(pending: Pending) -> StepResult | BaseException:
     step_type = get_step_type(pending.step.type)
     assert step_type is not None
     assert step_type.execute is not None
+    secrets = pending.call.secrets
     try:
-        return step_type.execute(pending.call)
+        return scrubbed(step_type.execute(pending.call), secrets)
     except GrantflowError as exc:
-        return exc
+        return scrubbed(exc, secrets)
     except Exception as exc:  # an executor bug: classified as internal, never retried
-        log.exception("run.step.crashed", step_id=pending.step.id)
+        # (logged by hand: the traceback may quote what the target said)
+        log.error(
+            "run.step.crashed",
+            step_id=pending.step.id,
+            error=secrets.redactor.text("".join(traceback.format_exception(exc))),
+        )
         return exc
 
 

@@ -37,6 +37,7 @@ from grantflow.errors import Conflict, GrantflowError, NotFound
 from grantflow.people import links, routing, tasks
 from grantflow.people.models import ActionLink, EmailMessage, Task
 from grantflow.people.tasks import TaskKind, TaskStatus
+from grantflow.redaction import redactor_for
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database, database_of
 from grantflow.store.pagination import Page, decode_cursor, page_of
@@ -507,8 +508,8 @@ def send(settings: Settings, outgoing: Outgoing) -> Result:
         )
     except Exception as exc:
         transient, reason = classify(exc, settings)
-        if password:
-            reason = reason.replace(password, "** redacted **")
+        # (a server may quote what it was sent: the password, or AUTH's base64 of it)
+        reason = redactor_for([password or ""], [settings.smtp_username or ""]).text(reason)
         return Result(ok=False, transient=transient, reason=reason)
     finally:
         if client is not None:

@@ -1,16 +1,30 @@
-"""What a step executor is given and what it gives back."""
+"""What a step executor is given and what it gives back, and the secrets it met on the way:
+whatever it returns or raises is scrubbed of them in one place (`scrubbed`, called by the
+engine for every call) — on top of the scrubbing of raw bodies before they are cut."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 from sqlalchemy.orm import Session
 
 from grantflow.connections.access import ConnectionAccess
-from grantflow.errors import ConfigurationError
+from grantflow.errors import ConfigurationError, ConnectorError, GrantflowError
+from grantflow.redaction import NOTHING, Redactor
+
+
+@dataclass
+class SecretsMet:
+    """The secrets a step call used — its connections' credentials, a password it generated —
+    gathered as it sends them (`steps.transport.send`, the SCIM session)."""
+
+    redactor: Redactor = NOTHING
+
+    def add(self, more: Redactor) -> None:
+        self.redactor = self.redactor + more
 
 
 @dataclass(frozen=True)
@@ -33,6 +47,7 @@ class StepCall:
     step_run_id: str | None = None
     workflow_id: str | None = None
     now: dt.datetime | None = None  # the engine's clock (timers of approvals and tasks)
+    secrets: SecretsMet = field(default_factory=SecretsMet)
 
 
 def skipped_output(by: str, reason: str) -> dict[str, Any]:
@@ -67,3 +82,31 @@ def connections_of(call: StepCall) -> ConnectionAccess:
             "master key), then Retry the run",
         )
     return call.connections
+
+
+def scrubbed(
+    outcome: StepResult | BaseException, secrets: SecretsMet
+) -> StepResult | BaseException:
+    """`outcome` with the secrets the call met scrubbed from everything that gets recorded or
+    shown: a result's output, response and event data; an error's message, next action,
+    details and response. (A step that met none — most pure steps — costs nothing here.)"""
+    redactor = secrets.redactor
+    if not redactor:
+        return outcome
+    if isinstance(outcome, StepResult):
+        return replace(
+            outcome,
+            output=redactor.value(outcome.output),
+            response=redactor.value(outcome.response),
+            extra=redactor.value(outcome.extra),
+        )
+    if isinstance(outcome, GrantflowError):
+        outcome.message = redactor.text(outcome.message)
+        outcome.args = (outcome.message,)
+        if outcome.next_action:
+            outcome.next_action = redactor.text(outcome.next_action)
+        outcome.details = redactor.value(outcome.details)
+        outcome.extra = redactor.value(outcome.extra)
+        if isinstance(outcome, ConnectorError):
+            outcome.response = redactor.value(outcome.response)
+    return outcome

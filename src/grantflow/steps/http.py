@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -11,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from grantflow.definitions.expressions import is_template
 from grantflow.durations import Duration
-from grantflow.logging import REDACTED, redact
+from grantflow.redaction import REDACTED, redact_keys, redact_url
 from grantflow.steps.execution import StepCall, StepResult, connections_of
 from grantflow.steps.registry import Reference, StepType
 from grantflow.steps.transport import raise_for_status, send
@@ -73,28 +72,30 @@ def _checks(config: HttpConfig) -> list[tuple[str, str]]:
 
 
 def redact_headers(headers: dict[str, Any]) -> dict[str, Any]:
-    return {k: REDACTED if k.lower() in _SECRET_HEADERS else v for k, v in redact(headers).items()}
+    return {
+        k: REDACTED if k.lower() in _SECRET_HEADERS else v for k, v in redact_keys(headers).items()
+    }
 
 
 def _preview(rendered: dict[str, Any]) -> dict[str, Any]:
     url = rendered.get("url") or f"<connection {rendered.get('connection')}>{rendered.get('path')}"
     request: dict[str, Any] = {
         "method": rendered.get("method", "GET"),
-        "url": url,
+        "url": redact_url(url),
         "headers": redact_headers(rendered.get("headers") or {}),
-        "query": rendered.get("query") or {},
+        "query": redact_keys(rendered.get("query") or {}),
     }
     if rendered.get("body") is not None:
-        request["body"] = redact(rendered["body"])
+        request["body"] = redact_keys(rendered["body"])
     if rendered.get("form") is not None:
-        request["form"] = redact(rendered["form"])
+        request["form"] = redact_keys(rendered["form"])
     return {"request": request}
 
 
 def _secret_values(headers: dict[str, str]) -> tuple[str, ...]:
     values = []
     for name, value in headers.items():
-        if name.lower() in _SECRET_HEADERS or redact({name: value})[name] == REDACTED:
+        if name.lower() in _SECRET_HEADERS or redact_keys({name: value})[name] == REDACTED:
             values.append(value)
             _, _, token = value.partition(" ")
             if len(token) >= 8:
@@ -127,7 +128,7 @@ def _execute(call: StepCall) -> StepResult:
     output: Any = None
     if answer.text:
         try:
-            output = json.loads(answer.text)
+            output = answer.json()  # parsed, then scrubbed: escapes cannot hide a secret
         except ValueError:
             output = answer.text
     return StepResult(output=output, response=answer.record)

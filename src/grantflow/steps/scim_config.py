@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from grantflow.definitions.expressions import is_template
-from grantflow.logging import redact
+from grantflow.redaction import redact_keys
 from grantflow.steps.registry import Reference
 from grantflow.steps.scim_session import quoted
 
@@ -241,7 +241,7 @@ def _user_endpoint(rendered: dict[str, Any]) -> str:
 def _shown(operation: str, rendered: dict[str, Any], **request: Any) -> dict[str, Any]:
     lookups = request.pop("lookups", [])
     if "payload" in request:
-        request["payload"] = redact(request["payload"])
+        request["payload"] = redact_keys(request["payload"])
     return {
         "operation": operation,
         "connection": rendered.get("connection"),
@@ -260,7 +260,7 @@ def _safely(model: type[_Strict], rendered: dict[str, Any]) -> Any:
 def preview_create_user(rendered: dict[str, Any]) -> dict[str, Any]:
     config = _safely(CreateUserConfig, rendered)
     if config is None:
-        return {"operation": "scim.create_user", "config": redact(rendered)}
+        return {"operation": "scim.create_user", "config": redact_keys(rendered)}
     lookups = [_lookup("/Users", f"userName eq {quoted(config.user_name)}")]
     lookups += [
         _lookup("/Users", f"emails.value eq {quoted(e['value'])}")
@@ -280,7 +280,7 @@ def preview_create_user(rendered: dict[str, Any]) -> dict[str, Any]:
 def preview_update_user(rendered: dict[str, Any]) -> dict[str, Any]:
     config = _safely(UpdateUserConfig, rendered)
     if config is None:
-        return {"operation": "scim.update_user", "config": redact(rendered)}
+        return {"operation": "scim.update_user", "config": redact_keys(rendered)}
     changes = user_attributes(config)
     if config.method == "put":
         return _shown(

@@ -44,7 +44,6 @@ from grantflow.steps.transport import (
     STORED_BODY_LIMIT,
     next_action_for,
     retry_after_seconds,
-    scrub,
 )
 
 T = TypeVar("T")
@@ -155,7 +154,7 @@ class ScimSession:
         self.last_body = self.scrub(body.decode("utf-8", errors="replace"))
 
     def scrub(self, text: str) -> str:
-        return scrub(text, self.connection.secrets)
+        return self.connection.redactor.text(text)
 
     def timed_out(self) -> StepTimeout:
         return StepTimeout(
@@ -409,6 +408,7 @@ def _attempt(
     operation: Callable[[ScimSession], T],
 ) -> T:
     session = ScimSession(call, connection, deadline)
+    call.secrets.add(connection.redactor)  # what the step returns is scrubbed of them too
     try:
         session.open()
         return operation(session)

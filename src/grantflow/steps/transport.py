@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ from grantflow.errors import (
     StepTimeout,
     TransientError,
 )
-from grantflow.logging import REDACTED
+from grantflow.redaction import NOTHING, Redactor, redactor_for
 from grantflow.steps.execution import StepCall
 
 RESPONSE_LIMIT = 1024 * 1024  # the most we read of a response
@@ -32,8 +33,10 @@ STORED_BODY_LIMIT = 16 * 1024  # the most of a body we keep in the attempt recor
 class Answer:
     status: int
     headers: httpx.Headers
-    text: str  # secrets scrubbed
+    text: str  # the whole body, secrets scrubbed before anything cuts it
     host: str
+    raw: str = field(default="", repr=False)  # as received: only parsed, never recorded
+    redactor: Redactor = field(default=NOTHING, repr=False)
 
     @property
     def record(self) -> dict[str, Any]:
@@ -45,9 +48,8 @@ class Answer:
         }
 
     def json(self) -> Any:
-        import json
-
-        return json.loads(self.text) if self.text else None
+        """The body parsed, every string in it scrubbed (escapes undone by parsing included)."""
+        return self.redactor.value(json.loads(self.raw)) if self.raw else None
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -64,13 +66,6 @@ def retry_after_seconds(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
-
-
-def scrub(text: str, secrets: tuple[str, ...] | list[str]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, REDACTED)
-    return text
 
 
 def send(
@@ -93,6 +88,7 @@ def send(
         else 30.0
     )
     host = urlsplit(url).netloc or url
+    own = redactor_for(secrets)  # the call's own secrets (e.g. a generated password)
 
     def attempt(conn: ResolvedConnection | None) -> Answer:
         all_headers = {
@@ -112,7 +108,8 @@ def send(
             kwargs["json"] = json_body
         elif form is not None:
             kwargs["data"] = form
-        hidden = secrets + (conn.secrets if conn else ())
+        hidden = own + conn.redactor if conn else own
+        call.secrets.add(hidden)  # what the step returns is scrubbed of them too
         if conn is None:
             return _exchange(call.http, method, url, host, limit, hidden, kwargs)
         return _follow(call.http, method, url, limit, hidden, kwargs, conn)
@@ -138,7 +135,7 @@ def _follow(
     method: str,
     url: str,
     limit: float,
-    secrets: tuple[str, ...],
+    redactor: Redactor,
     kwargs: dict[str, Any],
     conn: ResolvedConnection,
 ) -> Answer:
@@ -148,7 +145,7 @@ def _follow(
     allowed = {h.lower().rstrip(".") for h in allowed}
     for _ in range(MAX_REDIRECTS + 1):
         host = urlsplit(url).netloc or url
-        answer = _exchange(client, method, url, host, limit, secrets, kwargs, redirects=False)
+        answer = _exchange(client, method, url, host, limit, redactor, kwargs, redirects=False)
         location = answer.headers.get("location")
         if answer.status not in (301, 302, 303, 307, 308) or not location:
             return answer
@@ -178,7 +175,7 @@ def _exchange(
     url: str,
     host: str,
     limit: float,
-    secrets: tuple[str, ...],
+    redactor: Redactor,
     kwargs: dict[str, Any],
     *,
     redirects: bool = True,
@@ -201,17 +198,17 @@ def _exchange(
         ) from exc
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         raise PermanentError(
-            f"the URL {scrub(url, secrets)!r} cannot be used: {exc}",
+            f"the URL {redactor.text(url)!r} cannot be used: {redactor.text(str(exc))}",
             code="url_invalid",
             next_action="fix the step's URL (a dry-run shows it), then Replay with latest",
         ) from exc
     except httpx.TransportError as exc:
         raise TransientError(
-            f"could not reach {host}: {type(exc).__name__}: {scrub(str(exc), secrets)}",
+            f"could not reach {host}: {type(exc).__name__}: {redactor.text(str(exc))}",
             next_action="check that the target is up and reachable",
         ) from exc
-    text = scrub(body.decode("utf-8", errors="replace"), secrets)
-    return Answer(response.status_code, response.headers, text, host)
+    raw = body.decode("utf-8", errors="replace")
+    return Answer(response.status_code, response.headers, redactor.text(raw), host, raw, redactor)
 
 
 def next_action_for(status: int) -> str:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from grantflow.connections.access import ResolvedConnection
 from grantflow.definitions.expressions import is_template
 from grantflow.errors import ConnectorError, PermanentError, TransientError
-from grantflow.logging import redact
+from grantflow.redaction import redact_keys
 from grantflow.steps.execution import StepCall, StepResult, connections_of
 from grantflow.steps.registry import Reference, StepType
 from grantflow.steps.transport import Answer, raise_for_status, retry_after_seconds, send
@@ -171,13 +171,13 @@ def preview(
         try:
             where, payload = path(rendered), body(rendered)
         except (KeyError, TypeError, ValueError):
-            return {"config": redact(rendered)}
+            return {"config": redact_keys(rendered)}
         request: dict[str, Any] = {
             "method": method if isinstance(method, str) else method(rendered),
             "url": f"<connection {rendered.get('connection')}>{where}",
         }
         if payload is not None:
-            request["body"] = redact(payload)
+            request["body"] = redact_keys(payload)
         return {"request": request}
 
     return shown
