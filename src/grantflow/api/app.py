@@ -44,6 +44,7 @@ from grantflow.config import Settings
 from grantflow.connections.access import ConnectionAccess
 from grantflow.connections.crypto import keyring_for
 from grantflow.connections.outbound import guarded_client, policy_for
+from grantflow.definitions import sandbox
 from grantflow.people import email as people_email
 from grantflow.queue.database import DatabaseQueue
 from grantflow.store.database import Database
@@ -69,6 +70,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     registry = CollectorRegistry()
     keyring = keyring_for(settings)
     people_email.configure(settings)  # e-mail sent from this process uses these settings
+    sandbox.configure(settings)  # template limits for dry-runs (and workers in this process)
     # The API's own outbound calls (Test connection) go through the same guard as workers'.
     http = guarded_client(policy_for(settings.outbound_allow), follow_redirects=True)
     app.state.grantflow = AppState(

@@ -40,6 +40,7 @@ from grantflow.engine.turns import (
     detached,
     next_step,
     pending_columns,
+    render_deadline,
 )
 from grantflow.steps.execution import StepCall, StepResult
 from grantflow.steps.registry import get_step_type
@@ -88,7 +89,12 @@ class HotPath:
         if now >= chain.deadline_at:
             return None
         try:
-            config = expressions.render(step.config, context, where=f"{step.id}.config")
+            config = expressions.render(
+                step.config,
+                context,
+                where=f"{step.id}.config",
+                deadline=render_deadline(step, chain.deadline_at, now),
+            )
         except expressions.ExpressionError:
             return None  # the general path records the failure
         guard = Guard(turn.run_id, self.worker_id, step.id, step_run.id, step_run.status, now)
@@ -206,7 +212,11 @@ class HotPath:
         step, step_run = pending.step, pending.step_run
         entry = {"output": outcome.output, "status": StepStatus.SUCCEEDED, "error": None}
         try:
-            next_id = choose_next(step, {**context, "steps": {**context["steps"], step.id: entry}})
+            next_id = choose_next(
+                step,
+                {**context, "steps": {**context["steps"], step.id: entry}},
+                render_deadline(step, chain.deadline_at, guard.now),
+            )
         except expressions.ExpressionError:
             return False
         if next_id is None:
@@ -285,6 +295,7 @@ class HotPath:
                 target.config,
                 {**context, "steps": {**context["steps"], done_id: entry}},
                 where=f"{target.id}.config",
+                deadline=render_deadline(target, chain.deadline_at, guard.now),
             )
         except expressions.ExpressionError:
             return None  # the general path records the failure

@@ -46,6 +46,7 @@ from grantflow.engine.turns import (
     choose_next,
     next_step,
     pending_columns,
+    render_deadline,
 )
 from grantflow.errors import (
     FailureClass,
@@ -328,7 +329,12 @@ class Interpreter(HotPath):
             move_step(session, step_run, StepStatus.RUNNING, event="step_started", type=step.type)
         run.current_step = step.id
         try:
-            config = expressions.render(step.config, context, where=f"{step.id}.config")
+            config = expressions.render(
+                step.config,
+                context,
+                where=f"{step.id}.config",
+                deadline=render_deadline(step, run.deadline_at, now),
+            )
         except expressions.ExpressionError as exc:
             if attempt is not None:
                 attempt.status = "failed"
@@ -511,10 +517,12 @@ class Interpreter(HotPath):
     ) -> bool:
         context, iterations = self._loaded(turn)
         try:
-            next_id = choose_next(step, context)
+            next_id = choose_next(
+                step, context, render_deadline(step, run.deadline_at, self.clock())
+            )
         except expressions.ExpressionError as exc:
             failure = failures.reason(
-                FailureClass.VALIDATION,
+                exc.failure_class,
                 exc.code,
                 exc.message,
                 exc.next_action or "fix the condition",
