@@ -32,6 +32,10 @@ class Deadline:
     raise_it: str  # e.g. "raise the step's `timeout`"
 
 
+class BudgetExceeded(TemplateLimitExceeded):
+    """A render was stopped by its CPU budget or deadline."""
+
+
 class _Interrupted(BaseException):
     """Raised in a rendering thread by the watchdog; a BaseException so no `except
     Exception` inside Jinja or a filter swallows it."""
@@ -104,7 +108,7 @@ _watchdog = _Watchdog()
 _active = threading.local()
 
 
-def within_budget(fn: Callable[[], T], deadline: Deadline | None, what: str) -> T:
+def within_budget(fn: Callable[[], T], deadline: Deadline | None, what: str = "rendering") -> T:
     """`fn()`, stopped with `template_limit_exceeded` when it uses more CPU than the template
     budget or runs past `deadline`. Nested calls share the outer budget."""
     if getattr(_active, "watch", None) is not None:
@@ -139,16 +143,16 @@ def within_budget(fn: Callable[[], T], deadline: Deadline | None, what: str) -> 
     return result
 
 
-def _stopped(watch: _Watch, what: str) -> TemplateLimitExceeded:
+def _stopped(watch: _Watch, what: str) -> BudgetExceeded:
     if watch.fired == "deadline" and watch.deadline is not None:
-        return TemplateLimitExceeded(
+        return BudgetExceeded(
             f"{what} was stopped: it ran past {watch.deadline.limit}",
             next_action=f"make the template do less, or {watch.deadline.raise_it}",
             limit="timeout",
             limit_value=watch.deadline.seconds,
         )
     budget = watch.cpu_budget
-    return TemplateLimitExceeded(
+    return BudgetExceeded(
         f"{what} was stopped: it used more than {budget:g}s of CPU, the template CPU budget "
         "(setting GRANTFLOW_TEMPLATE_CPU_SECONDS)",
         next_action="make the template do less, or raise GRANTFLOW_TEMPLATE_CPU_SECONDS",

@@ -25,7 +25,7 @@ from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.utils import missing
 
-from grantflow.definitions.budget import Deadline, within_budget
+from grantflow.definitions.budget import BudgetExceeded, Deadline, within_budget
 from grantflow.definitions.sandbox import (
     ExpressionError,
     GuardedEnvironment,
@@ -222,12 +222,15 @@ def _compiled(source: str) -> tuple[str, Any]:
 
 
 class _Size:
-    """The JSON size of what one render produced so far, against the step output limit."""
+    """One render's progress: the JSON size produced so far (against the step output limit)
+    and the template being rendered."""
 
-    __slots__ = ("total",)
+    __slots__ = ("source", "total", "where")
 
     def __init__(self) -> None:
         self.total = 0
+        self.where = ""
+        self.source: str | None = None  # the template being rendered (named if it is stopped)
 
     def add(self, size: int) -> None:
         self.total += size
@@ -249,9 +252,16 @@ def render(
     within the template limits, the CPU budget and `deadline`."""
     size = _Size()
     _check_context(context)
-    return within_budget(
-        lambda: _render(value, context, where, size), deadline, f"rendering {where or 'a template'}"
-    )
+    try:
+        return within_budget(lambda: _render(value, context, where, size), deadline)
+    except BudgetExceeded as exc:  # stopped by the budget: name what was rendering
+        if size.source is None:
+            raise
+        raise TemplateLimitExceeded(
+            f"{size.where} {_show(size.source)}: {exc.message}",
+            next_action=exc.next_action,
+            **exc.extra,
+        ) from None
 
 
 def _check_context(context: dict[str, Any]) -> None:
@@ -306,6 +316,7 @@ def _show(source: str) -> str:
 def _render_string(source: str, context: dict[str, Any], where: str, size: _Size) -> Any:
     action = "check the mapping against the run context (a dry-run shows it)"
     where = where or "template"
+    size.where, size.source = where, source
     try:
         kind, compiled = _compiled(source)
         if kind == "expr":
