@@ -7,8 +7,8 @@ Prints ONE JSON object on stdout; progress goes to stderr.
 
 A prober thread GETs /healthz back to back the whole time (one kept-alive connection, so the
 figures are the server's, not a loaded client's connection setup); the figures are its
-latencies: p50, p99 and max in ms, and p99 of a
-quiet baseline measured first. Target: p99 < 100 ms under load. The hostile set: constants
+latencies: p50, p99 and max in ms, and p99 of a quiet baseline measured first. Target: p99 <
+100 ms under load. The hostile set: constants
 over the limits (`7 ** (10 ** 7)`, `7 ** 6000 > x`), a YAML alias bomb, a 700 KB YAML
 document, dry-runs and runs of templates that loop (CPU budget), pad, repeat and concatenate
 past the limits; every answer and run outcome is checked and counted in the output.
