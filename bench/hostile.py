@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import os
 import statistics
@@ -65,11 +66,11 @@ def alias_bomb() -> str:
     )
 
 
-def big_yaml() -> str:
-    values = "\n".join(f"      k{i}: '{'v' * 60}'" for i in range(10_000))
+def big_yaml(number: int = 0) -> str:
+    values = "\n".join(f"          k{i}: '{'v' * 60}'" for i in range(10_000))
     return (
-        "name: Big\ntrigger: {type: manual}\nsteps:\n  - id: s\n    type: set\n"
-        f"    config:\n      values:\n{values}\n"
+        f"name: Big {number}\ntrigger: {{type: manual}}\nsteps:\n  - id: s\n    type: set\n"
+        f"    config:\n        values:\n{values}\n"
     )
 
 
@@ -88,6 +89,7 @@ class Prober(threading.Thread):
         super().__init__(daemon=True)
         self.url = url
         self.samples: list[float] = []
+        self.at: list[float] = []  # when each sample started (perf_counter)
         self.failures = 0
         self.stopping = threading.Event()
 
@@ -95,6 +97,7 @@ class Prober(threading.Thread):
         with httpx.Client(base_url=self.url, timeout=10) as client:
             while not self.stopping.is_set():
                 started = time.perf_counter()
+                self.at.append(started)
                 try:
                     ok = client.get("/healthz").status_code == 200
                 except httpx.HTTPError:
@@ -109,24 +112,45 @@ def pct(samples: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
-def hostile_round(client: httpx.Client, tally: dict[str, int]) -> list[str]:
+PHASES: list[tuple[str, float]] = []  # (phase, start) for the per-phase figures
+
+
+def phase(name: str) -> None:
+    PHASES.append((name, time.perf_counter()))
+
+
+def hostile_round(client: httpx.Client, tally: dict[str, int], number: int) -> list[str]:
     """Publish and dry-run the hostile set, start the runnable ones; the run ids."""
 
     def count(key: str) -> None:
         tally[key] = tally.get(key, 0) + 1
 
+    phase("publish_constants")
     for name, template in (("Power", "{{ 7 ** (10 ** 7) }}"), ("Compare", "{{ 7 ** 6000 > 1 }}")):
-        created = client.post("/api/v1/workflows", json=one_step(name, template)).json()
+        document = one_step(f"{name} {number}", template)
+        created = client.post("/api/v1/workflows", json=document).json()
         wid = created["workflow"]["id"]
         answer = client.post(f"/api/v1/workflows/{wid}/versions/1/publish")
         count(f"publish_constant_{answer.status_code}")
         client.post(f"/api/v1/workflows/{wid}/disable")
-    for key, text in (("alias_bomb", alias_bomb()), ("big_yaml", big_yaml())):
+    runs = []
+    for key, text in (("alias_bomb", alias_bomb()), ("big_yaml", big_yaml(number))):
+        phase(key)
         answer = client.post("/api/v1/workflows", content=text, headers=YAML)
         count(f"{key}_{answer.status_code}")
-    runs = []
+        if answer.status_code == 201:  # the big one: publish and run it too
+            wid = answer.json()["workflow"]["id"]
+            phase(f"{key}_publish")
+            count(
+                f"{key}_publish_{client.post(f'/api/v1/workflows/{wid}/versions/1/publish').status_code}"
+            )
+            phase(f"{key}_run")
+            started = client.post(f"/api/v1/workflows/{wid}/runs", json={"input": {}})
+            if started.status_code == 201:
+                runs.append(started.json()["id"])
     for key, template in RUNNABLE.items():
-        created = client.post("/api/v1/workflows", json=one_step(f"Run {key}", template))
+        phase(f"dry_run_publish_start_{key}")
+        created = client.post("/api/v1/workflows", json=one_step(f"Run {key} {number}", template))
         wid = created.json()["workflow"]["id"]
         dry = client.post(f"/api/v1/workflows/{wid}/versions/1/dry-run", json={"input": {"x": 1}})
         count(f"dry_run_{dry.status_code}")
@@ -138,6 +162,17 @@ def hostile_round(client: httpx.Client, tally: dict[str, int]) -> list[str]:
         if started.status_code == 201:
             runs.append(started.json()["id"])
     return runs
+
+
+def worst_by_phase(prober: Prober) -> dict[str, float]:
+    """The slowest /healthz answer that started in each phase (phases of all rounds merged)."""
+    worst: dict[str, float] = {}
+    for (name, start), (_, end) in itertools.pairwise(PHASES):
+        key = name.removeprefix("dry_run_publish_start_")
+        for at, latency in zip(prober.at, prober.samples, strict=True):
+            if start <= at < end:
+                worst[key] = max(worst.get(key, 0.0), round(latency, 1))
+    return worst
 
 
 def main() -> None:
@@ -199,8 +234,9 @@ def main() -> None:
             run_ids: list[str] = []
             for number in range(options.rounds):
                 log(f"hostile round {number + 1}/{options.rounds}")
-                run_ids += hostile_round(client, tally)
+                run_ids += hostile_round(client, tally, number)
             log(f"waiting for {len(run_ids)} runs")
+            phase("runs")
             for run_id in run_ids:
                 until = time.monotonic() + 300
                 while True:
@@ -215,6 +251,7 @@ def main() -> None:
                         break
                     time.sleep(0.2)
         elapsed = time.perf_counter() - started
+        phase("end")
         prober.stopping.set()
         prober.join()
     finally:
@@ -236,6 +273,7 @@ def main() -> None:
                 "quiet_p99_ms": pct(quiet.samples, 0.99),
                 "quiet_median_ms": round(statistics.median(quiet.samples), 1),
                 "target_p99_ms": 100,
+                "worst_ms_by_phase": worst_by_phase(prober),
                 "answers": dict(sorted(tally.items())),
                 "runs": dict(sorted(outcomes.items())),
             },
