@@ -88,6 +88,8 @@ class HotPath:
         now = self.clock()
         if now >= chain.deadline_at:
             return None
+        if turn.failed_render is not None and turn.failed_render[0] == step_run.id:
+            return None  # it failed as the previous step ended: the general path records it
         try:
             config = expressions.render(
                 step.config,
@@ -95,7 +97,8 @@ class HotPath:
                 where=f"{step.id}.config",
                 deadline=render_deadline(step, chain.deadline_at, now),
             )
-        except expressions.ExpressionError:
+        except expressions.ExpressionError as exc:
+            turn.failed_render = (step_run.id, exc)
             return None  # the general path records the failure
         guard = Guard(turn.run_id, self.worker_id, step.id, step_run.id, step_run.status, now)
         if step_type.pure:
@@ -297,7 +300,8 @@ class HotPath:
                 where=f"{target.id}.config",
                 deadline=render_deadline(target, chain.deadline_at, guard.now),
             )
-        except expressions.ExpressionError:
+        except expressions.ExpressionError as exc:
+            turn.failed_render = (row["id"], exc)
             return None  # the general path records the failure
         try:
             return self._chain_intent(turn, chain, row, target, config, guard.now)

@@ -328,7 +328,10 @@ class Interpreter(HotPath):
             session.add(attempt)
             move_step(session, step_run, StepStatus.RUNNING, event="step_started", type=step.type)
         run.current_step = step.id
+        failed, turn.failed_render = turn.failed_render, None
         try:
+            if failed is not None and failed[0] == step_run.id:
+                raise failed[1]  # the hot path rendered it already
             config = expressions.render(
                 step.config,
                 context,

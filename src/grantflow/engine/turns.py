@@ -55,6 +55,9 @@ class Turn:
     chain: Chain | None = None
     # An external call whose intent the last checkpoint committed: made next, before anything.
     ready: Pending | None = None
+    # A render that failed on the hot path (step run id, error): the general path records it
+    # instead of rendering again (a template stopped by its CPU budget costs one budget).
+    failed_render: tuple[str, expressions.ExpressionError] | None = None
 
 
 @dataclass(frozen=True)
