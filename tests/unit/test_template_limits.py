@@ -127,6 +127,8 @@ def test_the_rendered_config_is_held_to_the_step_output_limit(limits: None) -> N
         ("{{ 1e308 * 10 }}", "the result is inf, which JSON cannot carry"),
         ("{{ input.items() }}", "the result is a dict_items, not data"),
         ("{% macro m(n) %}{{ m(n + 1) }}{% endmacro %}{{ m(1) }}", "recursed too deeply"),
+        ("{{ 'a\\x00b' }}", "a NUL character or an unpaired surrogate, which cannot be stored"),
+        ("x{{ 'a\\ud800' }}", "a NUL character or an unpaired surrogate, which cannot be stored"),
     ],
 )
 def test_a_result_that_is_not_data_is_an_expression_error(template: str, phrase: str) -> None:

@@ -350,7 +350,7 @@ def _text(compiled: Any, context: dict[str, Any], size: _Size) -> str:
             too_long("the rendered text", length)
         parts.append(chunk)
     size.add(length + 2)
-    return "".join(parts)
+    return _storable("".join(parts))
 
 
 def _data(value: Any, size: _Size) -> Any:
@@ -360,7 +360,7 @@ def _data(value: Any, size: _Size) -> Any:
         return value
     if isinstance(value, str):
         size.add(len(value) + 2)
-        return str(value)
+        return _storable(str(value))
     if isinstance(value, int):
         size.add(8)
         return checked(value)
@@ -391,9 +391,21 @@ def _data(value: Any, size: _Size) -> Any:
     )
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(text: str) -> str:
+    """Text a database can store: no NUL character, no unpaired surrogate."""
+    if _UNSTORABLE.search(text):
+        raise ExpressionError(
+            "the result contains a NUL character or an unpaired surrogate, which cannot be stored"
+        )
+    return text
+
+
 def _key(key: Any) -> str:
     if isinstance(key, str):
-        return str(key)
+        return _storable(str(key))
     if key is None or isinstance(key, bool | int | float):
         return json.dumps(key)
     raise ExpressionError(f"a mapping key is a {type(key).__name__}; keys must be text")
