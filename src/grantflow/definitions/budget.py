@@ -114,7 +114,9 @@ def within_budget(fn: Callable[[], T], deadline: Deadline | None, what: str = "r
     if getattr(_active, "watch", None) is not None:
         return fn()
     thread_id = threading.get_ident()
-    clock = time.pthread_getcpuclockid(thread_id)
+    clock = getattr(_active, "clock", None)
+    if clock is None:  # once per thread
+        clock = _active.clock = time.pthread_getcpuclockid(thread_id)
     watch = _Watch(
         thread_id,
         time.monotonic(),
