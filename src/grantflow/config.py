@@ -52,6 +52,33 @@ class Settings(BaseSettings):
     evidence_max_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, description="largest evidence file accepted, in bytes"
     )
+    # --- what one template may build and use (definitions/sandbox.py) --------------------------
+    template_max_length: int = Field(
+        default=1_000_000,
+        ge=1000,
+        le=100_000_000,
+        description="most characters in a string, or items in a list or range, that a "
+        "template may build",
+    )
+    template_max_digits: int = Field(
+        default=1000, ge=10, le=4000, description="most decimal digits of a template's integers"
+    )
+    template_cpu_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="CPU time one rendering of a step's templates may use"
+    )
+    step_output_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="largest rendered config (a set step's output) a step may have, as JSON bytes",
+    )
+    run_context_max_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        le=4 * 1024 * 1024 * 1024,
+        description="largest run context (input, identity, grant and every step output) a run "
+        "may gather, as JSON bytes",
+    )
     outbound_allow: str = Field(
         default="",
         description="comma-separated hosts or CIDR ranges that steps may call although they "

@@ -168,19 +168,23 @@ def test_analyse_allows_loop_variables_and_set() -> None:
 
 
 def test_dry_run_placeholders_record_what_is_unresolved() -> None:
-    """With placeholders, a later step's output renders as <path> and is recorded."""
+    """In a dry-run, only the outputs of steps the sample does not give are placeholders:
+    they render as <path> and are recorded."""
     found, token = expressions.recording_unresolved()
     try:
-        context = {"steps": expressions.wrap("steps", {}), "input": expressions.wrap("input", {})}
-        rendered = render(
-            "{{ input.base }}/users/{{ steps.create_user.output.id }}",
-            context,
-            expressions.Placeholder,
-        )
+        context = {"steps": expressions.SampleSteps(), "input": {"base": "https://x"}}
+        rendered = render("{{ input.base }}/users/{{ steps.create_user.output.id }}", context)
     finally:
         expressions.stop_recording(token)
-    assert rendered == "<input.base>/users/<steps.create_user.output.id>"
-    assert found == ["input.base", "steps.create_user.output.id"]
+    assert rendered == "https://x/users/<steps.create_user.output.id>"
+    assert found == ["steps.create_user.output.id"]
+
+
+def test_a_dry_run_is_strict_about_everything_else() -> None:
+    """A value the sample's input lacks fails in a dry-run as it would in a run."""
+    context = {"steps": expressions.SampleSteps(), "input": {}}
+    with pytest.raises(ExpressionError, match="input has no field 'base'"):
+        render("{{ input.base }}/users", context, where="create.config.url")
 
 
 # --- durations ------------------------------------------------------------------------------

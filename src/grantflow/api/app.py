@@ -44,6 +44,7 @@ from grantflow.config import Settings, master_keys
 from grantflow.connections.access import ConnectionAccess
 from grantflow.connections.crypto import keyring_for
 from grantflow.connections.outbound import guarded_client, outbound_policy
+from grantflow.definitions import sandbox
 from grantflow.people import email as people_email
 from grantflow.queue.database import DatabaseQueue
 from grantflow.store.database import Database
@@ -70,6 +71,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     keyring = keyring_for(settings)
     database.use_master_keys(lambda: master_keys(settings))  # the audit chain's keys
     people_email.configure(settings)  # e-mail sent from this process uses these settings
+    sandbox.configure(settings)  # template limits for dry-runs (and workers in this process)
     # The API's own outbound calls (Test connection) go through the same guard as workers'.
     http = guarded_client(outbound_policy(settings), follow_redirects=True)
     app.state.grantflow = AppState(

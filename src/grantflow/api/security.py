@@ -46,5 +46,5 @@ class Require:
 class Public:
     """Declares, on purpose, that a route needs no token (health probes, metrics)."""
 
-    def __call__(self) -> None:
+    async def __call__(self) -> None:  # async: a probe never waits for a worker thread
         return None

@@ -46,7 +46,10 @@ def worker(
     ),
 ) -> None:
     """Run a worker process: it advances runs until SIGTERM, then finishes or hands back."""
+    from grantflow.definitions import sandbox
+
     loaded = settings(log_level=None)
+    sandbox.configure(loaded)  # the template limits this worker enforces
     with errors_as_lines(), database(loaded) as db:
         queue = DatabaseQueue(db)
         Worker(

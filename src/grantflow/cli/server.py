@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -128,6 +129,10 @@ def serve(
     # Stopped in the app's shutdown: uvicorn raises SIGTERM again once it has shut down, and
     # the default handler ends the process before any code after uvicorn.run would run.
     _stop_on_shutdown(app, stop_embedded)
+    # Everything loaded so far lives as long as the process: keep it out of the collector's
+    # full passes, which otherwise pause every thread (the API too) for the whole heap.
+    gc.collect()
+    gc.freeze()
     if worker:
         worker.start()
     if embedded:

@@ -1,5 +1,11 @@
 """Dry-run: render every step's exact request for a sample context, and follow the branches,
-without sending anything."""
+without sending anything.
+
+Templates are evaluated exactly as a run evaluates them (the same sandbox, strict about missing
+values, the same limits): a value the run would not have is the error the run would hit. The
+identity, grant and application have the fields a run's snapshot has (the sample fills them in;
+a field it leaves out is null, as for a real identity without it). Only the outputs of steps the
+sample does not give are unknown: they render as `<steps.id.output...>` and are listed."""
 
 from __future__ import annotations
 
@@ -9,14 +15,23 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from grantflow.access.applications import find_application
+from grantflow.access.models import Grant, Identity
+from grantflow.access.snapshots import grant_snapshot, identity_snapshot
 from grantflow.definitions import expressions, loops
-from grantflow.definitions.document import WorkflowDocument
+from grantflow.definitions.document import APPLICATION_TRIGGERS, WorkflowDocument
 from grantflow.definitions.gate import parse_document
 from grantflow.definitions.models import Workflow, WorkflowVersion
 from grantflow.errors import NotFound, ValidationError
 from grantflow.steps.registry import get_step_type
 
 _MAX_PATH = 1000
+IDENTITY_TRIGGERS = {
+    "access_granted",
+    "access_revoked",
+    "identity_joined",
+    "identity_moved",
+    "identity_left",
+}
 
 
 class SampleContext(BaseModel):
@@ -52,19 +67,29 @@ def dry_run(
             "the version's document is not valid; fix the draft first",
             details=[p.to_dict() for p in problems],
         )
-    step_outputs = {sid: {"output": out} for sid, out in sample.steps.items()}
+    steps = expressions.SampleSteps(
+        {
+            sid: {"output": out, "status": "succeeded", "error": None}
+            for sid, out in sample.steps.items()
+        }
+    )
+    identity, grant, warnings = _subject(session, document, sample)
     context = {
-        "input": expressions.wrap("input", sample.input),
-        "identity": expressions.wrap("identity", sample.identity),
-        "grant": expressions.wrap("grant", sample.grant),
-        "application": expressions.wrap(
-            "application",
+        "input": sample.input,
+        "identity": identity,
+        "grant": grant,
+        "application": (
             sample.application
             if sample.application is not None
-            else application_context(session, document),
+            else application_context(session, document)
         ),
-        "steps": expressions.wrap("steps", step_outputs),
-        "run": {"id": "dry-run", "workflow": workflow.name, "version": version.number},
+        "steps": steps,
+        "run": {
+            "id": "dry-run",
+            "workflow_id": workflow.id,
+            "version": version.number,
+            "trigger": document.trigger.type,
+        },
     }
     rendered = {step.id: _render_step(step, context) for step in document.steps}
     path = _follow(document, rendered)
@@ -76,7 +101,37 @@ def dry_run(
         "sent": False,
         "path": path,
         "steps": [{**rendered[s.id], "on_path": s.id in on_path} for s in document.steps],
+        "warnings": warnings,
     }
+
+
+def _subject(
+    session: Session, document: WorkflowDocument, sample: SampleContext
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """The identity and grant a run of this trigger sees: every field a snapshot has (null
+    unless the sample gives it); a sample field no snapshot has is a warning, as a run would
+    not see it."""
+    trigger = document.trigger.type
+    shapes = {
+        "identity": identity_snapshot(session, Identity(attributes={}))
+        if trigger in IDENTITY_TRIGGERS
+        else {},
+        "grant": grant_snapshot(Grant()) if trigger in APPLICATION_TRIGGERS else {},
+    }
+    given = {"identity": sample.identity, "grant": sample.grant}
+    warnings = [
+        f"{root}.{key} is not a field a run's {root} has: a run would not see it"
+        + (" (custom fields are under identity.attributes)" if root == "identity" else "")
+        for root, shape in shapes.items()
+        if shape
+        for key in given[root]
+        if key not in shape
+    ]
+    return (
+        {**shapes["identity"], **sample.identity},
+        {**shapes["grant"], **sample.grant},
+        warnings,
+    )
 
 
 def _render_step(step: Any, context: dict[str, Any]) -> dict[str, Any]:
@@ -84,9 +139,7 @@ def _render_step(step: Any, context: dict[str, Any]) -> dict[str, Any]:
     found, token = expressions.recording_unresolved()
     entry: dict[str, Any] = {"id": step.id, "type": step.type, "name": step.name or step.id}
     try:
-        config = expressions.render(
-            step.config, context, expressions.Placeholder, where=f"{step.id}.config"
-        )
+        config = expressions.render(step.config, context, where=f"{step.id}.config")
         if step_type is None:
             entry["error"] = f"unknown step type {step.type!r}"
         else:
@@ -98,8 +151,10 @@ def _render_step(step: Any, context: dict[str, Any]) -> dict[str, Any]:
             except ValueError:
                 entry["side_effects"] = None
         evaluated = []
-        for branch in step.branches:
-            result = expressions.evaluate(branch.when, context, expressions.Placeholder)
+        for index, branch in enumerate(step.branches):
+            result = expressions.evaluate(
+                branch.when, context, where=f"{step.id}.branches[{index}].when"
+            )
             evaluated.append({"when": branch.when, "next": branch.next, "result": result})
         if evaluated or step.branches:
             taken = next((b for b in evaluated if b["result"]), None)

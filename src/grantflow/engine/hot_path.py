@@ -41,6 +41,7 @@ from grantflow.engine.turns import (
     logged_request,
     next_step,
     pending_columns,
+    render_deadline,
 )
 from grantflow.steps.execution import StepCall, StepResult
 from grantflow.steps.registry import get_step_type
@@ -88,9 +89,17 @@ class HotPath:
         now = self.clock()
         if now >= chain.deadline_at:
             return None
+        if turn.failed_render is not None and turn.failed_render[0] == step_run.id:
+            return None  # it failed as the previous step ended: the general path records it
         try:
-            config = expressions.render(step.config, context, where=f"{step.id}.config")
-        except expressions.ExpressionError:
+            config = expressions.render(
+                step.config,
+                context,
+                where=f"{step.id}.config",
+                deadline=render_deadline(step, chain.deadline_at, now),
+            )
+        except expressions.ExpressionError as exc:
+            turn.failed_render = (step_run.id, exc)
             return None  # the general path records the failure
         guard = Guard(turn.run_id, self.worker_id, step.id, step_run.id, step_run.status, now)
         if step_type.pure:
@@ -207,7 +216,11 @@ class HotPath:
         step, step_run = pending.step, pending.step_run
         entry = {"output": outcome.output, "status": StepStatus.SUCCEEDED, "error": None}
         try:
-            next_id = choose_next(step, {**context, "steps": {**context["steps"], step.id: entry}})
+            next_id = choose_next(
+                step,
+                {**context, "steps": {**context["steps"], step.id: entry}},
+                render_deadline(step, chain.deadline_at, guard.now),
+            )
         except expressions.ExpressionError:
             return False
         if next_id is None:
@@ -286,8 +299,10 @@ class HotPath:
                 target.config,
                 {**context, "steps": {**context["steps"], done_id: entry}},
                 where=f"{target.id}.config",
+                deadline=render_deadline(target, chain.deadline_at, guard.now),
             )
-        except expressions.ExpressionError:
+        except expressions.ExpressionError as exc:
+            turn.failed_render = (row["id"], exc)
             return None  # the general path records the failure
         try:
             return self._chain_intent(turn, chain, row, target, config, guard.now)

@@ -48,6 +48,7 @@ from grantflow.engine.turns import (
     logged_request,
     next_step,
     pending_columns,
+    render_deadline,
 )
 from grantflow.errors import (
     FailureClass,
@@ -333,8 +334,16 @@ class Interpreter(HotPath):
             session.add(attempt)
             move_step(session, step_run, StepStatus.RUNNING, event="step_started", type=step.type)
         run.current_step = step.id
+        failed, turn.failed_render = turn.failed_render, None
         try:
-            config = expressions.render(step.config, context, where=f"{step.id}.config")
+            if failed is not None and failed[0] == step_run.id:
+                raise failed[1]  # the hot path rendered it already
+            config = expressions.render(
+                step.config,
+                context,
+                where=f"{step.id}.config",
+                deadline=render_deadline(step, run.deadline_at, now),
+            )
         except expressions.ExpressionError as exc:
             if attempt is not None:
                 attempt.status = "failed"
@@ -517,10 +526,12 @@ class Interpreter(HotPath):
     ) -> bool:
         context, iterations = self._loaded(turn)
         try:
-            next_id = choose_next(step, context)
+            next_id = choose_next(
+                step, context, render_deadline(step, run.deadline_at, self.clock())
+            )
         except expressions.ExpressionError as exc:
             failure = failures.reason(
-                FailureClass.VALIDATION,
+                exc.failure_class,
                 exc.code,
                 exc.message,
                 exc.next_action or "fix the condition",

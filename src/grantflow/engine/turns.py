@@ -15,6 +15,7 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from grantflow.definitions import expressions
 from grantflow.definitions.plan import Plan, PlanStep
+from grantflow.durations import format_duration
 from grantflow.engine.checkpoint import NextStep
 from grantflow.engine.models import StepAttempt, StepRun
 from grantflow.engine.states import StepStatus
@@ -55,6 +56,9 @@ class Turn:
     chain: Chain | None = None
     # An external call whose intent the last checkpoint committed: made next, before anything.
     ready: Pending | None = None
+    # A render that failed on the hot path (step run id, error): the general path records it
+    # instead of rendering again (a template stopped by its CPU budget costs one budget).
+    failed_render: tuple[str, expressions.ExpressionError] | None = None
 
 
 @dataclass(frozen=True)
@@ -147,9 +151,28 @@ def call_step(pending: Pending) -> StepResult | BaseException:
         return exc
 
 
-def choose_next(step: PlanStep, context: dict[str, Any]) -> str | None:
+def choose_next(
+    step: PlanStep, context: dict[str, Any], deadline: expressions.Deadline | None = None
+) -> str | None:
     """The first branch whose condition holds, else the step's `next` (None: the run ends)."""
-    for branch in step.branches:
-        if expressions.evaluate(branch.when, context):
+    for index, branch in enumerate(step.branches):
+        where = f"{step.id}.branches[{index}].when"
+        if expressions.evaluate(branch.when, context, where=where, deadline=deadline):
             return branch.next
     return step.next
+
+
+def render_deadline(
+    step: PlanStep, deadline_at: dt.datetime, now: dt.datetime
+) -> expressions.Deadline:
+    """How long rendering a step's templates may take: the step's timeout, or what is left of
+    the run's execution timeout when that is sooner."""
+    remaining = max((deadline_at - now).total_seconds(), 0.0)
+    if step.timeout_seconds is not None and step.timeout_seconds < remaining:
+        limit = format_duration(dt.timedelta(seconds=step.timeout_seconds))
+        return expressions.Deadline(
+            step.timeout_seconds, f"the step's timeout ({limit})", "raise the step's `timeout`"
+        )
+    return expressions.Deadline(
+        remaining, "the run's execution timeout", "raise settings.execution_timeout"
+    )

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.schemas import PageOut
@@ -48,7 +49,9 @@ async def document_body(request: Request) -> Any:
     if not body:
         raise BadRequest("the request has no body; send a workflow document", code="missing_body")
     if content_type in YAML_TYPES:
-        return parse_text(body)
+        # parsed off the event loop: a large YAML document takes a while, /healthz must not
+        limit = request.app.state.grantflow.settings.max_body_bytes
+        return await run_in_threadpool(lambda: parse_text(body, max_bytes=limit))
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:

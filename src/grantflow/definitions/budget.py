@@ -1,0 +1,163 @@
+"""Time budgets for rendering: a template stops when it used its CPU budget or ran past its
+step's (or run's) timeout.
+
+Rendering runs in the caller's thread (no hand-off: most renders take microseconds). One
+watchdog thread looks at the renders in flight every few milliseconds and interrupts one that is
+over its budget by raising an exception in its thread (delivered between two bytecodes: a
+template's loops are Python code). Single operations that Python cannot interrupt (a huge
+power, a huge string) never start: the sandbox refuses them before they run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from grantflow.definitions.sandbox import TemplateLimitExceeded, limits
+
+T = TypeVar("T")
+_TICK = 0.02  # how often the watchdog looks at renders in flight
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A wall-clock limit on a render: the step's timeout or what is left of the run's."""
+
+    seconds: float
+    limit: str  # e.g. "the step's timeout (3s)"
+    raise_it: str  # e.g. "raise the step's `timeout`"
+
+
+class BudgetExceeded(TemplateLimitExceeded):
+    """A render was stopped by its CPU budget or deadline."""
+
+
+class _Interrupted(BaseException):
+    """Raised in a rendering thread by the watchdog; a BaseException so no `except
+    Exception` inside Jinja or a filter swallows it."""
+
+
+@dataclass(eq=False)
+class _Watch:
+    thread_id: int
+    started: float
+    cpu_clock: int
+    cpu_started: float
+    cpu_budget: float
+    deadline: Deadline | None
+    fired: str | None = None  # "cpu" or "deadline" once interrupted
+    done: bool = field(default=False)
+
+
+class _Watchdog:
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._watches: dict[int, _Watch] = {}
+        self._thread: threading.Thread | None = None
+
+    def arm(self, watch: _Watch) -> None:
+        with self._lock:
+            self._watches[id(watch)] = watch
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="template-watchdog", daemon=True
+                )
+                self._thread.start()
+            elif len(self._watches) == 1:
+                self._lock.notify()
+
+    def disarm(self, watch: _Watch) -> None:
+        with self._lock:
+            watch.done = True
+            self._watches.pop(id(watch), None)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._watches:
+                    self._lock.wait()
+            time.sleep(_TICK)
+            with self._lock:
+                now = time.monotonic()
+                for watch in list(self._watches.values()):
+                    if watch.fired or watch.done:
+                        continue
+                    reason = _over(watch, now)
+                    if reason is not None:
+                        watch.fired = reason
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                            ctypes.c_ulong(watch.thread_id), ctypes.py_object(_Interrupted)
+                        )
+
+
+def _over(watch: _Watch, now: float) -> str | None:
+    if watch.deadline is not None and now - watch.started > watch.deadline.seconds:
+        return "deadline"
+    try:
+        used = time.clock_gettime(watch.cpu_clock) - watch.cpu_started
+    except OSError:  # the thread is gone
+        return None
+    return "cpu" if used > watch.cpu_budget else None
+
+
+_watchdog = _Watchdog()
+_active = threading.local()
+
+
+def within_budget(fn: Callable[[], T], deadline: Deadline | None, what: str = "rendering") -> T:
+    """`fn()`, stopped with `template_limit_exceeded` when it uses more CPU than the template
+    budget or runs past `deadline`. Nested calls share the outer budget."""
+    if getattr(_active, "watch", None) is not None:
+        return fn()
+    thread_id = threading.get_ident()
+    clock = getattr(_active, "clock", None)
+    if clock is None:  # once per thread
+        clock = _active.clock = time.pthread_getcpuclockid(thread_id)
+    watch = _Watch(
+        thread_id,
+        time.monotonic(),
+        clock,
+        time.clock_gettime(clock),
+        limits().cpu_seconds,
+        deadline,
+    )
+    try:
+        _active.watch = watch
+        try:
+            _watchdog.arm(watch)
+            result = fn()
+        finally:
+            _watchdog.disarm(watch)
+            _active.watch = None
+        if watch.fired:  # fired as the render ended: the exception is on its way; take it here
+            for _ in range(1_000_000):
+                pass
+    except _Interrupted:
+        _watchdog.disarm(watch)
+        _active.watch = None
+        raise _stopped(watch, what) from None
+    if watch.fired:
+        raise _stopped(watch, what)
+    return result
+
+
+def _stopped(watch: _Watch, what: str) -> BudgetExceeded:
+    if watch.fired == "deadline" and watch.deadline is not None:
+        return BudgetExceeded(
+            f"{what} was stopped: it ran past {watch.deadline.limit}",
+            next_action=f"make the template do less, or {watch.deadline.raise_it}",
+            limit="timeout",
+            limit_value=watch.deadline.seconds,
+        )
+    budget = watch.cpu_budget
+    return BudgetExceeded(
+        f"{what} was stopped: it used more than {budget:g}s of CPU, the template CPU budget "
+        "(setting GRANTFLOW_TEMPLATE_CPU_SECONDS)",
+        next_action="make the template do less, or raise GRANTFLOW_TEMPLATE_CPU_SECONDS",
+        limit="template_cpu_seconds",
+        limit_value=budget,
+    )
