@@ -361,6 +361,15 @@ def settle(session: Session, identity: Identity) -> None:
     from grantflow.engine.models import Run
     from grantflow.engine.states import TERMINAL
 
+    # Lock the row first: two runs of one event finishing at once each count the other as in
+    # flight under READ COMMITTED; with the lock the second waits for the first to commit, then
+    # (its next statement taking a fresh snapshot) counts both finished. No-op on SQLite.
+    session.execute(
+        select(Identity)
+        .where(Identity.id == identity.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     if identity.lifecycle_state not in (
         LifecycleState.JOINER,
         LifecycleState.MOVER,
