@@ -273,10 +273,26 @@ def update_identity(
             EventKind.IDENTITY_MOVED,
             identity,
             details={"changed": sorted(changes)},
+            run_input=moved_input(changes),
         )
         if not event.dispatch or all("run_id" not in d for d in event.dispatch):
             identity.lifecycle_state = LifecycleState.ACTIVE
     return identity, changes
+
+
+def _plain(value: Any) -> Any:
+    """A changed value as JSON: dates as ISO 8601 text."""
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+def moved_input(changes: dict[str, list[Any]]) -> dict[str, Any]:
+    """A mover run's input: which fields changed, with their old and new values, so a workflow
+    can act on what it was (e.g. remove the person from the old department's group)."""
+    moved = {n: v for n, v in changes.items() if n in MOVE_FIELDS}
+    return {
+        "changed": sorted(moved),
+        "changes": {n: {"old": _plain(o), "new": _plain(w)} for n, (o, w) in moved.items()},
+    }
 
 
 def _joined(session: Session, actor: Actor, queue: Queue, identity: Identity) -> None:

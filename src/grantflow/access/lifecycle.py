@@ -108,8 +108,10 @@ def emit(
     app: Application | None = None,
     offboarding: bool = False,
     details: dict[str, Any] | None = None,
+    run_input: dict[str, Any] | None = None,
 ) -> LifecycleEvent:
-    """Record the event and start its runs, in the caller's transaction."""
+    """Record the event and start its runs, in the caller's transaction. With `run_input`, each
+    run gets it as `input`, after `event` (the kind) and `event_id`."""
     event = LifecycleEvent(
         kind=kind.value,
         identity_id=identity.id,
@@ -135,6 +137,7 @@ def emit(
         permissions=frozenset({Permission.RUN_OPERATE}),
         request_id=actor.request_id,
     )
+    given = {"event": kind.value, "event_id": event.id, **run_input} if run_input else {}
     dispatch: list[dict[str, Any]] = []
     started = 0
     for workflow in candidates(session, kind, app):
@@ -142,7 +145,7 @@ def emit(
         blocked = why_not(workflow, kind)
         if blocked is None:
             run = start_run(
-                session, starter, queue, workflow.id, {}, trigger=kind.value, subject=subject
+                session, starter, queue, workflow.id, given, trigger=kind.value, subject=subject
             )
             session.add(
                 EventRun(
