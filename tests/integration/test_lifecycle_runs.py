@@ -1,4 +1,5 @@
-"""What lifecycle runs see and leave behind: a mover run reads what moved (old and new values)."""
+"""What lifecycle runs see and leave behind: a mover run reads what moved (old and new values);
+a lifecycle run that fails marks the identity with a link to it until a Retry succeeds."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import httpx
 from grantflow.store.database import Database
 from tests.support.connections import API, ok
 from tests.support.engine import publish, run_detail, running_worker, wait_status
+from tests.support.target import Reply, running_target
 
 IDENTITIES = f"{API}/identities"
 
@@ -75,3 +77,57 @@ def test_a_mover_run_reads_the_old_department(admin: httpx.Client, database: Dat
         "who": "ada@example.com",
     }
     assert ok(admin.get(f"{IDENTITIES}/{ada['id']}"))["lifecycle_state"] == "active"
+
+
+def test_a_failed_mover_run_marks_the_identity_until_a_retry_succeeds(
+    admin: httpx.Client, database: Database
+) -> None:
+    """A mover run that fails leaves the identity marked (status, message, a link to the run and
+    the Retry to take); taking that Retry once the system answers clears the mark."""
+    with running_target() as hr:
+        hr.on("/groups/dept-research/members", Reply(400, {"error": "locked"}), Reply(204))
+        publish(
+            database,
+            lifecycle_workflow(
+                "Leave old group",
+                "identity_moved",
+                {
+                    "id": "leave_group",
+                    "type": "http",
+                    "config": {
+                        "method": "DELETE",
+                        "url": hr.url
+                        + "/groups/dept-{{ input.changes.department.old | lower }}/members",
+                    },
+                },
+            ),
+        )
+        ada = ok(
+            admin.post(IDENTITIES, json={"email": "ada@example.com", "department": "Research"}), 201
+        )
+        assert ada["lifecycle_failures"] == []
+        ok(admin.patch(f"{IDENTITIES}/{ada['id']}", json={"department": "Sales"}))
+        run_id = latest_run(admin, ada["id"])
+        with running_worker(database):
+            wait_status(database, run_id, "failed")
+        shown = ok(admin.get(f"{IDENTITIES}/{ada['id']}"))
+        assert shown["lifecycle_state"] == "active"
+        [mark] = shown["lifecycle_failures"]
+        assert (mark["run_id"], mark["status"], mark["event_kind"], mark["workflow_name"]) == (
+            run_id,
+            "failed",
+            "identity_moved",
+            "Leave old group",
+        )
+        assert mark["message"]
+        assert ok(admin.get(mark["run_url"]))["status"] == "failed"
+        listed = ok(admin.get(IDENTITIES, params={"q": "ada"}))["items"]
+        assert [i["lifecycle_failures"] for i in listed] == [[mark]]
+
+        method, path = mark["next_action"].split(": ", 1)[1].split(" ", 1)
+        assert (method, path) == ("POST", f"{API}/runs/{run_id}/retry")
+        ok(admin.post(path))
+        with running_worker(database):
+            wait_status(database, run_id, "succeeded")
+        assert ok(admin.get(f"{IDENTITIES}/{ada['id']}"))["lifecycle_failures"] == []
+        assert len(hr.calls("/groups/dept-research/members")) == 2
