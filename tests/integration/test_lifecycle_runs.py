@@ -131,3 +131,35 @@ def test_a_failed_mover_run_marks_the_identity_until_a_retry_succeeds(
             wait_status(database, run_id, "succeeded")
         assert ok(admin.get(f"{IDENTITIES}/{ada['id']}"))["lifecycle_failures"] == []
         assert len(hr.calls("/groups/dept-research/members")) == 2
+
+
+def test_a_failed_joiner_run_is_marked_until_a_replay_succeeds(
+    admin: httpx.Client, database: Database
+) -> None:
+    """A joiner whose onboarding run fails becomes active with the failure marked; a Replay of
+    that run that succeeds clears the mark."""
+    with running_target() as it:
+        it.on("/accounts", Reply(400, {"error": "quota"}), Reply(201, {"id": "a-1"}))
+        publish(
+            database,
+            lifecycle_workflow(
+                "Create account",
+                "identity_joined",
+                {
+                    "id": "account",
+                    "type": "http",
+                    "config": {"method": "POST", "url": it.url + "/accounts"},
+                },
+            ),
+        )
+        ada = ok(admin.post(IDENTITIES, json={"email": "ada@example.com"}), 201)
+        assert ada["lifecycle_state"] == "joiner"
+        run_id = latest_run(admin, ada["id"])
+        with running_worker(database):
+            wait_status(database, run_id, "failed")
+            shown = ok(admin.get(f"{IDENTITIES}/{ada['id']}"))
+            assert shown["lifecycle_state"] == "active"
+            assert [m["run_id"] for m in shown["lifecycle_failures"]] == [run_id]
+            replay = ok(admin.post(f"{API}/runs/{run_id}/replay"), 201)
+            wait_status(database, replay["id"], "succeeded")
+        assert ok(admin.get(f"{IDENTITIES}/{ada['id']}"))["lifecycle_failures"] == []

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from grantflow import audit
+from grantflow import audit, timestamps
 from grantflow.access import incidents, lifecycle
 from grantflow.access.lifecycle import EventKind, LifecycleState
 from grantflow.access.models import Identity
@@ -280,18 +280,16 @@ def update_identity(
     return identity, changes
 
 
-def _plain(value: Any) -> Any:
-    """A changed value as JSON: dates as ISO 8601 text."""
-    return value.isoformat() if isinstance(value, dt.date) else value
-
-
 def moved_input(changes: dict[str, list[Any]]) -> dict[str, Any]:
     """A mover run's input: which fields changed, with their old and new values, so a workflow
     can act on what it was (e.g. remove the person from the old department's group)."""
     moved = {n: v for n, v in changes.items() if n in MOVE_FIELDS}
     return {
         "changed": sorted(moved),
-        "changes": {n: {"old": _plain(o), "new": _plain(w)} for n, (o, w) in moved.items()},
+        "changes": {
+            n: {"old": timestamps.plain(o), "new": timestamps.plain(w)}
+            for n, (o, w) in moved.items()
+        },
     }
 
 

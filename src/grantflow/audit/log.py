@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from grantflow import timestamps
 from grantflow.audit.models import AuditEntry
 from grantflow.logging import redact
 from grantflow.store.base import utcnow
@@ -59,7 +60,7 @@ def record(
         target_type=target_type,
         target_id=target_id,
         # Round-trip through JSON so the hash is computed over exactly what is stored.
-        summary=json.loads(json.dumps(redact(summary or {}), default=str)),
+        summary=json.loads(json.dumps(redact(summary or {}), default=timestamps.json_default)),
         request_id=actor.request_id,
         prev_hash=last or GENESIS,
     )
