@@ -114,7 +114,7 @@ def test_grant_list_show_extend_and_revoke(workspace: Workspace) -> None:
     assert granted["identity"]["email"] == "ada@example.com"
     assert granted["application"]["name"] == "CRM"
     assert granted["role"] == "editor"
-    assert granted["expires_at"] == "2099-01-31T17:00:00+00:00"
+    assert granted["expires_at"] == "2099-01-31T17:00:00Z"
     assert granted["granted_by"] == "system:cli"
     assert granted["automation"]["state"] == "none"
     assert "its trigger is access_revoked" in granted["automation"]["no_run_reason"]

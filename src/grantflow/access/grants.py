@@ -108,7 +108,8 @@ def _future(field_name: str, when: dt.datetime | None) -> dt.datetime | None:
             f"{field_name}: must be in the future",
             details=[{"field": f"body.{field_name}", "message": "must be in the future"}],
         )
-    return when
+    # kept (and so answered at once) in UTC, as it reads back from the database
+    return when.astimezone(dt.UTC) if when is not None else None
 
 
 def create_grant(session: Session, actor: Actor, queue: Queue, data: GrantCreate) -> Grant:

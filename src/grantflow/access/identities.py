@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from grantflow import audit
+from grantflow import audit, timestamps
 from grantflow.access import incidents, lifecycle
 from grantflow.access.lifecycle import EventKind, LifecycleState
 from grantflow.access.models import Identity
@@ -273,10 +273,24 @@ def update_identity(
             EventKind.IDENTITY_MOVED,
             identity,
             details={"changed": sorted(changes)},
+            run_input=moved_input(changes),
         )
         if not event.dispatch or all("run_id" not in d for d in event.dispatch):
             identity.lifecycle_state = LifecycleState.ACTIVE
     return identity, changes
+
+
+def moved_input(changes: dict[str, list[Any]]) -> dict[str, Any]:
+    """A mover run's input: which fields changed, with their old and new values, so a workflow
+    can act on what it was (e.g. remove the person from the old department's group)."""
+    moved = {n: v for n, v in changes.items() if n in MOVE_FIELDS}
+    return {
+        "changed": sorted(moved),
+        "changes": {
+            n: {"old": timestamps.plain(o), "new": timestamps.plain(w)}
+            for n, (o, w) in moved.items()
+        },
+    }
 
 
 def _joined(session: Session, actor: Actor, queue: Queue, identity: Identity) -> None:
@@ -361,6 +375,15 @@ def settle(session: Session, identity: Identity) -> None:
     from grantflow.engine.models import Run
     from grantflow.engine.states import TERMINAL
 
+    # Lock the row first: two runs of one event finishing at once each count the other as in
+    # flight under READ COMMITTED; with the lock the second waits for the first to commit, then
+    # (its next statement taking a fresh snapshot) counts both finished. No-op on SQLite.
+    session.execute(
+        select(Identity)
+        .where(Identity.id == identity.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     if identity.lifecycle_state not in (
         LifecycleState.JOINER,
         LifecycleState.MOVER,

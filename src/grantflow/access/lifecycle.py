@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from grantflow import advice
@@ -19,7 +19,9 @@ from grantflow.advice.table import THEN_DISPATCH
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.definitions.models import VersionState, Workflow
+from grantflow.engine.models import Run
 from grantflow.engine.runs import start_run
+from grantflow.engine.states import RunStatus
 from grantflow.queue.interface import Queue
 
 
@@ -106,8 +108,10 @@ def emit(
     app: Application | None = None,
     offboarding: bool = False,
     details: dict[str, Any] | None = None,
+    run_input: dict[str, Any] | None = None,
 ) -> LifecycleEvent:
-    """Record the event and start its runs, in the caller's transaction."""
+    """Record the event and start its runs, in the caller's transaction. With `run_input`, each
+    run gets it as `input`, after `event` (the kind) and `event_id`."""
     event = LifecycleEvent(
         kind=kind.value,
         identity_id=identity.id,
@@ -133,6 +137,7 @@ def emit(
         permissions=frozenset({Permission.RUN_OPERATE}),
         request_id=actor.request_id,
     )
+    given = {"event": kind.value, "event_id": event.id, **run_input} if run_input else {}
     dispatch: list[dict[str, Any]] = []
     started = 0
     for workflow in candidates(session, kind, app):
@@ -140,7 +145,7 @@ def emit(
         blocked = why_not(workflow, kind)
         if blocked is None:
             run = start_run(
-                session, starter, queue, workflow.id, {}, trigger=kind.value, subject=subject
+                session, starter, queue, workflow.id, given, trigger=kind.value, subject=subject
             )
             session.add(
                 EventRun(
@@ -173,3 +178,81 @@ def latest_event(session: Session, grant_id: str) -> LifecycleEvent | None:
         .order_by(LifecycleEvent.created_at.desc(), LifecycleEvent.id.desc())
         .limit(1)
     ).scalar_one_or_none()
+
+
+API_PREFIX = "/api/v1"  # (the API's; links in answers, not imported to keep access below api)
+IDENTITY_EVENTS = (EventKind.IDENTITY_JOINED, EventKind.IDENTITY_MOVED, EventKind.IDENTITY_LEFT)
+_UNSUCCESSFUL = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED)
+
+
+def failures_of(session: Session, identity_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The lifecycle runs (joiner, mover, leaver and offboarding revocations) that did not
+    succeed, per identity: for each workflow (and grant), its latest run if that one failed.
+    A later success clears it: the same run retried, a Replay of it, or a newer run of the same
+    workflow for the identity. Derived from the runs, so it is never out of step with them."""
+    if not identity_ids:
+        return {}
+    rows = session.execute(
+        select(EventRun, Run, LifecycleEvent.kind, Workflow.name)
+        .join(Run, Run.id == EventRun.run_id)
+        .join(LifecycleEvent, LifecycleEvent.id == EventRun.event_id)
+        .join(Workflow, Workflow.id == EventRun.workflow_id)
+        .where(
+            EventRun.identity_id.in_(identity_ids),
+            or_(
+                LifecycleEvent.kind.in_([k.value for k in IDENTITY_EVENTS]),
+                EventRun.offboarding.is_(True),
+            ),
+        )
+        .order_by(Run.created_at, Run.id)
+    ).all()
+    latest: dict[tuple[str | None, str, str | None], tuple[EventRun, Run, str, str]] = {}
+    for link, run, kind, name in rows:
+        latest[(link.identity_id, link.workflow_id, link.grant_id)] = (link, run, kind, name)
+    failed = {k: v for k, v in latest.items() if v[1].status in _UNSUCCESSFUL}
+    replayed = _replays_succeeded(session, [v[1].id for v in failed.values()])
+    found: dict[str, list[dict[str, Any]]] = {}
+    for link, run, kind, name in failed.values():
+        if run.id in replayed or link.identity_id is None:
+            continue
+        found.setdefault(link.identity_id, []).append(
+            {
+                "run_id": run.id,
+                "run_url": f"{API_PREFIX}/runs/{run.id}",
+                "workflow_id": link.workflow_id,
+                "workflow_name": name,
+                "event_id": link.event_id,
+                "event_kind": kind,
+                "grant_id": link.grant_id,
+                "status": run.status,
+                "message": (run.failure or {}).get("message") or f"the run ended {run.status}",
+                "finished_at": run.finished_at,
+                "next_action": _next_action(run),
+            }
+        )
+    return found
+
+
+def _replays_succeeded(session: Session, run_ids: list[str]) -> set[str]:
+    """Of these runs, those a Replay (or a Replay of a Replay, …) later made succeed."""
+    origin = {r: r for r in run_ids}
+    done: set[str] = set()
+    while origin:
+        replays = session.execute(
+            select(Run.id, Run.replay_of, Run.status).where(Run.replay_of.in_(list(origin)))
+        ).all()
+        following: dict[str, str] = {}
+        for run_id, of, status in replays:
+            assert of is not None
+            if status == RunStatus.SUCCEEDED:
+                done.add(origin[of])
+            else:
+                following[run_id] = origin[of]
+        origin = {r: o for r, o in following.items() if o not in done}
+    return done
+
+
+def _next_action(run: Run) -> str | None:
+    if run.status == RunStatus.CANCELLED:
+        return None  # someone chose to stop it; a Replay is theirs to decide
+    return f"fix the cause, then retry the run: POST {API_PREFIX}/runs/{run.id}/retry"

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from grantflow import timestamps
 from grantflow.access.models import Application, Grant, GroupMember, Identity, IdentityGroup
 
 
@@ -48,7 +49,7 @@ def grant_snapshot(grant: Grant) -> dict[str, Any]:
         "role": grant.role or None,
         "status": grant.status,
         "justification": grant.justification,
-        "expires_at": grant.expires_at.isoformat() if grant.expires_at else None,
+        "expires_at": timestamps.rfc3339(grant.expires_at),
         "granted_by": grant.granted_by,
         "revoke_reason": grant.revoke_reason,
     }

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, inspect, or_, select
 from sqlalchemy.orm import Session
 
+from grantflow import timestamps
 from grantflow.audit.keys import AuditKey, AuditKeys, same, sign
 from grantflow.audit.models import AuditEntry
 from grantflow.errors import Conflict
@@ -86,7 +87,7 @@ def record(
         target_type=target_type,
         target_id=target_id,
         # Round-trip through JSON so the hash is computed over exactly what is stored.
-        summary=json.loads(json.dumps(redact_keys(summary or {}), default=str)),
+        summary=json.loads(json.dumps(redact_keys(summary or {}), default=timestamps.json_default)),
         request_id=actor.request_id,
         prev_hash=last or GENESIS,
         key_id=key.id,

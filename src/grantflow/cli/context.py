@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -13,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from grantflow import timestamps
 from grantflow.config import Settings, load_settings, master_keys
 from grantflow.errors import ConfigurationError, GrantflowError
 from grantflow.logging import configure_logging
@@ -62,9 +62,7 @@ def errors_as_lines() -> Iterator[None]:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return value
+    return timestamps.plain(value)
 
 
 def emit_json(data: Any) -> None:

@@ -17,6 +17,7 @@ from pydantic import ValidationError as PydanticError
 from rich.table import Column, Table
 from sqlalchemy.orm import Session
 
+from grantflow import timestamps
 from grantflow.access import grants as service
 from grantflow.access.applications import find_application
 from grantflow.access.grants import GrantStatus
@@ -59,7 +60,7 @@ def fold_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
 
 
 def plain(value: Any) -> Any:
-    return value.astimezone(dt.UTC).isoformat() if isinstance(value, dt.datetime) else value
+    return timestamps.plain(value)
 
 
 def _validated(model: type[M], data: dict[str, Any]) -> M:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,6 +12,7 @@ from rich.markup import escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from grantflow import timestamps
 from grantflow.access import identities as service
 from grantflow.access import identity_import
 from grantflow.access.lifecycle import LifecycleState
@@ -54,7 +54,7 @@ ATTR = typer.Option(None, "--attr", help="a custom attribute NAME=VALUE (repeat)
 
 
 def _plain(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, dt.date) else value
+    return timestamps.plain(value)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:

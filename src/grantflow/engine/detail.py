@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from grantflow import advice
+from grantflow import advice, timestamps
 from grantflow.definitions.models import Workflow
 from grantflow.engine import hooks
 from grantflow.engine.models import Run, RunEvent, StepAttempt, StepRun
@@ -23,7 +23,7 @@ LIVE_WORKER = dt.timedelta(seconds=60)
 
 
 def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value else None
+    return timestamps.rfc3339(value)
 
 
 def stuck_report(

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from grantflow import timestamps
 from grantflow.engine import hooks
 from grantflow.engine.models import Run, StepRun
 from grantflow.engine.states import (
@@ -76,7 +77,7 @@ def move_run(
         kind = "waiting"
         data = {"reason": str(waiting_reason), **data}
         if wake_at:
-            data["until"] = wake_at.isoformat()
+            data["until"] = timestamps.rfc3339(wake_at)
     else:
         kind = _EVENT_FOR[new]
     if new in _ACTED_RECORDED:

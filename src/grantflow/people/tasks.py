@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from grantflow import advice
+from grantflow import advice, timestamps
 from grantflow.auth.models import User
 from grantflow.people import routing
 from grantflow.people.models import Task, TaskAssignee, TaskDecision
@@ -152,7 +152,7 @@ def describe(session: Session, task: Task) -> dict[str, Any]:
         "can_act": [u.email for u in people],
         "stage": task.current_stage + 1,
         "stages": max(len(task.stages), 1),
-        "due_at": task.due_at.isoformat() if task.due_at else None,
+        "due_at": timestamps.rfc3339(task.due_at),
         "routing_problem": problem,
         "summary": summary,
         "next_action": problem

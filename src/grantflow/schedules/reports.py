@@ -30,7 +30,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, defer
 
-from grantflow import audit
+from grantflow import audit, timestamps
 from grantflow.access.applications import find_application
 from grantflow.access.identities import find_identity
 from grantflow.access.models import Application, Grant, Identity
@@ -124,7 +124,7 @@ class Table:
 def _iso(when: dt.datetime | None) -> str | None:
     if when is None:
         return None
-    return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    return timestamps.rfc3339(when)
 
 
 def _path(where: str, *parts: str) -> str:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
 from grantflow.access import identities as service
-from grantflow.access.lifecycle import LifecycleState
+from grantflow.access.lifecycle import LifecycleState, failures_of
 from grantflow.access.models import Identity, LifecycleEvent
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.schemas import PageOut
@@ -24,6 +24,22 @@ from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(prefix=f"{API_PREFIX}/identities", tags=["identities"])
+
+
+class LifecycleFailureOut(BaseModel):
+    """A lifecycle run of the identity that did not succeed (cleared once one does)."""
+
+    run_id: str
+    run_url: str
+    workflow_id: str
+    workflow_name: str
+    event_id: str
+    event_kind: str
+    grant_id: str | None
+    status: str
+    message: str
+    finished_at: dt.datetime | None
+    next_action: str | None
 
 
 class IdentityOut(BaseModel):
@@ -48,6 +64,7 @@ class IdentityOut(BaseModel):
     deleted_at: dt.datetime | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    lifecycle_failures: list[LifecycleFailureOut] = []
 
 
 class EventOut(BaseModel):
@@ -65,11 +82,15 @@ class EventOut(BaseModel):
     created_at: dt.datetime
 
 
-def out(identity: Identity) -> IdentityOut:
+def out(identity: Identity, failures: list[dict[str, Any]] | None = None) -> IdentityOut:
     session = object_session(identity)
     if session is not None:  # a join or a move settles the state last: show what is stored
         session.flush()
-    return IdentityOut.model_validate(identity)
+        if failures is None:
+            failures = failures_of(session, [identity.id]).get(identity.id, [])
+    shown = IdentityOut.model_validate(identity)
+    shown.lifecycle_failures = [LifecycleFailureOut.model_validate(f) for f in failures or []]
+    return shown
 
 
 @router.post("", status_code=201, response_model=IdentityOut)
@@ -104,7 +125,11 @@ def list_identities(
             cursor=cursor,
             limit=limit,
         )
-        return PageOut(items=[out(i) for i in page.items], next_cursor=page.next_cursor)
+        failures = failures_of(session, [i.id for i in page.items])
+        return PageOut(
+            items=[out(i, failures.get(i.id, [])) for i in page.items],
+            next_cursor=page.next_cursor,
+        )
 
 
 @router.get("/{identity_id}", response_model=IdentityOut)
