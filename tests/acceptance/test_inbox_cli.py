@@ -93,7 +93,7 @@ class Workspace:
     def wait(self, run_id: str, *statuses: str) -> dict[str, Any]:
         shown: dict[str, Any] = poll(
             lambda: (r := self.run(run_id))["status"] in statuses and r,
-            timeout=30,
+            timeout=120,
             what=f"run {run_id} to be {statuses}",
         )
         return shown

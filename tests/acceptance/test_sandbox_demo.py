@@ -47,7 +47,7 @@ class Newcomer:
 
     def sandbox_state(self) -> dict[str, Any]:
         state: dict[str, Any] = httpx.get(
-            f"http://127.0.0.1:{self.sandbox_port}/state", timeout=10
+            f"http://127.0.0.1:{self.sandbox_port}/state", timeout=60
         ).json()
         return state
 
@@ -87,7 +87,7 @@ def readme_commands() -> list[list[str]]:
 def _run(server: ServedProcess, token: str, run_id: str) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
     shown: dict[str, Any] = httpx.get(
-        f"{server.url}/api/v1/runs/{run_id}", headers=headers, timeout=10
+        f"{server.url}/api/v1/runs/{run_id}", headers=headers, timeout=60
     ).json()
     return shown
 
@@ -154,7 +154,7 @@ def test_a_second_make_run_changes_nothing_and_works(newcomer: Newcomer) -> None
     assert (again["token"], again["approver_token"]) == (None, None)
     with serving(newcomer.env, newcomer.workdir, args=("--sandbox",), timeout=120) as server:
         client = httpx.Client(
-            base_url=server.url, headers={"Authorization": f"Bearer {first['token']}"}, timeout=10
+            base_url=server.url, headers={"Authorization": f"Bearer {first['token']}"}, timeout=60
         )
         with client:
             (app,) = [
@@ -181,7 +181,7 @@ def test_the_guard_allows_the_sandbox_and_no_other_loopback_port(
     headers = {"Authorization": f"Bearer {demo['token']}"}
     with (
         running_target() as other,
-        httpx.Client(base_url=server.url, headers=headers, timeout=10) as client,
+        httpx.Client(base_url=server.url, headers=headers, timeout=60) as client,
     ):
         other.on("/", Reply(200, {"ok": True}))
         (wiki,) = [
@@ -204,6 +204,6 @@ def test_the_guard_allows_the_sandbox_and_no_other_loopback_port(
     answered = httpx.get(
         f"http://127.0.0.1:{newcomer.sandbox_port}/",
         headers={"Authorization": f"Bearer {sandbox_token(key)}"},
-        timeout=10,
+        timeout=60,
     )
     assert answered.status_code == 200

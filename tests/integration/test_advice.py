@@ -81,7 +81,7 @@ class World:
         return shown
 
     def wait(
-        self, run_id: str, check: Callable[[dict[str, Any]], bool], timeout: float = 30
+        self, run_id: str, check: Callable[[dict[str, Any]], bool], timeout: float = 120
     ) -> dict[str, Any]:
         import time
 

@@ -356,7 +356,7 @@ def test_the_periodic_writer_sends_checkpoints_to_a_file_the_log_and_a_webhook(
         writer = CheckpointWriter(database, configured)
         writer.start()
         try:
-            siem.wait_for_calls("/checkpoints", 2, timeout=30)
+            siem.wait_for_calls("/checkpoints", 2, timeout=120)
         finally:
             writer.stop()
         posted = [checkpoints.parse(call.body, "webhook") for call in siem.calls("/checkpoints")]

@@ -33,7 +33,7 @@ def test_the_api_needs_its_credential_and_knows_only_the_examples_calls(
 ) -> None:
     """A wrong credential is a 401; an account made through the Graph stand-in is found by
     email through the Okta one; a call the examples never make is a 404."""
-    with httpx.Client(base_url=sandbox.saas_url, timeout=10) as api:
+    with httpx.Client(base_url=sandbox.saas_url, timeout=60) as api:
         assert api.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
         bearer = {"Authorization": f"Bearer {TOKEN}"}
         created = api.post(
@@ -59,7 +59,7 @@ def test_the_api_needs_its_credential_and_knows_only_the_examples_calls(
 
 def test_the_scim_server_holds_the_groups_behind_the_credential(sandbox: Sandbox) -> None:
     """The SCIM server refuses a request without the credential and lists the four groups."""
-    with httpx.Client(base_url=sandbox.scim_url, timeout=10) as scim:
+    with httpx.Client(base_url=sandbox.scim_url, timeout=60) as scim:
         assert scim.get("/Groups").status_code == 401
         groups = scim.get("/Groups", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     names = sorted(g["displayName"] for g in groups["Resources"])

@@ -458,7 +458,7 @@ def test_a_credential_echoed_in_any_form_appears_nowhere(
                     escalated = [c for c in cases if run_of(admin, c.run_id)["status"] == "waiting"]
                     poll(
                         lambda: len(sink.received) >= len(escalated) or None,
-                        timeout=30,
+                        timeout=120,
                         what=f"{len(escalated)} escalation e-mails",
                     )
                 failed_runs = set()
