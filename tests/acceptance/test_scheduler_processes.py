@@ -262,6 +262,7 @@ def test_two_schedulers_fire_each_occurrence_once_and_fail_over(
     output, errors = reader.communicate(timeout=30)
     assert reader.returncode == 0, errors
     shown = json.loads(output)
-    assert [(o["scheduled_for"], o["status"], o["outcome"]) for o in shown] == [
-        (at.isoformat(), "fired", "succeeded") for at in sorted(rounds, reverse=True)[:2]
-    ]
+    assert [
+        (dt.datetime.fromisoformat(o["scheduled_for"]), o["status"], o["outcome"]) for o in shown
+    ] == [(at, "fired", "succeeded") for at in sorted(rounds, reverse=True)[:2]]
+    assert all(o["scheduled_for"].endswith("Z") for o in shown)  # RFC 3339 in UTC
