@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from grantflow.errors import ConfigurationError
-from grantflow.redaction import redact_url
+from grantflow.redaction import redact_url, redact_webhook_url
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
@@ -255,6 +255,8 @@ class Settings(BaseSettings):
                 value = "** set **"
             elif isinstance(value, Path):
                 value = str(value)
+            elif isinstance(value, str) and name == "audit_checkpoint_url":
+                value = redact_webhook_url(value)
             elif isinstance(value, str) and "://" in value:
                 value = redact_url(value)  # a password in the user part or the query
             data[name] = value

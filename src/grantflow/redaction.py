@@ -79,6 +79,19 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def redact_webhook_url(url: str) -> str:
+    """A webhook URL as it may be shown: its user part and whole query hidden, whatever their
+    names (webhooks commonly carry their secret as `?sig=`, `?code=` or the like)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "***"
+    host = parts.hostname or ""
+    netloc = f"{host}:{port}" if port else host
+    return f"{parts.scheme}://{netloc}{parts.path}" + ("?***" if parts.query else "")
+
+
 class Redactor:
     """Hides a fixed set of secrets in text and in decoded data (strings in dicts and lists,
     keys included). Immutable; `+` combines two (a call that uses two credentials).

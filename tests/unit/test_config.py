@@ -193,3 +193,14 @@ def test_config_show_hides_a_database_password_given_as_a_query_parameter(tmp_pa
         "postgresql+psycopg://db.internal/grantflow?password=***&sslmode=require"
         "&sslpassword=***&user=gf"
     )
+
+
+def test_redacted_hides_the_whole_query_of_the_checkpoint_webhook(key_file: Path) -> None:
+    """The audit checkpoint webhook shows scheme, host and path only: a signature carried as
+    `?sig=` (a name no secret pattern knows) is hidden like `?token=`."""
+    settings = load_settings(
+        audit_checkpoint_url="https://siem.example:8443/hooks/audit?sig=hook-secret-55&v=1"
+    )
+    shown = settings.redacted()["audit_checkpoint_url"]
+    assert shown == "https://siem.example:8443/hooks/audit?***"
+    assert "hook-secret-55" not in json.dumps(settings.redacted())

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -28,6 +27,7 @@ from grantflow.audit.log import GENESIS, keys_of
 from grantflow.audit.models import AuditEntry
 from grantflow.config import Settings
 from grantflow.errors import ValidationError
+from grantflow.redaction import redact_webhook_url
 from grantflow.store.database import Database, database_of
 
 log = structlog.get_logger("grantflow.audit")
@@ -219,15 +219,8 @@ def _senders(settings: Settings) -> list[tuple[str, Callable[[Checkpoint], None]
         found.append(("log", lambda c: log.info("audit.checkpoint", **c.to_json())))
     url = settings.audit_checkpoint_url
     if url is not None:
-        found.append((f"webhook:{_shown(url)}", lambda c: post_to_webhook(c, url)))
+        found.append((f"webhook:{redact_webhook_url(url)}", lambda c: post_to_webhook(c, url)))
     return found
-
-
-def _shown(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return f"{parts.scheme}://{netloc}{parts.path}" + ("?***" if parts.query else "")
 
 
 def write(

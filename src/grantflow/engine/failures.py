@@ -96,8 +96,10 @@ def retryable(exc: BaseException) -> bool:
     )
 
 
-def situation_of(session: Session, run: Run, plan: Plan | None = None) -> advice.Situation:
-    """The facts about `run` that decide which action can work (see grantflow.advice)."""
+def irreversible_steps_done(session: Session, run: Run, plan: Plan | None) -> tuple[str, ...]:
+    """Steps of `run` that acted on an external system and cannot be undone, in order. A step
+    the plan does not describe counts as irreversible: nothing proves it can be undone. The one
+    rule both the advice (which action can work) and Replay with latest (refused) apply."""
     done = session.execute(
         select(StepRun.step_id)
         .where(
@@ -108,8 +110,13 @@ def situation_of(session: Session, run: Run, plan: Plan | None = None) -> advice
         .order_by(StepRun.sequence)
     ).scalars()
     steps = plan.steps if plan is not None else {}
-    irreversible = tuple(
+    return tuple(
         sid for sid in dict.fromkeys(done) if sid not in steps or not steps[sid].reversible
     )
+
+
+def situation_of(session: Session, run: Run, plan: Plan | None = None) -> advice.Situation:
+    """The facts about `run` that decide which action can work (see grantflow.advice)."""
+    irreversible = irreversible_steps_done(session, run, plan)
     grant = (run.subject or {}).get("grant") or {}
     return advice.Situation(irreversible_done=irreversible, grant_id=grant.get("id"))

@@ -111,7 +111,9 @@ def replay(session: Session, actor: Actor, queue: Queue, run_id: str, *, latest:
     version = run.version
     if latest:
         version = check_dispatching(get_workflow(session, run.workflow_id))
-        acted = _irreversible_steps_done(session, run)
+        acted = failures.irreversible_steps_done(
+            session, run, plan_for(session, run.workflow_id, run.version)
+        )
         if acted:
             names = ", ".join(repr(s) for s in acted)
             grant_id = ((run.subject or {}).get("grant") or {}).get("id")
@@ -121,7 +123,7 @@ def replay(session: Session, actor: Actor, queue: Queue, run_id: str, *, latest:
                 f"non-reversible step(s) {names}; a fresh run would do that again",
                 next_action=advised["next_action"],
                 code="replay_refused",
-                steps=acted,
+                steps=list(acted),
                 action=advice.render(advised["operation"], grant_id=grant_id),
             )
     new = start_run(
@@ -153,22 +155,6 @@ def replay(session: Session, actor: Actor, queue: Queue, run_id: str, *, latest:
         {"new_run": new.id, "version": version, "latest": latest},
     )
     return new
-
-
-def _irreversible_steps_done(session: Session, run: Run) -> list[str]:
-    plan = plan_for(session, run.workflow_id, run.version)
-    done = session.execute(
-        select(StepRun.step_id)
-        .where(
-            StepRun.run_id == run.id,
-            StepRun.status == StepStatus.SUCCEEDED,
-            StepRun.side_effects.is_(True),
-        )
-        .order_by(StepRun.sequence)
-    ).scalars()
-    return [
-        sid for sid in dict.fromkeys(done) if sid in plan.steps and not plan.steps[sid].reversible
-    ]
 
 
 def cancel(
