@@ -21,6 +21,7 @@ from grantflow.definitions.sandbox import TemplateLimitExceeded, limits
 
 T = TypeVar("T")
 _TICK = 0.02  # how often the watchdog looks at renders in flight
+_REFIRE = 0.5  # a render still going this long after its interrupt is interrupted again
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class _Watch:
     cpu_budget: float
     deadline: Deadline | None
     fired: str | None = None  # "cpu" or "deadline" once interrupted
+    fired_at: float = 0.0
     done: bool = field(default=False)
 
 
@@ -84,11 +86,15 @@ class _Watchdog:
             with self._lock:
                 now = time.monotonic()
                 for watch in list(self._watches.values()):
-                    if watch.fired or watch.done:
+                    if watch.done:
                         continue
-                    reason = _over(watch, now)
+                    if watch.fired and now - watch.fired_at < _REFIRE:
+                        continue
+                    reason = watch.fired or _over(watch, now)
                     if reason is not None:
-                        watch.fired = reason
+                        # sent again while the render goes on: an exception that lands where
+                        # Python swallows it (a gc callback, a __del__) must not free the render
+                        watch.fired, watch.fired_at = reason, now
                         ctypes.pythonapi.PyThreadState_SetAsyncExc(
                             ctypes.c_ulong(watch.thread_id), ctypes.py_object(_Interrupted)
                         )
