@@ -236,6 +236,33 @@ def test_schema_workflow_prints_a_valid_json_schema(workspace: Workspace) -> Non
         jsonschema.validate(yaml.safe_load((EXAMPLES / name).read_text()), schema)
 
 
+def test_the_workflow_schema_checks_each_step_types_config(workspace: Workspace) -> None:
+    """The workflow schema carries each step type's config schema, so an editor flags an
+    unknown setting or a missing required one; `schema step` prints one type's schema."""
+    schema = workspace.json("schema", "workflow")
+    validator = jsonschema.Draft202012Validator(schema)
+    document = yaml.safe_load((EXAMPLES / "onboarding.yaml").read_text())
+    first = document["steps"][0]
+    first.setdefault("config", {})["no_such_setting"] = 1
+    errors = [e.message for e in validator.iter_errors(document)]
+    assert any("'no_such_setting' was unexpected" in m for m in errors), errors
+
+    set_step = {"id": "x", "type": "set", "config": {}}
+    document = {"name": "w", "trigger": {"type": "manual"}, "steps": [set_step]}
+    errors = [e.message for e in validator.iter_errors(document)]
+    assert any("'values' is a required property" in m for m in errors), errors
+
+    http = workspace.json("schema", "step", "http")
+    jsonschema.Draft202012Validator.check_schema(http)
+    assert "url" in http["properties"]
+    listed = {row["type"] for row in workspace.json("schema", "steps", "--json")}
+    assert {"http", "set", "approval", "scim.create_user"} <= listed
+
+    unknown = workspace.grantflow("schema", "step", "nope")
+    assert unknown.returncode == 1
+    assert unknown.stderr.splitlines()[0] == "error: no step type 'nope'"
+
+
 def test_dry_run_command_renders_requests(workspace: Workspace) -> None:
     """`grantflow workflows dry-run` renders the exact requests for a sample, sending nothing."""
     workspace.json("apply", "-f", str(EXAMPLES / "onboarding.yaml"), "--json")

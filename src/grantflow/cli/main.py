@@ -19,6 +19,7 @@ from grantflow.cli import (
     reports,
     reviews,
     runs,
+    schemas,
     server,
     users,
     workflows,
@@ -49,6 +50,7 @@ evidence.register(runs.runs_app)
 connections.register(app)
 reconcile.register(app)
 jobs.register(app)
+app.add_typer(schemas.app, name="schema")
 
 
 def main() -> None:

@@ -18,14 +18,12 @@ from grantflow.cli.context import (
     out,
 )
 from grantflow.definitions import workflows as service
-from grantflow.definitions.document import workflow_json_schema
 from grantflow.definitions.dryrun import SampleContext, dry_run
 from grantflow.definitions.models import Workflow
 from grantflow.definitions.source import parse_text, to_yaml
 from grantflow.errors import BadRequest, GrantflowError, ValidationError
 
 app = typer.Typer(help="Author, publish and inspect workflows.", no_args_is_help=True)
-schema_app = typer.Typer(help="Print JSON Schemas.", no_args_is_help=True)
 CLI = Actor.system("cli")
 
 
@@ -65,12 +63,6 @@ def _row(session: Any, workflow: Workflow) -> dict[str, Any]:
         "dispatching": live.dispatching,
         "not_dispatching_because": live.reasons,
     }
-
-
-@schema_app.command("workflow")
-def schema_workflow() -> None:
-    """The JSON Schema of workflow documents."""
-    emit_json(workflow_json_schema())
 
 
 def apply(
@@ -285,4 +277,3 @@ def dry_run_command(
 def register(root: typer.Typer) -> None:
     root.command("apply")(apply)
     root.add_typer(app, name="workflows")
-    root.add_typer(schema_app, name="schema")

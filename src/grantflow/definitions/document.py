@@ -132,10 +132,3 @@ class WorkflowDocument(Strict):
     def canonical(self) -> dict[str, Any]:
         """The document as stored and diffed: defaults filled in, in field order."""
         return self.model_dump(mode="json", exclude_none=True)
-
-
-def workflow_json_schema() -> dict[str, Any]:
-    schema = WorkflowDocument.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://grantflow.dev/schemas/workflow.json"
-    return schema

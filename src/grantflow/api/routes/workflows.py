@@ -19,10 +19,10 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.definitions import recompile
 from grantflow.definitions import workflows as service
-from grantflow.definitions.document import workflow_json_schema
 from grantflow.definitions.dryrun import SampleContext, dry_run
 from grantflow.definitions.gate import GateResult
 from grantflow.definitions.models import Workflow, WorkflowVersion
+from grantflow.definitions.schemas import step_config_schema, workflow_json_schema
 from grantflow.definitions.source import YAML_TYPES, parse_text, to_yaml
 from grantflow.errors import BadRequest
 from grantflow.store.database import Database
@@ -171,8 +171,17 @@ def _gate_out(result: GateResult) -> GateOut:
 def get_workflow_schema(
     _: Actor = Depends(Require(Permission.WORKFLOW_READ)),
 ) -> dict[str, Any]:
-    """The JSON Schema of workflow documents."""
+    """The JSON Schema of workflow documents, each step type's `config` schema included."""
     return workflow_json_schema()
+
+
+@router.get("/schemas/steps/{step_type}", tags=["schemas"])
+def get_step_schema(
+    step_type: str,
+    _: Actor = Depends(Require(Permission.WORKFLOW_READ)),
+) -> dict[str, Any]:
+    """The JSON Schema of one step type's `config`."""
+    return step_config_schema(step_type)
 
 
 @router.post("/workflows", status_code=201, response_model=CreatedOut, openapi_extra=_DOCUMENT_BODY)
