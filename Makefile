@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck unit bench clean docs reference
+.PHONY: run test lint typecheck unit bench clean docs reference release-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ docs: reference
 ## reference: regenerate docs/reference from the code (make test fails when it is stale)
 reference: $(DEV_STAMP)
 	$(BIN)/python scripts/docs_reference.py --write
+
+## release-check: build the wheel and sdist, install the wheel in a fresh virtualenv, start it
+release-check: $(DEV_STAMP)
+	$(BIN)/python scripts/release_check.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

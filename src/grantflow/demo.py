@@ -4,7 +4,7 @@
   once;
 - the application "Workforce identity" with the connections the shipped examples name, pointing
   at the sandbox targets (`grantflow serve --sandbox`) and holding the sandbox credential;
-- the examples (`examples/*.yaml`) published;
+- the examples (`grantflow/examples/*.yaml`, linked as `examples/` in a checkout) published;
 - people who were there before (no runs), and one new hire, Katherine Johnson, whose onboarding
   run waits for Grace's approval — approve it and watch it provision the sandbox;
 - the application "Demo Wiki" with a grant whose chip says why no workflow ran for it.
@@ -42,7 +42,7 @@ DEMO_ADMIN = "admin@demo.grantflow.dev"
 DEMO_APPROVER = "grace@demo.grantflow.dev"  # a Grantflow user, and the identity of a manager
 NEW_HIRE = "katherine@demo.grantflow.dev"
 WORKFORCE = "Workforce identity"  # the application the examples name
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # (in the source checkout)
+EXAMPLES = Path(__file__).resolve().parent / "examples"  # shipped in the package
 ONBOARDING = "onboarding.yaml"
 
 DEMO_WIKI = ApplicationCreate(
