@@ -11,7 +11,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
 
-from grantflow import __version__
+from grantflow import __version__, console
 from grantflow.api.errors import install_error_handlers
 from grantflow.api.middleware import HttpMetrics, RequestMiddleware
 from grantflow.api.routes import (
@@ -38,7 +38,7 @@ from grantflow.api.routes import (
     users,
     workflows,
 )
-from grantflow.api.security import Public, Require
+from grantflow.api.security import Guard
 from grantflow.api.state import AppState
 from grantflow.config import Settings, master_keys
 from grantflow.connections.access import ConnectionAccess
@@ -108,6 +108,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         reports,
     ):
         app.router.routes.extend(module.router.routes)
+    console.install(app, settings, database)  # the web console at /, with its static files
     install_error_handlers(app)
     app.add_middleware(
         RequestMiddleware,
@@ -126,13 +127,13 @@ def api_routes(app: FastAPI) -> list[APIRoute]:
     return [route for route in app.routes if isinstance(route, APIRoute)]
 
 
-def route_guard(route: APIRoute) -> Require | Public | None:
+def route_guard(route: APIRoute) -> Guard | None:
     """The one guard a route declares, or None when it declares none (or several)."""
     guards: list[Any] = []
 
     def walk(dependant: Dependant) -> None:
         for dep in dependant.dependencies:
-            if isinstance(dep.call, Require | Public):
+            if isinstance(dep.call, Guard):
                 guards.append(dep.call)
             walk(dep)
 

@@ -1,4 +1,5 @@
-"""Route guards: every route depends on exactly one `Require(...)` or `Public()`."""
+"""Route guards: every route depends on exactly one guard — `Require(...)` or `Public()` here,
+`Page(...)` or `PublicPage()` on console pages (`grantflow.console.guard`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ from grantflow.auth.tokens import authenticate
 from grantflow.errors import PermissionDenied, Unauthenticated
 
 
-class Require:
+class Guard:
+    """The base of every route guard; `create_app` refuses a route without exactly one."""
+
+    permission: Permission | None
+
+
+class Require(Guard):
     """Authenticate the bearer token and check one permission; the route gets the `Actor`."""
+
+    permission: Permission
 
     def __init__(self, permission: Permission, *, scope: str = "api") -> None:
         self.permission = permission
@@ -43,8 +52,10 @@ class Require:
         return f"Require({self.permission})"
 
 
-class Public:
+class Public(Guard):
     """Declares, on purpose, that a route needs no token (health probes, metrics)."""
+
+    permission = None
 
     async def __call__(self) -> None:  # async: a probe never waits for a worker thread
         return None
