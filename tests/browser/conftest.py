@@ -86,8 +86,8 @@ def console(
 ) -> Iterator[Console]:
     """Grantflow (API and console) served on a free port of 127.0.0.1, its public URL set."""
     port = free_port()
-    served = settings.model_copy(
-        update={"public_url": f"http://127.0.0.1:{port}", **console_overrides}
+    served = Settings(
+        **{**settings.model_dump(), "public_url": f"http://127.0.0.1:{port}", **console_overrides}
     )
     with serve_in_thread(create_app(served, database), port=port) as url:
         yield Console(url=url, database=database, settings=served)
