@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from grantflow.api import create_app
 from grantflow.auth.actor import Actor
@@ -24,6 +31,7 @@ from tests.support.server import serve_in_thread
 from tests.support.services import free_port, service_missing
 
 PASSWORD = "correct horse battery staple"
+expect.set_options(timeout=DEADLINE_MS)  # assertions wait for states, generously
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

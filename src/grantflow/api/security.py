@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
@@ -59,3 +63,21 @@ class Public(Guard):
 
     async def __call__(self) -> None:  # async: a probe never waits for a worker thread
         return None
+
+
+def api_routes(app: FastAPI) -> list[APIRoute]:
+    return [route for route in app.routes if isinstance(route, APIRoute)]
+
+
+def route_guard(route: APIRoute) -> Guard | None:
+    """The one guard a route declares, or None when it declares none (or several)."""
+    guards: list[Any] = []
+
+    def walk(dependant: Dependant) -> None:
+        for dep in dependant.dependencies:
+            if isinstance(dep.call, Guard):
+                guards.append(dep.call)
+            walk(dep)
+
+    walk(route.dependant)
+    return guards[0] if len(guards) == 1 else None

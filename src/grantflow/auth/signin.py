@@ -121,10 +121,10 @@ def sign_in_with_password(
             if not stored
             else "user deactivated"
         )
-        throttle.record_attempt(session, email, client.address, succeeded=False, now=now)
+        throttle.record_attempt(session, limits, email, client.address, succeeded=False, now=now)
         refuse(session, client, email, reason, user)
         return Unauthenticated(
             NOT_RIGHT, next_action="check them and try again", code="sign_in_failed"
         )
-    throttle.record_attempt(session, email, client.address, succeeded=True, now=now)
+    throttle.record_attempt(session, limits, email, client.address, succeeded=True, now=now)
     return begin(session, user, policy, client, method="password")

@@ -128,7 +128,7 @@ def resolve(
     hashes_ = [_hash(key, token) for key in _keys(settings)]
     stmt = select(SignInLink).where(SignInLink.token_hash.in_(hashes_))
     if lock:
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update(of=SignInLink)  # (not the joined user row)
     link = session.execute(stmt).scalar_one_or_none()
     if link is None or link.purpose not in purposes:
         raise NotFound(NOT_VALID, code="link_not_valid")

@@ -1,8 +1,8 @@
 """Throttling password sign-in: repeated failures lock an account, and separately an address,
 for a while.
 
-Failures are counted within a window (GRANTFLOW_SIGNIN_WINDOW_MINUTES, 15) since the account's
-last successful sign-in: at GRANTFLOW_SIGNIN_MAX_FAILURES (5) for one e-mail, or
+Failures are counted within a window (GRANTFLOW_SIGNIN_WINDOW_MINUTES, 15), for an account
+since its last successful sign-in: at GRANTFLOW_SIGNIN_MAX_FAILURES (5) for one e-mail, or
 GRANTFLOW_SIGNIN_MAX_FAILURES_PER_ADDRESS (20) from one address to any e-mail, sign-in is
 refused until GRANTFLOW_SIGNIN_LOCKOUT_MINUTES (15) after the last of those failures. The count
 is kept per e-mail as typed, whether or not an account exists, so a lock says nothing about
@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from grantflow.auth.models import SignInAttempt
@@ -54,12 +54,15 @@ class Lock:
 def _failure_times(
     session: Session, column: Any, value: str, since: dt.datetime
 ) -> list[dt.datetime]:
-    """Failures for this e-mail or address since `since` and since its last success, oldest
+    """Failures for this e-mail (since its last success) or this address (a success from it
+    resets nothing: one good account must not cover guessing at others) since `since`, oldest
     first."""
-    last_success = session.execute(
-        select(func.max(SignInAttempt.at)).where(column == value, SignInAttempt.succeeded)
-    ).scalar_one_or_none()
-    start = max(since, last_success) if last_success else since
+    start = since
+    if column is SignInAttempt.email:
+        last_success = session.execute(
+            select(func.max(SignInAttempt.at)).where(column == value, SignInAttempt.succeeded)
+        ).scalar_one_or_none()
+        start = max(since, last_success) if last_success else since
     rows = session.execute(
         select(SignInAttempt.at)
         .where(column == value, ~SignInAttempt.succeeded, SignInAttempt.at > start)
@@ -69,7 +72,7 @@ def _failure_times(
     return sorted(rows)
 
 
-def _locked_until(
+def locked_until(
     times: list[dt.datetime], limit: int, policy: ThrottlePolicy
 ) -> dt.datetime | None:
     """The end of the latest lock: `limit` failures within the window lock until the last of
@@ -91,20 +94,29 @@ def lock_for(
         ("address", SignInAttempt.address, address, policy.max_failures_per_address),
     )
     for scope, column, value, limit in checks:
-        until = _locked_until(_failure_times(session, column, value, since), limit, policy)
+        until = locked_until(_failure_times(session, column, value, since), limit, policy)
         if until is not None and until > now:
             return Lock(scope=scope, until=until)
     return None
 
 
 def record_attempt(
-    session: Session, email: str, address: str, *, succeeded: bool, now: dt.datetime
+    session: Session,
+    policy: ThrottlePolicy,
+    email: str,
+    address: str,
+    *,
+    succeeded: bool,
+    now: dt.datetime,
 ) -> None:
+    """Count an attempt, and forget this e-mail's and this address's attempts too old to count
+    any more (the audit log keeps the record)."""
+    horizon = now - policy.window - policy.lockout
+    session.execute(
+        delete(SignInAttempt).where(
+            or_(SignInAttempt.email == email, SignInAttempt.address == address),
+            SignInAttempt.at < horizon,
+        )
+    )
     session.add(SignInAttempt(email=email, address=address, succeeded=succeeded, at=now))
     session.flush()
-
-
-def forget_before(session: Session, cutoff: dt.datetime) -> int:
-    """Delete attempts older than `cutoff` (they no longer count); returns how many."""
-    result = session.execute(delete(SignInAttempt).where(SignInAttempt.at < cutoff))
-    return int(getattr(result, "rowcount", 0) or 0)
