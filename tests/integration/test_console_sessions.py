@@ -9,6 +9,7 @@ import hashlib
 import httpx
 from sqlalchemy import select, update
 
+from grantflow.audit.models import AuditEntry
 from grantflow.auth.actor import Actor
 from grantflow.auth.models import ConsoleSession, SignInAttempt
 from grantflow.auth.permissions import Role
@@ -127,3 +128,37 @@ def test_throttle_per_address_and_its_end(settings: Settings, database: Database
             for attempt in session.execute(select(SignInAttempt)).scalars():
                 attempt.at -= dt.timedelta(minutes=11)
         assert post_login(client, "victim@example.com", PASSWORD).status_code == 303
+
+
+def test_signing_in_again_ends_the_browsers_previous_session(
+    settings: Settings, database: Database
+) -> None:
+    """A browser signed in as one user that signs in as another keeps one session: the first
+    is ended, and the audit entry names it."""
+    _user(database, "first@example.com")
+    _user(database, "second@example.com")
+    with serving_console(settings, database) as (url, _), httpx.Client(base_url=url) as client:
+        assert post_login(client, "first@example.com", PASSWORD).status_code == 303
+        with database.transaction() as session:
+            first = session.execute(select(ConsoleSession)).scalar_one()
+            first_id = first.id
+        page = client.get("/login/link/" + "x" * 43)  # a public page, still signed in
+        assert page.status_code == 404
+        # sign in as the second user through the form (the login page redirects a signed-in
+        # browser, so post the form with this session's CSRF token)
+        token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+        response = client.post(
+            "/login",
+            data={"csrf_token": token, "email": "second@example.com", "password": PASSWORD},
+        )
+        assert response.status_code == 303
+    with database.transaction() as session:
+        rows = {r.user.email: r for r in session.execute(select(ConsoleSession)).scalars()}
+        assert rows["first@example.com"].revoked_at is not None
+        assert rows["second@example.com"].revoked_at is None
+        (entry,) = [
+            e
+            for e in session.execute(select(AuditEntry)).scalars()
+            if e.action == "auth.login.succeeded" and e.actor == "second@example.com"
+        ]
+        assert entry.summary["replaced_session_id"] == first_id

@@ -39,12 +39,17 @@ class Client:
     address: str
     user_agent: str | None = None
     request_id: str | None = None
+    replaces: str | None = None  # the session this browser had: it ends with this sign-in
 
 
 def begin(
     session: Session, user: User, policy: SessionPolicy, client: Client, *, method: str
 ) -> tuple[ConsoleSession, str]:
-    """Start a session for `user` and audit the sign-in (`auth.login.succeeded`)."""
+    """Start a session for `user` and audit the sign-in (`auth.login.succeeded`); the session
+    the browser had before ends."""
+    previous = session.get(ConsoleSession, client.replaces) if client.replaces else None
+    if previous is not None and previous.revoked_at is None:
+        previous.revoked_at = utcnow()
     row, raw = start_session(
         session,
         user,
@@ -60,7 +65,12 @@ def begin(
         "auth.login.succeeded",
         "user",
         user.id,
-        {"method": method, "address": client.address, "session_id": row.id},
+        {
+            "method": method,
+            "address": client.address,
+            "session_id": row.id,
+            "replaced_session_id": previous.id if previous else None,
+        },
     )
     return row, raw
 

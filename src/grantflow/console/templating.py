@@ -59,6 +59,8 @@ def _context(request: Request) -> dict[str, Any]:
         "sso_enabled": bool(settings.oidc_issuer and settings.oidc_client_id),
         "sso_label": settings.oidc_label,
         "nav": nav.visible(_page_paths(request), can) if viewer else [],
+        # a link to a page only once that page exists (the console grows area by area)
+        "page_exists": lambda path: path in _page_paths(request),
         "Permission": Permission,
     }
 

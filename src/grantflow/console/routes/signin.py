@@ -19,10 +19,14 @@ router = APIRouter(include_in_schema=False)
 
 
 def client_of(request: Request) -> signin.Client:
+    """Where this sign-in comes from, and the session this browser had (ended by the new one:
+    one browser, one session)."""
+    previous: Viewer | None = getattr(request.state, "viewer", None)
     return signin.Client(
         address=request.client.host if request.client else "unknown",
         user_agent=request.headers.get("user-agent"),
         request_id=getattr(request.state, "request_id", None),
+        replaces=previous.session_id if previous else None,
     )
 
 
