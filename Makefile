@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck unit bench clean docs reference release-check
+.PHONY: run test lint typecheck unit bench clean docs reference release-check chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,28 @@ run: $(RUN_STAMP)
 ## test: lint, type-check, and the whole suite on SQLite and PostgreSQL
 PYTEST_ARGS ?= -n 4 --durations=15
 
-test: $(DEV_STAMP) lint typecheck
+test: $(DEV_STAMP) lint typecheck chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## chromium: Debian's Chromium for the browser tests (tests/browser), installed with apt-get when
+## missing — as root, or with sudo. Playwright never downloads a browser here. When it cannot be
+## installed, CI=true fails; locally the browser tests are skipped.
+CHROMIUM ?= /usr/bin/chromium
+
+chromium:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; \
+	  elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; \
+	  else SUDO="none"; fi; \
+	  if [ "$$SUDO" != none ]; then \
+	    echo "installing chromium (Debian package) for the browser tests"; \
+	    $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  fi; \
+	  if [ ! -x "$(CHROMIUM)" ]; then \
+	    echo "$(CHROMIUM) is missing and could not be installed (need root or sudo)"; \
+	    case "$$CI" in true|1|yes) exit 1;; *) echo "the browser tests will be skipped";; esac; \
+	  fi; \
+	fi
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench scripts

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from grantflow.auth.permissions import Role
 from grantflow.errors import ConfigurationError
 from grantflow.redaction import redact_url, redact_webhook_url
 
@@ -147,6 +148,69 @@ class Settings(BaseSettings):
         default=72, ge=1, le=24 * 90, description="how long an e-mail's action links work, in hours"
     )
 
+    # --- the console's sign-in (auth.sessions, auth.throttle, auth.oidc) --------------------------
+    session_idle_minutes: int = Field(
+        default=12 * 60,
+        ge=1,
+        le=31 * 24 * 60,
+        description="a console session unused this long is signed out, in minutes",
+    )
+    session_max_days: float = Field(
+        default=7, gt=0, le=365, description="a console session ends this long after sign-in"
+    )
+    signin_max_failures: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="failed sign-ins to one account within the window that lock it for a while",
+    )
+    signin_max_failures_per_address: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        description="failed sign-ins from one address (to any account) within the window that "
+        "lock that address for a while",
+    )
+    signin_window_minutes: int = Field(
+        default=15, ge=1, le=24 * 60, description="the window failed sign-ins are counted in"
+    )
+    signin_lockout_minutes: int = Field(
+        default=15,
+        ge=1,
+        le=24 * 60,
+        description="how long sign-in stays refused after the last failure that hit a limit",
+    )
+    signin_link_minutes: int = Field(
+        default=15,
+        ge=1,
+        le=24 * 60,
+        description="how long a one-time sign-in link (`grantflow users sign-in-link`, the "
+        "demo's) works",
+    )
+    invite_link_hours: int = Field(
+        default=72, ge=1, le=24 * 90, description="how long an invitation link works, in hours"
+    )
+    reset_link_minutes: int = Field(
+        default=60, ge=5, le=24 * 60, description="how long a password-reset link works"
+    )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OpenID Connect issuer URL for single sign-on (its "
+        "/.well-known/openid-configuration is read); empty: SSO is off",
+    )
+    oidc_client_id: str | None = Field(default=None, description="the SSO client id")
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, description="the SSO client secret (never logged or shown)"
+    )
+    oidc_jit_role: str | None = Field(
+        default=None,
+        description="role given to a user created on their first SSO sign-in; empty: only "
+        "existing users may sign in with SSO",
+    )
+    oidc_label: str = Field(
+        default="Sign in with SSO", description="the text of the login page's SSO button"
+    )
+
     # --- audit checkpoints (audit.checkpoints) ---------------------------------------------------
     audit_checkpoint_file: Path | None = Field(
         default=None,
@@ -178,6 +242,9 @@ class Settings(BaseSettings):
         "smtp_ca_file",
         "audit_checkpoint_file",
         "audit_checkpoint_url",
+        "oidc_issuer",
+        "oidc_client_id",
+        "oidc_jit_role",
         mode="before",
     )
     @classmethod
@@ -211,6 +278,23 @@ class Settings(BaseSettings):
         if parsed.query or parsed.fragment:
             raise ValueError("must be a base URL without ?query or #fragment")
         return value.strip().rstrip("/")
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _check_issuer(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("is not an http(s) URL, e.g. https://login.example.com/realms/staff")
+        return value.strip().rstrip("/")
+
+    @field_validator("oidc_jit_role")
+    @classmethod
+    def _check_jit_role(cls, value: str | None) -> str | None:
+        if value is not None and value not in set(Role):
+            raise ValueError(f"is not a role; use one of {', '.join(Role)}")
+        return value
 
     @field_validator("audit_checkpoint_url")
     @classmethod

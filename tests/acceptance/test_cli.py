@@ -50,11 +50,13 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 
 
 def test_demo_creates_the_workspace_once(workspace: Workspace) -> None:
-    """The first `demo --json` prints a token once; a second run creates nothing, token null."""
+    """The first `demo --json` prints a token once; a second run creates nothing, token null
+    (and a fresh one-time console sign-in link, as every run)."""
     assert workspace.demo["created"] is True
     assert workspace.demo["admin_email"] == DEMO_ADMIN
     assert workspace.demo["token"].startswith("gft_")
     again = json_output(workspace.grantflow("demo", "--json"))
+    assert again.pop("sign_in_url").startswith("http://127.0.0.1:8000/login/link/")
     assert again == {
         "created": False,
         "admin_email": DEMO_ADMIN,

@@ -146,12 +146,16 @@ def test_the_demo_onboarding_is_approved_and_succeeds(
 
 
 def test_a_second_make_run_changes_nothing_and_works(newcomer: Newcomer) -> None:
-    """Running `demo` and `serve --sandbox` again creates nothing new (no token printed), and
-    the demo connections reach the restarted sandbox."""
+    """Running `demo` and `serve --sandbox` again creates nothing new (no token printed, a new
+    one-time sign-in link), and the demo connections reach the restarted sandbox."""
     first = newcomer.grantflow("demo", "--json")
     again = newcomer.grantflow("demo", "--json")
     assert again["created"] is False
     assert (again["token"], again["approver_token"]) == (None, None)
+    # each run prints a fresh one-time console sign-in link for the admin
+    links = [first["sign_in_url"], again["sign_in_url"]]
+    assert all(link.startswith("http://127.0.0.1:8000/login/link/") for link in links)
+    assert links[0] != links[1]
     with serving(newcomer.env, newcomer.workdir, args=("--sandbox",), timeout=120) as server:
         client = httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {first['token']}"}, timeout=60

@@ -11,12 +11,15 @@ from fastapi.routing import APIRoute
 
 from grantflow.api import create_app
 from grantflow.api.app import api_routes, route_guard
+from grantflow.api.docs import DOCS_PATH
 from grantflow.api.routes import health
 from grantflow.api.security import Public, Require
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import ROLE_PERMISSIONS, Permission, Role
 from grantflow.auth.tokens import create_token, scim_service_user
 from grantflow.config import Settings
+from grantflow.console.app import STATIC_PATH
+from grantflow.console.guard import Page, PublicPage
 from grantflow.store.database import Database
 from tests.conftest import Api
 
@@ -77,10 +80,12 @@ def test_every_route_declares_exactly_one_guard(settings: Settings, database: Da
     app = create_app(settings, database)
     routes = api_routes(app)
     guards = {route.path + str(sorted(route.methods or ())): route_guard(route) for route in routes}
-    assert all(isinstance(g, Require | Public) for g in guards.values()), guards
+    assert all(isinstance(g, Require | Public | Page | PublicPage) for g in guards.values()), guards
     public = {route.path for route in routes if isinstance(route_guard(route), Public)}
     assert public == PUBLIC_PATHS
-    assert len(_guarded(app)) == len(routes) - len(PUBLIC_PATHS)
+    pages = [route for route in routes if isinstance(route_guard(route), Page | PublicPage)]
+    assert len(_guarded(app)) == len(routes) - len(PUBLIC_PATHS) - len(pages)
+    assert not any(route.path.startswith(("/api/", "/scim/")) for route in pages)
     assert {r.path for r in routes if r.path.startswith(("/api/v1/", "/scim/v2/"))} == {
         r.path for r, _ in _guarded(app)
     }
@@ -99,10 +104,11 @@ def test_every_route_declares_exactly_one_guard(settings: Settings, database: Da
 def test_only_fastapi_docs_routes_are_not_api_routes(
     settings: Settings, database: Database
 ) -> None:
-    """Routes outside the guard check are exactly FastAPI's OpenAPI document and docs pages."""
+    """Routes outside the guard check are exactly the OpenAPI document, the docs page, and the
+    console's static files."""
     app = create_app(settings, database)
     others = {route.path for route in app.routes if not isinstance(route, APIRoute)}
-    assert others == {app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url}
+    assert others == {app.openapi_url, DOCS_PATH, STATIC_PATH}
     assert app.openapi_url == "/api/v1/openapi.json"
 
 

@@ -14,8 +14,9 @@ from tests.support.services import free_port
 
 
 @contextmanager
-def serve_in_thread(app: FastAPI) -> Iterator[str]:
-    port = free_port()
+def serve_in_thread(app: FastAPI, port: int | None = None) -> Iterator[str]:
+    """Serve `app` on 127.0.0.1 (on `port`, or a free one) until the block ends."""
+    port = port or free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"
     )

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
 
-from grantflow import __version__
+from grantflow import __version__, console
+from grantflow.api.docs import install_docs
 from grantflow.api.errors import install_error_handlers
 from grantflow.api.middleware import HttpMetrics, RequestMiddleware
 from grantflow.api.routes import (
@@ -38,7 +36,9 @@ from grantflow.api.routes import (
     users,
     workflows,
 )
-from grantflow.api.security import Public, Require
+from grantflow.api.security import api_routes, route_guard
+
+__all__ = ["api_routes", "create_app", "route_guard"]
 from grantflow.api.state import AppState
 from grantflow.config import Settings, master_keys
 from grantflow.connections.access import ConnectionAccess
@@ -64,8 +64,9 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         version=__version__,
         description="Access automation and identity-lifecycle workflows.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # served by install_docs, from vendored assets (works offline)
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     registry = CollectorRegistry()
     keyring = keyring_for(settings)
@@ -108,6 +109,8 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         reports,
     ):
         app.router.routes.extend(module.router.routes)
+    console.install(app, settings, database)  # the web console at /, with its static files
+    install_docs(app)  # /api/v1/docs (offline) and the bearer scheme in the OpenAPI document
     install_error_handlers(app)
     app.add_middleware(
         RequestMiddleware,
@@ -120,21 +123,3 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         names = ", ".join(f"{sorted(r.methods or ())} {r.path}" for r in unguarded)
         raise RuntimeError(f"routes without a declared permission (deny by default): {names}")
     return app
-
-
-def api_routes(app: FastAPI) -> list[APIRoute]:
-    return [route for route in app.routes if isinstance(route, APIRoute)]
-
-
-def route_guard(route: APIRoute) -> Require | Public | None:
-    """The one guard a route declares, or None when it declares none (or several)."""
-    guards: list[Any] = []
-
-    def walk(dependant: Dependant) -> None:
-        for dep in dependant.dependencies:
-            if isinstance(dep.call, Require | Public):
-                guards.append(dep.call)
-            walk(dep)
-
-    walk(route.dependant)
-    return guards[0] if len(guards) == 1 else None

@@ -109,13 +109,17 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _scim_aware(handler: Handler) -> Handler:
-    """Under /scim/v2 every error is a SCIM Error document (RFC 7644 §3.12) instead."""
+    """Under /scim/v2 every error is a SCIM Error document (RFC 7644 §3.12) instead; on a
+    console page, an HTML page in words (or a redirect to sign in)."""
 
     async def handle(request: Request, exc: Exception) -> Response:
         from grantflow.api.routes import scim
+        from grantflow.console import errors as console_errors
 
         if scim.is_scim(request):
             return scim.error_response(request, exc)
+        if console_errors.is_console(request):
+            return await console_errors.handle(request, exc)
         return await handler(request, exc)
 
     return handle

@@ -1,8 +1,13 @@
-"""Route guards: every route depends on exactly one `Require(...)` or `Public()`."""
+"""Route guards: every route depends on exactly one guard — `Require(...)` or `Public()` here,
+`Page(...)` or `PublicPage()` on console pages (`grantflow.console.guard`)."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
@@ -10,8 +15,16 @@ from grantflow.auth.tokens import authenticate
 from grantflow.errors import PermissionDenied, Unauthenticated
 
 
-class Require:
+class Guard:
+    """The base of every route guard; `create_app` refuses a route without exactly one."""
+
+    permission: Permission | None
+
+
+class Require(Guard):
     """Authenticate the bearer token and check one permission; the route gets the `Actor`."""
+
+    permission: Permission
 
     def __init__(self, permission: Permission, *, scope: str = "api") -> None:
         self.permission = permission
@@ -43,8 +56,28 @@ class Require:
         return f"Require({self.permission})"
 
 
-class Public:
+class Public(Guard):
     """Declares, on purpose, that a route needs no token (health probes, metrics)."""
+
+    permission = None
 
     async def __call__(self) -> None:  # async: a probe never waits for a worker thread
         return None
+
+
+def api_routes(app: FastAPI) -> list[APIRoute]:
+    return [route for route in app.routes if isinstance(route, APIRoute)]
+
+
+def route_guard(route: APIRoute) -> Guard | None:
+    """The one guard a route declares, or None when it declares none (or several)."""
+    guards: list[Any] = []
+
+    def walk(dependant: Dependant) -> None:
+        for dep in dependant.dependencies:
+            if isinstance(dep.call, Guard):
+                guards.append(dep.call)
+            walk(dep)
+
+    walk(route.dependant)
+    return guards[0] if len(guards) == 1 else None

@@ -12,6 +12,7 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.models import User, UserRole
 from grantflow.auth.passwords import hash_password
 from grantflow.auth.permissions import Permission, Role
+from grantflow.auth.sessions import end_all_sessions
 from grantflow.errors import Conflict, NotFound, ValidationError
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
@@ -134,3 +135,41 @@ def list_users(
         stmt = stmt.where(User.id > after)
     rows = session.execute(stmt.order_by(User.id).limit(limit + 1)).scalars().all()
     return page_of(rows, limit, key=lambda u: u.id)
+
+
+MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 1000
+
+
+def check_password_rules(password: str, field: str = "password") -> None:
+    """A password is 10 to 1000 characters; nothing else is demanded (length is what counts)."""
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        problem = (
+            f"must be at least {MIN_PASSWORD_LENGTH} characters"
+            if len(password) < MIN_PASSWORD_LENGTH
+            else f"must be at most {MAX_PASSWORD_LENGTH} characters"
+        )
+        raise ValidationError(
+            f"{field}: {problem}",
+            details=[{"field": field, "message": problem}],
+            next_action="choose a longer passphrase, e.g. four unrelated words",
+        )
+
+
+def set_password(session: Session, actor: Actor, user_id: str, password: str) -> User:
+    """Set a user's console password (their own: self; anyone's: user:admin); every console
+    session of theirs ends (a changed password signs the old sessions out). Audited."""
+    if actor.user_id == user_id:
+        actor.require(Permission.SELF)
+    else:
+        actor.require(Permission.USER_ADMIN)
+    user = get_user(session, user_id)
+    check_password_rules(password)
+    first = user.password_hash is None
+    user.password_hash = hash_password(password)
+    session.flush()
+    audit.record(
+        session, actor, "user.password_set", "user", user.id, {"email": user.email, "first": first}
+    )
+    end_all_sessions(session, actor, user.id, reason="password changed")
+    return user

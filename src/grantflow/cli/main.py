@@ -6,6 +6,7 @@ import typer
 
 from grantflow.cli import (
     access,
+    accounts,
     audit,
     connections,
     controls,
@@ -34,6 +35,7 @@ app = typer.Typer(
 )
 server.register(app)
 app.add_typer(users.users_app, name="users")
+accounts.register(users.users_app)
 app.add_typer(users.tokens_app, name="tokens")
 app.add_typer(audit.app, name="audit")
 app.add_typer(access.app, name="applications")

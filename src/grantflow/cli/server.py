@@ -12,10 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 import typer
+from sqlalchemy.orm import Session
 
 from grantflow import audit
 from grantflow.audit.writer import CheckpointWriter
+from grantflow.auth import signin_links
 from grantflow.auth.actor import Actor
+from grantflow.auth.signin_links import Purpose
+from grantflow.auth.users import find_user_by_email
 from grantflow.cli.context import (
     JSON_OPTION,
     database,
@@ -240,11 +244,28 @@ def demo(as_json: bool = JSON_OPTION) -> None:
         _upgrade(db)
         with db.transaction() as session:
             workspace = ensure_demo_workspace(session, DatabaseQueue(db), loaded)
+            sign_in_url = demo_sign_in_link(session, loaded, workspace.admin_email)
     if as_json:
-        emit_json(dataclasses.asdict(workspace))
+        emit_json({**dataclasses.asdict(workspace), "sign_in_url": sign_in_url})
         return
     for line in workspace.summary(f"http://{loaded.host}:{loaded.port}"):
         out.print(line, markup=False)
+    minutes = loaded.signin_link_minutes
+    out.print(
+        f"Console:  open {sign_in_url}\n"
+        f"          (signs you in as {workspace.admin_email}, once, within {minutes} minutes;"
+        f" a new link: grantflow users sign-in-link {workspace.admin_email})",
+        markup=False,
+    )
+
+
+def demo_sign_in_link(session: Session, loaded: Settings, admin_email: str) -> str:
+    """A one-time console sign-in link for the demo admin (a new one each `grantflow demo`)."""
+    admin = find_user_by_email(session, admin_email)
+    if admin is None:
+        raise ConfigurationError(f"the demo admin {admin_email} is missing")
+    _link, url = signin_links.mint(session, Actor.system("demo"), loaded, admin, Purpose.SIGN_IN)
+    return url
 
 
 def register(app: typer.Typer) -> None:

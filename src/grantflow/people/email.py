@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from grantflow import audit
+from grantflow.auth import signin_links
 from grantflow.auth.actor import Actor
 from grantflow.auth.models import User
 from grantflow.auth.permissions import Permission
@@ -363,8 +364,11 @@ def _claim(database: Database, settings: Settings) -> Claimed | None:
 
 
 def _not_worth_sending(session: Session, message: EmailMessage) -> str | None:
-    """Why an e-mail about a task should not go out any more, if so."""
+    """Why an e-mail about a task (or a user's account) should not go out any more, if so."""
     if message.task_id is None:
+        user = session.get(User, message.to_user_id) if message.to_user_id else None
+        if user is not None and not user.active:
+            return "not sent: the user was deactivated"
         return None
     task = session.get(Task, message.task_id)
     if task is None:
@@ -401,9 +405,25 @@ def _render(
                 )
                 body = body.replace(marker, f"{settings.public_url}{LINK_PATH}{token}")
                 ids.append(link.id)
+    body = _render_signin_links(session, settings, message, body)
     body = body.replace(_marker("expires"), f"{now + ttl:%Y-%m-%d %H:%M} UTC")
     body = body.replace(_marker("public_url"), settings.public_url)
     return body, ids
+
+
+def _render_signin_links(
+    session: Session, settings: Settings, message: EmailMessage, body: str
+) -> str:
+    """An invitation's or reset's link, minted now (auth.signin_links) for its addressee."""
+    from grantflow.people import account_email
+
+    purpose = account_email.KINDS.get(message.kind)
+    user = session.get(User, message.to_user_id) if message.to_user_id else None
+    marker = account_email.marker(purpose) if purpose else ""
+    if purpose is None or user is None or marker not in body:
+        return body
+    _link, url = signin_links.mint(session, Actor.system("email"), settings, user, purpose)
+    return body.replace(marker, url)
 
 
 def _record(database: Database, settings: Settings, claimed: Claimed, result: Result) -> None:

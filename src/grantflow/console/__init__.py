@@ -1,0 +1,20 @@
+"""The web console: server-rendered pages (Jinja2 with autoescape, htmx for partial updates),
+served by Grantflow itself at `/` beside the API, with every static asset vendored in
+`static/` (no CDN, no build step).
+
+- `guard.py`: `Page(permission)` / `PublicPage()` — the session cookie, CSRF, permissions;
+- `templating.py`: `render`, `redirect`, and what every template gets (`can`, `csrf_field`);
+- `errors.py`: errors as pages in words; `cookies.py`, `keys.py`: cookies and their keys;
+- `routes/`: one module per area, thin callers of the same service functions as the API.
+
+May import `grantflow.auth`, `grantflow.audit`, the service packages (`engine`, `people`,
+`access`, `connections`, `definitions`, `schedules`), `grantflow.api.security` (the `Guard`
+base) and `grantflow.api.state`; never the API's route modules. Only `grantflow.api.app`
+imports this package (to mount it), and `grantflow.api.errors` (to render errors).
+"""
+
+from __future__ import annotations
+
+from grantflow.console.app import install
+
+__all__ = ["install"]
