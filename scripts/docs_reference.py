@@ -33,6 +33,7 @@ from grantflow.api.security import Require
 from grantflow.auth.permissions import ROLE_PERMISSIONS, Permission, Role
 from grantflow.cli.main import app as cli_app
 from grantflow.config import Settings, load_settings
+from grantflow.console.guard import Page, PublicPage
 from grantflow.definitions.schemas import step_config_schema, workflow_json_schema
 from grantflow.errors import FailureClass
 from grantflow.logging import configure_logging
@@ -268,12 +269,12 @@ def _app_client() -> Iterator[TestClient]:
             database.dispose()
 
 
-def api_pages(client: TestClient) -> tuple[str, str]:
-    spec = client.app.openapi()  # type: ignore[attr-defined]
+def _route_rows(routes: list[Any]) -> dict[str, list[str]]:
     by_tag: dict[str, list[str]] = {}
-    for route in api_routes(client.app):  # type: ignore[arg-type]
+    for route in routes:
         guard = route_guard(route)
-        needs = f"`{guard.permission}`" if isinstance(guard, Require) else "public"
+        permission = getattr(guard, "permission", None)
+        needs = f"`{permission}`" if permission else "public"
         if isinstance(guard, Require) and guard.scope != "api":
             needs += f" ({guard.scope} token)"
         words = route.summary or route.description or route.name.replace("_", " ").capitalize()
@@ -283,24 +284,46 @@ def api_pages(client: TestClient) -> tuple[str, str]:
             by_tag.setdefault(tag, []).append(
                 f"| `{method}` | `{route.path}` | {needs} | {_cell(summary)} |"
             )
-    lines = [
+    return by_tag
+
+
+def _tables(by_tag: dict[str, list[str]], headed: bool) -> list[str]:
+    lines: list[str] = []
+    for tag in sorted(by_tag):
+        lines += [f"## {tag}", ""] if headed else []
+        lines += [
+            "| method | path | permission | what it does |",
+            "|---|---|---|---|",
+            *by_tag[tag],
+            "",
+        ]
+    return lines
+
+
+def api_pages(client: TestClient) -> tuple[str, str, str]:
+    spec = client.app.openapi()  # type: ignore[attr-defined]
+    routes = api_routes(client.app)  # type: ignore[arg-type]
+    pages = [r for r in routes if isinstance(route_guard(r), Page | PublicPage)]
+    documented = [r for r in routes if r not in pages]
+    api = [
         "# HTTP API",
         "",
         "Every route with the permission it checks. The full OpenAPI document is",
         "[openapi.json](openapi.json) (a running server also serves it at",
         "`/api/v1/openapi.json` and a browsable page at `/api/v1/docs`).",
         "",
+        *_tables(_route_rows(documented), headed=True),
     ]
-    for tag in sorted(by_tag):
-        lines += [
-            f"## {tag}",
-            "",
-            "| method | path | permission | what it does |",
-            "|---|---|---|---|",
-            *by_tag[tag],
-            "",
-        ]
-    return "\n".join(lines), json.dumps(spec, indent=2, sort_keys=True) + "\n"
+    console = [
+        "# Console pages",
+        "",
+        "Every page and form action of the web console with the permission it checks — the",
+        "same permission as the API route it shares its service function with. A session",
+        "cookie opens these pages only; it never authorises `/api/v1` or `/scim/v2`.",
+        "",
+        *_tables({"pages": [row for rows in _route_rows(pages).values() for row in rows]}, False),
+    ]
+    return "\n".join(api), "\n".join(console), json.dumps(spec, indent=2, sort_keys=True) + "\n"
 
 
 def metrics_page(client: TestClient) -> str:
@@ -390,8 +413,9 @@ def generate() -> dict[str, str]:
     out = {name: HEADER + make().rstrip() + "\n" for name, make in pages.items()}
     out["workflow.schema.json"] = json.dumps(workflow_json_schema(), indent=2) + "\n"
     for client in _app_client():
-        api, spec = api_pages(client)
+        api, console, spec = api_pages(client)
         out["api.md"] = HEADER + api.rstrip() + "\n"
+        out["console.md"] = HEADER + console.rstrip() + "\n"
         out["openapi.json"] = spec
         out["metrics.md"] = HEADER + metrics_page(client).rstrip() + "\n"
     return out
