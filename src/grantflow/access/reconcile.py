@@ -48,6 +48,7 @@ from grantflow.steps.execution import StepCall
 from grantflow.steps.scim_session import ScimSession, run
 from grantflow.store.base import new_id
 from grantflow.store.database import Database
+from grantflow.store.ids import by_prefix
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
 log = structlog.get_logger("grantflow.reconcile")
@@ -715,7 +716,9 @@ def _store(
 
 
 def get_report(session: Session, report_id: str) -> ReconciliationReport:
-    report = session.get(ReconciliationReport, report_id)
+    report = session.get(ReconciliationReport, report_id) or by_prefix(
+        session, ReconciliationReport, report_id, "reconciliation report"
+    )
     if report is None:
         raise NotFound(
             f"reconciliation report {report_id} does not exist",
