@@ -14,20 +14,40 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
-from rich.console import Console
 
 from grantflow import timestamps
 from grantflow.errors import ConfigurationError, GrantflowError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from grantflow.cli.client import ApiError
 
 JSON_OPTION = typer.Option(False, "--json", help="print machine-readable JSON")
 
-# A pipe or a file gets whole lines: no wrapping at 80 columns, nothing cut.
-_WIDE = None if sys.stdout.isatty() else 10_000
-out = Console(highlight=False, soft_wrap=True, width=_WIDE)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _LazyConsole:
+    """A rich Console made on first use: commands that print only JSON never load rich."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            stream = sys.stderr if self._stderr else sys.stdout
+            # a pipe or a file gets whole lines: no wrapping at 80 columns, nothing cut
+            width = None if stream.isatty() else 10_000
+            self._console = Console(
+                stderr=self._stderr, highlight=False, soft_wrap=True, width=width
+            )
+        return getattr(self._console, name)
+
+
+out: Console = _LazyConsole(stderr=False)  # type: ignore[assignment]
+err: Console = _LazyConsole(stderr=True)  # type: ignore[assignment]
 
 
 def fail_with(message: str, next_action: str | None = None, exit_code: int = 1) -> NoReturn:
