@@ -29,6 +29,8 @@ def grantflow_env(**settings: str | Path) -> dict[str, str]:
     # The tests' external systems listen on 127.0.0.1, which the outbound guard refuses
     # unless allowlisted.
     env["GRANTFLOW_OUTBOUND_ALLOW"] = "127.0.0.1"
+    # no `grantflow login` profile of the machine's user may turn a test's CLI remote
+    env["XDG_CONFIG_HOME"] = "/nonexistent/grantflow-tests"
 
     env.update({f"GRANTFLOW_{name.upper()}": str(value) for name, value in settings.items()})
     return env

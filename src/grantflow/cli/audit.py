@@ -12,7 +12,9 @@ import typer
 from grantflow.cli.client import connect
 from grantflow.cli.context import JSON_OPTION, emit_json, emit_table, errors_as_lines, out
 
-app = typer.Typer(help="Read and verify the audit log.", no_args_is_help=True)
+app = typer.Typer(
+    help="Read the audit log (verify and checkpoint: on the database).", no_args_is_help=True
+)
 
 
 @app.command("verify")

@@ -21,7 +21,7 @@ from grantflow.cli.files import multipart
 from grantflow.errors import BadRequest, ValidationError
 
 app = typer.Typer(
-    help="Manage identities: create, change, offboard, list their lifecycle events, import CSV.",
+    help="Manage identities: create, change, offboard, import CSV.",
     no_args_is_help=True,
 )
 

@@ -29,8 +29,9 @@ def load(name: str, entry: Lazy) -> Any:
     """The click command for a table entry (imports its module)."""
     module_name, _, attribute = entry.target.partition(":")
     target = getattr(importlib.import_module(module_name), attribute)
+    command: Any
     if isinstance(target, typer.Typer):
-        command = typer.main.get_command(target)
+        command = typer.main.get_group(target)  # a group even with one command (keys rotate)
     else:
         single = typer.Typer()
         single.command(name=name)(target)

@@ -29,7 +29,7 @@ from grantflow.cli.inbox import AS_HELP, needs_person
 from grantflow.errors import BadRequest
 
 app = typer.Typer(
-    help="Access reviews: start campaigns, decide keep or revoke, close, and report.",
+    help="Access reviews: start, decide keep or revoke, close, report.",
     no_args_is_help=True,
 )
 REVIEW = typer.Argument(..., help="id (or a unique prefix) or name")
