@@ -180,6 +180,39 @@ def test_a_scoped_token_is_refused_what_its_role_lacks(site: Site) -> None:
     assert token not in json.dumps(mine)
 
 
+def test_an_application_and_its_connection_are_created_from_the_command_line(
+    site: Site,
+) -> None:
+    """`applications create`, `connections create` with its credential from a file, then
+    `connections replace-credential` by an id prefix: the secrets are never printed and the
+    credential's metadata names who replaced it."""
+    app = site.json("applications", "create", "--name", "Payroll", "--kind", "saas")
+    secret = site.operator.parent / "secret.json"
+    secret.write_text(json.dumps({"token": "tok-first-8812"}))
+    created = site.json(
+        "connections", "create", "Payroll", "--name", "api",
+        "--base-url", "https://payroll.example.com/v1", "--auth-kind", "bearer",
+        "--credential-file", str(secret),
+    )  # fmt: skip
+    assert (created["application_id"], created["auth_kind"]) == (app["id"], "bearer")
+    assert created["credential_set"] is True
+    secret.write_text(json.dumps({"token": "tok-second-9913"}))
+    replaced = site.run(
+        "connections", "replace-credential", created["id"][:30], "--from-file", str(secret),
+        "--json",
+    )  # fmt: skip
+    assert replaced.returncode == 0, replaced.stderr
+    shown = json.loads(replaced.stdout)
+    assert shown["credential"]["replaced_by"] == DEMO_ADMIN
+    for output in (json.dumps(created), replaced.stdout, replaced.stderr):
+        assert "tok-first" not in output
+        assert "tok-second" not in output
+    bad = site.refused(
+        "connections", "create", "Payroll", "--name", "hr", "--base-url", "not a url"
+    )
+    assert bad[0].startswith("error: --base-url: ")
+
+
 def test_ids_by_prefix_and_the_refusal_of_an_ambiguous_or_short_one(site: Site) -> None:
     """A unique id prefix works like the id; one that several ids share lists them; one shorter
     than 4 characters is refused."""
