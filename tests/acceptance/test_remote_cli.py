@@ -213,6 +213,96 @@ def test_an_application_and_its_connection_are_created_from_the_command_line(
     assert bad[0].startswith("error: --base-url: ")
 
 
+WAITS = {
+    "name": "Waits an hour",
+    "trigger": {"type": "manual"},
+    "steps": [{"id": "later", "type": "delay", "config": {"duration": "1h"}}],
+}
+NIGHTLY = {
+    "name": "Nightly check",
+    "trigger": {"type": "schedule", "cron": "0 3 * * *"},
+    "steps": [{"id": "note", "type": "set", "config": {"values": {"done": True}}}],
+}
+
+
+def test_json_of_commands_that_change_things(site: Site) -> None:
+    """The commands that act print what they did as JSON: workflows, runs, jobs, users,
+    applications, credentials, reviews and reports."""
+    folder = site.operator.parent
+    waits = folder / "waits.yaml"
+    waits.write_text(yaml.safe_dump(WAITS))
+    assert site.json("apply", "-f", str(waits))["action"] == "created"
+    name = WAITS["name"]
+    assert site.json("workflows", "publish", name, "1")["published"] == 1
+    assert site.json("workflows", "disable", name)["status"] == "disabled"
+    assert site.json("workflows", "enable", name)["enabled"] is True
+    assert site.json("workflows", "activate", name, "1")["active_version"] == 1
+    assert site.json("workflows", "recompile", name, "1")["recompiled"] is True
+
+    run = site.json("runs", "start", name)
+    poll(
+        lambda: site.json("runs", "show", run["id"])["status"] == "waiting",
+        timeout=120,
+        what="the run to wait on its delay",
+    )
+    assert site.json("runs", "pause", run["id"])["id"] == run["id"]
+    assert site.json("runs", "resume", run["id"])["id"] == run["id"]
+    assert site.json("runs", "cancel", run["id"])["status"] == "cancelled"
+    again = site.json("runs", "replay", run["id"])
+    assert again["id"] != run["id"]
+    site.json("runs", "cancel", again["id"])
+
+    nightly = folder / "nightly.yaml"
+    nightly.write_text(yaml.safe_dump(NIGHTLY))
+    site.json("apply", "-f", str(nightly), "--publish")
+    (job,) = [j for j in site.json("jobs", "list") if j["name"] == NIGHTLY["name"]]
+    assert site.json("jobs", "show", job["id"])["cron"] == "0 3 * * *"
+    assert len(site.json("jobs", "preview", job["id"])["next"]) == 10
+    assert site.json("jobs", "pause", job["id"])["status"] == "paused"
+    assert site.json("jobs", "resume", job["id"])["status"] == "enabled"
+    assert site.json("jobs", "disable", job["id"])["status"] == "disabled"
+    assert site.json("jobs", "enable", job["id"])["status"] == "enabled"
+    fired = site.json("jobs", "run-now", job["id"])
+    assert fired["manual"] is True
+    assert [o["id"] for o in site.json("jobs", "occurrences", job["id"])] == [fired["id"]]
+
+    site.json("users", "create", "--email", "ops@example.com", "--role", "viewer")
+    changed = site.json("users", "set", "--email", "ops@example.com", "--role", "operator")
+    assert changed["roles"] == ["operator"]
+
+    site.json("applications", "create", "--name", "Scratch")
+    site.json(
+        "connections", "create", "Scratch", "--name", "api", "--auth-kind", "bearer",
+        "--base-url", "https://scratch.example.com",
+    )  # fmt: skip
+    secret = folder / "scratch.json"
+    secret.write_text(json.dumps({"token": "tok-scratch-7714"}))
+    stored = site.json(
+        "connections", "set-credential", "Scratch", "api", "--from-file", str(secret)
+    )
+    assert stored["credential_set"] is True
+    assert "tok-scratch" not in json.dumps(stored)
+    site.json("applications", "create", "--name", "Unused")
+    assert site.json("applications", "delete", "Unused")["deleted"] is True
+
+    config = folder / "review.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"name": "Spot check", "reviewer": "users", "users": [DEMO_APPROVER], "duration": "7d"}
+        )
+    )
+    review = site.json("reviews", "start", "-f", str(config))
+    assert site.json("reviews", "show", review["id"][:30])["name"] == "Spot check"
+    written = site.json("reviews", "report", "Spot check", "--csv", str(folder / "review.csv"))
+    assert written["rows"] == review["progress"]["total"]
+
+    report = site.json("reports", "generate", "grants_by_identity")
+    copy = folder / "grants.csv"
+    downloaded = site.json("reports", "download", report["id"], "-o", str(copy))
+    assert downloaded["sha256"] == report["sha256"]
+    assert copy.stat().st_size == report["size"]
+
+
 def test_ids_by_prefix_and_the_refusal_of_an_ambiguous_or_short_one(site: Site) -> None:
     """A unique id prefix works like the id; one that several ids share lists them; one shorter
     than 4 characters is refused."""

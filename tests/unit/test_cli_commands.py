@@ -61,17 +61,23 @@ PARSED_ELSEWHERE = {
     "connections create": "test_remote_cli (an application and its connection)",
     "connections replace-credential": "test_remote_cli (an application and its connection)",
 }
+PARSED_ELSEWHERE.update(
+    dict.fromkeys(
+        [
+            "workflows publish", "workflows disable", "workflows enable", "workflows activate",
+            "workflows recompile", "runs pause", "runs resume", "runs cancel", "runs replay",
+            "jobs show", "jobs preview", "jobs pause", "jobs resume", "jobs disable",
+            "jobs enable", "jobs run-now", "jobs occurrences", "users set",
+            "connections set-credential", "applications delete", "reviews show",
+            "reviews report", "reports download",
+        ],
+        "test_remote_cli::test_json_of_commands_that_change_things",
+    )
+)  # fmt: skip
 # with --json, but no test parses it yet (listed so that a new command is a deliberate choice)
 NOT_YET_PARSED = {
-    "runs replay", "runs cancel", "runs pause", "runs resume",
     "inbox reject", "inbox skip", "inbox fail", "inbox retry", "inbox reassign",
-    "workflows publish", "workflows recompile", "workflows activate", "workflows disable",
-    "workflows enable",
-    "applications delete", "connections set-credential",
-    "jobs show", "jobs preview", "jobs pause", "jobs resume", "jobs enable", "jobs disable",
-    "jobs run-now", "jobs occurrences",
-    "reviews show", "reviews report", "reports download", "users set", "login",
-    "incidents show",
+    "incidents show", "login",
 }  # fmt: skip
 
 
