@@ -34,6 +34,9 @@ class _LazyConsole:
         self._console: Console | None = None
 
     def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+    def get(self) -> Console:
         if self._console is None:
             from rich.console import Console
 
@@ -43,7 +46,7 @@ class _LazyConsole:
             self._console = Console(
                 stderr=self._stderr, highlight=False, soft_wrap=True, width=width
             )
-        return getattr(self._console, name)
+        return self._console
 
 
 out: Console = _LazyConsole(stderr=False)  # type: ignore[assignment]
@@ -74,7 +77,9 @@ def errors_as_lines(options: dict[str, str] | None = None) -> Iterator[None]:
     try:
         yield
     except ApiError as exc:
-        if options is not None and exc.status == 422 and exc.details:
+        # (only the API's refusal of the request's shape: a service's own message says more)
+        shaped = exc.message.startswith("the request is not valid")
+        if options is not None and shaped and exc.details:
             field = str(exc.details[0].get("field", "")).removeprefix("body.")
             name = field.split(".")[0]
             if name:
@@ -142,7 +147,7 @@ def progress(label: str, *, quiet: bool) -> Iterator[None]:
         TextColumn("{task.description}"),
         BarColumn(),
         TimeElapsedColumn(),
-        console=err,
+        console=err.get(),  # type: ignore[attr-defined]
         transient=True,
     )
     with bar:

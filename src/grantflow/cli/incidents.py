@@ -54,9 +54,7 @@ def list_incidents(
     if as_json:
         emit_json(rows)
     else:
-        emit_table(
-            rows, ["id", "status", "identity_id", "system", "step_id", "run_id", "created_at"]
-        )
+        emit_table(rows, ["id", "status", "identity", "system", "step_id", "run_id", "created_at"])
 
 
 @app.command("show")
