@@ -9,6 +9,7 @@ import pty
 import select
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,18 @@ def test_an_import_shows_a_progress_bar_on_a_terminal_only(tmp_path: Path) -> No
     piped = run_grantflow("identities", "import", str(people), env=env, cwd=tmp_path)
     assert piped.returncode == 0
     assert "importing" not in piped.stdout + piped.stderr
+
+
+def test_shell_completion_completes_commands(tmp_path: Path) -> None:
+    """Bash completion (what `--install-completion` installs) completes command names, loading
+    only the group being completed."""
+    env = {**grantflow_env(), "_GRANTFLOW_COMPLETE": "complete_bash"}
+    env.update(COMP_WORDS="grantflow runs re", COMP_CWORD="2")
+    script = Path(sys.executable).with_name("grantflow")  # (the installed entry point)
+    done = subprocess.run(
+        [script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert set(done.stdout.split()) == {"retry", "replay", "resume"}
+    shown = run_grantflow("--show-completion", "bash", env=grantflow_env(), cwd=tmp_path)
+    assert "complete_bash" in shown.stdout
