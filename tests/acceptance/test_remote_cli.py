@@ -288,7 +288,13 @@ def test_json_of_commands_that_change_things(site: Site) -> None:
     config = folder / "review.yaml"
     config.write_text(
         yaml.safe_dump(
-            {"name": "Spot check", "reviewer": "users", "users": [DEMO_APPROVER], "duration": "7d"}
+            {
+                "name": "Spot check",
+                "reviewer": "users",
+                "users": [DEMO_APPROVER],
+                "fallback": {"users": [DEMO_ADMIN]},
+                "duration": "7d",
+            }
         )
     )
     review = site.json("reviews", "start", "-f", str(config))

@@ -37,9 +37,10 @@ def grantflow_env(**settings: str | Path) -> dict[str, str]:
 
 
 def run_grantflow(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run `grantflow ARGS...` to completion and capture its output."""
+    """Run `grantflow ARGS...` to completion and capture its output (a local command builds
+    the API app in its process: seconds of CPU, far more wall time on a loaded machine)."""
     return subprocess.run(
         [*COMMAND, *args],
         env=env,
