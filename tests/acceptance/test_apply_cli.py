@@ -86,9 +86,9 @@ def test_apply_creates_and_publishes_then_is_idempotent(workspace: Workspace) ->
     again = workspace.json("apply", "-f", path, "--publish", "--json")
     assert (again["action"], again["published"], again["version"]) == ("unchanged", False, 1)
     assert again["workflow_id"] == first["workflow_id"]
-    assert [
-        v["version"] for v in workspace.json("workflows", "versions", ONBOARDING, "--json")
-    ] == [1]
+    assert [v["number"] for v in workspace.json("workflows", "versions", ONBOARDING, "--json")] == [
+        1
+    ]
 
 
 def test_apply_without_publish_leaves_a_draft(workspace: Workspace) -> None:
@@ -135,7 +135,7 @@ def test_versions_diff_activate_disable_enable_and_show(workspace: Workspace) ->
     workspace.json("apply", "-f", str(edited), "--publish", "--json")
 
     listed = workspace.json("workflows", "versions", ONBOARDING, "--json")
-    assert [(v["version"], v["state"], v["active"]) for v in listed] == [
+    assert [(v["number"], v["state"], v["active"]) for v in listed] == [
         (1, "published", False),
         (2, "published", True),
     ]

@@ -208,7 +208,7 @@ def test_a_failed_revocation_is_resolved_with_evidence_from_the_cli(
     big = tmp_path / "big.png"
     big.write_bytes(PNG * 2)
     assert workspace.refused("runs", "evidence", "add", run_id, str(big)) == [
-        f"error: FILE: big.png is {2 * len(PNG)} bytes, more than the 2048 allowed for evidence",
+        "error: file: big.png is larger than the 2048 bytes allowed for evidence",
         "  next: attach a smaller file, or raise GRANTFLOW_EVIDENCE_MAX_BYTES",
     ]
 

@@ -29,15 +29,18 @@ def grantflow_env(**settings: str | Path) -> dict[str, str]:
     # The tests' external systems listen on 127.0.0.1, which the outbound guard refuses
     # unless allowlisted.
     env["GRANTFLOW_OUTBOUND_ALLOW"] = "127.0.0.1"
+    # no `grantflow login` profile of the machine's user may turn a test's CLI remote
+    env["XDG_CONFIG_HOME"] = "/nonexistent/grantflow-tests"
 
     env.update({f"GRANTFLOW_{name.upper()}": str(value) for name, value in settings.items()})
     return env
 
 
 def run_grantflow(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run `grantflow ARGS...` to completion and capture its output."""
+    """Run `grantflow ARGS...` to completion and capture its output (a local command builds
+    the API app in its process: seconds of CPU, far more wall time on a loaded machine)."""
     return subprocess.run(
         [*COMMAND, *args],
         env=env,

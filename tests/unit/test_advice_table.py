@@ -99,7 +99,8 @@ def test_an_action_is_rendered_for_one_object_or_not_at_all() -> None:
     assert advice.render(None) is None
     credential = advice.render("connection.set_credential", connection_id="c-1")
     assert credential is not None
-    assert credential["cli"] is None  # the command needs names the caller did not give
+    # by the connection's id alone, so the command renders wherever the connection is known
+    assert credential["cli"] == "grantflow connections replace-credential c-1 --from-file FILE"
     assert credential["needs"]
 
 

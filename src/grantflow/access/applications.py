@@ -17,6 +17,7 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.models import User
 from grantflow.auth.permissions import Permission
 from grantflow.errors import Conflict, NotFound, ValidationError
+from grantflow.store.ids import by_prefix
 from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
@@ -84,7 +85,7 @@ class ApplicationUpdate(BaseModel):
 
 
 def get_application(session: Session, app_id: str) -> Application:
-    app = session.get(Application, app_id)
+    app = session.get(Application, app_id) or by_prefix(session, Application, app_id, "application")
     if app is None:
         raise NotFound(
             f"application {app_id} does not exist", target_type="application", target_id=app_id
@@ -99,6 +100,7 @@ def find_application(session: Session, id_or_name: str) -> Application:
         or session.execute(
             select(Application).where(Application.name_key == name_key(id_or_name))
         ).scalar_one_or_none()
+        or by_prefix(session, Application, id_or_name, "application", named=True)
     )
     if app is None:
         raise NotFound(f"no application with id or name {id_or_name!r}", target_type="application")

@@ -65,7 +65,8 @@ def check_file(filename: str, content_type: str, content: bytes, max_bytes: int)
         )
     if len(content) > max_bytes:
         raise PayloadTooLarge(
-            f"file: {len(content)} bytes is more than the {max_bytes} allowed for evidence",
+            f"file: {filename} is larger than the {max_bytes} bytes allowed for evidence",
+            next_action="attach a smaller file, or raise GRANTFLOW_EVIDENCE_MAX_BYTES",
             details=[{"field": "file", "message": f"larger than {max_bytes} bytes"}],
         )
     if not content:

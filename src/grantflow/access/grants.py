@@ -27,6 +27,7 @@ from grantflow.errors import Conflict, NotFound, ValidationError
 from grantflow.queue.interface import Queue
 from grantflow.store.base import utcnow
 from grantflow.store.database import database_of
+from grantflow.store.ids import by_prefix
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
 
@@ -96,7 +97,7 @@ class AutomationState:
 
 
 def get_grant(session: Session, grant_id: str) -> Grant:
-    grant = session.get(Grant, grant_id)
+    grant = session.get(Grant, grant_id) or by_prefix(session, Grant, grant_id, "grant")
     if grant is None:
         raise NotFound(f"grant {grant_id} does not exist", target_type="grant", target_id=grant_id)
     return grant

@@ -25,6 +25,7 @@ from grantflow.auth.permissions import Permission
 from grantflow.errors import Conflict, NotFound, ValidationError
 from grantflow.queue.interface import Queue
 from grantflow.store.base import utcnow
+from grantflow.store.ids import by_prefix
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
 Short = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
@@ -91,7 +92,9 @@ class IdentityCreate(IdentityFields):
 
 
 def get_identity(session: Session, identity_id: str) -> Identity:
-    identity = session.get(Identity, identity_id)
+    identity = session.get(Identity, identity_id) or by_prefix(
+        session, Identity, identity_id, "identity"
+    )
     if identity is None:
         raise NotFound(
             f"identity {identity_id} does not exist", target_type="identity", target_id=identity_id
@@ -111,6 +114,7 @@ def find_identity(session: Session, key: str, *, field: str = "identity") -> Ide
         )
         .scalars()
         .first()
+        or by_prefix(session, Identity, key, "identity", named=True)
     )
     if identity is None:
         raise NotFound(

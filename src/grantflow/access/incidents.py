@@ -33,6 +33,7 @@ from grantflow.engine.states import RunStatus
 from grantflow.errors import Conflict, NotFound
 from grantflow.people.notifications import NotificationKind, notify, resolve
 from grantflow.store.base import utcnow
+from grantflow.store.ids import by_prefix
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
 REVOKING_EVENTS = ("access_revoked", "identity_left")
@@ -242,7 +243,9 @@ def _close(
 
 
 def get_incident(session: Session, incident_id: str) -> Incident:
-    incident = session.get(Incident, incident_id)
+    incident = session.get(Incident, incident_id) or by_prefix(
+        session, Incident, incident_id, "incident"
+    )
     if incident is None:
         raise NotFound(f"incident {incident_id} does not exist", target_type="incident")
     return incident

@@ -26,11 +26,10 @@ import enum
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
-from scim2_models import ListResponse, SearchRequest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
@@ -45,10 +44,13 @@ from grantflow.connections.access import ConnectionAccess
 from grantflow.connections.models import Connection, ConnectionKind
 from grantflow.errors import Conflict, GrantflowError, NotFound, PermanentError
 from grantflow.steps.execution import StepCall
-from grantflow.steps.scim_session import ScimSession, run
 from grantflow.store.base import new_id
 from grantflow.store.database import Database
+from grantflow.store.ids import by_prefix
 from grantflow.store.pagination import Page, decode_cursor, page_of
+
+if TYPE_CHECKING:
+    from grantflow.steps.scim_session import ScimSession
 
 log = structlog.get_logger("grantflow.reconcile")
 
@@ -150,6 +152,8 @@ def _account(resource: Any) -> Account:
 
 def _list_users(s: ScimSession, page_size: int) -> Listing:
     """Every User of the target, by index pagination (RFC 7644 §3.4.2.4)."""
+    from scim2_models import ListResponse, SearchRequest
+
     model = s.model("User")
     found: dict[str, Account] = {}
     start, pages = 1, 0
@@ -204,6 +208,9 @@ def list_accounts(
         application_id=application_id,
         connections=access,
     )
+    # the SCIM client loads here, not with the API: importing it costs seconds of CPU
+    from grantflow.steps.scim_session import run
+
     listing = run(call, connection_name, lambda s: _list_users(s, page_size))
     hide = call.secrets.redactor  # (a target may echo the credential in an account's fields)
     if not hide:
@@ -715,7 +722,9 @@ def _store(
 
 
 def get_report(session: Session, report_id: str) -> ReconciliationReport:
-    report = session.get(ReconciliationReport, report_id)
+    report = session.get(ReconciliationReport, report_id) or by_prefix(
+        session, ReconciliationReport, report_id, "reconciliation report"
+    )
     if report is None:
         raise NotFound(
             f"reconciliation report {report_id} does not exist",

@@ -205,7 +205,7 @@ OPERATIONS: dict[str, Operation] = {
             "Replace credential",
             "PUT",
             "/api/v1/connections/{connection_id}/credential",
-            "grantflow connections set-credential {application} {connection} --from-file FILE",
+            "grantflow connections replace-credential {connection_id} --from-file FILE",
             Permission.CREDENTIAL_WRITE,
             Subject.CONNECTION,
             needs="the new credential (JSON with its secret fields)",

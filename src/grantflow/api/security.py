@@ -1,8 +1,15 @@
 """Route guards: every route depends on exactly one guard — `Require(...)` or `Public()` here,
-`Page(...)` or `PublicPage()` on console pages (`grantflow.console.guard`)."""
+`Page(...)` or `PublicPage()` on console pages (`grantflow.console.guard`).
+
+The CLI without a server URL runs the app in its own process and acts through it; it sets the
+actor in the ASGI scope under `ACTOR_SCOPE_KEY` (see `grantflow.cli.local`). Only code inside
+the process can set a scope key: nothing a network client sends (a header, a cookie) reaches it,
+so served requests always authenticate with a token.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,6 +20,8 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.auth.tokens import authenticate
 from grantflow.errors import PermissionDenied, Unauthenticated
+
+ACTOR_SCOPE_KEY = "grantflow.actor"
 
 
 class Guard:
@@ -31,13 +40,7 @@ class Require(Guard):
         self.scope = scope
 
     def __call__(self, request: Request) -> Actor:
-        header = request.headers.get("authorization", "")
-        scheme, _, raw = header.partition(" ")
-        if scheme.lower() != "bearer" or not raw.strip():
-            raise Unauthenticated("this endpoint needs an API token")
-        state = request.app.state.grantflow
-        with state.database.transaction() as session:
-            actor = authenticate(session, raw.strip(), request_id=request.state.request_id)
+        actor = self._actor(request)
         if actor.scope != self.scope:
             raise PermissionDenied(
                 f"this token has scope {actor.scope!r}; this endpoint needs a token with scope "
@@ -51,6 +54,19 @@ class Require(Guard):
             )
         actor.require(self.permission)
         return actor
+
+    def _actor(self, request: Request) -> Actor:
+        """The actor the process set for an in-process request, else the bearer token's."""
+        injected = request.scope.get(ACTOR_SCOPE_KEY)
+        if isinstance(injected, Actor):
+            return dataclasses.replace(injected, request_id=request.state.request_id)
+        header = request.headers.get("authorization", "")
+        scheme, _, raw = header.partition(" ")
+        if scheme.lower() != "bearer" or not raw.strip():
+            raise Unauthenticated("this endpoint needs an API token")
+        state = request.app.state.grantflow
+        with state.database.transaction() as session:
+            return authenticate(session, raw.strip(), request_id=request.state.request_id)
 
     def __repr__(self) -> str:
         return f"Require({self.permission})"

@@ -16,6 +16,7 @@ from grantflow.auth.permissions import Permission, permissions_for
 from grantflow.auth.users import get_user
 from grantflow.errors import Conflict, NotFound, Unauthenticated, ValidationError
 from grantflow.store.base import utcnow
+from grantflow.store.ids import by_prefix
 
 TOKEN_PREFIX = "gft_"
 SCOPES = ("api", "scim")
@@ -84,7 +85,7 @@ def create_token(
 
 
 def get_token(session: Session, token_id: str) -> ApiToken:
-    token = session.get(ApiToken, token_id)
+    token = session.get(ApiToken, token_id) or by_prefix(session, ApiToken, token_id, "API token")
     if token is None:
         raise NotFound(f"API token {token_id} does not exist", target_type="api_token")
     return token

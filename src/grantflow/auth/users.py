@@ -11,9 +11,10 @@ from grantflow import audit
 from grantflow.auth.actor import Actor
 from grantflow.auth.models import User, UserRole
 from grantflow.auth.passwords import hash_password
-from grantflow.auth.permissions import Permission, Role
+from grantflow.auth.permissions import Permission, Role, permissions_for
 from grantflow.auth.sessions import end_all_sessions
-from grantflow.errors import Conflict, NotFound, ValidationError
+from grantflow.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from grantflow.store.ids import by_prefix
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
 
@@ -22,7 +23,7 @@ def normalise_email(email: str) -> str:
 
 
 def get_user(session: Session, user_id: str) -> User:
-    user = session.get(User, user_id)
+    user = session.get(User, user_id) or by_prefix(session, User, user_id, "user")
     if user is None:
         raise NotFound(f"user {user_id} does not exist", target_type="user", target_id=user_id)
     return user
@@ -32,6 +33,24 @@ def find_user_by_email(session: Session, email: str) -> User | None:
     return session.execute(
         select(User).where(User.email == normalise_email(email))
     ).scalar_one_or_none()
+
+
+def acting_as(session: Session, email: str) -> tuple[User, Actor]:
+    """The user an in-process command acts as (the CLI's `--as EMAIL`), and an actor with
+    exactly that user's permissions, as their API token would have."""
+    user = find_user_by_email(session, email)
+    if user is None:
+        raise NotFound(
+            f"no user with email {email}",
+            next_action="check `grantflow users list`",
+            target_type="user",
+        )
+    if not user.active:
+        raise PermissionDenied(
+            f"user {user.email} is deactivated and cannot act",
+            next_action="act as an active user",
+        )
+    return user, Actor(label=user.email, user_id=user.id, permissions=permissions_for(user.roles))
 
 
 def create_user(

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from grantflow import audit
-from grantflow.auth import signin_links, users
-from grantflow.auth.permissions import Role
-from grantflow.auth.signin_links import Purpose
-from grantflow.cli.context import JSON_OPTION, database, emit_json, errors_as_lines, out, settings
-from grantflow.cli.users import CLI, _by_email
-from grantflow.errors import ValidationError
-from grantflow.people import account_email
+from grantflow.cli.context import JSON_OPTION, emit_json, errors_as_lines, out
+
+if TYPE_CHECKING:
+    from grantflow.auth.models import User
+    from grantflow.auth.permissions import Role
+else:  # typer reads the annotation at start-up; the enum's module is light
+    from grantflow.auth.permissions import Role
+
+# These open the database directly (bootstrap: a first password, an invitation, a sign-in link
+# for a user who has none), so what they need is imported when they run, not with `users`.
+
+
+def _by_email(session: Any, email: str) -> User:
+    from grantflow.auth import users
+    from grantflow.errors import NotFound
+
+    user = users.find_user_by_email(session, email)
+    if user is None:
+        raise NotFound(f"no user with email {email}", next_action="check `grantflow users list`")
+    return user
 
 
 def set_password(
@@ -23,13 +36,17 @@ def set_password(
     ),
 ) -> None:
     """Set a user's console password (asked twice, not echoed); their sessions end."""
+    from grantflow.auth import users
+    from grantflow.auth.actor import Actor
+    from grantflow.cli.direct import database
+
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
     with errors_as_lines(), database() as db, db.transaction() as session:
         user = _by_email(session, email)
-        users.set_password(session, CLI, user.id, password)
+        users.set_password(session, Actor.system("cli"), user.id, password)
     out.print(f"password set for {user.email}; they sign in at /login")
 
 
@@ -44,6 +61,15 @@ def invite(
 ) -> None:
     """Invite someone to choose a password: creates the user when new (with --role), then
     e-mails them a single-use link (GRANTFLOW_INVITE_LINK_HOURS), or prints it."""
+    from grantflow import audit
+    from grantflow.auth import signin_links, users
+    from grantflow.auth.actor import Actor
+    from grantflow.auth.signin_links import Purpose
+    from grantflow.cli.direct import database, settings
+    from grantflow.errors import ValidationError
+    from grantflow.people import account_email
+
+    CLI = Actor.system("cli")
     loaded = settings()
     with errors_as_lines(), database(loaded) as db, db.transaction() as session:
         user = users.find_user_by_email(session, email)
@@ -85,10 +111,15 @@ def sign_in_link(
 ) -> None:
     """Print a one-time link that signs the user in to the console (once, for
     GRANTFLOW_SIGNIN_LINK_MINUTES)."""
+    from grantflow.auth import signin_links
+    from grantflow.auth.actor import Actor
+    from grantflow.auth.signin_links import Purpose
+    from grantflow.cli.direct import database, settings
+
     loaded = settings()
     with errors_as_lines(), database(loaded) as db, db.transaction() as session:
         user = _by_email(session, email)
-        link, url = signin_links.mint(session, CLI, loaded, user, Purpose.SIGN_IN)
+        link, url = signin_links.mint(session, Actor.system("cli"), loaded, user, Purpose.SIGN_IN)
         expires = link.expires_at
     if as_json:
         emit_json({"email": user.email, "url": url, "expires_at": expires})

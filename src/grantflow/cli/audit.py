@@ -1,4 +1,5 @@
-"""`grantflow audit verify | checkpoint | list`."""
+"""`grantflow audit verify | checkpoint | list`. `list` reads /api/v1/audit; `verify` and
+`checkpoint` work on the database itself (they check what the API would serve)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,12 @@ from pathlib import Path
 
 import typer
 
-from grantflow import audit
-from grantflow.audit import checkpoints
-from grantflow.cli.context import (
-    JSON_OPTION,
-    database,
-    emit_json,
-    emit_table,
-    errors_as_lines,
-    out,
-    settings,
-)
+from grantflow.cli.client import connect
+from grantflow.cli.context import JSON_OPTION, emit_json, emit_table, errors_as_lines, out
 
-app = typer.Typer(help="Read and verify the audit log.", no_args_is_help=True)
+app = typer.Typer(
+    help="Read the audit log (verify and checkpoint: on the database).", no_args_is_help=True
+)
 
 
 @app.command("verify")
@@ -34,6 +28,10 @@ def verify(
 ) -> None:
     """Walk the keyed hash chain, check the triggers and every checkpoint given; exit 1 and
     say what is wrong if the log was tampered with."""
+    from grantflow import audit
+    from grantflow.audit import checkpoints
+    from grantflow.cli.direct import database
+
     with errors_as_lines():
         expected = [c for path in against for c in checkpoints.load(path)]
         with database() as db, db.transaction() as session:
@@ -82,6 +80,9 @@ def checkpoint(
 ) -> None:
     """Sign the chain's length and head hash now and write it to the configured destinations
     (GRANTFLOW_AUDIT_CHECKPOINT_FILE, _LOG, _URL) and `--to`; exit 1 if one failed."""
+    from grantflow.audit import checkpoints
+    from grantflow.cli.direct import database, settings
+
     loaded = settings()
     with errors_as_lines(), database(loaded) as db:
         taken, deliveries = checkpoints.write(db, loaded, to)
@@ -125,30 +126,17 @@ def list_entries(
     def aware(value: dt.datetime | None) -> dt.datetime | None:
         return value.replace(tzinfo=dt.UTC) if value and value.tzinfo is None else value
 
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        page = audit.query(
-            session,
+    with errors_as_lines(), connect() as api:
+        rows = api.items(
+            "/audit",
+            limit,
             actor=actor,
             action=action,
             target_type=target_type,
             target_id=target_id,
             since=aware(since),
             until=aware(until),
-            limit=limit,
         )
-        rows = [
-            {
-                "id": e.id,
-                "at": e.at,
-                "actor": e.actor,
-                "action": e.action,
-                "target_type": e.target_type,
-                "target_id": e.target_id,
-                "summary": e.summary,
-                "request_id": e.request_id,
-            }
-            for e in page.items
-        ]
     if as_json:
         emit_json(rows)
     else:

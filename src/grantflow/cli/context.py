@@ -1,4 +1,9 @@
-"""What every command needs: settings, the database, printing data as a table or as JSON."""
+"""What every command needs: printing data as a table or as JSON, errors as one line, and a
+progress bar for long operations.
+
+Imported by every command, so it stays light: no database, no web framework, no settings
+(those are in `grantflow.cli.direct`, for the commands that open the database themselves).
+"""
 
 from __future__ import annotations
 
@@ -6,57 +11,81 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from grantflow import timestamps
-from grantflow.config import Settings, load_settings, master_keys
 from grantflow.errors import ConfigurationError, GrantflowError
-from grantflow.logging import configure_logging
-from grantflow.store.database import Database, open_database
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from grantflow.cli.client import ApiError
 
 JSON_OPTION = typer.Option(False, "--json", help="print machine-readable JSON")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _LazyConsole:
+    """A rich Console made on first use: commands that print only JSON never load rich."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+    def get(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            stream = sys.stderr if self._stderr else sys.stdout
+            # a pipe or a file gets whole lines: no wrapping at 80 columns, nothing cut
+            width = None if stream.isatty() else 10_000
+            self._console = Console(
+                stderr=self._stderr, highlight=False, soft_wrap=True, width=width
+            )
+        return self._console
 
 
-def fail(exc: GrantflowError) -> NoReturn:
-    err.print(f"error: {exc.message}", markup=False)
-    if exc.next_action:
-        err.print(f"  next: {exc.next_action}", markup=False)
-    raise typer.Exit(2 if isinstance(exc, ConfigurationError) else 1)
+out: Console = _LazyConsole(stderr=False)  # type: ignore[assignment]
+err: Console = _LazyConsole(stderr=True)  # type: ignore[assignment]
 
 
-def settings(log_level: str | None = "warning") -> Settings:
-    """Load settings or stop with one line naming the bad variable."""
-    try:
-        loaded = load_settings()
-    except ConfigurationError as exc:
-        fail(exc)
-    configure_logging(log_level or loaded.log_level, loaded.log_format)
-    return loaded
+def fail_with(message: str, next_action: str | None = None, exit_code: int = 1) -> NoReturn:
+    """End the command: one line saying what is wrong, one saying what to do."""
+    err.print(f"error: {message}", markup=False)
+    if next_action:
+        err.print(f"  next: {next_action}", markup=False)
+    raise typer.Exit(exit_code)
+
+
+def fail(exc: GrantflowError | ApiError) -> NoReturn:
+    configuration = isinstance(exc, ConfigurationError) or getattr(exc, "exit_code", 1) == 2
+    fail_with(exc.message, exc.next_action, 2 if configuration else 1)
 
 
 @contextlib.contextmanager
-def database(loaded: Settings | None = None) -> Iterator[Database]:
-    loaded = loaded or settings()
-    db = open_database(loaded.database)
-    db.use_master_keys(lambda: master_keys(loaded))
-    try:
-        yield db
-    finally:
-        db.dispose()
+def errors_as_lines(options: dict[str, str] | None = None) -> Iterator[None]:
+    """Grantflow errors, local or from the API, end the command with one line (and a next
+    action), not a traceback. With `options` (body field -> option, e.g. "attributes" ->
+    "--attr"), the API's refusal of a field the options filled names the option instead;
+    a field not listed becomes `--field-name`."""
+    from grantflow.cli.client import ApiError
 
-
-@contextlib.contextmanager
-def errors_as_lines() -> Iterator[None]:
-    """Grantflow errors end the command with one line (and a next action), not a traceback."""
     try:
         yield
+    except ApiError as exc:
+        # (only the API's refusal of the request's shape: a service's own message says more)
+        shaped = exc.message.startswith("the request is not valid")
+        if options is not None and shaped and exc.details:
+            field = str(exc.details[0].get("field", "")).removeprefix("body.")
+            name = field.split(".")[0]
+            if name:
+                option = options.get(field) or options.get(name) or "--" + name.replace("_", "-")
+                fail_with(f"{option}: {exc.details[0].get('message')}", exc.next_action)
+        fail(exc)
     except GrantflowError as exc:
         fail(exc)
 
@@ -66,11 +95,61 @@ def _plain(value: Any) -> Any:
 
 
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=_plain, indent=2) + "\n")
+    sys.stdout.write(json.dumps(data, default=timestamps.json_default, indent=2) + "\n")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value)
+    return "" if value is None else str(_plain(value))
+
+
+def _is_id(column: str) -> bool:
+    return column in ("id", "run", "prefix") or column.endswith("_id")
 
 
 def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    table = Table(*columns, show_lines=False)
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(_plain(row.get(c))) for c in columns))
+    """A table where nothing is cut: ids keep their whole width (folded onto a second line only
+    when the terminal is narrower than the ids themselves), other long values wrap."""
+    from rich.table import Column, Table
+    from rich.text import Text
+
+    cells = [
+        ["" if row.get(c) is None else str(_plain(row.get(c))) for c in columns] for row in rows
+    ]
+    spec = []
+    for i, name in enumerate(columns):
+        if _is_id(name):
+            widest = max([len(name), *(len(line[i]) for line in cells)])
+            spec.append(Column(name, no_wrap=True, overflow="fold", min_width=widest))
+        else:
+            spec.append(Column(name, overflow="fold"))
+    table = Table(*spec, show_lines=False)
+    for line in cells:
+        table.add_row(*(Text(cell) for cell in line))  # a "[" in a value is not markup
     out.print(table)
+
+
+fold_table = emit_table  # (the name grants, incidents and reviews used for the same table)
+
+
+@contextlib.contextmanager
+def progress(label: str, *, quiet: bool) -> Iterator[None]:
+    """A progress bar (elapsed time, pulsing while the server works) on a terminal; nothing when
+    `quiet` (--json) or when standard output is not a terminal."""
+    if quiet or not out.is_terminal:
+        yield
+        return
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err.get(),  # type: ignore[attr-defined]
+        transient=True,
+    )
+    with bar:
+        bar.add_task(label, total=None)
+        yield

@@ -1,5 +1,5 @@
 """`grantflow controls list | evaluate | evaluations | show`: the built-in controls over
-Grantflow's own inventory, their evaluations and findings."""
+Grantflow's own inventory, their evaluations and findings, through /api/v1/controls."""
 
 from __future__ import annotations
 
@@ -7,23 +7,13 @@ from typing import Any
 
 import typer
 
-from grantflow.auth.actor import Actor
-from grantflow.cli.context import (
-    JSON_OPTION,
-    database,
-    emit_json,
-    emit_table,
-    errors_as_lines,
-    fail,
-    out,
-)
+from grantflow.cli.client import connect, segment
+from grantflow.cli.context import JSON_OPTION, emit_json, emit_table, errors_as_lines, fail, out
 from grantflow.errors import ValidationError
-from grantflow.schedules import controls as service
 
 app = typer.Typer(
     help="Evaluate the built-in controls and read their findings.", no_args_is_help=True
 )
-CLI = Actor.system("cli")
 
 
 def _params(values: list[str]) -> dict[str, dict[str, Any]]:
@@ -49,7 +39,7 @@ def _params(values: list[str]) -> dict[str, dict[str, Any]]:
 def _print(shown: dict[str, Any]) -> None:
     summary = shown["summary"]
     out.print(
-        f"evaluation {shown['id']} ({shown['created_at']:%Y-%m-%d %H:%M}Z): "
+        f"evaluation {shown['id']} ({shown['created_at'][:16].replace('T', ' ')}Z): "
         f"{summary.get('passed', 0)} passed, {summary.get('failed', 0)} failed",
         markup=False,
     )
@@ -85,7 +75,8 @@ def _print(shown: dict[str, Any]) -> None:
 @app.command("list")
 def list_controls(as_json: bool = JSON_OPTION) -> None:
     """The catalogue: every control, its parameters and their defaults."""
-    shown = service.catalogue()
+    with errors_as_lines(), connect() as api:
+        shown = api.get("/controls")
     if as_json:
         emit_json(shown)
         return
@@ -114,8 +105,8 @@ def evaluate(
 ) -> None:
     """Evaluate the controls and store the evaluation; exits 1 when a control fails."""
     request = {"controls": control or None, "params": _params(param or [])}
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        shown = service.view(service.evaluate(session, CLI, request, where=""))
+    with errors_as_lines(), connect() as api:
+        shown = api.post("/controls/evaluate", request)
     if as_json:
         emit_json(shown)
     else:
@@ -127,9 +118,8 @@ def evaluate(
 @app.command("evaluations")
 def evaluations(limit: int = typer.Option(20, min=1, max=500), as_json: bool = JSON_OPTION) -> None:
     """Past evaluations, newest first."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        page = service.list_evaluations(session, limit=limit)
-        rows = [service.view(e, results=False) for e in page.items]
+    with errors_as_lines(), connect() as api:
+        rows = api.items("/controls/evaluations", limit)
     if as_json:
         emit_json(rows)
         return
@@ -151,12 +141,14 @@ def evaluations(limit: int = typer.Option(20, min=1, max=500), as_json: bool = J
 
 @app.command("show")
 def show(
-    evaluation_id: str = typer.Argument("latest", help="an evaluation id, or latest"),
+    evaluation_id: str = typer.Argument(
+        "latest", help="an evaluation id (or a unique prefix), or latest"
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """One evaluation with its findings."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        shown = service.view(service.get_evaluation(session, evaluation_id))
+    with errors_as_lines(), connect() as api:
+        shown = api.get(f"/controls/evaluations/{segment(evaluation_id)}")
     if as_json:
         emit_json(shown)
     else:

@@ -1,46 +1,36 @@
-"""`grantflow identities ...`: the people whose access Grantflow automates."""
+"""`grantflow identities ...`: the people whose access Grantflow automates, through
+/api/v1/identities."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
-from pydantic import BaseModel
-from pydantic import ValidationError as PydanticError
-from rich.markup import escape
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from grantflow import timestamps
-from grantflow.access import identities as service
-from grantflow.access import identity_import
-from grantflow.access.lifecycle import LifecycleState
-from grantflow.access.models import Identity, LifecycleEvent
-from grantflow.auth.actor import Actor
+from grantflow.cli.client import Client, connect, segment
 from grantflow.cli.context import (
     JSON_OPTION,
-    database,
     emit_json,
     emit_table,
     errors_as_lines,
     out,
-    settings,
+    progress,
 )
-from grantflow.errors import ValidationError
-from grantflow.queue.database import DatabaseQueue
+from grantflow.cli.files import multipart
+from grantflow.errors import BadRequest, ValidationError
 
 app = typer.Typer(
-    help="Manage identities: create, change, offboard, list their lifecycle events, import CSV.",
+    help="Manage identities: create, change, offboard, import CSV.",
     no_args_is_help=True,
 )
-CLI = Actor.system("cli")
-M = TypeVar("M", bound=BaseModel)
 
 # exit code of `import` when some rows were rejected (the others were imported)
 ROWS_REJECTED = 3
+OPTIONS = {"attributes": "--attr"}  # body fields named after another option
+STATES = ("joiner", "active", "mover", "leaver", "left")
 
-IDENTITY_ARG = typer.Argument(..., help="the identity's id, email or userName")
+IDENTITY_ARG = typer.Argument(..., help="the identity's id (or id prefix), email or userName")
 DISPLAY_NAME = typer.Option(None, "--display-name")
 USER_NAME = typer.Option(None, "--user-name", help="defaults to the email")
 GIVEN_NAME = typer.Option(None, "--given-name")
@@ -53,63 +43,13 @@ END_DATE = typer.Option(None, "--end-date", help="YYYY-MM-DD; the identity leave
 ATTR = typer.Option(None, "--attr", help="a custom attribute NAME=VALUE (repeat)")
 
 
-def _plain(value: Any) -> Any:
-    return timestamps.plain(value)
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """A table whose cells are shown as they are (a "[" in a title is not console markup)."""
-    emit_table(
-        [{c: escape(v) if isinstance(v, str) else v for c, v in row.items()} for row in rows],
-        columns,
-    )
-
-
-def _row(session: Session, identity: Identity) -> dict[str, Any]:
-    manager = session.get(Identity, identity.manager_id) if identity.manager_id else None
-    return {
-        "id": identity.id,
-        "email": identity.email,
-        "user_name": identity.user_name,
-        "external_id": identity.external_id,
-        "display_name": identity.display_name,
-        "given_name": identity.given_name,
-        "family_name": identity.family_name,
-        "title": identity.title,
-        "department": identity.department,
-        "manager_id": identity.manager_id,
-        "manager": (manager.email or manager.user_name) if manager else None,
-        "start_date": _plain(identity.start_date),
-        "end_date": _plain(identity.end_date),
-        "lifecycle_state": identity.lifecycle_state,
-        "active": identity.active,
-        "attributes": identity.attributes or {},
-        "source": identity.source,
-        "deleted_at": _plain(identity.deleted_at),
-        "created_at": _plain(identity.created_at),
-        "updated_at": _plain(identity.updated_at),
-    }
-
-
 def _print_identity(row: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(row)
         return
     for name, value in row.items():
-        if value not in (None, {}, ""):
-            out.print(f"{name + ':':<17} {value}", markup=False)
-
-
-def _validated(model: type[M], values: dict[str, Any]) -> M:
-    """The options as the service's model; a bad value is one error line naming its option."""
-    try:
-        return model.model_validate(values)
-    except PydanticError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else "input"
-        option = "--attr" if name == "attributes" else f"--{name.replace('_', '-')}"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise ValidationError(f"{option}: {message}") from None
+        if value not in (None, {}, [], ""):
+            out.print(f"{name + ':':<19} {value}", markup=False)
 
 
 def _attributes(pairs: list[str] | None, current: dict[str, Any]) -> dict[str, Any]:
@@ -131,45 +71,45 @@ def _sent(**options: Any) -> dict[str, Any]:
     return {k: (v or None) for k, v in options.items() if v is not None}
 
 
+def _find(api: Client, key: str) -> dict[str, Any]:
+    """The identity by id, id prefix, email or userName (the server resolves it)."""
+    found: dict[str, Any] = api.get(f"/identities/{segment(key)}")
+    return found
+
+
 @app.command("list")
 def list_identities(
     query: str = typer.Option(None, "--query", "-q", help="substring of email, name, userName"),
-    state: LifecycleState = typer.Option(None, "--state", help="lifecycle state"),
+    state: str = typer.Option(None, "--state", help="lifecycle state: " + ", ".join(STATES)),
     department: str = typer.Option(None, "--department"),
     include_deleted: bool = typer.Option(False, "--include-deleted"),
     limit: int = typer.Option(1000, "--limit", min=1, help="at most this many identities"),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List identities (ordered by id)."""
-    rows: list[dict[str, Any]] = []
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        cursor = None
-        while len(rows) < limit:
-            page = service.list_identities(
-                session,
-                query=query,
-                lifecycle_state=state,
-                department=department,
-                include_deleted=include_deleted,
-                cursor=cursor,
-                limit=min(500, limit - len(rows)),
-            )
-            rows.extend(_row(session, i) for i in page.items)
-            if not page.next_cursor:
-                break
-            cursor = page.next_cursor
+    with errors_as_lines({"lifecycle_state": "--state", "q": "--query"}), connect() as api:
+        rows = api.items(
+            "/identities",
+            limit,
+            q=query,
+            lifecycle_state=state,
+            department=department,
+            include_deleted=include_deleted,
+        )
     if as_json:
         emit_json(rows)
     else:
-        _table(rows, ["id", "email", "display_name", "department", "lifecycle_state", "active"])
+        emit_table(rows, ["id", "email", "display_name", "department", "lifecycle_state", "active"])
 
 
 @app.command("show")
 def show(identity: str = IDENTITY_ARG, as_json: bool = JSON_OPTION) -> None:
-    """Show one identity."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        row = _row(session, service.find_identity(session, identity))
-    _print_identity(row, as_json)
+    """Show one identity (with its manager's email)."""
+    with errors_as_lines(), connect() as api:
+        row = _find(api, identity)
+        manager = api.get(f"/identities/{row['manager_id']}") if row.get("manager_id") else None
+    shown = {**row, "manager": (manager["email"] or manager["user_name"]) if manager else None}
+    _print_identity(shown, as_json)
 
 
 @app.command("create")
@@ -191,7 +131,7 @@ def create(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create an identity; an active one joins (identity_joined workflows start)."""
-    with errors_as_lines():
+    with errors_as_lines(OPTIONS):
         values = _sent(
             email=email,
             display_name=display_name,
@@ -207,9 +147,8 @@ def create(
         values["active"] = not inactive
         if attr:
             values["attributes"] = _attributes(attr, {})
-        data = _validated(service.IdentityCreate, values)
-        with database() as db, db.transaction() as session:
-            row = _row(session, service.create_identity(session, CLI, DatabaseQueue(db), data))
+        with connect() as api:
+            row = api.post("/identities", values)
     if as_json:
         emit_json(row)
     else:
@@ -242,7 +181,7 @@ def update(
 ) -> None:
     """Change the options given (an empty value clears a field). While active, a change is a
     move (identity_moved); --inactive offboards (identity_left, grants revoked)."""
-    with errors_as_lines():
+    with errors_as_lines(OPTIONS):
         values = _sent(
             email=email,
             display_name=display_name,
@@ -257,17 +196,14 @@ def update(
         )
         if active is not None:
             values["active"] = active
-        with database() as db, db.transaction() as session:
-            found = service.find_identity(session, identity)
+        with connect() as api:
+            found = _find(api, identity)
             if attr:
-                values["attributes"] = _attributes(attr, found.attributes or {})
-            data = _validated(service.IdentityFields, values)
-            changed, changes = service.update_identity(
-                session, CLI, DatabaseQueue(db), found.id, data
-            )
-            row = _row(session, changed)
+                values["attributes"] = _attributes(attr, found.get("attributes") or {})
+            row = api.patch(f"/identities/{found['id']}", values)
+    changes = row.get("changes", {})
     if as_json:
-        emit_json({**row, "changes": {k: [_plain(v) for v in c] for k, c in changes.items()}})
+        emit_json(row)
     elif changes:
         out.print(
             f"updated identity {row['email'] or row['user_name']}: {', '.join(sorted(changes))}; "
@@ -281,15 +217,11 @@ def update(
 @app.command("leave")
 def leave(identity: str = IDENTITY_ARG, as_json: bool = JSON_OPTION) -> None:
     """Offboard now: revoke every active grant and start the identity_left workflows."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        found = service.find_identity(session, identity)
-        left, changes = service.update_identity(
-            session, CLI, DatabaseQueue(db), found.id, service.IdentityFields(active=False)
-        )
-        row = _row(session, left)
+    with errors_as_lines(), connect() as api:
+        row = api.post(f"/identities/{_find(api, identity)['id']}/leave")
     if as_json:
         emit_json(row)
-    elif changes:
+    elif row.get("changes"):
         out.print(f"{row['email']} left: {row['lifecycle_state']}", markup=False)
     else:
         out.print(f"{row['email']} was not active; nothing changed", markup=False)
@@ -298,31 +230,13 @@ def leave(identity: str = IDENTITY_ARG, as_json: bool = JSON_OPTION) -> None:
 @app.command("events")
 def events(identity: str = IDENTITY_ARG, as_json: bool = JSON_OPTION) -> None:
     """Lifecycle events of the identity, with the runs each started or why none started."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        found = service.find_identity(session, identity)
-        rows = [
-            {
-                "id": e.id,
-                "kind": e.kind,
-                "created_at": _plain(e.created_at),
-                "actor": e.actor,
-                "grant_id": e.grant_id,
-                "application_id": e.application_id,
-                "details": e.details,
-                "dispatch": e.dispatch,
-                "runs": [d["run_id"] for d in e.dispatch if "run_id" in d],
-                "no_run_reason": e.no_run_reason,
-            }
-            for e in session.execute(
-                select(LifecycleEvent)
-                .where(LifecycleEvent.identity_id == found.id)
-                .order_by(LifecycleEvent.id)
-            ).scalars()
-        ]
+    with errors_as_lines(), connect() as api:
+        found = api.get(f"/identities/{_find(api, identity)['id']}/events")
+    rows = [{**e, "runs": [d["run_id"] for d in e["dispatch"] if "run_id" in d]} for e in found]
     if as_json:
         emit_json(rows)
     else:
-        _table(rows, ["created_at", "kind", "actor", "runs", "no_run_reason"])
+        emit_table(rows, ["created_at", "kind", "actor", "runs", "no_run_reason"])
 
 
 @app.command("import")
@@ -340,50 +254,54 @@ def import_file(
     row was imported (or unchanged), 3 when some rows were rejected (the others were imported),
     1 when the file was refused (nothing imported).
     """
-    loaded = settings()
     with errors_as_lines():
-        content = path.read_bytes()
-        with database(loaded) as db:
-            report = identity_import.import_csv(
-                db,
-                CLI,
-                DatabaseQueue(db),
-                content,
-                filename=path.name,
-                dry_run=dry_run,
-                max_bytes=loaded.evidence_max_bytes,
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise BadRequest(f"PATH: cannot read {path}: {exc.strerror}") from None
+        body, kind = multipart({}, "file", path.name, "text/csv", content)
+        with connect() as api, progress(f"importing {path.name}", quiet=as_json):
+            answer = api.request(
+                "POST",
+                "/identities/import",
+                params={"dry_run": dry_run},
+                content=body,
+                content_type=kind,
             )
+        report = answer.json()
     if as_json:
-        emit_json(report.model_dump(mode="json"))
+        emit_json(report)
     else:
         _print_report(report)
-    if report.counts.rejected:
+    if report["counts"]["rejected"]:
         raise typer.Exit(ROWS_REJECTED)
 
 
-def _print_report(report: identity_import.ImportReport) -> None:
-    shown = [r for r in report.results if r.outcome != identity_import.Outcome.UNCHANGED]
+def _print_report(report: dict[str, Any]) -> None:
     rows = []
-    for result in shown:
-        if result.outcome == identity_import.Outcome.REJECTED:
-            detail = result.reason or ""
-        elif result.changes:
+    for result in report["results"]:
+        if result["outcome"] == "unchanged":
+            continue
+        if result["outcome"] == "rejected":
+            detail = result.get("reason") or ""
+        elif result.get("changes"):
             detail = "; ".join(
-                f"{k}: {old!r} -> {new!r}" for k, (old, new) in result.changes.items()
+                f"{k}: {old!r} -> {new!r}" for k, (old, new) in result["changes"].items()
             )
         else:
             detail = ""
-        if result.events:
-            detail = f"{detail} (events: {', '.join(result.events)})".strip()
+        if result.get("events"):
+            detail = f"{detail} (events: {', '.join(result['events'])})".strip()
         rows.append(
-            {"row": result.row, "email": result.email, "outcome": result.outcome, "detail": detail}
-        )
+            {"row": result["row"], "email": result["email"], "outcome": result["outcome"],
+             "detail": detail}
+        )  # fmt: skip
     if rows:
-        _table(rows, ["row", "email", "outcome", "detail"])
-    c = report.counts
-    prefix = "dry run (nothing written): " if report.dry_run else ""
+        emit_table(rows, ["row", "email", "outcome", "detail"])
+    c = report["counts"]
+    prefix = "dry run (nothing written): " if report["dry_run"] else ""
     out.print(
-        f"{prefix}{report.rows} rows: {c.created} created, {c.updated} updated, "
-        f"{c.unchanged} unchanged, {c.rejected} rejected",
+        f"{prefix}{report['rows']} rows: {c['created']} created, {c['updated']} updated, "
+        f"{c['unchanged']} unchanged, {c['rejected']} rejected",
         markup=False,
     )

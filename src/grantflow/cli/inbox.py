@@ -1,7 +1,9 @@
-"""`grantflow inbox ...`: approvals, human tasks and escalated failures waiting on people.
+"""`grantflow inbox ...`: approvals, human tasks and escalated failures waiting on people,
+through /api/v1/inbox and /api/v1/tasks.
 
-A decision is always someone's: `--as EMAIL` names the user the command acts as, with that
-user's permissions (like their API token would), and the audit log names them."""
+A decision is always someone's. Against a server, the token's user acts. On the local database,
+`--as EMAIL` names the user the command acts as, with that user's permissions (as their token
+would), and the audit log names them."""
 
 from __future__ import annotations
 
@@ -10,45 +12,34 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from sqlalchemy.orm import Session
 
-from grantflow.auth.actor import Actor
-from grantflow.auth.models import User
-from grantflow.auth.permissions import Permission, permissions_for
-from grantflow.auth.users import find_user_by_email
-from grantflow.cli.context import JSON_OPTION, database, emit_json, emit_table, errors_as_lines, out
-from grantflow.definitions.source import parse_text
-from grantflow.definitions.workflows import find_workflow
-from grantflow.errors import BadRequest, NotFound, PermissionDenied
-from grantflow.people import decisions, inbox
-from grantflow.people.decisions import Action
-from grantflow.queue.database import DatabaseQueue
+from grantflow.cli.client import ApiError, Client, connect, segment
+from grantflow.cli.context import JSON_OPTION, emit_json, emit_table, errors_as_lines, out
+from grantflow.cli.files import read_any
+from grantflow.errors import BadRequest
 
 app = typer.Typer(
     help="Approvals and tasks waiting on people: list, show, and decide them.",
     no_args_is_help=True,
 )
 
-AS_HELP = "the user to act as (their email); the command has that user's permissions"
-AS_OPTION = typer.Option(..., "--as", help=AS_HELP)
+AS_HELP = (
+    "the user to act as (their email), with that user's permissions; on the local database "
+    "only (against a server, the token's user acts)"
+)
+AS_OPTION = typer.Option(None, "--as", help=AS_HELP)
 COMMENT_OPTION = typer.Option(None, "--comment", "-m", help="justification or reason")
+TASK = typer.Argument(..., help="the task's id (or a unique prefix)")
 
 
-def acting_user(session: Session, email: str) -> tuple[User, Actor]:
-    """The user behind `--as`, and an actor with exactly that user's permissions."""
-    user = find_user_by_email(session, email)
-    if user is None:
-        raise NotFound(
-            f"no user with email {email}",
-            next_action="check `grantflow users list`",
-            target_type="user",
+def needs_person(api: Client, as_email: str | None) -> None:
+    """Locally, without a token, the CLI is `system:cli`: a person's decision needs --as."""
+    if not api.remote and not api.token and not as_email:
+        raise ApiError(
+            0,
+            "--as EMAIL: on the local database, say which user acts (a decision is a person's)",
+            "add --as EMAIL, or use that user's API token (GRANTFLOW_TOKEN)",
         )
-    if not user.active:
-        raise PermissionDenied(
-            f"user {user.email} is deactivated and cannot act",
-            next_action="act as an active user",
-        )
-    return user, Actor(label=user.email, user_id=user.id, permissions=permissions_for(user.roles))
 
 
 def _data(data: str | None, data_file: Path | None) -> dict[str, Any] | None:
@@ -57,11 +48,7 @@ def _data(data: str | None, data_file: Path | None) -> dict[str, Any] | None:
     if data is None and data_file is None:
         return None
     if data_file is not None:
-        try:
-            text = data_file.read_text()
-        except OSError as exc:
-            raise BadRequest(f"--data-file: cannot read {data_file}: {exc.strerror}") from None
-        parsed = parse_text(text, name=str(data_file))
+        parsed = read_any(data_file, "--data-file")
     else:
         assert data is not None
         try:
@@ -132,22 +119,10 @@ def list_tasks(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The pending approvals and tasks a user can act on (theirs and their roles')."""
-    with errors_as_lines():
-        if kind is not None and kind not in ("approval", "task", "escalation"):
-            raise BadRequest(f"--kind: approval, task or escalation, not {kind!r}")
-        with database() as db, db.transaction() as session:
-            user, actor = acting_user(session, as_email)
-            if not actor.permissions & {Permission.WORKFLOW_TASK, Permission.RUN_OPERATE}:
-                actor.require(Permission.WORKFLOW_TASK)
-            page = inbox.inbox(
-                session,
-                user,
-                kind=kind,
-                workflow_id=find_workflow(session, workflow).id if workflow else None,
-                overdue=overdue,
-                limit=limit,
-            )
-            views = [inbox.task_view(session, t, user) for t in page.items]
+    with errors_as_lines(), connect(act_as=as_email) as api:
+        needs_person(api, as_email)
+        workflow_id = api.full_id("/workflows", workflow) if workflow else None
+        views = api.items("/inbox", limit, kind=kind, workflow_id=workflow_id, overdue=overdue)
     if as_json:
         emit_json(views)
         return
@@ -168,66 +143,54 @@ def list_tasks(
 
 @app.command("show")
 def show(
-    task_id: str,
+    task: str = TASK,
     as_email: str = typer.Option(None, "--as", help="say whether this user can act on it"),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """A task: who it waits on, its form or failure, and the decisions so far."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        viewer = acting_user(session, as_email)[0] if as_email else None
-        view = inbox.task_view(session, decisions.get_task(session, task_id), viewer)
+    with errors_as_lines(), connect(act_as=as_email) as api:
+        view = api.get(f"/tasks/{segment(task)}")
     _emit(view, as_json)
 
 
 def _decide(
-    action: Action,
-    task_id: str,
-    as_email: str,
+    action: str,
+    task: str,
+    as_email: str | None,
     comment: str | None,
     data: dict[str, Any] | None,
     as_json: bool,
 ) -> None:
-    with database() as db:
-        queue = DatabaseQueue(db)
-        try:
-            with db.transaction() as session:
-                user, actor = acting_user(session, as_email)
-                task = decisions.decide(
-                    session, actor, queue, task_id, action, comment=comment, data=data, via="cli"
-                )
-                view = inbox.task_view(session, task, user)
-        finally:
-            queue.close()
+    with connect(act_as=as_email) as api:
+        needs_person(api, as_email)
+        task_id = api.full_id("/tasks", task)
+        view = api.post(f"/tasks/{task_id}/{action}", {"comment": comment, "data": data})
     _emit(view, as_json)
 
 
 @app.command("approve")
 def approve(
-    task_id: str,
-    as_email: str = AS_OPTION,
-    comment: str = COMMENT_OPTION,
+    task: str = TASK, as_email: str = AS_OPTION, comment: str = COMMENT_OPTION,
     as_json: bool = JSON_OPTION,
-) -> None:
+) -> None:  # fmt: skip
     """Approve an approval (its run resumes once the stage's policy is met)."""
-    with errors_as_lines():
-        _decide(Action.APPROVE, task_id, as_email, comment, None, as_json)
+    with errors_as_lines({}):
+        _decide("approve", task, as_email, comment, None, as_json)
 
 
 @app.command("reject")
 def reject(
-    task_id: str,
-    as_email: str = AS_OPTION,
-    comment: str = COMMENT_OPTION,
+    task: str = TASK, as_email: str = AS_OPTION, comment: str = COMMENT_OPTION,
     as_json: bool = JSON_OPTION,
-) -> None:
+) -> None:  # fmt: skip
     """Reject an approval: the run ends failed (class rejected) with your comment."""
-    with errors_as_lines():
-        _decide(Action.REJECT, task_id, as_email, comment, None, as_json)
+    with errors_as_lines({}):
+        _decide("reject", task, as_email, comment, None, as_json)
 
 
 @app.command("submit")
 def submit(
-    task_id: str,
+    task: str = TASK,
     as_email: str = AS_OPTION,
     data: str = typer.Option(None, "--data", help="the form's data as a JSON object"),
     data_file: Path = typer.Option(None, "--data-file", help="the form's data (JSON or YAML)"),
@@ -235,71 +198,63 @@ def submit(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Submit a task's form: the data is checked against it and becomes the step's output."""
-    with errors_as_lines():
-        _decide(Action.SUBMIT, task_id, as_email, comment, _data(data, data_file), as_json)
+    with errors_as_lines({}):
+        _decide("submit", task, as_email, comment, _data(data, data_file), as_json)
 
 
 @app.command("skip")
 def skip(
-    task_id: str,
-    as_email: str = AS_OPTION,
-    comment: str = COMMENT_OPTION,
+    task: str = TASK, as_email: str = AS_OPTION, comment: str = COMMENT_OPTION,
     as_json: bool = JSON_OPTION,
-) -> None:
+) -> None:  # fmt: skip
     """Skip the task's step (or an escalated failed step); the run goes on."""
-    with errors_as_lines():
-        _decide(Action.SKIP, task_id, as_email, comment, None, as_json)
+    with errors_as_lines({}):
+        _decide("skip", task, as_email, comment, None, as_json)
 
 
 @app.command("fail")
 def fail(
-    task_id: str,
+    task: str = TASK,
     as_email: str = AS_OPTION,
     comment: str = typer.Option(..., "--comment", "-m", help="why the run should fail"),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Fail the run at this task (or escalated step), with a reason."""
-    with errors_as_lines():
-        _decide(Action.FAIL, task_id, as_email, comment, None, as_json)
+    with errors_as_lines({}):
+        _decide("fail", task, as_email, comment, None, as_json)
 
 
 @app.command("retry")
 def retry(
-    task_id: str,
-    as_email: str = AS_OPTION,
-    comment: str = COMMENT_OPTION,
+    task: str = TASK, as_email: str = AS_OPTION, comment: str = COMMENT_OPTION,
     as_json: bool = JSON_OPTION,
-) -> None:
+) -> None:  # fmt: skip
     """Retry an escalated failed step once its cause is fixed (the run resumes from it)."""
-    with errors_as_lines():
-        _decide(Action.RETRY, task_id, as_email, comment, None, as_json)
+    with errors_as_lines({}):
+        _decide("retry", task, as_email, comment, None, as_json)
 
 
 @app.command("reassign")
 def reassign(
-    task_id: str,
+    task: str = TASK,
     to_users: list[str] = typer.Option([], "--to", help="an active user (email); repeatable"),
     to_roles: list[str] = typer.Option([], "--to-role", help="a role; repeatable"),
     remove: list[str] = typer.Option(
         None, "--remove", help="replace only this assignee (default: all); repeatable"
     ),
     as_email: str = typer.Option(
-        None, "--as", help=AS_HELP + " (default: the CLI itself, system:cli)"
+        None, "--as", help=AS_HELP + " (default: the token's user, or system:cli locally)"
     ),
     comment: str = COMMENT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Route a pending task to other people (e.g. its approver left); audited."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        actor = acting_user(session, as_email)[1] if as_email else Actor.system("cli")
-        task = decisions.reassign(
-            session,
-            actor,
-            task_id,
-            users=list(to_users),
-            roles=list(to_roles),
-            remove=list(remove) if remove else None,
-            comment=comment,
-        )
-        view = inbox.task_view(session, task)
+    body = {
+        "users": list(to_users),
+        "roles": list(to_roles),
+        "remove": list(remove) if remove else None,
+        "comment": comment,
+    }
+    with errors_as_lines({"users": "--to", "roles": "--to-role"}), connect(act_as=as_email) as api:
+        view = api.post(f"/tasks/{api.full_id('/tasks', task)}/reassign", body)
     _emit(view, as_json)

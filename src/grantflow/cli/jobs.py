@@ -1,25 +1,20 @@
 """`grantflow jobs list | show | preview | pause | resume | enable | disable | run-now |
-occurrences`: scheduled jobs, through the same service functions as the API."""
+occurrences`: scheduled jobs, through /api/v1/jobs."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import typer
-from sqlalchemy.exc import IntegrityError
 
-from grantflow.auth.actor import Actor
-from grantflow.cli.context import JSON_OPTION, database, emit_json, emit_table, errors_as_lines, out
+from grantflow.cli.client import connect, segment
+from grantflow.cli.context import JSON_OPTION, emit_json, emit_table, errors_as_lines, out
 from grantflow.errors import BadRequest
-from grantflow.queue.database import DatabaseQueue
-from grantflow.schedules import jobs, scheduler
-from grantflow.schedules.jobs import JobKind, JobStatus
-from grantflow.store.database import Database
 
 app = typer.Typer(
     help="Scheduled jobs: status, preview, Run now, occurrences.", no_args_is_help=True
 )
-CLI = Actor.system("cli")
+JOB = typer.Argument(..., help="job id (or a unique prefix) or name")
 
 
 def _print_job(data: dict[str, Any]) -> None:
@@ -67,22 +62,11 @@ def _print_job(data: dict[str, Any]) -> None:
         out.print(f"  note: {data['health_note']}", markup=False)
 
 
-def _sync(db: Database) -> None:
-    """A workflow published a moment ago with a schedule trigger shows up as a job at once."""
-    try:
-        with db.transaction() as session:
-            jobs.sync_workflow_jobs(session)
-    except IntegrityError:
-        pass  # a scheduler synced the same workflow at the same moment: it exists now
-
-
 def _text(value: Any) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
-def _show(job_id: str, as_json: bool) -> None:
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        data = jobs.job_view(session, jobs.get_job(session, job_id))
+def _show(data: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(data)
     else:
@@ -91,20 +75,17 @@ def _show(job_id: str, as_json: bool) -> None:
 
 @app.command("list")
 def list_jobs(
-    kind: JobKind | None = typer.Option(
+    kind: str | None = typer.Option(
         None, help="workflow, access_review, control_evaluation, report"
     ),
-    status: JobStatus | None = typer.Option(None, help="enabled, paused, disabled"),
+    status: str | None = typer.Option(None, help="enabled, paused, disabled"),
     overdue: bool | None = typer.Option(None, "--overdue/--not-overdue"),
     limit: int = typer.Option(100, min=1, max=500),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Jobs: status, next fire time, last occurrence and outcome, overdue."""
-    with errors_as_lines(), database() as db:
-        _sync(db)
-        with db.transaction() as session:
-            page = jobs.list_jobs(session, kind=kind, status=status, overdue=overdue, limit=limit)
-            rows = jobs.job_views(session, page.items)
+    with errors_as_lines(), connect() as api:
+        rows = api.items("/jobs", limit, kind=kind, status=status, overdue=overdue)
     if as_json:
         emit_json(rows)
         return
@@ -129,13 +110,11 @@ def list_jobs(
 
 
 @app.command("show")
-def show(
-    job: str = typer.Argument(..., help="job id or name"), as_json: bool = JSON_OPTION
-) -> None:
+def show(job: str = JOB, as_json: bool = JSON_OPTION) -> None:
     """One job in detail, with the health note when Run now succeeds but the schedule fails."""
-    with errors_as_lines(), database() as db:
-        _sync(db)
-    _show(job, as_json)
+    with errors_as_lines(), connect() as api:
+        data = api.get(f"/jobs/{segment(job)}")
+    _show(data, as_json)
 
 
 @app.command("preview")
@@ -150,12 +129,12 @@ def preview(
     with errors_as_lines():
         if (job is None) == (cron_expression is None):
             raise BadRequest("give a job, or --cron (with --timezone), not both")
-        if job is not None:
-            with database() as db, db.transaction() as session:
-                data = jobs.preview(jobs.get_job(session, job), count)
-        else:
-            assert cron_expression is not None
-            data = jobs.preview((cron_expression, timezone), count)
+        with connect() as api:
+            if job is not None:
+                data = api.get(f"/jobs/{segment(job)}/preview", count=count)
+            else:
+                body = {"cron": cron_expression, "timezone": timezone, "count": count}
+                data = api.post("/jobs/preview", body)
     if as_json:
         emit_json(data)
         return
@@ -168,46 +147,41 @@ def preview(
         out.print(f"  warning: {warning}", markup=False)
 
 
-def _status(job: str, status: JobStatus, as_json: bool) -> None:
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        job_id = jobs.set_status(session, CLI, job, status).id
-    _show(job_id, as_json)
+def _status(job: str, action: str, as_json: bool) -> None:
+    with errors_as_lines(), connect() as api:
+        data = api.post(f"/jobs/{segment(job)}/{action}")
+    _show(data, as_json)
 
 
 @app.command("pause")
-def pause(job: str, as_json: bool = JSON_OPTION) -> None:
+def pause(job: str = JOB, as_json: bool = JSON_OPTION) -> None:
     """Pause: each scheduled time is recorded as skipped, naming who paused it."""
-    _status(job, JobStatus.PAUSED, as_json)
+    _status(job, "pause", as_json)
 
 
 @app.command("resume")
-def resume(job: str, as_json: bool = JSON_OPTION) -> None:
+def resume(job: str = JOB, as_json: bool = JSON_OPTION) -> None:
     """Resume a paused job (enabled again)."""
-    _status(job, JobStatus.ENABLED, as_json)
+    _status(job, "resume", as_json)
 
 
 @app.command("enable")
-def enable(job: str, as_json: bool = JSON_OPTION) -> None:
+def enable(job: str = JOB, as_json: bool = JSON_OPTION) -> None:
     """Enable; a disabled job starts from the next time after now."""
-    _status(job, JobStatus.ENABLED, as_json)
+    _status(job, "enable", as_json)
 
 
 @app.command("disable")
-def disable(job: str, as_json: bool = JSON_OPTION) -> None:
+def disable(job: str = JOB, as_json: bool = JSON_OPTION) -> None:
     """Disable: no occurrences at all until enabled (Run now still works)."""
-    _status(job, JobStatus.DISABLED, as_json)
+    _status(job, "disable", as_json)
 
 
 @app.command("run-now")
-def run_now(job: str, as_json: bool = JSON_OPTION) -> None:
+def run_now(job: str = JOB, as_json: bool = JSON_OPTION) -> None:
     """Start an occurrence now, recorded as manual."""
-    with errors_as_lines(), database() as db:
-        queue = DatabaseQueue(db)
-        with db.transaction() as session:
-            occurrence = scheduler.run_now(session, CLI, queue, job)
-            found = jobs.get_job(session, occurrence.job_id)
-            data = jobs.occurrence_views(session, [occurrence], found.timezone)[0]
-        queue.close()
+    with errors_as_lines(), connect() as api:
+        data = api.post(f"/jobs/{segment(job)}/run-now")
     if as_json:
         emit_json(data)
         return
@@ -221,15 +195,13 @@ def run_now(job: str, as_json: bool = JSON_OPTION) -> None:
 
 @app.command("occurrences")
 def occurrences(
-    job: str,
+    job: str = JOB,
     limit: int = typer.Option(20, min=1, max=500),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The job's occurrences, newest first: status, reason, run, outcome, lag."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        found = jobs.get_job(session, job)
-        page = jobs.occurrences(session, found, limit=limit)
-        rows = jobs.occurrence_views(session, page.items, found.timezone)
+    with errors_as_lines(), connect() as api:
+        rows = api.items(f"/jobs/{segment(job)}/occurrences", limit)
     if as_json:
         emit_json(rows)
         return
@@ -237,7 +209,3 @@ def occurrences(
         [{**r, "manual": "yes" if r["manual"] else ""} for r in rows],
         ["scheduled_for_local", "status", "manual", "run_id", "outcome", "lag_ms", "reason"],
     )
-
-
-def register(root: typer.Typer) -> None:
-    root.add_typer(app, name="jobs")

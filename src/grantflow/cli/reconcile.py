@@ -1,5 +1,6 @@
 """`grantflow reconcile APP`: compare the accounts in an application's SCIM target with its
-active grants, store the report, print it (and write its CSV)."""
+active grants, store the report, print it (and write its CSV); through
+/api/v1/applications/{id}/reconcile."""
 
 from __future__ import annotations
 
@@ -8,23 +9,19 @@ from typing import Any
 
 import typer
 
-from grantflow.access import reconcile as service
-from grantflow.auth.actor import Actor
+from grantflow.cli.client import connect
 from grantflow.cli.context import (
     JSON_OPTION,
-    database,
     emit_json,
     emit_table,
     err,
     errors_as_lines,
     out,
-    settings,
+    progress,
 )
-from grantflow.connections.access import ConnectionAccess
-from grantflow.connections.crypto import keyring_for
-from grantflow.connections.outbound import guarded_client, policy_for
+from grantflow.cli.files import write_atomically
 
-CLI = Actor.system("cli")
+DEFAULT_PAGE_SIZE = 100  # users per SCIM request (the service's default)
 
 _COLUMNS = ["severity", "kind", "user_name", "email", "identity_email", "identity_state", "detail"]
 
@@ -48,31 +45,25 @@ def reconcile(
         None, "--csv", help="also write the findings to this CSV file", dir_okay=False
     ),
     page_size: int = typer.Option(
-        service.DEFAULT_PAGE_SIZE, "--page-size", min=1, max=1000, help="users per SCIM request"
+        DEFAULT_PAGE_SIZE, "--page-size", min=1, max=1000, help="users per SCIM request"
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List every account in the application's SCIM target and compare them with its active
     grants: orphans (leavers flagged), missing accounts, mismatches. Exits 1 when the target
     could not be read (the failed report is stored too)."""
-    loaded = settings()
-    with errors_as_lines(), database(loaded) as db:
-        http = guarded_client(policy_for(loaded.outbound_allow), follow_redirects=True)
-        try:
-            access = ConnectionAccess(db, keyring_for(loaded), http)
-            request = service.ReconcileRequest(connection=connection, page_size=page_size)
-            report_id = service.reconcile(db, access, CLI, application, request)
-        finally:
-            http.close()
-        with db.transaction() as session:
-            report = service.get_report(session, report_id)
-            shown = service.view(session, report)
-            text = service.report_csv(report)
+    body = {"connection": connection, "page_size": page_size}
+    with errors_as_lines({"page_size": "--page-size"}), connect() as api:
+        app_id = api.full_id("/applications", application)
+        with progress("reading the accounts", quiet=as_json):
+            shown = api.post(f"/applications/{app_id}/reconcile", body)
+        text = api.request("GET", f"/reconciliations/{shown['id']}/csv").content
     if csv_file is not None:
-        csv_file.write_text(text, encoding="utf-8")
+        with errors_as_lines():
+            write_atomically(csv_file, text, "--csv")
     if as_json:
         emit_json(shown)
-    elif shown["status"] == service.ReportStatus.FAILED:
+    elif shown["status"] == "failed":
         err.print(f"reconciliation {shown['id']} FAILED: {shown['error']}", markup=False)
         if shown["next_action"]:
             err.print(f"  next: {shown['next_action']}", markup=False)
@@ -86,9 +77,5 @@ def reconcile(
             emit_table(shown["items"], _COLUMNS)
         if csv_file is not None:
             out.print(f"findings written to {csv_file}", markup=False)
-    if shown["status"] == service.ReportStatus.FAILED:
+    if shown["status"] == "failed":
         raise typer.Exit(1)
-
-
-def register(root: typer.Typer) -> None:
-    root.command("reconcile")(reconcile)

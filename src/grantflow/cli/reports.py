@@ -1,5 +1,5 @@
 """`grantflow reports generate | list | download`: reports over grants, run outcomes and the
-audit log, stored with their SHA-256."""
+audit log, stored with their SHA-256; through /api/v1/reports."""
 
 from __future__ import annotations
 
@@ -9,22 +9,21 @@ from typing import Any
 
 import typer
 
-from grantflow.auth.actor import Actor
+from grantflow.cli.client import connect, segment
 from grantflow.cli.context import (
     JSON_OPTION,
-    database,
     emit_json,
     emit_table,
     err,
     errors_as_lines,
     fail,
     out,
+    progress,
 )
 from grantflow.errors import ValidationError
-from grantflow.schedules import reports as service
 
 app = typer.Typer(help="Generate, list and download reports.", no_args_is_help=True)
-CLI = Actor.system("cli")
+KINDS = "grants_by_application, grants_by_identity, run_outcomes_by_workflow or audit_export"
 _COLUMNS = ["id", "kind", "format", "rows", "size", "sha256", "created_by", "created_at"]
 
 
@@ -53,8 +52,8 @@ def _write(path: Path, content: bytes) -> None:
 
 @app.command("generate")
 def generate(
-    kind: service.ReportKind = typer.Argument(..., help="the kind of report"),
-    fmt: service.ReportFormat = typer.Option(service.ReportFormat.CSV, "--format", "-f"),
+    kind: str = typer.Argument(..., help=KINDS),
+    fmt: str = typer.Option("csv", "--format", "-f", help="csv or json"),
     param: list[str] = typer.Option(
         None,
         "--param",
@@ -67,10 +66,11 @@ def generate(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Generate a report and store it; print its id, rows and SHA-256."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        report = service.generate(session, CLI, kind, fmt, _params(param or []), where="")
-        shown = service.view(report)
-        content = report.content
+    body = {"kind": kind, "format": fmt, "params": _params(param or [])}
+    with errors_as_lines({"format": "--format", "kind": "KIND"}), connect() as api:
+        with progress(f"generating {kind}", quiet=as_json):
+            shown = api.post("/reports", body)
+        content = api.request("GET", f"/reports/{shown['id']}/content").content if output else b""
     if output is not None:
         _write(output, content)
     if as_json:
@@ -87,15 +87,13 @@ def generate(
 
 @app.command("list")
 def list_reports(
-    kind: service.ReportKind = typer.Option(None, "--kind", help="only this kind"),
+    kind: str = typer.Option(None, "--kind", help="only this kind: " + KINDS),
     limit: int = typer.Option(50, min=1, max=500),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Stored reports, newest first."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        rows = [
-            service.view(r) for r in service.list_reports(session, kind=kind, limit=limit).items
-        ]
+    with errors_as_lines(), connect() as api:
+        rows = api.items("/reports", limit, kind=kind)
     if as_json:
         emit_json(rows)
     else:
@@ -104,19 +102,25 @@ def list_reports(
 
 @app.command("download")
 def download(
-    report_id: str = typer.Argument(..., help="the report's id"),
+    report_id: str = typer.Argument(..., help="the report's id (or a unique prefix)"),
     output: Path = typer.Option(..., "--output", "-o", dir_okay=False, help="the file to write"),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Write a stored report to a file, checking its SHA-256 first."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        got = service.download(session, CLI, report_id)
-    digest = hashlib.sha256(got.content).hexdigest()
-    if digest != got.sha256:
+    with errors_as_lines(), connect() as api:
+        report_id = api.full_id("/reports", report_id)
+        got = api.request("GET", f"/reports/{segment(report_id)}/content")
+    content, stored = got.content, got.headers.get("x-content-sha256", "")
+    digest = hashlib.sha256(content).hexdigest()
+    if digest != stored:
         err.print(
             f"error: report {report_id} does not match its stored SHA-256 "
-            f"({digest} != {got.sha256}); it was altered in the database",
+            f"({digest} != {stored}); it was altered in the database",
             markup=False,
         )
         raise typer.Exit(1)
-    _write(output, got.content)
-    out.print(f"{output}: {len(got.content)} bytes, sha256 {digest}", markup=False)
+    _write(output, content)
+    if as_json:
+        emit_json({"id": report_id, "output": str(output), "size": len(content), "sha256": digest})
+    else:
+        out.print(f"{output}: {len(content)} bytes, sha256 {digest}", markup=False)

@@ -1,44 +1,44 @@
 """`grantflow reviews start | list | show | items | decide | close | report`: access reviews
-(certification campaigns), through the same services as /api/v1/reviews.
+(certification campaigns), through /api/v1/reviews.
 
-A decision is a person's: `decide --as EMAIL` acts as that user, with their permissions, and
-only an assigned reviewer may decide (never their own access). Revoke decisions, and revoke
-defaults at close, start the application's access_revoked workflows through the database
-queue; a running worker (or `grantflow serve`) advances them.
+A decision is a person's: the token's user, or on the local database `decide --as EMAIL`, with
+that user's permissions; only an assigned reviewer may decide (never their own access). Revoke
+decisions, and revoke defaults at close, start the application's access_revoked workflows; a
+running worker (or `grantflow serve`) advances them.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from grantflow.auth.actor import Actor
-from grantflow.cli.context import JSON_OPTION, database, emit_json, errors_as_lines, out
-from grantflow.cli.grants import fold_table
-from grantflow.cli.inbox import AS_HELP, acting_user
-from grantflow.definitions.source import parse_text
+from grantflow.cli.client import connect, segment
+from grantflow.cli.context import (
+    JSON_OPTION,
+    emit_json,
+    errors_as_lines,
+    fold_table,
+    out,
+    progress,
+)
+from grantflow.cli.files import read_any, write_atomically
+from grantflow.cli.inbox import AS_HELP, needs_person
 from grantflow.errors import BadRequest
-from grantflow.queue.database import DatabaseQueue
-from grantflow.schedules import reviews as service
-from grantflow.schedules.reviews import Decision, ReviewStatus
 
 app = typer.Typer(
-    help="Access reviews: start campaigns, decide keep or revoke, close, and report.",
+    help="Access reviews: start, decide keep or revoke, close, report.",
     no_args_is_help=True,
 )
-CLI = Actor.system("cli")
+REVIEW = typer.Argument(..., help="id (or a unique prefix) or name")
 
 ITEM_COLUMNS = ("id", "identity", "application", "role", "reviewers", "decision", "decided_by")
 
 
 def _load(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise BadRequest(f"-f: cannot read {path}: {exc.strerror}") from None
-    data = parse_text(text, name=str(path))
+    data = read_any(path, "-f")
     if not isinstance(data, dict):
         raise BadRequest(f"{path}: an access review config is a mapping (name, reviewer, ...)")
     return data
@@ -48,7 +48,7 @@ def _print_review(view: dict[str, Any]) -> None:
     p = view["progress"]
     out.print(f"review {view['id']}  {view['status']}  {view['name']!r}", markup=False)
     out.print(
-        f"  {view['starts_at']:%Y-%m-%d %H:%M}Z -> {view['ends_at']:%Y-%m-%d %H:%M}Z"
+        f"  {_minute(view['starts_at'])} -> {_minute(view['ends_at'])}"
         f"  default {view['default_decision']}"
         + ("  (keep needs a justification)" if view["require_justification_for_keep"] else ""),
         markup=False,
@@ -60,7 +60,12 @@ def _print_review(view: dict[str, Any]) -> None:
         markup=False,
     )
     if view.get("closed_at"):
-        out.print(f"  closed {view['closed_at']:%Y-%m-%d %H:%M}Z by {view['closed_by']}")
+        out.print(f"  closed {_minute(view['closed_at'])} by {view['closed_by']}")
+
+
+def _minute(at: str) -> str:
+    """An RFC 3339 time to the minute: 2026-03-02 10:00Z."""
+    return at[:16].replace("T", " ") + "Z"
 
 
 def _item_row(view: dict[str, Any]) -> dict[str, Any]:
@@ -81,10 +86,13 @@ def start(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Start a campaign now from a config file."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        config = service.parse_config(_load(file), prefix=str(file))
-        review = service.start_review(session, CLI, DatabaseQueue(db), config)
-        view = service.review_view(session, review)
+    with errors_as_lines():
+        config = _load(file)
+        with (
+            connect() as api,
+            progress(f"starting {config.get('name', 'the review')}", quiet=as_json),
+        ):
+            view = api.post("/reviews", config)
     if as_json:
         emit_json(view)
     else:
@@ -93,14 +101,13 @@ def start(
 
 @app.command("list")
 def list_reviews(
-    status: ReviewStatus | None = typer.Option(None, "--status"),
+    status: str | None = typer.Option(None, "--status", help="open or closed"),
     limit: int = typer.Option(50, "--limit", min=1, max=500),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Campaigns, newest first, with their progress."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        page = service.list_reviews(session, status=status, limit=limit)
-        views = [service.review_view(session, r) for r in page.items]
+    with errors_as_lines(), connect() as api:
+        views = api.items("/reviews", limit, status=status)
     if as_json:
         emit_json(views)
         return
@@ -121,10 +128,10 @@ def list_reviews(
 
 
 @app.command("show")
-def show(review: str = typer.Argument(..., help="id or name"), as_json: bool = JSON_OPTION) -> None:
+def show(review: str = REVIEW, as_json: bool = JSON_OPTION) -> None:
     """A campaign and its progress."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        view = service.review_view(session, service.get_review(session, review))
+    with errors_as_lines(), connect() as api:
+        view = api.get(f"/reviews/{segment(review)}")
     if as_json:
         emit_json(view)
     else:
@@ -133,7 +140,7 @@ def show(review: str = typer.Argument(..., help="id or name"), as_json: bool = J
 
 @app.command("items")
 def items(
-    review: str = typer.Argument(..., help="id or name"),
+    review: str = REVIEW,
     pending: bool = typer.Option(False, "--pending", help="only undecided items"),
     mine: bool = typer.Option(False, "--mine", help="only items --as can decide now"),
     as_user: str | None = typer.Option(None, "--as", help=AS_HELP),
@@ -141,19 +148,16 @@ def items(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The campaign's items, their reviewers and decisions."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        if mine and as_user is None:
-            raise BadRequest("--mine needs --as EMAIL (whose items)")
-        user = acting_user(session, as_user)[0] if as_user else None
-        found = service.get_review(session, review)
-        page = service.list_items(
-            session,
-            found,
+    with errors_as_lines(), connect(act_as=as_user) as api:
+        if mine:
+            needs_person(api, as_user)
+        found = api.get(f"/reviews/{segment(review)}")
+        views = api.items(
+            f"/reviews/{found['id']}/items",
+            limit,
             pending=True if pending else None,
-            mine=user if mine else None,
-            limit=limit,
+            mine=mine or None,
         )
-        views = [service.item_view(session, i, user) for i in page.items]
     if as_json:
         emit_json(views)
         return
@@ -166,16 +170,16 @@ def items(
 @app.command("decide")
 def decide(
     item: str = typer.Argument(..., help="the item's id"),
-    decision: Decision = typer.Argument(..., help="keep or revoke"),
-    as_user: str = typer.Option(..., "--as", help=AS_HELP),
+    decision: str = typer.Argument(..., help="keep or revoke"),
+    as_user: str = typer.Option(None, "--as", help=AS_HELP),
     comment: str | None = typer.Option(None, "--comment", "-m", help="why (justification)"),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Keep or revoke one grant, as an assigned reviewer."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        user, actor = acting_user(session, as_user)
-        decided = service.decide(session, actor, DatabaseQueue(db), item, decision, comment)
-        view = service.item_view(session, decided, user)
+    with errors_as_lines({}), connect(act_as=as_user) as api:
+        needs_person(api, as_user)
+        body = {"decision": decision, "comment": comment}
+        view = api.post(f"/reviews/items/{segment(item)}/decide", body)
     if as_json:
         emit_json(view)
         return
@@ -188,13 +192,11 @@ def decide(
 
 
 @app.command("close")
-def close(
-    review: str = typer.Argument(..., help="id or name"), as_json: bool = JSON_OPTION
-) -> None:
+def close(review: str = REVIEW, as_json: bool = JSON_OPTION) -> None:
     """End the campaign now: undecided items get its default decision."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        closed = service.close(session, CLI, DatabaseQueue(db), review)
-        view = service.review_view(session, closed)
+    with errors_as_lines(), connect() as api:
+        found = api.get(f"/reviews/{segment(review)}")
+        view = api.post(f"/reviews/{found['id']}/close")
     if as_json:
         emit_json(view)
     else:
@@ -203,16 +205,21 @@ def close(
 
 @app.command("report")
 def report(
-    review: str = typer.Argument(..., help="id or name"),
+    review: str = REVIEW,
     csv_file: Path = typer.Option(..., "--csv", help="write the CSV here ('-': standard output)"),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Every item and its decision (reviewer, time, comment) as CSV."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        found = service.get_review(session, review)
-        text = service.report_csv(session, found)
-        rows = service.progress(session, found)["total"]
+    with errors_as_lines(), connect() as api:
+        found = api.get(f"/reviews/{segment(review)}")
+        content = api.request("GET", f"/reviews/{found['id']}/report.csv").content
+    rows = found["progress"]["total"]
     if str(csv_file) == "-":
-        typer.echo(text, nl=False)
+        sys.stdout.buffer.write(content)
         return
-    csv_file.write_text(text, newline="")
-    out.print(f"wrote {rows} item(s) to {csv_file}", markup=False)
+    with errors_as_lines():
+        write_atomically(csv_file, content, "--csv")
+    if as_json:
+        emit_json({"review_id": found["id"], "rows": rows, "csv": str(csv_file)})
+    else:
+        out.print(f"wrote {rows} item(s) to {csv_file}", markup=False)

@@ -1,4 +1,4 @@
-"""`grantflow worker`, `grantflow runs ...`, `grantflow queue status`."""
+"""`grantflow runs ...` and `grantflow queue status`, through /api/v1/runs and /api/v1/queue."""
 
 from __future__ import annotations
 
@@ -8,64 +8,21 @@ from typing import Any
 
 import typer
 
-from grantflow.auth.actor import Actor
-from grantflow.cli.context import (
-    JSON_OPTION,
-    database,
-    emit_json,
-    emit_table,
-    errors_as_lines,
-    out,
-    settings,
-)
-from grantflow.connections.crypto import keyring_for
-from grantflow.connections.outbound import policy_for
-from grantflow.definitions.source import parse_text
-from grantflow.definitions.workflows import find_workflow
-from grantflow.engine import detail, operations
-from grantflow.engine.runs import start_run
-from grantflow.engine.worker import Worker, live_workers
-from grantflow.errors import BadRequest
-from grantflow.queue.database import DatabaseQueue
+from grantflow.cli.client import Client, connect, segment
+from grantflow.cli.context import JSON_OPTION, emit_json, emit_table, errors_as_lines, out
+from grantflow.cli.evidence import register as register_evidence
+from grantflow.cli.files import read_document
 
 runs_app = typer.Typer(help="Start, inspect and operate on runs.", no_args_is_help=True)
 queue_app = typer.Typer(help="Inspect the queue.", no_args_is_help=True)
-CLI = Actor.system("cli")
+RUN_ID = typer.Argument(..., help="the run's id (or a unique prefix of it)")
 
 
-def worker(
-    concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, max=256),
-    poll_seconds: float = typer.Option(
-        1.0,
-        "--poll-seconds",
-        min=0.01,
-        help="how often to look for work that no wake-up announced (SQLite across processes)",
-    ),
-    lease_seconds: float = typer.Option(
-        30.0, "--lease-seconds", min=1.0, help="how long a dead worker's runs stay held"
-    ),
-) -> None:
-    """Run a worker process: it advances runs until SIGTERM, then finishes or hands back."""
-    from grantflow.definitions import sandbox
-
-    loaded = settings(log_level=None)
-    sandbox.configure(loaded)  # the template limits this worker enforces
-    with errors_as_lines(), database(loaded) as db:
-        queue = DatabaseQueue(db)
-        Worker(
-            db,
-            queue,
-            concurrency=concurrency,
-            lease_seconds=lease_seconds,
-            poll_seconds=poll_seconds,
-            keyring=keyring_for(loaded),
-            outbound=policy_for(loaded.outbound_allow),
-            health_check_seconds=loaded.health_check_seconds or None,
-        ).run_until_signalled()
-        queue.close()
+def run_id(api: Client, raw: str) -> str:
+    return api.full_id("/runs", raw)
 
 
-def _print_run(data: dict[str, Any], as_json: bool) -> None:
+def print_run(data: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(data)
         return
@@ -93,7 +50,7 @@ def _print_run(data: dict[str, Any], as_json: bool) -> None:
     if advised and advised.get("next_action"):
         out.print(f"  next: {advised['next_action']}", markup=False)
         action = advised.get("action")
-        if action:
+        if action and action.get("cli"):
             out.print(f"  {action['label']}: {action['cli']}", markup=False)
     for step in data.get("steps", []):
         out.print(
@@ -105,21 +62,17 @@ def _print_run(data: dict[str, Any], as_json: bool) -> None:
 
 @runs_app.command("start")
 def start(
-    workflow: str,
+    workflow: str = typer.Argument(..., help="the workflow's id, name or id prefix"),
     input_file: Path = typer.Option(None, "--input", help="YAML/JSON file with the input"),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Start a run of a workflow's active version."""
     with errors_as_lines():
-        data = parse_text(input_file.read_text(), name=str(input_file)) if input_file else {}
-        if not isinstance(data, dict):
-            raise BadRequest("--input: the input must be a mapping (an object)")
-        with database() as db:
-            queue = DatabaseQueue(db)
-            with db.transaction() as session:
-                run = start_run(session, CLI, queue, find_workflow(session, workflow).id, data)
-                shown = detail.run_detail(session, run, queue)
-    _print_run(shown, as_json)
+        data = read_document(input_file, "--input") if input_file else {}
+        with connect() as api:
+            workflow_id = api.full_id("/workflows", workflow)
+            shown = api.post(f"/workflows/{workflow_id}/runs", {"input": data})
+    print_run(shown, as_json)
 
 
 @runs_app.command("list")
@@ -130,32 +83,32 @@ def list_runs(
     limit: int = typer.Option(50, min=1, max=500),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        queue = DatabaseQueue(db)
-        wf_id = find_workflow(session, workflow).id if workflow else None
-        page = detail.list_runs(session, workflow_id=wf_id, status=status, stuck=stuck, limit=limit)
-        rows = []
-        for run in page.items:
-            row = detail.run_summary(run)
-            row["stuck"] = bool(detail.stuck_report(session, run, queue))
-            rows.append(row)
+    """Runs, newest first."""
+    with errors_as_lines(), connect() as api:
+        workflow_id = api.full_id("/workflows", workflow) if workflow else None
+        rows = api.items("/runs", limit, workflow_id=workflow_id, status=status, stuck=stuck)
     if as_json:
         emit_json(rows)
     else:
-        emit_table(rows, ["id", "status", "waiting_reason", "current_step", "created_at", "stuck"])
+        emit_table(
+            [{**r, "stuck": bool(r.get("stuck"))} for r in rows],
+            ["id", "workflow", "status", "waiting_reason", "current_step", "created_at", "stuck"],
+        )
 
 
 @runs_app.command("show")
-def show(run_id: str, as_json: bool = JSON_OPTION) -> None:
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        shown = detail.run_detail(session, operations.get_run(session, run_id), DatabaseQueue(db))
-    _print_run(shown, as_json)
+def show(run: str = RUN_ID, as_json: bool = JSON_OPTION) -> None:
+    """A run: status, failure reason and next action, steps with attempts, stuck facts."""
+    with errors_as_lines(), connect() as api:
+        shown = api.get(f"/runs/{segment(run)}")
+    print_run(shown, as_json)
 
 
 @runs_app.command("timeline")
-def timeline(run_id: str, as_json: bool = JSON_OPTION) -> None:
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        events = detail.timeline(session, operations.get_run(session, run_id))
+def timeline(run: str = RUN_ID, as_json: bool = JSON_OPTION) -> None:
+    """Every event of the run, oldest first."""
+    with errors_as_lines(), connect() as api:
+        events = api.get(f"/runs/{segment(run)}/timeline")["events"]
     if as_json:
         emit_json(events)
         return
@@ -167,75 +120,63 @@ def timeline(run_id: str, as_json: bool = JSON_OPTION) -> None:
         )
 
 
-def _operate(name: str, run_id: str, as_json: bool, **kwargs: Any) -> None:
-    with errors_as_lines(), database() as db:
-        queue = DatabaseQueue(db)
-        with db.transaction() as session:
-            result = getattr(operations, name)(session, CLI, queue, run_id, **kwargs)
-            shown = detail.run_detail(session, result, queue)
-    _print_run(shown, as_json)
+def _operate(action: str, raw: str, as_json: bool, body: Any = None, **params: Any) -> None:
+    with errors_as_lines(), connect() as api:
+        shown = api.post(f"/runs/{run_id(api, raw)}/{action}", body, **params)
+    print_run(shown, as_json)
 
 
 @runs_app.command("retry")
-def retry(run_id: str, as_json: bool = JSON_OPTION) -> None:
+def retry(run: str = RUN_ID, as_json: bool = JSON_OPTION) -> None:
     """Resume a failed run from its failed step, on the same version."""
-    _operate("retry", run_id, as_json)
+    _operate("retry", run, as_json)
 
 
 @runs_app.command("replay")
 def replay(
-    run_id: str,
+    run: str = RUN_ID,
     latest: bool = typer.Option(False, "--latest", help="on the active version"),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Start a new run with the same input (as-is, or on the active version)."""
-    _operate("replay", run_id, as_json, latest=latest)
+    _operate("replay", run, as_json, latest=latest)
 
 
 @runs_app.command("cancel")
 def cancel(
-    run_id: str, force: bool = typer.Option(False, "--force"), as_json: bool = JSON_OPTION
+    run: str = RUN_ID,
+    force: bool = typer.Option(False, "--force", help="even after steps with side effects"),
+    as_json: bool = JSON_OPTION,
 ) -> None:
-    _operate("cancel", run_id, as_json, force=force)
+    """Cancel a run (after a step with side effects acted, only with --force)."""
+    _operate("cancel", run, as_json, {"force": force})
 
 
 @runs_app.command("pause")
-def pause(run_id: str, as_json: bool = JSON_OPTION) -> None:
-    _operate("pause", run_id, as_json)
+def pause(run: str = RUN_ID, as_json: bool = JSON_OPTION) -> None:
+    """Stop the run at its next step boundary."""
+    _operate("pause", run, as_json)
 
 
 @runs_app.command("resume")
-def resume(run_id: str, as_json: bool = JSON_OPTION) -> None:
-    _operate("resume", run_id, as_json)
+def resume(run: str = RUN_ID, as_json: bool = JSON_OPTION) -> None:
+    """Resume a paused run."""
+    _operate("resume", run, as_json)
 
 
 @queue_app.command("status")
 def queue_status(as_json: bool = JSON_OPTION) -> None:
     """Queue depth, the oldest ready run's age, and live workers."""
-    with errors_as_lines(), database() as db:
-        stats = DatabaseQueue(db).stats()
-        workers = [
-            {"id": w.id, "concurrency": w.concurrency, "heartbeat_at": w.heartbeat_at}
-            for w in live_workers(db, detail.LIVE_WORKER)
-        ]
-    data = {
-        "ready": stats.ready,
-        "scheduled": stats.scheduled,
-        "leased": stats.leased,
-        "oldest_ready_age_seconds": stats.oldest_ready_age_seconds,
-        "workers": workers,
-    }
+    with errors_as_lines(), connect() as api:
+        data = api.get("/queue")
     if as_json:
         emit_json(data)
         return
     out.print(
-        f"ready {stats.ready}, scheduled {stats.scheduled}, leased {stats.leased}, "
-        f"oldest ready {stats.oldest_ready_age_seconds or 0:.1f}s"
+        f"ready {data['ready']}, scheduled {data['scheduled']}, leased {data['leased']}, "
+        f"oldest ready {data['oldest_ready_age_seconds'] or 0:.1f}s"
     )
-    emit_table(workers, ["id", "concurrency", "heartbeat_at"])
+    emit_table(data["workers"], ["id", "hostname", "pid", "concurrency", "heartbeat_at"])
 
 
-def register(root: typer.Typer) -> None:
-    root.command("worker")(worker)
-    root.add_typer(runs_app, name="runs")
-    root.add_typer(queue_app, name="queue")
+register_evidence(runs_app)

@@ -1,4 +1,5 @@
-"""`grantflow config show | migrate | serve | scheduler | demo`: running and setting up."""
+"""`grantflow config show | migrate | serve | worker | scheduler | demo`: running and setting
+up. These open the database directly: they run where it is."""
 
 from __future__ import annotations
 
@@ -20,17 +21,11 @@ from grantflow.auth import signin_links
 from grantflow.auth.actor import Actor
 from grantflow.auth.signin_links import Purpose
 from grantflow.auth.users import find_user_by_email
-from grantflow.cli.context import (
-    JSON_OPTION,
-    database,
-    emit_json,
-    emit_table,
-    errors_as_lines,
-    out,
-    settings,
-)
+from grantflow.cli.context import JSON_OPTION, emit_json, emit_table, errors_as_lines, out
+from grantflow.cli.direct import database, settings
 from grantflow.config import Settings, master_key, master_keys
-from grantflow.connections.outbound import outbound_policy
+from grantflow.connections.crypto import keyring_for
+from grantflow.connections.outbound import outbound_policy, policy_for
 from grantflow.demo import ensure_demo_workspace
 from grantflow.engine.worker import Worker
 from grantflow.errors import ConfigurationError
@@ -62,7 +57,7 @@ def config_show(as_json: bool = JSON_OPTION) -> None:
 def migrate(as_json: bool = JSON_OPTION) -> None:
     """Apply database migrations up to the newest."""
     loaded = settings(log_level="info")
-    with errors_as_lines(), database(loaded) as db:
+    with errors_as_lines(), database(loaded, migrated=False) as db:
         master_key(loaded)
         before = migrations.current_revision(db)
         _upgrade(db)
@@ -174,6 +169,38 @@ def _stop_on_shutdown(app: FastAPI, stop: Callable[[], None]) -> None:
     app.router.lifespan_context = lifespan
 
 
+def worker(
+    concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, max=256),
+    poll_seconds: float = typer.Option(
+        1.0,
+        "--poll-seconds",
+        min=0.01,
+        help="how often to look for work that no wake-up announced (SQLite across processes)",
+    ),
+    lease_seconds: float = typer.Option(
+        30.0, "--lease-seconds", min=1.0, help="how long a dead worker's runs stay held"
+    ),
+) -> None:
+    """Run a worker process: it advances runs until SIGTERM, then finishes or hands back."""
+    from grantflow.definitions import sandbox
+
+    loaded = settings(log_level=None)
+    sandbox.configure(loaded)  # the template limits this worker enforces
+    with errors_as_lines(), database(loaded) as db:
+        queue = DatabaseQueue(db)
+        Worker(
+            db,
+            queue,
+            concurrency=concurrency,
+            lease_seconds=lease_seconds,
+            poll_seconds=poll_seconds,
+            keyring=keyring_for(loaded),
+            outbound=policy_for(loaded.outbound_allow),
+            health_check_seconds=loaded.health_check_seconds or None,
+        ).run_until_signalled()
+        queue.close()
+
+
 def scheduler(
     tick_seconds: float = typer.Option(
         1.0,
@@ -239,7 +266,7 @@ def _upgrade(db: Database) -> None:
 def demo(as_json: bool = JSON_OPTION) -> None:
     """Migrate and create the demo workspace (a working sandbox) unless it exists."""
     loaded = settings()
-    with errors_as_lines(), database(loaded) as db:
+    with errors_as_lines(), database(loaded, migrated=False) as db:
         master_key(loaded)
         _upgrade(db)
         with db.transaction() as session:
@@ -266,11 +293,3 @@ def demo_sign_in_link(session: Session, loaded: Settings, admin_email: str) -> s
         raise ConfigurationError(f"the demo admin {admin_email} is missing")
     _link, url = signin_links.mint(session, Actor.system("demo"), loaded, admin, Purpose.SIGN_IN)
     return url
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(config_app, name="config")
-    app.command()(migrate)
-    app.command()(serve)
-    app.command()(scheduler)
-    app.command()(demo)

@@ -1,4 +1,5 @@
-"""`grantflow apply`, `grantflow schema workflow`, `grantflow workflows ...`."""
+"""`grantflow apply`, `grantflow schema workflow`, `grantflow workflows ...`, through
+/api/v1/workflows."""
 
 from __future__ import annotations
 
@@ -8,34 +9,18 @@ from typing import Any
 
 import typer
 
-from grantflow.auth.actor import Actor
-from grantflow.cli.context import (
-    JSON_OPTION,
-    database,
-    emit_json,
-    emit_table,
-    errors_as_lines,
-    out,
-)
-from grantflow.definitions import workflows as service
-from grantflow.definitions.dryrun import SampleContext, dry_run
-from grantflow.definitions.models import Workflow
-from grantflow.definitions.source import parse_text, to_yaml
-from grantflow.errors import BadRequest, GrantflowError, ValidationError
+from grantflow.cli.client import ApiError, Client, connect, segment
+from grantflow.cli.context import JSON_OPTION, emit_json, emit_table, errors_as_lines, out
+from grantflow.cli.files import read_any
 
 app = typer.Typer(help="Author, publish and inspect workflows.", no_args_is_help=True)
-CLI = Actor.system("cli")
+WORKFLOW = typer.Argument(..., help="the workflow's id, name or id prefix")
+VERSION = typer.Argument(..., help="the version's number")
+COLUMNS = ["id", "name", "trigger", "status", "active_version", "draft_version", "dispatching"]
 
 
-def _read(path: Path) -> Any:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise BadRequest(f"cannot read {path}: {exc.strerror}") from None
-    return parse_text(text, name=str(path))
-
-
-def _print_problems(exc: GrantflowError) -> None:
+def _print_problems(exc: ApiError) -> None:
+    """Every problem the gate or the document check found, before the one error line."""
     for problem in exc.details:
         where = " ".join(
             x
@@ -50,19 +35,9 @@ def _print_problems(exc: GrantflowError) -> None:
         )
 
 
-def _row(session: Any, workflow: Workflow) -> dict[str, Any]:
-    live = service.liveness(session, workflow)
-    draft = service.draft_of(workflow)
-    return {
-        "id": workflow.id,
-        "name": workflow.name,
-        "trigger": workflow.trigger_type,
-        "status": str(workflow.status),
-        "active_version": workflow.active_version,
-        "draft_version": draft.number if draft else None,
-        "dispatching": live.dispatching,
-        "not_dispatching_because": live.reasons,
-    }
+def _workflow(api: Client, workflow: str) -> dict[str, Any]:
+    found: dict[str, Any] = api.get(f"/workflows/{segment(workflow)}")
+    return found
 
 
 def apply(
@@ -72,21 +47,14 @@ def apply(
 ) -> None:
     """Create the workflow, or a new draft when its content changed; idempotent."""
     with errors_as_lines():
-        raw = _read(file)
-        with database() as db, db.transaction() as session:
+        raw = read_any(file, "--file")
+        with connect() as api:
             try:
-                applied = service.apply_document(session, CLI, raw, publish)
-            except ValidationError as exc:
+                result = api.post("/workflows/apply", raw, publish=publish)
+            except ApiError as exc:
                 _print_problems(exc)
                 raise
-            result = {
-                "workflow_id": applied.workflow.id,
-                "name": applied.workflow.name,
-                "version": applied.version.number,
-                "action": applied.action,
-                "published": applied.published,
-                "active_version": applied.workflow.active_version,
-            }
+    result.pop("workflow", None)
     if as_json:
         emit_json(result)
     else:
@@ -95,86 +63,90 @@ def apply(
 
 
 @app.command("list")
-def list_workflows(as_json: bool = JSON_OPTION) -> None:
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        rows = [_row(session, w) for w in service.list_workflows(session, limit=500).items]
+def list_workflows(
+    limit: int = typer.Option(500, min=1, help="at most this many"), as_json: bool = JSON_OPTION
+) -> None:
+    """Workflows, and whether each is dispatching."""
+    with errors_as_lines(), connect() as api:
+        rows = api.items("/workflows", limit)
     if as_json:
         emit_json(rows)
     else:
-        emit_table(
-            rows, ["name", "trigger", "status", "active_version", "draft_version", "dispatching"]
-        )
+        emit_table(rows, COLUMNS)
 
 
 @app.command("show")
-def show(workflow: str, as_json: bool = JSON_OPTION) -> None:
+def show(workflow: str = WORKFLOW, as_json: bool = JSON_OPTION) -> None:
     """A workflow, and whether it is dispatching (and why not)."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        row = _row(session, service.find_workflow(session, workflow))
+    with errors_as_lines(), connect() as api:
+        row = _workflow(api, workflow)
     if as_json:
         emit_json(row)
         return
-    emit_table(
-        [row], ["name", "trigger", "status", "active_version", "draft_version", "dispatching"]
-    )
+    emit_table([row], COLUMNS)
     for reason in row["not_dispatching_because"]:
         out.print(f"not dispatching: {reason}", markup=False)
 
 
 @app.command("versions")
-def versions(workflow: str, as_json: bool = JSON_OPTION) -> None:
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        found = service.find_workflow(session, workflow)
-        rows = [
-            {
-                "version": v.number,
-                "state": v.state,
-                "active": found.active_version == v.number,
-                "created_by": v.created_by,
-                "published_at": v.published_at,
-            }
-            for v in found.versions
-        ]
-    emit_json(rows) if as_json else emit_table(rows, list(rows[0]) if rows else ["version"])
+def versions(workflow: str = WORKFLOW, as_json: bool = JSON_OPTION) -> None:
+    """The workflow's versions: state, active, who created and published them."""
+    with errors_as_lines(), connect() as api:
+        rows = api.get(f"/workflows/{_workflow(api, workflow)['id']}/versions")
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(rows, ["number", "state", "active", "created_by", "published_at"])
 
 
 @app.command("export")
 def export(
-    workflow: str, version: int = typer.Option(None, help="default: the active one")
+    workflow: str = WORKFLOW,
+    version: int = typer.Option(None, help="default: the active one"),
+    as_json: bool = typer.Option(False, "--json", help="the document as JSON, not YAML"),
 ) -> None:
     """Print a version's canonical YAML."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        found = service.find_workflow(session, workflow)
-        number = version or found.active_version or service.latest_version(found).number  # type: ignore[union-attr]
-        out.print(
-            to_yaml(service.get_version(session, found, number).document), markup=False, end=""
-        )
+    with errors_as_lines(), connect() as api:
+        found = _workflow(api, workflow)
+        number = version or found["active_version"] or found["draft_version"]
+        if number is None:
+            raise ApiError(404, f"workflow {found['name']!r} has no version")
+        path = f"/workflows/{found['id']}/versions/{number}"
+        if as_json:
+            emit_json(api.get(path)["document"])
+            return
+        text = api.request("GET", path, params={"format": "yaml"}).text
+    out.print(text, markup=False, end="")
 
 
 @app.command("diff")
-def diff(workflow: str, old: int, new: int) -> None:
+def diff(
+    workflow: str = WORKFLOW,
+    old: int = typer.Argument(..., help="the version to compare from"),
+    new: int = typer.Argument(..., help="the version to compare to"),
+    as_json: bool = JSON_OPTION,
+) -> None:
     """Unified diff of two versions' canonical YAML."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        found = service.find_workflow(session, workflow)
-        text = service.diff(session, found.id, old, new)
-    out.print(text or "(no difference)", markup=False, end="" if text else "\n")
+    with errors_as_lines(), connect() as api:
+        found = _workflow(api, workflow)
+        params = {"from": old, "to": new}
+        text = api.request("GET", f"/workflows/{found['id']}/diff", params=params).text
+    if as_json:
+        emit_json({"workflow_id": found["id"], "from": old, "to": new, "diff": text})
+    else:
+        out.print(text or "(no difference)", markup=False, end="" if text else "\n")
 
 
 @app.command("validate")
-def validate(workflow: str, version: int, as_json: bool = JSON_OPTION) -> None:
+def validate(workflow: str = WORKFLOW, version: int = VERSION, as_json: bool = JSON_OPTION) -> None:
     """Run the publish gate without publishing; exit 1 when it would refuse."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        found = service.find_workflow(session, workflow)
-        result = service.validate(session, found.id, version)
-    data: dict[str, Any] = {
-        "ok": result.ok,
-        "errors": [p.to_dict() for p in result.errors],
-        "warnings": [p.to_dict() for p in result.warnings],
-    }
+    with errors_as_lines(), connect() as api:
+        found = _workflow(api, workflow)
+        data = api.post(f"/workflows/{found['id']}/versions/{version}/validate")
     if as_json:
         emit_json(data)
     else:
-        out.print("gate: passes" if result.ok else f"gate: {len(result.errors)} error(s)")
+        out.print("gate: passes" if data["ok"] else f"gate: {len(data['errors'])} error(s)")
         for kind in ("errors", "warnings"):
             for p in data[kind]:
                 out.print(
@@ -182,26 +154,28 @@ def validate(workflow: str, version: int, as_json: bool = JSON_OPTION) -> None:
                     f"{p['message']}",
                     markup=False,
                 )
-    if not result.ok:
+    if not data["ok"]:
         raise typer.Exit(1)
 
 
 @app.command("publish")
 def publish(
-    workflow: str,
-    version: int,
+    workflow: str = WORKFLOW,
+    version: int = VERSION,
     activate: bool = typer.Option(True, "--activate/--no-activate"),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Publish a draft through the gate (every problem is listed) and activate it."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        found = service.find_workflow(session, workflow)
+    with errors_as_lines(), connect() as api:
+        found = _workflow(api, workflow)
         try:
-            _, result = service.publish(session, CLI, found.id, version, activate)
-        except ValidationError as exc:
+            result = api.post(
+                f"/workflows/{found['id']}/versions/{version}/publish", activate=activate
+            )
+        except ApiError as exc:
             _print_problems(exc)  # every gate problem, before the one-line error
             raise
-        warnings = [p.to_dict() for p in result.warnings]
+    warnings = result["warnings"]
     if as_json:
         emit_json({"published": version, "active": activate, "warnings": warnings})
     else:
@@ -211,69 +185,67 @@ def publish(
 
 
 @app.command("recompile")
-def recompile_command(workflow: str, version: int, as_json: bool = JSON_OPTION) -> None:
+def recompile_command(
+    workflow: str = WORKFLOW, version: int = VERSION, as_json: bool = JSON_OPTION
+) -> None:
     """Compile a published version's plan again from its document (fixes plan_integrity_failed;
     then Retry the failed runs)."""
-    from grantflow.definitions import recompile
-
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        found = service.find_workflow(session, workflow)
-        recompile.recompile(session, CLI, found.id, version)
+    with errors_as_lines(), connect() as api:
+        found = _workflow(api, workflow)
+        api.post(f"/workflows/{found['id']}/versions/{version}/recompile")
     if as_json:
-        emit_json({"workflow_id": found.id, "version": version, "recompiled": True})
+        emit_json({"workflow_id": found["id"], "version": version, "recompiled": True})
     else:
         out.print(f"recompiled the plan of version {version}; failed runs can now be retried")
 
 
+def _workflow_action(workflow: str, action: str, as_json: bool, message: str) -> None:
+    with errors_as_lines(), connect() as api:
+        row = api.post(f"/workflows/{_workflow(api, workflow)['id']}/{action}")
+    if as_json:
+        emit_json(row)
+    else:
+        out.print(message.format(**row), markup=False)
+
+
 @app.command("activate")
-def activate(workflow: str, version: int) -> None:
+def activate(workflow: str = WORKFLOW, version: int = VERSION, as_json: bool = JSON_OPTION) -> None:
     """Make a published version active (rollback)."""
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        found = service.find_workflow(session, workflow)
-        service.activate(session, CLI, found.id, version)
-    out.print(f"version {version} is now active")
+    _workflow_action(
+        workflow, f"versions/{version}/activate", as_json, "version {active_version} is now active"
+    )
 
 
 @app.command("disable")
-def disable(workflow: str) -> None:
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        service.set_enabled(session, CLI, service.find_workflow(session, workflow).id, False)
-    out.print("disabled: it dispatches no runs until enabled")
+def disable(workflow: str = WORKFLOW, as_json: bool = JSON_OPTION) -> None:
+    """Stop dispatching runs (until enabled)."""
+    _workflow_action(workflow, "disable", as_json, "disabled: it dispatches no runs until enabled")
 
 
 @app.command("enable")
-def enable(workflow: str) -> None:
-    with errors_as_lines(), database() as db, db.transaction() as session:
-        service.set_enabled(session, CLI, service.find_workflow(session, workflow).id, True)
-    out.print("enabled")
+def enable(workflow: str = WORKFLOW, as_json: bool = JSON_OPTION) -> None:
+    """Dispatch runs again."""
+    _workflow_action(workflow, "enable", as_json, "enabled")
 
 
 @app.command("dry-run")
 def dry_run_command(
-    workflow: str,
+    workflow: str = WORKFLOW,
     version: int = typer.Option(None, help="default: the draft, else the active version"),
     sample: Path = typer.Option(
         None, "--sample", help="YAML/JSON with identity, grant, input, steps"
     ),
+    as_json: bool = typer.Option(False, "--json", help="(the result is always JSON)"),
 ) -> None:
     """Render every step's exact request for a sample context; nothing is sent."""
     with errors_as_lines():
-        raw_sample = _read(sample) if sample else {}
-        try:
-            context = SampleContext.model_validate(raw_sample or {})
-        except Exception as exc:  # pydantic's error, shown as one line
-            raise BadRequest(f"--sample: {exc}".splitlines()[0]) from None
-        with database() as db, db.transaction() as session:
-            found = service.find_workflow(session, workflow)
-            draft = service.draft_of(found)
-            number = version or (draft.number if draft else found.active_version)
+        context = read_any(sample, "--sample") if sample else {}
+        if sample and not isinstance(context, dict):
+            raise ApiError(0, "--sample: the sample must be a mapping (identity, grant, ...)")
+        with connect() as api:
+            found = _workflow(api, workflow)
+            number = version or found["draft_version"] or found["active_version"]
             if number is None:
-                raise BadRequest("the workflow has no version to dry-run")
-            result = dry_run(session, found, service.get_version(session, found, number), context)
-    sys_out = json.dumps(result, indent=2, default=str)
-    out.print(sys_out, markup=False)
-
-
-def register(root: typer.Typer) -> None:
-    root.command("apply")(apply)
-    root.add_typer(app, name="workflows")
+                raise ApiError(0, "the workflow has no version to dry-run")
+            result = api.post(f"/workflows/{found['id']}/versions/{number}/dry-run", context or {})
+    out.print(json.dumps(result, indent=2, default=str), markup=False)

@@ -35,6 +35,7 @@ from grantflow.engine.states import WaitingReason
 from grantflow.errors import Conflict, NotFound, ValidationError
 from grantflow.people.notifications import NotificationKind, notify, resolve
 from grantflow.store.base import utcnow
+from grantflow.store.ids import by_prefix
 
 
 def needs_credential(connection: Connection) -> bool:
@@ -42,7 +43,9 @@ def needs_credential(connection: Connection) -> bool:
 
 
 def get_connection(session: Session, connection_id: str) -> Connection:
-    connection = session.get(Connection, connection_id)
+    connection = session.get(Connection, connection_id) or by_prefix(
+        session, Connection, connection_id, "connection"
+    )
     if connection is None:
         raise NotFound(f"connection {connection_id} does not exist", target_type="connection")
     return connection

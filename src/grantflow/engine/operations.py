@@ -23,10 +23,13 @@ from grantflow.engine.transitions import acted_steps, move_run, move_step
 from grantflow.errors import Conflict, FailureClass, NotFound
 from grantflow.queue.interface import Queue
 from grantflow.store.base import utcnow
+from grantflow.store.ids import by_prefix
 
 
 def get_run(session: Session, run_id: str, *, lock: bool = False) -> Run:
     run = session.get(Run, run_id, with_for_update=lock, populate_existing=lock)
+    if run is None:
+        run = by_prefix(session, Run, run_id, "run", lock=lock)
     if run is None:
         raise NotFound(f"run {run_id} does not exist", target_type="run")
     return run

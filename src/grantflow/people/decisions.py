@@ -33,6 +33,7 @@ from grantflow.people.tasks import TaskKind, TaskStatus
 from grantflow.queue.interface import Queue
 from grantflow.steps.execution import skipped_output
 from grantflow.store.base import utcnow
+from grantflow.store.ids import by_prefix
 
 
 class Action(enum.StrEnum):
@@ -53,6 +54,8 @@ ALLOWED = {
 
 def get_task(session: Session, task_id: str, *, lock: bool = False) -> Task:
     task = session.get(Task, task_id, with_for_update=lock or None, populate_existing=lock)
+    if task is None:
+        task = by_prefix(session, Task, task_id, "task", lock=lock)
     if task is None:
         raise NotFound(f"task {task_id} does not exist", target_type="task", target_id=task_id)
     return task

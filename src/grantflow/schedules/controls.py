@@ -47,6 +47,7 @@ from grantflow.queue.interface import Queue
 from grantflow.schedules import runners
 from grantflow.schedules.models import ControlEvaluation, Job, Occurrence
 from grantflow.store.base import utcnow
+from grantflow.store.ids import by_prefix
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
 API = "/api/v1"
@@ -767,7 +768,9 @@ def get_evaluation(session: Session, evaluation_id: str) -> ControlEvaluation:
             .limit(1)
         ).scalar_one_or_none()
     else:
-        found = session.get(ControlEvaluation, evaluation_id)
+        found = session.get(ControlEvaluation, evaluation_id) or by_prefix(
+            session, ControlEvaluation, evaluation_id, "control evaluation"
+        )
     if found is None:
         raise NotFound(
             f"control evaluation {evaluation_id} does not exist",

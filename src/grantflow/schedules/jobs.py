@@ -21,6 +21,7 @@ from grantflow.errors import BadRequest, Conflict, NotFound, ValidationError
 from grantflow.schedules import cron
 from grantflow.schedules.models import Job, Occurrence
 from grantflow.store.base import utcnow
+from grantflow.store.ids import by_prefix
 from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
@@ -100,6 +101,8 @@ def get_job(session: Session, job_id: str, *, lock: bool = False) -> Job:
     job = session.get(Job, job_id, with_for_update=lock or None)
     if job is None:
         job = session.execute(select(Job).where(Job.name_key == name_key(job_id))).scalar()
+    if job is None:
+        job = by_prefix(session, Job, job_id, "job", lock=lock, named=True)
     if job is None:
         raise NotFound(f"no job with id or name {job_id!r}", target_type="job")
     return job

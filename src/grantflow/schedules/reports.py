@@ -46,6 +46,7 @@ from grantflow.schedules import runners
 from grantflow.schedules.controls import identity_label
 from grantflow.schedules.models import Job, Occurrence, Report
 from grantflow.store.base import utcnow
+from grantflow.store.ids import by_prefix
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
 API = "/api/v1"
@@ -505,6 +506,8 @@ def generate(
 
 def get_report(session: Session, report_id: str) -> Report:
     report = session.get(Report, report_id, options=[defer(Report.content)])
+    if report is None:
+        report = by_prefix(session, Report, report_id, "report")
     if report is None:
         raise NotFound(
             f"report {report_id} does not exist", target_type="report", target_id=report_id

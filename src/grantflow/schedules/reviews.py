@@ -52,6 +52,7 @@ from grantflow.queue.interface import Queue
 from grantflow.schedules import runners
 from grantflow.schedules.models import AccessReview, Job, Occurrence, ReviewItem
 from grantflow.store.base import utcnow
+from grantflow.store.ids import by_prefix
 from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, encode_cursor
 
@@ -622,7 +623,9 @@ def get_review(session: Session, review_id: str, *, lock: bool = False) -> Acces
                 f"{len(named)} access reviews are named {review_id!r}; use the id",
                 code="ambiguous_name",
             )
-        review = named[0] if named else None
+        review = (
+            named[0] if named else by_prefix(session, AccessReview, review_id, "review", named=True)
+        )
         if review is not None and lock:
             session.refresh(review, with_for_update=True)
     if review is None:
@@ -635,7 +638,9 @@ def get_review(session: Session, review_id: str, *, lock: bool = False) -> Acces
 
 
 def get_item(session: Session, item_id: str, review_id: str | None = None) -> ReviewItem:
-    item = session.get(ReviewItem, item_id)
+    item = session.get(ReviewItem, item_id) or by_prefix(
+        session, ReviewItem, item_id, "access review item"
+    )
     if item is None or (review_id is not None and item.review_id != review_id):
         raise NotFound(
             f"access review item {item_id} does not exist"
@@ -865,7 +870,9 @@ def decide(
     comment = (comment or "").strip() or None
     item = session.get(ReviewItem, item_id, with_for_update=True)  # one decision at a time
     if item is None or (review_id is not None and item.review_id != review_id):
-        get_item(session, item_id, review_id)  # raises NotFound, naming what is missing
+        # NotFound naming what is missing, or the item a unique id prefix names
+        found = get_item(session, item_id, review_id)
+        item = session.get(ReviewItem, found.id, with_for_update=True, populate_existing=True)
     assert item is not None
     user = session.get(User, actor.user_id) if actor.user_id else None
     if user is None:

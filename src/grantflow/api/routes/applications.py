@@ -66,8 +66,9 @@ def get_application(
     _: Actor = Depends(Require(Permission.CONNECTION_READ)),
     db: Database = Depends(database),
 ) -> ApplicationOut:
+    """By id, name or unique id prefix."""
     with db.transaction() as session:
-        return ApplicationOut.model_validate(service.get_application(session, app_id))
+        return ApplicationOut.model_validate(service.find_application(session, app_id))
 
 
 @router.patch("/{app_id}", response_model=ApplicationOut)

@@ -67,6 +67,10 @@ class IdentityOut(BaseModel):
     lifecycle_failures: list[LifecycleFailureOut] = []
 
 
+class IdentityChangedOut(IdentityOut):
+    changes: dict[str, list[Any]] = {}  # field -> [old, new], for the fields that changed
+
+
 class EventOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -138,36 +142,45 @@ def get_identity(
     _: Actor = Depends(Require(Permission.IDENTITY_READ)),
     db: Database = Depends(database),
 ) -> IdentityOut:
+    """By id, email, userName or a unique id prefix."""
     with db.transaction() as session:
-        return out(service.get_identity(session, identity_id))
+        return out(service.find_identity(session, identity_id))
 
 
-@router.patch("/{identity_id}", response_model=IdentityOut)
+def changed_out(identity: Identity, changes: dict[str, Any]) -> IdentityChangedOut:
+    shown = out(identity)
+    return IdentityChangedOut(
+        **shown.model_dump(), changes={k: list(v) for k, v in changes.items()}
+    )
+
+
+@router.patch("/{identity_id}", response_model=IdentityChangedOut)
 def update_identity(
     identity_id: str,
     body: service.IdentityFields,
     actor: Actor = Depends(Require(Permission.IDENTITY_WRITE)),
     db: Database = Depends(database),
     q: Queue = Depends(queue),
-) -> IdentityOut:
-    """Only the fields sent change. `active: false` offboards the identity (identity_left)."""
+) -> IdentityChangedOut:
+    """Only the fields sent change (`changes` lists them, old and new). `active: false`
+    offboards the identity (identity_left)."""
     with db.transaction() as session:
-        identity, _changes = service.update_identity(session, actor, q, identity_id, body)
-        return out(identity)
+        identity, changes = service.update_identity(session, actor, q, identity_id, body)
+        return changed_out(identity, changes)
 
 
-@router.post("/{identity_id}/leave", response_model=IdentityOut)
+@router.post("/{identity_id}/leave", response_model=IdentityChangedOut)
 def leave(
     identity_id: str,
     actor: Actor = Depends(Require(Permission.IDENTITY_WRITE)),
     db: Database = Depends(database),
     q: Queue = Depends(queue),
-) -> IdentityOut:
+) -> IdentityChangedOut:
     """Offboard now: revoke every active grant and start the identity_left workflows."""
     body = service.IdentityFields(active=False)
     with db.transaction() as session:
-        identity, _changes = service.update_identity(session, actor, q, identity_id, body)
-        return out(identity)
+        identity, changes = service.update_identity(session, actor, q, identity_id, body)
+        return changed_out(identity, changes)
 
 
 @router.delete("/{identity_id}", response_model=IdentityOut)

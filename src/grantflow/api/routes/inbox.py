@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy.orm import Session
 
@@ -119,6 +119,7 @@ def reassign(
 
 @router.post("/tasks/{task_id}/{action}")
 def act(
+    request: Request,
     task_id: str,
     action: Action,
     body: DecisionIn | None = None,
@@ -130,9 +131,11 @@ def act(
     retry | skip | fail (escalated failures): run:operate. Only an assignee may act; never
     on their own request."""
     body = body or DecisionIn()
+    # the channel the decision came through, as the task's record shows it (not a right)
+    via = "cli" if request.headers.get("user-agent", "").startswith("grantflow-cli/") else "api"
     with db.transaction() as session:
         task = decisions.decide(
-            session, actor, q, task_id, action, comment=body.comment, data=body.data
+            session, actor, q, task_id, action, comment=body.comment, data=body.data, via=via
         )
         viewer = session.get(User, actor.user_id) if actor.user_id else None
         return inbox.task_view(session, task, viewer)

@@ -7,9 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, StringConstraints
+from sqlalchemy.orm import Session
 
 from grantflow.access import incidents as service
 from grantflow.access.incidents import IncidentStatus
+from grantflow.access.models import Identity, Incident
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.schemas import PageOut
 from grantflow.api.security import Require
@@ -29,6 +31,7 @@ class IncidentOut(BaseModel):
     kind: str
     status: str
     identity_id: str | None
+    identity: str | None = None  # the identity's email (or userName), for people to read
     application_id: str | None
     grant_id: str | None
     run_id: str | None
@@ -42,6 +45,13 @@ class IncidentOut(BaseModel):
     resolved_by: str | None
     resolution: str | None
     resolution_comment: str | None
+
+
+def out(session: Session, incident: Incident) -> IncidentOut:
+    shown = IncidentOut.model_validate(incident)
+    person = session.get(Identity, incident.identity_id) if incident.identity_id else None
+    shown.identity = (person.email or person.user_name) if person else None
+    return shown
 
 
 class IncidentResolve(BaseModel):
@@ -64,7 +74,7 @@ def list_incidents(
             session, status=status, identity_id=identity_id, cursor=cursor, limit=limit
         )
         return PageOut(
-            items=[IncidentOut.model_validate(i) for i in page.items],
+            items=[out(session, i) for i in page.items],
             next_cursor=page.next_cursor,
         )
 
@@ -76,7 +86,7 @@ def get_incident(
     db: Database = Depends(database),
 ) -> IncidentOut:
     with db.transaction() as session:
-        return IncidentOut.model_validate(service.get_incident(session, incident_id))
+        return out(session, service.get_incident(session, incident_id))
 
 
 @router.post("/{incident_id}/resolve", response_model=IncidentOut)
@@ -91,4 +101,4 @@ def resolve_incident(
         incident = service.resolve_incident(
             session, actor, incident_id, body.comment if body else ""
         )
-        return IncidentOut.model_validate(incident)
+        return out(session, incident)

@@ -196,6 +196,20 @@ def list_items(
         )
 
 
+@router.post("/items/{item_id}/decide", response_model=ItemOut)
+def decide_item(
+    item_id: str,
+    body: DecisionIn,
+    actor: Actor = Depends(Require(Permission.WORKFLOW_TASK)),
+    db: Database = Depends(database),
+    q: Queue = Depends(queue),
+) -> ItemOut:
+    """The same decision, by the item's id alone (or a unique prefix of it)."""
+    with db.transaction() as session:
+        item = service.decide(session, actor, q, item_id, body.decision, body.comment)
+        return ItemOut.model_validate(service.item_view(session, item, _user(session, actor)))
+
+
 @router.post("/{review_id}/items/{item_id}/decide", response_model=ItemOut)
 def decide(
     review_id: str,

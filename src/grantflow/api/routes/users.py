@@ -15,6 +15,7 @@ from grantflow.api.state import AppState, app_state, database
 from grantflow.auth import tokens, users
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission, Role
+from grantflow.errors import PermissionDenied
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -66,6 +67,13 @@ class TokenCreate(BaseModel):
     scope: Literal["api", "scim"] = Field(
         "api", description="api: the REST API; scim: the inbound SCIM endpoint /scim/v2 only"
     )
+
+
+class ScimTokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: TokenName
+    ttl_days: int | None = Field(default=None, ge=1, le=3650)
 
 
 class TokenOut(BaseModel):
@@ -177,9 +185,8 @@ def me(
     actor: Actor = Depends(Require(Permission.SELF)),
     db: Database = Depends(database),
 ) -> MeOut:
-    assert actor.user_id is not None
     with db.transaction() as session:
-        user = users.get_user(session, actor.user_id)
+        user = users.get_user(session, _own(actor))
         out = UserOut.model_validate(user).model_dump()
     return MeOut(**out, permissions=sorted(actor.permissions))
 
@@ -189,11 +196,8 @@ def list_my_tokens(
     actor: Actor = Depends(Require(Permission.SELF)),
     db: Database = Depends(database),
 ) -> list[TokenOut]:
-    assert actor.user_id is not None
     with db.transaction() as session:
-        return [
-            TokenOut.model_validate(t) for t in tokens.list_tokens(session, actor, actor.user_id)
-        ]
+        return [TokenOut.model_validate(t) for t in tokens.list_tokens(session, actor, _own(actor))]
 
 
 @router.post("/me/tokens", status_code=201, response_model=TokenCreated)
@@ -203,8 +207,21 @@ def create_my_token(
     db: Database = Depends(database),
     state: AppState = Depends(app_state),
 ) -> TokenCreated:
-    assert actor.user_id is not None
-    return _create_token(db, actor, actor.user_id, body, state)
+    return _create_token(db, actor, _own(actor), body, state)
+
+
+@router.post("/scim-tokens", status_code=201, response_model=TokenCreated)
+def create_scim_token(
+    body: ScimTokenCreate,
+    actor: Actor = Depends(Require(Permission.USER_ADMIN)),
+    db: Database = Depends(database),
+    state: AppState = Depends(app_state),
+) -> TokenCreated:
+    """A `scim` token (for /scim/v2 only) owned by the built-in SCIM provisioning user, for an
+    HR system or identity provider pushing people (needs identity:write too)."""
+    with db.transaction() as session:
+        owner = tokens.scim_service_user(session, actor)
+    return _create_token(db, actor, owner, TokenCreate(**body.model_dump(), scope="scim"), state)
 
 
 @router.post("/tokens/{token_id}/revoke", response_model=TokenOut)
@@ -216,6 +233,16 @@ def revoke_token(
     """Revoke one of your own tokens, or (with user:admin) anyone's."""
     with db.transaction() as session:
         return TokenOut.model_validate(tokens.revoke_token(session, actor, token_id))
+
+
+def _own(actor: Actor) -> str:
+    """The acting user's id; the CLI on the local database acts as system:cli, not a user."""
+    if actor.user_id is None:
+        raise PermissionDenied(
+            f"{actor.label} is not a user: this endpoint is about the caller's own account",
+            next_action="use a user's API token (locally: GRANTFLOW_TOKEN)",
+        )
+    return actor.user_id
 
 
 def _create_token(

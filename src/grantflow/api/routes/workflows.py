@@ -199,6 +199,38 @@ def create_workflow(
         )
 
 
+class AppliedOut(BaseModel):
+    workflow_id: str
+    name: str
+    version: int
+    action: str  # created, draft_created, draft_updated, unchanged
+    published: bool
+    active_version: int | None
+    workflow: WorkflowOut
+
+
+@router.post("/workflows/apply", response_model=AppliedOut, openapi_extra=_DOCUMENT_BODY)
+def apply_workflow(
+    raw: Any = Depends(document_body),
+    publish: bool = Query(False, description="publish (and activate) it too: workflow:publish"),
+    actor: Actor = Depends(Require(Permission.WORKFLOW_EDIT)),
+    db: Database = Depends(database),
+) -> AppliedOut:
+    """Definitions as code: create the workflow named in the document, or a new draft when its
+    content changed; nothing when it is unchanged (idempotent)."""
+    with db.transaction() as session:
+        applied = service.apply_document(session, actor, raw, publish)
+        return AppliedOut(
+            workflow_id=applied.workflow.id,
+            name=applied.workflow.name,
+            version=applied.version.number,
+            action=applied.action,
+            published=applied.published,
+            active_version=applied.workflow.active_version,
+            workflow=workflow_out(session, applied.workflow),
+        )
+
+
 @router.get("/workflows", response_model=PageOut[WorkflowOut])
 def list_workflows(
     name: str | None = Query(None, max_length=100),
@@ -229,9 +261,10 @@ def get_workflow(
     _: Actor = Depends(Require(Permission.WORKFLOW_READ)),
     db: Database = Depends(database),
 ) -> WorkflowOut:
-    """The workflow, whether it is dispatching, and exactly why not when it is not."""
+    """The workflow (by id, name or unique id prefix), whether it is dispatching, and exactly
+    why not when it is not."""
     with db.transaction() as session:
-        return workflow_out(session, service.get_workflow(session, workflow_id))
+        return workflow_out(session, service.find_workflow(session, workflow_id))
 
 
 @router.post("/workflows/{workflow_id}/disable", response_model=WorkflowOut)
