@@ -15,11 +15,17 @@ from grantflow.store import ids
 from tests.acceptance.test_remote_cli import READS
 
 # commands that print no data: long-running processes, and one that prints JSON only
-NO_JSON = {"serve", "worker", "scheduler", "schema workflow"}
+# (the schema commands always print JSON)
+NO_JSON = {
+    "serve", "worker", "scheduler", "schema workflow", "schema step", "users set-password"
+}  # fmt: skip
 
 # commands whose --json output a test parses, other than the READS of test_remote_cli
 PARSED_ELSEWHERE = {
     "runs start": "test_remote_cli::test_an_operator_retries_a_failed_run",
+    "schema steps": "test_apply_cli::test_the_workflow_schema_checks_each_step_types_config",
+    "users invite": "test_signin_cli::test_invite_then_set_password_then_sign_in",
+    "users sign-in-link": "test_signin_cli::test_sign_in_link_works_once",
     "runs retry": "test_remote_cli::test_an_operator_retries_a_failed_run",
     "apply": "test_apply_cli, test_remote_cli",
     "inbox approve": "test_remote_cli, test_inbox_cli",

@@ -9,7 +9,9 @@ import typer
 
 from grantflow.cli.context import JSON_OPTION, emit_json, emit_table, errors_as_lines
 
-app = typer.Typer(help="Print JSON Schemas.", no_args_is_help=True)
+app = typer.Typer(
+    help="Print JSON Schemas of workflow documents and step configs.", no_args_is_help=True
+)
 
 
 @app.command("workflow")
