@@ -172,10 +172,7 @@ def _validated(task: Task, data: dict[str, Any]) -> dict[str, Any]:
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
     if errors:
         details = [
-            {
-                "field": "data" + "".join(f".{p}" for p in e.path),
-                "message": e.message,
-            }
+            {"field": "data" + "".join(f".{p}" for p in _field_path(e)), "message": e.message}
             for e in errors
         ]
         raise ValidationError(
@@ -184,6 +181,21 @@ def _validated(task: Task, data: dict[str, Any]) -> dict[str, Any]:
             details=details,
         )
     return data
+
+
+def _field_path(error: jsonschema.ValidationError) -> list[Any]:
+    """Where an error is: a missing required property is named as the field itself (the
+    validator reports it on the object that lacks it)."""
+    path = list(error.path)
+    wanted = error.validator_value
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [
+            name
+            for name in (wanted if isinstance(wanted, list) else [])
+            if name not in error.instance and error.message.startswith(f"{name!r} ")
+        ]
+        path += missing[:1]
+    return path
 
 
 def _apply(

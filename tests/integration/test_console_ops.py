@@ -1,0 +1,241 @@
+"""The console's home, inbox and run pages over HTTP (no browser): each page and action
+declares the permission its API route declares; a user who lacks it (or whom the service
+refuses) gets a 403 page, and a forged POST is audited; a reader sees no action; a task form's
+errors come back next to their fields; an e-mail link of the API opened in a browser lands on
+its console page."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from grantflow.api import create_app
+from grantflow.api.app import api_routes, route_guard
+from grantflow.api.security import Require
+from grantflow.audit.models import AuditEntry
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Role
+from grantflow.auth.users import create_user
+from grantflow.config import Settings
+from grantflow.console.guard import Page
+from grantflow.people.models import Task
+from tests.conftest import Api
+from tests.support.console import signed_in_client
+from tests.support.engine import running_worker, wait_status
+from tests.support.ops import (
+    approval_workflow,
+    failing_workflow,
+    start_run,
+    task_workflow,
+    waiting_task,
+)
+from tests.support.target import Reply, running_target
+
+# each console route added for operators and approvers, and the API route doing the same thing
+SAME_AS_API = {
+    ("GET", "/inbox"): ("GET", "/api/v1/inbox"),
+    ("GET", "/inbox/{task_id}"): ("GET", "/api/v1/tasks/{task_id}"),
+    ("POST", "/inbox/{task_id}/reassign"): ("POST", "/api/v1/tasks/{task_id}/reassign"),
+    ("POST", "/inbox/{task_id}/{action}"): ("POST", "/api/v1/tasks/{task_id}/{action}"),
+    ("GET", "/links/{token}"): ("GET", "/api/v1/links/{token}"),
+    ("POST", "/links/{token}"): ("POST", "/api/v1/links/{token}"),
+    ("GET", "/runs"): ("GET", "/api/v1/runs"),
+    ("GET", "/runs/{run_id}"): ("GET", "/api/v1/runs/{run_id}"),
+    ("GET", "/runs/{run_id}/live"): ("GET", "/api/v1/runs/{run_id}"),
+    ("POST", "/runs/{run_id}/retry"): ("POST", "/api/v1/runs/{run_id}/retry"),
+    ("POST", "/runs/{run_id}/replay"): ("POST", "/api/v1/runs/{run_id}/replay"),
+    ("POST", "/runs/{run_id}/replay-latest"): ("POST", "/api/v1/runs/{run_id}/replay"),
+    ("POST", "/runs/{run_id}/cancel"): ("POST", "/api/v1/runs/{run_id}/cancel"),
+    ("POST", "/runs/{run_id}/pause"): ("POST", "/api/v1/runs/{run_id}/pause"),
+    ("POST", "/runs/{run_id}/resume"): ("POST", "/api/v1/runs/{run_id}/resume"),
+    ("POST", "/runs/{run_id}/dispatch-grant"): ("POST", "/api/v1/grants/{grant_id}/dispatch"),
+}
+RUN_ACTIONS = ("retry", "replay", "replay-latest", "cancel", "pause", "resume", "dispatch-grant")
+POST_FORM = re.compile(r'<form method="post" action="(/(?:runs|inbox|links)/[^"]+)"')
+
+
+@dataclass
+class Ops:
+    api: Api
+    settings: Settings
+
+    def client(self, email: str, *roles: Role) -> tuple[httpx.Client, str]:
+        with self.api.database.transaction() as session:
+            create_user(session, Actor.system("test"), email=email, roles=list(roles))
+        return signed_in_client(self.api.base_url, self.api.database, self.settings, email)
+
+
+@pytest.fixture
+def ops(api: Api, settings: Settings) -> Iterator[Ops]:
+    with running_worker(api.database):
+        yield Ops(api, settings)
+
+
+def forbidden_entry(ops: Ops, email: str, path: str) -> AuditEntry:
+    with ops.api.database.transaction() as session:
+        entry: AuditEntry = session.execute(
+            select(AuditEntry).where(
+                AuditEntry.action == "console.forbidden",
+                AuditEntry.actor == email,
+                AuditEntry.target_id == path,
+            )
+        ).scalar_one()
+        session.expunge(entry)
+        return entry
+
+
+def test_each_page_declares_the_permission_of_its_api_route(settings: Settings, api: Api) -> None:
+    """Every console route of the inbox, e-mail links and runs is guarded by a Page with the
+    same permission as the API route doing the same thing (dispatching a grant: grant:write)."""
+    app = create_app(settings, api.database)
+    guards: dict[tuple[str, str], object] = {}
+    for route in api_routes(app):
+        for method in route.methods or ():
+            guards[(method, route.path)] = route_guard(route)
+    for console_route, api_route in SAME_AS_API.items():
+        page, required = guards[console_route], guards[api_route]
+        assert isinstance(page, Page), console_route
+        assert isinstance(required, Require), api_route
+        assert page.permission == required.permission, (console_route, api_route)
+
+
+def test_reader_sees_the_pages_but_no_action(ops: Ops) -> None:
+    """A viewer opens the home page, the inbox, the runs list, a failed run, its live part and
+    a pending task: every page answers 200 in words, and none holds a form that acts."""
+    db = ops.api.database
+    with running_target() as target:
+        target.on("/accounts", Reply(503))
+        failed = start_run(db, failing_workflow(db, f"{target.url}/accounts"))
+        wait_status(db, failed, "failed")
+    waiting = start_run(db, approval_workflow(db))
+    task_id = waiting_task(db, waiting)
+    viewer, _ = ops.client("viewer@example.com", Role.VIEWER)
+    with viewer:
+        for path in (
+            "/",
+            "/inbox",
+            "/runs",
+            f"/runs/{failed}",
+            f"/runs/{failed}/live",
+            f"/inbox/{task_id}",
+            f"/runs/{waiting}",
+            "/runs?status=failed",
+        ):
+            response = viewer.get(path)
+            assert response.status_code == 200, (path, response.text)
+            assert "Traceback" not in response.text
+            assert not POST_FORM.findall(response.text), (path, POST_FORM.findall(response.text))
+        shown = viewer.get(f"/runs/{failed}").text
+        assert "Why it failed" in shown
+        assert "503" in shown
+        assert "Retry the run" in shown  # the advice's words, but no button
+        assert "data-operation=" not in shown
+        assert f"/runs/{failed}" in viewer.get("/").text  # the home page lists the failed run
+
+
+def test_run_actions_refuse_a_reader_with_a_403_page_and_audit_it(ops: Ops) -> None:
+    """Each run operation POSTed by a viewer with a valid CSRF token is a 403 page naming the
+    permission, changes nothing, and leaves a console.forbidden audit entry."""
+    db = ops.api.database
+    run_id = start_run(db, approval_workflow(db))
+    waiting_task(db, run_id)
+    viewer, token = ops.client("viewer@example.com", Role.VIEWER)
+    with viewer:
+        for action in RUN_ACTIONS:
+            path = f"/runs/{run_id}/{action}"
+            response = viewer.post(path, data={"csrf_token": token, "force": "true"})
+            assert response.status_code == 403, (action, response.text)
+            assert "needs the permission" in response.text
+            entry = forbidden_entry(ops, "viewer@example.com", path)
+            assert entry.summary["method"] == "POST"
+    wait_status(db, run_id, "waiting")
+
+
+def test_inbox_actions_refused_by_the_service_are_403_and_audited(ops: Ops) -> None:
+    """A viewer approving, and an approver retrying an approval or reassigning it, are refused
+    with a 403 page in words; each refusal is audited; the task stays pending."""
+    db = ops.api.database
+    run_id = start_run(db, approval_workflow(db))
+    task_id = waiting_task(db, run_id)
+    viewer, viewer_token = ops.client("viewer@example.com", Role.VIEWER)
+    approver, approver_token = ops.client("approver@example.com", Role.APPROVER)
+    with viewer, approver:
+        approve = f"/inbox/{task_id}/approve"
+        refused = viewer.post(approve, data={"csrf_token": viewer_token})
+        assert refused.status_code == 403
+        assert "This action needs the permission workflow:task." in refused.text
+        assert forbidden_entry(ops, "viewer@example.com", approve).summary["method"] == "POST"
+        reassign = f"/inbox/{task_id}/reassign"
+        refused = approver.post(reassign, data={"csrf_token": approver_token, "roles": "admin"})
+        assert refused.status_code == 403
+        assert "task:reassign" in refused.text
+        assert forbidden_entry(ops, "approver@example.com", reassign)
+        # the page shows no decision form to the viewer, and the approver's form
+        assert f'action="/inbox/{task_id}/approve"' not in viewer.get(f"/inbox/{task_id}").text
+        assert f'action="/inbox/{task_id}/approve"' in approver.get(f"/inbox/{task_id}").text
+    with db.transaction() as session:
+        assert session.get(Task, task_id).status == "pending"  # type: ignore[union-attr]
+
+
+def test_task_form_errors_come_back_next_to_their_fields(ops: Ops) -> None:
+    """Submitting a task's form with a ticket not matching its pattern, seats below the
+    minimum and no ticket at all shows the task again (422) with each problem next to its
+    input; nothing is recorded; good data submits it and the run succeeds."""
+    db = ops.api.database
+    run_id = start_run(db, task_workflow(db))
+    task_id = waiting_task(db, run_id)
+    approver, token = ops.client("approver@example.com", Role.APPROVER)
+    with approver:
+        page = approver.get(f"/inbox/{task_id}").text
+        for name in ("data.ticket", "data.seats", "data.site", "data.urgent"):
+            assert f'name="{name}"' in page
+        bad = approver.post(
+            f"/inbox/{task_id}/submit",
+            data={"csrf_token": token, "data.ticket": "x", "data.seats": "0", "back": "/inbox"},
+        )
+        assert bad.status_code == 422
+        ticket = bad.text.split('id="field-ticket-help"')[1].split("</div>")[0]
+        assert "does not match" in ticket
+        seats = bad.text.split('id="field-seats-help"')[1].split("</div>")[0]
+        assert "less than the minimum of 1" in seats
+        assert 'value="x"' in bad.text  # what was typed is kept
+        missing = approver.post(f"/inbox/{task_id}/submit", data={"csrf_token": token})
+        assert missing.status_code == 422
+        ticket = missing.text.split('id="field-ticket-help"')[1].split("</div>")[0]
+        assert "&#39;ticket&#39; is a required property" in ticket
+        good = approver.post(
+            f"/inbox/{task_id}/submit",
+            data={
+                "csrf_token": token,
+                "data.ticket": "INC-42",
+                "data.seats": "3",
+                "data.site": '"Paris"',
+                "data.urgent": "true",
+                "back": "/inbox",
+            },
+            follow_redirects=False,
+        )
+        assert good.status_code == 303, good.text
+        assert good.headers["location"] == "/inbox"
+    wait_status(db, run_id, "succeeded")
+    with db.transaction() as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        assert task.output == {"ticket": "INC-42", "seats": 3, "site": "Paris", "urgent": True}
+
+
+def test_an_api_link_opened_in_a_browser_lands_on_its_console_page(api: Api) -> None:
+    """An e-mail link of the API (/api/v1/links/<token>) opened in a browser (HTML wanted, no
+    token) redirects to /links/<token>; an API client still gets 401 JSON."""
+    with api.client() as client:
+        browser = client.get(
+            "/api/v1/links/abc.def", headers={"Accept": "text/html"}, follow_redirects=False
+        )
+        assert browser.status_code == 303
+        assert browser.headers["location"] == "/links/abc.def"
+        assert client.get("/api/v1/links/abc.def").status_code == 401
