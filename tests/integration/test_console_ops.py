@@ -19,17 +19,22 @@ from grantflow.api.app import api_routes, route_guard
 from grantflow.api.security import Require
 from grantflow.audit.models import AuditEntry
 from grantflow.auth.actor import Actor
-from grantflow.auth.permissions import Role
+from grantflow.auth.permissions import Permission, Role
 from grantflow.auth.users import create_user
 from grantflow.config import Settings
 from grantflow.console.guard import Page
+from grantflow.console.presenters import attention
 from grantflow.people.models import Task
+from grantflow.store.database import Database
 from tests.conftest import Api
 from tests.support.console import signed_in_client
-from tests.support.engine import running_worker, wait_status
+from tests.support.engine import publish, running_worker, wait_status, workflow
 from tests.support.ops import (
     approval_workflow,
+    attention_world,
     failing_workflow,
+    http_step,
+    set_step,
     start_run,
     task_workflow,
     waiting_task,
@@ -239,3 +244,91 @@ def test_an_api_link_opened_in_a_browser_lands_on_its_console_page(api: Api) -> 
         assert browser.status_code == 303
         assert browser.headers["location"] == "/links/abc.def"
         assert client.get("/api/v1/links/abc.def").status_code == 401
+
+
+def test_home_sections_follow_the_permissions_of_their_api_routes(database: Database) -> None:
+    """The home page's sections are those the user may read: `self` alone shows only what
+    waits on me; run:read adds failed and stuck runs; connection:read, job:read and
+    incident:read add theirs — each listing what the world holds, with links to it."""
+    with running_target() as target, running_worker(database):
+        world = attention_world(database, target)
+    with database.transaction() as session:
+        admin = create_user(
+            session, Actor.system("test"), email="a@example.com", roles=[Role.ADMIN]
+        )
+
+        def keys(*held: Permission) -> dict[str, list[str]]:
+            shown = attention.sections(session, admin, lambda p: p in held)
+            return {s.key: [i.url for i in s.items] for s in shown}
+
+        assert keys(Permission.SELF) == {"waiting": [f"/inbox/{world.task}"]}
+        assert set(keys(Permission.SELF, Permission.RUN_READ)) == {"waiting", "failed", "stuck"}
+        everything = keys(*Permission)
+        assert everything["failed"] == [f"/runs/{world.failed_run}"]
+        assert everything["connections"] == [f"/connections/{world.connection}"]
+        assert everything["jobs"] == [f"/jobs/{world.job}"]
+        assert everything["incidents"] == [f"/incidents/{world.incident}"]
+        assert everything["controls"] == ["/controls"]
+        assert everything["stuck"] == []
+        assert set(keys(Permission.INCIDENT_READ)) == {"incidents"}
+
+
+def test_an_escalated_failure_is_retried_from_the_operators_inbox(ops: Ops) -> None:
+    """A step that exhausted its attempts with on_failure: escalate shows in an operator's
+    inbox with Retry / Skip / Fail and the failure, not in an approver's; once the target is
+    back, Retry from the console resumes the run to success."""
+    db = ops.api.database
+    with running_target() as target:
+        target.on("/accounts", Reply(503))
+        step = http_step(
+            "create_account",
+            f"{target.url}/accounts",
+            retry={"max_attempts": 1},
+            on_failure="escalate",
+        )
+        run_id = start_run(db, publish(db, workflow("Escalating", step, set_step())))
+        task_id = waiting_task(db, run_id)
+        operator, token = ops.client("operator@example.com", Role.OPERATOR)
+        approver, _ = ops.client("approver@example.com", Role.APPROVER)
+        with operator, approver:
+            shown = operator.get("/inbox?kind=escalation").text
+            assert "escalated failure" in shown
+            assert "HTTP 503" in shown
+            for action in ("retry", "skip", "fail"):
+                assert f'formaction="/inbox/{task_id}/{action}"' in shown
+            assert task_id not in approver.get("/inbox").text
+            failed = operator.post(f"/inbox/{task_id}/fail", data={"csrf_token": token})
+            assert failed.status_code == 422  # failing the run needs a reason
+            assert "say why the run should fail" in failed.text
+            target.on("/accounts", Reply(201, {"id": "a-1"}))
+            retried = operator.post(
+                f"/inbox/{task_id}/retry", data={"csrf_token": token}, follow_redirects=False
+            )
+            assert retried.status_code == 303, retried.text
+    wait_status(db, run_id, "succeeded")
+
+
+def test_a_task_is_reassigned_from_its_page(ops: Ops) -> None:
+    """An operator (task:reassign) reassigns an approval to a named approver: the page says
+    so, the new approver sees it in their inbox; an unknown user is refused in words on the
+    task page, next to the users input."""
+    db = ops.api.database
+    run_id = start_run(db, approval_workflow(db))
+    task_id = waiting_task(db, run_id)
+    operator, token = ops.client("operator@example.com", Role.OPERATOR)
+    other, _ = ops.client("other@example.com", Role.APPROVER)
+    with operator, other:
+        unknown = operator.post(
+            f"/inbox/{task_id}/reassign", data={"csrf_token": token, "users": "nobody@x.org"}
+        )
+        assert unknown.status_code == 422
+        assert "user &#39;nobody@x.org&#39; does not exist" in unknown.text
+        assert '<details class="reassign" open>' in unknown.text
+        done = operator.post(
+            f"/inbox/{task_id}/reassign",
+            data={"csrf_token": token, "users": "other@example.com", "comment": "Grace is away"},
+            follow_redirects=True,
+        )
+        assert done.status_code == 200  # followed to the task page
+        assert "Reassigned to other@example.com" in done.text
+        assert f"/inbox/{task_id}" in other.get("/inbox").text

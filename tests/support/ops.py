@@ -4,13 +4,28 @@ made through the service layer, as the API makes them."""
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 
+from grantflow.access.applications import ApplicationCreate, ApplicationKind, create_application
+from grantflow.access.grants import GrantCreate, create_grant
+from grantflow.access.identities import IdentityCreate, create_identity, find_identity, leave
+from grantflow.access.models import Incident
+from grantflow.connections.models import ConnectionStatus
+from grantflow.connections.service import get_connection, set_status
 from grantflow.people.models import Task
+from grantflow.queue.database import DatabaseQueue
+from grantflow.schedules import controls
+from grantflow.schedules.jobs import BuiltInJobCreate, create_built_in
+from grantflow.schedules.scheduler import mark_overdue
+from grantflow.store.base import utcnow
 from grantflow.store.database import Database
-from tests.support.engine import publish, start, wait_for, workflow
+from tests.support.engine import ACTOR, publish, start, wait_for, workflow
+from tests.support.provisioning import make_application, make_connection
+from tests.support.target import Reply, Target
 
 FORM = {
     "type": "object",
@@ -95,3 +110,57 @@ def waiting_task(db: Database, run_id: str) -> str:
                 select(Task.id).where(Task.run_id == run_id, Task.status == "pending")
             ).scalar_one()
         )
+
+
+@dataclass
+class Attention:
+    """One of everything the home page lists, by id."""
+
+    failed_run: str
+    waiting_run: str
+    task: str
+    connection: str
+    job: str
+    incident: str
+
+
+def attention_world(db: Database, target: Target, approvers_role: str = "admin") -> Attention:
+    """A failed run, a run waiting on an approval for `approvers_role`, an unhealthy
+    connection (so the connections_unhealthy control fails), an overdue job and an open
+    security incident (a leaver's grant in an application no workflow revokes) — each made
+    by the service that makes it in production."""
+    target.on("/accounts", Reply(503, {"error": "maintenance"}))
+    failed = start_run(db, failing_workflow(db, f"{target.url}/accounts"))
+    wf = publish(
+        db, workflow("Laptop request", approval(approvers={"roles": [approvers_role]}), set_step())
+    )
+    waiting = start_run(db, wf)
+    task = waiting_task(db, waiting)
+    wait_for(db, failed, lambda d: d["status"] == "failed")
+    app_id = make_application(db, "Payroll")
+    connection_id = make_connection(db, None, app_id, "api", "https://payroll.example.com")
+    later = utcnow() + dt.timedelta(days=2)
+    queue = DatabaseQueue(db)
+    with db.transaction() as session:
+        connection = get_connection(session, connection_id)
+        set_status(session, connection, ConnectionStatus.UNHEALTHY, "health check: HTTP 500")
+    with db.transaction() as session:
+        controls.evaluate(session, ACTOR, {"controls": ["connections_unhealthy"]}, now=later)
+        job = create_built_in(
+            session,
+            ACTOR,
+            BuiltInJobCreate(name="Nightly controls", kind="control_evaluation", cron="0 6 * * *"),
+        )
+        mark_overdue(session, later)
+        job_id = job.id
+    with db.transaction() as session:
+        create_application(
+            session, ACTOR, ApplicationCreate(name="Wiki", kind=ApplicationKind.SAAS)
+        )
+        leaver = create_identity(session, ACTOR, queue, IdentityCreate(email="leo@example.com"))
+        create_grant(session, ACTOR, queue, GrantCreate(identity=leaver.email, application="Wiki"))
+    with db.transaction() as session:
+        leave(session, ACTOR, queue, find_identity(session, "leo@example.com"))
+    with db.transaction() as session:
+        incident_id = session.execute(select(Incident.id)).scalar_one()
+    return Attention(failed, waiting, task, connection_id, job_id, incident_id)

@@ -131,7 +131,7 @@ def decide(
             details=[{"field": "comment", "message": "required"}],
         )
     if action == Action.SUBMIT:
-        data = _validated(task, data or {})
+        data = validate_form(task, data or {})
     row = TaskDecision(
         task_id=task.id,
         stage=task.current_stage,
@@ -165,7 +165,9 @@ def decide(
     return task
 
 
-def _validated(task: Task, data: dict[str, Any]) -> dict[str, Any]:
+def validate_form(task: Task, data: dict[str, Any]) -> dict[str, Any]:
+    """Submit's data checked against the task's form (JSON Schema): a 422 with one detail per
+    problem, each naming its field (`data.<path>`) — what the API and the console show."""
     validator = jsonschema.Draft202012Validator(
         task.form or {"type": "object"}, format_checker=jsonschema.FormatChecker()
     )

@@ -53,6 +53,10 @@ class Section:
     more_url: str | None = None
 
 
+def _clip(text: str, length: int = 160) -> str:
+    return text if len(text) <= length else text[: length - 1].rstrip() + "…"
+
+
 def _names(
     session: Session, model: type[Workflow] | type[Application], ids: set[str]
 ) -> dict[str, str]:
@@ -101,7 +105,7 @@ def _runs(
     names = _names(session, Workflow, {r.workflow_id for r in page.items})
     items = []
     for run in page.items:
-        reason = (run.failure or {}).get("message") if key == "failed" else None
+        reason = _clip(str((run.failure or {}).get("message") or "")) if key == "failed" else None
         if key == "stuck":
             reason = f"no progress since {run.last_progress_at:%Y-%m-%d %H:%M}Z"
         items.append(
@@ -195,10 +199,10 @@ def _incidents(session: Session) -> Section:
     page = incidents.list_incidents(session, status=incidents.IncidentStatus.OPEN, limit=SHOWN)
     items = [
         Item(
-            label=incident.summary,
+            label=f"{incident.system}: {incident.kind.replace('_', ' ')}",
             url=f"/incidents/{incident.id}",
-            detail=f"{incident.system} · raised {incident.created_at:%Y-%m-%d %H:%M}Z",
-            chip=incident.kind.replace("_", " "),
+            detail=_clip(incident.summary) + f" (raised {incident.created_at:%Y-%m-%d %H:%M}Z)",
+            chip="open",
             tone="bad",
         )
         for incident in page.items

@@ -47,6 +47,30 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
 
 
+def short(moment: str | None) -> str:
+    """An RFC 3339 time (as the API writes it) to the second: 2026-01-31T09:30:05Z."""
+    if not moment:
+        return "—"
+    return moment[:19] + "Z" if len(moment) > 19 and moment[10] == "T" else moment
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_text(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return str(value)
+
+
+def timeline(session: Session, run: Run) -> list[dict[str, Any]]:
+    """The API's timeline, each event's data as (words, text) pairs."""
+    events = detail.timeline(session, run)
+    for event in events:
+        data = event.get("data") or {}
+        event["details"] = [(k.replace("_", " "), _text(v)) for k, v in data.items()]
+    return events
+
+
 def fingerprint(session: Session, run: Run) -> str:
     """Changes whenever the page of the run would: its status, progress and events."""
     last_event = session.execute(
@@ -82,7 +106,7 @@ def run_page(session: Session, run_id: str, queue: Queue, can: Callable[[str], b
     status = RunStatus(run.status)
     page = RunPage(
         run=shown_detail,
-        timeline=detail.timeline(session, run),
+        timeline=timeline(session, run),
         terminal=status.terminal,
         version=fingerprint(session, run),
     )
@@ -112,6 +136,7 @@ def live_context(page: RunPage, can: Callable[[str], bool]) -> dict[str, Any]:
         "page": page,
         "r": page.run,
         "pretty": pretty,
+        "short": short,
         "poll_seconds": POLL_SECONDS,
         "can_read_connections": can(Permission.CONNECTION_READ),
     }
