@@ -41,14 +41,14 @@ def validate(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_fields_of_a_schema_carry_their_widget_and_constraints() -> None:
     """Strings, integers, numbers, enums, booleans and anything else (JSON) become inputs with
-    their label, required flag, HTML limits and the pattern in words."""
+    their label, required flag, HTML limits and the pattern in words; required ones first."""
     shown = {f.name: f for f in schema_form.fields(FORM)}
     assert [(f.name, f.widget) for f in shown.values()] == [
-        ("ticket", "text"),
+        ("ticket", "text"),  # the required ones first
+        ("done", "checkbox"),
         ("seats", "integer"),
         ("ratio", "number"),
         ("site", "select"),
-        ("done", "checkbox"),
         ("tags", "json"),
     ]
     assert (shown["ticket"].label, shown["ticket"].required) == ("Ticket", True)

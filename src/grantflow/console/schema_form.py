@@ -89,7 +89,13 @@ def fields(
     values = values or {}
     errors = errors or {}
     shown = []
-    for name, prop in _properties(schema).items():
+    props = _properties(schema)
+    # the required fields first, in the order `required` names them (a stored schema's
+    # properties may come back in another order), then the others
+    order = [n for n in (schema.get("required") or []) if n in props]
+    order += [n for n in props if n not in order]
+    for name in order:
+        prop = props[name]
         widget = _widget(prop)
         attrs: dict[str, Any] = {}
         hints: list[str] = []
