@@ -14,6 +14,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from grantflow.access.grants import GrantCreate, create_grant
+from grantflow.access.identities import IdentityCreate, create_identity
 from grantflow.api import create_app
 from grantflow.api.app import api_routes, route_guard
 from grantflow.api.security import Require
@@ -24,11 +26,13 @@ from grantflow.auth.users import create_user
 from grantflow.config import Settings
 from grantflow.console.guard import Page
 from grantflow.console.presenters import attention
+from grantflow.engine.models import Run
 from grantflow.people.models import Task
+from grantflow.queue.database import DatabaseQueue
 from grantflow.store.database import Database
 from tests.conftest import Api
 from tests.support.console import signed_in_client
-from tests.support.engine import publish, running_worker, wait_status, workflow
+from tests.support.engine import ACTOR, publish, running_worker, wait_status, workflow
 from tests.support.ops import (
     approval_workflow,
     attention_world,
@@ -39,6 +43,7 @@ from tests.support.ops import (
     task_workflow,
     waiting_task,
 )
+from tests.support.provisioning import make_application
 from tests.support.target import Reply, running_target
 
 # each console route added for operators and approvers, and the API route doing the same thing
@@ -332,3 +337,72 @@ def test_a_task_is_reassigned_from_its_page(ops: Ops) -> None:
         assert done.status_code == 200  # followed to the task page
         assert "Reassigned to other@example.com" in done.text
         assert f"/inbox/{task_id}" in other.get("/inbox").text
+
+
+def test_a_refused_replay_with_latest_offers_dispatch_which_starts_a_new_run(ops: Ops) -> None:
+    """Replay with latest of a grant's run whose non-reversible call acted is refused on the run
+    page in words (409), with Dispatch as the button that works; Dispatch starts a new run of
+    the grant's workflow, and the page goes to it."""
+    db = ops.api.database
+    with running_target() as target:
+        target.on("/accounts", Reply(201, {"id": "a-1"}))
+        app_id = make_application(db, "Wiki")
+        document = {
+            "name": "Wiki grant",
+            "application": app_id,
+            "trigger": {"type": "access_granted"},
+            "steps": [http_step("create_account", f"{target.url}/accounts")],
+        }
+        publish(db, document)
+        queue = DatabaseQueue(db)
+        with db.transaction() as session:
+            create_identity(session, ACTOR, queue, IdentityCreate(email="ada@example.com"))
+            data = GrantCreate(identity="ada@example.com", application="Wiki")
+            create_grant(session, ACTOR, queue, data)
+        with db.transaction() as session:
+            run_id = session.execute(select(Run.id)).scalar_one()
+        wait_status(db, run_id, "succeeded")
+        operator, token = ops.client("operator@example.com", Role.OPERATOR)
+        with operator:
+            refused = operator.post(f"/runs/{run_id}/replay-latest", data={"csrf_token": token})
+            assert refused.status_code == 409
+            assert "Replay with latest is refused" in refused.text
+            assert "then Dispatch the grant" in refused.text
+            assert f'<form method="post" action="/runs/{run_id}/dispatch-grant"' in refused.text
+            dispatched = operator.post(
+                f"/runs/{run_id}/dispatch-grant",
+                data={"csrf_token": token},
+                follow_redirects=False,
+            )
+            assert dispatched.status_code == 303, dispatched.text
+            new_run = dispatched.headers["location"].removeprefix("/runs/")
+            assert new_run != run_id
+            wait_status(db, new_run, "succeeded")
+
+
+def test_pause_then_resume_from_the_run_page(ops: Ops) -> None:
+    """An operator pauses a waiting run: the page says who paused it and offers Resume (not
+    Pause); Resume puts it back to waiting on its approval. Cancelling it before any step
+    acted needs no confirmation."""
+    db = ops.api.database
+    run_id = start_run(db, approval_workflow(db))
+    waiting_task(db, run_id)
+    operator, token = ops.client("operator@example.com", Role.OPERATOR)
+    with operator:
+        page = operator.get(f"/runs/{run_id}").text
+        assert f'action="/runs/{run_id}/pause"' in page
+        paused = operator.post(
+            f"/runs/{run_id}/pause", data={"csrf_token": token}, follow_redirects=True
+        )
+        assert paused.status_code == 200
+        assert "Paused by operator@example.com" in paused.text
+        assert f'action="/runs/{run_id}/resume"' in paused.text
+        assert f'action="/runs/{run_id}/pause"' not in paused.text
+        wait_status(db, run_id, "paused")
+        operator.post(f"/runs/{run_id}/resume", data={"csrf_token": token})
+        wait_status(db, run_id, "waiting")
+        cancelled = operator.post(
+            f"/runs/{run_id}/cancel", data={"csrf_token": token}, follow_redirects=True
+        )
+        assert "Cancelled." in cancelled.text
+        assert 'id="run-status">cancelled<' in cancelled.text

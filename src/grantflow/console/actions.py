@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from grantflow import advice, audit
 from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Permission
 from grantflow.errors import PermissionDenied
 from grantflow.store.database import Database
 
@@ -48,6 +49,12 @@ PAGES: dict[str, str] = {
 }
 
 
+# operations of the console that the advice never offers as a next action
+OWN_FORMS: dict[str, tuple[str, str, Permission]] = {
+    "run.pause": ("Pause", "/runs/{run_id}/pause", Permission.RUN_OPERATE),
+}
+
+
 @dataclass(frozen=True)
 class ConsoleAction:
     """One button (`method` "post": a form to `url`) or link (`method` "get")."""
@@ -68,7 +75,15 @@ def _complete(template: str, ids: dict[str, Any]) -> bool:
 def console_action(operation: str | None, **ids: Any) -> ConsoleAction | None:
     """The console form or page of `operation` for one object; None when unknown or when an
     id it needs is missing."""
-    if operation is None or operation not in advice.OPERATIONS:
+    if operation is None:
+        return None
+    own = OWN_FORMS.get(operation)
+    if own is not None:
+        label, path, permission = own
+        if not _complete(path, ids):
+            return None
+        return ConsoleAction(operation, label, "post", path.format(**ids), str(permission))
+    if operation not in advice.OPERATIONS:
         return None
     op = advice.OPERATIONS[operation]
     for table, method in ((FORMS, "post"), (PAGES, "get")):

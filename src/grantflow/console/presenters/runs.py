@@ -36,8 +36,6 @@ _BY_STATUS: dict[RunStatus, tuple[str, ...]] = {
     RunStatus.SUCCEEDED: ("run.replay", "run.replay_latest"),
     RunStatus.CANCELLED: ("run.replay", "run.replay_latest"),
 }
-# Pause is a run operation the advice never offers as a next action
-_PAUSE = ConsoleAction("run.pause", "Pause", "post", "", str(Permission.RUN_OPERATE))
 
 
 def pretty(value: Any) -> str:
@@ -92,12 +90,6 @@ class RunPage:
     reassign: ConsoleAction | None = None
 
 
-def _operation(name: str, ids: dict[str, Any]) -> ConsoleAction | None:
-    if name == "run.pause":
-        return ConsoleAction(**{**_PAUSE.__dict__, "url": f"/runs/{ids['run_id']}/pause"})
-    return console_action(name, **ids)
-
-
 def run_page(session: Session, run_id: str, queue: Queue, can: Callable[[str], bool]) -> RunPage:
     """Everything the run page shows, read in one transaction."""
     run = operations.get_run(session, run_id)
@@ -118,7 +110,7 @@ def run_page(session: Session, run_id: str, queue: Queue, can: Callable[[str], b
     if run.pause_requested:
         names = ["run.resume" if n == "run.pause" else n for n in names]
     for name in names:
-        action = _operation(name, ids)
+        action = console_action(name, **ids)
         if action is None or not can(action.permission):
             continue
         if page.next_action is not None and page.next_action.operation == action.operation:
