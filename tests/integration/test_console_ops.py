@@ -116,7 +116,8 @@ def test_each_page_declares_the_permission_of_its_api_route(settings: Settings, 
 
 def test_reader_sees_the_pages_but_no_action(ops: Ops) -> None:
     """A viewer opens the home page, the inbox, the runs list, a failed run, its live part and
-    a pending task: every page answers 200 in words, and none holds a form that acts."""
+    a pending task: every page answers 200 in words, and none holds a form that acts; a
+    moving run's live part answers 204 while nothing changed."""
     db = ops.api.database
     with running_target() as target:
         target.on("/accounts", Reply(503))
@@ -146,6 +147,12 @@ def test_reader_sees_the_pages_but_no_action(ops: Ops) -> None:
         assert "Retry the run" in shown  # the advice's words, but no button
         assert "data-operation=" not in shown
         assert f"/runs/{failed}" in viewer.get("/").text  # the home page lists the failed run
+        # a moving run's page polls its live part, answered 204 while nothing changed; an
+        # ended run's page does not poll
+        live = re.search(r'hx-get="(/runs/[^"]+/live\?v=\w+)"', viewer.get(f"/runs/{waiting}").text)
+        assert live is not None
+        assert viewer.get(live.group(1)).status_code == 204
+        assert 'hx-trigger="every' not in shown
 
 
 def test_run_actions_refuse_a_reader_with_a_403_page_and_audit_it(ops: Ops) -> None:
