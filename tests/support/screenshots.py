@@ -22,5 +22,6 @@ def keep(page: Page, name: str) -> Path:
     handle, temporary = tempfile.mkstemp(suffix=".png", dir=SCREENSHOTS)
     os.close(handle)
     page.screenshot(path=temporary, full_page=True, animations="disabled")
+    os.chmod(temporary, 0o644)  # (mkstemp makes it private)
     os.replace(temporary, target)
     return target
