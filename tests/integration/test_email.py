@@ -170,8 +170,10 @@ def links_in(body: str) -> dict[str, str]:
 
 
 def path(url: str) -> str:
-    assert url.startswith(f"{PUBLIC_URL}/api/v1/links/"), url
-    return url.removeprefix(PUBLIC_URL)
+    """The API path of an e-mail's link: the e-mail links to the console page
+    (`/links/<token>`); API clients use the same token at /api/v1/links/<token>."""
+    assert url.startswith(f"{PUBLIC_URL}/links/"), url
+    return "/api/v1" + url.removeprefix(PUBLIC_URL)
 
 
 def error_of(response: httpx.Response, status: int) -> dict[str, Any]:

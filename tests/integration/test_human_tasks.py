@@ -91,7 +91,7 @@ def test_submit_checks_the_form_and_a_later_step_reads_the_data(
         assert "less than the minimum of 1" in fields["data.seats"]
         missing = error(act(users["alice"], task_id, "submit", data={}), 422)
         assert missing["details"] == [
-            {"field": "data", "message": "'ticket' is a required property"}
+            {"field": "data.ticket", "message": "'ticket' is a required property"}
         ]
         assert run(users["ops"], run_id)["status"] == "waiting"
         assert get_task(users["alice"], task_id)["decisions"] == []  # refusals leave no trace

@@ -120,6 +120,9 @@ def _scim_aware(handler: Handler) -> Handler:
             return scim.error_response(request, exc)
         if console_errors.is_console(request):
             return await console_errors.handle(request, exc)
+        moved = console_errors.browser_link(request, exc)
+        if moved is not None:
+            return moved
         return await handler(request, exc)
 
     return handle

@@ -44,6 +44,24 @@ def _sign_in(request: Request) -> Response:
     return response
 
 
+_API_LINK = "/api/v1/links/"
+
+
+def browser_link(request: Request, exc: Exception) -> Response | None:
+    """An e-mail's link of the API (`/api/v1/links/<token>`, sent before links led to the
+    console) opened in a browser — a GET wanting HTML, without an API token — goes to its
+    console page (`/links/<token>`), which signs in first. API clients are left alone."""
+    path = request.url.path
+    if not isinstance(exc, Unauthenticated) or request.method != "GET":
+        return None
+    if not path.startswith(_API_LINK) or "authorization" in request.headers:
+        return None
+    token = path.removeprefix(_API_LINK)
+    if not token or "/" in token or "text/html" not in request.headers.get("accept", ""):
+        return None
+    return RedirectResponse(f"/links/{quote(token, safe='')}", status_code=303)
+
+
 def _page(
     request: Request,
     status: int,

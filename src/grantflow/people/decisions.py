@@ -134,7 +134,7 @@ def decide(
             details=[{"field": "comment", "message": "required"}],
         )
     if action == Action.SUBMIT:
-        data = _validated(task, data or {})
+        data = validate_form(task, data or {})
     row = TaskDecision(
         task_id=task.id,
         stage=task.current_stage,
@@ -168,17 +168,16 @@ def decide(
     return task
 
 
-def _validated(task: Task, data: dict[str, Any]) -> dict[str, Any]:
+def validate_form(task: Task, data: dict[str, Any]) -> dict[str, Any]:
+    """Submit's data checked against the task's form (JSON Schema): a 422 with one detail per
+    problem, each naming its field (`data.<path>`) — what the API and the console show."""
     validator = jsonschema.Draft202012Validator(
         task.form or {"type": "object"}, format_checker=jsonschema.FormatChecker()
     )
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
     if errors:
         details = [
-            {
-                "field": "data" + "".join(f".{p}" for p in e.path),
-                "message": e.message,
-            }
+            {"field": "data" + "".join(f".{p}" for p in _field_path(e)), "message": e.message}
             for e in errors
         ]
         raise ValidationError(
@@ -187,6 +186,21 @@ def _validated(task: Task, data: dict[str, Any]) -> dict[str, Any]:
             details=details,
         )
     return data
+
+
+def _field_path(error: jsonschema.ValidationError) -> list[Any]:
+    """Where an error is: a missing required property is named as the field itself (the
+    validator reports it on the object that lacks it)."""
+    path = list(error.path)
+    wanted = error.validator_value
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [
+            name
+            for name in (wanted if isinstance(wanted, list) else [])
+            if name not in error.instance and error.message.startswith(f"{name!r} ")
+        ]
+        path += missing[:1]
+    return path
 
 
 def _apply(

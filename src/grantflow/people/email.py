@@ -45,7 +45,9 @@ from grantflow.store.pagination import Page, decode_cursor, page_of
 
 log = structlog.get_logger("grantflow.email")
 
-LINK_PATH = "/api/v1/links/"
+# the console page of a link (`/links/<token>`: sign in, then act); API clients use the same
+# token at /api/v1/links/<token>
+LINK_PATH = "/links/"
 NOT_CONFIGURED = "SMTP is not configured: set GRANTFLOW_SMTP_HOST to send e-mail"
 MAX_BACKOFF_SECONDS = 3600.0
 BATCH = 20  # messages one worker handles per tick at most
@@ -168,7 +170,7 @@ def compose(session: Session, task: Task, user: User) -> tuple[str, str, str]:
     lines += [
         f"Each link works once, for you only, until {_marker('expires')}. You sign in to "
         "Grantflow before anything is decided.",
-        f"You can also act from your inbox: {_marker('public_url')}/api/v1/inbox (task {task.id}).",
+        f"You can also act from your inbox: {_marker('public_url')}/inbox/{task.id}",
         "",
         "-- ",
         f"Grantflow · run {task.run_id}",

@@ -80,7 +80,7 @@ class TaskDecision(Base):
     decision: Mapped[str] = mapped_column(String(20))
     comment: Mapped[str | None] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    via: Mapped[str] = mapped_column(String(20), default="api")  # api | cli | email_link
+    via: Mapped[str] = mapped_column(String(20), default="api")  # api | cli | console | email_link
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

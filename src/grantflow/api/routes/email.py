@@ -7,26 +7,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from sqlalchemy.orm import Session
 
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.security import Require
 from grantflow.api.state import app_state, database, queue
 from grantflow.auth.actor import Actor
-from grantflow.auth.models import User
 from grantflow.auth.permissions import Permission
-from grantflow.errors import NotFound, PermissionDenied, ValidationError
-from grantflow.people import email, inbox, links
-from grantflow.people.decisions import ALLOWED, Action, decide
+from grantflow.people import email, inbox, link_actions, links
+from grantflow.people.decisions import Action
 from grantflow.queue.interface import Queue
-from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(prefix=API_PREFIX, tags=["email"])
 
 Comment = Annotated[str, StringConstraints(strip_whitespace=True, max_length=5000)]
-_MAX_TOKEN = 200
 
 
 class LinkActionIn(BaseModel):
@@ -44,26 +39,6 @@ class LinkActionIn(BaseModel):
 class EmailsOut(BaseModel):
     items: list[dict[str, Any]]
     next_cursor: str | None = None
-
-
-def _resolve(
-    request: Request, session: Session, actor: Actor, token: str, *, lock: bool
-) -> tuple[links.Resolved, User]:
-    """The link, checked: issued by us (404, nothing more said), addressed to the caller (403),
-    unused, unexpired and still current (410)."""
-    if len(token) > _MAX_TOKEN:
-        raise NotFound(links.NOT_VALID, code="link_not_valid")
-    keys = links.keys_for(app_state(request).settings)
-    found = links.resolve(session, keys, token, lock=lock)
-    user = session.get(User, actor.user_id) if actor.user_id else None
-    if user is None or user.id != found.link.user_id:
-        raise PermissionDenied(
-            "this link was sent to someone else",
-            next_action="sign in as the person the e-mail was addressed to",
-            code="link_not_yours",
-        )
-    links.check_usable(session, found, utcnow())
-    return found, user
 
 
 def _link_view(found: links.Resolved) -> dict[str, Any]:
@@ -84,20 +59,21 @@ def open_link(
     db: Database = Depends(database),
 ) -> dict[str, Any]:
     """What an e-mail's link offers: the task, and the action a POST to the same URL takes.
-    Opening it changes nothing (mail scanners follow links)."""
+    Opening it changes nothing (mail scanners follow links). In a browser, the same token
+    opens the console page `/links/<token>`."""
     with db.transaction() as session:
-        found, user = _resolve(request, session, actor, token, lock=False)
-        task_id = found.task.id
-        if found.action == links.OPEN:
-            choices = ", ".join(sorted(ALLOWED[found.task.kind]))
+        opened = link_actions.open_link(session, app_state(request).settings, actor, token)
+        found = opened.found
+        if opened.opens:
+            choices = ", ".join(opened.choices())
             next_action = f"POST this URL with {{'action': one of {choices}}}"
         else:
             next_action = f"POST this URL to {found.action} (optionally with a comment)"
         return {
             "link": _link_view(found),
-            "task": inbox.task_view(session, found.task, user),
+            "task": inbox.task_view(session, found.task, opened.user),
             "next_action": next_action,
-            "task_url": f"{API_PREFIX}/tasks/{task_id}",
+            "task_url": f"{API_PREFIX}/tasks/{found.task.id}",
         }
 
 
@@ -114,39 +90,19 @@ def use_link(
     logged-in addressee; the link is used up in the same transaction as the decision."""
     body = body or LinkActionIn()
     with db.transaction() as session:
-        found, _user = _resolve(request, session, actor, token, lock=True)
-        if found.action == links.OPEN:
-            if body.action is None:
-                choices = ", ".join(sorted(ALLOWED[found.task.kind]))
-                raise ValidationError(
-                    f"action: this link opens a {found.task.kind}; say what to do ({choices})",
-                    details=[{"field": "action", "message": f"required: one of {choices}"}],
-                )
-            action = body.action
-        else:
-            action = Action(found.action)
-            if body.action is not None and body.action != action:
-                raise ValidationError(
-                    f"action: this link can only {action}; use the e-mail's other link or "
-                    "your inbox",
-                    details=[{"field": "action", "message": f"this link is for {action}"}],
-                )
-        now = utcnow()
-        task = decide(
+        opened, task, action = link_actions.use_link(
             session,
+            app_state(request).settings,
             actor,
             q,
-            found.task.id,
-            action,
+            token,
+            action=body.action,
             comment=body.comment,
             data=body.data,
-            via=links.EMAIL_LINK,
         )
-        links.use(session, found, now)
-        viewer = session.get(User, actor.user_id) if actor.user_id else None
         return {
-            "link": {**_link_view(found), "action": str(action)},
-            "task": inbox.task_view(session, task, viewer),
+            "link": {**_link_view(opened.found), "action": str(action)},
+            "task": inbox.task_view(session, task, opened.user),
         }
 
 
