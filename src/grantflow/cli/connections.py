@@ -97,8 +97,8 @@ def test(application: str, name: str, as_json: bool = JSON_OPTION) -> None:
         with db.transaction() as session:
             connection_id = _find(session, application, name).id
         http = guarded_client(policy_for(loaded.outbound_allow), follow_redirects=True)
-        result = health.check_connection(
-            ConnectionAccess(db, keyring_for(loaded), http), connection_id
+        result = health.test_connection(
+            ConnectionAccess(db, keyring_for(loaded), http), CLI, connection_id
         )
     if as_json:
         emit_json(result.to_dict())

@@ -9,7 +9,24 @@ from starlette.staticfiles import StaticFiles
 
 from grantflow.config import Settings, master_key
 from grantflow.console.keys import ConsoleKeys
-from grantflow.console.routes import account, home, links, signin, sso
+from grantflow.console.routes import (
+    account,
+    audit,
+    connections,
+    controls,
+    grants,
+    home,
+    identities,
+    incidents,
+    jobs,
+    links,
+    reviews,
+    signin,
+    sso,
+    users,
+    versions,
+    workflows,
+)
 from grantflow.console.state import ConsoleState
 from grantflow.console.templating import make_templates
 from grantflow.store.database import Database
@@ -18,7 +35,25 @@ STATIC = Path(__file__).parent / "static"
 STATIC_PATH = "/static"
 
 # each module's router is `APIRouter(include_in_schema=False)`: pages are not API operations
-AREAS = (home, signin, links, sso, account)
+AREAS = (
+    home,
+    signin,
+    links,
+    sso,
+    account,
+    # administration
+    workflows,
+    versions,
+    identities,
+    grants,
+    connections,
+    jobs,
+    reviews,
+    controls,
+    incidents,
+    audit,
+    users,
+)
 
 
 def install(app: FastAPI, settings: Settings, database: Database) -> None:

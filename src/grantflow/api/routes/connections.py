@@ -155,16 +155,4 @@ def run_connection_test(
     state: AppState = Depends(app_state),
 ) -> dict[str, Any]:
     """Send the health request now: latency, an error class, and the resulting status."""
-    result = health.check_connection(state.connections, connection_id)
-    from grantflow import audit
-
-    with state.database.transaction() as session:
-        audit.record(
-            session,
-            actor,
-            "connection.tested",
-            "connection",
-            connection_id,
-            {"ok": result.ok, "status": result.status},
-        )
-    return result.to_dict()
+    return health.test_connection(state.connections, actor, connection_id).to_dict()
