@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from grantflow.api import create_app
 from grantflow.auth.actor import Actor
@@ -24,6 +24,7 @@ from tests.support.server import serve_in_thread
 from tests.support.services import free_port, service_missing
 
 PASSWORD = "correct horse battery staple"
+expect.set_options(timeout=DEADLINE_MS)  # `expect(...)` waits for states as long as pages do
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -89,8 +90,12 @@ def console(
     served = Settings(
         **{**settings.model_dump(), "public_url": f"http://127.0.0.1:{port}", **console_overrides}
     )
-    with serve_in_thread(create_app(served, database), port=port) as url:
-        yield Console(url=url, database=database, settings=served)
+    app = create_app(served, database)
+    try:
+        with serve_in_thread(app, port=port) as url:
+            yield Console(url=url, database=database, settings=served)
+    finally:  # Test connection leaves keep-alive sockets to the tests' servers in its client
+        app.state.grantflow.connections.http.close()
 
 
 @pytest.fixture

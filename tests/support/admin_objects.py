@@ -1,11 +1,13 @@
 """One object of each kind the console's administration pages show, made with the same service
-functions the API calls (as a system actor): an application with a connection, a published
-access_granted workflow and a draft that fails the publish gate, an identity with an active and
-a revoked grant, a job, an access review, an incident on a revoke run, and a user with a token.
+functions the API calls (as a system actor): an application with a connection, published
+access_granted and access_revoked workflows and a draft that fails the publish gate, identities
+with active grants and a revoked one, a job, an access review of the active grants, an incident
+on the revoke run, and a user with a token. `PAGES` lists every administration page.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +77,9 @@ class Seeded:
     revoked_grant_id: str
     job_id: str
     review_id: str
-    item_id: str
+    item_id: str  # the review item of Ada's grant
+    other_grant_id: str  # Cy's active grant
+    other_item_id: str  # its review item
     incident_id: str
     run_id: str
     user_id: str
@@ -126,6 +130,18 @@ def seed(database: Database, settings: Settings, *, reviewer: str | None = None)
             queue,
             grants.GrantCreate(identity=bob.id, application=APP, role="admin"),
         )
+        cy = identities.create_identity(
+            session,
+            SYSTEM,
+            queue,
+            identities.IdentityCreate(email="cy@example.com", display_name="Cy Cipher"),
+        )
+        other = grants.create_grant(
+            session,
+            SYSTEM,
+            queue,
+            grants.GrantCreate(identity=cy.id, application=APP, role="editor"),
+        )
         grants.revoke_grant(session, SYSTEM, queue, gone.id, comment="left the team")
         revoke_run = session.get(
             Run,
@@ -163,7 +179,7 @@ def seed(database: Database, settings: Settings, *, reviewer: str | None = None)
                 fallback=reviews.Fallback(roles=[Role.ADMIN]),
             ),
         )
-        item = reviews.list_items(session, review).items[0]
+        items = {i.grant_id: i.id for i in reviews.list_items(session, review).items}
         user = create_user(session, SYSTEM, email="carol@example.com", roles=[Role.OPERATOR])
         token, _raw = tokens.create_token(
             session, SYSTEM, user_id=user.id, name="carol's script", ttl_days=30
@@ -179,9 +195,60 @@ def seed(database: Database, settings: Settings, *, reviewer: str | None = None)
             revoked_grant_id=gone.id,
             job_id=job.id,
             review_id=review.id,
-            item_id=item.id,
+            item_id=items[grant.id],
+            other_grant_id=other.id,
+            other_item_id=items[other.id],
             incident_id=incident.id,
             run_id=revoke_run.id,
             user_id=user.id,
             token_id=token.id,
         )
+
+
+# every administration page, with the ids of `seed`'s objects in braces
+PAGES = [
+    "/workflows",
+    "/workflows?name=crm&trigger=access_granted",
+    "/workflows/{workflow_id}",
+    "/workflows/{workflow_id}/versions/1",
+    "/workflows/{broken_workflow_id}",
+    "/workflows/{broken_workflow_id}/versions/1",
+    "/workflows/{workflow_id}/diff?from=1&to=1",
+    "/identities",
+    "/identities/{identity_id}",
+    "/grants",
+    "/grants?status=active&automation=pending",
+    "/grants/{grant_id}",
+    "/grants/{revoked_grant_id}",
+    "/connections",
+    "/connections/{connection_id}",
+    "/connections/{connection_id}/credential",
+    "/jobs",
+    "/jobs/{job_id}",
+    "/reviews",
+    "/reviews/{review_id}",
+    "/controls",
+    "/incidents",
+    "/incidents/{incident_id}",
+    "/audit",
+    "/audit?action=grant.*&since=2020-01-01T00:00",
+    "/audit/verify",
+    "/users",
+    "/users/{user_id}",
+    "/tokens",
+    # the filter forms as a browser sends them with "any" chosen (empty values)
+    "/grants?status=&automation=",
+    "/identities?q=&lifecycle_state=",
+    "/connections?status=",
+    "/jobs?status=&overdue=",
+    "/reviews?status=",
+    "/reviews/{review_id}?pending=",
+    "/incidents?status=",
+    "/audit?actor=&action=&target_type=&target_id=&since=&until=",
+]
+
+
+def page_path(template: str, seeded: Seeded) -> str:
+    """A page of `PAGES` (or any path with `{field}` of `Seeded`) for these objects."""
+    ids = {**vars(seeded), "number": "1", "evidence_id": "00000000-none"}
+    return re.sub(r"\{(\w+)\}", lambda m: str(ids[m.group(1)]), template)

@@ -11,9 +11,10 @@ to; a `PermissionDenied` stays a 403 page.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlencode
 
 from pydantic import BaseModel
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
+from grantflow import audit
 from grantflow.api.state import AppState, app_state
 from grantflow.console import cookies
 from grantflow.console.templating import redirect, safe_next
@@ -74,8 +76,8 @@ def perform(request: Request, back: str, work: Callable[[Session], Outcome]) -> 
     try:
         with database(request).transaction() as session:
             outcome = work(session)
-    except PermissionDenied:
-        raise
+    except PermissionDenied as error:
+        refused(request, error)
     except GrantflowError as error:
         cookies.flash(request, "error", error_words(error))
         return redirect(request, back)
@@ -83,6 +85,25 @@ def perform(request: Request, back: str, work: Callable[[Session], Outcome]) -> 
         message, then = outcome
         return redirect(request, then, message=message)
     return redirect(request, back, message=outcome)
+
+
+def refused(request: Request, error: PermissionDenied) -> NoReturn:
+    """A refusal by the service function itself (not the page's guard): a 403 page, audited
+    as the guard's refusals are (e.g. revoking someone else's token, deciding one's own
+    access review item)."""
+    viewer = getattr(request.state, "viewer", None)
+    if viewer is None:
+        raise error
+    with database(request).transaction() as session:
+        audit.record(
+            session,
+            viewer.actor,
+            "console.forbidden",
+            "console_page",
+            request.url.path,
+            {"method": request.method, "reason": error.message},
+        )
+    raise error
 
 
 def back_to(target: str | None, default: str) -> str:
@@ -169,3 +190,32 @@ def form_model(model: type[M], **values: Any) -> M:
             details=details,
             next_action="correct the fields named and submit again",
         ) from None
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def choice(value: str, options: type[E], field: str) -> E | None:
+    """A filter chosen in a <select> ("": any), or a 422 naming the filter and its options."""
+    if not value:
+        return None
+    try:
+        return options(value)
+    except ValueError:
+        allowed = ", ".join(str(o.value) for o in options)
+        raise ValidationError(
+            f"{field}: {value!r} is not one of {allowed}",
+            details=[{"field": f"query.{field}", "message": f"one of {allowed}"}],
+        ) from None
+
+
+def yes_no(value: str, field: str) -> bool | None:
+    """A yes / no filter ("": either), or a 422 naming it."""
+    if value in ("", "any"):
+        return None
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValidationError(
+        f"{field}: {value!r} is not true or false",
+        details=[{"field": f"query.{field}", "message": "true or false"}],
+    )

@@ -23,7 +23,7 @@ from grantflow.console import cookies
 from grantflow.console.guard import Page
 from grantflow.console.tables import Column, RowAction, Table
 from grantflow.console.templating import redirect, render
-from grantflow.console.views import database, error_words, services
+from grantflow.console.views import choice, database, error_words, refused, services
 from grantflow.errors import GrantflowError, PermissionDenied
 
 router = APIRouter(include_in_schema=False)
@@ -124,16 +124,17 @@ def secret_fields(auth_kind: str) -> list[dict[str, Any]]:
 @router.get("/connections")
 def list_page(
     request: Request,
-    status: ConnectionStatus | None = Query(None),
+    status: str = Query("", max_length=20),
     _: Actor = Depends(Page(Permission.CONNECTION_READ)),
 ) -> Response:
     """Every connection; reauth required and unhealthy first."""
     with database(request).transaction() as session:
-        rows = [_row(c, name) for c, name in service.all_connections(session, status=status)]
+        wanted = choice(status, ConnectionStatus, "status")
+        rows = [_row(c, name) for c, name in service.all_connections(session, status=wanted)]
     context = {
         "table": CONNECTIONS,
         "rows": CONNECTIONS.rows(rows),
-        "filters": {"status": status or ""},
+        "filters": {"status": status},
         "statuses": [s.value for s in ConnectionStatus],
     }
     if request.headers.get("hx-target") == "table":
@@ -215,8 +216,8 @@ def test(
     back = f"/connections/{connection_id}"
     try:
         result = health.test_connection(services(request).connections, actor, connection_id)
-    except PermissionDenied:
-        raise
+    except PermissionDenied as error:
+        refused(request, error)
     except GrantflowError as error:
         cookies.flash(request, "error", error_words(error))
         return redirect(request, back)
@@ -269,8 +270,8 @@ def _store_credential(
     try:
         with state.database.transaction() as session:
             service.set_credential(session, actor, state.keyring, connection_id, body)
-    except PermissionDenied:
-        raise
+    except PermissionDenied as error:
+        refused(request, error)
     except GrantflowError as error:
         with state.database.transaction() as session:
             context = _detail(session, connection_id)

@@ -22,6 +22,7 @@ from grantflow.console.tables import Column, RowAction, Table
 from grantflow.console.templating import render
 from grantflow.console.views import (
     back_to,
+    choice,
     database,
     form_model,
     next_page,
@@ -107,32 +108,34 @@ def _workflows_for(session: Session, grant: Grant, app: Application | None) -> l
 @router.get("/grants")
 def list_page(
     request: Request,
-    status: GrantStatus | None = Query(None),
-    automation: Automation | None = Query(None),
+    status: str = Query("", max_length=20),
+    automation: str = Query("", max_length=20),
     identity_id: str | None = Query(None, max_length=36),
     application_id: str | None = Query(None, max_length=36),
     cursor: str | None = Query(None, max_length=500),
     _: Actor = Depends(Page(Permission.GRANT_READ)),
 ) -> Response:
     """Grants with their automation chip; a form to grant access."""
+    wanted = choice(status, GrantStatus, "status")
+    chip = choice(automation, Automation, "automation")
     with database(request).transaction() as session:
         page = service.list_grants(
             session,
             identity_id=identity_id or None,
             application_id=application_id or None,
-            status=status,
+            status=wanted,
             cursor=cursor,
             limit=DEFAULT_LIMIT,
         )
         rows = [grant_row(session, g) for g in page.items]
-        if automation is not None:
-            rows = [r for r in rows if r["automation"] == automation]
+        if chip is not None:
+            rows = [r for r in rows if r["automation"] == chip]
         apps = application_choices(session)
     context = {
         "table": GRANTS,
         "rows": GRANTS.rows(rows),
         "next_url": next_page(request, page.next_cursor),
-        "filters": {"status": status or "", "automation": automation or ""},
+        "filters": {"status": status, "automation": automation},
         "applications": apps,
         "prefill": {"identity": ""},
     }

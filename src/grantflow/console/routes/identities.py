@@ -16,7 +16,7 @@ from grantflow.console.guard import Page
 from grantflow.console.routes.grants import GRANTS, application_choices, event_rows, grant_row
 from grantflow.console.tables import Column, Table
 from grantflow.console.templating import render
-from grantflow.console.views import database, next_page
+from grantflow.console.views import choice, database, next_page
 from grantflow.store.pagination import DEFAULT_LIMIT
 
 router = APIRouter(include_in_schema=False)
@@ -38,7 +38,7 @@ IDENTITIES = Table(
 def list_page(
     request: Request,
     q: str = Query("", max_length=320),
-    lifecycle_state: LifecycleState | None = Query(None),
+    lifecycle_state: str = Query("", max_length=20),
     cursor: str | None = Query(None, max_length=500),
     _: Actor = Depends(Page(Permission.IDENTITY_READ)),
 ) -> Response:
@@ -47,7 +47,7 @@ def list_page(
         page = identities.list_identities(
             session,
             query=q or None,
-            lifecycle_state=lifecycle_state,
+            lifecycle_state=choice(lifecycle_state, LifecycleState, "lifecycle_state"),
             cursor=cursor,
             limit=DEFAULT_LIMIT,
         )
@@ -68,7 +68,7 @@ def list_page(
         "table": IDENTITIES,
         "rows": IDENTITIES.rows(rows),
         "next_url": next_page(request, page.next_cursor),
-        "filters": {"q": q, "lifecycle_state": lifecycle_state or ""},
+        "filters": {"q": q, "lifecycle_state": lifecycle_state},
         "states": [s.value for s in LifecycleState],
     }
     if request.headers.get("hx-target") == "table":

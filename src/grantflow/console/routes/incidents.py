@@ -21,7 +21,7 @@ from grantflow.auth.permissions import Permission
 from grantflow.console.guard import Page
 from grantflow.console.tables import Column, Table
 from grantflow.console.templating import render
-from grantflow.console.views import back_to, database, next_page, perform, services
+from grantflow.console.views import back_to, choice, database, next_page, perform, services
 from grantflow.store.pagination import DEFAULT_LIMIT
 
 router = APIRouter(include_in_schema=False)
@@ -53,19 +53,24 @@ def _incident_row(incident: Any) -> dict[str, Any]:
 @router.get("/incidents")
 def list_page(
     request: Request,
-    status: IncidentStatus | None = Query(None),
+    status: str = Query("", max_length=20),
     cursor: str | None = Query(None, max_length=500),
     _: Actor = Depends(Page(Permission.INCIDENT_READ)),
 ) -> Response:
     """Incidents, newest first (open ones by default filter)."""
     with database(request).transaction() as session:
-        page = service.list_incidents(session, status=status, cursor=cursor, limit=DEFAULT_LIMIT)
+        page = service.list_incidents(
+            session,
+            status=choice(status, IncidentStatus, "status"),
+            cursor=cursor,
+            limit=DEFAULT_LIMIT,
+        )
         rows = [_incident_row(i) for i in page.items]
     context = {
         "table": INCIDENTS,
         "rows": INCIDENTS.rows(rows),
         "next_url": next_page(request, page.next_cursor),
-        "filters": {"status": status or ""},
+        "filters": {"status": status},
     }
     return render(request, "incidents/list.html", context)
 

@@ -16,7 +16,16 @@ from grantflow.auth.permissions import Permission
 from grantflow.console.guard import Page
 from grantflow.console.tables import Column, RowAction, Table
 from grantflow.console.templating import render
-from grantflow.console.views import back_to, console_path, database, next_page, perform, services
+from grantflow.console.views import (
+    back_to,
+    choice,
+    console_path,
+    database,
+    next_page,
+    perform,
+    services,
+    yes_no,
+)
 from grantflow.schedules import jobs as service
 from grantflow.schedules import scheduler
 from grantflow.schedules.jobs import JobStatus
@@ -87,8 +96,8 @@ def occurrence_row(view: dict[str, Any]) -> dict[str, Any]:
 @router.get("/jobs")
 def list_page(
     request: Request,
-    status: JobStatus | None = Query(None),
-    overdue: bool | None = Query(None),
+    status: str = Query("", max_length=20),
+    overdue: str = Query("", max_length=5),
     cursor: str | None = Query(None, max_length=500),
     _: Actor = Depends(Page(Permission.JOB_READ)),
 ) -> Response:
@@ -96,14 +105,18 @@ def list_page(
     service.sync_now(database(request))
     with database(request).transaction() as session:
         page = service.list_jobs(
-            session, status=status, overdue=overdue, cursor=cursor, limit=DEFAULT_LIMIT
+            session,
+            status=choice(status, JobStatus, "status"),
+            overdue=yes_no(overdue, "overdue"),
+            cursor=cursor,
+            limit=DEFAULT_LIMIT,
         )
         rows = [job_row(v) for v in service.job_views(session, page.items)]
     context = {
         "table": JOBS,
         "rows": JOBS.rows(rows),
         "next_url": next_page(request, page.next_cursor),
-        "filters": {"status": status or "", "overdue": overdue},
+        "filters": {"status": status, "overdue": overdue},
         "statuses": [s.value for s in JobStatus],
     }
     if request.headers.get("hx-target") == "table":

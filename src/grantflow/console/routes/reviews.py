@@ -16,7 +16,16 @@ from grantflow.auth.permissions import Permission
 from grantflow.console.guard import Page
 from grantflow.console.tables import Column, Table
 from grantflow.console.templating import render
-from grantflow.console.views import back_to, database, form_model, next_page, perform, services
+from grantflow.console.views import (
+    back_to,
+    choice,
+    database,
+    form_model,
+    next_page,
+    perform,
+    services,
+    yes_no,
+)
 from grantflow.schedules import reviews as service
 from grantflow.schedules.reviews import Decision, ReviewStatus
 from grantflow.store.pagination import DEFAULT_LIMIT
@@ -67,7 +76,7 @@ def _viewer(session: Session, actor: Actor) -> User | None:
 @router.get("/reviews")
 def list_page(
     request: Request,
-    status: ReviewStatus | None = Query(None),
+    status: str = Query("", max_length=20),
     cursor: str | None = Query(None, max_length=500),
     actor: Actor = Depends(Page(Permission.JOB_READ)),
 ) -> Response:
@@ -78,14 +87,19 @@ def list_page(
         if user is not None and Permission.WORKFLOW_TASK in actor.permissions:
             mine = service.inbox(session, user, limit=DEFAULT_LIMIT)
             queue = [_item_row(service.item_view(session, i, user)) for i in mine.items]
-        page = service.list_reviews(session, status=status, cursor=cursor, limit=DEFAULT_LIMIT)
+        page = service.list_reviews(
+            session,
+            status=choice(status, ReviewStatus, "status"),
+            cursor=cursor,
+            limit=DEFAULT_LIMIT,
+        )
         rows = [_campaign_row(service.review_view(session, r)) for r in page.items]
     context = {
         "queue": queue,
         "table": CAMPAIGNS,
         "rows": CAMPAIGNS.rows(rows),
         "next_url": next_page(request, page.next_cursor),
-        "filters": {"status": status or ""},
+        "filters": {"status": status},
         "statuses": [s.value for s in ReviewStatus],
     }
     return render(request, "reviews/list.html", context)
@@ -95,7 +109,7 @@ def list_page(
 def detail_page(
     review_id: str,
     request: Request,
-    pending: bool | None = Query(None),
+    pending: str = Query("", max_length=5),
     cursor: str | None = Query(None, max_length=500),
     actor: Actor = Depends(Page(Permission.JOB_READ)),
 ) -> Response:
@@ -104,7 +118,11 @@ def detail_page(
         review = service.get_review(session, review_id)
         user = _viewer(session, actor)
         page = service.list_items(
-            session, review, pending=pending, cursor=cursor, limit=DEFAULT_LIMIT
+            session,
+            review,
+            pending=yes_no(pending, "pending"),
+            cursor=cursor,
+            limit=DEFAULT_LIMIT,
         )
         items = [_item_row(service.item_view(session, i, user)) for i in page.items]
         context = {

@@ -16,7 +16,7 @@ from grantflow.auth.permissions import Permission, Role
 from grantflow.console.guard import Page
 from grantflow.console.tables import Column, RowAction, Table
 from grantflow.console.templating import render
-from grantflow.console.views import back_to, database, next_page, perform, services
+from grantflow.console.views import back_to, database, next_page, perform, refused, services
 from grantflow.errors import GrantflowError, PermissionDenied, ValidationError
 from grantflow.store.pagination import DEFAULT_LIMIT
 
@@ -244,8 +244,8 @@ def create_token(
                 session, actor, user_id=actor.user_id or "", name=name.strip(), ttl_days=ttl
             )
             created = {"name": token.name, "token": raw, "expires_at": token.expires_at}
-    except PermissionDenied:
-        raise
+    except PermissionDenied as error:
+        refused(request, error)
     except GrantflowError as error:
         return _my_tokens(request, actor, error=error)
     return _my_tokens(request, actor, created=created)

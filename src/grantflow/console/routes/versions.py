@@ -14,12 +14,12 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.console.guard import Page
 from grantflow.console.templating import redirect, render
-from grantflow.console.views import back_to, database, parse_json_object, perform
+from grantflow.console.views import back_to, database, parse_json_object, perform, refused
 from grantflow.console.yaml_view import highlight
 from grantflow.definitions import recompile
 from grantflow.definitions import workflows as service
 from grantflow.definitions.dryrun import SampleContext, dry_run
-from grantflow.errors import Conflict, GrantflowError, ValidationError
+from grantflow.errors import Conflict, GrantflowError, PermissionDenied, ValidationError
 
 router = APIRouter(include_in_schema=False)
 
@@ -38,7 +38,7 @@ def _version_page(
     number: int,
     *,
     gate_errors: list[dict[str, Any]] | None = None,
-    refused: GrantflowError | None = None,
+    refused: GrantflowError | dict[str, Any] | None = None,
     sample: dict[str, str] | None = None,
     preview: dict[str, Any] | None = None,
     sample_error: GrantflowError | None = None,
@@ -130,17 +130,24 @@ def publish(
     except ValidationError as exc:
         if exc.code != "publish_gate_failed":
             raise
+        problems = list(exc.details)
+        headline = {  # the list itself is the gate section's, next to each line
+            "message": f"version {number} cannot be published: {len(problems)} "
+            f"problem{'s' * (len(problems) != 1)} (listed below, and under the line each names)",
+            "next_action": exc.next_action,
+            "details": [],
+        }
         return _version_page(
             request,
             workflow_id,
             number,
-            gate_errors=list(exc.details),
-            refused=exc,
+            gate_errors=problems,
+            refused=headline,
             status_code=422,
         )
+    except PermissionDenied as exc:
+        refused(request, exc)
     except GrantflowError as exc:
-        if exc.http_status == 403:
-            raise
         return _version_page(request, workflow_id, number, refused=exc, status_code=exc.http_status)
     note = f" with {warned} warning{'s' * (warned != 1)}" if warned else ""
     return redirect(

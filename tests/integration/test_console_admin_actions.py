@@ -1,0 +1,143 @@
+"""Administration actions over real HTTP (no browser): each is audited with the signed-in user,
+a refusal comes back in words (message and next action) on the page the form was on, a form's
+bad field is named, and a credential typed into the write-only form is never echoed."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from grantflow.access.models import Grant
+from grantflow.audit.models import AuditEntry
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Role
+from grantflow.auth.users import create_user
+from grantflow.config import Settings
+from tests.conftest import Api
+from tests.support.admin_objects import Seeded, seed
+from tests.support.console import signed_in_client
+
+
+@pytest.fixture
+def seeded(api: Api, settings: Settings) -> Seeded:
+    return seed(api.database, settings)
+
+
+def _signed_in(api: Api, settings: Settings, role: Role) -> tuple[httpx.Client, str]:
+    email = f"actions-{role}@example.com"
+    with api.database.transaction() as session:
+        create_user(session, Actor.system("test"), email=email, roles=[role])
+    return signed_in_client(api.base_url, api.database, settings, email)
+
+
+def test_a_grant_made_in_the_console_is_audited_with_the_signed_in_user(
+    api: Api, settings: Settings, seeded: Seeded
+) -> None:
+    """POST /grants (the form) creates the grant through the API's service function: the
+    audit entry names the operator, and the answer leads to the new grant's page."""
+    client, token = _signed_in(api, settings, Role.OPERATOR)
+    with client:
+        response = client.post(
+            "/grants",
+            data={
+                "csrf_token": token,
+                "identity": "cy@example.com",
+                "application": seeded.application_id,
+                "role": "viewer",
+                "expires_at": "2099-01-31T17:00",
+            },
+            follow_redirects=False,
+        )
+        assert response.status_code == 303, response.text
+        grant_id = response.headers["location"].rsplit("/", 1)[1]
+        page = client.get(response.headers["location"])
+        assert "Access granted; 1 run started." in page.text
+    with api.database.transaction() as session:
+        grant = session.get(Grant, grant_id)
+        assert grant is not None
+        assert (grant.role, grant.granted_by) == ("viewer", "actions-operator@example.com")
+        assert grant.expires_at is not None
+        assert grant.expires_at.isoformat().startswith("2099-01-31T17:00")
+        entry = session.execute(
+            select(AuditEntry).where(
+                AuditEntry.action == "grant.created", AuditEntry.target_id == grant_id
+            )
+        ).scalar_one()
+        assert entry.actor == "actions-operator@example.com"
+
+
+def test_a_refused_action_is_shown_in_words_with_its_next_action(
+    api: Api, settings: Settings, seeded: Seeded
+) -> None:
+    """Dispatch on a grant whose run is still in flight is refused by the service: the grant
+    page says why, names the run, and gives the next action; nothing is dispatched."""
+    client, token = _signed_in(api, settings, Role.OPERATOR)
+    with client:
+        response = client.post(
+            f"/grants/{seeded.grant_id}/dispatch", data={"csrf_token": token}, follow_redirects=True
+        )
+        assert response.status_code == 200
+        assert str(response.url).endswith(f"/grants/{seeded.grant_id}")
+        text = re.sub(r"\s+", " ", response.text)
+        assert 'class="flash flash-error"' in text
+        assert "already has a run in flight" in text
+        assert "Next: " in text
+        assert "Traceback" not in text
+    with api.database.transaction() as session:
+        assert not session.execute(
+            select(AuditEntry).where(AuditEntry.action == "grant.dispatched")
+        ).all()
+
+
+def test_a_bad_form_field_is_named(api: Api, settings: Settings, seeded: Seeded) -> None:
+    """An expiry that is not a date comes back naming the field; the grant keeps its expiry."""
+    client, token = _signed_in(api, settings, Role.OPERATOR)
+    with client:
+        response = client.post(
+            f"/grants/{seeded.grant_id}/extend",
+            data={"csrf_token": token, "expires_at": "next tuesday"},
+            follow_redirects=True,
+        )
+        assert response.status_code == 200
+        assert "Expires_at: &#39;next tuesday&#39; is not a date and time." in response.text
+        assert "Next: enter a date and time such as 2030-01-31 17:00" in response.text
+    with api.database.transaction() as session:
+        grant = session.get(Grant, seeded.grant_id)
+        assert grant is not None
+        assert grant.expires_at is None
+
+
+def test_the_credential_form_never_echoes_what_was_typed(
+    api: Api, settings: Settings, seeded: Seeded
+) -> None:
+    """A credential the service refuses (a field the auth kind does not take, the required
+    one missing) answers 422 naming the fields, with empty inputs: the values typed are in no
+    part of the page; the stored credential is unchanged."""
+    client, token = _signed_in(api, settings, Role.EDITOR)
+    typed = "s3cr3t-typed-value-0123456789"
+    with client:
+        response = client.post(
+            f"/connections/{seeded.connection_id}/credential",
+            data={"csrf_token": token, "token": "", "client_secret": typed},
+        )
+        assert response.status_code == 422
+        assert "body.token" in response.text
+        assert typed not in response.text
+        assert 'type="password" name="token" required' in response.text
+        good = client.post(
+            f"/connections/{seeded.connection_id}/credential",
+            data={"csrf_token": token, "token": typed},
+            follow_redirects=True,
+        )
+        assert good.status_code == 200
+        assert "The credential is replaced." in good.text
+        assert typed not in good.text
+    with api.database.transaction() as session:
+        entry = session.execute(
+            select(AuditEntry).where(AuditEntry.action == "credential.replaced")
+        ).scalar_one()
+        assert entry.actor == "actions-editor@example.com"
+        assert typed not in str(entry.summary)
