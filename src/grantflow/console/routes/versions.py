@@ -131,7 +131,7 @@ def publish(
         if exc.code != "publish_gate_failed":
             raise
         problems = list(exc.details)
-        headline = {  # the list itself is the gate section's, next to each line
+        headline: dict[str, Any] = {  # the list itself is the gate section's, next to each line
             "message": f"version {number} cannot be published: {len(problems)} "
             f"problem{'s' * (len(problems) != 1)} (listed below, and under the line each names)",
             "next_action": exc.next_action,
