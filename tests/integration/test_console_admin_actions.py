@@ -4,18 +4,23 @@ bad field is named, and a credential typed into the write-only form is never ech
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import httpx
 import pytest
 from sqlalchemy import select
 
+from grantflow import audit
 from grantflow.access.models import Grant
 from grantflow.audit.models import AuditEntry
 from grantflow.auth.actor import Actor
+from grantflow.auth.models import User
 from grantflow.auth.permissions import Role
 from grantflow.auth.users import create_user
 from grantflow.config import Settings
+from grantflow.schedules import jobs, scheduler
+from grantflow.store.base import utcnow
 from tests.conftest import Api
 from tests.support.admin_objects import Seeded, seed
 from tests.support.console import signed_in_client
@@ -141,3 +146,73 @@ def test_the_credential_form_never_echoes_what_was_typed(
         ).scalar_one()
         assert entry.actor == "actions-editor@example.com"
         assert typed not in str(entry.summary)
+
+
+def test_a_job_page_shows_skipped_occurrences_with_their_reason_and_the_overdue_flag(
+    api: Api, settings: Settings, seeded: Seeded
+) -> None:
+    """A skipped occurrence is listed with its reason; an overdue job says so on its page and
+    in the list."""
+    now = utcnow()
+    with api.database.transaction() as session:
+        job = jobs.get_job(session, seeded.job_id)
+        scheduler.record(
+            session,
+            job,
+            now - dt.timedelta(days=1),
+            "skipped",
+            now,
+            "the job was paused by ops@example.com",
+        )
+        job.overdue_since = now - dt.timedelta(minutes=20)
+    client, _ = _signed_in(api, settings, Role.VIEWER)
+    with client:
+        page = re.sub(r"\s+", " ", client.get(f"/jobs/{seeded.job_id}").text)
+        listed = client.get("/jobs?overdue=true")
+    assert "Overdue since" in page
+    assert "skipped" in page
+    assert "the job was paused by ops@example.com" in page
+    assert "Nightly controls" in listed.text
+    assert '<span class="chip bad">overdue</span>' in listed.text
+
+
+def test_the_audit_log_pages_and_filters(api: Api, settings: Settings, seeded: Seeded) -> None:
+    """More entries than a page: the first page has 50 and a Next page link that leads on to
+    the rest; a filter by action prefix shows only those entries."""
+    with api.database.transaction() as session:
+        for n in range(60):
+            audit.record(session, Actor.system("test"), "demo.event", "demo", str(n), {"n": n})
+    client, _ = _signed_in(api, settings, Role.AUDITOR)
+    with client:
+        first = client.get("/audit", params={"action": "demo.*"})
+        assert first.status_code == 200
+        assert first.text.count("<code>demo.event</code>") == 50
+        link = re.search(r'<a href="([^"]+)" rel="next">', first.text)
+        assert link is not None
+        second = client.get(link.group(1).replace("&amp;", "&"))
+        assert second.text.count("<code>demo.event</code>") == 10
+        assert 'rel="next"' not in second.text
+        verify = client.get("/audit/verify")
+        assert "The chain is intact" in verify.text
+
+
+def test_an_admin_changes_a_users_roles(api: Api, settings: Settings, seeded: Seeded) -> None:
+    """The roles form sets exactly the boxes ticked; the change is audited with the admin."""
+    client, token = _signed_in(api, settings, Role.ADMIN)
+    with client:
+        response = client.post(
+            f"/users/{seeded.user_id}/roles",
+            data={"csrf_token": token, "roles": ["approver", "auditor"]},
+            follow_redirects=True,
+        )
+        assert "now has the roles: approver, auditor" in response.text
+    with api.database.transaction() as session:
+        user = session.get(User, seeded.user_id)
+        assert user is not None
+        assert user.roles == ["approver", "auditor"]
+        entry = session.execute(
+            select(AuditEntry).where(
+                AuditEntry.action == "user.updated", AuditEntry.target_id == seeded.user_id
+            )
+        ).scalar_one()
+        assert entry.actor == "actions-admin@example.com"
