@@ -9,7 +9,7 @@ import re
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from grantflow import audit
 from grantflow.access.models import Grant
@@ -19,6 +19,7 @@ from grantflow.auth.models import User
 from grantflow.auth.permissions import Role
 from grantflow.auth.users import create_user
 from grantflow.config import Settings
+from grantflow.definitions.models import WorkflowVersion
 from grantflow.schedules import jobs, scheduler
 from grantflow.store.base import utcnow
 from tests.conftest import Api
@@ -216,3 +217,40 @@ def test_an_admin_changes_a_users_roles(api: Api, settings: Settings, seeded: Se
             )
         ).scalar_one()
         assert entry.actor == "actions-admin@example.com"
+
+
+def test_a_damaged_plan_offers_recompile_and_recompile_fixes_it(
+    api: Api, settings: Settings, seeded: Seeded
+) -> None:
+    """A published version whose stored plan is damaged shows the advice with a Recompile
+    button to an editor (not to a viewer); pressing it compiles the plan again, audited, and
+    the page no longer warns."""
+    with api.database.transaction() as session:
+        session.execute(
+            update(WorkflowVersion)
+            .where(WorkflowVersion.workflow_id == seeded.workflow_id)
+            .values(plan={"damaged": True})
+        )
+    path = f"/workflows/{seeded.workflow_id}/versions/1"
+    viewer, _ = _signed_in(api, settings, Role.VIEWER)
+    with viewer:
+        shown = viewer.get(path).text
+        assert "The stored plan of this version is damaged" in shown
+        assert "/recompile" not in shown
+    client, token = _signed_in(api, settings, Role.EDITOR)
+    with client:
+        page = client.get(path).text
+        assert "The stored plan of this version is damaged" in page
+        assert f'action="{path}/recompile"' in page
+        done = client.post(f"{path}/recompile", data={"csrf_token": token}, follow_redirects=True)
+        assert "is compiled again" in done.text
+        assert "The stored plan of this version is damaged" not in done.text
+    with api.database.transaction() as session:
+        version = session.execute(
+            select(WorkflowVersion).where(WorkflowVersion.workflow_id == seeded.workflow_id)
+        ).scalar_one()
+        assert "entry" in version.plan
+        entry = session.execute(
+            select(AuditEntry).where(AuditEntry.action == "workflow.version_recompiled")
+        ).scalar_one()
+        assert entry.actor == "actions-editor@example.com"
