@@ -97,8 +97,12 @@ def console(
     served = Settings(
         **{**settings.model_dump(), "public_url": f"http://127.0.0.1:{port}", **console_overrides}
     )
-    with serve_in_thread(create_app(served, database), port=port) as url:
-        yield Console(url=url, database=database, settings=served)
+    app = create_app(served, database)
+    try:
+        with serve_in_thread(app, port=port) as url:
+            yield Console(url=url, database=database, settings=served)
+    finally:  # Test connection leaves keep-alive sockets to the tests' servers in its client
+        app.state.grantflow.connections.http.close()
 
 
 @pytest.fixture

@@ -13,7 +13,10 @@ import httpx
 import structlog
 from sqlalchemy import or_, select
 
-from grantflow.connections import service
+from grantflow import audit
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Permission
+from grantflow.connections import history, service
 from grantflow.connections.access import ConnectionAccess, ResolvedConnection
 from grantflow.connections.models import Connection, ConnectionStatus
 from grantflow.connections.outbound import capped_request
@@ -38,8 +41,27 @@ class HealthResult:
         return self.__dict__.copy()
 
 
-def check_connection(access: ConnectionAccess, connection_id: str) -> HealthResult:
-    """Send the health request; record and return what happened."""
+def test_connection(access: ConnectionAccess, actor: Actor, connection_id: str) -> HealthResult:
+    """Test connection, by a person: the health check now, audited with its outcome."""
+    actor.require(Permission.CONNECTION_WRITE)
+    result = check_connection(access, connection_id, by=actor.label)
+    with access.database.transaction() as session:
+        audit.record(
+            session,
+            actor,
+            "connection.tested",
+            "connection",
+            connection_id,
+            {"ok": result.ok, "status": result.status},
+        )
+    return result
+
+
+def check_connection(
+    access: ConnectionAccess, connection_id: str, *, by: str = "health-check"
+) -> HealthResult:
+    """Send the health request; record (in the health history, naming `by`) and return what
+    happened."""
     with access.database.transaction() as session:
         connection = session.get(Connection, connection_id)
         if connection is None:
@@ -54,6 +76,7 @@ def check_connection(access: ConnectionAccess, connection_id: str) -> HealthResu
         return _record(
             access,
             connection_id,
+            by,
             HealthResult(
                 False,
                 ConnectionStatus.DISCONNECTED,
@@ -67,6 +90,7 @@ def check_connection(access: ConnectionAccess, connection_id: str) -> HealthResu
         return _record(
             access,
             connection_id,
+            by,
             HealthResult(
                 False,
                 ConnectionStatus.DISCONNECTED,
@@ -168,10 +192,12 @@ def check_connection(access: ConnectionAccess, connection_id: str) -> HealthResu
             if isinstance(exc, httpx.DecodingError)
             else f"cannot reach the target: {type(exc).__name__}",
         )
-    return _record(access, connection_id, result)
+    return _record(access, connection_id, by, result)
 
 
-def _record(access: ConnectionAccess, connection_id: str, result: HealthResult) -> HealthResult:
+def _record(
+    access: ConnectionAccess, connection_id: str, by: str, result: HealthResult
+) -> HealthResult:
     with access.database.transaction() as session:
         connection = session.get(Connection, connection_id)
         assert connection is not None
@@ -196,9 +222,20 @@ def _record(access: ConnectionAccess, connection_id: str, result: HealthResult) 
                 connection,
                 ConnectionStatus(result.status),
                 None if result.ok else result.message,
+                by=by,
             )
+        history.record_check(
+            session,
+            connection_id,
+            ok=result.ok,
+            status=result.status,
+            latency_ms=result.latency_ms,
+            status_code=result.status_code,
+            error_class=result.error_class,
+            message=result.message,
+            by=by,
+        )
         if result.ok:
-            from grantflow.auth.actor import Actor
             from grantflow.engine.states import WaitingReason
             from grantflow.engine.waits import resume_runs_waiting_on
 

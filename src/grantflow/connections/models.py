@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from grantflow.store.base import Base, JSONType, UTCDateTime, new_id, utcnow
@@ -96,3 +96,25 @@ class Credential(Base):
     refreshed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     connection: Mapped[Connection] = relationship(back_populates="credential")
+
+
+class HealthEvent(Base):
+    """One line of a connection's health history: a health check (Test connection or the
+    periodic check) and what it found, or a change of the connection's status and why. The
+    newest `history.KEEP` lines per connection are kept."""
+
+    __tablename__ = "connection_health_events"
+    __table_args__ = (Index("ix_connection_health_events_connection_at", "connection_id", "at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(10))  # "check" | "status"
+    status: Mapped[str] = mapped_column(String(20))  # the connection's status afterwards
+    previous_status: Mapped[str | None] = mapped_column(String(20))  # kind "status"
+    ok: Mapped[bool | None] = mapped_column(Boolean)  # kind "check"
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error_class: Mapped[str | None] = mapped_column(String(20))
+    message: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(320))

@@ -95,7 +95,13 @@ class TokenSource:
             except ReauthRequired as exc:
                 from grantflow.connections.service import set_status
 
-                set_status(session, connection, ConnectionStatus.REAUTH_REQUIRED, exc.message)
+                set_status(
+                    session,
+                    connection,
+                    ConnectionStatus.REAUTH_REQUIRED,
+                    exc.message,
+                    by="token refresh",
+                )
                 return exc  # committed first, raised after
             except ConnectorError as exc:  # transient, permanent (4xx) or an unusable answer
                 return exc
@@ -103,7 +109,9 @@ class TokenSource:
             if connection.status == ConnectionStatus.REAUTH_REQUIRED:
                 from grantflow.connections.service import set_status
 
-                set_status(session, connection, ConnectionStatus.CONNECTED, None)
+                set_status(
+                    session, connection, ConnectionStatus.CONNECTED, None, by="token refresh"
+                )
             log.info(
                 "connection.token.refreshed",
                 connection_id=connection.id,

@@ -14,8 +14,10 @@ from sqlalchemy.orm import Session
 from grantflow import audit
 from grantflow.access import references
 from grantflow.access.applications import get_application
+from grantflow.access.models import Application
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
+from grantflow.connections import history
 from grantflow.connections.crypto import Keyring
 from grantflow.connections.models import (
     AuthKind,
@@ -70,16 +72,42 @@ def list_connections(session: Session, application_id: str) -> list[Connection]:
     )
 
 
+def all_connections(
+    session: Session, *, status: ConnectionStatus | None = None, limit: int = 500
+) -> list[tuple[Connection, str]]:
+    """Every connection (with its application's name), those needing a person first: reauth
+    required, then unhealthy, then the rest; by application and name within each."""
+    stmt = select(Connection, Application.name).join(
+        Application, Application.id == Connection.application_id
+    )
+    if status is not None:
+        stmt = stmt.where(Connection.status == status)
+    rows = session.execute(stmt.order_by(Application.name, Connection.name).limit(limit)).all()
+    first: list[str] = [ConnectionStatus.REAUTH_REQUIRED, ConnectionStatus.UNHEALTHY]
+    ranked = sorted(rows, key=lambda r: first.index(r[0].status) if r[0].status in first else 2)
+    return [(connection, name) for connection, name in ranked]
+
+
 def set_status(
-    session: Session, connection: Connection, status: ConnectionStatus, reason: str | None
+    session: Session,
+    connection: Connection,
+    status: ConnectionStatus,
+    reason: str | None,
+    *,
+    by: str = "grantflow",
 ) -> None:
-    """Move a connection's status; reauth_required raises one notification per episode."""
+    """Move a connection's status (a line in its health history, naming `by`);
+    reauth_required raises one notification per episode."""
     if connection.status == status and connection.status_reason == reason:
         return
     previous = connection.status
     connection.status = status
     connection.status_reason = reason
     connection.status_changed_at = utcnow()
+    if connection.id is not None:  # (a connection being created has no history yet)
+        history.record_status(
+            session, connection.id, previous=previous, status=status, reason=reason, by=by
+        )
     key = f"reauth_required:{connection.id}"
     if status == ConnectionStatus.REAUTH_REQUIRED and previous != status:
         notify(
@@ -167,10 +195,14 @@ def update_connection(
             setattr(connection, field, value)
     if "enabled" in changes:
         if connection.enabled:
-            set_status(session, connection, *_initial_status(connection))
+            set_status(session, connection, *_initial_status(connection), by=actor.label)
         else:
             set_status(
-                session, connection, ConnectionStatus.DISCONNECTED, f"disabled by {actor.label}"
+                session,
+                connection,
+                ConnectionStatus.DISCONNECTED,
+                f"disabled by {actor.label}",
+                by=actor.label,
             )
     if changes:
         session.flush()
@@ -255,7 +287,7 @@ def set_credential(
     if expires_in is not None and payload.get("access_token"):
         credential.token_expires_at = utcnow() + dt.timedelta(seconds=expires_in)
     credential.key_id, credential.ciphertext = keyring.encrypt(payload, credential.id)
-    set_status(session, connection, *_initial_status(connection))
+    set_status(session, connection, *_initial_status(connection), by=actor.label)
     session.flush()
     audit.record(
         session,

@@ -5,6 +5,9 @@ served by Grantflow itself at `/` beside the API, with every static asset vendor
 - `guard.py`: `Page(permission)` / `PublicPage()` — the session cookie, CSRF, permissions;
 - `templating.py`: `render`, `redirect`, and what every template gets (`can`, `csrf_field`);
 - `errors.py`: errors as pages in words; `cookies.py`, `keys.py`: cookies and their keys;
+- `views.py`: what area modules share (perform an action in one transaction, its refusal in
+  words; filters, pages, form values); `tables.py`: tables defined once, with per-row actions;
+  `yaml_view.py`: a workflow document as highlighted YAML with the gate's problems on its lines;
 - `routes/`: one module per area, thin callers of the same service functions as the API.
 
 May import `grantflow.auth`, `grantflow.audit`, the service packages (`engine`, `people`,

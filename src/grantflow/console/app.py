@@ -9,7 +9,27 @@ from starlette.staticfiles import StaticFiles
 
 from grantflow.config import Settings, master_key
 from grantflow.console.keys import ConsoleKeys
-from grantflow.console.routes import account, action_links, home, inbox, links, runs, signin, sso
+from grantflow.console.routes import (
+    account,
+    action_links,
+    audit,
+    connections,
+    controls,
+    grants,
+    home,
+    identities,
+    inbox,
+    incidents,
+    jobs,
+    links,
+    reviews,
+    runs,
+    signin,
+    sso,
+    users,
+    versions,
+    workflows,
+)
 from grantflow.console.state import ConsoleState
 from grantflow.console.templating import make_templates
 from grantflow.store.database import Database
@@ -18,7 +38,29 @@ STATIC = Path(__file__).parent / "static"
 STATIC_PATH = "/static"
 
 # each module's router is `APIRouter(include_in_schema=False)`: pages are not API operations
-AREAS = (home, signin, links, sso, account, inbox, action_links, runs)
+AREAS = (
+    home,
+    signin,
+    links,
+    sso,
+    account,
+    # operators and approvers
+    inbox,
+    action_links,
+    runs,
+    # administration
+    workflows,
+    versions,
+    identities,
+    grants,
+    connections,
+    jobs,
+    reviews,
+    controls,
+    incidents,
+    audit,
+    users,
+)
 
 
 def install(app: FastAPI, settings: Settings, database: Database) -> None:

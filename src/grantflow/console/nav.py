@@ -25,9 +25,11 @@ NAV = [
     NavEntry("Connections", "/connections", Permission.CONNECTION_READ),
     NavEntry("Jobs", "/jobs", Permission.JOB_READ),
     NavEntry("Reviews", "/reviews", Permission.JOB_READ),
+    NavEntry("Controls", "/controls", Permission.JOB_READ),
     NavEntry("Incidents", "/incidents", Permission.INCIDENT_READ),
     NavEntry("Audit", "/audit", Permission.AUDIT_READ),
     NavEntry("Users", "/users", Permission.USER_ADMIN),
+    NavEntry("Tokens", "/tokens", Permission.SELF),
 ]
 
 

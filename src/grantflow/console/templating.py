@@ -9,6 +9,7 @@ flags. Views call `render(...)` for pages and `redirect(...)` after a successful
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from starlette.responses import RedirectResponse, Response
 
 from grantflow import timestamps
 from grantflow.auth.permissions import Permission
-from grantflow.console import cookies, nav
+from grantflow.console import cookies, nav, tables
 from grantflow.console.guard import CSRF_FIELD, Viewer, csrf_token
 from grantflow.console.state import console_state
 
@@ -92,6 +93,11 @@ def _sentence(text: Any) -> str:
     return words if words.endswith((".", "!", "?")) else words + "."
 
 
+def _pretty(value: Any) -> str:
+    """A value as indented JSON (times in RFC 3339), for a <pre>."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=timestamps.json_default)
+
+
 def make_templates() -> Jinja2Templates:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -102,6 +108,8 @@ def make_templates() -> Jinja2Templates:
     )
     env.filters["when"] = _when
     env.filters["sentence"] = _sentence
+    env.filters["tone"] = tables.tone
+    env.filters["pretty"] = _pretty
     return Jinja2Templates(env=env, context_processors=[_context])
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from grantflow import audit
@@ -21,6 +22,7 @@ from grantflow.errors import BadRequest, Conflict, NotFound, ValidationError
 from grantflow.schedules import cron
 from grantflow.schedules.models import Job, Occurrence
 from grantflow.store.base import utcnow
+from grantflow.store.database import Database
 from grantflow.store.ids import by_prefix
 from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, page_of
@@ -299,6 +301,16 @@ def sync_workflow_jobs(session: Session, now: dt.datetime | None = None) -> None
                 {"from": row.status, "reason": "its active version has no schedule trigger"},
             )
     session.flush()
+
+
+def sync_now(database: Database) -> None:
+    """Before showing jobs: a workflow published a moment ago with a schedule trigger shows
+    up as a job at once (API, CLI and console call this before listing or showing jobs)."""
+    try:
+        with database.transaction() as session:
+            sync_workflow_jobs(session)
+    except IntegrityError:
+        pass  # the scheduler synced the same workflow at the same moment: it exists now
 
 
 def _next_or_none(expression: str, timezone: str, now: dt.datetime) -> dt.datetime | None:

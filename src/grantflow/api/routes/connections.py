@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends
-from pydantic import BaseModel
+from fastapi import APIRouter, Body, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.schemas import Deleted
@@ -15,7 +15,7 @@ from grantflow.api.security import Require
 from grantflow.api.state import AppState, app_state, database
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
-from grantflow.connections import health, service
+from grantflow.connections import health, history, service
 from grantflow.connections.models import Connection, Credential
 from grantflow.connections.schemas import ConnectionCreate, ConnectionUpdate
 from grantflow.store.database import Database
@@ -135,6 +135,38 @@ def delete_connection(
     return Deleted(id=connection_id)
 
 
+class HealthEventOut(BaseModel):
+    """One line of a connection's health history: a check, or a change of status."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    at: dt.datetime
+    kind: str = Field(description="check | status")
+    status: str = Field(description="the connection's status afterwards")
+    previous_status: str | None
+    ok: bool | None
+    latency_ms: float | None
+    status_code: int | None
+    error_class: str | None
+    message: str | None
+    actor: str
+
+
+@router.get("/connections/{connection_id}/health", response_model=list[HealthEventOut])
+def health_history(
+    connection_id: str,
+    limit: int = Query(50, ge=1, le=history.KEEP),
+    _: Actor = Depends(Require(Permission.CONNECTION_READ)),
+    db: Database = Depends(database),
+) -> list[HealthEventOut]:
+    """The newest checks and status changes of the connection, newest first."""
+    with db.transaction() as session:
+        service.get_connection(session, connection_id)
+        return [
+            HealthEventOut.model_validate(e) for e in history.history(session, connection_id, limit)
+        ]
+
+
 @router.put("/connections/{connection_id}/credential", response_model=ConnectionOut)
 def set_credential(
     connection_id: str,
@@ -155,16 +187,4 @@ def run_connection_test(
     state: AppState = Depends(app_state),
 ) -> dict[str, Any]:
     """Send the health request now: latency, an error class, and the resulting status."""
-    result = health.check_connection(state.connections, connection_id)
-    from grantflow import audit
-
-    with state.database.transaction() as session:
-        audit.record(
-            session,
-            actor,
-            "connection.tested",
-            "connection",
-            connection_id,
-            {"ok": result.ok, "status": result.status},
-        )
-    return result.to_dict()
+    return health.test_connection(state.connections, actor, connection_id).to_dict()

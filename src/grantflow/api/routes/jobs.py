@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy.exc import IntegrityError
 
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.schemas import PageOut
@@ -54,11 +53,7 @@ class PreviewRequest(BaseModel):
 
 def _sync(db: Database) -> None:
     """A workflow published a moment ago with a schedule trigger shows up as a job at once."""
-    try:
-        with db.transaction() as session:
-            jobs.sync_workflow_jobs(session)
-    except IntegrityError:
-        pass  # the scheduler synced the same workflow at the same moment: it exists now
+    jobs.sync_now(db)
 
 
 def _detail(db: Database, job_id: str) -> dict[str, Any]:

@@ -1,0 +1,198 @@
+"""/reviews: a reviewer's queue (keep or revoke each grant, with a comment) and the campaigns
+with their progress; a campaign's items, its report, and Close for owners (job:manage)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from grantflow.auth.actor import Actor
+from grantflow.auth.models import User
+from grantflow.auth.permissions import Permission
+from grantflow.console.guard import Page
+from grantflow.console.tables import Column, Table
+from grantflow.console.templating import render
+from grantflow.console.views import (
+    back_to,
+    choice,
+    database,
+    form_model,
+    next_page,
+    perform,
+    services,
+    yes_no,
+)
+from grantflow.schedules import reviews as service
+from grantflow.schedules.reviews import Decision, ReviewStatus
+from grantflow.store.pagination import DEFAULT_LIMIT
+
+router = APIRouter(include_in_schema=False)
+
+CAMPAIGNS = Table(
+    columns=(
+        Column("Campaign", "name", "link", link="url"),
+        Column("Status", "status", "chip"),
+        Column("Decided", "decided_text"),
+        Column("Keep", "keep"),
+        Column("Revoke", "revoke"),
+        Column("Unassigned", "unassigned"),
+        Column("Ends", "ends_at", "when"),
+    ),
+    empty="No access reviews yet.",
+)
+
+
+def _campaign_row(view: dict[str, Any]) -> dict[str, Any]:
+    progress = view["progress"]
+    return {
+        **view,
+        **{k: progress[k] for k in ("keep", "revoke", "unassigned", "percent", "pending")},
+        "url": f"/reviews/{view['id']}",
+        "decided_text": f"{progress['decided']} of {progress['total']} ({progress['percent']:g}%)",
+    }
+
+
+def _item_row(view: dict[str, Any]) -> dict[str, Any]:
+    who = view["identity"]
+    return {
+        **view,
+        "who": who.get("display_name") or who.get("email") or who["id"],
+        "who_email": who.get("email"),
+        "app": view["application"].get("name") or view["application"]["id"],
+        "grant_url": f"/grants/{view['grant_id']}",
+        "identity_url": f"/identities/{who['id']}",
+        "decide_url": f"/reviews/{view['review_id']}/items/{view['id']}/decide",
+    }
+
+
+def _viewer(session: Session, actor: Actor) -> User | None:
+    return session.get(User, actor.user_id) if actor.user_id else None
+
+
+@router.get("/reviews")
+def list_page(
+    request: Request,
+    status: str = Query("", max_length=20),
+    cursor: str | None = Query(None, max_length=500),
+    actor: Actor = Depends(Page(Permission.JOB_READ)),
+) -> Response:
+    """My queue (items I can decide now) and every campaign with its progress."""
+    with database(request).transaction() as session:
+        user = _viewer(session, actor)
+        queue = []
+        if user is not None and Permission.WORKFLOW_TASK in actor.permissions:
+            mine = service.inbox(session, user, limit=DEFAULT_LIMIT)
+            queue = [_item_row(service.item_view(session, i, user)) for i in mine.items]
+        page = service.list_reviews(
+            session,
+            status=choice(status, ReviewStatus, "status"),
+            cursor=cursor,
+            limit=DEFAULT_LIMIT,
+        )
+        rows = [_campaign_row(service.review_view(session, r)) for r in page.items]
+    context = {
+        "queue": queue,
+        "table": CAMPAIGNS,
+        "rows": CAMPAIGNS.rows(rows),
+        "next_url": next_page(request, page.next_cursor),
+        "filters": {"status": status},
+        "statuses": [s.value for s in ReviewStatus],
+    }
+    return render(request, "reviews/list.html", context)
+
+
+@router.get("/reviews/{review_id}")
+def detail_page(
+    review_id: str,
+    request: Request,
+    pending: str = Query("", max_length=5),
+    cursor: str | None = Query(None, max_length=500),
+    actor: Actor = Depends(Page(Permission.JOB_READ)),
+) -> Response:
+    """A campaign: progress, its items (keep / revoke where I am a reviewer), Close."""
+    with database(request).transaction() as session:
+        review = service.get_review(session, review_id)
+        user = _viewer(session, actor)
+        page = service.list_items(
+            session,
+            review,
+            pending=yes_no(pending, "pending"),
+            cursor=cursor,
+            limit=DEFAULT_LIMIT,
+        )
+        items = [_item_row(service.item_view(session, i, user)) for i in page.items]
+        context = {
+            "review": _campaign_row(service.review_view(session, review)),
+            "items": items,
+            "next_url": next_page(request, page.next_cursor),
+            "filters": {"pending": pending},
+        }
+    return render(request, "reviews/detail.html", context)
+
+
+@router.get("/reviews/{review_id}/report.csv")
+def report(
+    review_id: str, request: Request, _: Actor = Depends(Page(Permission.JOB_READ))
+) -> Response:
+    """Every item and its decision, as CSV (the API's report)."""
+    with database(request).transaction() as session:
+        review = service.get_review(session, review_id)
+        text = service.report_csv(session, review)
+        name = service.report_name(review)
+    return Response(
+        content=text,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+class _DecisionForm(BaseModel):  # the API's DecisionIn, from a form
+    decision: Decision
+    comment: str | None = None
+
+
+@router.post("/reviews/{review_id}/items/{item_id}/decide")
+def decide(
+    review_id: str,
+    item_id: str,
+    request: Request,
+    decision: str = Form("", max_length=20),
+    comment: str = Form("", max_length=5000),
+    next: str = Form("", max_length=2000),
+    actor: Actor = Depends(Page(Permission.WORKFLOW_TASK)),
+) -> Response:
+    """Keep or revoke one grant; revoke revokes it at once."""
+
+    def work(session: Session) -> str:
+        body = form_model(_DecisionForm, decision=decision, comment=comment)
+        item = service.decide(
+            session,
+            actor,
+            services(request).queue,
+            item_id,
+            body.decision,
+            body.comment,
+            review_id=review_id,
+        )
+        view = _item_row(service.item_view(session, item))
+        verb = "kept" if body.decision == Decision.KEEP else "revoked"
+        return f"{view['who']}'s access to {view['app']} is {verb}."
+
+    return perform(request, back_to(next, f"/reviews/{review_id}"), work)
+
+
+@router.post("/reviews/{review_id}/close")
+def close(
+    review_id: str, request: Request, actor: Actor = Depends(Page(Permission.JOB_MANAGE))
+) -> Response:
+    """End the campaign now: undecided items get its default decision."""
+
+    def work(session: Session) -> str:
+        review = service.close(session, actor, services(request).queue, review_id)
+        return f"Access review {review.name} is closed."
+
+    return perform(request, f"/reviews/{review_id}", work)
