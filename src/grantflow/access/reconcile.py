@@ -49,6 +49,7 @@ from grantflow.steps.scim_session import ScimSession, run
 from grantflow.store.base import new_id
 from grantflow.store.database import Database
 from grantflow.store.pagination import Page, decode_cursor, page_of
+from grantflow.strict import Int
 
 log = structlog.get_logger("grantflow.reconcile")
 
@@ -103,7 +104,7 @@ class ReconcileRequest(BaseModel):
         description="the SCIM connection (name or id); needed only when the application "
         "has several",
     )
-    page_size: int = Field(
+    page_size: Int = Field(
         DEFAULT_PAGE_SIZE,
         ge=1,
         le=1000,

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from grantflow import __version__
 from grantflow.api.errors import install_error_handlers
 from grantflow.api.middleware import HttpMetrics, RequestMiddleware
+from grantflow.api.openapi import document_errors
 from grantflow.api.routes import (
     API_PREFIX,
     applications,
@@ -119,6 +120,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     if unguarded:
         names = ", ".join(f"{sorted(r.methods or ())} {r.path}" for r in unguarded)
         raise RuntimeError(f"routes without a declared permission (deny by default): {names}")
+    document_errors(app, route_guard)
     return app
 
 

@@ -188,9 +188,10 @@ def identity_events(
     _: Actor = Depends(Require(Permission.IDENTITY_READ)),
     db: Database = Depends(database),
 ) -> list[EventOut]:
-    """Lifecycle events of the identity, with the runs each started or why none started."""
+    """Lifecycle events of the identity, with the runs each started or why none started (a
+    deleted identity's: 404)."""
     with db.transaction() as session:
-        service.get_identity(session, identity_id)
+        service.get_live_identity(session, identity_id)
         rows = session.execute(
             select(LifecycleEvent)
             .where(LifecycleEvent.identity_id == identity_id)

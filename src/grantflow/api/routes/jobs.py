@@ -20,6 +20,7 @@ from grantflow.schedules import cron, jobs, scheduler
 from grantflow.schedules.jobs import BuiltInJobCreate, JobKind, JobStatus, JobUpdate
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from grantflow.strict import Int
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
 
@@ -31,7 +32,7 @@ class PreviewRequest(BaseModel):
 
     cron: str = Field(..., max_length=100, description="5 fields, e.g. '30 2 * * 1-5'")
     timezone: str = Field("UTC", max_length=64, description="IANA name, e.g. Europe/Berlin")
-    count: int = Field(10, ge=1, le=100)
+    count: Int = Field(10, ge=1, le=100)
 
     @field_validator("timezone")
     @classmethod

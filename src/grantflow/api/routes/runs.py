@@ -23,6 +23,7 @@ from grantflow.engine.worker import live_workers
 from grantflow.queue.interface import Queue
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from grantflow.strict import MAX_INT, Bool, Timestamp
 
 router = APIRouter(prefix=API_PREFIX, tags=["runs"])
 
@@ -36,7 +37,7 @@ class StartRun(BaseModel):
 class CancelRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    force: bool = Field(False, description="cancel even after steps with side effects acted")
+    force: Bool = Field(False, description="cancel even after steps with side effects acted")
 
 
 def _detail(db: Database, q: Queue, run_id: str) -> dict[str, Any]:
@@ -62,9 +63,9 @@ def start(
 def list_runs(
     status: RunStatus | None = Query(None),
     workflow_id: str | None = Query(None, max_length=36),
-    version: int | None = Query(None, ge=1),
-    since: dt.datetime | None = Query(None, description="created at or after (ISO 8601)"),
-    until: dt.datetime | None = Query(None, description="created before (ISO 8601)"),
+    version: int | None = Query(None, ge=1, le=MAX_INT),
+    since: Timestamp | None = Query(None, description="created at or after (ISO 8601)"),
+    until: Timestamp | None = Query(None, description="created before (ISO 8601)"),
     stuck: bool | None = Query(None, description="only runs flagged stuck (or not)"),
     cursor: str | None = Query(None, max_length=500),
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
