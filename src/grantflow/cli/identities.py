@@ -299,7 +299,7 @@ def leave(identity: str = IDENTITY_ARG, as_json: bool = JSON_OPTION) -> None:
 def events(identity: str = IDENTITY_ARG, as_json: bool = JSON_OPTION) -> None:
     """Lifecycle events of the identity, with the runs each started or why none started."""
     with errors_as_lines(), database() as db, db.transaction() as session:
-        found = service.find_identity(session, identity)
+        found = service.get_live_identity(session, service.find_identity(session, identity).id)
         rows = [
             {
                 "id": e.id,
