@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
+from grantflow.api.idempotency import KEY_HEADER, REPLAYED_HEADER
 from grantflow.api.security import Public, Require
 
 _WRITES = {"POST", "PUT", "PATCH", "DELETE"}
@@ -88,6 +89,20 @@ def error_statuses(route: APIRoute, guard: Require | Public | None) -> list[int]
     return sorted(statuses)
 
 
+_REPLAYED = {
+    "description": "true when this is the stored response to an earlier request with the same "
+    "Idempotency-Key (nothing was created again)",
+    "schema": {"type": "string", "enum": ["true"]},
+}
+
+
+def _takes_idempotency_key(operation: dict[str, Any]) -> bool:
+    return any(
+        p.get("in") == "header" and p.get("name") == KEY_HEADER
+        for p in operation.get("parameters", [])
+    )
+
+
 def document_errors(app: FastAPI, guard_of: Callable[[APIRoute], Require | Public | None]) -> None:
     """Make `app.openapi()` add the error answers to every API route's responses (keeping any
     a route describes itself), with the one error schema."""
@@ -115,6 +130,8 @@ def document_errors(app: FastAPI, guard_of: Callable[[APIRoute], Require | Publi
                 for status, answer in responses.items():
                     if status[0] in "45":  # (FastAPI's own 422 schema is not what we send)
                         answer["content"] = content
+                    elif status[0] == "2" and _takes_idempotency_key(operation):
+                        answer.setdefault("headers", {})[REPLAYED_HEADER] = _REPLAYED
         app.openapi_schema = document
         return document
 
