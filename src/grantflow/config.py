@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     token_ttl_days: int = Field(
         default=90, ge=1, le=3650, description="default lifetime of new API tokens, in days"
     )
+    idempotency_ttl_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=24 * 30,
+        description="how long the response to a request sent with an Idempotency-Key is kept "
+        "(and replayed to a retry with the same key)",
+    )
     # --- e-mail to people in the loop (people.email) ---------------------------------------------
     smtp_host: str | None = Field(
         default=None,

@@ -1,12 +1,22 @@
-"""Durations as people write them: `90s`, `5m`, `1h30m`, `2d`, `500ms`, ISO 8601, or seconds."""
+"""Durations as people write them: `90s`, `5m`, `1h30m`, `2d`, `500ms`, ISO 8601, or seconds.
+
+Every duration Grantflow reads (timeouts, delays, backoffs, review lengths) is at most
+`MAX_DURATION`: longer ones (`1e16` seconds, `99999999999d`, `1e300`) would overflow a date
+computed from them, or the integer columns that keep them, so they are refused here, once, as
+a validation error naming the field.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+MAX_DURATION = dt.timedelta(days=3650)  # ten years
+_TOO_LONG = "a duration cannot be longer than 3650d (ten years)"
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -26,8 +36,12 @@ def parse_duration(value: Any) -> dt.timedelta:
         seconds = _parse_text(value.strip())
     else:
         raise ValueError("a duration is a number of seconds or text like '90s', '5m', '2h'")
+    if math.isnan(seconds):
+        raise ValueError("a duration is a number of seconds, not NaN")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if seconds > MAX_DURATION.total_seconds():  # (infinity too)
+        raise ValueError(_TOO_LONG)
     return dt.timedelta(seconds=seconds)
 
 

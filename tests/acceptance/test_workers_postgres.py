@@ -1,10 +1,12 @@
 """Many `grantflow worker` processes on one PostgreSQL queue: no step runs twice, a worker killed
-mid-step loses nothing, and SIGTERM finishes the in-flight step and hands the run back."""
+mid-step loses nothing, SIGTERM finishes the in-flight step and hands the run back, and a worker
+frozen past its lease (SIGSTOP) writes nothing over its successor when it wakes."""
 
 from __future__ import annotations
 
 import base64
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -267,3 +269,65 @@ def test_sigterm_finishes_the_in_flight_step_and_hands_the_run_back(
     )
     assert target.per_key() == dict.fromkeys(keys_for(run_id), 1)
     assert {s.attempts for s in step_runs(db, run_id).values()} == {1}
+
+
+def test_a_worker_frozen_past_its_lease_rewrites_nothing_its_successor_recorded(
+    db: Database, target: Target, spawn: Callable[..., WorkerProcess]
+) -> None:
+    """SIGSTOP a worker mid-call past its lease; another takes the run over and finishes it;
+    SIGCONT and answer the frozen call: the successor's outputs and attempts stand (one
+    succeeded attempt per step), and the woken worker logs run.lease.lost."""
+    answered = threading.Event()
+    target.on("/call", Reply(200, {"by": "frozen"}, hold=answered), Reply(200, {"by": "successor"}))
+    wf = publish(
+        db,
+        {
+            "name": "frozen",
+            "trigger": {"type": "manual"},
+            "steps": [
+                {
+                    "id": "call",
+                    "type": "http",
+                    "next": "after",
+                    "config": {"method": "POST", "url": f"{target.url}/call"},
+                },
+                {"id": "after", "type": "set", "config": {"values": {"done": True}}},
+            ],
+        },
+    )
+    run_id = start(db, wf, {})
+    try:
+        frozen = spawn("--concurrency", "1", "--lease-seconds", "2")
+        frozen_id = frozen.worker_id()
+        target.wait_for_calls("/call", 1, timeout=60)
+        os.kill(frozen.pid, signal.SIGSTOP)
+        try:
+            successor = spawn("--concurrency", "1", "--lease-seconds", "30")
+            successor_id = successor.worker_id()
+            # it can take the run only once the frozen worker's lease has expired
+            poll(
+                lambda: run_detail(db, run_id)["status"] == "succeeded",
+                timeout=120,
+                what="the successor to take the run over and finish it",
+            )
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+        answered.set()  # the frozen worker's call returns now
+        lost = frozen.wait_for_log("run.lease.lost", timeout=120)
+    finally:
+        answered.set()
+    assert lost["run_id"] == run_id
+    assert lost["worker"] == frozen_id
+
+    shown = run_detail(db, run_id)
+    assert shown["status"] == "succeeded"
+    call, after = shown["steps"]
+    assert call["output"] == {"by": "successor"}
+    assert after["output"] == {"done": True}
+    assert [a["status"] for a in call["attempt_log"]] == ["abandoned", "succeeded"]
+    key = f"{run_id}:call:1-1"
+    assert [c.idempotency_key for c in target.calls("/call")] == [key, key]
+    succeeded = [e["step_id"] for e in events(db, run_id) if e["kind"] == "step_succeeded"]
+    assert succeeded == ["call", "after"]
+    assert successor_id != frozen_id
+    assert frozen.process.poll() is None, "the woken worker died"

@@ -254,7 +254,8 @@ def test_a_forced_cancel_during_a_call_on_the_hot_path_records_the_call(
 
 
 def _leased_run(database: Database, status: str) -> tuple[str, str]:
-    """A running run at step `a` (step run in `status`), leased by worker w1."""
+    """A running run at step `a` (step run in `status`), leased by worker w1, whose turn holds
+    it with lease token t1."""
     wf = publish(database, workflow("guarded", set_step("a", x=1), set_step("b", y=2)))
     run_id = start(database, wf)
     with database.transaction() as session:
@@ -264,7 +265,9 @@ def _leased_run(database: Database, status: str) -> tuple[str, str]:
             .values(lease_owner="w1", lease_expires_at=utcnow() + dt.timedelta(seconds=30))
         )
         session.execute(
-            update(Run).where(Run.id == run_id).values(status="running", current_step="a")
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status="running", current_step="a", lease_token="t1")
         )
         session.execute(update(StepRun).where(StepRun.run_id == run_id).values(status=status))
         step_run_id = session.execute(
@@ -350,6 +353,11 @@ def _lease(database: Database, run_id: str) -> None:
         )
 
 
+@_breaks("taken over by another worker's turn")
+def _taken_over(database: Database, run_id: str) -> None:
+    _set_run(database, run_id, lease_token="t2")
+
+
 @_breaks("lease expired")
 def _expired(database: Database, run_id: str) -> None:
     with database.transaction() as session:
@@ -382,14 +390,14 @@ def test_a_checkpoint_whose_guard_fails_writes_nothing(database: Database, chang
         BREAKS[change](database, run_id)
         before = _snapshot(database, run_id)
         now = utcnow()
-        assert record(Guard(run_id, "w1", "a", step_run_id, "pending", now), now) is False
+        assert record(Guard(run_id, "w1", "t1", "a", step_run_id, "pending", now), now) is False
         assert _snapshot(database, run_id) == before
 
 
 def test_a_checkpoint_whose_guard_holds_writes_the_boundary(database: Database) -> None:
     run_id, step_run_id = _leased_run(database, "pending")
     now = utcnow()
-    guard = Guard(run_id, "w1", "a", step_run_id, "pending", now)
+    guard = Guard(run_id, "w1", "t1", "a", step_run_id, "pending", now)
     assert record_succeeded(database, guard, _succeeded(now)) is True
     shown = run_detail(database, run_id)
     assert shown["current_step"] == "b"
@@ -705,7 +713,7 @@ def test_a_checkpoint_on_a_lost_connection_fails_like_any_write_then_recovers(
     before = _snapshot(database, run_id)
     assert kill_connections(database) >= 1
     now = utcnow()
-    guard = Guard(run_id, "w1", "a", step_run_id, "pending", now)
+    guard = Guard(run_id, "w1", "t1", "a", step_run_id, "pending", now)
     with pytest.raises(OperationalError):
         record_succeeded(database, guard, _succeeded(now))
     database.engine.dispose()  # (the test's own reads: their pooled connections died too)

@@ -245,7 +245,7 @@ def test_deactivating_offboards_and_revokes_every_active_grant(admin: httpx.Clie
 
 def test_delete_keeps_the_record_and_frees_the_email(admin: httpx.Client) -> None:
     """A deleted identity leaves first, is hidden from the list unless include_deleted, can
-    still be read, and its email can be used again (a rehire)."""
+    still be read (its events cannot: 404), and its email can be used again (a rehire)."""
     ada = create(admin, "ada@example.com", user_name="ada")
     deleted = ok(admin.delete(f"{IDENTITIES}/{ada['id']}"))
     assert deleted["deleted_at"] is not None
@@ -253,7 +253,11 @@ def test_delete_keeps_the_record_and_frees_the_email(admin: httpx.Client) -> Non
     assert deleted["user_name"] == f"ada#deleted:{ada['id']}"
     assert deleted["attributes"] == {"deleted_email": "ada@example.com", "deleted_user_name": "ada"}
     assert (deleted["active"], deleted["lifecycle_state"]) == (False, "left")
-    assert events(admin, ada["id"])[-1]["kind"] == "identity_left"
+    audited = ok(admin.get(f"{API}/audit", params={"target_id": ada["id"]}))["items"]
+    assert "identity.deleted" in [entry["action"] for entry in audited]
+    assert error(admin.get(f"{IDENTITIES}/{ada['id']}/events"), 404)["message"] == (
+        f"identity {ada['id']} was deleted"
+    )
 
     assert ok(admin.get(IDENTITIES))["items"] == []
     listed = ok(admin.get(IDENTITIES, params={"include_deleted": "true"}))["items"]

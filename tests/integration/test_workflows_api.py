@@ -534,7 +534,7 @@ def test_unstorable_characters_are_a_422_on_both_databases(admin: httpx.Client) 
     )
     assert response.status_code == 422, response.text
     fields = {d["field"] for d in response.json()["error"]["details"]}
-    assert fields == {"document.description", "document.steps[0].config.values.k"}
+    assert fields == {"body.description", "body.steps[0].config.values.k"}
 
 
 def test_unknown_workflow_and_version_are_404(admin: httpx.Client) -> None:

@@ -127,8 +127,8 @@ def test_the_rendered_config_is_held_to_the_step_output_limit(limits: None) -> N
         ("{{ 1e308 * 10 }}", "the result is inf, which JSON cannot carry"),
         ("{{ input.items() }}", "the result is a dict_items, not data"),
         ("{% macro m(n) %}{{ m(n + 1) }}{% endmacro %}{{ m(1) }}", "recursed too deeply"),
-        ("{{ 'a\\x00b' }}", "a NUL character or an unpaired surrogate, which cannot be stored"),
-        ("x{{ 'a\\ud800' }}", "a NUL character or an unpaired surrogate, which cannot be stored"),
+        ("{{ 'a\\x00b' }}", "must not contain a NUL character (\\u0000); it cannot be stored"),
+        ("x{{ 'a\\ud800' }}", "a lone surrogate (\\ud800), which is not valid Unicode"),
     ],
 )
 def test_a_result_that_is_not_data_is_an_expression_error(template: str, phrase: str) -> None:
@@ -204,7 +204,8 @@ def test_powers_are_exact_or_refused(base: int, exponent: int) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    text=st.text(min_size=0, max_size=40),
+    # (no NUL: a result holding one is refused as unstorable, which another test covers)
+    text=st.text(st.characters(exclude_characters="\x00"), min_size=0, max_size=40),
     times=st.integers(min_value=-5, max_value=10**8),
     as_list=st.booleans(),
 )

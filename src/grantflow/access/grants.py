@@ -8,7 +8,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -29,6 +29,7 @@ from grantflow.store.base import utcnow
 from grantflow.store.database import database_of
 from grantflow.store.ids import by_prefix
 from grantflow.store.pagination import Page, decode_cursor, page_of
+from grantflow.strict import AwareTimestamp
 
 
 class GrantStatus(enum.StrEnum):
@@ -72,7 +73,7 @@ class GrantCreate(BaseModel):
     application: str = Field(..., min_length=1, description="application id or name")
     role: RoleName = Field("", description="role or entitlement; empty for the app itself")
     justification: Text = ""
-    expires_at: AwareDatetime | None = Field(None, description="revoked automatically then")
+    expires_at: AwareTimestamp | None = Field(None, description="revoked automatically then")
 
 
 class GrantRevoke(BaseModel):
@@ -84,7 +85,7 @@ class GrantRevoke(BaseModel):
 class GrantExtend(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    expires_at: AwareDatetime | None = Field(..., description="new expiry; null = never")
+    expires_at: AwareTimestamp | None = Field(..., description="new expiry; null = never")
     comment: Text = ""
 
 

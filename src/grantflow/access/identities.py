@@ -27,6 +27,7 @@ from grantflow.queue.interface import Queue
 from grantflow.store.base import utcnow
 from grantflow.store.ids import by_prefix
 from grantflow.store.pagination import Page, decode_cursor, page_of
+from grantflow.strict import Bool, Day
 
 Short = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 Attributes = Annotated[dict[str, Any], Field(max_length=100)]
@@ -69,9 +70,9 @@ class IdentityFields(BaseModel):
     title: Short | None = None
     department: Short | None = None
     manager: str | None = Field(None, description="the manager's identity id or email")
-    start_date: dt.date | None = None
-    end_date: dt.date | None = None
-    active: bool | None = None
+    start_date: Day | None = None
+    end_date: Day | None = None
+    active: Bool | None = None
     attributes: Attributes | None = None
 
     @field_validator("email")
@@ -98,6 +99,21 @@ def get_identity(session: Session, identity_id: str) -> Identity:
     if identity is None:
         raise NotFound(
             f"identity {identity_id} does not exist", target_type="identity", target_id=identity_id
+        )
+    return identity
+
+
+def get_live_identity(session: Session, identity_id: str) -> Identity:
+    """An identity that is not deleted. A deleted one keeps its record, which GET still
+    shows, but anything else about it (changing it, its lifecycle events) is a 404."""
+    identity = get_identity(session, identity_id)
+    if identity.deleted_at is not None:
+        raise NotFound(
+            f"identity {identity_id} was deleted",
+            target_type="identity",
+            target_id=identity_id,
+            next_action="its record stays readable (GET /api/v1/identities/ID); what happened "
+            "to it is in the audit log",
         )
     return identity
 
@@ -144,11 +160,18 @@ def _check_unique(session: Session, identity: Identity) -> None:
     ):
         if value is None:
             continue
-        clash = session.execute(
-            select(Identity.id).where(
-                func.lower(column) == value.lower(), Identity.id != identity.id
+        # no autoflush: the query must not write the changed identity first (its UPDATE would
+        # hit the unique index before this check could name the field)
+        with session.no_autoflush:
+            clash = (
+                session.execute(
+                    select(Identity.id).where(
+                        func.lower(column) == value.lower(), Identity.id != identity.id
+                    )
+                )
+                .scalars()
+                .first()
             )
-        ).scalar_one_or_none()
         if clash is not None:
             raise Conflict(
                 f"{name}: an identity with {name} {value!r} already exists ({clash})",
@@ -230,9 +253,7 @@ def update_identity(
 ) -> tuple[Identity, dict[str, list[Any]]]:
     """Apply the fields sent; returns the identity and what changed ({field: [old, new]})."""
     actor.require(Permission.IDENTITY_WRITE)
-    identity = get_identity(session, identity_id)
-    if identity.deleted_at is not None:
-        raise NotFound(f"identity {identity_id} was deleted", target_type="identity")
+    identity = get_live_identity(session, identity_id)
     sent = data.model_dump(exclude_unset=True)
     if "manager" in sent:
         sent["manager_id"] = _resolve_manager(session, sent.pop("manager"), identity.id)
@@ -347,9 +368,7 @@ def delete_identity(session: Session, actor: Actor, queue: Queue, identity_id: s
     """Deletion keeps the record (audit, reconciliation) but ends the person: an active
     identity leaves first."""
     actor.require(Permission.IDENTITY_WRITE)
-    identity = get_identity(session, identity_id)
-    if identity.deleted_at is not None:
-        raise NotFound(f"identity {identity_id} was deleted", target_type="identity")
+    identity = get_live_identity(session, identity_id)
     identity.deleted_at = utcnow()
     identity.version += 1
     audit.record(

@@ -48,6 +48,7 @@ from grantflow.store.base import new_id
 from grantflow.store.database import Database
 from grantflow.store.ids import by_prefix
 from grantflow.store.pagination import Page, decode_cursor, page_of
+from grantflow.strict import Int
 
 if TYPE_CHECKING:
     from grantflow.steps.scim_session import ScimSession
@@ -105,7 +106,7 @@ class ReconcileRequest(BaseModel):
         description="the SCIM connection (name or id); needed only when the application "
         "has several",
     )
-    page_size: int = Field(
+    page_size: Int = Field(
         DEFAULT_PAGE_SIZE,
         ge=1,
         le=1000,

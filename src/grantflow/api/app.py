@@ -12,6 +12,7 @@ from grantflow import __version__, console
 from grantflow.api.docs import install_docs
 from grantflow.api.errors import install_error_handlers
 from grantflow.api.middleware import HttpMetrics, RequestMiddleware
+from grantflow.api.openapi import document_errors
 from grantflow.api.routes import (
     API_PREFIX,
     applications,
@@ -122,4 +123,5 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     if unguarded:
         names = ", ".join(f"{sorted(r.methods or ())} {r.path}" for r in unguarded)
         raise RuntimeError(f"routes without a declared permission (deny by default): {names}")
+    document_errors(app, route_guard)
     return app

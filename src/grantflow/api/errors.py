@@ -10,10 +10,11 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from scim2_models import SCIMException
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from grantflow.errors import GrantflowError, InternalError, ServiceUnavailable
+from grantflow.errors import Conflict, GrantflowError, InternalError, ServiceUnavailable
 
 log = structlog.get_logger("grantflow.api")
 
@@ -78,7 +79,7 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
         404: f"no such endpoint: {request.url.path}",
         405: f"{request.method} is not allowed on {request.url.path}",
     }
-    return error_response(
+    response = error_response(
         request,
         exc.status_code,
         {
@@ -87,6 +88,25 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
             "failure_class": "validation",
         },
     )
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:
+        response.headers["Allow"] = ", ".join(_allowed_methods(request))
+    return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method served on this path by routes of the path template that answered 405
+    (Starlette names only that first route's, and each of our routes serves one method)."""
+    routes = request.app.router.routes
+    path = next(
+        (r.path for r in routes if r.matches({**request.scope, "method": "GET"})[0] != Match.NONE),
+        None,
+    )
+    methods: set[str] = set()
+    for route in routes:
+        if getattr(route, "path", None) == path:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 async def _on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -101,6 +121,25 @@ async def _on_database_unavailable(request: Request, exc: Exception) -> JSONResp
     response = error_response(request, 503, error.to_dict())
     response.headers["Retry-After"] = "1"
     return response
+
+
+async def _on_integrity_error(request: Request, exc: Exception) -> JSONResponse:
+    """A unique key taken between a service's own check and its write (two requests racing,
+    or a check that missed a case) is the 409 the check would have given, naming the field;
+    any other integrity error is a fault in Grantflow."""
+    assert isinstance(exc, IntegrityError)
+    database = request.app.state.grantflow.database
+    if not database.is_unique_violation(exc):
+        return await _on_unexpected(request, exc)
+    column = database.unique_violation_column(exc)
+    field = f"body.{column}" if column else "body"
+    error = Conflict(
+        f"{column or 'a unique value'}: already used by another record",
+        code="conflict",
+        next_action="choose another value, or update the existing record",
+        details=[{"field": field, "message": "already used"}],
+    )
+    return error_response(request, 409, error.to_dict())
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -133,6 +172,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _scim_aware(_on_validation_error))
     app.add_exception_handler(StarletteHTTPException, _scim_aware(_on_http_error))
     app.add_exception_handler(SCIMException, _scim_aware(_on_unexpected))
+    app.add_exception_handler(IntegrityError, _scim_aware(_on_integrity_error))
     app.add_exception_handler(OperationalError, _scim_aware(_on_database_unavailable))
     app.add_exception_handler(InterfaceError, _scim_aware(_on_database_unavailable))
     app.add_exception_handler(Exception, _scim_aware(_on_unexpected))

@@ -1,5 +1,7 @@
 """One ASGI middleware for what every request needs: a request id, a log line, metrics,
-and the body guards (size limit, JSON content type) that must act before any parsing."""
+and the guards that must act before any parsing: the body's size limit and JSON content type,
+and text that cannot be stored (a NUL character or a lone surrogate anywhere in the path, the
+query or a JSON body: `grantflow.strict`)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,13 @@ import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from grantflow.strict import text_problem, unstorable
 
 log = structlog.get_logger("grantflow.api")
 
@@ -22,6 +27,12 @@ _ACCEPTED_TYPES = re.compile(r"^(application/([a-z0-9.+-]*\+)?json|(application|
 # uploads (evidence files, CSV imports) take multipart or CSV bodies, up to their own limit
 _UPLOAD_PATHS = re.compile(r"^/api/v1/(runs/[^/]+/evidence|identities/import)$")
 _UPLOAD_TYPES = re.compile(r"^(multipart/form-data|text/csv)$")
+_JSON_TYPES = re.compile(r"^application/([a-z0-9.+-]*\+)?json$")
+# A JSON body can only carry a NUL or a lone surrogate as an escape (raw control characters are
+# not JSON): only a body with one of these is parsed and walked here.
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+
+Refusal = tuple[int, str, str, str] | tuple[int, str, str, str, list[dict[str, str]]]
 
 
 class HttpMetrics:
@@ -76,9 +87,9 @@ class RequestMiddleware:
             await send(message)
 
         try:
-            refusal = self._refuse_body(scope, headers)
+            refusal = _unstorable_address(scope) or self._refuse_body(scope, headers)
             if refusal is None and scope["method"] in _BODY_METHODS:
-                receive, refusal = await self._buffered(receive, self._limit(scope))
+                receive, refusal = await self._buffered(receive, self._limit(scope), headers)
             if refusal is not None:
                 scim = scope["path"].startswith("/scim/")
                 await _send_error(send_with_id, request_id, *refusal, scim=scim)
@@ -137,8 +148,8 @@ class RequestMiddleware:
         return None
 
     async def _buffered(
-        self, receive: Receive, limit: int
-    ) -> tuple[Receive, tuple[int, str, str, str] | None]:
+        self, receive: Receive, limit: int, headers: dict[str, str]
+    ) -> tuple[Receive, Refusal | None]:
         """Read the body up to the limit before the app sees it (chunked bodies have no
         Content-Length to check), then replay it."""
         chunks: list[bytes] = []
@@ -154,6 +165,11 @@ class RequestMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if _JSON_TYPES.match(content_type) and _SUSPECT_ESCAPE.search(body):
+            refusal = _unstorable_json(body)
+            if refusal is not None:
+                return receive, refusal
         replayed = False
 
         async def replay() -> Message:
@@ -166,6 +182,39 @@ class RequestMiddleware:
         return replay, None
 
 
+def _unstorable_refusal(found: list[tuple[str, str]]) -> Refusal:
+    summary = "; ".join(f"{field}: {problem}" for field, problem in found[:5])
+    return (
+        422,
+        "validation_error",
+        f"the request is not valid: {summary}",
+        "remove the character; Grantflow cannot store it (PostgreSQL refuses NUL in text, "
+        "and a lone surrogate is not Unicode)",
+        [{"field": f, "message": p, "type": "unstorable_text"} for f, p in found],
+    )
+
+
+def _unstorable_address(scope: Scope) -> Refusal | None:
+    """A NUL character in the path or the query string (a lone surrogate cannot reach here:
+    percent-decoding replaces invalid UTF-8)."""
+    path = scope["path"]
+    found = [("path", problem)] if (problem := text_problem(path)) else []
+    query = scope.get("query_string", b"").decode("latin-1")
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if problem := text_problem(name) or text_problem(value):
+            found.append((f"query.{name}", problem))
+    return _unstorable_refusal(found) if found else None
+
+
+def _unstorable_json(body: bytes) -> Refusal | None:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None  # the app answers 400 malformed_json
+    found = unstorable(document, "body")
+    return _unstorable_refusal(found) if found else None
+
+
 async def _send_error(
     send: Send,
     request_id: str,
@@ -173,18 +222,20 @@ async def _send_error(
     code: str,
     message: str,
     next_action: str,
+    details: list[dict[str, str]] | None = None,
     *,
     scim: bool = False,
 ) -> None:
-    body: dict[str, Any] = {
-        "error": {
-            "code": code,
-            "message": message,
-            "failure_class": "validation",
-            "next_action": next_action,
-            "request_id": request_id,
-        }
+    error: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "failure_class": "validation",
+        "next_action": next_action,
+        "request_id": request_id,
     }
+    if details:
+        error["details"] = details
+    body: dict[str, Any] = {"error": error}
     if scim:  # under /scim/v2 errors are SCIM Error documents (RFC 7644 §3.12)
         body = {
             "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],

@@ -1,13 +1,16 @@
-"""Tables for users, their roles, their API tokens, console sessions and sign-in links."""
+"""Tables for users, their roles, their API tokens, console sessions and sign-in links, and the
+responses their idempotent requests got (replayed when a request is retried with the same
+Idempotency-Key)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from grantflow.store.base import Base, UTCDateTime, new_id, utcnow
+from grantflow.store.base import Base, JSONType, UTCDateTime, new_id, utcnow
 
 
 class User(Base):
@@ -112,3 +115,22 @@ class SignInLink(Base):
     created_by: Mapped[str] = mapped_column(String(320))
 
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class IdempotencyKey(Base):
+    """A request a user sent with an Idempotency-Key, and the response it got; written in the
+    same transaction as what the request created (grantflow.api.idempotency)."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("owner", "key"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner: Mapped[str] = mapped_column(String(320))  # the user id (a key is scoped to its user)
+    key: Mapped[str] = mapped_column(String(255))
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(2000))  # path and query string
+    body_hash: Mapped[str] = mapped_column(String(64))  # SHA-256 of the body (canonical JSON)
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)

@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from grantflow.connections.models import AuthKind, ConnectionKind
+from grantflow.strict import Bool, Int, Number
 
 Name = Annotated[
     str,
@@ -45,7 +46,7 @@ class HealthCheck(BaseModel):
 
     method: Literal["GET", "HEAD", "OPTIONS"] = "GET"
     path: str = Field("/", max_length=2000, description="relative to the base URL")
-    expect: list[int] = Field(default_factory=list, description="default: any 2xx")
+    expect: list[Int] = Field(default_factory=list, description="default: any 2xx")
 
 
 class ConnectionCreate(BaseModel):
@@ -56,10 +57,10 @@ class ConnectionCreate(BaseModel):
     base_url: HttpUrl
     auth_kind: AuthKind = AuthKind.NONE
     auth_settings: AuthSettings = Field(default_factory=AuthSettings)
-    timeout_seconds: float = Field(30.0, gt=0, le=300)
-    rate_limit_per_second: float | None = Field(None, gt=0, le=10_000)
-    rate_limit_burst: int | None = Field(None, ge=1, le=10_000)
-    max_concurrency: int | None = Field(None, ge=1, le=1000)
+    timeout_seconds: Number = Field(30.0, gt=0, le=300)
+    rate_limit_per_second: Number | None = Field(None, gt=0, le=10_000)
+    rate_limit_burst: Int | None = Field(None, ge=1, le=10_000)
+    max_concurrency: Int | None = Field(None, ge=1, le=1000)
     allowed_hosts: list[Annotated[str, StringConstraints(max_length=253)]] = Field(
         default_factory=list,
         max_length=50,
@@ -78,13 +79,13 @@ class ConnectionUpdate(BaseModel):
 
     base_url: HttpUrl | None = None
     auth_settings: AuthSettings | None = None
-    timeout_seconds: float | None = Field(None, gt=0, le=300)
-    rate_limit_per_second: float | None = Field(None, gt=0, le=10_000)
-    rate_limit_burst: int | None = Field(None, ge=1, le=10_000)
-    max_concurrency: int | None = Field(None, ge=1, le=1000)
+    timeout_seconds: Number | None = Field(None, gt=0, le=300)
+    rate_limit_per_second: Number | None = Field(None, gt=0, le=10_000)
+    rate_limit_burst: Int | None = Field(None, ge=1, le=10_000)
+    max_concurrency: Int | None = Field(None, ge=1, le=1000)
     allowed_hosts: list[str] | None = Field(None, max_length=50)
     health_check: HealthCheck | None = None
-    enabled: bool | None = None
+    enabled: Bool | None = None
 
 
 def check_auth_settings(kind: AuthKind, settings: AuthSettings) -> None:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from grantflow.durations import Duration
+from grantflow.strict import Bool, Int, Number
 
 StepId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 _ID_HINT = "lowercase letters, digits and '_', starting with a letter (at most 63)"
@@ -77,10 +78,10 @@ class Jitter(enum.StrEnum):
 
 
 class RetryPolicy(Strict):
-    max_attempts: int = Field(1, ge=1, le=100, description="1 means no retry")
+    max_attempts: Int = Field(1, ge=1, le=100, description="1 means no retry")
     initial_backoff: Duration = dt.timedelta(seconds=1)
     max_backoff: Duration = dt.timedelta(minutes=5)
-    multiplier: float = Field(2.0, ge=1.0, le=10.0)
+    multiplier: Number = Field(2.0, ge=1.0, le=10.0)
     jitter: Jitter = Jitter.FULL
 
 
@@ -97,10 +98,10 @@ class Step(Strict):
     timeout: Duration | None = Field(None, description="per-step timeout")
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     on_failure: OnFailure = OnFailure.FAIL
-    reversible: bool = Field(False, description="can its effect be undone by a later run?")
+    reversible: Bool = Field(False, description="can its effect be undone by a later run?")
     next: StepId | None = None
     branches: list[Branch] = Field(default_factory=list, max_length=50)
-    max_iterations: int | None = Field(
+    max_iterations: Int | None = Field(
         None, ge=1, le=10_000, description="declares a loop through this step, bounded"
     )
 
@@ -115,7 +116,7 @@ class Step(Strict):
 class Settings(Strict):
     execution_timeout: Duration = Field(dt.timedelta(minutes=60))
     stuck_after: Duration = Field(dt.timedelta(minutes=15))
-    max_concurrent_runs: int | None = Field(None, ge=1, le=100_000)
+    max_concurrent_runs: Int | None = Field(None, ge=1, le=100_000)
 
 
 class WorkflowDocument(Strict):

@@ -39,6 +39,7 @@ from grantflow.definitions.sandbox import (
 from grantflow.definitions.sandbox import (
     _check_binop as check_binop,
 )
+from grantflow.strict import text_problem
 
 __all__ = [
     "CONTEXT_ROOTS",
@@ -391,15 +392,10 @@ def _data(value: Any, size: _Size) -> Any:
     )
 
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
 def _storable(text: str) -> str:
     """Text a database can store: no NUL character, no unpaired surrogate."""
-    if _UNSTORABLE.search(text):
-        raise ExpressionError(
-            "the result contains a NUL character or an unpaired surrogate, which cannot be stored"
-        )
+    if problem := text_problem(text):
+        raise ExpressionError(f"the result {problem}; it cannot be stored")
     return text
 
 

@@ -3,7 +3,6 @@ code, the step, the field path and a sentence a user can act on. A clean gate co
 
 from __future__ import annotations
 
-import re
 import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from grantflow.definitions.loops import cycles
 from grantflow.definitions.plan import Edge, Expression, Plan, PlanStep
 from grantflow.durations import format_duration
 from grantflow.steps.registry import get_step_type, step_types
+from grantflow.strict import text_problem
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,6 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 MAX_DEPTH = 64
 
 
@@ -81,13 +80,13 @@ def _unstorable(value: Any, loc: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[A
     deeper than the serializer follows, each with where it is."""
     if len(loc) > MAX_DEPTH:
         yield loc[: MAX_DEPTH + 1], f"is nested more than {MAX_DEPTH} levels deep"
-    elif isinstance(value, str) and _UNSTORABLE.search(value):
-        yield loc, "contains a NUL character or an unpaired surrogate, which cannot be stored"
+    elif isinstance(value, str) and (problem := text_problem(value)):
+        yield loc, problem
     elif isinstance(value, dict):
         for key, item in value.items():
-            if isinstance(key, str) and _UNSTORABLE.search(key):
+            if isinstance(key, str) and (problem := text_problem(key)):
                 key = key.encode("unicode_escape").decode("ascii")
-                yield (*loc, key), "this key contains a NUL character or an unpaired surrogate"
+                yield (*loc, key), f"this key {problem}"
             yield from _unstorable(item, (*loc, key))
     elif isinstance(value, list):
         for index, item in enumerate(value):

@@ -39,6 +39,7 @@ class Guard:
 
     run_id: str
     worker_id: str
+    lease_token: str  # the worker turn's token: the run must still carry it
     step_id: str  # the run's current step
     step_run_id: str
     step_status: str  # the step run's status as this worker left it
@@ -87,10 +88,14 @@ class Succeeded:
 
 
 # --- the statements -------------------------------------------------------------------------------
-# The lease must be this worker's and unexpired: another worker can only take it over once it
-# has expired, so a live lease in the statement's snapshot cannot have changed hands since.
+# The run must still carry this worker turn's lease token. It is a column of the row the guard
+# locks, so it is checked on the row's latest version even when the statement waited for the
+# lock (the other tables' conditions are read in the statement's snapshot): a successor that
+# took the run over has written its own token first, and this write does nothing. The queue
+# lease must also be this worker's and unexpired.
 _GUARD = (
     "runs.id = :run_id AND runs.status = 'running' AND runs.pause_requested = false "
+    "AND runs.lease_token = :lease_token "
     "AND runs.current_step = :step_id AND runs.deadline_at > :now "
     "AND EXISTS (SELECT 1 FROM queue_items q WHERE q.run_id = :run_id "
     "AND q.lease_owner = :worker_id AND q.lease_expires_at > :now) "

@@ -101,7 +101,15 @@ class HotPath:
         except expressions.ExpressionError as exc:
             turn.failed_render = (step_run.id, exc)
             return None  # the general path records the failure
-        guard = Guard(turn.run_id, self.worker_id, step.id, step_run.id, step_run.status, now)
+        guard = Guard(
+            turn.run_id,
+            self.worker_id,
+            turn.token or "",
+            step.id,
+            step_run.id,
+            step_run.status,
+            now,
+        )
         if step_type.pure:
             call = self._chain_call(turn, chain, step_run, step, config, now, utcnow())
             pending = Pending(step_run, None, step, call, time.perf_counter())
@@ -121,6 +129,7 @@ class HotPath:
         guard = Guard(
             turn.run_id,
             self.worker_id,
+            turn.token or "",
             step_run.step_id,
             step_run.id,
             step_run.status,

@@ -17,13 +17,14 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -57,7 +58,6 @@ from grantflow.errors import (
     ReauthRequired,
 )
 from grantflow.queue.interface import Queue
-from grantflow.queue.models import QueueItem
 from grantflow.steps.execution import StepCall, StepResult, skipped_output
 from grantflow.steps.registry import get_step_type
 from grantflow.store.base import new_id, utcnow
@@ -66,6 +66,10 @@ from grantflow.store.database import Database
 log = structlog.get_logger("grantflow.engine")
 
 _CONCURRENCY_RECHECK = dt.timedelta(milliseconds=500)
+
+
+def _take(turn: Turn, token: str) -> None:
+    turn.token = token
 
 
 def _chain_of(run: Run) -> Chain | None:
@@ -106,7 +110,7 @@ class Interpreter(HotPath):
         turn = Turn(run_id)
         while True:
             if self.stopping.is_set() and turn.ready is None:  # (a committed intent: call it)
-                self._hand_back(run_id)
+                self._hand_back(turn)
                 return
             try:
                 if turn.chain is not None:
@@ -135,32 +139,50 @@ class Interpreter(HotPath):
                 return
             except Exception as exc:  # a fault in Grantflow itself: fail the run, visibly
                 log.exception("run.internal_error", run_id=run_id)
-                self._fail_internal(run_id, exc)
+                self._fail_internal(turn, exc)
                 return
 
-    def _hand_back(self, run_id: str) -> None:
+    def _hand_back(self, turn: Turn) -> None:
         with self.database.transaction() as session:
-            if self.queue.holds(session, run_id, self.worker_id):
-                self.queue.schedule(session, run_id)
+            run, held = self._locked_run(session, turn)
+            if run is not None and held and self.queue.holds(session, run.id, self.worker_id):
+                self.queue.schedule(session, run.id)
+
+    # --- the lease fence ----------------------------------------------------------------------
+    def _locked_run(self, session: Session, turn: Turn) -> tuple[Run | None, bool]:
+        """The run, row-locked and read anew, and whether this turn still holds it.
+
+        A turn's first look takes the run if this worker holds its queue lease: it writes a
+        new lease token on the run. From then on the turn holds the run while the run carries
+        that token. A worker that lost its lease (frozen past it, then woken) finds its
+        successor's token there and writes nothing: every write of the general path happens in
+        a transaction that checked the token on the locked row, and the hot path's writes
+        compare it in their WHERE (engine/checkpoint.py)."""
+        run = session.execute(
+            select(Run)
+            .where(Run.id == turn.run_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).scalar_one_or_none()
+        if run is None:
+            return None, False
+        if turn.token is not None:
+            held = run.lease_token == turn.token
+        else:  # (read after the row lock: a claim by another worker committed before is seen)
+            held = self.queue.holds(session, run.id, self.worker_id)
+            if held:
+                token = run.lease_token = uuid.uuid4().hex
+                # the turn holds the run once the token is committed (not if this rolls back)
+                event.listen(session, "after_commit", lambda _s: _take(turn, token), once=True)
+        if not held:
+            log.info("run.lease.lost", run_id=run.id, worker=self.worker_id)
+        return run, held
 
     # --- phase 1: decide, and record the intent -----------------------------------------------
-    def _locked_run(self, session: Session, run_id: str) -> tuple[Run | None, bool]:
-        """The run, row-locked, and whether this worker still holds its lease (one query)."""
-        row = session.execute(
-            select(Run, QueueItem.lease_owner)
-            .outerjoin(QueueItem, QueueItem.run_id == Run.id)
-            .where(Run.id == run_id)
-            .with_for_update(of=Run)
-            .execution_options(populate_existing=True)
-        ).one_or_none()
-        if row is None:
-            return None, False
-        return row[0], row[1] == self.worker_id
-
     def _prepare(self, turn: Turn) -> Pending | bool:
         turn.chain = turn.ready = None
         with self.database.transaction() as session:
-            run, held = self._locked_run(session, turn.run_id)
+            run, held = self._locked_run(session, turn)
             if run is None:
                 return False
             if not held:
@@ -382,9 +404,15 @@ class Interpreter(HotPath):
     # --- phase 3: record the outcome, choose what comes next ----------------------------------
     def _finish(self, turn: Turn, pending: Pending, outcome: StepResult | BaseException) -> bool:
         with self.database.transaction() as session:
-            run, held = self._locked_run(session, turn.run_id)
+            run, held = self._locked_run(session, turn)
             assert run is not None
             assert pending.attempt is not None
+            if not held:
+                # Another worker took the run over while this one was away (its lease expired):
+                # the successor closed this attempt as abandoned and made the call again with
+                # the same idempotency key. What this worker got back is dropped; nothing it
+                # did is written over what the successor recorded.
+                return False
             attempt = session.merge(pending.attempt, load=False)
             if run.status != RunStatus.RUNNING:  # cancelled or timed out while we called out
                 step_run = session.get(StepRun, pending.step_run.id, populate_existing=True)
@@ -402,9 +430,6 @@ class Interpreter(HotPath):
                     )
                     if done:
                         step_run.output = outcome.output  # type: ignore[union-attr]
-                return False
-            if not held:
-                self._close_attempt(attempt, pending, outcome)  # another worker took over
                 return False
             step_run = self._current_step_run(session, turn, run)
             return self._apply(session, turn, run, step_run, attempt, pending, outcome)
@@ -705,10 +730,10 @@ class Interpreter(HotPath):
         )
         self._end(session, run, RunStatus.TIMED_OUT, failure)
 
-    def _fail_internal(self, run_id: str, exc: BaseException) -> None:
+    def _fail_internal(self, turn: Turn, exc: BaseException) -> None:
         with self.database.transaction() as session:
-            run = session.get(Run, run_id, with_for_update=True, populate_existing=True)
-            if run is None or RunStatus(run.status).terminal:
+            run, held = self._locked_run(session, turn)
+            if run is None or not held or RunStatus(run.status).terminal:
                 return
             error = (
                 exc

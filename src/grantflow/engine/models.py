@@ -36,6 +36,10 @@ class Run(Base):
     deadline_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     stuck_after_seconds: Mapped[float] = mapped_column(Float)
     pause_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The worker turn advancing the run (a token written when a worker that holds the queue
+    # lease starts a turn): every write of a step outcome, attempt or run status is conditional
+    # on it, so a worker that lost its lease (frozen past it) writes nothing over its successor.
+    lease_token: Mapped[str | None] = mapped_column(String(32))
     replay_of: Mapped[str | None] = mapped_column(String(36), index=True)
     replay_mode: Mapped[str | None] = mapped_column(String(20))
     retry_count: Mapped[int] = mapped_column(Integer, default=0)

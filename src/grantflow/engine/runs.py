@@ -8,6 +8,7 @@ from typing import Any
 import jsonschema
 from sqlalchemy.orm import Session
 
+from grantflow import strict
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.definitions.models import Workflow
@@ -82,6 +83,15 @@ def start_run(
         plan = plan_for(session, workflow.id, number)
     except InternalError as exc:
         return _failed_at_start(session, actor, workflow, number, run_input, trigger, exc)
+    unstorable_text = strict.unstorable(run_input, "input")  # (the API refuses it at the door)
+    if unstorable_text:
+        raise ValidationError(
+            "the run input cannot be stored: "
+            + "; ".join(f"{field}: {problem}" for field, problem in unstorable_text[:5]),
+            details=[{"field": f, "message": p} for f, p in unstorable_text],
+            code="input_invalid",
+            next_action="remove the character from the input",
+        )
     if trigger == "manual" and replay_of is None:
         schema = plan.trigger.get("input_schema") or {"type": "object"}
         validate_input(schema, run_input)

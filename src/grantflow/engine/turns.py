@@ -45,6 +45,9 @@ class Turn:
     """What a worker keeps in memory while it holds a run."""
 
     run_id: str
+    # This turn's lease token (Run.lease_token), taken at its first look at the run: it may
+    # write only while the run still carries it.
+    token: str | None = None
     plan: Plan | None = None
     context: dict[str, Any] | None = None
     # The current step run as last committed: while this worker holds the run's lease and row

@@ -57,8 +57,10 @@ class DatabaseQueue:
         session.execute(delete(QueueItem).where(QueueItem.run_id == run_id))
 
     def holds(self, session: Session, run_id: str, worker_id: str) -> bool:
+        # Row-locked: until the caller's transaction ends nobody can claim the run (claims skip
+        # locked rows), so what the caller does on the strength of the answer stays true.
         owner = session.execute(
-            select(QueueItem.lease_owner).where(QueueItem.run_id == run_id)
+            select(QueueItem.lease_owner).where(QueueItem.run_id == run_id).with_for_update()
         ).scalar_one_or_none()
         return owner == worker_id
 

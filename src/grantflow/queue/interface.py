@@ -26,7 +26,8 @@ class Queue(Protocol):
         """The run needs no worker any more (terminal)."""
 
     def holds(self, session: Session, run_id: str, worker_id: str) -> bool:
-        """Does `worker_id` still hold the lease on the run? (a fence against lost leases)"""
+        """Does `worker_id` still hold the lease on the run? The run's queue entry stays locked
+        until the caller's transaction ends (nobody claims it meanwhile)."""
 
     def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[str]:
         """Take up to `limit` ready runs, leasing them to `worker_id`."""

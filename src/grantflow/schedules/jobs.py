@@ -26,6 +26,7 @@ from grantflow.store.database import Database
 from grantflow.store.ids import by_prefix
 from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, page_of
+from grantflow.strict import Number
 
 
 class JobKind(enum.StrEnum):
@@ -51,9 +52,9 @@ class JobSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     misfire_policy: Literal["run_once", "skip"] = "run_once"
-    catchup_window_seconds: float = Field(3600.0, ge=0, le=30 * 86400)
+    catchup_window_seconds: Number = Field(3600.0, ge=0, le=30 * 86400)
     overlap_policy: Literal["skip", "queue_one", "allow"] = "skip"
-    grace_seconds: float = Field(300.0, ge=1, le=86400)
+    grace_seconds: Number = Field(300.0, ge=1, le=86400)
 
 
 class BuiltInJobCreate(JobSettings):
@@ -79,9 +80,9 @@ class JobUpdate(BaseModel):
     cron: str | None = Field(None, max_length=100)
     timezone: str | None = Field(None, max_length=64)
     misfire_policy: Literal["run_once", "skip"] | None = None
-    catchup_window_seconds: float | None = Field(None, ge=0, le=30 * 86400)
+    catchup_window_seconds: Number | None = Field(None, ge=0, le=30 * 86400)
     overlap_policy: Literal["skip", "queue_one", "allow"] | None = None
-    grace_seconds: float | None = Field(None, ge=1, le=86400)
+    grace_seconds: Number | None = Field(None, ge=1, le=86400)
     config: dict[str, Any] | None = None
 
 

@@ -55,6 +55,7 @@ from grantflow.store.base import utcnow
 from grantflow.store.ids import by_prefix
 from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, encode_cursor
+from grantflow.strict import Bool
 
 SYSTEM = Actor.system("access-review")
 DECIDER = Permission.WORKFLOW_TASK  # what deciding an item takes (as approvals do)
@@ -192,7 +193,7 @@ class ReviewConfig(BaseModel):
     default_decision: Decision = Field(
         Decision.KEEP, description="what undecided items get when the campaign ends"
     )
-    require_justification_for_keep: bool = False
+    require_justification_for_keep: Bool = False
 
     _roles = field_validator("roles")(_deciding_roles)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -70,6 +71,10 @@ class Database:
 
     def is_unique_violation(self, exc: IntegrityError) -> bool:
         return "unique" in str(exc.orig).lower()
+
+    def unique_violation_column(self, exc: IntegrityError) -> str | None:
+        """The column a unique violation is about, when the driver says (else None)."""
+        return None
 
     def notify_queue(self, session: Session) -> None:
         """Wake workers once this transaction commits (in this process; PostgreSQL: all)."""
@@ -143,6 +148,11 @@ class SqliteDatabase(Database):
     def is_unique_violation(self, exc: IntegrityError) -> bool:
         return "UNIQUE constraint failed" in str(exc.orig)
 
+    def unique_violation_column(self, exc: IntegrityError) -> str | None:
+        # "UNIQUE constraint failed: identities.user_name" (the last column of a composite key)
+        found = re.search(r"UNIQUE constraint failed: \S+\.(\w+)\s*$", str(exc.orig))
+        return found[1] if found else None
+
     def missing_audit_triggers(self, session: Session) -> list[str]:
         rows = session.execute(
             text(
@@ -190,6 +200,12 @@ class PostgresDatabase(Database):
 
     def is_unique_violation(self, exc: IntegrityError) -> bool:
         return getattr(exc.orig, "sqlstate", None) == "23505"
+
+    def unique_violation_column(self, exc: IntegrityError) -> str | None:
+        # "Key (user_name)=(ada) already exists." (the last column of a composite key)
+        diag = getattr(exc.orig, "diag", None)
+        found = re.search(r"Key \((?:[^)]*, )?(\w+)\)=", getattr(diag, "message_detail", "") or "")
+        return found[1] if found else None
 
     def missing_audit_triggers(self, session: Session) -> list[str]:
         # tgenabled: O (origin and local) and A (always) fire in normal sessions; D (disabled)

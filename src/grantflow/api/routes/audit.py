@@ -18,6 +18,7 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from grantflow.strict import Timestamp
 
 router = APIRouter(prefix=f"{API_PREFIX}/audit", tags=["audit"])
 
@@ -67,8 +68,8 @@ def list_audit_entries(
     ),
     target_type: str | None = Query(None, max_length=60),
     target_id: str | None = Query(None, max_length=100),
-    since: dt.datetime | None = Query(None, description="ISO 8601, inclusive"),
-    until: dt.datetime | None = Query(None, description="ISO 8601, exclusive"),
+    since: Timestamp | None = Query(None, description="ISO 8601, inclusive"),
+    until: Timestamp | None = Query(None, description="ISO 8601, exclusive"),
     cursor: str | None = Query(None, max_length=500),
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
     _: Actor = Depends(Require(Permission.AUDIT_READ)),

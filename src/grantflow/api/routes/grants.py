@@ -6,13 +6,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from grantflow.access import grants as service
 from grantflow.access.grants import Automation, GrantStatus
 from grantflow.access.models import Application, Grant, Identity
+from grantflow.api.idempotency import Idempotency, idempotency
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.identities import EventOut
 from grantflow.api.routes.schemas import PageOut
@@ -101,10 +102,17 @@ def create_grant(
     actor: Actor = Depends(Require(Permission.GRANT_WRITE)),
     db: Database = Depends(database),
     q: Queue = Depends(queue),
-) -> GrantDetailOut:
-    """Grant access; starts the application's enabled access_granted workflows (if any)."""
+    once: Idempotency = Depends(idempotency),
+) -> Response:
+    """Grant access; starts the application's enabled access_granted workflows (if any).
+    With an Idempotency-Key, a retry of the same request returns the same grant."""
     with db.transaction() as session:
-        return detail_out(session, service.create_grant(session, actor, q, body))
+        return once.respond(
+            session,
+            actor,
+            201,
+            lambda: detail_out(session, service.create_grant(session, actor, q, body)),
+        )
 
 
 @router.get("", response_model=PageOut[GrantOut])
@@ -176,12 +184,18 @@ def dispatch_grant(
     actor: Actor = Depends(Require(Permission.GRANT_WRITE)),
     db: Database = Depends(database),
     q: Queue = Depends(queue),
-) -> DispatchOut:
-    """Start the grant's access_granted workflows again; says which runs started."""
+    once: Idempotency = Depends(idempotency),
+) -> Response:
+    """Start the grant's access_granted workflows again; says which runs started (with an
+    Idempotency-Key: once; a retry returns the same runs)."""
     with db.transaction() as session:
-        done = service.dispatch_grant(session, actor, q, grant_id)
-        return DispatchOut(
-            **detail_out(session, done.grant).model_dump(),
-            started=done.started,
-            skipped=done.skipped,
-        )
+
+        def dispatch() -> DispatchOut:
+            done = service.dispatch_grant(session, actor, q, grant_id)
+            return DispatchOut(
+                **detail_out(session, done.grant).model_dump(),
+                started=done.started,
+                skipped=done.skipped,
+            )
+
+        return once.respond(session, actor, 200, dispatch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
@@ -13,6 +13,7 @@ from sqlalchemy.orm import object_session
 from grantflow.access import identities as service
 from grantflow.access.lifecycle import LifecycleState, failures_of
 from grantflow.access.models import Identity, LifecycleEvent
+from grantflow.api.idempotency import Idempotency, idempotency
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.schemas import PageOut
 from grantflow.api.security import Require
@@ -103,9 +104,14 @@ def create_identity(
     actor: Actor = Depends(Require(Permission.IDENTITY_WRITE)),
     db: Database = Depends(database),
     q: Queue = Depends(queue),
-) -> IdentityOut:
+    once: Idempotency = Depends(idempotency),
+) -> Response:
+    """Create an identity (identity_joined when active); with an Idempotency-Key, a retry of
+    the same request returns the same identity."""
     with db.transaction() as session:
-        return out(service.create_identity(session, actor, q, body))
+        return once.respond(
+            session, actor, 201, lambda: out(service.create_identity(session, actor, q, body))
+        )
 
 
 @router.get("", response_model=PageOut[IdentityOut])
@@ -175,12 +181,18 @@ def leave(
     actor: Actor = Depends(Require(Permission.IDENTITY_WRITE)),
     db: Database = Depends(database),
     q: Queue = Depends(queue),
-) -> IdentityChangedOut:
-    """Offboard now: revoke every active grant and start the identity_left workflows."""
+    once: Idempotency = Depends(idempotency),
+) -> Response:
+    """Offboard now: revoke every active grant and start the identity_left workflows (with an
+    Idempotency-Key, a retry of the same request answers as the first did)."""
     body = service.IdentityFields(active=False)
     with db.transaction() as session:
-        identity, changes = service.update_identity(session, actor, q, identity_id, body)
-        return changed_out(identity, changes)
+        return once.respond(
+            session,
+            actor,
+            200,
+            lambda: changed_out(*service.update_identity(session, actor, q, identity_id, body)),
+        )
 
 
 @router.delete("/{identity_id}", response_model=IdentityOut)
@@ -201,9 +213,10 @@ def identity_events(
     _: Actor = Depends(Require(Permission.IDENTITY_READ)),
     db: Database = Depends(database),
 ) -> list[EventOut]:
-    """Lifecycle events of the identity, with the runs each started or why none started."""
+    """Lifecycle events of the identity, with the runs each started or why none started (a
+    deleted identity's: 404)."""
     with db.transaction() as session:
-        service.get_identity(session, identity_id)
+        service.get_live_identity(session, identity_id)
         rows = session.execute(
             select(LifecycleEvent)
             .where(LifecycleEvent.identity_id == identity_id)

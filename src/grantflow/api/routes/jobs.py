@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from grantflow.api.idempotency import Idempotency, idempotency
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.schemas import PageOut
 from grantflow.api.security import Require
@@ -19,6 +20,7 @@ from grantflow.schedules import cron, jobs, scheduler
 from grantflow.schedules.jobs import BuiltInJobCreate, JobKind, JobStatus, JobUpdate
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from grantflow.strict import Int
 
 router = APIRouter(prefix=API_PREFIX, tags=["jobs"])
 
@@ -30,7 +32,7 @@ class PreviewRequest(BaseModel):
 
     cron: str = Field(..., max_length=100, description="5 fields, e.g. '30 2 * * 1-5'")
     timezone: str = Field("UTC", max_length=64, description="IANA name, e.g. Europe/Berlin")
-    count: int = Field(10, ge=1, le=100)
+    count: Int = Field(10, ge=1, le=100)
 
     @field_validator("timezone")
     @classmethod
@@ -176,19 +178,25 @@ def disable(
     return _set_status(db, actor, job_id, JobStatus.DISABLED)
 
 
-@router.post("/jobs/{job_id}/run-now", status_code=201)
+@router.post("/jobs/{job_id}/run-now", status_code=201, response_model=dict[str, Any])
 def run_now(
     job_id: str,
     actor: Actor = Depends(Require(Permission.JOB_MANAGE)),
     db: Database = Depends(database),
     q: Queue = Depends(queue),
-) -> dict[str, Any]:
+    once: Idempotency = Depends(idempotency),
+) -> Response:
     """An occurrence on demand, recorded as manual (paused and disabled jobs too): fired with
-    its run, or skipped with the reason (an unhealthy connection, an overlapping run)."""
+    its run, or skipped with the reason (an unhealthy connection, an overlapping run). With an
+    Idempotency-Key, a retry of the same request returns the same occurrence."""
     with db.transaction() as session:
-        occurrence = scheduler.run_now(session, actor, q, job_id)
-        job = jobs.get_job(session, occurrence.job_id)
-        return jobs.occurrence_views(session, [occurrence], job.timezone)[0]
+
+        def fire() -> dict[str, Any]:
+            occurrence = scheduler.run_now(session, actor, q, job_id)
+            job = jobs.get_job(session, occurrence.job_id)
+            return jobs.occurrence_views(session, [occurrence], job.timezone)[0]
+
+        return once.respond(session, actor, 201, fire)
 
 
 @router.get("/jobs/{job_id}/occurrences", response_model=PageOut[dict[str, Any]])

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from grantflow.api.idempotency import Idempotency, idempotency
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.schemas import PageOut
 from grantflow.api.security import Require
@@ -23,6 +24,7 @@ from grantflow.engine.worker import live_workers
 from grantflow.queue.interface import Queue
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from grantflow.strict import MAX_INT, Bool, Timestamp
 
 router = APIRouter(prefix=API_PREFIX, tags=["runs"])
 
@@ -36,7 +38,7 @@ class StartRun(BaseModel):
 class CancelRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    force: bool = Field(False, description="cancel even after steps with side effects acted")
+    force: Bool = Field(False, description="cancel even after steps with side effects acted")
 
 
 def _detail(db: Database, q: Queue, run_id: str) -> dict[str, Any]:
@@ -44,27 +46,35 @@ def _detail(db: Database, q: Queue, run_id: str) -> dict[str, Any]:
         return detail.run_detail(session, operations.get_run(session, run_id), q)
 
 
-@router.post("/workflows/{workflow_id}/runs", status_code=201)
+@router.post("/workflows/{workflow_id}/runs", status_code=201, response_model=dict[str, Any])
 def start(
     workflow_id: str,
     body: StartRun,
     actor: Actor = Depends(Require(Permission.RUN_OPERATE)),
     db: Database = Depends(database),
     q: Queue = Depends(queue),
-) -> dict[str, Any]:
-    """Start a run of the active version with this input (manual trigger)."""
+    once: Idempotency = Depends(idempotency),
+) -> Response:
+    """Start a run of the active version with this input (manual trigger). With an
+    Idempotency-Key, a retry of the same request returns the same run and starts none."""
     with db.transaction() as session:
-        run = start_run(session, actor, q, workflow_id, body.input)
-        return detail.run_detail(session, run, q)
+        return once.respond(
+            session,
+            actor,
+            201,
+            lambda: detail.run_detail(
+                session, start_run(session, actor, q, workflow_id, body.input), q
+            ),
+        )
 
 
 @router.get("/runs", response_model=PageOut[dict[str, Any]])
 def list_runs(
     status: RunStatus | None = Query(None),
     workflow_id: str | None = Query(None, max_length=36),
-    version: int | None = Query(None, ge=1),
-    since: dt.datetime | None = Query(None, description="created at or after (ISO 8601)"),
-    until: dt.datetime | None = Query(None, description="created before (ISO 8601)"),
+    version: int | None = Query(None, ge=1, le=MAX_INT),
+    since: Timestamp | None = Query(None, description="created at or after (ISO 8601)"),
+    until: Timestamp | None = Query(None, description="created before (ISO 8601)"),
     stuck: bool | None = Query(None, description="only runs flagged stuck (or not)"),
     cursor: str | None = Query(None, max_length=500),
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
@@ -132,19 +142,25 @@ def retry(
     return _detail(db, q, run_id)
 
 
-@router.post("/runs/{run_id}/replay", status_code=201)
+@router.post("/runs/{run_id}/replay", status_code=201, response_model=dict[str, Any])
 def replay(
     run_id: str,
     latest: bool = Query(False, description="on the active version instead of the run's own"),
     actor: Actor = Depends(Require(Permission.RUN_OPERATE)),
     db: Database = Depends(database),
     q: Queue = Depends(queue),
-) -> dict[str, Any]:
-    """A new run with the same input, linked to this one."""
+    once: Idempotency = Depends(idempotency),
+) -> Response:
+    """A new run with the same input, linked to this one (with an Idempotency-Key: once)."""
     with db.transaction() as session:
-        new = operations.replay(session, actor, q, run_id, latest=latest)
-        new_id = new.id
-    return _detail(db, q, new_id)
+        return once.respond(
+            session,
+            actor,
+            201,
+            lambda: detail.run_detail(
+                session, operations.replay(session, actor, q, run_id, latest=latest), q
+            ),
+        )
 
 
 @router.post("/runs/{run_id}/cancel")

@@ -18,6 +18,7 @@ from grantflow.auth.permissions import Permission, Role
 from grantflow.errors import PermissionDenied
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from grantflow.strict import Bool, Int
 
 router = APIRouter(prefix=API_PREFIX, tags=["users"])
 
@@ -53,7 +54,7 @@ class UserUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     display_name: DisplayName | None = None
-    active: bool | None = None
+    active: Bool | None = None
     roles: list[Role] | None = Field(default=None, max_length=len(Role))
 
 
@@ -61,7 +62,7 @@ class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: TokenName
-    ttl_days: int | None = Field(
+    ttl_days: Int | None = Field(
         default=None, ge=1, le=3650, description="lifetime in days; default from configuration"
     )
     scope: Literal["api", "scim"] = Field(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -27,6 +27,9 @@ from grantflow.definitions.source import YAML_TYPES, parse_text, to_yaml
 from grantflow.errors import BadRequest
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from grantflow.strict import MAX_INT
+
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_INT, description="the version's number")]
 
 router = APIRouter(prefix=API_PREFIX, tags=["workflows"])
 
@@ -323,7 +326,7 @@ def save_draft(
 )
 def get_version(
     workflow_id: str,
-    number: int,
+    number: VersionNumber,
     format: str = Query("json", pattern="^(json|yaml)$", description="yaml: the document only"),
     _: Actor = Depends(Require(Permission.WORKFLOW_READ)),
     db: Database = Depends(database),
@@ -343,7 +346,7 @@ def get_version(
 )
 def update_draft(
     workflow_id: str,
-    number: int,
+    number: VersionNumber,
     raw: Any = Depends(document_body),
     actor: Actor = Depends(Require(Permission.WORKFLOW_EDIT)),
     db: Database = Depends(database),
@@ -357,7 +360,7 @@ def update_draft(
 @router.get("/workflows/{workflow_id}/versions/{number}/plan")
 def get_plan(
     workflow_id: str,
-    number: int,
+    number: VersionNumber,
     _: Actor = Depends(Require(Permission.WORKFLOW_READ)),
     db: Database = Depends(database),
 ) -> dict[str, Any]:
@@ -370,7 +373,7 @@ def get_plan(
 @router.post("/workflows/{workflow_id}/versions/{number}/recompile")
 def recompile_version(
     workflow_id: str,
-    number: int,
+    number: VersionNumber,
     actor: Actor = Depends(Require(Permission.WORKFLOW_PUBLISH)),
     db: Database = Depends(database),
 ) -> dict[str, Any]:
@@ -384,7 +387,7 @@ def recompile_version(
 @router.post("/workflows/{workflow_id}/versions/{number}/validate", response_model=GateOut)
 def validate_version(
     workflow_id: str,
-    number: int,
+    number: VersionNumber,
     _: Actor = Depends(Require(Permission.WORKFLOW_READ)),
     db: Database = Depends(database),
 ) -> GateOut:
@@ -396,7 +399,7 @@ def validate_version(
 @router.post("/workflows/{workflow_id}/versions/{number}/publish", response_model=PublishedOut)
 def publish_version(
     workflow_id: str,
-    number: int,
+    number: VersionNumber,
     activate: bool = Query(True, description="make it the active version"),
     actor: Actor = Depends(Require(Permission.WORKFLOW_PUBLISH)),
     db: Database = Depends(database),
@@ -414,7 +417,7 @@ def publish_version(
 @router.post("/workflows/{workflow_id}/versions/{number}/activate", response_model=WorkflowOut)
 def activate_version(
     workflow_id: str,
-    number: int,
+    number: VersionNumber,
     actor: Actor = Depends(Require(Permission.WORKFLOW_PUBLISH)),
     db: Database = Depends(database),
 ) -> WorkflowOut:
@@ -423,11 +426,15 @@ def activate_version(
         return workflow_out(session, service.activate(session, actor, workflow_id, number))
 
 
-@router.get("/workflows/{workflow_id}/diff", response_class=PlainTextResponse)
+@router.get(
+    "/workflows/{workflow_id}/diff",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/x-diff": {"schema": {"type": "string"}}}}},
+)
 def diff_versions(
     workflow_id: str,
-    from_version: int = Query(..., alias="from", ge=1),
-    to_version: int = Query(..., alias="to", ge=1),
+    from_version: int = Query(..., alias="from", ge=1, le=MAX_INT),
+    to_version: int = Query(..., alias="to", ge=1, le=MAX_INT),
     _: Actor = Depends(Require(Permission.WORKFLOW_READ)),
     db: Database = Depends(database),
 ) -> PlainTextResponse:
@@ -440,7 +447,7 @@ def diff_versions(
 @router.post("/workflows/{workflow_id}/versions/{number}/dry-run")
 def dry_run_version(
     workflow_id: str,
-    number: int,
+    number: VersionNumber,
     sample: SampleContext,
     _: Actor = Depends(Require(Permission.WORKFLOW_READ)),
     db: Database = Depends(database),

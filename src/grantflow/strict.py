@@ -1,0 +1,101 @@
+"""Field types for what people send (API bodies and queries, workflow documents): a value is
+what it says it is.
+
+Pydantic's lax mode reads `true` as 1, `0` as false, `"yes"` as true, `1.5`-free floats as ints
+and a number as a time (seconds since 1970, so `until=0.5` meant 1970). Request models use these
+types instead, so each of those is a 422 naming the field:
+
+- `Int`: an integer, not a boolean, a float or a string;
+- `Bool`: `true` or `false`, not 0/1 or "yes";
+- `Number`: an integer or a float, not a boolean or a string;
+- `Timestamp` / `AwareTimestamp`: RFC 3339 text (or a datetime in Python), never a number;
+- `Day`: `YYYY-MM-DD` text (or a date in Python), never a number.
+
+Query parameters arrive as text, so they keep pydantic's reading of `"10"` as 10 and `"true"` as
+true; only their times use `Timestamp`. `tests/unit/test_strict_fields.py` walks every request
+model and fails on a plain `int`, `bool`, `float`, datetime or date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BeforeValidator, Strict
+
+# The largest integer an INTEGER column holds (PostgreSQL's int4): any integer compared with one
+# (a version number, a count) is bounded by it, or the driver fails on it (SQLite cannot even
+# bind an integer past 64 bits).
+MAX_INT = 2**31 - 1
+
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Number = Annotated[float, Strict()]  # (strict floats take ints, never booleans)
+
+_DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _time_text(value: Any) -> Any:
+    if isinstance(value, str) and not _DATE_TEXT.match(value.strip()):
+        raise ValueError("a time is RFC 3339 text, e.g. 2026-03-02T10:00:00Z")
+    if not isinstance(value, str | dt.datetime):
+        raise ValueError("a time is RFC 3339 text, e.g. 2026-03-02T10:00:00Z (not a number)")
+    return value
+
+
+def _day_text(value: Any) -> Any:
+    if isinstance(value, str) and not _DATE_TEXT.match(value.strip()):
+        raise ValueError("a date is YYYY-MM-DD text, e.g. 2026-03-02")
+    if not isinstance(value, str | dt.date):
+        raise ValueError("a date is YYYY-MM-DD text, e.g. 2026-03-02 (not a number)")
+    return value
+
+
+Timestamp = Annotated[dt.datetime, BeforeValidator(_time_text)]
+AwareTimestamp = Annotated[AwareDatetime, BeforeValidator(_time_text)]
+Day = Annotated[dt.date, BeforeValidator(_day_text)]
+
+# What the guard test accepts as marking a field strict.
+TEXT_ONLY = (_time_text, _day_text)
+
+
+# --- text that can be stored ------------------------------------------------------------------
+# PostgreSQL refuses a NUL character in text and in JSONB; a lone surrogate (half of a UTF-16
+# pair, e.g. "\ud800" in JSON) is not a character at all and cannot be written as UTF-8. Let
+# either into a request and the write fails half-way (on SQLite, a run was created and even
+# executed while the request answered 500) or the object can never be read back. So every
+# string a request carries is checked once, before anything reads it: JSON bodies and the
+# query and path in the API middleware, YAML documents where they are parsed.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """What makes `text` unstorable, or None."""
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "must not contain a NUL character (\\u0000)"
+    return f"contains a lone surrogate (\\u{ord(found.group()):04x}), which is not valid Unicode"
+
+
+def unstorable(value: Any, where: str) -> list[tuple[str, str]]:
+    """Every string (value or key) under `value` that cannot be stored: its path from `where`
+    (e.g. `body.steps[0].config.k`) and the problem; empty when everything can be stored."""
+    found: list[tuple[str, str]] = []
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if problem := text_problem(item):
+                found.append((path, problem))
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and (problem := text_problem(key)):
+                    shown = key.encode("unicode_escape").decode("ascii")
+                    found.append((f"{path}.{shown}", f"this key {problem}"))
+                stack.append((child, f"{path}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return sorted(found)
