@@ -24,6 +24,7 @@ from grantflow.api.routes import (
     evidence,
     grants,
     health,
+    hooks,
     identities,
     identity_import,
     inbox,
@@ -106,6 +107,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         jobs,
         controls,
         reports,
+        hooks,
     ):
         app.router.routes.extend(module.router.routes)
     install_error_handlers(app)

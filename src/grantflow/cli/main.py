@@ -19,6 +19,7 @@ from grantflow.cli import (
     reports,
     reviews,
     runs,
+    safety,
     server,
     users,
     workflows,
@@ -44,6 +45,7 @@ app.add_typer(reviews.app, name="reviews")
 app.add_typer(controls.app, name="controls")
 app.add_typer(reports.app, name="reports")
 workflows.register(app)
+safety.register(workflows.app)
 runs.register(app)
 evidence.register(runs.runs_app)
 connections.register(app)

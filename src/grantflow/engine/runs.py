@@ -49,6 +49,7 @@ def validate_input(schema: dict[str, Any], data: Any) -> None:
                 "field": "input"
                 + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in e.path),
                 "message": e.message,
+                "rule": str(e.validator),
             }
             for e in errors
         ]

@@ -1,0 +1,62 @@
+"""Tables of the safety package: webhook secrets and deliveries."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from grantflow.store.base import Base, UTCDateTime, new_id, utcnow
+
+
+class WebhookSecret(Base):
+    """A webhook workflow's signing secret: write-only, encrypted under the master key (bound
+    to this row's id), shown once when created or rotated and never again."""
+
+    __tablename__ = "webhook_secrets"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    workflow_id: Mapped[str] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE"), unique=True
+    )
+    key_id: Mapped[str] = mapped_column(String(16))  # the master key it is encrypted under
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(320))
+    # the last rotation (None while the first secret is in use)
+    rotated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    rotated_by: Mapped[str | None] = mapped_column(String(320))
+
+
+class DeliveryOutcome:
+    ACCEPTED = "accepted"  # signature, time and body valid: a run was started (or held)
+    DUPLICATE = "duplicate"  # a delivery already accepted, sent again: no second run
+    REFUSED = "refused"  # refused (the reason says why); no run
+
+
+class WebhookDelivery(Base):
+    """One delivery to `POST /hooks/{workflow_key}`. Accepted ones carry the keys that make a
+    resent delivery a duplicate (its delivery id, and its signature: a replayed request under
+    another delivery id is a duplicate too); refused ones only say when and why (never the
+    body, never the signature). The last 100 refusals per workflow are kept."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "dedup_key"),
+        UniqueConstraint("workflow_id", "signature_hash"),
+        Index("ix_webhook_deliveries_workflow_received", "workflow_id", "received_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    workflow_id: Mapped[str] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
+    delivery_id: Mapped[str | None] = mapped_column(String(200))  # as the sender named it
+    # set on accepted deliveries only (NULLs never collide): the sender's delivery id, and a
+    # hash of the signature header's timestamp and digest
+    dedup_key: Mapped[str | None] = mapped_column(String(200))
+    signature_hash: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(20))
+    status_code: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    run_id: Mapped[str | None] = mapped_column(String(36))

@@ -1,0 +1,80 @@
+"""safety: webhook secrets and deliveries
+
+Revision ID: 0012
+Revises: 0011
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+import grantflow.store.base
+
+revision = "0012"
+down_revision = "0011"
+branch_labels = None
+depends_on = None
+
+_UTC = grantflow.store.base.UTCDateTime(timezone=True)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "webhook_secrets",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("workflow_id", sa.String(length=36), nullable=False),
+        sa.Column("key_id", sa.String(length=16), nullable=False),
+        sa.Column("ciphertext", sa.Text(), nullable=False),
+        sa.Column("created_at", _UTC, nullable=False),
+        sa.Column("created_by", sa.String(length=320), nullable=False),
+        sa.Column("rotated_at", _UTC, nullable=True),
+        sa.Column("rotated_by", sa.String(length=320), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["workflow_id"],
+            ["workflows.id"],
+            name=op.f("fk_webhook_secrets_workflow_id_workflows"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_secrets")),
+        sa.UniqueConstraint("workflow_id", name=op.f("uq_webhook_secrets_workflow_id")),
+    )
+    op.create_table(
+        "webhook_deliveries",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("workflow_id", sa.String(length=36), nullable=False),
+        sa.Column("delivery_id", sa.String(length=200), nullable=True),
+        sa.Column("dedup_key", sa.String(length=200), nullable=True),
+        sa.Column("signature_hash", sa.String(length=64), nullable=True),
+        sa.Column("received_at", _UTC, nullable=False),
+        sa.Column("outcome", sa.String(length=20), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("run_id", sa.String(length=36), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["workflow_id"],
+            ["workflows.id"],
+            name=op.f("fk_webhook_deliveries_workflow_id_workflows"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
+        sa.UniqueConstraint(
+            "workflow_id", "dedup_key", name=op.f("uq_webhook_deliveries_workflow_id_dedup_key")
+        ),
+        sa.UniqueConstraint(
+            "workflow_id",
+            "signature_hash",
+            name=op.f("uq_webhook_deliveries_workflow_id_signature_hash"),
+        ),
+    )
+    op.create_index(
+        "ix_webhook_deliveries_workflow_received",
+        "webhook_deliveries",
+        ["workflow_id", "received_at"],
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_webhook_deliveries_workflow_received", table_name="webhook_deliveries")
+    op.drop_table("webhook_deliveries")
+    op.drop_table("webhook_secrets")
