@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from grantflow.store.base import Base, UTCDateTime, new_id, utcnow
@@ -60,3 +60,30 @@ class WebhookDelivery(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str | None] = mapped_column(Text)
     run_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class ConnectionThrottle(Base):
+    """A connection's shared rate-limit state (PostgreSQL deployments; safety/ratelimit.py):
+    the GCRA theoretical arrival time and the "not before" a 429 asked for, both in epoch
+    seconds of the database's clock."""
+
+    __tablename__ = "connection_throttles"
+
+    connection_id: Mapped[str] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    tat: Mapped[float] = mapped_column(Float)
+    not_before: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ConnectionSlot(Base):
+    """One of a connection's `max_concurrency` call slots, leased to a call in flight."""
+
+    __tablename__ = "connection_slots"
+
+    connection_id: Mapped[str] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    holder: Mapped[str | None] = mapped_column(String(100))
+    expires_at: Mapped[float | None] = mapped_column(Float)  # epoch seconds (database clock)

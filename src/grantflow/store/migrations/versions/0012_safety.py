@@ -1,4 +1,4 @@
-"""safety: webhook secrets and deliveries
+"""safety: webhook secrets and deliveries, shared connection limits
 
 Revision ID: 0012
 Revises: 0011
@@ -72,9 +72,38 @@ def upgrade() -> None:
         "webhook_deliveries",
         ["workflow_id", "received_at"],
     )
+    op.create_table(
+        "connection_throttles",
+        sa.Column("connection_id", sa.String(length=36), nullable=False),
+        sa.Column("tat", sa.Float(), nullable=False),
+        sa.Column("not_before", sa.Float(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["connection_id"],
+            ["connections.id"],
+            name=op.f("fk_connection_throttles_connection_id_connections"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("connection_id", name=op.f("pk_connection_throttles")),
+    )
+    op.create_table(
+        "connection_slots",
+        sa.Column("connection_id", sa.String(length=36), nullable=False),
+        sa.Column("slot", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("holder", sa.String(length=100), nullable=True),
+        sa.Column("expires_at", sa.Float(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["connection_id"],
+            ["connections.id"],
+            name=op.f("fk_connection_slots_connection_id_connections"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("connection_id", "slot", name=op.f("pk_connection_slots")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("connection_slots")
+    op.drop_table("connection_throttles")
     op.drop_index("ix_webhook_deliveries_workflow_received", table_name="webhook_deliveries")
     op.drop_table("webhook_deliveries")
     op.drop_table("webhook_secrets")
