@@ -1,5 +1,6 @@
-"""`grantflow workflows webhook-secret|webhook|deliveries`: each a thin caller of the service
-function behind one API route (named in each docstring)."""
+"""`grantflow workflows webhook-secret|webhook|deliveries|resume-safety` and `grantflow usage
+[set-cap]`: each a thin caller of the service function behind one API route (named in each
+docstring)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from grantflow.cli.context import (
 )
 from grantflow.connections.crypto import keyring_for
 from grantflow.definitions.workflows import find_workflow
-from grantflow.safety import webhooks
+from grantflow.queue.database import DatabaseQueue
+from grantflow.safety import breakers, spend, webhooks
 
 CLI = Actor.system("cli")
 
@@ -70,7 +72,73 @@ def deliveries(
     emit_table(rows, ["received_at", "outcome", "status_code", "delivery_id", "reason", "run_id"])
 
 
-def register(workflows_app: typer.Typer) -> None:
+def resume_safety(workflow: str, as_json: bool = JSON_OPTION) -> None:
+    """Resume a workflow paused for safety; its held runs go on, oldest first
+    (POST /workflows/{id}/resume-safety)."""
+    with errors_as_lines(), database() as db:
+        queue = DatabaseQueue(db)
+        with db.transaction() as session:
+            found = breakers.resume(session, CLI, queue, find_workflow(session, workflow).id)
+            result = {"workflow_id": found.id, "name": found.name, "status": str(found.status)}
+        queue.close()
+    if as_json:
+        emit_json(result)
+    else:
+        out.print(f"{result['name']}: resumed ({result['status']})", markup=False)
+
+
+usage_app = typer.Typer(help="Usage against the spend caps.", invoke_without_command=True)
+
+
+@usage_app.callback()
+def usage(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Runs, executed steps and external calls this day and month (GET /usage)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with errors_as_lines(), database() as db, db.transaction() as session:
+        shown = spend.usage(session)
+    if as_json:
+        emit_json(shown)
+        return
+    out.print(f"day {shown['day']}, month {shown['month']} ({shown['timezone']})", markup=False)
+    rows = [{"scope": "workspace", **row} for row in shown["workspace"]["usage"]]
+    for workflow in shown["workflows"]:
+        rows += [{"scope": workflow["name"], **row} for row in workflow["usage"]]
+    emit_table(rows, ["scope", "kind", "period", "used", "cap", "percent", "rolls_over_at"])
+
+
+@usage_app.command("set-cap")
+def set_cap(
+    kind: str = typer.Option(..., "--kind", help="runs, steps or external_calls"),
+    period: str = typer.Option(..., "--period", help="day or month"),
+    cap: int = typer.Option(None, "--cap", help="the cap; leave out with --remove"),
+    workflow: str = typer.Option(None, "--workflow", help="a workflow's cap (else the workspace)"),
+    remove: bool = typer.Option(False, "--remove", help="remove the cap"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Set or remove a spend cap (PUT /spend-caps); runs it frees go on at once."""
+    with errors_as_lines(), database() as db:
+        queue = DatabaseQueue(db)
+        with db.transaction() as session:
+            result = spend.set_cap(
+                session,
+                CLI,
+                queue,
+                workflow=workflow,
+                kind=kind,
+                period=period,
+                cap=None if remove else cap,
+            )
+        queue.close()
+    if as_json:
+        emit_json(result)
+    else:
+        out.print(f"cap set: {result}", markup=False)
+
+
+def register(root: typer.Typer, workflows_app: typer.Typer) -> None:
     workflows_app.command("webhook-secret")(webhook_secret)
     workflows_app.command("webhook")(webhook)
     workflows_app.command("deliveries")(deliveries)
+    workflows_app.command("resume-safety")(resume_safety)
+    root.add_typer(usage_app, name="usage")

@@ -87,3 +87,42 @@ class ConnectionSlot(Base):
     slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     holder: Mapped[str | None] = mapped_column(String(100))
     expires_at: Mapped[float | None] = mapped_column(Float)  # epoch seconds (database clock)
+
+
+class UsageMark(Base):
+    """That one step start was counted: keyed `run:step:iteration`, the same for every worker
+    and every retry of that step, so a step is counted exactly once."""
+
+    __tablename__ = "usage_marks"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    counted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class UsageCounter(Base):
+    """How many runs, executed steps and external calls a workflow (scope_id) or the whole
+    workspace (scope_id "*") used in one period: a minute ("M:2031-01-02T10:04", UTC, for the
+    breakers), a day ("d:2031-01-02") or a month ("m:2031-01") in the spend-cap timezone."""
+
+    __tablename__ = "usage_counters"
+
+    scope_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    period_key: Mapped[str] = mapped_column(String(20), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SpendCap(Base):
+    """A hard cap: at most `cap` runs, executed steps or external calls per day or month, for
+    the workspace (scope_id "*") or one workflow."""
+
+    __tablename__ = "spend_caps"
+    __table_args__ = (UniqueConstraint("scope_id", "kind", "period"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    scope_id: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(20))  # runs | steps | external_calls
+    period: Mapped[str] = mapped_column(String(10))  # day | month
+    cap: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(320))

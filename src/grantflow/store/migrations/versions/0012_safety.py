@@ -1,4 +1,5 @@
-"""safety: webhook secrets and deliveries, shared connection limits
+"""safety: webhook secrets and deliveries, shared connection limits, workflows paused for
+safety, usage counters and spend caps
 
 Revision ID: 0012
 Revises: 0011
@@ -17,6 +18,7 @@ branch_labels = None
 depends_on = None
 
 _UTC = grantflow.store.base.UTCDateTime(timezone=True)
+_JSON = grantflow.store.base.JSONType
 
 
 def upgrade() -> None:
@@ -99,9 +101,50 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("connection_id", "slot", name=op.f("pk_connection_slots")),
     )
+    with op.batch_alter_table("workflows") as batch:
+        batch.add_column(sa.Column("safety_pause", _JSON, nullable=True))
+        batch.add_column(sa.Column("safety_resumed_at", _UTC, nullable=True))
+        batch.add_column(sa.Column("safety_resumed_by", sa.String(length=320), nullable=True))
+    op.create_table(
+        "usage_marks",
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("counted_at", _UTC, nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_usage_marks")),
+    )
+    op.create_index(op.f("ix_usage_marks_counted_at"), "usage_marks", ["counted_at"])
+    op.create_table(
+        "usage_counters",
+        sa.Column("scope_id", sa.String(length=36), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("period_key", sa.String(length=20), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("scope_id", "kind", "period_key", name=op.f("pk_usage_counters")),
+    )
+    op.create_table(
+        "spend_caps",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("scope_id", sa.String(length=36), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("period", sa.String(length=10), nullable=False),
+        sa.Column("cap", sa.Integer(), nullable=False),
+        sa.Column("updated_at", _UTC, nullable=False),
+        sa.Column("updated_by", sa.String(length=320), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_spend_caps")),
+        sa.UniqueConstraint(
+            "scope_id", "kind", "period", name=op.f("uq_spend_caps_scope_id_kind_period")
+        ),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("spend_caps")
+    op.drop_table("usage_counters")
+    op.drop_index(op.f("ix_usage_marks_counted_at"), table_name="usage_marks")
+    op.drop_table("usage_marks")
+    with op.batch_alter_table("workflows") as batch:
+        batch.drop_column("safety_resumed_by")
+        batch.drop_column("safety_resumed_at")
+        batch.drop_column("safety_pause")
     op.drop_table("connection_slots")
     op.drop_table("connection_throttles")
     op.drop_index("ix_webhook_deliveries_workflow_received", table_name="webhook_deliveries")
