@@ -80,6 +80,35 @@ class Settings(BaseSettings):
         description="largest run context (input, identity, grant and every step output) a run "
         "may gather, as JSON bytes",
     )
+    # --- safety: breakers, spend caps, abuse limits (grantflow.safety) -------------------------
+    safety_max_runs_per_minute: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="default breaker: runs of one workflow started in any minute before the "
+        "workflow is paused for safety (a workflow's `safety:` block overrides it)",
+    )
+    safety_max_failed_runs: int = Field(
+        default=50,
+        ge=1,
+        le=1_000_000,
+        description="default breaker: failed runs of one workflow within the failed-runs "
+        "window before it is paused for safety",
+    )
+    safety_failed_runs_window_seconds: float = Field(
+        default=600.0, gt=0, le=7 * 86400, description="the failed-runs breaker's window"
+    )
+    safety_max_external_calls_per_minute: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="default breaker: external-call steps of one workflow started in any "
+        "minute before it is paused for safety",
+    )
+    spend_cap_timezone: str = Field(
+        default="UTC",
+        description="IANA timezone whose calendar days and months spend caps count in",
+    )
     outbound_allow: str = Field(
         default="",
         description="comma-separated hosts or CIDR ranges that steps may call although they "
@@ -266,6 +295,17 @@ class Settings(BaseSettings):
                 "SMTP credentials need GRANTFLOW_SMTP_SECURITY starttls or tls: with none the "
                 "password would cross the network in clear"
             )
+        return value
+
+    @field_validator("spend_cap_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA timezone, e.g. Europe/Berlin") from None
         return value
 
     @field_validator("smtp_from")

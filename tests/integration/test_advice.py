@@ -924,6 +924,35 @@ def _escalated(w: World) -> None:
         assert w.settle(run_id, "succeeded", "failed")["status"] == "succeeded"
 
 
+@scenario("waiting.safety")
+def _paused_for_safety(w: World) -> None:
+    doc = chain("adv-breaker", set_step("only"))
+    wf = publish(w.database, {**doc, "safety": {"max_runs_per_minute": 1}})
+    runs = [start(w.database, wf), start(w.database, wf)]
+    with w.worker():
+        for run_id in runs:  # one starts, the other trips the breaker and is held
+            w.wait(run_id, lambda d: d["status"] == "succeeded" or d["waiting_reason"] == "safety")
+        held = next(r for r in runs if w.get(r)["status"] == "queued")
+        action = advised(w.get(held), "waiting.safety")
+        assert action["path"] == f"{API}/workflows/{wf}/resume-safety"
+        take(w.admin, action)
+        assert w.settle(held, "succeeded", "failed")["status"] == "succeeded"
+
+
+@scenario("waiting.spend_cap")
+def _spend_cap(w: World) -> None:
+    wf = publish(w.database, chain("adv-capped", set_step("one"), set_step("two")))
+    cap = {"workflow": wf, "kind": "steps", "period": "day"}
+    assert w.admin.put(f"{API}/spend-caps", json={**cap, "cap": 1}).status_code == 200
+    run_id = start(w.database, wf)
+    with w.worker():
+        shown = w.wait(run_id, lambda d: d["waiting_reason"] == "spend_cap")
+        action = advised(shown, "waiting.spend_cap")
+        assert (action["method"], action["path"]) == ("PUT", f"{API}/spend-caps")
+        take(w.admin, action, body={**cap, "cap": 10})  # raised: it goes on by itself
+        assert w.settle(run_id, "succeeded", "failed")["status"] == "succeeded"
+
+
 # --- the table test ------------------------------------------------------------------------
 
 # Entries whose scenario lives with the feature's own tests, which take the rendered action

@@ -13,6 +13,7 @@ from grantflow.api import create_app
 from grantflow.api.app import api_routes, route_guard
 from grantflow.api.docs import DOCS_PATH
 from grantflow.api.routes import health
+from grantflow.api.routes.hooks import Signed
 from grantflow.api.security import Public, Require
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import ROLE_PERMISSIONS, Permission, Role
@@ -24,6 +25,8 @@ from grantflow.store.database import Database
 from tests.conftest import Api
 
 PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics"}
+# token-less because each request carries its own HMAC signature, checked before anything
+SIGNED_PATHS = {"/hooks/{workflow_key}"}
 _PATH_PARAM = re.compile(r"\{[^}]+\}")
 SCIM_ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
@@ -81,10 +84,16 @@ def test_every_route_declares_exactly_one_guard(settings: Settings, database: Da
     routes = api_routes(app)
     guards = {route.path + str(sorted(route.methods or ())): route_guard(route) for route in routes}
     assert all(isinstance(g, Require | Public | Page | PublicPage) for g in guards.values()), guards
-    public = {route.path for route in routes if isinstance(route_guard(route), Public)}
+    public = {
+        route.path
+        for route in routes
+        if isinstance(route_guard(route), Public) and not isinstance(route_guard(route), Signed)
+    }
     assert public == PUBLIC_PATHS
+    signed = {route.path for route in routes if isinstance(route_guard(route), Signed)}
+    assert signed == SIGNED_PATHS
     pages = [route for route in routes if isinstance(route_guard(route), Page | PublicPage)]
-    assert len(_guarded(app)) == len(routes) - len(PUBLIC_PATHS) - len(pages)
+    assert len(_guarded(app)) == len(routes) - len(PUBLIC_PATHS) - len(SIGNED_PATHS) - len(pages)
     assert not any(route.path.startswith(("/api/", "/scim/")) for route in pages)
     assert {r.path for r in routes if r.path.startswith(("/api/v1/", "/scim/v2/"))} == {
         r.path for r, _ in _guarded(app)
@@ -117,6 +126,19 @@ def test_public_routes_answer_without_a_token(api: Api) -> None:
     with api.client() as anonymous:
         for path in sorted(PUBLIC_PATHS):
             assert anonymous.get(path).status_code == 200, path
+
+
+def test_signed_routes_refuse_unsigned_requests(api: Api, settings: Settings) -> None:
+    """Every Signed route answers 401 to a request without a signature (no token asked)."""
+    app = create_app(settings, api.database)
+    signed = [r for r in api_routes(app) if isinstance(route_guard(r), Signed)]
+    assert signed
+    with api.client() as anonymous:
+        for route in signed:
+            for method in sorted(route.methods or ()):
+                response = _call(anonymous, method, _PATH_PARAM.sub("00000000-dummy", route.path))
+                assert response.status_code == 401, (method, route.path, response.text)
+                assert response.json()["error"]["code"] == "webhook_signature_invalid"
 
 
 def test_every_guarded_route_is_401_without_a_token(api: Api, settings: Settings) -> None:

@@ -399,6 +399,21 @@ _ENTRIES: tuple[Advice, ...] = (
     ),
     Advice("waiting.delay", None, "a delay step waits until the time shown; nothing to do"),
     Advice(
+        "waiting.safety",
+        None,
+        "the workflow is paused for safety (a breaker tripped: the workflow shows which, with "
+        "its figures); find the cause, then Resume workflow on the workflow: every held run "
+        "goes on, oldest first",
+        "workflow.resume_safety",
+    ),
+    Advice(
+        "waiting.spend_cap",
+        None,
+        "a spend cap is reached: the run goes on by itself when the period rolls over, or at "
+        "once when you Adjust cap (raise it)",
+        "spend_cap.set",
+    ),
+    Advice(
         "paused.operator",
         None,
         "an operator paused the run; Resume continues it from where it stopped",

@@ -23,6 +23,7 @@ from grantflow.api.routes import (
     evidence,
     grants,
     health,
+    hooks,
     identities,
     identity_import,
     inbox,
@@ -33,6 +34,7 @@ from grantflow.api.routes import (
     reports,
     reviews,
     runs,
+    safety,
     scim,
     users,
     workflows,
@@ -48,6 +50,7 @@ from grantflow.connections.outbound import guarded_client, outbound_policy
 from grantflow.definitions import sandbox
 from grantflow.people import email as people_email
 from grantflow.queue.database import DatabaseQueue
+from grantflow.safety import config as safety_config
 from grantflow.store.database import Database
 
 
@@ -74,6 +77,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     database.use_master_keys(lambda: master_keys(settings))  # the audit chain's keys
     people_email.configure(settings)  # e-mail sent from this process uses these settings
     sandbox.configure(settings)  # template limits for dry-runs (and workers in this process)
+    safety_config.configure(settings)  # breakers, spend caps (and workers in this process)
     # The API's own outbound calls (Test connection) go through the same guard as workers'.
     http = guarded_client(outbound_policy(settings), follow_redirects=True)
     app.state.grantflow = AppState(
@@ -108,6 +112,8 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         jobs,
         controls,
         reports,
+        hooks,
+        safety,
     ):
         app.router.routes.extend(module.router.routes)
     console.install(app, settings, database)  # the web console at /, with its static files

@@ -23,7 +23,9 @@ Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 def error_response(request: Request, status: int, body: dict[str, Any]) -> JSONResponse:
     body["request_id"] = getattr(request.state, "request_id", None)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    # (a signed webhook delivery is not asked for a bearer token)
+    bearer = status == 401 and not request.url.path.startswith("/hooks/")
+    headers = {"WWW-Authenticate": "Bearer"} if bearer else None
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 

@@ -44,6 +44,7 @@ COMMANDS: dict[str, Lazy] = {
     "reviews": _api("reviews:app", "Access reviews: start, decide keep or revoke, close, report."),
     "controls": _api("controls:app", "Evaluate the built-in controls and read their findings."),
     "reports": _api("reports:app", "Generate, list and download reports."),
+    "usage": _api("safety:usage_app", "Usage against the spend caps."),
     "queue": _api("runs:queue_app", "Inspect the queue."),
     "users": _api("users:users_app", "Manage users."),
     "tokens": _api("users:tokens_app", "Manage API tokens."),

@@ -183,9 +183,11 @@ def worker(
 ) -> None:
     """Run a worker process: it advances runs until SIGTERM, then finishes or hands back."""
     from grantflow.definitions import sandbox
+    from grantflow.safety import config as safety_config
 
     loaded = settings(log_level=None)
     sandbox.configure(loaded)  # the template limits this worker enforces
+    safety_config.configure(loaded)  # its breakers' defaults, the spend-cap timezone
     with errors_as_lines(), database(loaded) as db:
         queue = DatabaseQueue(db)
         Worker(

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from grantflow.cli import safety
 from grantflow.cli.client import ApiError, Client, connect, segment
 from grantflow.cli.context import JSON_OPTION, emit_json, emit_table, errors_as_lines, out
 from grantflow.cli.files import read_any
@@ -249,3 +250,6 @@ def dry_run_command(
                 raise ApiError(0, "the workflow has no version to dry-run")
             result = api.post(f"/workflows/{found['id']}/versions/{number}/dry-run", context or {})
     out.print(json.dumps(result, indent=2, default=str), markup=False)
+
+
+safety.register(app)  # webhook-secret, webhook, deliveries, resume-safety

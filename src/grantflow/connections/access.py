@@ -17,6 +17,7 @@ from grantflow.connections.oauth import TokenSource
 from grantflow.connections.service import find_connection
 from grantflow.errors import ConfigurationError, ConnectorError, ReauthRequired
 from grantflow.redaction import NOTHING, Redactor, redactor_for
+from grantflow.safety.ratelimit import limits_for
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 
@@ -54,7 +55,7 @@ class ConnectionAccess:
 
         self.keyring = keyring
         self.tokens = TokenSource(database, keyring, http) if keyring else None
-        self.limits = Limits()
+        self.limits: Limits = limits_for(database)  # shared by every worker on PostgreSQL
 
     def resolve_for_test(self, application_id: str, name: str) -> ResolvedConnection:
         """Like `resolve`, but a connection that is down or awaiting reauthorisation is

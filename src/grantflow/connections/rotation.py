@@ -1,11 +1,12 @@
 """Master-key rotation without downtime: the new key goes first into the key file (old keys
-stay readable), every credential is re-encrypted under it in small transactions, and only then
-may the old keys be retired (after the audit chain is resealed under the new key). Running
-processes pick the new key up when they meet it."""
+stay readable), every credential (and webhook secret) is re-encrypted under it in small
+transactions, and only then may the old keys be retired (after the audit chain is resealed
+under the new key). Running processes pick the new key up when they meet it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import select
 
@@ -15,9 +16,11 @@ from grantflow.config import Settings, master_keys, new_key, write_key_file
 from grantflow.connections.crypto import Keyring, key_id
 from grantflow.connections.models import Credential
 from grantflow.errors import ConfigurationError
+from grantflow.safety.models import WebhookSecret
 from grantflow.store.database import Database
 
 BATCH = 100
+Sealed = TypeVar("Sealed", Credential, WebhookSecret)
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,28 @@ class RotationReport:
     new_key_id: str
     reencrypted: int
     retired: list[str]
+
+
+def _reencrypt(database: Database, keyring: Keyring, table: type[Sealed]) -> int:
+    """Every secret of `table` (credentials, webhook secrets) under the current key."""
+    count = 0
+    while True:
+        with database.transaction() as session:
+            batch = list(
+                session.execute(
+                    select(table)
+                    .where(table.key_id != keyring.current_id)
+                    .order_by(table.id)
+                    .limit(BATCH)
+                    .with_for_update()
+                ).scalars()
+            )
+            for row in batch:
+                payload = keyring.decrypt(row.key_id, row.ciphertext, row.id)
+                row.key_id, row.ciphertext = keyring.encrypt(payload, row.id)
+            count += len(batch)
+        if len(batch) < BATCH:
+            return count
 
 
 def rotate(
@@ -40,24 +65,7 @@ def rotate(
     fresh = new_key()
     write_key_file(settings.secret_key_file, [fresh, *old])
     keyring = Keyring(lambda: master_keys(settings))
-    count = 0
-    while True:
-        with database.transaction() as session:
-            batch = list(
-                session.execute(
-                    select(Credential)
-                    .where(Credential.key_id != keyring.current_id)
-                    .order_by(Credential.id)
-                    .limit(BATCH)
-                    .with_for_update()
-                ).scalars()
-            )
-            for credential in batch:
-                payload = keyring.decrypt(credential.key_id, credential.ciphertext, credential.id)
-                credential.key_id, credential.ciphertext = keyring.encrypt(payload, credential.id)
-            count += len(batch)
-        if len(batch) < BATCH:
-            break
+    count = _reencrypt(database, keyring, Credential) + _reencrypt(database, keyring, WebhookSecret)
     retired: list[str] = []
     if retire_old:
         # The audit entries signed under the old keys stay verifiable through a reseal signed

@@ -119,6 +119,22 @@ class Settings(Strict):
     max_concurrent_runs: Int | None = Field(None, ge=1, le=100_000)
 
 
+class SafetyLimits(Strict):
+    """The workflow's safety breakers; a breaker left out uses the configured default
+    (GRANTFLOW_SAFETY_*). When one trips the workflow becomes paused_safety."""
+
+    max_runs_per_minute: int | None = Field(
+        None, ge=1, le=1_000_000, description="runs started in any minute before it trips"
+    )
+    max_failed_runs: int | None = Field(
+        None, ge=1, le=1_000_000, description="failed runs within failed_runs_window"
+    )
+    failed_runs_window: Duration | None = Field(None, description="e.g. 10m")
+    max_external_calls_per_minute: int | None = Field(
+        None, ge=1, le=10_000_000, description="external-call steps started in any minute"
+    )
+
+
 class WorkflowDocument(Strict):
     """A workflow as authored; the JSON Schema of this model is `grantflow schema workflow`."""
 
@@ -127,6 +143,7 @@ class WorkflowDocument(Strict):
     application: str | None = Field(None, max_length=100, description="application id or name")
     trigger: Trigger
     settings: Settings = Field(default_factory=Settings)
+    safety: SafetyLimits | None = Field(None, description="safety breakers (defaults: config)")
     entry: StepId | None = Field(None, description="entry step; default the first step")
     steps: list[Step] = Field(default_factory=list, max_length=500)
 

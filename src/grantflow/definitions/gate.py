@@ -492,6 +492,7 @@ def compile_plan(result: GateResult, version: int) -> Plan:
         execution_timeout_seconds=settings.execution_timeout.total_seconds(),
         stuck_after_seconds=settings.stuck_after.total_seconds(),
         max_concurrent_runs=settings.max_concurrent_runs,
+        safety=doc.safety.model_dump(mode="json", exclude_none=True) if doc.safety else {},
         steps=steps,
         edges=edges,
         expressions=exprs,

@@ -40,6 +40,10 @@ class Workflow(UniqueNameKeyed, Base):
     enabled_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     enabled_changed_by: Mapped[str | None] = mapped_column(String(320))
     active_version: Mapped[int | None] = mapped_column(Integer)
+    # set while a safety breaker holds the workflow: {breaker, figures, tripped_at, ...}
+    safety_pause: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    safety_resumed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    safety_resumed_by: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -53,6 +57,8 @@ class Workflow(UniqueNameKeyed, Base):
             return WorkflowStatus.DISABLED
         if self.active_version is None:
             return WorkflowStatus.DRAFT
+        if self.safety_pause is not None:
+            return WorkflowStatus.PAUSED_SAFETY
         return WorkflowStatus.PUBLISHED
 
 

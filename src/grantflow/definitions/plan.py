@@ -62,6 +62,8 @@ class Plan(BaseModel):
     execution_timeout_seconds: float
     stuck_after_seconds: float
     max_concurrent_runs: int | None
+    # the document's safety block, as given (defaults are the configuration's, at run time)
+    safety: dict[str, Any] = {}
     steps: dict[str, PlanStep]
     edges: list[Edge]
     expressions: list[Expression]

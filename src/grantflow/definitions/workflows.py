@@ -464,6 +464,13 @@ def liveness(session: Session, workflow: Workflow) -> Liveness:
         and session.get(Application, workflow.application_id) is None
     ):
         reasons.append("its application no longer exists")
+    if workflow.safety_pause is not None:
+        pause = workflow.safety_pause
+        reasons.append(
+            f"the workflow is paused for safety since {pause.get('tripped_at')} "
+            f"({pause.get('message')}): new runs are accepted and held; Resume workflow "
+            "releases them"
+        )
     return Liveness(dispatching=not reasons, reasons=reasons)
 
 

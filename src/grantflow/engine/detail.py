@@ -198,11 +198,43 @@ def _paused(session: Session, run: Run) -> dict[str, Any] | None:
     latest = events[0] if events else None
     actor = next((e.actor for e in events if e.actor), None)
     return {
+        "kind": "run_paused",  # one run, paused by an operator (not its workflow: see `held`)
         "requested": run.status != RunStatus.PAUSED,
         "by": actor,
         "at": _iso(latest.at) if latest else None,
         "reason": ((latest.data or {}).get("reason") if latest else None) or "operator",
         "was_waiting_for": run.waiting_reason if run.status == RunStatus.PAUSED else None,
+        "resumed_by": "Resume on this run (run:operate)",
+    }
+
+
+_HELD = ("safety", "spend_cap")
+
+
+def _held(run: Run) -> dict[str, Any] | None:
+    """A run held by the safety gate: its workflow paused for safety, or a spend cap reached
+    (told apart from an operator's pause of this one run), with what resumes it."""
+    if run.waiting_reason not in _HELD or run.status not in (RunStatus.QUEUED, RunStatus.WAITING):
+        return None
+    failure = run.failure or {}
+    if run.waiting_reason == "safety":
+        return {
+            "kind": "workflow_paused_for_safety",
+            "breaker": failure.get("breaker"),
+            "figures": failure.get("figures"),
+            "tripped_at": failure.get("tripped_at"),
+            "held_at": failure.get("held_at"),
+            "message": failure.get("message"),
+            "resumed_by": "Resume workflow on the workflow (workflow:publish); every held run "
+            "goes on, oldest first",
+        }
+    return {
+        "kind": "spend_cap",
+        "cap": failure.get("cap"),
+        "resets_at": failure.get("resets_at"),
+        "held_at": failure.get("held_at"),
+        "message": failure.get("message"),
+        "resumed_by": "itself: when the period rolls over, or at once when the cap is raised",
     }
 
 
@@ -235,7 +267,7 @@ def next_step_advice(
         advised["next_action"] = advised["next_action"].replace(
             "paused the run", f"paused the run{who}"
         )
-    elif run.status == RunStatus.WAITING and run.waiting_reason:
+    elif run.waiting_reason and run.status in (RunStatus.WAITING, RunStatus.QUEUED):
         advised = advice.advise(f"waiting.{run.waiting_reason}")
     elif stuck is not None:
         advised = advice.advise(f"stuck.{stuck['cause']}", hint=stuck.get("explanation"))
@@ -251,10 +283,13 @@ def run_detail(session: Session, run: Run, queue: Queue) -> dict[str, Any]:
     detail["subject"] = run.subject
     detail["stuck"] = stuck_report(session, run, queue)
     detail["paused"] = _paused(session, run)
+    detail["held"] = _held(run)
     detail["next"] = next_step_advice(run, detail["paused"], detail["stuck"])
     # who or what a waiting run waits for (the approvers of a task, their deadline, ...)
     detail["waiting_for"] = (
-        hooks.describe_wait(session, run) if run.status == RunStatus.WAITING else None
+        hooks.describe_wait(session, run)
+        if run.status == RunStatus.WAITING or detail["held"]
+        else None
     )
     detail["replays"] = list(
         session.execute(

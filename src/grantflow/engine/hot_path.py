@@ -43,6 +43,8 @@ from grantflow.engine.turns import (
     pending_columns,
     render_deadline,
 )
+from grantflow.safety import gate
+from grantflow.safety.gate import step_start
 from grantflow.steps.execution import StepCall, StepResult
 from grantflow.steps.registry import get_step_type
 from grantflow.store.base import new_id, utcnow
@@ -91,6 +93,8 @@ class HotPath:
             return None
         if turn.failed_render is not None and turn.failed_render[0] == step_run.id:
             return None  # it failed as the previous step ended: the general path records it
+        if self._held(turn, chain, step_run.iteration, step_run.sequence, step):
+            return None  # the general path holds it (a paused workflow, a spend cap)
         try:
             config = expressions.render(
                 step.config,
@@ -119,6 +123,15 @@ class HotPath:
         if not record_started(self.database, guard, intent):
             return None
         return self._call_and_record(turn, chain, pending)
+
+    def _held(
+        self, turn: Turn, chain: Chain, iteration: int, sequence: int, step: PlanStep
+    ) -> bool:
+        """Would the safety gate hold this step? (A step it lets through is counted now.)"""
+        start = step_start(
+            turn.run_id, chain.workflow_id, chain.created_at, iteration, sequence, step, turn.plan
+        )
+        return gate.admit_own(self.database, start) is not None
 
     def _call_and_record(self, turn: Turn, chain: Chain, pending: Pending) -> bool:
         """Make an external call whose intent is committed; record its outcome."""
@@ -303,6 +316,8 @@ class HotPath:
             return None
         if self.stopping.is_set():
             return None  # hand the run back at this boundary instead
+        if self._held(turn, chain, row["iteration"], row["sequence"], target):
+            return None  # left pending: the next boundary holds it on the general path
         try:
             config = expressions.render(
                 target.config,

@@ -28,7 +28,7 @@ from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from grantflow import advice
+from grantflow import advice, timestamps
 from grantflow.connections.access import ConnectionAccess
 from grantflow.definitions import expressions
 from grantflow.definitions.plan import Plan, PlanStep
@@ -58,6 +58,8 @@ from grantflow.errors import (
     ReauthRequired,
 )
 from grantflow.queue.interface import Queue
+from grantflow.safety import gate
+from grantflow.safety.gate import step_start
 from grantflow.steps.execution import StepCall, StepResult, skipped_output
 from grantflow.steps.registry import get_step_type
 from grantflow.store.base import new_id, utcnow
@@ -82,6 +84,7 @@ def _chain_of(run: Run) -> Chain | None:
         run.workflow_id,
         run.subject or {},
         run.created_by,
+        run.created_at,
     )
 
 
@@ -327,6 +330,20 @@ class Interpreter(HotPath):
         step_type = get_step_type(step.type)
         if step_type is None or step_type.execute is None:
             raise InternalError(f"step type {step.type!r} cannot run in this deployment")
+        if not resumed:  # the safety gate: a paused workflow, a breaker, a spend cap
+            start = step_start(
+                run.id,
+                run.workflow_id,
+                run.created_at,
+                step_run.iteration,
+                step_run.sequence,
+                step,
+                turn.plan,
+            )
+            hold = gate.admit(session, start)
+            if hold is not None:
+                self._hold(session, run, hold, now)
+                return False
         context, _ = self._loaded(turn)
         if not resumed or not step_run.attempts:
             step_run.attempts += 1
@@ -695,6 +712,35 @@ class Interpreter(HotPath):
         run.waiting_on = exc.connection_id
         self.queue.schedule(session, run.id, run.deadline_at)
         return False
+
+    def _hold(self, session: Session, run: Run, hold: gate.Hold, now: dt.datetime) -> None:
+        """The gate holds the step: for safety the run is queued and held (no worker takes it
+        until the workflow is resumed); for a spend cap it waits for the roll-over. Either way
+        the execution time it had left is kept for when it goes on."""
+        remaining = max((run.deadline_at - now).total_seconds(), 1.0)
+        failure = {
+            **hold.failure,
+            "step_id": run.current_step,
+            "held_at": timestamps.rfc3339(now),
+            "remaining_seconds": remaining,
+        }
+        if hold.reason == WaitingReason.SAFETY:
+            move_run(session, run, RunStatus.QUEUED, failure=failure)
+            run.waiting_reason = WaitingReason.SAFETY
+            self.queue.remove(session, run.id)
+        else:
+            assert hold.wake_at is not None
+            run.deadline_at = max(run.deadline_at, hold.wake_at + dt.timedelta(seconds=remaining))
+            move_run(
+                session,
+                run,
+                RunStatus.WAITING,
+                waiting_reason=hold.reason,
+                wake_at=hold.wake_at,
+                failure=failure,
+            )
+            self.queue.schedule(session, run.id, hold.wake_at)
+        run.stuck_at = None  # held on purpose, not stuck
 
     def _park(self, session: Session, run: Run, reason: WaitingReason, until: dt.datetime) -> None:
         move_run(session, run, RunStatus.WAITING, waiting_reason=reason, wake_at=until)

@@ -50,6 +50,7 @@ def validate_input(schema: dict[str, Any], data: Any) -> None:
                 "field": "input"
                 + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in e.path),
                 "message": e.message,
+                "rule": str(e.validator),
             }
             for e in errors
         ]
@@ -134,7 +135,12 @@ def start_run(
         version=number,
         details={"replay_of": replay_of, "mode": replay_mode} if replay_of else None,
     )
-    queue.schedule(session, run.id)
+    if workflow.safety_pause is not None:  # accepted and held until the workflow is resumed
+        from grantflow.safety.breakers import hold_new_run
+
+        hold_new_run(session, run, workflow, queue)
+    else:
+        queue.schedule(session, run.id)
     return run
 
 

@@ -34,6 +34,11 @@ class WaitingReason(enum.StrEnum):
     APPROVAL = "approval"  # an approval step waits for approvers
     TASK = "task"  # a human task waits for its assignee
     REAUTH = "reauth"  # a connection needs to be reauthorised
+    # held (status queued) while its workflow is paused for safety: the workflow's resume
+    # releases it
+    SAFETY = "safety"
+    # a spend cap is reached: waits for the period to roll over or the cap to be raised
+    SPEND_CAP = "spend_cap"
 
 
 class StepStatus(enum.StrEnum):

@@ -73,6 +73,7 @@ class Chain:
     workflow_id: str
     subject: dict[str, Any]
     created_by: str
+    created_at: dt.datetime | None = None  # (the safety gate: held runs released by a resume)
 
 
 def next_step(current: StepRun, target: PlanStep, iteration: int) -> NextStep:

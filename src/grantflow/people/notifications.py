@@ -20,6 +20,9 @@ class NotificationKind(enum.StrEnum):
     SECURITY_INCIDENT = "security_incident"
     JOB_OVERDUE = "job_overdue"
     CONTROL_FAILED = "control_failed"  # a control evaluation found something to fix
+    WORKFLOW_PAUSED_SAFETY = "workflow_paused_safety"  # a safety breaker paused a workflow
+    SPEND_CAP_WARNING = "spend_cap_warning"  # 80 % of a spend cap is used
+    SPEND_CAP_REACHED = "spend_cap_reached"  # a spend cap is reached: new steps wait
 
 
 class Notification(Base):

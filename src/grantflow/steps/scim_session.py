@@ -103,6 +103,8 @@ class _Bounded(httpx2.BaseTransport):
             finally:
                 response.close()
         session.note(request, response.status_code, bytes(body))
+        if response.status_code == 429:  # every worker calling this connection slows down
+            session.throttled(retry_after_seconds(response.headers.get("retry-after")))
         return httpx2.Response(
             response.status_code,
             headers=response.headers,
@@ -147,6 +149,11 @@ class ScimSession:
             conn.id, conn.name, conn.rate, conn.burst, conn.concurrency, timeout
         ):
             yield
+
+    def throttled(self, retry_after: float | None) -> None:
+        access, conn = self.call.connections, self.connection
+        if access is not None:
+            access.limits.throttled(conn.id, retry_after, conn.rate, conn.burst)
 
     def note(self, request: httpx2.Request, status: int, body: bytes) -> None:
         path = request.url.path

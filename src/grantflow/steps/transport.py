@@ -117,10 +117,13 @@ def send(
     def limited(conn: ResolvedConnection | None, fn: Callable[[], Answer]) -> Answer:
         if conn is None or call.connections is None:
             return fn()
-        with call.connections.limits.hold(
-            conn.id, conn.name, conn.rate, conn.burst, conn.concurrency, limit
-        ):
-            return fn()
+        limits = call.connections.limits
+        with limits.hold(conn.id, conn.name, conn.rate, conn.burst, conn.concurrency, limit):
+            answer = fn()
+        if answer.status == 429:  # every worker calling this connection slows down
+            wait = retry_after_seconds(answer.headers.get("retry-after"))
+            limits.throttled(conn.id, wait, conn.rate, conn.burst)
+        return answer
 
     answer = limited(connection, lambda: attempt(connection))
     if answer.status == 401 and connection is not None and call.connections is not None:

@@ -11,6 +11,7 @@ from grantflow.engine import models as engine_models
 from grantflow.people import models as people_task_models
 from grantflow.people import notifications as people_models
 from grantflow.queue import models as queue_models
+from grantflow.safety import models as safety_models
 from grantflow.schedules import models as schedules_models
 from grantflow.store.base import Base
 
@@ -27,5 +28,6 @@ __all__ = [
     "people_models",
     "people_task_models",
     "queue_models",
+    "safety_models",
     "schedules_models",
 ]

@@ -25,6 +25,7 @@ from grantflow.definitions.models import Workflow, WorkflowVersion
 from grantflow.definitions.schemas import step_config_schema, workflow_json_schema
 from grantflow.definitions.source import YAML_TYPES, parse_text, to_yaml
 from grantflow.errors import BadRequest
+from grantflow.safety.breakers import pause_view
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from grantflow.strict import MAX_INT
@@ -96,6 +97,9 @@ class WorkflowOut(BaseModel):
     not_dispatching_because: list[str]
     last_run_at: dt.datetime | None
     failed_runs_24h: int
+    # set while a safety breaker holds the workflow: breaker, figures, time, held runs, and
+    # the action that resumes it (an operator's pause of one run is on the run instead)
+    paused_for_safety: dict[str, Any] | None = None
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -157,6 +161,7 @@ def workflow_out(session: Any, workflow: Workflow) -> WorkflowOut:
         not_dispatching_because=live.reasons,
         last_run_at=activity.last_run_at,
         failed_runs_24h=activity.failed_runs_24h,
+        paused_for_safety=pause_view(session, workflow),
         created_at=workflow.created_at,
         updated_at=workflow.updated_at,
     )

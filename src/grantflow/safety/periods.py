@@ -1,0 +1,42 @@
+"""The periods usage is counted in: minutes (UTC, for the breakers), and calendar days and
+months in the spend-cap timezone (GRANTFLOW_SPEND_CAP_TIMEZONE), with when each rolls over."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from grantflow.safety.config import defaults
+
+PERIODS = ("day", "month")
+
+
+def zone() -> ZoneInfo:
+    return ZoneInfo(defaults().spend_cap_timezone)
+
+
+def minute_key(now: dt.datetime) -> str:
+    return "M:" + now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M")
+
+
+def day_key(now: dt.datetime) -> str:
+    return "d:" + now.astimezone(zone()).strftime("%Y-%m-%d")
+
+
+def month_key(now: dt.datetime) -> str:
+    return "m:" + now.astimezone(zone()).strftime("%Y-%m")
+
+
+def key(period: str, now: dt.datetime) -> str:
+    return day_key(now) if period == "day" else month_key(now)
+
+
+def rolls_over_at(period: str, now: dt.datetime) -> dt.datetime:
+    """The start of the next day or month in the spend-cap timezone, as a UTC time."""
+    local = now.astimezone(zone())
+    if period == "day":
+        start = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), zone())
+    else:
+        year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
+        start = dt.datetime(year, month, 1, tzinfo=zone())
+    return start.astimezone(dt.UTC)

@@ -1,0 +1,217 @@
+"""Safety breakers on both databases: a burst of runs, too many external calls and too many
+failed runs each pause the workflow for safety; runs are held (never lost) and one notification
+goes out; resuming the workflow releases the held runs in order. The run and workflow details
+tell an operator's pause of one run apart from a workflow paused for safety."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from grantflow.people.notifications import Notification
+from grantflow.store.database import Database
+from tests.conftest import Api
+from tests.support.engine import publish, run_detail, running_worker, start, workflow
+from tests.support.target import Reply, running_target
+
+API = "/api/v1"
+
+
+def settle(check: Callable[[], Any], what: str, timeout: float = 120) -> Any:
+    """Poll `check` until it returns something truthy (a loaded machine answers late)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.05)
+
+
+def statuses(db: Database, run_ids: list[str]) -> list[tuple[str, str | None]]:
+    shown = [run_detail(db, r) for r in run_ids]
+    return [(d["status"], d["waiting_reason"]) for d in shown]
+
+
+def notifications(db: Database, kind: str) -> list[Notification]:
+    with db.transaction() as session:
+        rows = session.execute(select(Notification).where(Notification.kind == kind)).scalars()
+        found = list(rows)
+        session.expunge_all()
+        return found
+
+
+def test_a_burst_trips_the_breaker_holds_every_run_and_resume_releases_them(
+    api: Api, admin: httpx.Client
+) -> None:
+    """10 runs started at once against max 3 runs per minute: 3 succeed, the workflow turns
+    paused_safety naming the breaker and its figures, 7 are held (queued, reason safety; none
+    lost), one notification goes out; Resume workflow releases the 7, which start oldest
+    first and succeed."""
+    db = api.database
+    doc = workflow("Bursty", {"id": "only", "type": "set", "config": {"values": {"x": 1}}})
+    wf = publish(db, {**doc, "safety": {"max_runs_per_minute": 3}})
+    run_ids = [start(db, wf, {"n": n}) for n in range(10)]
+    with running_worker(db, concurrency=1):
+        settle(
+            lambda: (
+                sorted(statuses(db, run_ids), key=str)
+                == [("queued", "safety")] * 7 + [("succeeded", None)] * 3
+            ),
+            "3 runs done and 7 held",
+        )
+        shown = admin.get(f"{API}/workflows/{wf}").json()
+        assert shown["status"] == "paused_safety"
+        pause = shown["paused_for_safety"]
+        assert pause["breaker"] == "runs_per_minute"
+        assert pause["figures"]["limit"] == 3
+        assert pause["tripped_at"]
+        assert pause["held_runs"] == 7
+        assert pause["action"]["path"] == f"{API}/workflows/{wf}/resume-safety"
+        assert shown["dispatching"] is False
+        assert any("paused for safety" in r for r in shown["not_dispatching_because"])
+        held = [r for r in run_ids if run_detail(db, r)["status"] == "queued"]
+        detail = admin.get(f"{API}/runs/{held[0]}").json()
+        assert detail["paused"] is None  # not an operator's pause of this run
+        assert detail["held"]["kind"] == "workflow_paused_for_safety"
+        assert detail["held"]["breaker"] == "runs_per_minute"
+        assert "Resume workflow" in detail["held"]["resumed_by"]
+        assert detail["next"]["operation"] == "workflow.resume_safety"
+        assert detail["next"]["action"]["path"] == f"{API}/workflows/{wf}/resume-safety"
+        assert detail["waiting_for"]["reason"] == "safety"
+        assert len(notifications(db, "workflow_paused_safety")) == 1
+
+        resumed = admin.post(f"{API}/workflows/{wf}/resume-safety")
+        assert resumed.status_code == 200, resumed.text
+        assert resumed.json()["status"] == "published"
+        settle(lambda: all(s == "succeeded" for s, _ in statuses(db, run_ids)), "all succeed")
+    timelines = [admin.get(f"{API}/runs/{r}/timeline").json()["events"] for r in held]
+    released = [next(e for e in t if e["kind"] == "released") for t in timelines]
+    assert all(e["actor"] == "admin@example.com" for e in released)
+    # each held run's first start after its release, in the order the runs were created
+    starts = [
+        next(e["at"] for e in t[t.index(r) :] if e["kind"] in ("started", "resumed"))
+        for t, r in zip(timelines, released, strict=True)
+    ]
+    assert starts == sorted(starts), "released oldest first"
+    note = notifications(db, "workflow_paused_safety")
+    assert len(note) == 1
+    assert note[0].resolved_at is not None
+
+
+def test_too_many_external_calls_stop_a_running_run_at_its_next_step(
+    api: Api, admin: httpx.Client
+) -> None:
+    """With max 3 external calls per minute, a run of 5 calls stops before its 4th call
+    (held: queued, reason safety, at step c4; the target saw 3 calls), and after Resume
+    workflow it goes on from c4: every call made exactly once."""
+    db = api.database
+    with running_target() as target:
+        target.on("/c", Reply(200, {"ok": True}))
+        steps = [
+            {"id": f"c{i}", "type": "http", "config": {"method": "POST", "url": f"{target.url}/c"}}
+            for i in range(1, 6)
+        ]
+        doc = {**workflow("Chatty", *steps), "safety": {"max_external_calls_per_minute": 3}}
+        wf = publish(db, doc)
+        run_id = start(db, wf)
+        with running_worker(db):
+            held = settle(
+                lambda: (d := run_detail(db, run_id))["waiting_reason"] == "safety" and d,
+                "the run held",
+            )
+            assert held["status"] == "queued"
+            assert held["current_step"] == "c4"
+            assert len(target.calls("/c")) == 3
+            assert held["held"]["breaker"] == "external_calls_per_minute"
+            response = admin.post(f"{API}/workflows/{wf}/resume-safety")
+            assert response.status_code == 200, response.text
+            done = settle(
+                lambda: (d := run_detail(db, run_id))["status"] == "succeeded" and d, "done"
+            )
+        assert len(target.calls("/c")) == 5
+        assert set(target.per_key().values()) == {1}
+        assert [s["step_id"] for s in done["steps"]] == ["c1", "c2", "c3", "c4", "c5"]
+
+
+def test_too_many_failed_runs_pause_the_workflow_and_hold_new_runs(
+    api: Api, admin: httpx.Client
+) -> None:
+    """With max 2 failed runs in 10 minutes, the second failure pauses the workflow (breaker
+    failed_runs); a run started afterwards is accepted and held at once; one notification."""
+    db = api.database
+    with running_target() as target:
+        target.on("/gone", Reply(404, {"error": "no such thing"}))
+        step = {
+            "id": "get",
+            "type": "http",
+            "config": {"method": "GET", "url": f"{target.url}/gone"},
+        }
+        doc = {
+            **workflow("Failing", step),
+            "safety": {"max_failed_runs": 2, "failed_runs_window": "10m"},
+        }
+        wf = publish(db, doc)
+        first, second = start(db, wf), start(db, wf)
+        with running_worker(db):
+            settle(lambda: [s for s, _ in statuses(db, [first, second])] == ["failed"] * 2, "2")
+            shown = settle(
+                lambda: (
+                    (w := admin.get(f"{API}/workflows/{wf}").json())["status"] == "paused_safety"
+                    and w
+                ),
+                "paused",
+            )
+            assert shown["paused_for_safety"]["breaker"] == "failed_runs"
+            assert shown["paused_for_safety"]["figures"]["failed"] == 2
+            third = start(db, wf)
+            after = run_detail(db, third)
+            assert (after["status"], after["waiting_reason"]) == ("queued", "safety")
+            assert after["held"]["breaker"] == "failed_runs"
+        assert len(target.calls("/gone")) == 2  # the held run called nothing
+        assert len(notifications(db, "workflow_paused_safety")) == 1
+
+
+def test_an_operators_pause_is_not_a_safety_pause(api: Api, admin: httpx.Client) -> None:
+    """An operator's pause of one run shows under `paused` (kind run_paused, Resume on the run)
+    with no `held`, and the workflow stays published."""
+    db = api.database
+    doc = workflow(
+        "Pausable",
+        {"id": "nap", "type": "delay", "config": {"duration": "1h"}},
+        {"id": "after", "type": "set", "config": {"values": {"x": 1}}},
+    )
+    wf = publish(db, doc)
+    run_id = start(db, wf)
+    paused = admin.post(f"{API}/runs/{run_id}/pause")
+    assert paused.status_code == 200, paused.text
+    detail = admin.get(f"{API}/runs/{run_id}").json()
+    assert detail["paused"]["kind"] == "run_paused"
+    assert "Resume on this run" in detail["paused"]["resumed_by"]
+    assert detail["held"] is None
+    assert detail["next"]["operation"] == "run.resume"
+    shown = admin.get(f"{API}/workflows/{wf}").json()
+    assert shown["status"] == "published"
+    assert shown["paused_for_safety"] is None
+
+
+def test_resuming_needs_a_paused_workflow_and_workflow_publish(
+    api: Api, admin: httpx.Client
+) -> None:
+    """Resume workflow on a workflow that is not paused is 409 not_paused_for_safety; a
+    viewer is refused with 403 naming workflow:publish."""
+    db = api.database
+    wf = publish(
+        db, workflow("Calm", {"id": "only", "type": "set", "config": {"values": {"x": 1}}})
+    )
+    refused = admin.post(f"{API}/workflows/{wf}/resume-safety")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "not_paused_for_safety"
+    with api.as_role("viewer", "v@example.com") as viewer:  # type: ignore[arg-type]
+        denied = viewer.post(f"{API}/workflows/{wf}/resume-safety")
+    assert denied.status_code == 403
+    assert denied.json()["error"]["missing_permission"] == "workflow:publish"
