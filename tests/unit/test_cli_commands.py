@@ -82,6 +82,10 @@ PARSED_ELSEWHERE.update(
 )  # fmt: skip
 # with --json, but no test parses it yet (listed so that a new command is a deliberate choice)
 NOT_YET_PARSED = {
+    # the safety commands (their API routes are tested in test_webhooks, test_breakers,
+    # test_spend_caps; their CLI JSON not yet)
+    "workflows webhook", "workflows webhook-secret", "workflows resume-safety",
+    "workflows deliveries", "usage set-cap",
     "inbox reject", "inbox skip", "inbox fail", "inbox retry", "inbox reassign",
     "incidents show", "login",
 }  # fmt: skip

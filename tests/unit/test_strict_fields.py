@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, params
 from fastapi.routing import APIRoute
 from pydantic import AwareDatetime, BaseModel, Strict
 from pydantic.functional_validators import BeforeValidator
@@ -72,6 +72,8 @@ def test_request_bodies_and_documents_read_numbers_and_times_strictly(app: FastA
     seen: set[type] = set()
     for route in _routes(app):
         for param in route.dependant.body_params:
+            if isinstance(param.field_info, params.Form):
+                continue  # a console form's fields are text, read like a query string's
             _loose(param.field_info.annotation, f"{route.path} body", (), seen, loose)
     _loose(WorkflowDocument, "document", (), seen, loose)
     assert loose == []

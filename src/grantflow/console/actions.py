@@ -33,6 +33,7 @@ FORMS: dict[str, str] = {
     "run.resume": "/runs/{run_id}/resume",
     "run.cancel": "/runs/{run_id}/cancel",
     "grant.dispatch": "/runs/{run_id}/dispatch-grant",
+    "workflow.resume_safety": "/workflows/{workflow_id}/resume-safety",
 }
 
 # operation -> the console page where it is done (it needs more than a click there)
@@ -46,6 +47,7 @@ PAGES: dict[str, str] = {
     "workflow.enable": "/workflows/{workflow_id}",
     "incident.resolve": "/incidents/{incident_id}",
     "grant.create": "/grants",
+    "spend_cap.set": "/usage",
 }
 
 

@@ -24,6 +24,7 @@ from grantflow.console.routes import (
     links,
     reviews,
     runs,
+    safety,
     signin,
     sso,
     users,
@@ -48,6 +49,7 @@ AREAS = (
     inbox,
     action_links,
     runs,
+    safety,
     # administration
     workflows,
     versions,

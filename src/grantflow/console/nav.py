@@ -26,6 +26,7 @@ NAV = [
     NavEntry("Jobs", "/jobs", Permission.JOB_READ),
     NavEntry("Reviews", "/reviews", Permission.JOB_READ),
     NavEntry("Controls", "/controls", Permission.JOB_READ),
+    NavEntry("Usage", "/usage", Permission.WORKFLOW_READ),
     NavEntry("Incidents", "/incidents", Permission.INCIDENT_READ),
     NavEntry("Audit", "/audit", Permission.AUDIT_READ),
     NavEntry("Users", "/users", Permission.USER_ADMIN),

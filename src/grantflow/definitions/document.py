@@ -123,14 +123,14 @@ class SafetyLimits(Strict):
     """The workflow's safety breakers; a breaker left out uses the configured default
     (GRANTFLOW_SAFETY_*). When one trips the workflow becomes paused_safety."""
 
-    max_runs_per_minute: int | None = Field(
+    max_runs_per_minute: Int | None = Field(
         None, ge=1, le=1_000_000, description="runs started in any minute before it trips"
     )
-    max_failed_runs: int | None = Field(
+    max_failed_runs: Int | None = Field(
         None, ge=1, le=1_000_000, description="failed runs within failed_runs_window"
     )
     failed_runs_window: Duration | None = Field(None, description="e.g. 10m")
-    max_external_calls_per_minute: int | None = Field(
+    max_external_calls_per_minute: Int | None = Field(
         None, ge=1, le=10_000_000, description="external-call steps started in any minute"
     )
 

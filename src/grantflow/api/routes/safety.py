@@ -8,6 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from grantflow import strict
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.workflows import WorkflowOut, workflow_out
 from grantflow.api.security import Require
@@ -29,7 +30,7 @@ class SpendCapIn(BaseModel):
     )
     kind: Literal["runs", "steps", "external_calls"]
     period: Literal["day", "month"]
-    cap: int | None = Field(..., ge=0, le=1_000_000_000, description="null removes the cap")
+    cap: strict.Int | None = Field(..., ge=0, le=1_000_000_000, description="null removes the cap")
 
 
 @router.post("/workflows/{workflow_id}/resume-safety", response_model=WorkflowOut)

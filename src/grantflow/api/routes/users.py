@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
+from grantflow import strict
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.schemas import PageOut
 from grantflow.api.security import Require
@@ -74,7 +75,7 @@ class ScimTokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: TokenName
-    ttl_days: int | None = Field(default=None, ge=1, le=3650)
+    ttl_days: strict.Int | None = Field(default=None, ge=1, le=3650)
 
 
 class TokenOut(BaseModel):

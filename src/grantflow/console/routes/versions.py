@@ -4,9 +4,9 @@ the advice offers it), and the dry-run preview of every step's exact request."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Path, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
@@ -20,7 +20,9 @@ from grantflow.definitions import recompile
 from grantflow.definitions import workflows as service
 from grantflow.definitions.dryrun import SampleContext, dry_run
 from grantflow.errors import Conflict, GrantflowError, PermissionDenied, ValidationError
+from grantflow.strict import MAX_INT
 
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_INT, description="the version's number")]
 router = APIRouter(include_in_schema=False)
 
 SAMPLE_FIELDS = ("identity", "grant", "input", "steps")
@@ -35,7 +37,7 @@ _SAMPLE_DEFAULTS = {
 def _version_page(
     request: Request,
     workflow_id: str,
-    number: int,
+    number: VersionNumber,
     *,
     gate_errors: list[dict[str, Any]] | None = None,
     refused: GrantflowError | dict[str, Any] | None = None,
@@ -106,7 +108,7 @@ def _plan_problem(session: Session, workflow_id: str, number: int) -> dict[str, 
 @router.get("/workflows/{workflow_id}/versions/{number}")
 def version_page(
     workflow_id: str,
-    number: int,
+    number: VersionNumber,
     request: Request,
     _: Actor = Depends(Page(Permission.WORKFLOW_READ)),
 ) -> Response:
@@ -117,7 +119,7 @@ def version_page(
 @router.post("/workflows/{workflow_id}/versions/{number}/publish")
 def publish(
     workflow_id: str,
-    number: int,
+    number: VersionNumber,
     request: Request,
     actor: Actor = Depends(Page(Permission.WORKFLOW_PUBLISH)),
 ) -> Response:
@@ -160,7 +162,7 @@ def publish(
 @router.post("/workflows/{workflow_id}/versions/{number}/activate")
 def activate(
     workflow_id: str,
-    number: int,
+    number: VersionNumber,
     request: Request,
     next: str = Form("", max_length=2000),
     actor: Actor = Depends(Page(Permission.WORKFLOW_PUBLISH)),
@@ -177,7 +179,7 @@ def activate(
 @router.post("/workflows/{workflow_id}/versions/{number}/recompile")
 def recompile_plan(
     workflow_id: str,
-    number: int,
+    number: VersionNumber,
     request: Request,
     actor: Actor = Depends(Page(Permission.WORKFLOW_PUBLISH)),
 ) -> Response:
@@ -196,7 +198,7 @@ def recompile_plan(
 @router.post("/workflows/{workflow_id}/versions/{number}/dry-run")
 def dry_run_preview(
     workflow_id: str,
-    number: int,
+    number: VersionNumber,
     request: Request,
     identity: str = Form("", max_length=20_000),
     grant: str = Form("", max_length=20_000),

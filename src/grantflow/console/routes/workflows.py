@@ -20,6 +20,7 @@ from grantflow.console.yaml_view import diff_lines
 from grantflow.definitions import workflows as service
 from grantflow.definitions.models import Workflow, WorkflowVersion
 from grantflow.store.pagination import DEFAULT_LIMIT
+from grantflow.strict import MAX_INT
 
 router = APIRouter(include_in_schema=False)
 
@@ -156,8 +157,8 @@ def detail_page(
 def diff_page(
     workflow_id: str,
     request: Request,
-    from_version: int = Query(..., alias="from", ge=1),
-    to_version: int = Query(..., alias="to", ge=1),
+    from_version: int = Query(..., alias="from", ge=1, le=MAX_INT),
+    to_version: int = Query(..., alias="to", ge=1, le=MAX_INT),
     _: Actor = Depends(Page(Permission.WORKFLOW_READ)),
 ) -> Response:
     """The unified diff of two versions' YAML."""
