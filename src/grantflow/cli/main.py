@@ -7,6 +7,7 @@ import typer
 from grantflow.cli import (
     access,
     audit,
+    backup,
     connections,
     controls,
     evidence,
@@ -33,6 +34,7 @@ app = typer.Typer(
     add_completion=False,
 )
 server.register(app)
+backup.register(app)
 app.add_typer(users.users_app, name="users")
 app.add_typer(users.tokens_app, name="tokens")
 app.add_typer(audit.app, name="audit")
