@@ -1,20 +1,21 @@
-"""Print the advice table as Markdown, or with --write rewrite the README's generated section."""
+"""Print the advice table as Markdown, or with --write regenerate the reference pages, whose
+docs/reference/errors.md is where the table is documented (the README no longer carries it)."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
-from grantflow.advice.readme import replace_in, section
+from grantflow.advice.markdown import markdown
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REFERENCE = Path(__file__).resolve().with_name("docs_reference.py")
 
 
 def main(argv: list[str]) -> int:
     if "--write" in argv:
-        README.write_text(replace_in(README.read_text()))
-        return 0
-    print(section())
+        return subprocess.run([sys.executable, str(REFERENCE), "--write"], check=False).returncode
+    print(markdown())
     return 0
 
 

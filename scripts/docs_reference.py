@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 from pydantic.fields import FieldInfo
 from sqlalchemy.engine import make_url
 
-from grantflow.advice.readme import markdown as advice_markdown
+from grantflow.advice.markdown import markdown as advice_markdown
 from grantflow.api.app import api_routes, create_app, route_guard
 from grantflow.api.security import Require
 from grantflow.auth.permissions import ROLE_PERMISSIONS, Permission, Role

@@ -7,7 +7,8 @@
 - the examples (`grantflow/examples/*.yaml`, linked as `examples/` in a checkout) published;
 - people who were there before (no runs), and one new hire, Katherine Johnson, whose onboarding
   run waits for Grace's approval — approve it and watch it provision the sandbox;
-- the application "Demo Wiki" with a grant whose chip says why no workflow ran for it.
+- the application "Demo Wiki", with a connection to the sandbox's wiki but no workflow, and a
+  grant whose chip says why no workflow ran for it (the tutorial writes that workflow).
 
 Created once: a second `grantflow demo` finds the admin and changes nothing."""
 
@@ -47,7 +48,8 @@ ONBOARDING = "onboarding.yaml"
 
 DEMO_WIKI = ApplicationCreate(
     name="Demo Wiki",
-    description="A demo SaaS wiki with no workflow: its grant shows why no run started.",
+    description="A demo SaaS wiki (its members API is in the sandbox) with no workflow yet: "
+    "its grant shows why no run started.",
     kind=ApplicationKind.SAAS,
     homepage_url="https://wiki.example.com/",
     labels={"demo": "true"},
@@ -194,7 +196,12 @@ def ensure_demo_workspace(session: Session, queue: Queue, settings: Settings) ->
             session, actor, workforce.id, ConnectionCreate.model_validate({"name": name, **spec})
         )
         set_credential(session, actor, keyring, connection.id, _secret(spec, token))
-    create_application(session, actor, DEMO_WIKI)
+    wiki = create_application(session, actor, DEMO_WIKI)
+    spec = _connections(settings)["wiki"]
+    connection = create_connection(
+        session, actor, wiki.id, ConnectionCreate.model_validate({"name": "wiki", **spec})
+    )
+    set_credential(session, actor, keyring, connection.id, _secret(spec, token))
     for person in DEMO_STAFF:
         create_identity(session, actor, queue, person)
     onboarding_id = ""

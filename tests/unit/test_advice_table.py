@@ -1,5 +1,5 @@
 """The advice table itself: consistent words and operations, every code the engine and the steps
-raise covered, context-dependent choices, and the README section generated from it."""
+raise covered, context-dependent choices, and the one page that documents it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from grantflow import advice
-from grantflow.advice.readme import replace_in
+from grantflow.advice.markdown import markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "grantflow"
@@ -104,8 +104,15 @@ def test_an_action_is_rendered_for_one_object_or_not_at_all() -> None:
     assert credential["needs"]
 
 
-def test_the_readme_documents_the_table_as_it_is() -> None:
-    """The README's advice section is the one generated from the table
-    (`python scripts/advice_table.py --write` refreshes it)."""
-    readme = (ROOT / "README.md").read_text()
-    assert replace_in(readme) == readme
+def test_the_table_is_documented_in_one_place() -> None:
+    """The generated reference page carries the table (its freshness is checked with the other
+    reference pages); no hand-written page or the README keeps a copy that could go stale."""
+    assert markdown() in (ROOT / "docs" / "reference" / "errors.md").read_text()
+    first_row = markdown().splitlines()[2]  # (the `run.retry` operation's row)
+    written = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+    copies = [
+        str(p.relative_to(ROOT))
+        for p in written
+        if "reference" not in p.parts and first_row in p.read_text()
+    ]
+    assert copies == []

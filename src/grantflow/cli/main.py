@@ -59,6 +59,8 @@ COMMANDS: dict[str, Lazy] = {
     "demo": _db("server:demo", "Migrate and create the demo workspace unless it exists."),
     "keys": _db("keys:app", "Manage the master key."),
     "config": _db("server:config_app", "Inspect the configuration."),
+    "backup": _db("backup:backup", "Back up the SQLite database (online, while Grantflow runs)."),
+    "restore": _db("backup:restore", "Restore a SQLite backup (Grantflow stopped)."),
 }
 
 

@@ -60,7 +60,7 @@ def migrate(as_json: bool = JSON_OPTION) -> None:
     with errors_as_lines(), database(loaded, migrated=False) as db:
         master_key(loaded)
         before = migrations.current_revision(db)
-        _upgrade(db)
+        upgrade_schema(db)
         after = migrations.current_revision(db)
     if as_json:
         emit_json({"from": before, "to": after})
@@ -247,7 +247,7 @@ def _migrated_database(loaded: Settings) -> Database:
     db = open_database(loaded.database)
     db.use_master_keys(lambda: master_keys(loaded))
     if db.dialect == "sqlite":
-        _upgrade(db)
+        upgrade_schema(db)
     elif not migrations.is_up_to_date(db):
         raise ConfigurationError(
             "the PostgreSQL schema is not at the newest migration",
@@ -256,7 +256,7 @@ def _migrated_database(loaded: Settings) -> Database:
     return db
 
 
-def _upgrade(db: Database) -> None:
+def upgrade_schema(db: Database) -> None:
     """Migrate; when this upgrade keyed the audit chain, pin the unkeyed entries before it."""
     keyed_before = audit.schema_is_keyed(db)
     migrations.upgrade(db)
@@ -270,7 +270,7 @@ def demo(as_json: bool = JSON_OPTION) -> None:
     loaded = settings()
     with errors_as_lines(), database(loaded, migrated=False) as db:
         master_key(loaded)
-        _upgrade(db)
+        upgrade_schema(db)
         with db.transaction() as session:
             workspace = ensure_demo_workspace(session, DatabaseQueue(db), loaded)
             sign_in_url = demo_sign_in_link(session, loaded, workspace.admin_email)

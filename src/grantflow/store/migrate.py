@@ -38,3 +38,10 @@ def head_revision(database: Database) -> str | None:
 
 def is_up_to_date(database: Database) -> bool:
     return current_revision(database) == head_revision(database)
+
+
+def known_revisions() -> set[str]:
+    """Every revision the shipped migrations define (a database at another one is newer)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
