@@ -26,6 +26,8 @@ PARSED_ELSEWHERE = {
     "schema steps": "test_apply_cli::test_the_workflow_schema_checks_each_step_types_config",
     "users invite": "test_signin_cli::test_invite_then_set_password_then_sign_in",
     "users sign-in-link": "test_signin_cli::test_sign_in_link_works_once",
+    "backup": "test_backup_restore (SQLite and PostgreSQL)",
+    "restore": "test_backup_restore (SQLite and PostgreSQL)",
     "runs retry": "test_remote_cli::test_an_operator_retries_a_failed_run",
     "apply": "test_apply_cli, test_remote_cli",
     "inbox approve": "test_remote_cli, test_inbox_cli",
