@@ -218,8 +218,9 @@ def test_two_schedulers_fire_each_occurrence_once_and_fail_over(
     assert int(new.holder.split(":")[1]) == survivor
     assert new.term == held.term + 1
     assert new.acquired_at >= held.expires_at  # not before the dead leader's lease ended
-    assert held.expires_at <= taken_at < held.expires_at + dt.timedelta(seconds=5)
-    by_pid[survivor].wait_for_log("scheduler.leader", timeout=1)
+    # (no upper bound in wall-clock time: a loaded machine takes over late, never early)
+    assert held.expires_at <= taken_at
+    by_pid[survivor].wait_for_log("scheduler.leader", timeout=60)
 
     # exactly once: one occurrence per job and time, and one run per fired occurrence
     with db.transaction() as session:
