@@ -50,6 +50,8 @@ def backup(
     runs). Back up the master key file too: without it the credentials are lost. PostgreSQL:
     use pg_dump -Fc (the command is printed)."""
     loaded = load()
+    with errors_as_lines():
+        backups.require_sqlite(loaded.database, "back up")  # before connecting to it
     with errors_as_lines(), database(loaded) as db:
         report = backups.backup_sqlite(db, to, overwrite=overwrite)
         missing = sorted(set(report.snapshot.key_ids) - _available_key_ids(loaded))
@@ -107,6 +109,8 @@ def restore(
     has stopped; then migrate it and record the restore in the audit log. PostgreSQL: use
     pg_restore (the command is printed)."""
     loaded = load()
+    with errors_as_lines():
+        backups.require_sqlite(loaded.database, "restore")  # before connecting to it
     # (into a new, empty place too: the restore brings the schema with it)
     with errors_as_lines(), database(loaded, migrated=False) as db:
         report = backups.restore_sqlite(

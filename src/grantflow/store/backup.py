@@ -220,13 +220,21 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
 
 
 # --- files and connections ----------------------------------------------------------------
-def _sqlite_path(database: Database, verb: str, hint: str) -> Path:
-    if database.dialect != "sqlite":
+def require_sqlite(url: URL, verb: str) -> None:
+    """Refuse a PostgreSQL database before anything connects to it, naming the pg_dump or
+    pg_restore command that does the job there (`verb`: "back up" or "restore")."""
+    if url.get_backend_name() != "sqlite":
+        hint = _pg_dump_hint(url) if verb == "back up" else _pg_restore_hint(url)
         raise ConfigurationError(
             f"`grantflow {'backup' if verb == 'back up' else verb}` works on SQLite; this "
             "database is PostgreSQL",
             next_action=hint,
         )
+
+
+def _sqlite_path(database: Database, verb: str, hint: str) -> Path:
+    if database.dialect != "sqlite":
+        require_sqlite(database.url, verb)
     name = database.url.database
     if not name or name == ":memory:":
         raise ConfigurationError(f"an in-memory database cannot be {verb}d; use a file")
