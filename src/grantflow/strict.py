@@ -8,8 +8,10 @@ types instead, so each of those is a 422 naming the field:
 - `Int`: an integer, not a boolean, a float or a string;
 - `Bool`: `true` or `false`, not 0/1 or "yes";
 - `Number`: an integer or a float, not a boolean or a string;
-- `Timestamp` / `AwareTimestamp`: RFC 3339 text (or a datetime in Python), never a number;
-- `Day`: `YYYY-MM-DD` text (or a date in Python), never a number.
+- `Timestamp` / `AwareTimestamp`: RFC 3339 text (or a datetime in Python), never a number,
+  between the years 1000 and 9000 in UTC (so that moving it by any duration Grantflow accepts
+  cannot leave the range of dates, and `9999-12-31T23:59:59-01:00` is a 422, not an overflow);
+- `Day`: `YYYY-MM-DD` text (or a date in Python), never a number, in the same years.
 
 Query parameters arrive as text, so they keep pydantic's reading of `"10"` as 10 and `"true"` as
 true; only their times use `Timestamp`. `tests/unit/test_strict_fields.py` walks every request
@@ -22,7 +24,7 @@ import datetime as dt
 import re
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BeforeValidator, Strict
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Strict
 
 # The largest integer an INTEGER column holds (PostgreSQL's int4): any integer compared with one
 # (a version number, a count) is bounded by it, or the driver fails on it (SQLite cannot even
@@ -52,12 +54,40 @@ def _day_text(value: Any) -> Any:
     return value
 
 
-Timestamp = Annotated[dt.datetime, BeforeValidator(_time_text)]
-AwareTimestamp = Annotated[AwareDatetime, BeforeValidator(_time_text)]
-Day = Annotated[dt.date, BeforeValidator(_day_text)]
+FIRST_YEAR, LAST_YEAR = 1000, 9000
+_OUT_OF_RANGE = f"must be between the years {FIRST_YEAR} and {LAST_YEAR}"
+
+
+def _time_in_range(value: dt.datetime) -> dt.datetime:
+    try:
+        utc = value.astimezone(dt.UTC) if value.tzinfo else value
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+        raise ValueError(_OUT_OF_RANGE) from None
+    if not FIRST_YEAR <= utc.year < LAST_YEAR:
+        raise ValueError(_OUT_OF_RANGE)
+    return value
+
+
+def _day_in_range(value: dt.date) -> dt.date:
+    if not FIRST_YEAR <= value.year < LAST_YEAR:
+        raise ValueError(_OUT_OF_RANGE)
+    return value
+
+
+Timestamp = Annotated[dt.datetime, BeforeValidator(_time_text), AfterValidator(_time_in_range)]
+AwareTimestamp = Annotated[
+    AwareDatetime, BeforeValidator(_time_text), AfterValidator(_time_in_range)
+]
+Day = Annotated[dt.date, BeforeValidator(_day_text), AfterValidator(_day_in_range)]
 
 # What the guard test accepts as marking a field strict.
 TEXT_ONLY = (_time_text, _day_text)
+
+
+# How deep a JSON body may nest: deeper, its answer could not be written (the serializer stops
+# at about 250 levels, after the request had created what it created) and PostgreSQL's stack
+# would be at risk. The API refuses deeper bodies at the door (a 422), before anything parses.
+MAX_JSON_DEPTH = 128
 
 
 # --- text that can be stored ------------------------------------------------------------------

@@ -5,6 +5,7 @@ OpenAPI document; 405 answers that say what is allowed; a deleted identity's eve
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -184,6 +185,45 @@ def test_a_huge_version_number_is_a_422(admin: httpx.Client, database: Database)
     wf = publish(database, a_document())
     response = admin.get(f"{WORKFLOWS}/{wf}/versions/{10**30}")
     assert fields(error(response, 422)) == {"path.number"}
+
+
+@pytest.mark.parametrize(
+    "when", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59Z"]
+)
+def test_a_time_past_the_representable_range_is_a_422(admin: httpx.Client, when: str) -> None:
+    """A time that overflows once taken to UTC (or sits at its edge) is a 422 naming it."""
+    ok(admin.post(f"{API}/identities", json={"email": "ada@example.com"}), 201)
+    make_application(admin, "App")
+    body = {"identity": "ada@example.com", "application": "App", "expires_at": when}
+    assert fields(error(admin.post(f"{API}/grants", json=body), 422)) == {"body.expires_at"}
+    assert fields(error(admin.get(f"{API}/runs", params={"since": when}), 422)) == {"query.since"}
+    assert ok(admin.get(f"{API}/grants"))["items"] == []
+
+
+def test_a_json_body_nested_too_deep_is_a_422_and_creates_nothing(
+    admin: httpx.Client, database: Database
+) -> None:
+    """Run input or attributes nested past 128 levels (whose answer could not even be
+    written) are a 422 before anything is created; deep enough to break the JSON parser, or
+    with a NUL inside too, the same."""
+    wf = publish(database, a_document())
+    for depth in (129, 500, 5000):
+        nested = b"[" * depth + b"]" * depth
+        for url, body in (
+            (f"{WORKFLOWS}/{wf}/runs", b'{"input": {"x": ' + nested + b"}}"),
+            (f"{WORKFLOWS}/{wf}/runs", b'{"input": {"a": "\\u0000", "x": ' + nested + b"}}"),
+            (
+                f"{API}/identities",
+                b'{"email": "a@example.com", "attributes": {"x": ' + nested + b"}}",
+            ),
+        ):
+            response = admin.post(url, content=body, headers={"Content-Type": "application/json"})
+            assert "nested more than 128 levels deep" in error(response, 422)["message"]
+    assert run_count(database) == 0
+    assert ok(admin.get(f"{API}/identities"))["items"] == []
+    # 128 levels are fine
+    flat_enough = {"input": {"x": json.loads("[" * 120 + "]" * 120)}}
+    ok(admin.post(f"{WORKFLOWS}/{wf}/runs", json=flat_enough), 201)
 
 
 # --- the OpenAPI document and 405 -----------------------------------------------------------

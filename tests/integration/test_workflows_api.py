@@ -16,6 +16,7 @@ from grantflow.audit.models import AuditEntry
 from grantflow.auth.permissions import Role
 from grantflow.config import Settings
 from grantflow.connections.crypto import keyring_for
+from grantflow.strict import MAX_JSON_DEPTH
 from tests.conftest import Api
 from tests.support.provisioning import prepare_examples
 
@@ -498,7 +499,7 @@ def test_malformed_json_and_empty_bodies_are_400(admin: httpx.Client) -> None:
     [
         (100, "application/json", 422),
         (100, "application/yaml", 422),
-        (5000, "application/json", 400),
+        (5000, "application/json", 422),  # (refused at the door: past 128 levels, any JSON body)
         (5000, "application/yaml", 400),
     ],
 )
@@ -516,8 +517,15 @@ def test_absurdly_nested_documents_are_refused_not_a_500(
     assert response.status_code == status, response.text
     if status == 422:
         [problem] = response.json()["error"]["details"]
-        assert problem["code"] == "document_invalid"
-        assert "nested more than 64 levels deep" in problem["message"]
+        if depth > MAX_JSON_DEPTH:
+            assert problem == {
+                "field": "body",
+                "message": f"is nested more than {MAX_JSON_DEPTH} levels deep",
+                "type": "too_deep",
+            }
+        else:
+            assert problem["code"] == "document_invalid"
+            assert "nested more than 64 levels deep" in problem["message"]
     else:
         assert response.json()["error"]["code"] in ("malformed_json", "malformed_document")
     assert admin.get("/api/v1/workflows").json()["items"] == []

@@ -9,6 +9,7 @@ import json
 import re
 import time
 import uuid
+from itertools import accumulate
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -16,7 +17,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from grantflow.strict import text_problem, unstorable
+from grantflow.strict import MAX_JSON_DEPTH, text_problem, unstorable
 
 log = structlog.get_logger("grantflow.api")
 
@@ -31,6 +32,9 @@ _JSON_TYPES = re.compile(r"^application/([a-z0-9.+-]*\+)?json$")
 # A JSON body can only carry a NUL or a lone surrogate as an escape (raw control characters are
 # not JSON): only a body with one of these is parsed and walked here.
 _SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 Refusal = tuple[int, str, str, str] | tuple[int, str, str, str, list[dict[str, str]]]
 
@@ -166,8 +170,10 @@ class RequestMiddleware:
                 break
         body = b"".join(chunks)
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if _JSON_TYPES.match(content_type) and _SUSPECT_ESCAPE.search(body):
-            refusal = _unstorable_json(body)
+        if _JSON_TYPES.match(content_type):
+            refusal = _too_deep(body)
+            if refusal is None and _SUSPECT_ESCAPE.search(body):
+                refusal = _unstorable_json(body)
             if refusal is not None:
                 return receive, refusal
         replayed = False
@@ -206,10 +212,31 @@ def _unstorable_address(scope: Scope) -> Refusal | None:
     return _unstorable_refusal(found) if found else None
 
 
+def _too_deep(body: bytes) -> Refusal | None:
+    """A JSON body nested deeper than MAX_JSON_DEPTH, counted on its brackets outside strings
+    without parsing it (the counting runs in C: a megabyte takes milliseconds)."""
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return None
+    # Outside strings: drop escaped backslashes, then escaped quotes; every quote left opens
+    # or closes a string, so every other piece between quotes is outside one.
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(unescaped.split(b'"')[::2]).translate(None, _NOT_BRACKETS)
+    if max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) <= MAX_JSON_DEPTH:
+        return None
+    message = f"is nested more than {MAX_JSON_DEPTH} levels deep"
+    return (
+        422,
+        "validation_error",
+        f"the request is not valid: body: {message}",
+        "send flatter data",
+        [{"field": "body", "message": message, "type": "too_deep"}],
+    )
+
+
 def _unstorable_json(body: bytes) -> Refusal | None:
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None  # the app answers 400 malformed_json
     found = unstorable(document, "body")
     return _unstorable_refusal(found) if found else None
