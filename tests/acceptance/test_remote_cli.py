@@ -115,6 +115,7 @@ def test_the_approver_approves_the_waiting_run_with_their_token(site: Site) -> N
         return tasks
 
     (task,) = poll(waiting, timeout=120, what="the onboarding approval in the inbox")
+    assert site.json("inbox", "show", task["id"], token=token)["run_id"] == task["run_id"]
     approved = site.json("inbox", "approve", task["id"][:30], "-m", "welcome", token=token)
     assert approved["status"] == "approved"
     assert [(d["by"], d["via"]) for d in approved["decisions"]] == [(DEMO_APPROVER, "cli")]

@@ -270,8 +270,9 @@ def test_delete_keeps_the_record_and_frees_the_email(admin: httpx.Client) -> Non
         f"identity {ada['id']} was deleted"
     )
     assert error(admin.patch(f"{IDENTITIES}/{ada['id']}", json={"title": "x"}), 404)
+    # (a GET looks up an id, an email, a userName or an id prefix)
     assert error(admin.get(f"{IDENTITIES}/missing"), 404)["message"] == (
-        "identity missing does not exist"
+        "identity: no identity with id, email or userName 'missing'"
     )
 
 

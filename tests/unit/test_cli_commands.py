@@ -32,7 +32,7 @@ PARSED_ELSEWHERE = {
     "apply": "test_apply_cli, test_remote_cli",
     "inbox approve": "test_remote_cli, test_inbox_cli",
     "inbox submit": "test_inbox_cli",
-    "inbox show": "test_inbox_cli",
+    "inbox show": "test_remote_cli::test_the_approver_approves_the_waiting_run_with_their_token",
     "users create": "test_remote_cli::test_a_scoped_token_is_refused_what_its_role_lacks",
     "tokens create": "test_remote_cli, test_cli",
     "tokens revoke": "test_cli::test_tokens_create_list_and_revoke",
@@ -44,7 +44,6 @@ PARSED_ELSEWHERE = {
     "grants grant": "test_grants_cli",
     "grants extend": "test_grants_cli",
     "grants revoke": "test_grants_cli",
-    "grants dispatch": "test_grant_dispatch_cli",
     "runs note": "test_grants_cli",
     "runs evidence add": "test_grants_cli",
     "runs evidence download": "test_grants_cli",
@@ -89,7 +88,7 @@ NOT_YET_PARSED = {
     "workflows webhook", "workflows webhook-secret", "workflows resume-safety",
     "workflows deliveries", "usage set-cap",
     "inbox reject", "inbox skip", "inbox fail", "inbox retry", "inbox reassign",
-    "incidents show", "login",
+    "incidents show", "login", "grants dispatch",
 }  # fmt: skip
 
 

@@ -63,7 +63,9 @@ def fail_with(message: str, next_action: str | None = None, exit_code: int = 1) 
 
 def fail(exc: GrantflowError | ApiError) -> NoReturn:
     configuration = isinstance(exc, ConfigurationError) or getattr(exc, "exit_code", 1) == 2
-    fail_with(exc.message, exc.next_action, 2 if configuration else 1)
+    # the API names a field of its request body ("body.params.status"); a command line has none
+    message = exc.message.removeprefix("body.")
+    fail_with(message, exc.next_action, 2 if configuration else 1)
 
 
 @contextlib.contextmanager
