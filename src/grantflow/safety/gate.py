@@ -24,7 +24,7 @@ from grantflow.safety import breakers, config, periods, spend
 from grantflow.safety.config import Breakers
 from grantflow.safety.hold import Hold
 from grantflow.safety.models import UsageMark
-from grantflow.store.database import Database
+from grantflow.store.database import Database, database_of
 
 __all__ = ["Hold", "StepStart", "admit", "admit_own", "step_start"]
 
@@ -114,6 +114,8 @@ def _admit(conn: Connection, start: StepStart, careful: Callable[[], Session]) -
         name, figures = tripped
         pause_record = breakers.trip(session, start.workflow_id, name, figures, now)
         return breakers.held(session, start.workflow_id, pause_record)
+    # caps are hard: starts that a cap concerns are counted one at a time
+    database_of(session).lock(session, "spend-caps")
     capped = spend.check(session, start.workflow_id, kinds, now)
     if capped is not None:
         return capped
