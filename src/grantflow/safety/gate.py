@@ -23,6 +23,7 @@ from grantflow.definitions.models import Workflow
 from grantflow.safety import breakers, config, periods, spend
 from grantflow.safety.config import Breakers
 from grantflow.safety.hold import Hold
+from grantflow.safety.limits import check_steps_per_run
 from grantflow.safety.models import UsageMark
 from grantflow.store.database import Database, database_of
 
@@ -85,6 +86,7 @@ def admit_own(database: Database, start: StepStart) -> Hold | None:
 
 
 def _admit(conn: Connection, start: StepStart, careful: Callable[[], Session]) -> Hold | None:
+    check_steps_per_run(start.sequence, start.step_id)  # (raises: the run fails, class safety)
     now = config.now()
     if conn.dialect.name == "postgresql":
         facts = _count_if_clear(conn, start, now)  # one statement does the common case
