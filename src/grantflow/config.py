@@ -105,6 +105,35 @@ class Settings(BaseSettings):
         description="default breaker: external-call steps of one workflow started in any "
         "minute before it is paused for safety",
     )
+    max_steps_per_run: int = Field(
+        default=10_000,
+        ge=10,
+        le=10_000_000,
+        description="most steps one run may execute, loop passes included",
+    )
+    response_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="the most of a target's response a step reads, in bytes",
+    )
+    max_concurrent_runs_per_workflow: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="runs of one workflow running at once, when its settings.max_concurrent_runs "
+        "does not say (the others wait, queued)",
+    )
+    fanout_batch: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="runs one event (an import, a review's revocations) makes ready at once; "
+        "the rest follow in batches this size",
+    )
+    fanout_interval_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="the pause between two batches of one event's runs"
+    )
     spend_cap_timezone: str = Field(
         default="UTC",
         description="IANA timezone whose calendar days and months spend caps count in",

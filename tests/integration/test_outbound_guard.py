@@ -220,8 +220,9 @@ def test_a_step_redirected_to_a_refused_address_fails_as_safety(
     assert inner.calls() == []
 
 
-def test_a_response_over_the_cap_fails_permanently_naming_the_limit(database: Database) -> None:
-    """A body larger than 1 MiB is cut off: a permanent failure that names the limit."""
+def test_a_response_over_the_cap_fails_naming_the_limit(database: Database) -> None:
+    """A body larger than 1 MiB is cut off: a safety failure (not retried) that names the
+    limit and the setting that raises it."""
     with running_target() as target:
         target.on("/huge", Reply(200, "x" * (RESPONSE_LIMIT + 10)))
         target.on("/fits", Reply(200, "y" * (RESPONSE_LIMIT - 10)))
@@ -231,8 +232,9 @@ def test_a_response_over_the_cap_fails_permanently_naming_the_limit(database: Da
             shown = wait_status(database, start(database, wf), "failed", "succeeded")
             fine = wait_status(database, start(database, fits), "failed", "succeeded")
     assert shown["status"] == "failed"
-    assert shown["failure"]["class"] == "permanent"
+    assert shown["failure"]["class"] == "safety"
     assert str(RESPONSE_LIMIT) in shown["failure"]["message"]
+    assert "GRANTFLOW_RESPONSE_MAX_BYTES" in shown["failure"]["message"]
     assert "less" in shown["failure"]["next_action"]
     assert fine["status"] == "succeeded"
     attempt = fine["steps"][0]["attempt_log"][0]["response"]

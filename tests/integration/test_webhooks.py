@@ -320,3 +320,28 @@ def test_only_the_last_100_refusals_are_kept(api: Api, admin: httpx.Client) -> N
     listed = deliveries(admin, workflow_id, failed=True)
     assert len(listed) == 100
     assert listed[0]["delivery_id"] == "bad-104"
+
+
+def test_a_delivery_while_paused_for_safety_is_accepted_and_held(
+    api: Api, admin: httpx.Client
+) -> None:
+    """While the workflow is paused for safety a valid delivery is still 202: its run is held
+    (queued, reason safety), not dropped, and the answer says so."""
+    workflow_id = publish(api.database, hook_workflow())
+    secret = new_secret(admin, workflow_id)
+    with api.database.transaction() as session:
+        from grantflow.definitions.models import Workflow
+
+        row = session.get(Workflow, workflow_id)
+        assert row is not None
+        row.safety_pause = {
+            "breaker": "runs_per_minute",
+            "figures": {"limit": 1},
+            "tripped_at": "t",
+        }
+    with api.client() as sender:
+        response = deliver(sender, workflow_id, secret, {"email": "a@x.com"})
+    assert response.status_code == 202, response.text
+    assert response.json()["held_for_safety"] is True
+    run = admin.get(f"/api/v1/runs/{response.json()['run_id']}").json()
+    assert (run["status"], run["waiting_reason"]) == ("queued", "safety")

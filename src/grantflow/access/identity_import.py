@@ -39,8 +39,10 @@ from grantflow.access import identities
 from grantflow.access.models import Identity, LifecycleEvent
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
+from grantflow.engine.runs import Fanout
 from grantflow.errors import GrantflowError, NotFound, PayloadTooLarge, ValidationError
 from grantflow.queue.interface import Queue, QueueStats
+from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 
 MAX_ROWS = 10_000
@@ -685,8 +687,10 @@ def import_csv(
             importer.write(session, _DiscardingQueue(queue), ordered)
             savepoint.rollback()
     else:
+        fanout = Fanout(utcnow())  # the import's runs start in bounded batches (fan-out)
         for start in range(0, len(ordered), batch_rows):
             with database.transaction() as session:
+                session.info["fanout"] = fanout
                 importer.write(session, queue, ordered[start : start + batch_rows])
     results = [row.result for row in rows if row.result is not None]
     counts = ImportCounts()

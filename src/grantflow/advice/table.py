@@ -338,6 +338,13 @@ _ENTRIES: tuple[Advice, ...] = (
         "resolve it with a comment saying how the access was removed ({hint})",
         "incident.resolve",
     ),
+    Advice(
+        "limit_exceeded",  # an abuse limit (safety/limits.py): the raise site names it
+        "safety",
+        "{hint}",
+        hint="do less in one run (fix the workflow and Replay with latest), or raise the "
+        "setting the message names",
+    ),
     # --- people -------------------------------------------------------------------------------
     Advice("rejected", "rejected", "{hint}"),
     Advice(

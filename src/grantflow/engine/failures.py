@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from grantflow.definitions.plan import Plan
 
 
+_LIMIT_FIELDS = ("limit", "limit_value", "setting")
+
+
 def reason(
     failure_class: str,
     code: str,
@@ -58,6 +61,8 @@ def from_error(
         extra: dict[str, Any] = {}
         if isinstance(exc, ConnectorError) and exc.status_code is not None:
             extra["status_code"] = exc.status_code
+        # an abuse limit names itself: which limit, its value, the setting that raises it
+        extra.update({k: v for k, v in exc.extra.items() if k in _LIMIT_FIELDS})
         passing = exc.failure_class in (FailureClass.TRANSIENT, FailureClass.TIMEOUT)
         if passing and not exhausted:
             # not a run's failure (yet): the step retries by itself, nothing to offer

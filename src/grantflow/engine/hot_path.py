@@ -45,6 +45,7 @@ from grantflow.engine.turns import (
 )
 from grantflow.safety import gate
 from grantflow.safety.gate import step_start
+from grantflow.safety.limits import LimitExceeded
 from grantflow.steps.execution import StepCall, StepResult
 from grantflow.steps.registry import get_step_type
 from grantflow.store.base import new_id, utcnow
@@ -131,7 +132,10 @@ class HotPath:
         start = step_start(
             turn.run_id, chain.workflow_id, chain.created_at, iteration, sequence, step, turn.plan
         )
-        return gate.admit_own(self.database, start) is not None
+        try:
+            return gate.admit_own(self.database, start) is not None
+        except LimitExceeded:
+            return True  # the general path fails the run, naming the limit
 
     def _call_and_record(self, turn: Turn, chain: Chain, pending: Pending) -> bool:
         """Make an external call whose intent is committed; record its outcome."""

@@ -60,6 +60,7 @@ from grantflow.errors import (
 from grantflow.queue.interface import Queue
 from grantflow.safety import gate
 from grantflow.safety.gate import step_start
+from grantflow.safety.limits import LimitExceeded, limits
 from grantflow.steps.execution import StepCall, StepResult, skipped_output
 from grantflow.steps.registry import get_step_type
 from grantflow.store.base import new_id, utcnow
@@ -302,8 +303,9 @@ class Interpreter(HotPath):
         return turn.context, turn.iterations
 
     def _over_concurrency(self, session: Session, run: Run, plan: Plan) -> bool:
-        if plan.max_concurrent_runs is None:
-            return False
+        """More runs of the workflow running than its settings.max_concurrent_runs (or
+        GRANTFLOW_MAX_CONCURRENT_RUNS_PER_WORKFLOW): the run stays queued until one ends."""
+        allowed = plan.max_concurrent_runs or limits().max_concurrent_runs_per_workflow
         busy = session.execute(
             select(func.count())
             .select_from(Run)
@@ -313,7 +315,7 @@ class Interpreter(HotPath):
                 Run.status == RunStatus.RUNNING,
             )
         ).scalar_one()
-        return bool(busy >= plan.max_concurrent_runs)
+        return bool(busy >= allowed)
 
     def _begin_attempt(
         self,
@@ -340,7 +342,12 @@ class Interpreter(HotPath):
                 step,
                 turn.plan,
             )
-            hold = gate.admit(session, start)
+            try:
+                hold = gate.admit(session, start)
+            except LimitExceeded as exc:  # an abuse limit: the run fails, class safety
+                failure = failures.from_error(exc, step.id, exhausted=True)
+                self._end(session, run, RunStatus.FAILED, failure)
+                return False
             if hold is not None:
                 self._hold(session, run, hold, now)
                 return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
@@ -140,8 +141,30 @@ def start_run(
 
         hold_new_run(session, run, workflow, queue)
     else:
-        queue.schedule(session, run.id)
+        queue.schedule(session, run.id, fanout_slot(session, now))
     return run
+
+
+@dataclass
+class Fanout:
+    """The runs one event started so far, and when the first was (see `fanout_slot`)."""
+
+    origin: dt.datetime
+    started: int = 0
+
+
+def fanout_slot(session: Session, now: dt.datetime) -> dt.datetime:
+    """When a run started in this transaction may be taken: one event that starts many runs (an
+    import, a review closing, a bulk revoke) makes GRANTFLOW_FANOUT_BATCH of them ready at once,
+    the next batch GRANTFLOW_FANOUT_INTERVAL_SECONDS later, and so on. An event spread over
+    several transactions (an import's batches) shares one `Fanout` in `session.info`."""
+    from grantflow.safety.limits import limits
+
+    bounds = limits()
+    fanout: Fanout = session.info.setdefault("fanout", Fanout(now))
+    batch = fanout.started // bounds.fanout_batch
+    fanout.started += 1
+    return fanout.origin + dt.timedelta(seconds=batch * bounds.fanout_interval_seconds)
 
 
 def _failed_at_start(

@@ -25,7 +25,10 @@ _clock: Callable[[], dt.datetime] = utcnow
 
 
 def configure(settings: Any) -> None:
-    """Use these settings' safety defaults in this process."""
+    """Use these settings' safety defaults (and abuse limits) in this process."""
+    from grantflow.safety import limits
+
+    limits.configure(settings)
     global _defaults
     _defaults = Defaults(
         max_runs_per_minute=settings.safety_max_runs_per_minute,

@@ -10,19 +10,22 @@ the month (spend caps)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.orm import Session
 
 from grantflow.definitions.models import Workflow
 from grantflow.safety import breakers, config, periods, spend
 from grantflow.safety.config import Breakers
 from grantflow.safety.hold import Hold
-from grantflow.safety.models import UsageCounter, UsageMark
-from grantflow.store.database import Database
+from grantflow.safety.limits import check_steps_per_run
+from grantflow.safety.models import UsageMark
+from grantflow.store.database import Database, database_of
 
 __all__ = ["Hold", "StepStart", "admit", "admit_own", "step_start"]
 
@@ -64,93 +67,250 @@ _MINUTE_BREAKERS = {
 def admit(session: Session, start: StepStart) -> Hold | None:
     """None when the step may start (it is counted now, unless it was before); else the Hold.
     Windows and periods are read on the safety clock (`safety.config.now`)."""
+    return _admit(session.connection(), start, lambda: session)
+
+
+def admit_own(database: Database, start: StepStart) -> Hold | None:
+    """`admit` outside of any transaction (the engine's hot path): on PostgreSQL the common
+    case — not paused, no cap, no breaker near — is two statements in autocommit; anything else
+    takes a transaction of its own."""
+    if database.dialect != "postgresql":
+        with database.transaction() as session:
+            return admit(session, start)
+    with database.autocommit.connect() as conn, contextlib.ExitStack() as stack:
+
+        def careful() -> Session:
+            return stack.enter_context(database.transaction())
+
+        return _admit(conn, start, careful)
+
+
+def _admit(conn: Connection, start: StepStart, careful: Callable[[], Session]) -> Hold | None:
+    check_steps_per_run(start.sequence, start.step_id)  # (raises: the run fails, class safety)
     now = config.now()
-    paused, resumed_at = session.execute(
-        select(Workflow.safety_pause, Workflow.safety_resumed_at).where(
-            Workflow.id == start.workflow_id
-        )
-    ).one()
-    if paused is not None:
-        return breakers.held(session, start.workflow_id, paused)
-    if session.get(UsageMark, start.key) is not None:
+    if conn.dialect.name == "postgresql":
+        facts = _count_if_clear(conn, start, now)  # one statement does the common case
+        if facts is not None and facts.counted:
+            return None
+    else:
+        facts = _facts(conn, start, now)
+    if facts is None:
+        return None  # the workflow is gone: nothing to hold the step for
+    if facts.paused:
+        session = careful()
+        pause = session.get(Workflow, start.workflow_id)
+        assert pause is not None and pause.safety_pause is not None
+        return breakers.held(session, start.workflow_id, pause.safety_pause)
+    if facts.seen:
         return None  # counted when it first started: a retry, or another worker's pass
     kinds = start.kinds
-    exempt = resumed_at is not None and (
-        start.run_created_at is None or start.run_created_at < resumed_at
+    exempt = facts.resumed_at is not None and (
+        start.run_created_at is None or start.run_created_at < facts.resumed_at
     )
-    if not exempt:  # (runs held before the last resume go on without tripping it again)
-        tripped = _check_minute_breakers(session, start, kinds, now)
-        if tripped is not None:
-            return tripped
+    tripped = None if exempt else _over_breaker(start, kinds, facts, now)
+    if tripped is None and not facts.caps:
+        _count(conn, start, kinds, now)  # the common case
+        return None
+    session = careful()
+    if tripped is not None:  # (runs held before the last resume never trip it again)
+        name, figures = tripped
+        pause_record = breakers.trip(session, start.workflow_id, name, figures, now)
+        return breakers.held(session, start.workflow_id, pause_record)
+    # caps are hard: starts that a cap concerns are counted one at a time
+    database_of(session).lock(session, "spend-caps")
     capped = spend.check(session, start.workflow_id, kinds, now)
     if capped is not None:
         return capped
-    _count(session, start, kinds, now)
+    _count(session.connection(), start, kinds, now)
     spend.warn_if_near(session, start.workflow_id, kinds, now)
     return None
 
 
-def admit_own(database: Database, start: StepStart) -> Hold | None:
-    """`admit` in a transaction of its own (the engine's hot path)."""
-    with database.transaction() as session:
-        return admit(session, start)
+@dataclass(frozen=True)
+class _Facts:
+    paused: bool
+    resumed_at: dt.datetime | None
+    caps: int  # spend caps on the workspace or this workflow
+    seen: bool  # the step was counted before
+    minute: dict[tuple[str, str], int]  # (kind, minute key) -> count
+    counted: bool = False  # (PostgreSQL) nothing stood in the way: counted already
 
 
-def _check_minute_breakers(
-    session: Session, start: StepStart, kinds: list[str], now: dt.datetime
-) -> Hold | None:
+_FACTS = text(
+    # (a JSON column the ORM cleared may hold JSON null rather than SQL NULL)
+    "SELECT coalesce(CAST(w.safety_pause AS TEXT), 'null') <> 'null', w.safety_resumed_at, "
+    "(SELECT count(*) FROM spend_caps c WHERE c.scope_id IN ('*', :wf)), "
+    "EXISTS (SELECT 1 FROM usage_marks m WHERE m.key = :key), "
+    + ", ".join(
+        f"(SELECT coalesce(max(u.count), 0) FROM usage_counters u WHERE u.scope_id = :wf "
+        f"AND u.kind = '{kind}' AND u.period_key = :{which})"
+        for kind in _MINUTE_BREAKERS
+        for which in ("current", "previous")
+    )
+    + " FROM workflows w WHERE w.id = :wf"
+).columns(safety_resumed_at=Workflow.__table__.c.safety_resumed_at.type)
+
+
+def _facts(conn: Connection, start: StepStart, now: dt.datetime) -> _Facts | None:
+    current, previous = periods.minute_key(now), periods.minute_key(now - dt.timedelta(minutes=1))
+    row = conn.execute(
+        _FACTS,
+        {"wf": start.workflow_id, "key": start.key, "current": current, "previous": previous},
+    ).first()
+    if row is None:
+        return None
+    minute: dict[tuple[str, str], int] = {}
+    values = list(row[4:])
+    for kind in _MINUTE_BREAKERS:
+        minute[(kind, current)], minute[(kind, previous)] = int(values[0]), int(values[1])
+        values = values[2:]
+    resumed = row[1]
+    if isinstance(resumed, str):  # (SQLite through a text() column list: typed below)
+        resumed = dt.datetime.fromisoformat(resumed)
+    if resumed is not None and resumed.tzinfo is None:
+        resumed = resumed.replace(tzinfo=dt.UTC)
+    return _Facts(bool(row[0]), resumed, int(row[2]), bool(row[3]), minute)
+
+
+# PostgreSQL: the facts, and — when nothing stands in the way (not paused, no spend cap, not
+# counted before, no breaker that this start would take over its limit, or a run released by
+# the last resume) — the mark and every counter, in one statement. Sent as the driver's own SQL:
+# no statement is compiled per step.
+_CLEAR = """
+WITH f AS (
+  SELECT coalesce(CAST(w.safety_pause AS TEXT), 'null') <> 'null' AS paused,
+    w.safety_resumed_at AS resumed_at,
+    (SELECT count(*) FROM spend_caps c WHERE c.scope_id IN ('*', %(wf)s)) AS caps,
+    EXISTS (SELECT 1 FROM usage_marks m WHERE m.key = %(key)s) AS seen,
+    {minutes}
+  FROM workflows w WHERE w.id = %(wf)s
+), ok AS (
+  SELECT 1 FROM f WHERE NOT paused AND caps = 0 AND NOT seen AND (
+    (resumed_at IS NOT NULL AND (%(created)s::timestamptz IS NULL
+      OR %(created)s::timestamptz < resumed_at))
+    OR ((NOT %(runs)s OR runs_cur + runs_prev * (1 - %(frac)s) + 1 <= %(runs_limit)s)
+      AND (NOT %(ext)s OR ext_cur + ext_prev * (1 - %(frac)s) + 1 <= %(ext_limit)s)))
+), mark AS (
+  INSERT INTO usage_marks (key, counted_at) SELECT %(key)s, %(now)s FROM ok
+  ON CONFLICT DO NOTHING RETURNING 1
+), bump AS (
+  INSERT INTO usage_counters (scope_id, kind, period_key, count)
+  SELECT %(wf)s, v.k, v.p, 1 FROM mark, (VALUES
+    ('steps', %(day)s, true), ('steps', %(month)s, true),
+    ('external_calls', %(day)s, %(ext)s), ('external_calls', %(month)s, %(ext)s),
+    ('external_calls', %(cur)s, %(ext)s),
+    ('runs', %(day)s, %(runs)s), ('runs', %(month)s, %(runs)s), ('runs', %(cur)s, %(runs)s)
+  ) AS v(k, p, on_) WHERE v.on_
+  ON CONFLICT (scope_id, kind, period_key) DO UPDATE SET count = usage_counters.count + 1
+)
+SELECT f.*, EXISTS (SELECT 1 FROM mark) FROM f
+""".format(
+    minutes=", ".join(
+        f"(SELECT coalesce(max(u.count), 0) FROM usage_counters u WHERE u.scope_id = %(wf)s "
+        f"AND u.kind = '{kind}' AND u.period_key = %({which})s) AS {short}_{which}"
+        for kind, short in (("runs", "runs"), ("external_calls", "ext"))
+        for which in ("cur", "prev")
+    )
+)
+
+
+def _count_if_clear(conn: Connection, start: StepStart, now: dt.datetime) -> _Facts | None:
+    limits = Breakers.of(start.safety)
+    kinds = start.kinds
+    current, previous = periods.minute_key(now), periods.minute_key(now - dt.timedelta(minutes=1))
+    params = {
+        "wf": start.workflow_id,
+        "key": start.key,
+        "now": now,
+        "created": start.run_created_at,
+        "runs": "runs" in kinds,
+        "ext": "external_calls" in kinds,
+        "frac": (now.second + now.microsecond / 1e6) / 60,
+        "runs_limit": limits.max_runs_per_minute,
+        "ext_limit": limits.max_external_calls_per_minute,
+        "cur": current,
+        "prev": previous,
+        "day": periods.day_key(now),
+        "month": periods.month_key(now),
+    }
+    row = conn.exec_driver_sql(_CLEAR, params).first()
+    if row is None:
+        return None
+    paused, resumed, caps, seen, runs_cur, runs_prev, ext_cur, ext_prev, counted = row
+    minute = {
+        ("runs", current): int(runs_cur),
+        ("runs", previous): int(runs_prev),
+        ("external_calls", current): int(ext_cur),
+        ("external_calls", previous): int(ext_prev),
+    }
+    return _Facts(bool(paused), resumed, int(caps), bool(seen), minute, bool(counted))
+
+
+def _over_breaker(
+    start: StepStart, kinds: list[str], facts: _Facts, now: dt.datetime
+) -> tuple[str, dict[str, Any]] | None:
+    """The breaker this start would take over its limit (a sliding minute: this minute's
+    count plus the part of the last one still inside it), with the figures."""
     limits = Breakers.of(start.safety)
     current, previous = periods.minute_key(now), periods.minute_key(now - dt.timedelta(minutes=1))
+    elapsed = now.second + now.microsecond / 1e6
     for kind in kinds:
         if kind not in _MINUTE_BREAKERS:
             continue
         name, field = _MINUTE_BREAKERS[kind]
         limit: int = getattr(limits, field)
-        counts = dict(
-            session.execute(
-                select(UsageCounter.period_key, UsageCounter.count).where(
-                    UsageCounter.scope_id == start.workflow_id,
-                    UsageCounter.kind == kind,
-                    UsageCounter.period_key.in_([current, previous]),
-                )
-            ).all()
+        in_window = facts.minute[(kind, current)] + facts.minute[(kind, previous)] * (
+            1 - elapsed / 60
         )
-        # a sliding minute: this minute's count plus the part of the last one still inside
-        elapsed = now.second + now.microsecond / 1e6
-        in_window = counts.get(current, 0) + counts.get(previous, 0) * (1 - elapsed / 60)
         if in_window + 1 > limit:
-            figures = {
+            return name, {
                 "limit": limit,
                 "in_last_minute": round(in_window),
                 "setting": f"safety.{field} (default GRANTFLOW_SAFETY_{field.upper()})",
             }
-            pause = breakers.trip(session, start.workflow_id, name, figures, now)
-            return breakers.held(session, start.workflow_id, pause)
     return None
 
 
-def _count(session: Session, start: StepStart, kinds: list[str], now: dt.datetime) -> None:
-    """The mark and every counter it bumps (one statement for the counters)."""
-    session.add(UsageMark(key=start.key, counted_at=now))
-    session.flush()
+_MARK = text(
+    "INSERT INTO usage_marks (key, counted_at) VALUES (:key, :now) ON CONFLICT DO NOTHING"
+).bindparams(bindparam("now", type_=UsageMark.__table__.c.counted_at.type))
+
+
+def _count(conn: Connection, start: StepStart, kinds: list[str], now: dt.datetime) -> None:
+    """The mark and every counter it bumps; a mark already there (another worker counted the
+    step a moment ago) bumps nothing. PostgreSQL: one statement."""
     rows: list[tuple[str, str]] = []
     for kind in kinds:
         keys = [periods.day_key(now), periods.month_key(now)]
         if kind in _MINUTE_BREAKERS:
             keys.append(periods.minute_key(now))
         rows.extend((kind, key) for key in keys)
-    params: dict[str, Any] = {"scope": start.workflow_id}
+    params: dict[str, Any] = {"scope": start.workflow_id, "key": start.key, "now": now}
     values = []
     for n, (kind, key) in enumerate(rows):
         values.append(f"(:scope, :k{n}, :p{n}, 1)")
         params[f"k{n}"], params[f"p{n}"] = kind, key
-    session.execute(
-        text(
-            "INSERT INTO usage_counters (scope_id, kind, period_key, count) VALUES "
-            + ", ".join(values)
-            + " ON CONFLICT (scope_id, kind, period_key) DO UPDATE "
-            "SET count = usage_counters.count + 1"
-        ),
+    upsert = (
+        "INSERT INTO usage_counters (scope_id, kind, period_key, count) {source} "
+        "ON CONFLICT (scope_id, kind, period_key) DO UPDATE SET count = usage_counters.count + 1"
+    )
+    if conn.dialect.name == "postgresql":
+        statement = text(
+            "WITH mark AS (INSERT INTO usage_marks (key, counted_at) VALUES (:key, :now) "
+            "ON CONFLICT DO NOTHING RETURNING 1) "
+            + upsert.format(
+                source="SELECT v.s, v.k, v.p, v.n FROM mark, (VALUES "
+                + ", ".join(values)
+                + ") AS v(s, k, p, n)"
+            )
+        ).bindparams(bindparam("now", type_=UsageMark.__table__.c.counted_at.type))
+        conn.execute(statement, params)
+        return
+    if conn.execute(_MARK, {"key": start.key, "now": now}).rowcount != 1:
+        return
+    # (SQLite: VALUES with ON CONFLICT needs a WHERE to parse as an upsert)
+    conn.execute(
+        text(upsert.format(source="SELECT * FROM (VALUES " + ", ".join(values) + ") WHERE true")),
         params,
     )
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -333,16 +333,19 @@ def _seen(
 ) -> WebhookDelivery | None:
     """The accepted delivery this one repeats: the same delivery id (a sender's retry) or the
     same signature (a captured request replayed under another id)."""
-    conditions = [WebhookDelivery.signature_hash == fingerprint]
+    same = WebhookDelivery.signature_hash == fingerprint
     if delivery_id is not None:
-        conditions.append(WebhookDelivery.dedup_key == delivery_id)
-    for condition in conditions:
-        found = session.execute(
-            select(WebhookDelivery).where(WebhookDelivery.workflow_id == workflow_id, condition)
-        ).scalar_one_or_none()
-        if found is not None:
-            return found
-    return None
+        same = or_(same, WebhookDelivery.dedup_key == delivery_id)
+    return (
+        session.execute(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.workflow_id == workflow_id, same)
+            .order_by(WebhookDelivery.received_at)
+            .limit(1)
+        )
+        .scalars()
+        .first()
+    )
 
 
 def _duplicate(

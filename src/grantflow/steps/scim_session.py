@@ -38,11 +38,12 @@ from grantflow.errors import (
     StepTimeout,
     TransientError,
 )
+from grantflow.safety.limits import response_too_large
 from grantflow.steps.execution import StepCall, connections_of
 from grantflow.steps.transport import (
-    RESPONSE_LIMIT,
     STORED_BODY_LIMIT,
     next_action_for,
+    response_limit,
     retry_after_seconds,
 )
 
@@ -93,13 +94,8 @@ class _Bounded(httpx2.BaseTransport):
                 body = bytearray()
                 for chunk in response.stream:
                     body.extend(chunk)
-                    if len(body) > RESPONSE_LIMIT:
-                        raise PermanentError(
-                            f"the response from {session.host} is larger than "
-                            f"{RESPONSE_LIMIT} bytes",
-                            status_code=response.status_code,
-                            next_action="ask the target for less (filters, paging)",
-                        )
+                    if len(body) > response_limit():
+                        raise response_too_large(session.host, response.status_code)
             finally:
                 response.close()
         session.note(request, response.status_code, bytes(body))

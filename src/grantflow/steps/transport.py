@@ -22,9 +22,17 @@ from grantflow.errors import (
     TransientError,
 )
 from grantflow.redaction import NOTHING, Redactor, redactor_for
+from grantflow.safety.limits import limits, response_too_large
 from grantflow.steps.execution import StepCall
 
-RESPONSE_LIMIT = 1024 * 1024  # the most we read of a response
+RESPONSE_LIMIT = 1024 * 1024  # the default of the most we read of a response (see below)
+
+
+def response_limit() -> int:
+    """The most of a response a step reads: GRANTFLOW_RESPONSE_MAX_BYTES."""
+    return limits().response_max_bytes
+
+
 MAX_REDIRECTS = 5
 STORED_BODY_LIMIT = 16 * 1024  # the most of a body we keep in the attempt record
 
@@ -188,12 +196,8 @@ def _exchange(
             body = bytearray()
             for chunk in response.iter_bytes():
                 body.extend(chunk)
-                if len(body) > RESPONSE_LIMIT:
-                    raise PermanentError(
-                        f"the response from {host} is larger than {RESPONSE_LIMIT} bytes",
-                        status_code=response.status_code,
-                        next_action="ask the target for less (filters, paging)",
-                    )
+                if len(body) > response_limit():
+                    raise response_too_large(host, response.status_code)
     except httpx.TimeoutException as exc:
         raise StepTimeout(
             f"{host} did not answer within {limit:g}s",
