@@ -68,7 +68,7 @@ class RestoreReport:
 
 def backup_sqlite(database: Database, to: Path, *, overwrite: bool = False) -> BackupReport:
     """Copy the live SQLite database to `to` (one file, checked, renamed into place)."""
-    source = _sqlite_path(database, "back up", _pg_dump_hint(database.url))
+    source = _sqlite_path(database, "back up")
     if to.exists() and not overwrite:
         raise Conflict(
             f"{to} already exists",
@@ -128,7 +128,7 @@ def restore_sqlite(
     accept_missing_keys: bool = False,
 ) -> RestoreReport:
     """Replace the database's content with the backup at `source`, after every check."""
-    target = _sqlite_path(database, "restore", _pg_restore_hint(database.url))
+    target = _sqlite_path(database, "restore")
     snapshot = inspect_backup(source, known_revisions)
     missing = sorted(set(snapshot.key_ids) - available_key_ids)
     if missing and not accept_missing_keys:
@@ -232,7 +232,7 @@ def require_sqlite(url: URL, verb: str) -> None:
         )
 
 
-def _sqlite_path(database: Database, verb: str, hint: str) -> Path:
+def _sqlite_path(database: Database, verb: str) -> Path:
     if database.dialect != "sqlite":
         require_sqlite(database.url, verb)
     name = database.url.database
