@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +28,9 @@ def error_response(request: Request, status: int, body: dict[str, Any]) -> JSONR
     bearer = status == 401 and not request.url.path.startswith("/hooks/")
     headers = {"WWW-Authenticate": "Bearer"} if bearer else None
     return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+_QUOTED = re.compile(r"'([^']*)'")  # the choices in pydantic's "Input should be 'a' or 'b'"
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -60,6 +64,10 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field; remove it (check the spelling of the field name)"
+        elif err["type"] in ("literal_error", "enum"):
+            choices = _QUOTED.findall(str(err.get("ctx", {}).get("expected", "")))
+            if choices:
+                message = f"must be one of {', '.join(choices)}, not {err.get('input')!r}"
         details.append({"field": _field_path(err["loc"]), "message": message, "type": err["type"]})
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
     return error_response(

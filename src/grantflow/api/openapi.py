@@ -5,7 +5,8 @@ shape, so it is derived here rather than repeated on each route: a guarded route
 and 403, and 503 when the database is away; a route with parameters or a body 422; a route with
 a body 400 (malformed JSON), 413 and 415 (refused by the request middleware before any
 parsing); a route with a path parameter or a body 404 (a body can name an object that does not
-exist); a route that changes something 409. Every error body has the one shape
+exist); a route with a path parameter 400 and 409 too (an id prefix too short or ambiguous); a
+route that changes something 409. Every error body has the one shape
 `{"error": {...}}` (`api/errors.py`).
 """
 
@@ -84,6 +85,10 @@ def error_statuses(route: APIRoute, guard: Guard | None) -> list[int]:
         statuses.add(400)  # e.g. a forged pagination cursor
     if dependant.path_params or methods & _BODIES:
         statuses.add(404)  # (a body can name another object: a grant's identity)
+    if dependant.path_params:
+        # an id prefix: too short is 400, ambiguous 409; the object may not be in the state
+        # the route reads (a workflow that has no webhook)
+        statuses |= {400, 409}
     if methods & _WRITES:
         statuses.add(409)
     return sorted(statuses)

@@ -101,7 +101,7 @@ def set_cap(
 ) -> None:
     """Set or remove a spend cap (PUT /spend-caps); runs it frees go on at once."""
     body = {"workflow": workflow, "kind": kind, "period": period, "cap": None if remove else cap}
-    with errors_as_lines(), connect() as api:
+    with errors_as_lines(options={}), connect() as api:
         result = api.put("/spend-caps", body)
     if as_json:
         emit_json(result)

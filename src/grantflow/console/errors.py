@@ -20,8 +20,8 @@ from grantflow.errors import GrantflowError, Unauthenticated
 
 log = structlog.get_logger("grantflow.console")
 
-# paths that are not console pages (the API, SCIM, probes): their errors stay JSON
-_NOT_CONSOLE = ("/api/", "/scim/", "/healthz", "/readyz", "/metrics")
+# paths that are not console pages (the API, SCIM, inbound webhooks, probes): their errors stay JSON
+_NOT_CONSOLE = ("/api/", "/scim/", "/hooks/", "/healthz", "/readyz", "/metrics")
 
 
 def is_console(request: Request) -> bool:

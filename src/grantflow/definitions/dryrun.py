@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as InvalidConfig
 from sqlalchemy.orm import Session
 
 from grantflow.access.applications import find_application
@@ -143,7 +144,7 @@ def _render_step(step: Any, context: dict[str, Any]) -> dict[str, Any]:
         if step_type is None:
             entry["error"] = f"unknown step type {step.type!r}"
         else:
-            entry["preview"] = step_type.preview(config)
+            entry["preview"] = _preview(step_type, config, step.id)
             try:
                 entry["side_effects"] = step_type.side_effects(
                     step_type.config_model.model_validate(step.config)
@@ -193,3 +194,22 @@ def _follow(document: WorkflowDocument, rendered: dict[str, dict[str, Any]]) -> 
             break
         current = entry["branch"]["taken"] if "branch" in entry else step.next
     return path
+
+
+def _preview(step_type: Any, config: Any, step_id: str) -> dict[str, Any] | None:
+    """The step type's preview of its rendered config; a config of the wrong shape (a number
+    where a URL goes) is an error naming the field, not a crash of the dry run."""
+    try:
+        return step_type.preview(config)  # type: ignore[no-any-return]
+    except (TypeError, AttributeError, ValueError) as crash:
+        try:
+            step_type.config_model.model_validate(config)
+        except InvalidConfig as invalid:
+            first = invalid.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            raise expressions.ExpressionError(
+                f"{step_id}.config.{field}: {first['msg']}" if field else first["msg"]
+            ) from crash
+        raise expressions.ExpressionError(
+            f"{step_id}.config cannot be previewed: its rendered values have the wrong shape"
+        ) from crash

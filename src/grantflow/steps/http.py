@@ -78,11 +78,13 @@ def redact_headers(headers: dict[str, Any]) -> dict[str, Any]:
 
 
 def _preview(rendered: dict[str, Any]) -> dict[str, Any]:
+    # `rendered` is not validated yet (a dry run previews invalid configs too): any type
     url = rendered.get("url") or f"<connection {rendered.get('connection')}>{rendered.get('path')}"
+    headers = rendered.get("headers")
     request: dict[str, Any] = {
         "method": rendered.get("method", "GET"),
-        "url": redact_url(url),
-        "headers": redact_headers(rendered.get("headers") or {}),
+        "url": redact_url(str(url)),
+        "headers": redact_headers(headers) if isinstance(headers, dict) else redact_keys(headers),
         "query": redact_keys(rendered.get("query") or {}),
     }
     if rendered.get("body") is not None:

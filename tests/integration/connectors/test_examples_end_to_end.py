@@ -300,7 +300,7 @@ def test_offboarding_example_revokes_every_system(world: World) -> None:
         with pytest.raises(ValidationError) as refused:
             world.act(OPS, task_id, "submit", {"done": False})
         fields = {d["field"] for d in refused.value.details}
-        assert fields == {"data", "data.done"}  # ticket missing; done must be true
+        assert fields == {"data.ticket", "data.done"}  # ticket missing; done must be true
         world.act(OPS, task_id, "submit", {"done": True, "ticket": "SEC-4711"})
 
     shown = world.run(

@@ -43,7 +43,15 @@ class DeliveriesOut(BaseModel):
     items: list[dict[str, Any]]
 
 
-@router.post("/hooks/{workflow_key}", status_code=202, dependencies=[Depends(Signed())])
+@router.post(
+    "/hooks/{workflow_key}",
+    status_code=202,
+    dependencies=[Depends(Signed())],
+    responses={
+        200: {"description": "the delivery was accepted before: the run it started then"},
+        401: {"description": "the signature or its timestamp is not valid"},
+    },
+)
 async def receive_delivery(workflow_key: str, request: Request) -> JSONResponse:
     """A signed delivery: 202 with the run it started (200 with the same run when the delivery
     was accepted before); 401 when the signature or its timestamp is not valid; 422 naming
