@@ -122,7 +122,7 @@ def test_delete_is_refused_while_referenced(admin: httpx.Client) -> None:
         ({"name": "x" * 101}, "body.name", "at most 100"),
         ({"name": 42}, "body.name", "valid string"),
         ({"name": "a\u0007b"}, "body.name", "control characters"),
-        ({"name": "A", "kind": "mainframe"}, "body.kind", "'directory', 'saas'"),
+        ({"name": "A", "kind": "mainframe"}, "body.kind", "must be one of directory, saas"),
         ({"name": "A", "homepage_url": "not a url"}, "body.homepage_url", "valid URL"),
         ({"name": "A", "homepage_url": "ftp://x.example"}, "body.homepage_url", "URL scheme"),
         ({"name": "A", "labels": {"Bad Key": "v"}}, "body.labels", "label key"),

@@ -186,7 +186,7 @@ def test_duplicate_email_is_409_naming_the_existing_user(admin: httpx.Client) ->
     ("body", "field", "fragment"),
     [
         ({"email": "not-an-email"}, "body.email", "email"),
-        ({"email": "a@example.com", "roles": ["superuser"]}, "body.roles.0", "'admin'"),
+        ({"email": "a@example.com", "roles": ["superuser"]}, "body.roles.0", "one of admin"),
         ({"email": "a@example.com", "nickname": "al"}, "body.nickname", "unknown field"),
         ({"email": "a@example.com", "password": "short"}, "body.password", "at least 12"),
         ({"email": "a@example.com", "display_name": "  "}, "body.display_name", "at least 1"),

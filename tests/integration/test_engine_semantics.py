@@ -261,7 +261,9 @@ def test_execution_timeout_times_the_run_out(database: Database) -> None:
     assert "'pause'" in failure["message"]
     assert failure["next_action"]
     assert [s["step_id"] for s in shown["steps"]] == ["pause"]
-    assert step(shown, "pause")["status"] == "failed"
+    # failed while it waited; cancelled when a loaded machine's worker first took the run up
+    # after the deadline, before the step started
+    assert step(shown, "pause")["status"] in ("failed", "cancelled")
     finished = dt.datetime.fromisoformat(shown["finished_at"])
     created = dt.datetime.fromisoformat(shown["created_at"])
     assert finished - created >= dt.timedelta(seconds=1)

@@ -771,6 +771,8 @@ class Interpreter(HotPath):
                 event="step_failed",
                 **{"class": "timeout", "message": "the run's execution timeout passed"},
             )
+        elif step_run.status == StepStatus.PENDING:  # the deadline passed before it started
+            move_step(session, step_run, StepStatus.CANCELLED, event="step_cancelled")
         limit = dt.timedelta(seconds=plan.execution_timeout_seconds)
         failure = failures.reason(
             FailureClass.TIMEOUT,
