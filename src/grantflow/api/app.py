@@ -35,7 +35,6 @@ from grantflow.api.routes import (
     reviews,
     runs,
     safety,
-    scim,
     users,
     workflows,
 )
@@ -61,7 +60,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.grantflow.connections.http.close()
 
 
-def create_app(settings: Settings, database: Database) -> FastAPI:
+def create_app(settings: Settings, database: Database, *, api_only: bool = False) -> FastAPI:
+    """The whole app; `api_only`: the /api/v1 routes and the probes alone — what the CLI's local
+    mode calls — without the console, the SCIM service and the docs page, whose imports would
+    cost every local command about half a second."""
     app = FastAPI(
         lifespan=_lifespan,
         title="Grantflow",
@@ -105,7 +107,6 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         incidents,
         evidence,
         reconciliation,
-        scim,
         inbox,
         email,
         reviews,
@@ -116,9 +117,13 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         safety,
     ):
         app.router.routes.extend(module.router.routes)
-    console.install(app, settings, database)  # the web console at /, with its static files
-    install_docs(app)  # /api/v1/docs (offline) and the bearer scheme in the OpenAPI document
-    install_error_handlers(app)
+    if not api_only:
+        from grantflow.api.routes import scim  # (scim2-models: the heaviest import of all)
+
+        app.router.routes.extend(scim.router.routes)
+        console.install(app, settings, database)  # the web console at /, with its static files
+    install_docs(app, page=not api_only)  # the bearer scheme in the OpenAPI document (+ page)
+    install_error_handlers(app, scim=not api_only)
     app.add_middleware(
         RequestMiddleware,
         max_body_bytes=settings.max_body_bytes,

@@ -47,9 +47,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-def install_docs(app: FastAPI) -> None:
-    """Serve the docs page and publish the OpenAPI document with its security scheme."""
+def install_docs(app: FastAPI, *, page: bool = True) -> None:
+    """Publish the OpenAPI document with its security scheme, and serve the docs page."""
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    if not page:
+        return
 
     async def docs(_request: Request) -> HTMLResponse:
         return get_swagger_ui_html(

@@ -10,7 +10,6 @@ import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from scim2_models import SCIMException
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -158,16 +157,21 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, 500, InternalError("an unexpected error occurred").to_dict())
 
 
+_SCIM_PATHS = "/scim/"  # (checked before importing the SCIM module: see install_error_handlers)
+
+
 def _scim_aware(handler: Handler) -> Handler:
     """Under /scim/v2 every error is a SCIM Error document (RFC 7644 §3.12) instead; on a
     console page, an HTML page in words (or a redirect to sign in)."""
 
     async def handle(request: Request, exc: Exception) -> Response:
-        from grantflow.api.routes import scim
         from grantflow.console import errors as console_errors
 
-        if scim.is_scim(request):
-            return scim.error_response(request, exc)
+        if request.url.path.startswith(_SCIM_PATHS):
+            from grantflow.api.routes import scim
+
+            if scim.is_scim(request):
+                return scim.error_response(request, exc)
         if console_errors.is_console(request):
             return await console_errors.handle(request, exc)
         moved = console_errors.browser_link(request, exc)
@@ -178,11 +182,15 @@ def _scim_aware(handler: Handler) -> Handler:
     return handle
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, *, scim: bool = True) -> None:
+    """The handlers; `scim`: the SCIM service is mounted (its own exception type is handled)."""
     app.add_exception_handler(GrantflowError, _scim_aware(_on_grantflow_error))
     app.add_exception_handler(RequestValidationError, _scim_aware(_on_validation_error))
     app.add_exception_handler(StarletteHTTPException, _scim_aware(_on_http_error))
-    app.add_exception_handler(SCIMException, _scim_aware(_on_unexpected))
+    if scim:
+        from scim2_models import SCIMException
+
+        app.add_exception_handler(SCIMException, _scim_aware(_on_unexpected))
     app.add_exception_handler(IntegrityError, _scim_aware(_on_integrity_error))
     app.add_exception_handler(OperationalError, _scim_aware(_on_database_unavailable))
     app.add_exception_handler(InterfaceError, _scim_aware(_on_database_unavailable))

@@ -1,9 +1,10 @@
 """Local mode: the API app runs inside the CLI's own process, on the configured database.
 
-`transport()` builds the app (`grantflow.api.create_app`: routes, no worker, no scheduler) and
-sends each request to it as an ASGI call, with the acting `Actor` in the request's scope under
-`ACTOR_SCOPE_KEY`, which the routes' `Require` guard honours. Only this process can put it
-there; requests that arrive over the network never carry it (a header cannot set a scope key).
+`transport()` builds the app (`grantflow.api.create_app`, API routes only: no console, no SCIM
+service, no worker, no scheduler) and sends each request to it as an ASGI call, with the acting
+`Actor` in the request's scope under `ACTOR_SCOPE_KEY`, which the routes' `Require` guard
+honours. Only this process can put it there; requests that arrive over the network never carry
+it (a header cannot set a scope key).
 
 Before anything else the database is checked: a missing SQLite file or a schema that is not
 migrated ends the command with one line naming GRANTFLOW_DATABASE_URL and `grantflow migrate`.
@@ -125,7 +126,7 @@ def transport(*, act_as: str | None) -> AsgiTransport:
         if act_as:
             with db.transaction() as session:
                 actor = acting_as(session, act_as)[1]
-        app = create_app(settings, db)
+        app = create_app(settings, db, api_only=True)
     except BaseException:
         db.dispose()
         raise

@@ -18,6 +18,20 @@ imports this package (to mount it), and `grantflow.api.errors` (to render errors
 
 from __future__ import annotations
 
-from grantflow.console.app import install
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from grantflow.config import Settings
+    from grantflow.store.database import Database
 
 __all__ = ["install"]
+
+
+def install(app: FastAPI, settings: Settings, database: Database) -> None:
+    """Mount the console on `app`. Its pages are imported here, not with the package, so the
+    error pages (`console.errors`) do not bring in every page."""
+    from grantflow.console.app import install as mount
+
+    mount(app, settings, database)

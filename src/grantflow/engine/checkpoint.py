@@ -23,8 +23,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, bindparam, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import TextClause
@@ -303,6 +301,9 @@ def _psycopg_sql(statement: TextClause) -> str:
 
 
 def _on_postgres(database: Database, statement: TextClause, params: dict[str, Any]) -> bool:
+    import psycopg  # (here: a process on SQLite never loads the driver)
+    from psycopg.types.json import Jsonb
+
     sql = _psycopg_sql(statement)
     values = {k: Jsonb(v) if k in _JSON else v for k, v in params.items()}
     connection = database.autocommit.raw_connection()

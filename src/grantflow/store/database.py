@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -183,6 +182,8 @@ class PostgresDatabase(Database):
         session.execute(text("SELECT pg_notify('grantflow_queue', '')"))
 
     def listen_queue(self, wakeup: threading.Event, stop: threading.Event) -> None:
+        import psycopg  # (here: a process on SQLite never loads the driver)
+
         params = self.url.translate_connect_args(username="user", database="dbname")
         with psycopg.connect(autocommit=True, **params) as conn:
             conn.execute("LISTEN grantflow_queue")
