@@ -4,6 +4,7 @@ filters, and stuck detection with the most likely cause computed from facts."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
 from sqlalchemy import select
@@ -14,7 +15,7 @@ from grantflow.definitions.models import Workflow
 from grantflow.engine import hooks
 from grantflow.engine.models import Run, RunEvent, StepAttempt, StepRun
 from grantflow.engine.states import PERSON_WAITS, TERMINAL, RunStatus
-from grantflow.queue.interface import Queue
+from grantflow.queue.interface import Queue, QueueStats
 from grantflow.queue.models import QueueItem, Worker
 from grantflow.store.base import utcnow
 from grantflow.store.pagination import Page, decode_cursor, page_of
@@ -26,19 +27,74 @@ def _iso(value: dt.datetime | None) -> str | None:
     return timestamps.rfc3339(value)
 
 
+class QueueFacts:
+    """The queue's statistics and its live workers, read when a stuck run first needs them and
+    then shared by every run of the same page (not read again per stuck run)."""
+
+    def __init__(self, session: Session, queue: Queue, now: dt.datetime) -> None:
+        self._session = session
+        self._queue = queue
+        self._now = now
+        self._items: dict[str, QueueItem | None] = {}
+
+    def read_items(self, run_ids: list[str]) -> None:
+        """The queue items of `run_ids` in one query (a run without one has none)."""
+        query = select(QueueItem).where(QueueItem.run_id.in_(run_ids))
+        self._items.update(dict.fromkeys(run_ids))
+        self._items.update({item.run_id: item for item in self._session.scalars(query)})
+
+    def queue_item(self, run_id: str) -> QueueItem | None:
+        if run_id not in self._items:
+            self._items[run_id] = self._session.get(QueueItem, run_id)
+        return self._items[run_id]
+
+    @functools.cached_property
+    def stats(self) -> QueueStats:
+        return self._queue.stats(self._session)  # in this transaction: SQLite allows one writer
+
+    @functools.cached_property
+    def live_workers(self) -> list[str]:
+        since = self._now - LIVE_WORKER
+        query = select(Worker.id).where(Worker.heartbeat_at >= since)
+        return list(self._session.execute(query).scalars())
+
+
+def _is_stuck(run: Run, now: dt.datetime) -> bool:
+    return (
+        RunStatus(run.status) not in TERMINAL and run.stuck_at is not None and now >= run.stuck_at
+    )
+
+
+def stuck_reports(
+    session: Session, runs: list[Run], queue: Queue
+) -> dict[str, dict[str, Any] | None]:
+    """`stuck_report` for a page of runs: the queue items of its stuck runs in one query, the
+    queue's statistics and live workers once."""
+    now = utcnow()
+    facts = QueueFacts(session, queue, now)
+    stuck = [run.id for run in runs if _is_stuck(run, now)]
+    if stuck:
+        facts.read_items(stuck)
+    return {run.id: stuck_report(session, run, queue, now, facts) for run in runs}
+
+
 def stuck_report(
-    session: Session, run: Run, queue: Queue, now: dt.datetime | None = None
+    session: Session,
+    run: Run,
+    queue: Queue,
+    now: dt.datetime | None = None,
+    facts: QueueFacts | None = None,
 ) -> dict[str, Any] | None:
     """None unless the run made no progress for its stuck-after threshold; then the facts."""
     now = now or utcnow()
-    if RunStatus(run.status) in TERMINAL or run.stuck_at is None or now < run.stuck_at:
+    if not _is_stuck(run, now):
         return None
     report: dict[str, Any] = {
         "stuck": True,
         "last_progress_at": _iso(run.last_progress_at),
         "no_progress_for_seconds": round((now - run.last_progress_at).total_seconds(), 1),
     }
-    report.update(_likely_cause(session, run, queue, now))
+    report.update(_likely_cause(session, run, facts or QueueFacts(session, queue, now), now))
     cause = report["cause"]
     if cause == "paused":
         key = "paused.operator"
@@ -52,7 +108,9 @@ def stuck_report(
     return report
 
 
-def _likely_cause(session: Session, run: Run, queue: Queue, now: dt.datetime) -> dict[str, Any]:
+def _likely_cause(
+    session: Session, run: Run, facts: QueueFacts, now: dt.datetime
+) -> dict[str, Any]:
     status = RunStatus(run.status)
     if status == RunStatus.PAUSED:
         return {"cause": "paused", "explanation": "an operator paused the run; resume it"}
@@ -75,7 +133,7 @@ def _likely_cause(session: Session, run: Run, queue: Queue, now: dt.datetime) ->
             "explanation": f"waiting on a {run.waiting_reason} timer until "
             f"{_iso(run.wake_at)} at step {run.current_step!r}",
         }
-    item = session.get(QueueItem, run.id)
+    item = facts.queue_item(run.id)
     if status == RunStatus.RUNNING and item is not None and item.lease_owner:
         if item.lease_expires_at is not None and item.lease_expires_at < now:
             return {
@@ -100,12 +158,8 @@ def _likely_cause(session: Session, run: Run, queue: Queue, now: dt.datetime) ->
                 f"{_iso(attempt.started_at)}; check that system's health",
                 "call_started_at": _iso(attempt.started_at),
             }
-    stats = queue.stats(session)  # in this transaction: SQLite allows one writer
-    live = (
-        session.execute(select(Worker.id).where(Worker.heartbeat_at >= now - LIVE_WORKER))
-        .scalars()
-        .all()
-    )
+    stats = facts.stats
+    live = facts.live_workers
     if not live:
         return {
             "cause": "no_worker",

@@ -99,10 +99,11 @@ def list_runs(
         rows = session.execute(select(Workflow.id, Workflow.name).where(Workflow.id.in_(ids)))
         names = dict(rows.all())
 
+        reports = detail.stuck_reports(session, list(page.items), q)
         items = []
         for run in page.items:
             summary = detail.run_summary(run, names.get(run.workflow_id))
-            summary["stuck"] = detail.stuck_report(session, run, q)
+            summary["stuck"] = reports[run.id]
             items.append(summary)
         return PageOut(items=items, next_cursor=page.next_cursor)
 

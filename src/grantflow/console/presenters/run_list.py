@@ -98,9 +98,10 @@ def rows(
         limit=PAGE_SIZE,
     )
     names = dict(workflows(session))
+    reports = detail.stuck_reports(session, list(page.items), queue)
     items = []
     for run in page.items:
         summary = detail.run_summary(run, names.get(run.workflow_id))
-        summary["stuck"] = detail.stuck_report(session, run, queue)
+        summary["stuck"] = reports[run.id]
         items.append(summary)
     return items, page.next_cursor
