@@ -23,8 +23,9 @@ from grantflow.connections.crypto import keyring_for
 from grantflow.connections.schemas import ConnectionCreate
 from grantflow.definitions import workflows
 from grantflow.engine.models import Run
+from grantflow.governance import reviews
 from grantflow.queue.database import DatabaseQueue
-from grantflow.schedules import jobs, reviews
+from grantflow.schedules import jobs
 from grantflow.store.database import Database
 
 SYSTEM = Actor.system("test")

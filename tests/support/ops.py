@@ -16,9 +16,9 @@ from grantflow.access.identities import IdentityCreate, create_identity, find_id
 from grantflow.access.models import Incident
 from grantflow.connections.models import ConnectionStatus
 from grantflow.connections.service import get_connection, set_status
+from grantflow.governance import controls
 from grantflow.people.models import Task
 from grantflow.queue.database import DatabaseQueue
-from grantflow.schedules import controls
 from grantflow.schedules.jobs import BuiltInJobCreate, create_built_in
 from grantflow.schedules.scheduler import mark_overdue
 from grantflow.store.base import utcnow

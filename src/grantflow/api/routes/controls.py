@@ -15,7 +15,7 @@ from grantflow.api.security import Require
 from grantflow.api.state import database
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
-from grantflow.schedules import controls as service
+from grantflow.governance import controls as service
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 

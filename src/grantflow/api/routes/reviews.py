@@ -18,9 +18,9 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.models import User
 from grantflow.auth.permissions import Permission
 from grantflow.errors import BadRequest, PermissionDenied
+from grantflow.governance import reviews as service
+from grantflow.governance.reviews import Decision, ReviewConfig, ReviewStatus
 from grantflow.queue.interface import Queue
-from grantflow.schedules import reviews as service
-from grantflow.schedules.reviews import Decision, ReviewConfig, ReviewStatus
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 

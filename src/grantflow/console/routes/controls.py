@@ -15,7 +15,7 @@ from grantflow.console.guard import Page
 from grantflow.console.templating import render
 from grantflow.console.views import console_path, database, perform
 from grantflow.errors import NotFound
-from grantflow.schedules import controls as service
+from grantflow.governance import controls as service
 
 router = APIRouter(include_in_schema=False)
 

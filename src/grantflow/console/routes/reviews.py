@@ -26,8 +26,8 @@ from grantflow.console.views import (
     services,
     yes_no,
 )
-from grantflow.schedules import reviews as service
-from grantflow.schedules.reviews import Decision, ReviewStatus
+from grantflow.governance import reviews as service
+from grantflow.governance.reviews import Decision, ReviewStatus
 from grantflow.store.pagination import DEFAULT_LIMIT
 
 router = APIRouter(include_in_schema=False)

@@ -46,11 +46,12 @@ from grantflow.auth.models import User
 from grantflow.auth.permissions import Permission, Role, permissions_for
 from grantflow.durations import Duration, format_duration
 from grantflow.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from grantflow.governance.models import AccessReview, ReviewItem
 from grantflow.people import routing
 from grantflow.people.notifications import Notification, NotificationKind, notify, resolve
 from grantflow.queue.interface import Queue
 from grantflow.schedules import runners
-from grantflow.schedules.models import AccessReview, Job, Occurrence, ReviewItem
+from grantflow.schedules.models import Job, Occurrence
 from grantflow.store.base import utcnow
 from grantflow.store.ids import by_prefix
 from grantflow.store.names import name_key

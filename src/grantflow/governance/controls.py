@@ -41,11 +41,12 @@ from grantflow.definitions.models import Workflow
 from grantflow.engine.models import Run
 from grantflow.engine.states import RunStatus
 from grantflow.errors import NotFound, ValidationError
+from grantflow.governance.models import ControlEvaluation
 from grantflow.people.models import Task
 from grantflow.people.notifications import NotificationKind, notify, resolve
 from grantflow.queue.interface import Queue
 from grantflow.schedules import runners
-from grantflow.schedules.models import ControlEvaluation, Job, Occurrence
+from grantflow.schedules.models import Job, Occurrence
 from grantflow.store.base import utcnow
 from grantflow.store.ids import by_prefix
 from grantflow.store.pagination import Page, decode_cursor, page_of
