@@ -28,7 +28,7 @@ from grantflow.connections.service import set_status
 from grantflow.engine import operations
 from grantflow.engine.models import Run
 from grantflow.errors import ValidationError
-from grantflow.governance.controls import CONTROLS
+from grantflow.governance.control_checks import CONTROLS
 from grantflow.governance.models import ControlEvaluation
 from grantflow.people.models import Task
 from grantflow.queue.database import DatabaseQueue

@@ -41,7 +41,7 @@ from grantflow.definitions.models import Workflow
 from grantflow.engine.models import Run
 from grantflow.engine.states import RunStatus
 from grantflow.errors import NotFound, ValidationError
-from grantflow.governance.controls import identity_label
+from grantflow.governance.control_checks import identity_label
 from grantflow.governance.models import Report
 from grantflow.queue.interface import Queue
 from grantflow.schedules import runners
