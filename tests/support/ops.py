@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from grantflow.access.applications import ApplicationCreate, ApplicationKind, create_application
 from grantflow.access.grants import GrantCreate, create_grant
-from grantflow.access.identities import IdentityCreate, create_identity, find_identity, leave
+from grantflow.access.identities import IdentityCreate, create_identity, leave
+from grantflow.access.identity_lookup import find_identity
 from grantflow.access.models import Incident
 from grantflow.connections.models import ConnectionStatus
 from grantflow.connections.service import get_connection, set_status

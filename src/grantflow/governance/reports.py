@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, defer
 
 from grantflow import audit, timestamps
 from grantflow.access.applications import find_application
-from grantflow.access.identities import find_identity
+from grantflow.access.identity_lookup import find_identity
 from grantflow.access.models import Application, Grant, Identity
 from grantflow.audit.models import AuditEntry
 from grantflow.auth.actor import Actor
