@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from grantflow.access.models import Grant, Identity
 from grantflow.auth.models import User
-from grantflow.schedules.models import ReviewItem
+from grantflow.governance.models import ReviewItem
 from tests.browser.conftest import PASSWORD, Console
 from tests.support.admin_objects import APP, seed
 from tests.support.browser import screenshot, sign_in

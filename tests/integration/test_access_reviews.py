@@ -26,9 +26,10 @@ from grantflow.auth.permissions import Role
 from grantflow.config import Settings
 from grantflow.engine import hooks
 from grantflow.errors import ValidationError
+from grantflow.governance import review_listeners
+from grantflow.governance.models import AccessReview
 from grantflow.queue.database import DatabaseQueue
-from grantflow.schedules import jobs, review_listeners, scheduler
-from grantflow.schedules.models import AccessReview
+from grantflow.schedules import jobs, scheduler
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 from tests.conftest import Api

@@ -28,11 +28,11 @@ from grantflow.connections.service import set_status
 from grantflow.engine import operations
 from grantflow.engine.models import Run
 from grantflow.errors import ValidationError
+from grantflow.governance.control_checks import CONTROLS
+from grantflow.governance.models import ControlEvaluation
 from grantflow.people.models import Task
 from grantflow.queue.database import DatabaseQueue
 from grantflow.schedules import jobs, scheduler
-from grantflow.schedules.controls import CONTROLS
-from grantflow.schedules.models import ControlEvaluation
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 from tests.conftest import Api

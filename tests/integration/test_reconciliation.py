@@ -16,15 +16,9 @@ import httpx
 import pytest
 
 from grantflow.access.models import ReconciliationReport
-from grantflow.access.reconcile import (
-    CSV_COLUMNS,
-    Account,
-    Directory,
-    GrantRef,
-    Person,
-    compare,
-    report_csv,
-)
+from grantflow.access.reconcile import CSV_COLUMNS, report_csv
+from grantflow.access.reconcile_compare import Directory, GrantRef, Person, compare
+from grantflow.access.reconcile_target import Account
 from grantflow.auth.permissions import Role
 from grantflow.config import Settings
 from grantflow.store.database import Database

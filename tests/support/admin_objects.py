@@ -23,8 +23,10 @@ from grantflow.connections.crypto import keyring_for
 from grantflow.connections.schemas import ConnectionCreate
 from grantflow.definitions import workflows
 from grantflow.engine.models import Run
+from grantflow.governance import review_queries, reviews
+from grantflow.governance.review_config import Fallback, ReviewConfig, ReviewerKind
 from grantflow.queue.database import DatabaseQueue
-from grantflow.schedules import jobs, reviews
+from grantflow.schedules import jobs
 from grantflow.store.database import Database
 
 SYSTEM = Actor.system("test")
@@ -171,15 +173,15 @@ def seed(database: Database, settings: Settings, *, reviewer: str | None = None)
             session,
             SYSTEM,
             queue,
-            reviews.ReviewConfig(
+            ReviewConfig(
                 name="Quarterly CRM review",
-                reviewer=reviews.ReviewerKind.USERS if reviewer else reviews.ReviewerKind.ROLES,
+                reviewer=ReviewerKind.USERS if reviewer else ReviewerKind.ROLES,
                 users=[reviewer] if reviewer else [],
                 roles=[] if reviewer else [Role.APPROVER],
-                fallback=reviews.Fallback(roles=[Role.ADMIN]),
+                fallback=Fallback(roles=[Role.ADMIN]),
             ),
         )
-        items = {i.grant_id: i.id for i in reviews.list_items(session, review).items}
+        items = {i.grant_id: i.id for i in review_queries.list_items(session, review).items}
         user = create_user(session, SYSTEM, email="carol@example.com", roles=[Role.OPERATOR])
         token, _raw = tokens.create_token(
             session, SYSTEM, user_id=user.id, name="carol's script", ttl_days=30

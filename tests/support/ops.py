@@ -12,13 +12,14 @@ from sqlalchemy import select
 
 from grantflow.access.applications import ApplicationCreate, ApplicationKind, create_application
 from grantflow.access.grants import GrantCreate, create_grant
-from grantflow.access.identities import IdentityCreate, create_identity, find_identity, leave
+from grantflow.access.identities import IdentityCreate, create_identity, leave
+from grantflow.access.identity_lookup import find_identity
 from grantflow.access.models import Incident
 from grantflow.connections.models import ConnectionStatus
 from grantflow.connections.service import get_connection, set_status
+from grantflow.governance import controls
 from grantflow.people.models import Task
 from grantflow.queue.database import DatabaseQueue
-from grantflow.schedules import controls
 from grantflow.schedules.jobs import BuiltInJobCreate, create_built_in
 from grantflow.schedules.scheduler import mark_overdue
 from grantflow.store.base import utcnow

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from grantflow import advice, audit
 from grantflow.access import lifecycle
 from grantflow.access.applications import find_application, get_application
-from grantflow.access.identities import find_identity
+from grantflow.access.identity_lookup import find_identity
 from grantflow.access.lifecycle import EventKind
 from grantflow.access.models import Application, EventRun, Grant, Identity, LifecycleEvent
 from grantflow.auth.actor import Actor

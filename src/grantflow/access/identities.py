@@ -17,7 +17,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from grantflow import audit, timestamps
-from grantflow.access import incidents, lifecycle
+from grantflow.access import grants, incidents, lifecycle
+from grantflow.access.identity_lookup import find_identity
 from grantflow.access.lifecycle import EventKind, LifecycleState
 from grantflow.access.models import Identity
 from grantflow.auth.actor import Actor
@@ -114,29 +115,6 @@ def get_live_identity(session: Session, identity_id: str) -> Identity:
             target_id=identity_id,
             next_action="its record stays readable (GET /api/v1/identities/ID); what happened "
             "to it is in the audit log",
-        )
-    return identity
-
-
-def find_identity(session: Session, key: str, *, field: str = "identity") -> Identity:
-    """By id, email or userName; a miss names the field it came from."""
-    lowered = key.strip().lower()
-    identity = (
-        session.get(Identity, key)
-        or session.execute(
-            select(Identity).where(
-                or_(Identity.email == lowered, func.lower(Identity.user_name) == lowered)
-            )
-        )
-        .scalars()
-        .first()
-        or by_prefix(session, Identity, key, "identity", named=True)
-    )
-    if identity is None:
-        raise NotFound(
-            f"{field}: no identity with id, email or userName {key!r}",
-            target_type="identity",
-            details=[{"field": f"body.{field}", "message": "no such identity"}],
         )
     return identity
 
@@ -328,8 +306,6 @@ def _joined(session: Session, actor: Actor, queue: Queue, identity: Identity) ->
 def leave(session: Session, actor: Actor, queue: Queue, identity: Identity) -> None:
     """Offboarding: revoke every active grant (each through its application's revoke
     workflows), then start the global identity_left workflows."""
-    from grantflow.access import grants  # grants imports this module
-
     identity.active = False
     identity.lifecycle_state = LifecycleState.LEAVER
     session.flush()

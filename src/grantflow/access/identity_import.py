@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from grantflow import audit
 from grantflow.access import identities
+from grantflow.access.identity_lookup import find_identity
 from grantflow.access.models import Identity, LifecycleEvent
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
@@ -451,7 +452,7 @@ class _Importer:
         if manager_row is not None and manager_row.identity_id is not None:
             return manager_row.identity_id
         try:
-            identity = identities.find_identity(self.session, ref, field="manager")
+            identity = find_identity(self.session, ref, field="manager")
         except NotFound:
             if manager_row is not None:
                 row.reject(

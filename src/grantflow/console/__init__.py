@@ -11,9 +11,10 @@ served by Grantflow itself at `/` beside the API, with every static asset vendor
 - `routes/`: one module per area, thin callers of the same service functions as the API.
 
 May import `grantflow.auth`, `grantflow.audit`, the service packages (`engine`, `people`,
-`access`, `connections`, `definitions`, `schedules`), `grantflow.api.security` (the `Guard`
-base) and `grantflow.api.state`; never the API's route modules. Only `grantflow.api.app`
-imports this package (to mount it), and `grantflow.api.errors` (to render errors).
+`access`, `connections`, `definitions`, `schedules`, `governance`), `grantflow.api.security`
+(the `Guard` base) and `grantflow.api.state`; never the API's route modules. Only
+`grantflow.api.app` imports this package (to mount it), and `grantflow.api.errors` (to render
+errors).
 """
 
 from __future__ import annotations

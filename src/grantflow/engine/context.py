@@ -9,7 +9,13 @@ from jinja2 import StrictUndefined
 
 from grantflow.engine.models import Run, StepRun
 from grantflow.engine.states import StepStatus
-from grantflow.steps.execution import skipped_output
+
+
+def skipped_output(by: str, reason: str) -> dict[str, Any]:
+    """The output of a step the run went on without: a person skipped it (a task, an
+    escalated failure), a task's timeout did, or it failed with `on_failure: continue`.
+    Templates test `steps.<id>.output.skipped`; any other field of it fails naming the skip."""
+    return {"skipped": True, "skipped_by": by, "reason": reason}
 
 
 class SkippedOutput(dict[str, Any]):

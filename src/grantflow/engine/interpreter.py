@@ -33,7 +33,7 @@ from grantflow.connections.access import ConnectionAccess
 from grantflow.definitions import expressions
 from grantflow.definitions.plan import Plan, PlanStep
 from grantflow.engine import failures, hooks, metrics
-from grantflow.engine.context import build_context, step_entry
+from grantflow.engine.context import build_context, skipped_output, step_entry
 from grantflow.engine.hot_path import HotPath
 from grantflow.engine.models import Run, StepAttempt, StepRun
 from grantflow.engine.plans import plan_for
@@ -61,7 +61,7 @@ from grantflow.queue.interface import Queue
 from grantflow.safety import gate
 from grantflow.safety.gate import step_start
 from grantflow.safety.limits import LimitExceeded, limits
-from grantflow.steps.execution import StepCall, StepResult, skipped_output
+from grantflow.steps.execution import StepCall, StepResult
 from grantflow.steps.registry import get_step_type
 from grantflow.store.base import new_id, utcnow
 from grantflow.store.database import Database

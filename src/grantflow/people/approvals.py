@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -13,14 +13,25 @@ from grantflow import audit
 from grantflow.auth.actor import Actor
 from grantflow.people import routing, tasks
 from grantflow.people.models import Task, TaskDecision
-from grantflow.people.tasks import TaskKind, TaskStatus
+from grantflow.people.tasks import StepAsk, TaskKind, TaskStatus
 from grantflow.store.base import utcnow
 
-if TYPE_CHECKING:
-    from grantflow.steps.approval import ApprovalConfig
-    from grantflow.steps.execution import StepCall
-
 ENGINE = Actor.system("engine")
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """What an approval step asks for, in the people service's terms (the `approval` step
+    fills it in from its validated config)."""
+
+    title: str
+    instructions: str
+    stages: list[dict[str, Any]]  # in order; each: users, roles, policy, required
+    require_justification: bool
+    timeout: dt.timedelta | None
+    remind_before: dt.timedelta | None
+    on_timeout: str | None  # escalate | reject | approve
+    escalate_to: dict[str, Any] | None  # the fallback approvers: users, roles
 
 
 @dataclass
@@ -34,14 +45,13 @@ class Outcome:
     event: dict[str, Any] = field(default_factory=dict)
 
 
-def advance(call: StepCall, config: ApprovalConfig) -> Outcome:
+def advance(ask: StepAsk, request: ApprovalRequest) -> Outcome:
     """One look at the approval: create it, or read its decision, or act on its timers."""
-    session = call.session
-    assert session is not None and call.step_run_id is not None
-    now = call.now or utcnow()
-    task = tasks.for_step_run(session, call.step_run_id)
+    session = ask.session
+    now = ask.now
+    task = tasks.for_step_run(session, ask.step_run_id)
     if task is None:
-        task = _create(session, call, config, now)
+        task = _create(session, ask, request, now)
         return _waiting(task, {"approvers": tasks.describe(session, task)["assignees"]})
     if task.status == TaskStatus.APPROVED:
         return Outcome(task_id=task.id, output=_output(session, task))
@@ -54,7 +64,7 @@ def advance(call: StepCall, config: ApprovalConfig) -> Outcome:
             "(a new grant or run) if it is still needed",
         )
     if task.due_at is not None and now >= task.due_at:
-        return _timed_out(session, task, config, now)
+        return _timed_out(session, task, now)
     if task.remind_at is not None and task.reminded_at is None and now >= task.remind_at:
         task.reminded_at = now
         tasks.close_notifications(session, task)  # let the same people be told again
@@ -67,37 +77,36 @@ def _waiting(task: Task, event: dict[str, Any]) -> Outcome:
     return Outcome(task_id=task.id, waiting=True, wake_at=tasks.next_timer(task), event=event)
 
 
-def _create(session: Session, call: StepCall, config: ApprovalConfig, now: dt.datetime) -> Task:
-    stages = [s.model_dump(mode="json") for s in config.all_stages()]
-    identity = call.run_subject.get("identity") or {}
+def _create(session: Session, ask: StepAsk, request: ApprovalRequest, now: dt.datetime) -> Task:
+    identity = ask.subject.get("identity") or {}
     task = Task(
         kind=TaskKind.APPROVAL,
         status=TaskStatus.PENDING,
-        run_id=call.run_id,
-        step_run_id=call.step_run_id,
-        step_id=call.step_id,
-        workflow_id=call.workflow_id or "",
-        title=config.title,
-        instructions=config.instructions,
-        requester=call.run_created_by,
+        run_id=ask.run_id,
+        step_run_id=ask.step_run_id,
+        step_id=ask.step_id,
+        workflow_id=ask.workflow_id or "",
+        title=request.title,
+        instructions=request.instructions,
+        requester=ask.requester,
         subject_email=(identity.get("email") or None),
-        stages=stages,
+        stages=request.stages,
         current_stage=0,
-        require_justification=config.require_justification,
-        due_at=now + config.timeout if config.timeout else None,
+        require_justification=request.require_justification,
+        due_at=now + request.timeout if request.timeout else None,
         remind_at=(
-            now + config.timeout - config.remind_before
-            if config.timeout and config.remind_before
+            now + request.timeout - request.remind_before
+            if request.timeout and request.remind_before
             else None
         ),
-        timeout_action=config.on_timeout,
-        fallback=config.escalate_to.model_dump(mode="json") if config.escalate_to else None,
+        timeout_action=request.on_timeout,
+        fallback=request.escalate_to,
     )
     session.add(task)
     session.flush()
     _route_stage(session, task, 0, origin="step")
     audit.record(
-        session, ENGINE, "task.created", "task", task.id, {"kind": task.kind, "run": call.run_id}
+        session, ENGINE, "task.created", "task", task.id, {"kind": task.kind, "run": ask.run_id}
     )
     return task
 
@@ -123,7 +132,7 @@ def _output(session: Session, task: Task) -> dict[str, Any]:
     }
 
 
-def _timed_out(session: Session, task: Task, config: ApprovalConfig, now: dt.datetime) -> Outcome:
+def _timed_out(session: Session, task: Task, now: dt.datetime) -> Outcome:
     action = task.timeout_action
     if action == "escalate" and task.escalated_at is None and task.fallback:
         task.escalated_at = now

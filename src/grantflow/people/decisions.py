@@ -17,6 +17,7 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.models import User
 from grantflow.auth.permissions import Permission
 from grantflow.engine import failures, operations
+from grantflow.engine.context import skipped_output
 from grantflow.engine.models import Run, StepRun
 from grantflow.engine.states import RunStatus, StepStatus
 from grantflow.engine.transitions import move_run, move_step
@@ -31,7 +32,6 @@ from grantflow.people import approvals, routing, tasks
 from grantflow.people.models import Task, TaskAssignee, TaskDecision
 from grantflow.people.tasks import TaskKind, TaskStatus
 from grantflow.queue.interface import Queue
-from grantflow.steps.execution import skipped_output
 from grantflow.store.base import utcnow
 from grantflow.store.ids import by_prefix
 

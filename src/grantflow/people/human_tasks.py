@@ -5,21 +5,29 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from grantflow import audit
 from grantflow.auth.actor import Actor
+from grantflow.engine.context import skipped_output
 from grantflow.people import routing, tasks
 from grantflow.people.models import Task
-from grantflow.people.tasks import TaskKind, TaskStatus
-from grantflow.steps.execution import skipped_output
-from grantflow.store.base import utcnow
-
-if TYPE_CHECKING:
-    from grantflow.steps.execution import StepCall
-    from grantflow.steps.task import TaskConfig
+from grantflow.people.tasks import StepAsk, TaskKind, TaskStatus
 
 ENGINE = Actor.system("engine")
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """What a task step asks for, in the people service's terms (the `task` step fills it in
+    from its validated config)."""
+
+    title: str
+    instructions: str
+    assignees: dict[str, Any]  # users and roles who may act: {"users": [...], "roles": [...]}
+    form: dict[str, Any]  # the JSON Schema of what Submit takes
+    timeout: dt.timedelta | None
+    on_timeout: str | None  # skip | fail
 
 
 @dataclass
@@ -35,38 +43,35 @@ class Outcome:
     event: dict[str, Any] = field(default_factory=dict)
 
 
-def advance(call: StepCall, config: TaskConfig) -> Outcome:
-    session = call.session
-    assert session is not None and call.step_run_id is not None
-    now = call.now or utcnow()
-    task = tasks.for_step_run(session, call.step_run_id)
+def advance(ask: StepAsk, request: TaskRequest) -> Outcome:
+    session = ask.session
+    now = ask.now
+    task = tasks.for_step_run(session, ask.step_run_id)
     if task is None:
         task = Task(
             kind=TaskKind.TASK,
             status=TaskStatus.PENDING,
-            run_id=call.run_id,
-            step_run_id=call.step_run_id,
-            step_id=call.step_id,
-            workflow_id=call.workflow_id or "",
-            title=config.title,
-            instructions=config.instructions,
-            requester=call.run_created_by,
-            subject_email=(call.run_subject.get("identity") or {}).get("email"),
-            stages=[config.assignees.model_dump(mode="json")],
-            form=config.form,
-            due_at=now + config.timeout if config.timeout else None,
-            timeout_action=config.on_timeout,
+            run_id=ask.run_id,
+            step_run_id=ask.step_run_id,
+            step_id=ask.step_id,
+            workflow_id=ask.workflow_id or "",
+            title=request.title,
+            instructions=request.instructions,
+            requester=ask.requester,
+            subject_email=(ask.subject.get("identity") or {}).get("email"),
+            stages=[request.assignees],
+            form=request.form,
+            due_at=now + request.timeout if request.timeout else None,
+            timeout_action=request.on_timeout,
         )
         session.add(task)
         session.flush()
-        routed = routing.resolve(
-            session, config.assignees.users, [str(r) for r in config.assignees.roles]
-        )
+        routed = routing.resolve(session, request.assignees["users"], request.assignees["roles"])
         tasks.add_assignees(session, task, 0, routed.user_ids, routed.roles, "step")
         task.routing_problem = "; ".join(routed.problems) or None
         told = tasks.announce(session, task)
         audit.record(
-            session, ENGINE, "task.created", "task", task.id, {"kind": "task", "run": call.run_id}
+            session, ENGINE, "task.created", "task", task.id, {"kind": "task", "run": ask.run_id}
         )
         return Outcome(task_id=task.id, waiting=True, wake_at=task.due_at, event={"to": told})
     if task.status == TaskStatus.SUBMITTED:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -42,6 +43,22 @@ class TaskStatus:
     FAILED = "failed"
     RETRIED = "retried"
     CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class StepAsk:
+    """The step run that asks people to act (an `approval` or a `task` step): what its task is
+    created from and found again by. The step type fills it in from its call; the people
+    service never sees a step's own types (a step type depends on it, never the reverse)."""
+
+    session: Session  # the engine's transaction: the task's rows are read and written in it
+    run_id: str
+    step_id: str
+    step_run_id: str
+    workflow_id: str | None
+    requester: str | None  # who started the run (separation of duties)
+    subject: dict[str, Any]  # the run's subject: identity, grant, application
+    now: dt.datetime  # the engine's clock (timers of approvals and tasks)
 
 
 def for_step_run(session: Session, step_run_id: str) -> Task | None:

@@ -1,4 +1,5 @@
-"""Schedules and governance jobs: cron jobs whose every occurrence is recorded, a
-leader-elected scheduler, access reviews, control evaluation and reports."""
+"""Schedules: cron jobs whose every occurrence is recorded, and the leader-elected scheduler
+that fires them. What a built-in governance job does (an access review, a control evaluation,
+a report) lives in `grantflow.governance`, which `runners` loads by name."""
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -19,7 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from grantflow.store.base import Base, JSONType, UTCDateTime, new_id, utcnow
-from grantflow.store.names import NameKeyed, UniqueNameKeyed
+from grantflow.store.names import UniqueNameKeyed
 
 
 class Job(UniqueNameKeyed, Base):
@@ -90,89 +89,3 @@ class SchedulerLease(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     acquired_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     term: Mapped[int] = mapped_column(Integer, default=1)
-
-
-class AccessReview(NameKeyed, Base):
-    """A certification campaign: reviewers decide keep or revoke for each grant in scope."""
-
-    __tablename__ = "access_reviews"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(200))
-    job_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    # {"applications": [...], "roles": [...], "identity": {"department": ..., ...}}
-    scope: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    # {"reviewer": "manager|application_owner|users|roles", "users": [], "roles": [],
-    #  "fallback": {"users": [], "roles": []}}
-    reviewers: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    status: Mapped[str] = mapped_column(String(20), index=True)  # open | closed
-    default_decision: Mapped[str] = mapped_column(String(10), default="keep")  # or revoke
-    require_justification_for_keep: Mapped[bool] = mapped_column(Boolean, default=False)
-    remind_before_seconds: Mapped[float | None] = mapped_column(Float)
-    reminded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    starts_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    ends_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
-    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    closed_by: Mapped[str | None] = mapped_column(String(320))
-    created_by: Mapped[str] = mapped_column(String(320))
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class ReviewItem(Base):
-    """One grant under review, its reviewers, and the decision."""
-
-    __tablename__ = "access_review_items"
-    __table_args__ = (UniqueConstraint("review_id", "grant_id"),)
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    review_id: Mapped[str] = mapped_column(
-        ForeignKey("access_reviews.id", ondelete="CASCADE"), index=True
-    )
-    grant_id: Mapped[str] = mapped_column(String(36), index=True)
-    identity_id: Mapped[str] = mapped_column(String(36), index=True)
-    application_id: Mapped[str] = mapped_column(String(36))
-    role: Mapped[str] = mapped_column(String(200), default="")
-    reviewer_user_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
-    reviewer_roles: Mapped[list[str]] = mapped_column(JSONType, default=list)
-    reviewer_source: Mapped[str] = mapped_column(String(30))  # manager|owner|named|fallback
-    routing_problem: Mapped[str | None] = mapped_column(Text)
-    decision: Mapped[str | None] = mapped_column(String(10))  # keep | revoke
-    decided_by: Mapped[str | None] = mapped_column(String(320))
-    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    comment: Mapped[str | None] = mapped_column(Text)
-    defaulted: Mapped[bool] = mapped_column(Boolean, default=False)
-    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
-
-
-class ControlEvaluation(Base):
-    """One evaluation of the built-in controls over Grantflow's own inventory."""
-
-    __tablename__ = "control_evaluations"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    job_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    summary: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    # [{"control", "title", "passed", "findings": [{"object_type", "object_id", "link",
-    #   "detail"}]}]
-    results: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
-    created_by: Mapped[str] = mapped_column(String(320))
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class Report(Base):
-    """A generated report, stored with its SHA-256 for download."""
-
-    __tablename__ = "reports"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    kind: Mapped[str] = mapped_column(String(40), index=True)
-    format: Mapped[str] = mapped_column(String(10))  # csv | json
-    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    rows: Mapped[int] = mapped_column(Integer, default=0)
-    size: Mapped[int] = mapped_column(Integer, default=0)
-    sha256: Mapped[str] = mapped_column(String(64))
-    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
-    job_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    created_by: Mapped[str] = mapped_column(String(320))
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

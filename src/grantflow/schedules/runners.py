@@ -1,5 +1,7 @@
 """Built-in governance jobs: what an occurrence of an access review, a control evaluation or
-a report job does. Each kind registers a runner (config check + run) from its own module."""
+a report job does. Each kind registers a runner (config check + run) from its own module in
+`grantflow.governance`, which is imported by name when a job of that kind first needs it (so
+`schedules` never imports `governance`)."""
 
 from __future__ import annotations
 
@@ -31,9 +33,9 @@ class Runner:
 
 _RUNNERS: dict[str, Runner] = {}
 _MODULES = {
-    "access_review": "grantflow.schedules.reviews",
-    "control_evaluation": "grantflow.schedules.controls",
-    "report": "grantflow.schedules.reports",
+    "access_review": "grantflow.governance.reviews",
+    "control_evaluation": "grantflow.governance.controls",
+    "report": "grantflow.governance.reports",
 }
 
 

@@ -12,8 +12,10 @@ from grantflow.auth.permissions import Role
 from grantflow.durations import Duration
 from grantflow.errors import Rejected
 from grantflow.people import approvals
+from grantflow.people.tasks import StepAsk
 from grantflow.steps.execution import StepCall, StepResult
 from grantflow.steps.registry import Reference, StepType
+from grantflow.store.base import utcnow
 
 
 class Approvers(BaseModel):
@@ -147,9 +149,37 @@ def _references(config: ApprovalConfig) -> list[Reference]:
     return refs
 
 
+def asking(call: StepCall) -> StepAsk:
+    """The people service's view of a step call that asks people to act (approval, task)."""
+    assert call.session is not None and call.step_run_id is not None
+    return StepAsk(
+        session=call.session,
+        run_id=call.run_id,
+        step_id=call.step_id,
+        step_run_id=call.step_run_id,
+        workflow_id=call.workflow_id,
+        requester=call.run_created_by,
+        subject=call.run_subject,
+        now=call.now or utcnow(),
+    )
+
+
+def _request(config: ApprovalConfig) -> approvals.ApprovalRequest:
+    return approvals.ApprovalRequest(
+        title=config.title,
+        instructions=config.instructions,
+        stages=[s.model_dump(mode="json") for s in config.all_stages()],
+        require_justification=config.require_justification,
+        timeout=config.timeout,
+        remind_before=config.remind_before,
+        on_timeout=config.on_timeout,
+        escalate_to=config.escalate_to.model_dump(mode="json") if config.escalate_to else None,
+    )
+
+
 def _execute(call: StepCall) -> StepResult:
     config = ApprovalConfig.model_validate(call.config)
-    outcome = approvals.advance(call, config)
+    outcome = approvals.advance(asking(call), _request(config))
     if outcome.rejected is not None:
         raise Rejected(outcome.rejected, next_action=outcome.next_action, code="rejected")
     if outcome.waiting:

@@ -50,13 +50,6 @@ class StepCall:
     secrets: SecretsMet = field(default_factory=SecretsMet)
 
 
-def skipped_output(by: str, reason: str) -> dict[str, Any]:
-    """The output of a step the run went on without: a person skipped it (a task, an
-    escalated failure), a task's timeout did, or it failed with `on_failure: continue`.
-    Templates test `steps.<id>.output.skipped`; any other field of it fails naming the skip."""
-    return {"skipped": True, "skipped_by": by, "reason": reason}
-
-
 @dataclass(frozen=True)
 class StepResult:
     output: Any = None

@@ -18,7 +18,7 @@ from pydantic import (
 from grantflow.durations import Duration
 from grantflow.errors import PermanentError, Rejected
 from grantflow.people import human_tasks
-from grantflow.steps.approval import Approvers, _is_template
+from grantflow.steps.approval import Approvers, _is_template, asking
 from grantflow.steps.execution import StepCall, StepResult
 from grantflow.steps.registry import Reference, StepType
 
@@ -76,9 +76,20 @@ def _references(config: TaskConfig) -> list[Reference]:
     ] + [Reference("role", str(r), "assignees.roles") for r in config.assignees.roles]
 
 
+def _request(config: TaskConfig) -> human_tasks.TaskRequest:
+    return human_tasks.TaskRequest(
+        title=config.title,
+        instructions=config.instructions,
+        assignees=config.assignees.model_dump(mode="json"),
+        form=config.form,
+        timeout=config.timeout,
+        on_timeout=config.on_timeout,
+    )
+
+
 def _execute(call: StepCall) -> StepResult:
     config = TaskConfig.model_validate(call.config)
-    outcome = human_tasks.advance(call, config)
+    outcome = human_tasks.advance(asking(call), _request(config))
     if outcome.failed is not None:
         # a person's Fail is a decision against going on; a timeout is not a person's no
         error = Rejected if outcome.code == "failed_by_person" else PermanentError

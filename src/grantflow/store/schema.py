@@ -8,6 +8,7 @@ from grantflow.auth import models as auth_models
 from grantflow.connections import models as connections_models
 from grantflow.definitions import models as definitions_models
 from grantflow.engine import models as engine_models
+from grantflow.governance import models as governance_models
 from grantflow.people import models as people_task_models
 from grantflow.people import notifications as people_models
 from grantflow.queue import models as queue_models
@@ -24,6 +25,7 @@ __all__ = [
     "connections_models",
     "definitions_models",
     "engine_models",
+    "governance_models",
     "metadata",
     "people_models",
     "people_task_models",

@@ -15,7 +15,8 @@ from grantflow.api.security import Require
 from grantflow.api.state import database
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
-from grantflow.schedules import controls as service
+from grantflow.governance import controls as service
+from grantflow.governance.control_checks import catalogue
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -56,7 +57,7 @@ class EvaluationOut(EvaluationSummaryOut):
 @router.get("", response_model=list[ControlOut])
 def list_controls(_: Actor = Depends(Require(Permission.JOB_READ))) -> list[ControlOut]:
     """Every built-in control with its parameters and their defaults."""
-    return [ControlOut.model_validate(c) for c in service.catalogue()]
+    return [ControlOut.model_validate(c) for c in catalogue()]
 
 
 @router.post("/evaluate", status_code=201, response_model=EvaluationOut)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
 from grantflow.access import identities as service
+from grantflow.access.identity_lookup import find_identity
 from grantflow.access.lifecycle import LifecycleState, failures_of
 from grantflow.access.models import Identity, LifecycleEvent
 from grantflow.api.idempotency import Idempotency, idempotency
@@ -150,7 +151,7 @@ def get_identity(
 ) -> IdentityOut:
     """By id, email, userName or a unique id prefix."""
     with db.transaction() as session:
-        return out(service.find_identity(session, identity_id))
+        return out(find_identity(session, identity_id))
 
 
 def changed_out(identity: Identity, changes: dict[str, Any]) -> IdentityChangedOut:

@@ -16,8 +16,8 @@ from grantflow.api.security import Require
 from grantflow.api.state import database
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
-from grantflow.schedules import reports as service
-from grantflow.schedules.reports import ReportKind
+from grantflow.governance import reports as service
+from grantflow.governance.reports import ReportKind
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 

@@ -18,9 +18,11 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.models import User
 from grantflow.auth.permissions import Permission
 from grantflow.errors import BadRequest, PermissionDenied
+from grantflow.governance import review_decisions as decisions
+from grantflow.governance import review_queries as queries
+from grantflow.governance import reviews
+from grantflow.governance.review_config import Decision, ReviewConfig, ReviewStatus
 from grantflow.queue.interface import Queue
-from grantflow.schedules import reviews as service
-from grantflow.schedules.reviews import Decision, ReviewConfig, ReviewStatus
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -96,7 +98,7 @@ def _user(session: Session, actor: Actor) -> User | None:
 
 
 def _review_out(session: Session, review: Any) -> ReviewOut:
-    return ReviewOut.model_validate(service.review_view(session, review))
+    return ReviewOut.model_validate(queries.review_view(session, review))
 
 
 @router.post("", status_code=201, response_model=ReviewOut)
@@ -108,7 +110,7 @@ def start_review(
 ) -> ReviewOut:
     """Start a campaign by hand: one item per active grant in scope, routed to reviewers."""
     with db.transaction() as session:
-        return _review_out(session, service.start_review(session, actor, q, body))
+        return _review_out(session, reviews.start_review(session, actor, q, body))
 
 
 @router.get("", response_model=PageOut[ReviewOut])
@@ -122,7 +124,7 @@ def list_reviews(
 ) -> PageOut[ReviewOut]:
     """Campaigns, newest first."""
     with db.transaction() as session:
-        page = service.list_reviews(
+        page = queries.list_reviews(
             session, status=status, job_id=job_id, cursor=cursor, limit=limit
         )
         return PageOut(
@@ -142,9 +144,9 @@ def review_inbox(
         user = _user(session, actor)
         if user is None:
             raise PermissionDenied("the review inbox belongs to a user; use a user's API token")
-        page = service.inbox(session, user, cursor=cursor, limit=limit)
+        page = queries.inbox(session, user, cursor=cursor, limit=limit)
         return PageOut(
-            items=[ItemOut.model_validate(service.item_view(session, i, user)) for i in page.items],
+            items=[ItemOut.model_validate(queries.item_view(session, i, user)) for i in page.items],
             next_cursor=page.next_cursor,
         )
 
@@ -157,7 +159,7 @@ def get_review(
 ) -> ReviewOut:
     """A campaign and its progress."""
     with db.transaction() as session:
-        return _review_out(session, service.get_review(session, review_id))
+        return _review_out(session, queries.get_review(session, review_id))
 
 
 @router.get("/{review_id}/items", response_model=PageOut[ItemOut])
@@ -172,14 +174,14 @@ def list_items(
     db: Database = Depends(database),
 ) -> PageOut[ItemOut]:
     with db.transaction() as session:
-        review = service.get_review(session, review_id)
+        review = queries.get_review(session, review_id)
         viewer = _user(session, actor)
         if mine and viewer is None:
             raise BadRequest(
                 "mine: only a user's token has items of its own",
                 details=[{"field": "query.mine", "message": "needs a user's token"}],
             )
-        page = service.list_items(
+        page = queries.list_items(
             session,
             review,
             pending=pending,
@@ -190,7 +192,7 @@ def list_items(
         )
         return PageOut(
             items=[
-                ItemOut.model_validate(service.item_view(session, i, viewer)) for i in page.items
+                ItemOut.model_validate(queries.item_view(session, i, viewer)) for i in page.items
             ],
             next_cursor=page.next_cursor,
         )
@@ -206,8 +208,8 @@ def decide_item(
 ) -> ItemOut:
     """The same decision, by the item's id alone (or a unique prefix of it)."""
     with db.transaction() as session:
-        item = service.decide(session, actor, q, item_id, body.decision, body.comment)
-        return ItemOut.model_validate(service.item_view(session, item, _user(session, actor)))
+        item = decisions.decide(session, actor, q, item_id, body.decision, body.comment)
+        return ItemOut.model_validate(queries.item_view(session, item, _user(session, actor)))
 
 
 @router.post("/{review_id}/items/{item_id}/decide", response_model=ItemOut)
@@ -222,10 +224,10 @@ def decide(
     """Keep or revoke one grant (assigned reviewers only; never one's own access). Revoke
     revokes the grant at once, which starts the application's access_revoked workflows."""
     with db.transaction() as session:
-        item = service.decide(
+        item = decisions.decide(
             session, actor, q, item_id, body.decision, body.comment, review_id=review_id
         )
-        return ItemOut.model_validate(service.item_view(session, item, _user(session, actor)))
+        return ItemOut.model_validate(queries.item_view(session, item, _user(session, actor)))
 
 
 @router.post("/{review_id}/close", response_model=ReviewOut)
@@ -237,7 +239,7 @@ def close_review(
 ) -> ReviewOut:
     """End the campaign now: undecided items get its default decision (revoke revokes)."""
     with db.transaction() as session:
-        return _review_out(session, service.close(session, actor, q, review_id))
+        return _review_out(session, reviews.close(session, actor, q, review_id))
 
 
 @router.get(
@@ -254,9 +256,9 @@ def review_report(
     application, role, reviewers, reviewer_source, routing_problem, decision, decided_by,
     decided_at, comment, defaulted, revoked."""
     with db.transaction() as session:
-        review = service.get_review(session, review_id)
-        text = service.report_csv(session, review)
-        name = service.report_name(review)
+        review = queries.get_review(session, review_id)
+        text = queries.report_csv(session, review)
+        name = queries.report_name(review)
     return Response(
         content=text,
         media_type="text/csv; charset=utf-8",

@@ -27,8 +27,9 @@ from grantflow.definitions.models import Workflow
 from grantflow.engine import detail
 from grantflow.engine.states import RunStatus
 from grantflow.errors import NotFound
+from grantflow.governance import controls
 from grantflow.people import inbox
-from grantflow.schedules import controls, jobs
+from grantflow.schedules import jobs
 from grantflow.store.base import utcnow
 
 SHOWN = 8  # items per section; the section links to the full list beyond that

@@ -15,7 +15,8 @@ from grantflow.console.guard import Page
 from grantflow.console.templating import render
 from grantflow.console.views import console_path, database, perform
 from grantflow.errors import NotFound
-from grantflow.schedules import controls as service
+from grantflow.governance import controls as service
+from grantflow.governance.control_checks import catalogue
 
 router = APIRouter(include_in_schema=False)
 
@@ -42,7 +43,7 @@ def controls_page(request: Request, _: Actor = Depends(Page(Permission.JOB_READ)
     context = {
         "evaluation": view,
         "results": _results(view) if view else [],
-        "catalogue": service.catalogue(),
+        "catalogue": catalogue(),
     }
     return render(request, "reviews/controls.html", context)
 

@@ -26,8 +26,10 @@ from grantflow.console.views import (
     services,
     yes_no,
 )
-from grantflow.schedules import reviews as service
-from grantflow.schedules.reviews import Decision, ReviewStatus
+from grantflow.governance import review_decisions as decisions
+from grantflow.governance import review_queries as queries
+from grantflow.governance import reviews
+from grantflow.governance.review_config import Decision, ReviewStatus
 from grantflow.store.pagination import DEFAULT_LIMIT
 
 router = APIRouter(include_in_schema=False)
@@ -85,15 +87,15 @@ def list_page(
         user = _viewer(session, actor)
         queue = []
         if user is not None and Permission.WORKFLOW_TASK in actor.permissions:
-            mine = service.inbox(session, user, limit=DEFAULT_LIMIT)
-            queue = [_item_row(service.item_view(session, i, user)) for i in mine.items]
-        page = service.list_reviews(
+            mine = queries.inbox(session, user, limit=DEFAULT_LIMIT)
+            queue = [_item_row(queries.item_view(session, i, user)) for i in mine.items]
+        page = queries.list_reviews(
             session,
             status=choice(status, ReviewStatus, "status"),
             cursor=cursor,
             limit=DEFAULT_LIMIT,
         )
-        rows = [_campaign_row(service.review_view(session, r)) for r in page.items]
+        rows = [_campaign_row(queries.review_view(session, r)) for r in page.items]
     context = {
         "queue": queue,
         "table": CAMPAIGNS,
@@ -115,18 +117,18 @@ def detail_page(
 ) -> Response:
     """A campaign: progress, its items (keep / revoke where I am a reviewer), Close."""
     with database(request).transaction() as session:
-        review = service.get_review(session, review_id)
+        review = queries.get_review(session, review_id)
         user = _viewer(session, actor)
-        page = service.list_items(
+        page = queries.list_items(
             session,
             review,
             pending=yes_no(pending, "pending"),
             cursor=cursor,
             limit=DEFAULT_LIMIT,
         )
-        items = [_item_row(service.item_view(session, i, user)) for i in page.items]
+        items = [_item_row(queries.item_view(session, i, user)) for i in page.items]
         context = {
-            "review": _campaign_row(service.review_view(session, review)),
+            "review": _campaign_row(queries.review_view(session, review)),
             "items": items,
             "next_url": next_page(request, page.next_cursor),
             "filters": {"pending": pending},
@@ -140,9 +142,9 @@ def report(
 ) -> Response:
     """Every item and its decision, as CSV (the API's report)."""
     with database(request).transaction() as session:
-        review = service.get_review(session, review_id)
-        text = service.report_csv(session, review)
-        name = service.report_name(review)
+        review = queries.get_review(session, review_id)
+        text = queries.report_csv(session, review)
+        name = queries.report_name(review)
     return Response(
         content=text,
         media_type="text/csv; charset=utf-8",
@@ -169,7 +171,7 @@ def decide(
 
     def work(session: Session) -> str:
         body = form_model(_DecisionForm, decision=decision, comment=comment)
-        item = service.decide(
+        item = decisions.decide(
             session,
             actor,
             services(request).queue,
@@ -178,7 +180,7 @@ def decide(
             body.comment,
             review_id=review_id,
         )
-        view = _item_row(service.item_view(session, item))
+        view = _item_row(queries.item_view(session, item))
         verb = "kept" if body.decision == Decision.KEEP else "revoked"
         return f"{view['who']}'s access to {view['app']} is {verb}."
 
@@ -192,7 +194,7 @@ def close(
     """End the campaign now: undecided items get its default decision."""
 
     def work(session: Session) -> str:
-        review = service.close(session, actor, services(request).queue, review_id)
+        review = reviews.close(session, actor, services(request).queue, review_id)
         return f"Access review {review.name} is closed."
 
     return perform(request, f"/reviews/{review_id}", work)

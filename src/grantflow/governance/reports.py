@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, defer
 
 from grantflow import audit, timestamps
 from grantflow.access.applications import find_application
-from grantflow.access.identities import find_identity
+from grantflow.access.identity_lookup import find_identity
 from grantflow.access.models import Application, Grant, Identity
 from grantflow.audit.models import AuditEntry
 from grantflow.auth.actor import Actor
@@ -41,10 +41,11 @@ from grantflow.definitions.models import Workflow
 from grantflow.engine.models import Run
 from grantflow.engine.states import RunStatus
 from grantflow.errors import NotFound, ValidationError
+from grantflow.governance.control_checks import identity_label
+from grantflow.governance.models import Report
 from grantflow.queue.interface import Queue
 from grantflow.schedules import runners
-from grantflow.schedules.controls import identity_label
-from grantflow.schedules.models import Job, Occurrence, Report
+from grantflow.schedules.models import Job, Occurrence
 from grantflow.store.base import utcnow
 from grantflow.store.ids import by_prefix
 from grantflow.store.pagination import Page, decode_cursor, page_of

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from grantflow.engine import hooks
-from grantflow.schedules import reviews
+from grantflow.governance import reviews
 
 
 @hooks.on_tick

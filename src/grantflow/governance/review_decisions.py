@@ -1,0 +1,152 @@
+"""A reviewer's decision on one item of an access review: keep, or revoke — which revokes the
+grant at once (reason `review`, starting the application's access_revoked workflows). Only an
+assigned reviewer decides, never about their own access, once, while the campaign is open."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from grantflow import audit
+from grantflow.access import grants as grant_service
+from grantflow.access.grants import GrantStatus, RevokeReason
+from grantflow.access.models import Grant, Identity
+from grantflow.auth.actor import Actor
+from grantflow.auth.models import User
+from grantflow.auth.permissions import Permission
+from grantflow.errors import Conflict, PermissionDenied, ValidationError
+from grantflow.governance.models import AccessReview, ReviewItem
+from grantflow.governance.review_config import DECIDER, Decision, ReviewStatus
+from grantflow.governance.review_queries import app_name, get_item
+from grantflow.governance.reviewers import (
+    assignment_text,
+    can_decide,
+    dedup_key,
+    is_reviewer,
+    same_person,
+    who,
+)
+from grantflow.people.notifications import resolve
+from grantflow.queue.interface import Queue
+from grantflow.store.base import utcnow
+
+
+def revoking_actor(label: str, user_id: str | None) -> Actor:
+    """The review authorises revoking the grant under review (reviewers need not hold
+    grant:write); the grant and its audit entry name who decided."""
+    return Actor(label=label, user_id=user_id, permissions=frozenset({Permission.GRANT_WRITE}))
+
+
+def revoke_item(
+    session: Session, actor: Actor, queue: Queue, review: AccessReview, item: ReviewItem
+) -> bool:
+    """Revoke the item's grant, naming the campaign, if it is still active (else False)."""
+    grant = session.get(Grant, item.grant_id)
+    if grant is None or grant.status != GrantStatus.ACTIVE:
+        return False
+    why = f"access review {review.name!r}" + (f": {item.comment}" if item.comment else "")
+    grant_service.revoke_grant(
+        session, actor, queue, grant.id, reason=RevokeReason.REVIEW, comment=why[:2000]
+    )
+    item.revoked = True
+    return True
+
+
+def decide(
+    session: Session,
+    actor: Actor,
+    queue: Queue,
+    item_id: str,
+    decision: Decision | str,
+    comment: str | None = None,
+    *,
+    review_id: str | None = None,
+) -> ReviewItem:
+    """An assigned reviewer keeps or revokes one grant; revoke takes effect at once."""
+    actor.require(DECIDER)
+    decision = Decision(decision)
+    comment = (comment or "").strip() or None
+    item = session.get(ReviewItem, item_id, with_for_update=True)  # one decision at a time
+    if item is None or (review_id is not None and item.review_id != review_id):
+        # NotFound naming what is missing, or the item a unique id prefix names
+        found = get_item(session, item_id, review_id)
+        item = session.get(ReviewItem, found.id, with_for_update=True, populate_existing=True)
+    assert item is not None
+    user = session.get(User, actor.user_id) if actor.user_id else None
+    if user is None:
+        raise PermissionDenied(
+            "a review decision is a person's: decide with a user's API token "
+            "(or `grantflow reviews decide --as EMAIL`)",
+            code="not_reviewer",
+        )
+    identity = session.get(Identity, item.identity_id)
+    assert identity is not None
+    if same_person(user.email, identity):
+        raise PermissionDenied(
+            f"{user.email} cannot review their own access (item {item.id} is about "
+            f"{who(identity)}'s grant); it is assigned to {assignment_text(session, item)}",
+            code="own_access",
+            next_action="the assigned reviewer decides it",
+        )
+    if not is_reviewer(user, item):
+        raise PermissionDenied(
+            f"{user.email} is not a reviewer of item {item.id}: it is assigned to "
+            f"{assignment_text(session, item)}",
+            code="not_reviewer",
+            next_action="only an assigned reviewer can decide it",
+        )
+    review = session.get(AccessReview, item.review_id)
+    assert review is not None
+    if review.status != ReviewStatus.OPEN:
+        raise Conflict(
+            f"access review {review.name!r} closed at {review.closed_at:%Y-%m-%d %H:%M:%S}Z; "
+            "its decisions are final",
+            code="review_closed",
+        )
+    if item.decision is not None:
+        raise Conflict(
+            f"item {item.id} was already decided: {item.decision} by {item.decided_by} at "
+            f"{item.decided_at:%Y-%m-%d %H:%M:%S}Z",
+            code="already_decided",
+            next_action="a decision is final; grant the access again if it was revoked wrongly",
+        )
+    if decision == Decision.KEEP and review.require_justification_for_keep and not comment:
+        raise ValidationError(
+            "comment: keeping access in this review needs a justification",
+            details=[{"field": "body.comment", "message": "a justification is required"}],
+        )
+    item.decision = decision.value
+    item.decided_by = user.email
+    item.decided_at = utcnow()
+    item.comment = comment
+    revoked = False
+    if decision == Decision.REVOKE:
+        revoked = revoke_item(session, revoking_actor(user.email, user.id), queue, review, item)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "access_review.decided",
+        "access_review",
+        review.id,
+        {
+            "item": item.id,
+            "grant": item.grant_id,
+            "identity": who(identity),
+            "application": app_name(session, item),
+            "role": item.role or None,
+            "decision": decision.value,
+            "comment": comment,
+            "revoked": revoked,
+        },
+    )
+    if not _pending_for(session, review, user):
+        resolve(session, dedup_key(review, user.id))
+    return item
+
+
+def _pending_for(session: Session, review: AccessReview, user: User) -> bool:
+    pending = session.execute(
+        select(ReviewItem).where(ReviewItem.review_id == review.id, ReviewItem.decision.is_(None))
+    ).scalars()
+    return any(can_decide(session, user, i) for i in pending)

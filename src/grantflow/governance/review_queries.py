@@ -1,0 +1,327 @@
+"""Reading access reviews: a campaign or an item by id, name or id prefix; pages of campaigns
+and of items (a reviewer's own, their inbox across campaigns); a campaign's progress; the
+shapes the API and the console show; and the CSV report of every item and its decision."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from grantflow.access.models import Application, Grant, Identity
+from grantflow.auth.models import User
+from grantflow.durations import format_duration
+from grantflow.errors import Conflict, NotFound
+from grantflow.governance.models import AccessReview, ReviewItem
+from grantflow.governance.review_config import Decision, ReviewStatus, Source
+from grantflow.governance.reviewers import can_decide, reviewer_labels, who
+from grantflow.store.ids import by_prefix
+from grantflow.store.names import name_key
+from grantflow.store.pagination import Page, decode_cursor, encode_cursor
+
+_SCAN = 500  # rows read per batch when filtering items in Python (reviewer lists are JSON)
+
+
+def get_review(session: Session, review_id: str, *, lock: bool = False) -> AccessReview:
+    review = session.get(AccessReview, review_id, with_for_update=lock or None)
+    if review is None:
+        named = list(
+            session.execute(
+                select(AccessReview).where(AccessReview.name_key == name_key(review_id))
+            ).scalars()
+        )
+        if len(named) > 1:
+            raise Conflict(
+                f"{len(named)} access reviews are named {review_id!r}; use the id",
+                code="ambiguous_name",
+            )
+        review = (
+            named[0] if named else by_prefix(session, AccessReview, review_id, "review", named=True)
+        )
+        if review is not None and lock:
+            session.refresh(review, with_for_update=True)
+    if review is None:
+        raise NotFound(
+            f"no access review with id or name {review_id!r}",
+            target_type="access_review",
+            target_id=review_id,
+        )
+    return review
+
+
+def get_item(session: Session, item_id: str, review_id: str | None = None) -> ReviewItem:
+    item = session.get(ReviewItem, item_id) or by_prefix(
+        session, ReviewItem, item_id, "access review item"
+    )
+    if item is None or (review_id is not None and item.review_id != review_id):
+        raise NotFound(
+            f"access review item {item_id} does not exist"
+            + (f" in review {review_id}" if review_id else ""),
+            target_type="access_review_item",
+            target_id=item_id,
+        )
+    return item
+
+
+def list_reviews(
+    session: Session,
+    *,
+    status: ReviewStatus | None = None,
+    job_id: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page[AccessReview]:
+    """Newest first."""
+    stmt = select(AccessReview)
+    if status:
+        stmt = stmt.where(AccessReview.status == status)
+    if job_id:
+        stmt = stmt.where(AccessReview.job_id == job_id)
+    after = decode_cursor(cursor, str)
+    if after is not None:
+        stmt = stmt.where(AccessReview.id < after)
+    rows = list(
+        session.execute(stmt.order_by(AccessReview.id.desc()).limit(limit + 1)).scalars().all()
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+
+
+def _scan(
+    session: Session, stmt: Any, keep: Any, cursor: str | None, limit: int
+) -> Page[ReviewItem]:
+    """Items of `stmt` in id order for which `keep(item)` holds, a page at a time."""
+    after = decode_cursor(cursor, str)
+    found: list[ReviewItem] = []
+    while len(found) <= limit:
+        batch_stmt = stmt if after is None else stmt.where(ReviewItem.id > after)
+        batch = list(session.execute(batch_stmt.order_by(ReviewItem.id).limit(_SCAN)).scalars())
+        found += [i for i in batch if keep(i)]
+        if len(batch) < _SCAN:
+            break
+        after = batch[-1].id
+    more = len(found) > limit
+    found = found[:limit]
+    return Page(found, encode_cursor(found[-1].id) if more and found else None)
+
+
+def list_items(
+    session: Session,
+    review: AccessReview,
+    *,
+    pending: bool | None = None,
+    mine: User | None = None,
+    decision: Decision | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page[ReviewItem]:
+    """The review's items; `pending` (undecided or decided), `mine` (the user can decide)."""
+    stmt = select(ReviewItem).where(ReviewItem.review_id == review.id)
+    if pending is True:
+        stmt = stmt.where(ReviewItem.decision.is_(None))
+    elif pending is False:
+        stmt = stmt.where(ReviewItem.decision.is_not(None))
+    if decision is not None:
+        stmt = stmt.where(ReviewItem.decision == decision)
+
+    def keep(item: ReviewItem) -> bool:
+        if mine is None:
+            return True
+        return review.status == ReviewStatus.OPEN and can_decide(session, mine, item)
+
+    return _scan(session, stmt, keep, cursor, limit)
+
+
+def inbox(
+    session: Session, user: User, *, cursor: str | None = None, limit: int = 50
+) -> Page[ReviewItem]:
+    """The user's pending items across open campaigns (never their own access)."""
+    stmt = (
+        select(ReviewItem)
+        .join(AccessReview, AccessReview.id == ReviewItem.review_id)
+        .where(AccessReview.status == ReviewStatus.OPEN, ReviewItem.decision.is_(None))
+    )
+    return _scan(session, stmt, lambda i: can_decide(session, user, i), cursor, limit)
+
+
+def progress(session: Session, review: AccessReview) -> dict[str, Any]:
+    rows = session.execute(
+        select(
+            ReviewItem.decision,
+            ReviewItem.defaulted,
+            ReviewItem.reviewer_source,
+            ReviewItem.reviewer_user_ids,
+            ReviewItem.reviewer_roles,
+        ).where(ReviewItem.review_id == review.id)
+    ).all()
+    total = len(rows)
+    decided = sum(1 for r in rows if r.decision is not None)
+    counts = {
+        "total": total,
+        "decided": decided,
+        "keep": sum(1 for r in rows if r.decision == Decision.KEEP),
+        "revoke": sum(1 for r in rows if r.decision == Decision.REVOKE),
+        "pending": total - decided,
+        "defaulted": sum(1 for r in rows if r.defaulted),
+        "fallback": sum(1 for r in rows if r.reviewer_source == Source.FALLBACK),
+        "unassigned": sum(
+            1
+            for r in rows
+            if r.decision is None and not r.reviewer_user_ids and not r.reviewer_roles
+        ),
+        "percent": round(100.0 * decided / total, 1) if total else 100.0,
+    }
+    return counts
+
+
+def item_view(session: Session, item: ReviewItem, viewer: User | None = None) -> dict[str, Any]:
+    identity = session.get(Identity, item.identity_id)
+    app = session.get(Application, item.application_id)
+    grant = session.get(Grant, item.grant_id)
+    review = session.get(AccessReview, item.review_id)
+    shown: dict[str, Any] = {
+        "id": item.id,
+        "review_id": item.review_id,
+        "grant_id": item.grant_id,
+        "grant_status": grant.status if grant else None,
+        "identity": {
+            "id": item.identity_id,
+            "email": identity.email if identity else None,
+            "user_name": identity.user_name if identity else None,
+            "display_name": identity.display_name if identity else None,
+            "department": identity.department if identity else None,
+        },
+        "application": {"id": item.application_id, "name": app.name if app else None},
+        "role": item.role or None,
+        "reviewers": reviewer_labels(session, item),
+        "reviewer_source": item.reviewer_source,
+        "routing_problem": item.routing_problem,
+        "decision": item.decision,
+        "decided_by": item.decided_by,
+        "decided_at": item.decided_at,
+        "comment": item.comment,
+        "defaulted": item.defaulted,
+        "revoked": item.revoked,
+        "decide": f"/api/v1/reviews/{item.review_id}/items/{item.id}/decide",
+    }
+    if review is not None:
+        shown["review"] = {
+            "id": review.id,
+            "name": review.name,
+            "ends_at": review.ends_at,
+            "require_justification_for_keep": review.require_justification_for_keep,
+        }
+    if viewer is not None:
+        shown["can_decide"] = (
+            review is not None
+            and review.status == ReviewStatus.OPEN
+            and can_decide(session, viewer, item)
+        )
+    return shown
+
+
+def review_view(session: Session, review: AccessReview) -> dict[str, Any]:
+    remind = review.remind_before_seconds
+    return {
+        "id": review.id,
+        "name": review.name,
+        "job_id": review.job_id,
+        "status": review.status,
+        "scope": review.scope,
+        "reviewers": review.reviewers,
+        "default_decision": review.default_decision,
+        "require_justification_for_keep": review.require_justification_for_keep,
+        "remind_before": format_duration(dt.timedelta(seconds=remind)) if remind else None,
+        "reminded_at": review.reminded_at,
+        "starts_at": review.starts_at,
+        "ends_at": review.ends_at,
+        "closed_at": review.closed_at,
+        "closed_by": review.closed_by,
+        "created_by": review.created_by,
+        "created_at": review.created_at,
+        "progress": progress(session, review),
+        "report": f"/api/v1/reviews/{review.id}/report.csv",
+    }
+
+
+def app_name(session: Session, item: ReviewItem) -> str | None:
+    """The name of the item's application (None once it is deleted)."""
+    app = session.get(Application, item.application_id)
+    return app.name if app else None
+
+
+# --- the report --------------------------------------------------------------------------------
+CSV_COLUMNS = (
+    "item_id",
+    "grant_id",
+    "identity_email",
+    "identity_name",
+    "application",
+    "role",
+    "reviewers",
+    "reviewer_source",
+    "routing_problem",
+    "decision",
+    "decided_by",
+    "decided_at",
+    "comment",
+    "defaulted",
+    "revoked",
+)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = "" if value is None else str(value)
+    # a comment or a name must not run as a formula in a spreadsheet
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + text
+    return text
+
+
+def report_rows(session: Session, review: AccessReview) -> Iterator[dict[str, Any]]:
+    items = session.execute(
+        select(ReviewItem).where(ReviewItem.review_id == review.id).order_by(ReviewItem.id)
+    ).scalars()
+    for item in items:
+        identity = session.get(Identity, item.identity_id)
+        yield {
+            "item_id": item.id,
+            "grant_id": item.grant_id,
+            "identity_email": who(identity) if identity else item.identity_id,
+            "identity_name": identity.display_name if identity else None,
+            "application": app_name(session, item),
+            "role": item.role,
+            "reviewers": "; ".join(reviewer_labels(session, item)),
+            "reviewer_source": item.reviewer_source,
+            "routing_problem": item.routing_problem,
+            "decision": item.decision,
+            "decided_by": item.decided_by,
+            "decided_at": item.decided_at,
+            "comment": item.comment,
+            "defaulted": item.defaulted,
+            "revoked": item.revoked,
+        }
+
+
+def report_csv(session: Session, review: AccessReview) -> str:
+    """Every item and its decision (pending ones with an empty decision)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in report_rows(session, review):
+        writer.writerow([_cell(row[c]) for c in CSV_COLUMNS])
+    return buffer.getvalue()
+
+
+def report_name(review: AccessReview) -> str:
+    return f"access-review-{review.created_at:%Y%m%dT%H%M%SZ}-{review.id[:8]}.csv"

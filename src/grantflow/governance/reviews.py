@@ -1,0 +1,369 @@
+"""Access reviews (certification campaigns): reviewers decide, per active grant in scope,
+whether the access stays (keep) or goes (revoke).
+
+A campaign is started by hand or by a scheduled `access_review` job. Each grant in scope
+becomes an item routed to its reviewers — the identity's manager, the application's owner,
+named users or roles — or, when that first choice is missing, deactivated, lacks
+workflow:task or is the person under review, to the configured fallback, with the reason
+kept on the item. No one ever reviews their own access. A revoke decision revokes the grant
+at once (reason `review`), which starts the application's access_revoked workflows. When the
+campaign ends (closed by hand, or its end passes — a worker timer), every undecided item
+gets the campaign's default decision. Every item and decision can be read as CSV.
+
+This module starts campaigns, closes them (by hand, or as their end passes) and reminds
+reviewers; `review_config` reads a campaign's config, `reviewers` routes its items,
+`review_decisions` records decisions and `review_queries` reads campaigns back (with the CSV).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from grantflow import audit
+from grantflow.access.applications import find_application
+from grantflow.access.grants import GrantStatus
+from grantflow.access.models import Application, Grant, Identity
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Permission
+from grantflow.errors import Conflict, NotFound, ValidationError
+from grantflow.governance.models import AccessReview, ReviewItem
+from grantflow.governance.review_config import (
+    Decision,
+    ReviewConfig,
+    ReviewScope,
+    ReviewStatus,
+    Source,
+    check,
+    parse_config,
+)
+from grantflow.governance.review_decisions import revoke_item, revoking_actor
+from grantflow.governance.review_queries import get_review, progress
+from grantflow.governance.reviewers import Resolver, assign, dedup_key, pending_by_user
+from grantflow.people.notifications import Notification, NotificationKind, notify, resolve
+from grantflow.queue.interface import Queue
+from grantflow.schedules import runners
+from grantflow.schedules.models import Job, Occurrence
+from grantflow.store.base import utcnow
+
+SYSTEM = Actor.system("access-review")
+
+
+# --- starting ----------------------------------------------------------------------------------
+def _in_scope(session: Session, scope: ReviewScope, app_ids: list[str]) -> list[Grant]:
+    stmt = (
+        select(Grant)
+        .join(Identity, Identity.id == Grant.identity_id)
+        .join(Application, Application.id == Grant.application_id)
+        .where(Grant.status == GrantStatus.ACTIVE)
+    )
+    if app_ids:
+        stmt = stmt.where(Grant.application_id.in_(app_ids))
+    if scope.roles:
+        stmt = stmt.where(Grant.role.in_(scope.roles))
+    who = scope.identity
+    if who.department:
+        stmt = stmt.where(func.lower(Identity.department).in_([d.lower() for d in who.department]))
+    if who.title:
+        stmt = stmt.where(func.lower(Identity.title).in_([t.lower() for t in who.title]))
+    if who.lifecycle_state:
+        stmt = stmt.where(Identity.lifecycle_state.in_([s.value for s in who.lifecycle_state]))
+    stmt = stmt.order_by(Application.name, Identity.email, Identity.user_name, Grant.role)
+    found = list(session.execute(stmt).scalars())
+    if who.attributes:
+        wanted = who.attributes
+        kept = []
+        for grant in found:
+            identity = session.get(Identity, grant.identity_id)
+            attributes = (identity.attributes if identity else None) or {}
+            if all(str(attributes.get(k)) == v for k, v in wanted.items()):
+                kept.append(grant)
+        found = kept
+    return found
+
+
+def _application_ids(session: Session, names: list[str]) -> list[str]:
+    ids = []
+    for n, key in enumerate(names):
+        try:
+            ids.append(find_application(session, key).id)
+        except NotFound:
+            raise ValidationError(
+                f"scope.applications: no application with id or name {key!r}",
+                details=[
+                    {"field": f"body.scope.applications.{n}", "message": "no such application"}
+                ],
+            ) from None
+    return ids
+
+
+def start_review(
+    session: Session,
+    actor: Actor,
+    queue: Queue,
+    config: ReviewConfig,
+    job_id: str | None = None,
+    *,
+    name: str | None = None,
+) -> AccessReview:
+    """Open a campaign with one item per active grant in scope, routed to its reviewers, and
+    tell each reviewer once. A scope with nothing in it records a campaign closed at once."""
+    actor.require(Permission.JOB_MANAGE)
+    app_ids = _application_ids(session, config.scope.applications)
+    now = utcnow()
+    scope = config.scope.model_dump(mode="json")
+    scope["application_ids"] = app_ids
+    reviewers = {
+        "reviewer": config.reviewer.value,
+        "users": config.users,
+        "roles": [r.value for r in config.roles],
+        "fallback": config.fallback.model_dump(mode="json"),
+    }
+    review = AccessReview(
+        name=(name or config.name)[:200],
+        job_id=job_id,
+        scope=scope,
+        reviewers=reviewers,
+        status=ReviewStatus.OPEN,
+        default_decision=config.default_decision.value,
+        require_justification_for_keep=config.require_justification_for_keep,
+        remind_before_seconds=(
+            config.remind_before.total_seconds() if config.remind_before is not None else None
+        ),
+        starts_at=now,
+        ends_at=now + config.duration,
+        created_by=actor.label,
+        created_at=now,
+    )
+    session.add(review)
+    session.flush()
+    resolver = Resolver(session)
+    items = []
+    for grant in _in_scope(session, config.scope, app_ids):
+        identity = session.get(Identity, grant.identity_id)
+        app = session.get(Application, grant.application_id)
+        assert identity is not None and app is not None
+        assigned = assign(resolver, reviewers, identity, app)
+        item = ReviewItem(
+            review_id=review.id,
+            grant_id=grant.id,
+            identity_id=identity.id,
+            application_id=app.id,
+            role=grant.role,
+            reviewer_user_ids=assigned.user_ids,
+            reviewer_roles=assigned.roles,
+            reviewer_source=assigned.source.value,
+            routing_problem=assigned.problem,
+        )
+        session.add(item)
+        items.append(item)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "access_review.started",
+        "access_review",
+        review.id,
+        {
+            "name": review.name,
+            "job": job_id,
+            "items": len(items),
+            "reviewer": config.reviewer.value,
+            "fallback_items": sum(1 for i in items if i.reviewer_source == Source.FALLBACK),
+            "unassigned_items": sum(
+                1 for i in items if not i.reviewer_user_ids and not i.reviewer_roles
+            ),
+            "ends_at": review.ends_at,
+            "default_decision": review.default_decision,
+        },
+    )
+    if not items:
+        _finish(session, SYSTEM, queue, review, now, "nothing was in scope")
+        return review
+    for user, count in pending_by_user(session, resolver, items).items():
+        notify(
+            session,
+            NotificationKind.TASK_ASSIGNED,
+            dedup_key(review, user.id),
+            f"Access review {review.name!r}: {count} grant(s) to review by "
+            f"{review.ends_at:%Y-%m-%d %H:%M}Z",
+            body="Decide keep or revoke for each: GET /api/v1/reviews/inbox, or "
+            f"`grantflow reviews items {review.id} --mine --as {user.email}`. Undecided "
+            f"items get the default decision ({review.default_decision}) at the end.",
+            target_type="access_review",
+            target_id=review.id,
+            recipient_id=user.id,
+            access_review_id=review.id,
+            items=count,
+        )
+    return review
+
+
+# --- closing and reminders ---------------------------------------------------------------------
+def close(session: Session, actor: Actor, queue: Queue, review_id: str) -> AccessReview:
+    """End the campaign now: undecided items get its default decision."""
+    actor.require(Permission.JOB_MANAGE)
+    review = get_review(session, review_id, lock=True)
+    if review.status != ReviewStatus.OPEN:
+        raise Conflict(
+            f"access review {review.name!r} was already closed at "
+            f"{review.closed_at:%Y-%m-%d %H:%M:%S}Z by {review.closed_by}",
+            code="review_closed",
+        )
+    _finish(session, actor, queue, review, utcnow(), f"closed by {actor.label}")
+    return review
+
+
+def _finish(
+    session: Session, actor: Actor, queue: Queue, review: AccessReview, now: dt.datetime, why: str
+) -> None:
+    default = Decision(review.default_decision)
+    undecided = list(
+        session.execute(
+            select(ReviewItem)
+            .where(ReviewItem.review_id == review.id, ReviewItem.decision.is_(None))
+            .order_by(ReviewItem.id)
+            .with_for_update()
+        ).scalars()
+    )
+    revoker = revoking_actor(SYSTEM.label, None)
+    revoked = 0
+    for item in undecided:
+        item.decision = default.value
+        item.defaulted = True
+        item.decided_by = SYSTEM.label
+        item.decided_at = now
+        item.comment = f"no decision before the campaign ended ({why}): default {default}"
+        if default == Decision.REVOKE and revoke_item(session, revoker, queue, review, item):
+            revoked += 1
+    review.status = ReviewStatus.CLOSED
+    review.closed_at = now
+    review.closed_by = actor.label
+    session.flush()
+    for (key,) in session.execute(
+        select(Notification.dedup_key)
+        .where(
+            Notification.dedup_key.startswith(f"access_review:{review.id}:", autoescape=True),
+            Notification.resolved_at.is_(None),
+        )
+        .distinct()
+    ).all():
+        resolve(session, key)
+    audit.record(
+        session,
+        actor,
+        "access_review.closed",
+        "access_review",
+        review.id,
+        {
+            "name": review.name,
+            "why": why,
+            "default_decision": default.value,
+            "defaulted": len(undecided),
+            "revoked_by_default": revoked,
+            "progress": progress(session, review),
+        },
+    )
+
+
+def close_due(session: Session, queue: Queue, now: dt.datetime | None = None) -> list[str]:
+    """Close every open campaign whose end has passed (a durable timer run by workers)."""
+    now = now or utcnow()
+    due = list(
+        session.execute(
+            select(AccessReview.id)
+            .where(AccessReview.status == ReviewStatus.OPEN, AccessReview.ends_at <= now)
+            .order_by(AccessReview.ends_at)
+            .limit(20)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    for review_id in due:
+        review = session.get(AccessReview, review_id)
+        assert review is not None
+        _finish(
+            session,
+            SYSTEM,
+            queue,
+            review,
+            now,
+            f"its end passed at {review.ends_at:%Y-%m-%d %H:%M}Z",
+        )
+    return due
+
+
+def remind_due(session: Session, now: dt.datetime | None = None) -> list[str]:
+    """Once per campaign, when `remind_before` its end is reached: one reminder to each
+    reviewer who still has items to decide."""
+    now = now or utcnow()
+    candidates = list(
+        session.execute(
+            select(AccessReview)
+            .where(
+                AccessReview.status == ReviewStatus.OPEN,
+                AccessReview.reminded_at.is_(None),
+                AccessReview.remind_before_seconds.is_not(None),
+                AccessReview.ends_at > now,
+            )
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    reminded = []
+    for review in candidates:
+        assert review.remind_before_seconds is not None
+        if review.ends_at - dt.timedelta(seconds=review.remind_before_seconds) > now:
+            continue
+        review.reminded_at = now
+        pending = session.execute(
+            select(ReviewItem).where(
+                ReviewItem.review_id == review.id, ReviewItem.decision.is_(None)
+            )
+        ).scalars()
+        people = pending_by_user(session, Resolver(session), pending)
+        for user, count in people.items():
+            notify(
+                session,
+                NotificationKind.TASK_ASSIGNED,
+                dedup_key(review, user.id, reminder=True),
+                f"Reminder: access review {review.name!r} ends {review.ends_at:%Y-%m-%d %H:%M}Z; "
+                f"{count} grant(s) still wait for your decision",
+                body=f"Undecided items get the default decision ({review.default_decision}).",
+                target_type="access_review",
+                target_id=review.id,
+                recipient_id=user.id,
+                access_review_id=review.id,
+                items=count,
+                reminder=True,
+            )
+        audit.record(
+            session,
+            SYSTEM,
+            "access_review.reminded",
+            "access_review",
+            review.id,
+            {"reviewers": [u.email for u in people], "pending": sum(people.values())},
+        )
+        reminded.append(review.id)
+    return reminded
+
+
+# --- the scheduled job -------------------------------------------------------------------------
+def _run_job(session: Session, queue: Queue, job: Job, occurrence: Occurrence) -> runners.Result:
+    """One occurrence of an access_review job: a campaign named after the job's config and
+    the occurrence's date. A config that no longer works (an application deleted since)
+    raises; the scheduler records the occurrence as failed with the reason."""
+    config = parse_config(job.config or {})
+    review = start_review(
+        session,
+        Actor.system("scheduler"),
+        queue,
+        config,
+        job_id=job.id,
+        name=f"{config.name} {occurrence.scheduled_for:%Y-%m-%d}",
+    )
+    return runners.Result(result_type="access_review", result_id=review.id, outcome="succeeded")
+
+
+runners.register("access_review", runners.Runner(check=check, run=_run_job))
