@@ -39,6 +39,7 @@ class PostgresRun:
         self.admin_url = make_url(POSTGRES_ADMIN_URL)
         self.name = f"grantflow_test_{uuid.uuid4().hex[:12]}"
         self.url: URL = self.admin_url.set(database=self.name)
+        self._emptying: str | None = None  # the statements `fresh` sends, built once
 
     def _admin(self) -> Iterator[object]:
         engine = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
@@ -66,10 +67,22 @@ class PostgresRun:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))  # type: ignore[attr-defined]
 
     def fresh(self) -> Database:
+        """The run's database, emptied: DELETE rather than TRUNCATE, which gives every table
+        new files (ten times slower on these small tables: seconds per test on a loaded
+        machine). The replica role skips the audit log's refusal and the foreign-key checks."""
         db = open_database(self.url)
-        tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
         with db.engine.begin() as conn:
-            # The audit log refuses TRUNCATE; a superuser's replica role skips that trigger.
-            conn.execute(text("SET LOCAL session_replication_role = replica"))
-            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            if self._emptying is None:
+                sequences = conn.execute(
+                    text(
+                        "SELECT sequence_name FROM information_schema.sequences "
+                        "WHERE sequence_schema = current_schema()"
+                    )
+                ).scalars()
+                self._emptying = "; ".join(
+                    ["SET LOCAL session_replication_role = replica"]
+                    + [f'DELETE FROM "{t.name}"' for t in reversed(metadata.sorted_tables)]
+                    + [f'ALTER SEQUENCE "{name}" RESTART' for name in sequences]
+                )
+            conn.exec_driver_sql(self._emptying)
         return db
