@@ -433,3 +433,116 @@ def test_json_of_each_reading_command_parses(site: Site, command: tuple[str, ...
     done = site.run(*args, "--json")
     assert done.returncode == 0, done.stderr
     json.loads(done.stdout)
+
+
+ESCALATES = {
+    "name": "Asks the lead",
+    "trigger": {"type": "manual"},
+    "steps": [
+        {
+            "id": "add",
+            "type": "set",
+            "on_failure": "escalate",
+            "config": {"values": {"n": "{{ input.n + 1 }}"}},
+            "next": "ask",
+        },
+        {
+            "id": "ask",
+            "type": "approval",
+            "config": {"title": "Go on?", "approvers": {"users": ["lead@example.com"]}},
+        },
+    ],
+}
+WIKI_GRANT = {
+    "name": "Wiki access",
+    "application": "Demo Wiki",
+    "trigger": {"type": "access_granted"},
+    "steps": [{"id": "note", "type": "set", "config": {"values": {"done": True}}}],
+}
+HOOKED = {
+    "name": "Hooked",
+    "trigger": {"type": "webhook"},
+    "safety": {"max_runs_per_minute": 1},
+    "steps": [{"id": "note", "type": "set", "config": {"values": {"done": True}}}],
+}
+
+
+def test_json_of_the_inbox_safety_and_grant_commands(site: Site) -> None:
+    """Escalated failures retried, skipped and failed, an approval reassigned then rejected, a
+    webhook workflow's secret, status and deliveries, a spend cap, a workflow resumed after its
+    breaker tripped, and a grant's workflow dispatched again: each prints what it did as JSON."""
+    folder = site.operator.parent
+    site.json("users", "create", "--email", "lead@example.com", "--role", "operator")
+    site.json("users", "create", "--email", "deputy@example.com", "--role", "operator")
+    lead = site.json("tokens", "create", "--user", "lead@example.com", "--name", "lead")["token"]
+    deputy = site.json("tokens", "create", "--user", "deputy@example.com", "--name", "d")["token"]
+    document = folder / "asks.yaml"
+    document.write_text(yaml.safe_dump(ESCALATES))
+    site.json("apply", "-f", str(document), "--publish")
+
+    def pending(token: str, kind: str, count: int) -> list[dict[str, Any]]:
+        def listed() -> list[dict[str, Any]] | None:
+            found = [t for t in site.json("inbox", "list", token=token) if t["kind"] == kind]
+            return found if len(found) == count else None
+
+        tasks: list[dict[str, Any]] = poll(listed, timeout=120, what=f"{count} {kind} tasks")
+        return tasks
+
+    # three runs fail on their missing input and escalate to the operators
+    failing = [site.json("runs", "start", ESCALATES["name"])["id"] for _ in range(3)]
+    escalations = {t["run_id"]: t for t in pending(lead, "escalation", 3)}
+    retried = site.json("inbox", "retry", escalations[failing[0]]["id"], token=lead)
+    skipped = site.json("inbox", "skip", escalations[failing[1]]["id"], "-m", "n", token=lead)
+    failed = site.json("inbox", "fail", escalations[failing[2]]["id"], "-m", "no", token=lead)
+    assert (retried["status"], skipped["status"], failed["status"]) == (
+        "retried",
+        "skipped",
+        "failed",
+    )
+    assert site.json("runs", "show", failing[2])["status"] == "failed"
+
+    # the skipped run goes on to its approval: routed to the deputy, who rejects it
+    (approval,) = pending(lead, "approval", 1)
+    moved = site.json("inbox", "reassign", approval["id"], "--to", "deputy@example.com")
+    assert [a for a in moved["assignees"] if "deputy" in a]
+    rejected = site.json("inbox", "reject", approval["id"], "-m", "not now", token=deputy)
+    assert rejected["status"] == "rejected"
+
+    hooked = folder / "hooked.yaml"
+    hooked.write_text(yaml.safe_dump(HOOKED))
+    site.json("apply", "-f", str(hooked), "--publish")
+    secret = site.json("workflows", "webhook-secret", "Hooked")
+    assert secret["secret"]
+    assert secret["shown_once"] is True
+    assert site.json("workflows", "webhook", "Hooked")["secret_set"] is True
+    assert site.json("workflows", "deliveries", "Hooked") == []
+    capped = site.json(
+        "usage", "set-cap", "--workflow", "Hooked", "--kind", "runs", "--period", "day",
+        "--cap", "50",
+    )  # fmt: skip
+    assert capped["cap"] == 50
+
+    # two runs in a minute trip the breaker of one a minute: the workflow pauses for safety
+    for _ in range(2):
+        site.json("runs", "start", "Hooked")
+    poll(
+        lambda: site.json("workflows", "show", "Hooked").get("paused_for_safety"),
+        timeout=120,
+        what="the breaker to pause the workflow",
+    )
+    resumed = site.json("workflows", "resume-safety", "Hooked")
+    assert resumed["name"] == "Hooked"
+    assert resumed["status"] == "published"
+    assert site.json("workflows", "show", "Hooked").get("paused_for_safety") is None
+
+    # the demo's wiki grant was made with no workflow to start: one is published, then the
+    # grant is dispatched to it
+    wiki = folder / "wiki.yaml"
+    wiki.write_text(yaml.safe_dump(WIKI_GRANT))
+    site.json("apply", "-f", str(wiki), "--publish")
+    (grant,) = site.json("grants", "list", "--application", "Demo Wiki")
+    dispatched = site.json("grants", "dispatch", grant["id"])
+    assert dispatched["id"] == grant["id"]
+    (started,) = dispatched["automation"]["runs"]
+    assert dispatched["automation"]["event"]["kind"] == "access_granted"
+    assert site.json("runs", "show", started["id"])["workflow"] == "Wiki access"

@@ -112,9 +112,18 @@ def leader_pid(db: Database) -> int | None:
     return int(found.holder.split(":")[1])
 
 
-def make_due(db: Database, job_ids: list[str], seconds_ago: float) -> dt.datetime:
-    """Every job due `seconds_ago` (as if its cron time just passed); that time."""
-    due = (utcnow() - dt.timedelta(seconds=seconds_ago)).replace(microsecond=0)
+def make_due(
+    db: Database, job_ids: list[str], seconds_ago: float, after: dt.datetime | None = None
+) -> dt.datetime:
+    """Every job due `seconds_ago` (as if its cron time just passed), in whole seconds and
+    later than `after` (a fast round would otherwise reuse the last round's second, whose
+    occurrences exist already: the round would pass with no scheduler acting); that time."""
+
+    def due_now() -> dt.datetime | None:
+        due = (utcnow() - dt.timedelta(seconds=seconds_ago)).replace(microsecond=0)
+        return due if after is None or due > after else None
+
+    due: dt.datetime = poll(due_now, timeout=10, what="the next whole second")
     with db.transaction() as session:
         session.execute(update(Job).where(Job.id.in_(job_ids)).values(next_fire_at=due))
     return due
@@ -183,10 +192,12 @@ def test_two_schedulers_fire_each_occurrence_once_and_fail_over(
             ).scalars()
             return set(statuses) == {"succeeded"}
 
+    rounds: list[dt.datetime] = []
+
     def handle_round(seconds_ago: float, timeout: float) -> dt.datetime:
         """Make every job due; each gets one occurrence for that time: fired with a run (the
         worker finishes it before the next round), and the paused one skipped."""
-        due = make_due(db, [*job_ids, paused["id"]], seconds_ago)
+        due = make_due(db, [*job_ids, paused["id"]], seconds_ago, rounds[-1] if rounds else None)
         found = poll(
             lambda: all_handled(db, [*job_ids, paused["id"]], due),
             timeout=timeout,
@@ -202,7 +213,8 @@ def test_two_schedulers_fire_each_occurrence_once_and_fail_over(
         poll(all_succeeded, timeout=60, what="the runs to succeed on the worker")
         return due
 
-    rounds = [handle_round(seconds_ago, timeout=60) for seconds_ago in (3.0, 2.0, 1.0)]
+    for seconds_ago in (3.0, 2.0, 1.0):
+        rounds.append(handle_round(seconds_ago, timeout=60))
 
     # SIGKILL the leader: it cannot release its lease; the other takes over when it expires
     killed = by_pid[first_leader]

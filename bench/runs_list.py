@@ -1,0 +1,255 @@
+"""Runs list at scale: `GET /api/v1/runs?limit=50` on PostgreSQL holding N runs (default
+1,000,000), whose newest page is 50 stuck runs. Prints ONE JSON object on stdout; progress goes
+to stderr.
+
+    .venv/bin/python bench/runs_list.py --runs 100000      # a quick look
+    .venv/bin/python bench/runs_list.py                    # the target's data set
+
+The data set is made of rows the engine really wrote: a workflow's runs, 20 run by a worker to
+`succeeded`, then copied in bulk (`INSERT … SELECT … generate_series`, every column but the id,
+ids older than the originals); last, 50 runs queued with no worker and a stuck-after of 1 ms, so
+the newest page is all stuck runs (each with its cause: no live worker). The API runs in this
+process under uvicorn on 127.0.0.1; requests go over HTTP with one keep-alive client and an
+admin's token. Figures, per listing, are p50 and p95 of `--requests` requests after 5 warm-ups:
+- all: no filter (the page of 50 stuck runs);
+- queued: `status=queued` (the same page, through the status filter);
+- stuck: `stuck=true`;
+- succeeded: `status=succeeded` (a page of the copied rows: no stuck run in it).
+Target (issue 18): p95 at most 25 ms at 1,000,000 runs, with and without a status filter.
+
+GRANTFLOW_BENCH_POSTGRES_URL is the admin URL (default the local server); the script creates its
+own database and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import socket
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import uvicorn
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+
+from grantflow.api import create_app
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Role
+from grantflow.auth.tokens import create_token
+from grantflow.auth.users import create_user
+from grantflow.config import load_settings
+from grantflow.definitions import workflows
+from grantflow.engine.runs import start_run
+from grantflow.engine.worker import Worker
+from grantflow.logging import configure_logging
+from grantflow.queue.database import DatabaseQueue
+from grantflow.store import migrate
+from grantflow.store.database import Database, open_database
+
+ACTOR = Actor.system("bench")
+ADMIN_URL = os.environ.get(
+    "GRANTFLOW_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+STUCK = 50
+RUN_BY_WORKER = 20
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def postgres_database(admin: URL) -> Iterator[Database]:
+    name = f"grantflow_bench_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        db = open_database(admin.set(database=name))
+        try:
+            migrate.upgrade(db)
+            yield db
+        finally:
+            db.dispose()
+            with engine.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
+
+
+def publish(db: Database, name: str, stuck_after: str | None = None) -> str:
+    document: dict[str, Any] = {
+        "name": name,
+        "trigger": {"type": "manual"},
+        "steps": [{"id": "only", "type": "set", "config": {"values": {"x": 1}}}],
+    }
+    if stuck_after:
+        document["settings"] = {"stuck_after": stuck_after}
+    with db.transaction() as session:
+        return workflows.apply_document(session, ACTOR, document, publish_it=True).workflow.id
+
+
+def start(db: Database, workflow_id: str, count: int) -> list[str]:
+    queue = DatabaseQueue(db)
+    with db.transaction() as session:
+        return [start_run(session, ACTOR, queue, workflow_id, {}).id for _ in range(count)]
+
+
+def run_to_the_end(db: Database, run_ids: list[str]) -> None:
+    queue = DatabaseQueue(db)
+    worker = Worker(db, queue, concurrency=2, poll_seconds=0.05)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with db.engine.connect() as conn:
+                done = conn.execute(
+                    text("SELECT count(*) FROM runs WHERE status = 'succeeded'")
+                ).scalar_one()
+            if done >= len(run_ids):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the worker did not finish the seed runs")
+    finally:
+        worker.stop(grace_seconds=10)
+        queue.close()
+
+
+def copy_runs(db: Database, total: int) -> None:
+    """Copies of the succeeded runs up to `total` rows, with ids older than every real one."""
+    with db.engine.begin() as conn:
+        columns = [
+            row[0]
+            for row in conn.execute(
+                text(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name = 'runs' AND table_schema = current_schema() "
+                    "ORDER BY ordinal_position"
+                )
+            )
+        ]
+        rest = [c for c in columns if c != "id"]
+        listed = ", ".join(f'"{c}"' for c in rest)
+        picked = ", ".join(f'r."{c}"' for c in rest)
+        # '00' + 6 hex digits of the copy's number + the rest of a real id: older than it
+        conn.execute(
+            text(
+                f"INSERT INTO runs (id, {listed}) SELECT "
+                "'00' || lpad(to_hex(g), 6, '0') || substr(r.id, 9), "
+                f"{picked} FROM generate_series(1, :count) AS g "
+                "JOIN LATERAL (SELECT * FROM runs WHERE status = 'succeeded' "
+                "ORDER BY id OFFSET (g % :seeds) LIMIT 1) AS r ON true"
+            ),
+            {"count": total, "seeds": RUN_BY_WORKER},
+        )
+        conn.execute(text("ANALYZE runs"))
+
+
+@contextlib.contextmanager
+def served(db: Database) -> Iterator[str]:
+    key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    settings = load_settings(
+        database_url=db.url.render_as_string(hide_password=False),
+        secret_key=key,
+        secret_key_file="/nonexistent/grantflow-bench.key",
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings, db),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def admin_token(db: Database) -> str:
+    with db.transaction() as session:
+        user = create_user(session, ACTOR, email="bench@example.com", roles=[Role.ADMIN])
+        _, raw = create_token(session, ACTOR, user_id=user.id, name="bench", ttl_days=1)
+    return raw
+
+
+def timed(client: httpx.Client, params: dict[str, Any], requests: int) -> dict[str, Any]:
+    for _ in range(5):
+        client.get("/api/v1/runs", params=params).raise_for_status()
+    times = []
+    items: list[dict[str, Any]] = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        answer = client.get("/api/v1/runs", params=params)
+        times.append((time.perf_counter() - started) * 1000)
+        answer.raise_for_status()
+        items = answer.json()["items"]
+    times.sort()
+    return {
+        "p50_ms": round(statistics.median(times), 2),
+        "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
+        "items": len(items),
+        "stuck_in_page": sum(1 for item in items if item.get("stuck")),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=1_000_000, help="runs in the database")
+    parser.add_argument("--requests", type=int, default=200, help="timed requests per listing")
+    options = parser.parse_args()
+    configure_logging("warning", "json")
+    with postgres_database(make_url(ADMIN_URL)) as db:
+        log(f"seeding: {RUN_BY_WORKER} runs through a worker")
+        run_to_the_end(db, start(db, publish(db, "bench-list"), RUN_BY_WORKER))
+        copies = max(0, options.runs - RUN_BY_WORKER - STUCK)
+        log(f"copying {copies} runs")
+        began = time.monotonic()
+        copy_runs(db, copies)
+        log(f"copied in {time.monotonic() - began:.0f}s; {STUCK} stuck runs")
+        start(db, publish(db, "bench-stuck", stuck_after="1ms"), STUCK)
+        time.sleep(0.05)  # (past their 1 ms stuck-after: the data set, not a measurement)
+        token = admin_token(db)
+        with db.engine.connect() as conn:
+            total = conn.execute(text("SELECT count(*) FROM runs")).scalar_one()
+        listings = {
+            "all": {},
+            "queued": {"status": "queued"},
+            "stuck": {"stuck": "true"},
+            "succeeded": {"status": "succeeded"},
+        }
+        with (
+            served(db) as url,
+            httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+            ) as client,
+        ):
+            figures = {
+                name: timed(client, {"limit": 50, **params}, options.requests)
+                for name, params in listings.items()
+            }
+    print(json.dumps({"database": "postgresql", "runs": total, "listings": figures}))
+
+
+if __name__ == "__main__":
+    main()
