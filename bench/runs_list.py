@@ -144,11 +144,12 @@ def copy_runs(db: Database, total: int) -> None:
         # '00' + 6 hex digits of the copy's number + the rest of a real id: older than it
         conn.execute(
             text(
+                "WITH seeds AS (SELECT row_number() OVER (ORDER BY id) - 1 AS n, * FROM runs "
+                "WHERE status = 'succeeded') "
                 f"INSERT INTO runs (id, {listed}) SELECT "
                 "'00' || lpad(to_hex(g), 6, '0') || substr(r.id, 9), "
                 f"{picked} FROM generate_series(1, :count) AS g "
-                "JOIN LATERAL (SELECT * FROM runs WHERE status = 'succeeded' "
-                "ORDER BY id OFFSET (g % :seeds) LIMIT 1) AS r ON true"
+                "JOIN seeds AS r ON r.n = g % :seeds"
             ),
             {"count": total, "seeds": RUN_BY_WORKER},
         )
