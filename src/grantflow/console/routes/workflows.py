@@ -19,6 +19,7 @@ from grantflow.console.views import back_to, database, next_page, perform
 from grantflow.console.yaml_view import diff_lines
 from grantflow.definitions import workflows as service
 from grantflow.definitions.models import Workflow, WorkflowVersion
+from grantflow.safety import breakers
 from grantflow.store.pagination import DEFAULT_LIMIT
 from grantflow.strict import MAX_INT
 
@@ -143,9 +144,11 @@ def detail_page(
         workflow = service.get_workflow(session, workflow_id)
         shown = workflow_view(session, workflow)
         versions = [version_row(workflow, v) for v in reversed(workflow.versions)]
+        paused = breakers.pause_view(session, workflow)
     numbers = [v["number"] for v in versions]
     context = {
         "workflow": shown,
+        "paused_for_safety": paused,
         "table": VERSIONS,
         "rows": VERSIONS.rows(versions),
         "numbers": numbers,
