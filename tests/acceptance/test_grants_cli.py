@@ -184,6 +184,8 @@ def test_a_failed_revocation_is_resolved_with_evidence_from_the_cli(
     assert incident["step_id"] == "remove_user"
     assert incident["run_id"] == run_id
     assert incident["instruction"].startswith("Revoke ada@example.com's access in CRM by hand now.")
+    shown = workspace.json("incidents", "show", incident["id"][:13])
+    assert (shown["id"], shown["status"], shown["run_id"]) == (incident["id"], "open", run_id)
 
     refused = workspace.refused("incidents", "resolve", incident["id"])
     assert refused[0] == (

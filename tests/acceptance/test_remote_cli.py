@@ -353,6 +353,21 @@ def test_login_saves_a_private_profile_that_later_commands_use(site: Site) -> No
     assert f"logged in to {site.server.url} as {DEMO_APPROVER}" in logged.stdout
     profile = config / "grantflow" / "profile.toml"
     assert stat.S_IMODE(profile.stat().st_mode) == 0o600
+    again = subprocess.run(
+        [*COMMAND, "login", "--url", site.server.url, "--token-stdin", "--json"],
+        input=site.demo["approver_token"] + "\n",
+        env=env,
+        cwd=site.operator,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert json_output(again) == {
+        "url": site.server.url.rstrip("/"),
+        "email": DEMO_APPROVER,
+        "profile": str(profile),
+    }
     listed = run_grantflow("runs", "list", "--json", env=env, cwd=site.operator)
     assert site.demo["onboarding_run_id"] in [r["id"] for r in json_output(listed)]
     out = json_output(run_grantflow("logout", "--json", env=env, cwd=site.operator))
