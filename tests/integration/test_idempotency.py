@@ -11,11 +11,12 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select, update
 
-from grantflow.access.models import Grant, Identity
+from grantflow.access.models import Evidence, Grant, Identity
 from grantflow.api.idempotency import purge_expired
 from grantflow.auth.models import IdempotencyKey
 from grantflow.auth.permissions import Role
 from grantflow.engine.models import Run
+from grantflow.governance.models import AccessReview, ControlEvaluation, Report
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 from tests.conftest import Api
@@ -170,6 +171,43 @@ def test_identities_dispatch_and_leave_take_a_key_too(
     assert admin.post(leave, headers={KEY: "leave-1"}).json() == left
 
 
+def test_revoke_reviews_reports_controls_and_notes_replay_too(
+    admin: httpx.Client, database: Database
+) -> None:
+    """Each of these, sent twice with one key, answers the first response again (marked
+    replayed) and creates one object."""
+    person = ok(admin.post(f"{API}/identities", json={"email": "ada@example.com"}), 201)
+    app = make_application(admin)
+    grant = ok(
+        admin.post(f"{API}/grants", json={"identity": person["id"], "application": app}), 201
+    )
+    run = ok(admin.post(f"{API}/workflows/{a_workflow(database)}/runs", json={"input": {}}), 201)
+    review = {
+        "name": "Q1",
+        "reviewer": "users",
+        "users": ["ada@example.com"],
+        "fallback": {"users": ["ada@example.com"]},
+    }
+    cases: list[tuple[str, dict[str, Any] | None, type[Any] | None, int]] = [
+        (f"{API}/grants/{grant['id']}/revoke", {"comment": "left"}, None, 200),
+        (f"{API}/reviews", review, AccessReview, 201),
+        (f"{API}/reports", {"kind": "grants_by_application"}, Report, 201),
+        (f"{API}/controls/evaluate", {"controls": ["approvals_pending"]}, ControlEvaluation, 201),
+        (f"{API}/runs/{run['id']}/notes", {"note": "checked by hand"}, Evidence, 201),
+    ]
+    for n, (path, body, model, status) in enumerate(cases):
+        first = admin.post(path, json=body, headers={KEY: f"case-{n}"})
+        assert first.status_code == status, (path, first.text)
+        assert REPLAYED not in first.headers
+        again = admin.post(path, json=body, headers={KEY: f"case-{n}"})
+        assert (again.status_code, again.headers.get(REPLAYED)) == (status, "true"), path
+        assert again.json() == first.json(), path
+        if model is not None:
+            assert count(database, model) == 1, path
+    revoked = ok(admin.get(f"{API}/grants/{grant['id']}"))
+    assert revoked["status"] in ("revoked", "revoking")
+
+
 def test_an_expired_key_is_purged_and_creates_anew(admin: httpx.Client, database: Database) -> None:
     """Past its lifetime a key is forgotten: the next keyed request purges it, and a retry with
     it starts a new run."""
@@ -195,21 +233,89 @@ def test_an_expired_key_is_purged_and_creates_anew(admin: httpx.Client, database
     assert count(database, IdempotencyKey) == 0
 
 
-def test_the_key_is_documented_and_checked(admin: httpx.Client) -> None:
-    """The OpenAPI document names the header on the creating POSTs; a malformed key is a 422."""
+# Every POST under /api/v1 that creates something takes an Idempotency-Key; the others, and
+# why a retry of them is already safe (or why a key may not be kept for them).
+NOT_KEYED = {
+    "/api/v1/applications": "names are unique: a retry is refused with 409 naming it",
+    "/api/v1/audit/verify": "reads the chain; creates nothing",
+    "/api/v1/users": "e-mails are unique: a retry is refused with 409 naming it",
+    "/api/v1/users/{user_id}/tokens": "the answer holds the token, which is never stored",
+    "/api/v1/me/tokens": "the answer holds the token, which is never stored",
+    "/api/v1/scim-tokens": "the answer holds the token, which is never stored",
+    "/api/v1/tokens/{token_id}/revoke": "a change of state: a second revoke changes nothing",
+    "/api/v1/workflows": "names are unique: a retry is refused with 409 naming it",
+    "/api/v1/workflows/apply": "idempotent by design: the same document changes nothing",
+    "/api/v1/workflows/{workflow_id}/disable": "a change of state",
+    "/api/v1/workflows/{workflow_id}/enable": "a change of state",
+    "/api/v1/workflows/{workflow_id}/versions": "writes the one draft: a retry rewrites it",
+    "/api/v1/workflows/{workflow_id}/versions/{number}/recompile": "rewrites the same plan",
+    "/api/v1/workflows/{workflow_id}/versions/{number}/validate": "reads; creates nothing",
+    "/api/v1/workflows/{workflow_id}/versions/{number}/publish": "a change of state",
+    "/api/v1/workflows/{workflow_id}/versions/{number}/activate": "a change of state",
+    "/api/v1/workflows/{workflow_id}/versions/{number}/dry-run": "creates nothing",
+    "/api/v1/runs/{run_id}/retry": "a change of state: refused once the run moved on",
+    "/api/v1/runs/{run_id}/cancel": "a change of state",
+    "/api/v1/runs/{run_id}/pause": "a change of state",
+    "/api/v1/runs/{run_id}/resume": "a change of state",
+    "/api/v1/applications/{application_id}/connections": "names are unique: 409 on a retry",
+    "/api/v1/connections/{connection_id}/test": "a check; its newest result is the one shown",
+    "/api/v1/notifications/read-all": "a change of state",
+    "/api/v1/notifications/{notification_id}/read": "a change of state",
+    "/api/v1/identities/import": "rows match identities by e-mail: a re-import changes nothing",
+    "/api/v1/grants/{grant_id}/extend": "sets the expiry: a retry sets the same",
+    "/api/v1/incidents/{incident_id}/resolve": "a change of state",
+    "/api/v1/runs/{run_id}/evidence": "a multipart body differs per send (its boundary), so a "
+    "key could not bind it; each file's SHA-256 is shown",
+    "/api/v1/applications/{app_id}/reconcile": "a comparison at a time: the newest report "
+    "is the one that counts",
+    "/api/v1/tasks/{task_id}/reassign": "a change of state",
+    "/api/v1/tasks/{task_id}/{action}": "a decision: a second one is refused with 409",
+    "/api/v1/links/{token}": "a single-use link: the token is the key",
+    "/api/v1/emails/{email_id}/resend": "asks for one more sending, on purpose",
+    "/api/v1/reviews/items/{item_id}/decide": "a decision on one item: it can be changed",
+    "/api/v1/reviews/{review_id}/items/{item_id}/decide": "a decision on one item",
+    "/api/v1/reviews/{review_id}/close": "a change of state",
+    "/api/v1/jobs": "names are unique: a retry is refused with 409 naming it",
+    "/api/v1/jobs/preview": "creates nothing",
+    "/api/v1/jobs/{job_id}/pause": "a change of state",
+    "/api/v1/jobs/{job_id}/resume": "a change of state",
+    "/api/v1/jobs/{job_id}/enable": "a change of state",
+    "/api/v1/jobs/{job_id}/disable": "a change of state",
+    "/hooks/{workflow_key}": "the sender's delivery id is the key (a repeat starts no run)",
+    "/api/v1/workflows/{workflow_id}/webhook-secret": "the answer holds the secret, which is "
+    "never stored",
+    "/api/v1/workflows/{workflow_id}/resume-safety": "a change of state",
+}
+
+
+def test_every_creating_post_takes_the_key_and_documents_it(admin: httpx.Client) -> None:
+    """The OpenAPI document names the header (and the replay header) on every POST but those
+    listed above with their reason; a malformed key is a 422."""
     document = ok(admin.get(f"{API}/openapi.json"))
-    for path in (
+    posts = {path: ops["post"] for path, ops in document["paths"].items() if "post" in ops}
+    keyed = {
+        path
+        for path, operation in posts.items()
+        if KEY in [p["name"] for p in operation.get("parameters", []) if p["in"] == "header"]
+    }
+    assert keyed.isdisjoint(NOT_KEYED), keyed & set(NOT_KEYED)
+    assert set(posts) - keyed == set(NOT_KEYED), "a new POST: take the key or say why not"
+    assert {
         "/api/v1/workflows/{workflow_id}/runs",
         "/api/v1/runs/{run_id}/replay",
         "/api/v1/grants",
+        "/api/v1/grants/{grant_id}/revoke",
         "/api/v1/grants/{grant_id}/dispatch",
         "/api/v1/identities",
         "/api/v1/identities/{identity_id}/leave",
         "/api/v1/jobs/{job_id}/run-now",
-    ):
-        operation = document["paths"][path]["post"]
-        assert KEY in [p["name"] for p in operation["parameters"] if p["in"] == "header"], path
-        success = next(v for k, v in operation["responses"].items() if k.startswith("2"))
+        "/api/v1/reviews",
+        "/api/v1/reports",
+        "/api/v1/controls/evaluate",
+        "/api/v1/runs/{run_id}/notes",
+    } <= keyed
+    for path in keyed:
+        success = next(v for k, v in posts[path]["responses"].items() if k.startswith("2"))
         assert REPLAYED in success["headers"], path
     for bad in ("has space", "x" * 256):
         response = admin.post(

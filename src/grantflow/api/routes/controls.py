@@ -6,9 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
 
+from grantflow.api.idempotency import Idempotency, idempotency
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.schemas import PageOut
 from grantflow.api.security import Require
@@ -65,12 +66,20 @@ def evaluate(
     body: service.EvaluationRequest | None = None,
     actor: Actor = Depends(Require(Permission.JOB_MANAGE)),
     db: Database = Depends(database),
-) -> EvaluationOut:
+    once: Idempotency = Depends(idempotency),
+) -> Response:
     """Evaluate the controls (all, or `controls`) with optional parameter overrides; the
-    stored evaluation, each control passed or failed with its findings."""
+    stored evaluation, each control passed or failed with its findings. With an
+    Idempotency-Key, a retry of the same request returns the same evaluation."""
     with db.transaction() as session:
-        evaluation = service.evaluate(session, actor, body)
-        return EvaluationOut.model_validate(service.view(evaluation))
+        return once.respond(
+            session,
+            actor,
+            201,
+            lambda: EvaluationOut.model_validate(
+                service.view(service.evaluate(session, actor, body))
+            ),
+        )
 
 
 @router.get("/evaluations", response_model=PageOut[EvaluationSummaryOut])

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
 from grantflow.access import evidence as service
+from grantflow.api.idempotency import Idempotency, idempotency
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.security import Require
 from grantflow.api.state import AppState, app_state, database
@@ -40,9 +41,17 @@ def add_note(
     body: service.NoteCreate,
     actor: Actor = Depends(Require(Permission.EVIDENCE_WRITE)),
     db: Database = Depends(database),
-) -> EvidenceOut:
+    once: Idempotency = Depends(idempotency),
+) -> Response:
+    """An audit note on the run. With an Idempotency-Key, a retry of the same request returns
+    the same note."""
     with db.transaction() as session:
-        return EvidenceOut.model_validate(service.add_note(session, actor, run_id, body.note))
+        return once.respond(
+            session,
+            actor,
+            201,
+            lambda: EvidenceOut.model_validate(service.add_note(session, actor, run_id, body.note)),
+        )
 
 
 @router.post("/{run_id}/evidence", status_code=201, response_model=EvidenceOut)

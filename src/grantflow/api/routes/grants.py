@@ -158,12 +158,20 @@ def revoke_grant(
     actor: Actor = Depends(Require(Permission.GRANT_WRITE)),
     db: Database = Depends(database),
     q: Queue = Depends(queue),
-) -> GrantDetailOut:
-    """Revoke access; starts the application's enabled access_revoked workflows (if any)."""
+    once: Idempotency = Depends(idempotency),
+) -> Response:
+    """Revoke access; starts the application's enabled access_revoked workflows (if any).
+    With an Idempotency-Key, a retry of the same request answers as the first did."""
     comment = body.comment if body else ""
     with db.transaction() as session:
-        grant = service.revoke_grant(session, actor, q, grant_id, comment=comment)
-        return detail_out(session, grant)
+        return once.respond(
+            session,
+            actor,
+            200,
+            lambda: detail_out(
+                session, service.revoke_grant(session, actor, q, grant_id, comment=comment)
+            ),
+        )
 
 
 @router.post("/{grant_id}/extend", response_model=GrantDetailOut)

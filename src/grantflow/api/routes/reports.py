@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from grantflow.api.idempotency import Idempotency, idempotency
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.schemas import PageOut
 from grantflow.api.security import Require
@@ -46,11 +47,19 @@ def generate_report(
     body: service.ReportRequest,
     actor: Actor = Depends(Require(Permission.JOB_MANAGE)),
     db: Database = Depends(database),
-) -> ReportOut:
-    """Generate and store a report; an audit_export also needs audit:read."""
+    once: Idempotency = Depends(idempotency),
+) -> Response:
+    """Generate and store a report; an audit_export also needs audit:read. With an
+    Idempotency-Key, a retry of the same request returns the same report."""
     with db.transaction() as session:
-        report = service.generate(session, actor, body.kind, body.format, body.params)
-        return ReportOut.model_validate(service.view(report))
+        return once.respond(
+            session,
+            actor,
+            201,
+            lambda: ReportOut.model_validate(
+                service.view(service.generate(session, actor, body.kind, body.format, body.params))
+            ),
+        )
 
 
 @router.get("", response_model=PageOut[ReportOut])

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy.orm import Session
 
+from grantflow.api.idempotency import Idempotency, idempotency
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.schemas import PageOut
 from grantflow.api.security import Require
@@ -107,10 +108,17 @@ def start_review(
     actor: Actor = Depends(Require(Permission.JOB_MANAGE)),
     db: Database = Depends(database),
     q: Queue = Depends(queue),
-) -> ReviewOut:
-    """Start a campaign by hand: one item per active grant in scope, routed to reviewers."""
+    once: Idempotency = Depends(idempotency),
+) -> Response:
+    """Start a campaign by hand: one item per active grant in scope, routed to reviewers.
+    With an Idempotency-Key, a retry of the same request returns the same campaign."""
     with db.transaction() as session:
-        return _review_out(session, reviews.start_review(session, actor, q, body))
+        return once.respond(
+            session,
+            actor,
+            201,
+            lambda: _review_out(session, reviews.start_review(session, actor, q, body)),
+        )
 
 
 @router.get("", response_model=PageOut[ReviewOut])
