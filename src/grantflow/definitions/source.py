@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from grantflow.errors import BadRequest, PayloadTooLarge
+from grantflow.errors import BadRequest, PayloadTooLarge, ValidationError
+from grantflow.strict import MAX_JSON_DEPTH
 
 YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"}
 
@@ -25,7 +26,8 @@ def parse_text(
 ) -> Any:
     """YAML (of which JSON is a subset) to plain data; a syntax error names line and column.
     Aliases count at their expanded size, so a small document cannot expand past `max_bytes`
-    (an alias bomb); an alias inside its own anchor (a cycle) is refused."""
+    (an alias bomb); an alias inside its own anchor (a cycle) is refused; nesting deeper than
+    JSON bodies may (MAX_JSON_DEPTH) is refused as it is for them, before anything is built."""
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -35,6 +37,8 @@ def parse_text(
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
+        if "maximum nesting depth" in str(exc.problem):  # libyaml's own cap (1,000 levels)
+            raise _too_deep(name, mark.line + 1 if mark else None) from None
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise BadRequest(
             f"{name}: not valid YAML or JSON{where}: {exc.problem}",
@@ -45,8 +49,6 @@ def parse_text(
         raise BadRequest(
             f"{name}: not valid YAML or JSON: {exc}", code="malformed_document"
         ) from None
-    except RecursionError:
-        raise BadRequest(f"{name}: nested too deeply", code="malformed_document") from None
     finally:
         loader.dispose()
 
@@ -57,7 +59,9 @@ def _check_expansion(root: yaml.Node, name: str, limit: int) -> None:
     sizes: dict[int, int] = {}
     open_nodes: set[int] = set()
 
-    def size(node: yaml.Node) -> int:
+    def size(node: yaml.Node, depth: int = 0) -> int:
+        if depth > MAX_JSON_DEPTH:
+            raise _too_deep(name, node.start_mark.line + 1)
         key = id(node)
         if key in sizes:
             return sizes[key]
@@ -72,9 +76,9 @@ def _check_expansion(root: yaml.Node, name: str, limit: int) -> None:
         if isinstance(node, yaml.ScalarNode):
             total = len(node.value) + 2
         elif isinstance(node, yaml.SequenceNode):
-            total = 2 + sum(size(item) + 1 for item in node.value)
+            total = 2 + sum(size(item, depth + 1) + 1 for item in node.value)
         else:
-            total = 2 + sum(size(k) + size(v) + 2 for k, v in node.value)
+            total = 2 + sum(size(k, depth + 1) + size(v, depth + 1) + 2 for k, v in node.value)
         open_nodes.discard(key)
         sizes[key] = total
         if total > limit:
@@ -87,6 +91,17 @@ def _check_expansion(root: yaml.Node, name: str, limit: int) -> None:
         return total
 
     size(root)
+
+
+def _too_deep(name: str, line: int | None) -> ValidationError:
+    """The refusal of a JSON body nested too deep (`strict.MAX_JSON_DEPTH`), for YAML."""
+    message = f"is nested more than {MAX_JSON_DEPTH} levels deep"
+    where = f" (at line {line})" if line else ""
+    return ValidationError(
+        f"{name}: {message}{where}",
+        details=[{"field": name, "message": message, "type": "too_deep"}],
+        next_action="write flatter data",
+    )
 
 
 def to_yaml(document: dict[str, Any]) -> str:
