@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Strict
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, Strict
 
 # The largest integer an INTEGER column holds (PostgreSQL's int4): any integer compared with one
 # (a version number, a count) is bounded by it, or the driver fails on it (SQLite cannot even
@@ -129,3 +129,31 @@ def unstorable(value: Any, where: str) -> list[tuple[str, str]]:
         elif isinstance(item, list):
             stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
     return sorted(found)
+
+
+# --- partial updates --------------------------------------------------------------------------
+# A PATCH body changes only the fields it sends. A field that may be left out but never cleared
+# is `NotNull[X]`: leaving it out keeps the value, `null` is a 422 naming the field, and the
+# OpenAPI document shows it as X alone (a client generated from it never sends null there).
+# Fields that can be cleared stay `X | None`.
+_T = TypeVar("_T")
+
+
+def _refuse_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("cannot be null (leave the field out to keep its value)")
+    return value
+
+
+def _without_null(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+    branches = [b for b in schema.pop("anyOf", []) if b != {"type": "null"}]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
+
+
+NotNull = Annotated[
+    _T | None, BeforeValidator(_refuse_null), Field(json_schema_extra=_without_null)
+]

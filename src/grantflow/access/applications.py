@@ -20,6 +20,7 @@ from grantflow.errors import Conflict, NotFound, ValidationError
 from grantflow.store.ids import by_prefix
 from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, page_of
+from grantflow.strict import NotNull
 
 
 class ApplicationKind(enum.StrEnum):
@@ -73,12 +74,12 @@ class ApplicationUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Name | None = None
-    description: Description | None = None
-    kind: ApplicationKind | None = None
+    name: NotNull[Name] = None
+    description: NotNull[Description] = None
+    kind: NotNull[ApplicationKind] = None
     homepage_url: Url | None = None
     owner_id: str | None = None
-    labels: Labels | None = None
+    labels: NotNull[Labels] = None
 
     _name = field_validator("name")(_check_name)
     _labels = field_validator("labels")(_check_labels)

@@ -28,7 +28,7 @@ from grantflow.queue.interface import Queue
 from grantflow.store.base import utcnow
 from grantflow.store.ids import by_prefix
 from grantflow.store.pagination import Page, decode_cursor, page_of
-from grantflow.strict import Bool, Day
+from grantflow.strict import Bool, Day, NotNull
 
 Short = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 Attributes = Annotated[dict[str, Any], Field(max_length=100)]
@@ -91,6 +91,13 @@ class IdentityFields(BaseModel):
 
 class IdentityCreate(IdentityFields):
     email: str = Field(..., max_length=320)
+
+
+class IdentityUpdate(IdentityFields):
+    """A PATCH of an identity: what cannot be cleared is left out, not sent as null."""
+
+    display_name: NotNull[Short] = None
+    active: NotNull[Bool] = None
 
 
 def get_identity(session: Session, identity_id: str) -> Identity:

@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from grantflow.connections.models import AuthKind, ConnectionKind
-from grantflow.strict import Bool, Int, Number
+from grantflow.strict import Bool, Int, NotNull, Number
 
 Name = Annotated[
     str,
@@ -77,15 +77,15 @@ class ConnectionCreate(BaseModel):
 class ConnectionUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    base_url: HttpUrl | None = None
-    auth_settings: AuthSettings | None = None
-    timeout_seconds: Number | None = Field(None, gt=0, le=300)
+    base_url: NotNull[HttpUrl] = None
+    auth_settings: NotNull[AuthSettings] = None
+    timeout_seconds: NotNull[Number] = Field(None, gt=0, le=300)
     rate_limit_per_second: Number | None = Field(None, gt=0, le=10_000)
     rate_limit_burst: Int | None = Field(None, ge=1, le=10_000)
     max_concurrency: Int | None = Field(None, ge=1, le=1000)
-    allowed_hosts: list[str] | None = Field(None, max_length=50)
-    health_check: HealthCheck | None = None
-    enabled: Bool | None = None
+    allowed_hosts: NotNull[list[str]] = Field(None, max_length=50)
+    health_check: NotNull[HealthCheck] = None
+    enabled: NotNull[Bool] = None
 
 
 def check_auth_settings(kind: AuthKind, settings: AuthSettings) -> None:

@@ -26,7 +26,7 @@ from grantflow.store.database import Database
 from grantflow.store.ids import by_prefix
 from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, page_of
-from grantflow.strict import Number
+from grantflow.strict import NotNull, Number
 
 
 class JobKind(enum.StrEnum):
@@ -77,13 +77,13 @@ class BuiltInJobCreate(JobSettings):
 class JobUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    cron: str | None = Field(None, max_length=100)
-    timezone: str | None = Field(None, max_length=64)
-    misfire_policy: Literal["run_once", "skip"] | None = None
-    catchup_window_seconds: Number | None = Field(None, ge=0, le=30 * 86400)
-    overlap_policy: Literal["skip", "queue_one", "allow"] | None = None
-    grace_seconds: Number | None = Field(None, ge=1, le=86400)
-    config: dict[str, Any] | None = None
+    cron: NotNull[str] = Field(None, max_length=100)
+    timezone: NotNull[str] = Field(None, max_length=64)
+    misfire_policy: NotNull[Literal["run_once", "skip"]] = None
+    catchup_window_seconds: NotNull[Number] = Field(None, ge=0, le=30 * 86400)
+    overlap_policy: NotNull[Literal["skip", "queue_one", "allow"]] = None
+    grace_seconds: NotNull[Number] = Field(None, ge=1, le=86400)
+    config: NotNull[dict[str, Any]] = None
 
 
 def _check_cron(expression: str, timezone: str) -> None:

@@ -164,7 +164,7 @@ def changed_out(identity: Identity, changes: dict[str, Any]) -> IdentityChangedO
 @router.patch("/{identity_id}", response_model=IdentityChangedOut)
 def update_identity(
     identity_id: str,
-    body: service.IdentityFields,
+    body: service.IdentityUpdate,
     actor: Actor = Depends(Require(Permission.IDENTITY_WRITE)),
     db: Database = Depends(database),
     q: Queue = Depends(queue),

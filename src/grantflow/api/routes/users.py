@@ -19,7 +19,7 @@ from grantflow.auth.permissions import Permission, Role
 from grantflow.errors import PermissionDenied
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from grantflow.strict import Bool, Int
+from grantflow.strict import Bool, Int, NotNull
 
 router = APIRouter(prefix=API_PREFIX, tags=["users"])
 
@@ -54,9 +54,9 @@ class UserCreate(BaseModel):
 class UserUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    display_name: DisplayName | None = None
-    active: Bool | None = None
-    roles: list[Role] | None = Field(default=None, max_length=len(Role))
+    display_name: NotNull[DisplayName] = None
+    active: NotNull[Bool] = None
+    roles: NotNull[list[Role]] = Field(default=None, max_length=len(Role))
 
 
 class TokenCreate(BaseModel):
