@@ -216,17 +216,25 @@ def test_two_schedulers_fire_each_occurrence_once_and_fail_over(
     for seconds_ago in (3.0, 2.0, 1.0):
         rounds.append(handle_round(seconds_ago, timeout=60))
 
-    # SIGKILL the leader: it cannot release its lease; the other takes over when it expires
-    killed = by_pid[first_leader]
+    # SIGKILL the leader: it cannot release its lease; the other takes over when it expires.
+    # (The leader now: on a loaded machine a leader late to renew may have lost the lease to
+    # the other already, which is fail-over too, and the lease read below names the one
+    # killed.)
+    held = lease(db)
+    assert held is not None
+    leader = int(held.holder.split(":")[1])
+    killed = by_pid[leader]
     killed.process.send_signal(signal.SIGKILL)
     killed.process.wait(timeout=10)
     held = lease(db)
     assert held is not None
+    if int(held.holder.split(":")[1]) != leader:  # it changed hands just before the kill
+        pytest.fail(f"the lease moved from {leader} while the test read it; held: {held}")
     rounds.append(handle_round(0.5, timeout=60))
     taken_at = min(o.created_at for o in occurrences_at(db, job_ids, rounds[-1]))
     new = lease(db)
     assert new is not None
-    survivor = next(pid for pid in by_pid if pid != first_leader)
+    survivor = next(pid for pid in by_pid if pid != leader)
     assert int(new.holder.split(":")[1]) == survivor
     assert new.term == held.term + 1
     assert new.acquired_at >= held.expires_at  # not before the dead leader's lease ended

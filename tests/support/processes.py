@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,19 +41,73 @@ def grantflow_env(**settings: str | Path) -> dict[str, str]:
 
 
 def run_grantflow(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run `grantflow ARGS...` to completion and capture its output (a local command builds
-    the API app in its process: seconds of CPU, far more wall time on a loaded machine)."""
-    return subprocess.run(
-        [*COMMAND, *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+    """Run `grantflow ARGS...` to completion in its own process and capture its output.
+
+    The process is forked from a server that has imported Grantflow once
+    (`tests.support.cli_fork_server`): a local command would otherwise spend about 2 s of CPU
+    importing the API app. GRANTFLOW_TEST_CLI=exec runs `python -m grantflow` instead."""
+    if os.environ.get("GRANTFLOW_TEST_CLI") == "exec":
+        return subprocess.run(
+            [*COMMAND, *args],
+            env=env,
+            cwd=cwd,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    request = {"args": list(args), "env": env, "cwd": str(cwd), "timeout": timeout}
+    answer = _fork_server().run({**request, "input": input}, timeout)
+    if answer["timeout"]:
+        raise subprocess.TimeoutExpired([*COMMAND, *args], timeout)
+    return subprocess.CompletedProcess(
+        [*COMMAND, *args], answer["returncode"], answer["stdout"], answer["stderr"]
     )
+
+
+class ForkServer:
+    """The fork server of this test process (started on first use, gone when this process
+    exits: it stops when its stdin closes)."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="grantflow-cli-")
+        self.path = os.path.join(self.directory, "fork.sock")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.cli_fork_server", self.path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=Path(__file__).parents[2],
+            env={k: v for k, v in os.environ.items() if not k.startswith("GRANTFLOW_")},
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        atexit.register(shutil.rmtree, self.directory, True)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"the CLI fork server did not start (exit {self.process.wait()})")
+
+    def run(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.settimeout(timeout + 30)  # the server kills the command at `timeout`
+            connection.connect(self.path)
+            connection.sendall(json.dumps(request).encode())
+            connection.shutdown(socket.SHUT_WR)
+            chunks = []
+            while chunk := connection.recv(65536):
+                chunks.append(chunk)
+        answer: dict[str, Any] = json.loads(b"".join(chunks))
+        return answer
+
+
+_SERVER: list[ForkServer] = []
+
+
+def _fork_server() -> ForkServer:
+    if not _SERVER or _SERVER[0].process.poll() is not None:
+        _SERVER[:] = [ForkServer()]
+    return _SERVER[0]
 
 
 def json_output(result: subprocess.CompletedProcess[str]) -> Any:
