@@ -3,6 +3,7 @@ up. These open the database directly: they run where it is."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import signal
@@ -180,6 +181,21 @@ def worker(
     lease_seconds: float = typer.Option(
         30.0, "--lease-seconds", min=1.0, help="how long a dead worker's runs stay held"
     ),
+    metrics_port: int = typer.Option(
+        None,
+        "--metrics-port",
+        min=0,
+        max=65535,
+        envvar="GRANTFLOW_WORKER_METRICS_PORT",
+        help="serve this worker's Prometheus metrics (its steps and runs, the queue) on this "
+        "port at /metrics; off when not given",
+    ),
+    metrics_address: str = typer.Option(
+        "127.0.0.1",
+        "--metrics-address",
+        envvar="GRANTFLOW_WORKER_METRICS_ADDRESS",
+        help="the address the metrics port listens on (0.0.0.0: every interface)",
+    ),
 ) -> None:
     """Run a worker process: it advances runs until SIGTERM, then finishes or hands back."""
     from grantflow.definitions import sandbox
@@ -188,8 +204,14 @@ def worker(
     loaded = settings(log_level=None)
     sandbox.configure(loaded)  # the template limits this worker enforces
     safety_config.configure(loaded)  # its breakers' defaults, the spend-cap timezone
-    with errors_as_lines(), database(loaded) as db:
+    with errors_as_lines(), database(loaded) as db, contextlib.ExitStack() as stack:
         queue = DatabaseQueue(db)
+        if metrics_port is not None:
+            from grantflow.engine.metrics_http import MetricsServer
+
+            served = MetricsServer(queue, metrics_address, metrics_port)
+            stack.callback(served.close)
+            log.info("worker.metrics", address=served.address, port=served.port)
         Worker(
             db,
             queue,

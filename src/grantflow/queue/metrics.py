@@ -11,7 +11,9 @@ from prometheus_client.registry import Collector
 from grantflow.queue.interface import Queue
 
 
-class _QueueCollector(Collector):
+class QueueCollector(Collector):
+    """The queue's depth and oldest ready age, read from the queue at each scrape."""
+
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
 
@@ -31,5 +33,5 @@ class _QueueCollector(Collector):
 
 def queue_collector(queue: Queue) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(_QueueCollector(queue))
+    registry.register(QueueCollector(queue))
     return registry
