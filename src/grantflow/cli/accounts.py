@@ -82,14 +82,13 @@ def invite(
                     "admin)",
                 )
             user = users.create_user(session, CLI, email=email, display_name=name, roles=role)
-        audit.record(session, CLI, "user.invited", "user", user.id, {"email": user.email})
         url = None
         if print_link:
+            audit.record(session, CLI, "user.invited", "user", user.id, {"email": user.email})
             _link, url = signin_links.mint(session, CLI, loaded, user, Purpose.INVITE)
             sent = "printed"
         else:
-            message = account_email.queue_invite(session, loaded, user, invited_by=CLI.label)
-            sent = message.status if message is not None else "queued"
+            sent = account_email.invite(session, CLI, loaded, user)
         user_email = user.email
     if as_json:
         emit_json({"email": user_email, "created": created, "email_status": sent, "url": url})

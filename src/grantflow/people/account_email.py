@@ -9,7 +9,10 @@ import datetime as dt
 import structlog
 from sqlalchemy.orm import Session
 
+from grantflow import audit
+from grantflow.auth.actor import Actor
 from grantflow.auth.models import User
+from grantflow.auth.permissions import Permission
 from grantflow.auth.signin_links import Purpose, ttl_of
 from grantflow.config import Settings
 from grantflow.people.email import NOT_CONFIGURED, queue_message
@@ -76,6 +79,16 @@ def queue_invite(
         f"Then sign in at {settings.public_url}/login with your e-mail {user.email}.",
     ]
     return _queue(session, settings, user, INVITE, "You are invited to Grantflow", lines, None)
+
+
+def invite(session: Session, actor: Actor, settings: Settings, user: User) -> str:
+    """Invite `user` to choose a password (user:admin; audited as user.invited): the e-mail is
+    queued, its link minted when a worker sends it. The e-mail's status: `queued`, or `skipped`
+    when e-mail is off (GRANTFLOW_SMTP_HOST unset)."""
+    actor.require(Permission.USER_ADMIN)
+    audit.record(session, actor, "user.invited", "user", user.id, {"email": user.email})
+    message = queue_invite(session, settings, user, invited_by=actor.label)
+    return message.status if message is not None else "queued"
 
 
 def queue_reset(

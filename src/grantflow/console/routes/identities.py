@@ -1,22 +1,26 @@
 """/identities: the people, their lifecycle state and lifecycle failure marks (a joiner, mover
-or leaver run that did not succeed); one identity's grants, failures and lifecycle events."""
+or leaver run that did not succeed); one identity's grants, failures and lifecycle events; add
+an identity (a joiner), change one (a mover), offboard one (a leaver)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from typing import Any
+
+from fastapi import APIRouter, Depends, Form, Query, Request
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from grantflow.access import grants, identities
 from grantflow.access.lifecycle import LifecycleState, failures_of
-from grantflow.access.models import LifecycleEvent
+from grantflow.access.models import Identity, LifecycleEvent
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.console.guard import Page
 from grantflow.console.routes.grants import GRANTS, application_choices, event_rows, grant_row
 from grantflow.console.tables import Column, Table
 from grantflow.console.templating import render
-from grantflow.console.views import choice, database, next_page
+from grantflow.console.views import choice, database, form_model, next_page, perform, services
 from grantflow.store.pagination import DEFAULT_LIMIT
 
 router = APIRouter(include_in_schema=False)
@@ -99,6 +103,7 @@ def detail_page(
                 "title": identity.title,
                 "department": identity.department,
                 "manager_id": identity.manager_id,
+                "manager": _manager_of(session, identity.manager_id),
                 "start_date": identity.start_date,
                 "end_date": identity.end_date,
                 "lifecycle_state": identity.lifecycle_state,
@@ -114,3 +119,126 @@ def detail_page(
             "prefill": {"identity": identity.email or identity.user_name},
         }
     return render(request, "access/identity.html", context)
+
+
+def _manager_of(session: Session, manager_id: str | None) -> str | None:
+    """The manager as the form takes it back: e-mail, else id."""
+    if manager_id is None:
+        return None
+    manager = session.get(Identity, manager_id)
+    return (manager.email or manager.id) if manager is not None else manager_id
+
+
+def _newest_event(session: Session, identity_id: str) -> LifecycleEvent | None:
+    found: LifecycleEvent | None = session.execute(
+        select(LifecycleEvent)
+        .where(LifecycleEvent.identity_id == identity_id, LifecycleEvent.grant_id.is_(None))
+        .order_by(LifecycleEvent.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return found
+
+
+def _started(session: Session, identity_id: str, before: LifecycleEvent | None = None) -> str:
+    """What the change started, in words: the runs of the lifecycle event it recorded (none
+    when its newest event is still `before`)."""
+    event = _newest_event(session, identity_id)
+    if event is None or (before is not None and event.id == before.id):
+        return ""
+    runs = sum(1 for d in event.dispatch if d.get("run_id"))
+    why = f" ({event.no_run_reason})" if not runs and event.no_run_reason else ""
+    return f" {event.kind}: {runs} run{'s' * (runs != 1)} started{why}."
+
+
+def _fields(**values: str) -> dict[str, Any]:
+    """The form's fields as the API's body: empty text fields are left out."""
+    return {name: value.strip() for name, value in values.items() if value.strip()}
+
+
+@router.post("/identities")
+def create(
+    request: Request,
+    email: str = Form("", max_length=320),
+    display_name: str = Form("", max_length=200),
+    user_name: str = Form("", max_length=320),
+    title: str = Form("", max_length=200),
+    department: str = Form("", max_length=200),
+    manager: str = Form("", max_length=320),
+    start_date: str = Form("", max_length=20),
+    actor: Actor = Depends(Page(Permission.IDENTITY_WRITE)),
+) -> Response:
+    """Add an identity (as POST /api/v1/identities): an active one is a joiner."""
+
+    def work(session: Session) -> tuple[str, str]:
+        body = form_model(
+            identities.IdentityCreate,
+            **_fields(
+                email=email,
+                display_name=display_name,
+                user_name=user_name,
+                title=title,
+                department=department,
+                manager=manager,
+                start_date=start_date,
+            ),
+        )
+        made = identities.create_identity(session, actor, services(request).queue, body)
+        name = made.display_name or made.email
+        return f"{name} added.{_started(session, made.id)}", f"/identities/{made.id}"
+
+    return perform(request, "/identities", work)
+
+
+@router.post("/identities/{identity_id}")
+def change(
+    identity_id: str,
+    request: Request,
+    display_name: str = Form("", max_length=200),
+    title: str = Form("", max_length=200),
+    department: str = Form("", max_length=200),
+    manager: str = Form("", max_length=320),
+    end_date: str = Form("", max_length=20),
+    actor: Actor = Depends(Page(Permission.IDENTITY_WRITE)),
+) -> Response:
+    """Change an identity (as PATCH /api/v1/identities/{id}): a changed department, title or
+    manager is a mover. An empty field clears it (the name is kept)."""
+
+    def work(session: Session) -> str:
+        sent: dict[str, Any] = {
+            "title": title.strip() or None,
+            "department": department.strip() or None,
+            "manager": manager.strip() or None,
+            "end_date": end_date.strip() or None,
+        }
+        if display_name.strip():
+            sent["display_name"] = display_name.strip()
+        body = form_model(identities.IdentityUpdate, **sent)
+        before = _newest_event(session, identities.get_identity(session, identity_id).id)
+        identity, changes = identities.update_identity(
+            session, actor, services(request).queue, identity_id, body
+        )
+        if not changes:
+            return "Nothing changed."
+        return f"Changed {', '.join(sorted(changes))}.{_started(session, identity.id, before)}"
+
+    return perform(request, f"/identities/{identity_id}", work)
+
+
+@router.post("/identities/{identity_id}/leave")
+def leave(
+    identity_id: str, request: Request, actor: Actor = Depends(Page(Permission.IDENTITY_WRITE))
+) -> Response:
+    """Offboard now (as POST /api/v1/identities/{id}/leave): every active grant is revoked and
+    the identity_left workflows start."""
+
+    def work(session: Session) -> str:
+        body = identities.IdentityFields(active=False)
+        before = _newest_event(session, identities.get_identity(session, identity_id).id)
+        identity, changes = identities.update_identity(
+            session, actor, services(request).queue, identity_id, body
+        )
+        if not changes:
+            return "Already offboarded: nothing changed."
+        return f"Offboarded.{_started(session, identity.id, before)}"
+
+    return perform(request, f"/identities/{identity_id}", work)

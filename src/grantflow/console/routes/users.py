@@ -1,6 +1,7 @@
-"""/users (user:admin): users, their roles (change), deactivate / reactivate, and each user's
-API tokens with revoke. /tokens (everyone): my API tokens — create (the token is shown once, on
-the page that answers the form, and never again) and revoke."""
+"""/users (user:admin): users, their roles (change), deactivate / reactivate, add a user and
+invite them by e-mail to choose a password, and each user's API tokens with revoke. /tokens
+(everyone): my API tokens — create (the token is shown once, on the page that answers the form,
+and never again) and revoke."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from grantflow.console.tables import Column, RowAction, Table
 from grantflow.console.templating import render
 from grantflow.console.views import back_to, database, next_page, perform, refused, services
 from grantflow.errors import GrantflowError, PermissionDenied, ValidationError
+from grantflow.people import account_email
 from grantflow.store.pagination import DEFAULT_LIMIT
 
 router = APIRouter(include_in_schema=False)
@@ -114,6 +116,7 @@ def list_page(
         "rows": USERS.rows(rows),
         "next_url": next_page(request, page.next_cursor),
         "filters": {"email": email},
+        "all_roles": [r.value for r in Role],
     }
     if request.headers.get("hx-target") == "table":
         return render(request, "partials/table.html", context)
@@ -160,6 +163,71 @@ def change_roles(
     def work(session: Session) -> str:
         user = users.update_user(session, actor, user_id, roles=_roles(roles))
         return f"{user.email} now has the roles: {', '.join(user.roles) or 'none'}."
+
+    return perform(request, f"/users/{user_id}", work)
+
+
+def _invited(status: str, email: str) -> str:
+    if status == "skipped":
+        return (
+            f"E-mail is off (GRANTFLOW_SMTP_HOST is not set): no invitation went to {email}; "
+            f"`grantflow users invite {email} --print-link` prints one to hand over."
+        )
+    return f"An invitation to choose a password is on its way to {email}."
+
+
+@router.post("/users")
+def create(
+    request: Request,
+    email: str = Form("", max_length=320),
+    display_name: str = Form("", max_length=200),
+    roles: list[str] = Form([]),
+    invite: str = Form("", max_length=10),
+    actor: Actor = Depends(Page(Permission.USER_ADMIN)),
+) -> Response:
+    """Add a user with these roles (as POST /api/v1/users), and e-mail them an invitation to
+    choose a password when asked."""
+
+    def work(session: Session) -> tuple[str, str]:
+        if not email.strip():
+            raise ValidationError(
+                "email: required",
+                details=[{"field": "email", "message": "required"}],
+                next_action="enter the person's e-mail",
+            )
+        if not roles:
+            raise ValidationError(
+                "roles: tick at least one role",
+                details=[{"field": "roles", "message": "at least one"}],
+                next_action="tick viewer for read-only access",
+            )
+        user = users.create_user(
+            session,
+            actor,
+            email=email,
+            display_name=display_name.strip() or None,
+            roles=_roles(roles),
+        )
+        message = f"{user.email} added with the roles: {', '.join(user.roles)}."
+        if invite:
+            status = account_email.invite(session, actor, services(request).settings, user)
+            message += " " + _invited(status, user.email)
+        return message, f"/users/{user.id}"
+
+    return perform(request, "/users", work)
+
+
+@router.post("/users/{user_id}/invite")
+def invite_again(
+    user_id: str, request: Request, actor: Actor = Depends(Page(Permission.USER_ADMIN))
+) -> Response:
+    """E-mail the user an invitation to choose a password (a new link; earlier ones still work
+    until they expire or are used)."""
+
+    def work(session: Session) -> str:
+        user = users.get_user(session, user_id)
+        status = account_email.invite(session, actor, services(request).settings, user)
+        return _invited(status, user.email)
 
     return perform(request, f"/users/{user_id}", work)
 

@@ -15,10 +15,18 @@ from grantflow.auth.permissions import Permission
 from grantflow.console.guard import Page
 from grantflow.console.tables import Column, RowAction, Table
 from grantflow.console.templating import render
-from grantflow.console.views import back_to, database, next_page, perform
+from grantflow.console.views import (
+    back_to,
+    database,
+    next_page,
+    parse_json_object,
+    perform,
+    services,
+)
 from grantflow.console.yaml_view import diff_lines
 from grantflow.definitions import workflows as service
 from grantflow.definitions.models import Workflow, WorkflowVersion
+from grantflow.engine.runs import start_run
 from grantflow.safety import breakers
 from grantflow.store.pagination import DEFAULT_LIMIT
 from grantflow.strict import MAX_INT
@@ -208,3 +216,21 @@ def disable(
 ) -> Response:
     """Disable: no new runs start (runs in flight go on)."""
     return _set_enabled(request, actor, workflow_id, False, next)
+
+
+@router.post("/workflows/{workflow_id}/runs")
+def start(
+    workflow_id: str,
+    request: Request,
+    input: str = Form("", max_length=100_000),
+    actor: Actor = Depends(Page(Permission.RUN_OPERATE)),
+) -> Response:
+    """Start a run of the active version with this input (JSON), as POST /api/v1/workflows/{id}
+    /runs does; on to the run's page."""
+
+    def work(session: Session) -> tuple[str, str]:
+        run_input = parse_json_object(input, "input")
+        run = start_run(session, actor, services(request).queue, workflow_id, run_input)
+        return f"Run {run.id[:8]} started.", f"/runs/{run.id}"
+
+    return perform(request, f"/workflows/{workflow_id}", work)
