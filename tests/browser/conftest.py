@@ -26,6 +26,7 @@ from grantflow.auth.permissions import Role
 from grantflow.auth.users import create_user
 from grantflow.config import Settings
 from grantflow.store.database import Database
+from tests.conftest import BACKENDS
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, DEADLINE_MS, PageWatch, sign_in
 from tests.support.server import serve_in_thread
 from tests.support.services import free_port, service_missing
@@ -34,11 +35,25 @@ PASSWORD = "correct horse battery staple"
 expect.set_options(timeout=DEADLINE_MS)  # assertions wait for states, generously
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test here `browser`, and run each on one database: the first of
+    GRANTFLOW_TEST_DATABASES (SQLite by default). What the console does on each database is
+    tested over HTTP in tests/integration on both; here it is the browser's side, and a second
+    Chromium pass on the other database doubled the suite's browser time for nothing."""
     here = os.path.dirname(__file__)
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
-        if str(item.fspath).startswith(here):
-            item.add_marker(pytest.mark.browser)
+        if not str(item.fspath).startswith(here):
+            kept.append(item)
+            continue
+        item.add_marker(pytest.mark.browser)
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("database") if callspec else None
+        (dropped if backend not in (None, BACKENDS[0]) else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")

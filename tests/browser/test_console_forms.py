@@ -1,7 +1,8 @@
 """Creating and changing things in the console (Chromium), each through the service function
 of its API route: an operator adds an identity, changes its department (a mover) and offboards
 it; an operator starts a run of a manual workflow with input, and a wrong input is refused in
-words; an admin adds a user with roles and invites them."""
+words; an admin adds a user with roles and invites them; an operator starts an access review
+whose items go to the named reviewer."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from grantflow.access.models import Identity
 from grantflow.audit.models import AuditEntry
 from grantflow.auth.models import User
 from grantflow.engine.models import Run
+from grantflow.governance.models import AccessReview, ReviewItem
 from grantflow.people.models import EmailMessage
 from tests.browser.conftest import Console
+from tests.support.admin_objects import APP, seed
 from tests.support.browser import screenshot
 from tests.support.engine import publish, wait_status, workflow
 
@@ -142,3 +145,47 @@ def test_an_admin_adds_a_user_and_invites_them(
             select(EmailMessage.status).where(EmailMessage.to_user_id == ann.id)
         ).scalars()
         assert set(mails) == {"skipped"}
+
+
+def test_an_operator_starts_an_access_review(
+    console: Console, signed_in_page: Callable[..., Page]
+) -> None:
+    seed(console.database, console.settings)
+    reviewer = console.user("approver", "rita@example.com")
+    page = signed_in_page("operator")
+    page.goto("/reviews")
+    page.get_by_text("Start an access review").click()
+    form = page.locator("#start-review")
+    form.get_by_label("Name").fill("CRM Q3")
+    form.get_by_label("Applications (none chosen: every application)").select_option(label=APP)
+    form.locator("select[name=reviewer]").select_option("users")
+    form.get_by_label("Duration (e.g. 14d)").fill("forever")
+    form.get_by_role("button", name="Start the review").click()
+    expect(page.locator(".flash-error")).to_contain_text("duration")
+    with console.database.transaction() as session:
+        assert (
+            session.execute(select(AccessReview).where(AccessReview.name == "CRM Q3")).first()
+            is None
+        )
+
+    page.get_by_text("Start an access review").click()
+    form.get_by_label("Name").fill("CRM Q3")
+    form.get_by_label("Applications (none chosen: every application)").select_option(label=APP)
+    form.locator("select[name=reviewer]").select_option("users")
+    form.get_by_label("Reviewers by e-mail (reviewer: users; one per line)").fill(reviewer)
+    form.get_by_label("Duration (e.g. 14d)").fill("7d")
+    form.get_by_role("button", name="Start the review").click()
+    page.wait_for_url("**/reviews/*")
+    expect(page.locator(".flash").first).to_contain_text("Access review CRM Q3 started: 2 items.")
+    with console.database.transaction() as session:
+        review = session.execute(
+            select(AccessReview).where(AccessReview.name == "CRM Q3")
+        ).scalar_one()
+        assert review.created_by == "operator@example.com"
+        items = (
+            session.execute(select(ReviewItem).where(ReviewItem.review_id == review.id))
+            .scalars()
+            .all()
+        )
+        assert len(items) == 2
+        assert all(i.reviewer_source == "named" for i in items)

@@ -12,8 +12,9 @@ from starlette.responses import Response
 
 from grantflow.auth.actor import Actor
 from grantflow.auth.models import User
-from grantflow.auth.permissions import Permission
+from grantflow.auth.permissions import Permission, Role, permissions_for
 from grantflow.console.guard import Page
+from grantflow.console.routes.grants import application_choices
 from grantflow.console.tables import Column, Table
 from grantflow.console.templating import render
 from grantflow.console.views import (
@@ -29,7 +30,13 @@ from grantflow.console.views import (
 from grantflow.governance import review_decisions as decisions
 from grantflow.governance import review_queries as queries
 from grantflow.governance import reviews
-from grantflow.governance.review_config import Decision, ReviewStatus
+from grantflow.governance.review_config import (
+    DECIDER,
+    Decision,
+    ReviewConfig,
+    ReviewerKind,
+    ReviewStatus,
+)
 from grantflow.store.pagination import DEFAULT_LIMIT
 
 router = APIRouter(include_in_schema=False)
@@ -96,6 +103,7 @@ def list_page(
             limit=DEFAULT_LIMIT,
         )
         rows = [_campaign_row(queries.review_view(session, r)) for r in page.items]
+        apps = application_choices(session) if Permission.JOB_MANAGE in actor.permissions else []
     context = {
         "queue": queue,
         "table": CAMPAIGNS,
@@ -103,6 +111,9 @@ def list_page(
         "next_url": next_page(request, page.next_cursor),
         "filters": {"status": status},
         "statuses": [s.value for s in ReviewStatus],
+        "applications": apps,
+        "reviewer_kinds": [k.value for k in ReviewerKind],
+        "deciding_roles": [r.value for r in Role if DECIDER in permissions_for([r])],
     }
     return render(request, "reviews/list.html", context)
 
@@ -198,3 +209,49 @@ def close(
         return f"Access review {review.name} is closed."
 
     return perform(request, f"/reviews/{review_id}", work)
+
+
+def _lines(text: str) -> list[str]:
+    """A text area's entries, one per line or comma-separated."""
+    return [part.strip() for part in text.replace(",", "\n").splitlines() if part.strip()]
+
+
+@router.post("/reviews")
+def start(
+    request: Request,
+    name: str = Form("", max_length=150),
+    applications: list[str] = Form([]),
+    reviewer: str = Form("", max_length=40),
+    users: str = Form("", max_length=20_000),
+    roles: list[str] = Form([]),
+    fallback_users: str = Form("", max_length=20_000),
+    fallback_roles: list[str] = Form([]),
+    duration: str = Form("", max_length=40),
+    default_decision: str = Form("", max_length=10),
+    require_justification_for_keep: str = Form("", max_length=10),
+    actor: Actor = Depends(Page(Permission.JOB_MANAGE)),
+) -> Response:
+    """Start a campaign by hand (as POST /api/v1/reviews): one item per active grant in
+    scope, routed to its reviewers; on to the campaign's page."""
+
+    def work(session: Session) -> tuple[str, str]:
+        values: dict[str, Any] = {
+            "name": name,
+            "scope": {"applications": applications},
+            "reviewer": reviewer,
+            "users": _lines(users),
+            "roles": roles,
+            "fallback": {"users": _lines(fallback_users), "roles": fallback_roles},
+            "require_justification_for_keep": bool(require_justification_for_keep),
+        }
+        if duration.strip():
+            values["duration"] = duration.strip()
+        if default_decision:
+            values["default_decision"] = default_decision
+        config = form_model(ReviewConfig, **values)
+        review = reviews.start_review(session, actor, services(request).queue, config)
+        items = queries.progress(session, review)["total"]
+        started = f"Access review {review.name} started: {items} item{'s' * (items != 1)}."
+        return started, f"/reviews/{review.id}"
+
+    return perform(request, "/reviews", work)
