@@ -24,6 +24,7 @@ from grantflow.demo import DEMO_ADMIN, DEMO_APPROVER, NEW_HIRE
 from tests.support.processes import (
     ServedProcess,
     grantflow_env,
+    grantflow_shim,
     json_output,
     poll,
     run_grantflow,
@@ -85,6 +86,11 @@ class Reader:
         running runs have ended or wait on a person) before the next command."""
 
         def settled() -> bool:
+            # a decided approval leaves its run `waiting` until a worker takes it: nothing may
+            # be ready or held in the queue either
+            queue = self.api("/api/v1/queue")
+            if queue["ready"] or queue["leased"]:
+                return False
             return all(r["status"] in SETTLED for r in self.api("/api/v1/runs?limit=100")["items"])
 
         poll(settled, timeout=120, what="the runs to settle")
@@ -173,6 +179,8 @@ def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
     _make_run_is_demo_then_serve()
     sandbox_port = free_port()
     venv_bin = Path(sys.executable).parent  # where `. .venv/bin/activate` puts grantflow
+    # `grantflow` as the reader types it, forked from the fork server (imports paid once)
+    shim = grantflow_shim(tmp_path / "bin")
     env = grantflow_env(
         database_url=f"sqlite:///{tmp_path / 'grantflow.db'}",
         secret_key_file=tmp_path / "secret.key",
@@ -180,7 +188,7 @@ def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
         sandbox_scim_port=free_port(),
         outbound_allow="",  # nothing allowlisted: the sandbox is reachable on its own
     )
-    env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
+    env["PATH"] = os.pathsep.join([str(shim), str(venv_bin), env.get("PATH", "")])
     env["COLUMNS"] = "200"  # a terminal wide enough for the ids
     demo = json_output(run_grantflow("demo", "--json", env=env, cwd=tmp_path))
 

@@ -103,6 +103,42 @@ class ForkServer:
 
 _SERVER: list[ForkServer] = []
 
+_SHIM = """#!{python} -S
+# `grantflow` for a test's shell: the command runs forked from the test's fork server
+# (tests/support/processes.py), with this process's arguments, environment, directory and stdin.
+import json, os, socket, sys
+
+request = {{
+    "args": sys.argv[1:],
+    "env": dict(os.environ),
+    "cwd": os.getcwd(),
+    "timeout": 600,
+    "input": None if sys.stdin.isatty() else sys.stdin.read(),
+}}
+with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+    connection.connect({socket_path!r})
+    connection.sendall(json.dumps(request).encode())
+    connection.shutdown(socket.SHUT_WR)
+    answer = json.loads(b"".join(iter(lambda: connection.recv(65536), b"")))
+sys.stdout.write(answer["stdout"])
+sys.stderr.write(answer["stderr"])
+sys.exit(answer["returncode"])
+"""
+
+
+def grantflow_shim(directory: Path) -> Path:
+    """A directory holding a `grantflow` executable that runs each command through this
+    process's fork server (put it first on a shell's PATH): a test that runs commands as a
+    reader types them pays no import time per command. GRANTFLOW_TEST_CLI=exec: the
+    virtualenv's real `grantflow` instead."""
+    if os.environ.get("GRANTFLOW_TEST_CLI") == "exec":
+        return Path(sys.executable).parent
+    directory.mkdir(parents=True, exist_ok=True)
+    shim = directory / "grantflow"
+    shim.write_text(_SHIM.format(python=sys.executable, socket_path=_fork_server().path))
+    shim.chmod(0o755)
+    return directory
+
 
 def _fork_server() -> ForkServer:
     if not _SERVER or _SERVER[0].process.poll() is not None:
