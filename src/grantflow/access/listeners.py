@@ -9,10 +9,14 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from grantflow.access import grants, identities, incidents
+from grantflow.access.lifecycle import EventKind
 from grantflow.access.models import EventRun, Identity
 from grantflow.engine import hooks
 from grantflow.engine.models import Run, StepRun
 from grantflow.engine.states import RunStatus
+
+# the triggers of runs a lifecycle event started (only those can have an EventRun link)
+_LIFECYCLE_TRIGGERS = frozenset(kind.value for kind in EventKind)
 
 
 @hooks.on_step_failure
@@ -24,6 +28,8 @@ def _step_failed(
 
 @hooks.on_run_status
 def _run_status(session: Session, run: Run, old: str, new: str) -> None:
+    if run.trigger not in _LIFECYCLE_TRIGGERS and not run.replay_of:
+        return  # incidents and identity states follow runs a lifecycle event started only
     status = RunStatus(new)
     if status == RunStatus.SUCCEEDED:
         incidents.run_succeeded(session, run)

@@ -22,8 +22,8 @@ from grantflow.store.database import database_of
 
 @hooks.on_run_status
 def _run_status(session: Session, run: Run, old: str, new: str) -> None:
-    if not RunStatus(new).terminal:
-        return
+    if not RunStatus(new).terminal or run.created_by != scheduler.STARTER_LABEL:
+        return  # only a run the scheduler started has an occurrence (no query for the others)
     occurrence = session.execute(
         select(Occurrence).where(Occurrence.run_id == run.id)
     ).scalar_one_or_none()

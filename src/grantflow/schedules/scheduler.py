@@ -52,6 +52,7 @@ log = structlog.get_logger("grantflow.scheduler")
 LEASE = "scheduler"
 SCHEDULER = Actor.system("scheduler")
 _STARTER = Actor(label="system:scheduler", permissions=frozenset({Permission.RUN_OPERATE}))
+STARTER_LABEL = _STARTER.label  # the `created_by` of every run an occurrence started
 _MAX_BACKLOG = 1000  # scheduled times examined per job per tick after a long downtime
 
 
