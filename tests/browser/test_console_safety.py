@@ -4,6 +4,7 @@ adjusts a cap."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from playwright.sync_api import Page, expect
@@ -49,6 +50,8 @@ def test_a_workflow_paused_for_safety_is_resumed_from_its_page(
     expect(banner).to_contain_text("Workflow paused for safety")
     expect(banner).to_contain_text("max_runs_per_minute")
     expect(banner).to_contain_text("1 held now")
+    # the time it tripped, to the second like every time on the console
+    expect(banner).to_contain_text(re.compile(r"Tripped at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\."))
     screenshot(page, "workflow-paused-for-safety")
     banner.get_by_role("button", name="Resume workflow").click()
     expect(page.locator(".flash-success")).to_have_text(

@@ -79,6 +79,14 @@ def _page_paths(request: Request) -> set[str]:
 
 def _when(value: Any) -> str:
     """A timestamp as RFC 3339 UTC to the second (the one format everywhere), '—' for none."""
+    if isinstance(value, str):  # a time already written as text (e.g. read from JSON)
+        text: str = value
+        if "T" not in text:
+            return text  # a date, or words
+        try:
+            value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return text
     if isinstance(value, dt.datetime):
         return timestamps.rfc3339(value.replace(microsecond=0))
     return "—" if value is None else str(timestamps.plain(value))
