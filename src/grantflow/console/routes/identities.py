@@ -150,6 +150,22 @@ def _started(session: Session, identity_id: str, before: LifecycleEvent | None =
     return f" {event.kind}: {runs} run{'s' * (runs != 1)} started{why}."
 
 
+def _update(
+    session: Session,
+    request: Request,
+    actor: Actor,
+    identity_id: str,
+    body: identities.IdentityFields,
+) -> tuple[dict[str, Any], str]:
+    """Apply the change as PATCH /api/v1/identities/{id} does: what changed, and the runs its
+    lifecycle event started, in words."""
+    before = _newest_event(session, identities.get_identity(session, identity_id).id)
+    identity, changes = identities.update_identity(
+        session, actor, services(request).queue, identity_id, body
+    )
+    return changes, _started(session, identity.id, before) if changes else ""
+
+
 def _fields(**values: str) -> dict[str, Any]:
     """The form's fields as the API's body: empty text fields are left out."""
     return {name: value.strip() for name, value in values.items() if value.strip()}
@@ -213,13 +229,10 @@ def change(
         if display_name.strip():
             sent["display_name"] = display_name.strip()
         body = form_model(identities.IdentityUpdate, **sent)
-        before = _newest_event(session, identities.get_identity(session, identity_id).id)
-        identity, changes = identities.update_identity(
-            session, actor, services(request).queue, identity_id, body
-        )
+        changes, started = _update(session, request, actor, identity_id, body)
         if not changes:
             return "Nothing changed."
-        return f"Changed {', '.join(sorted(changes))}.{_started(session, identity.id, before)}"
+        return f"Changed {', '.join(sorted(changes))}.{started}"
 
     return perform(request, f"/identities/{identity_id}", work)
 
@@ -233,12 +246,9 @@ def leave(
 
     def work(session: Session) -> str:
         body = identities.IdentityFields(active=False)
-        before = _newest_event(session, identities.get_identity(session, identity_id).id)
-        identity, changes = identities.update_identity(
-            session, actor, services(request).queue, identity_id, body
-        )
+        changes, started = _update(session, request, actor, identity_id, body)
         if not changes:
             return "Already offboarded: nothing changed."
-        return f"Offboarded.{_started(session, identity.id, before)}"
+        return f"Offboarded.{started}"
 
     return perform(request, f"/identities/{identity_id}", work)
