@@ -13,13 +13,10 @@ from sqlalchemy.orm import Session
 from grantflow import audit
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Role
-from grantflow.definitions.document import OnFailure
 from grantflow.definitions.models import Workflow
 from grantflow.engine import hooks
 from grantflow.engine.models import Run, StepRun
-from grantflow.engine.plans import plan_for
 from grantflow.engine.states import RunStatus
-from grantflow.errors import GrantflowError
 from grantflow.people import routing, tasks
 from grantflow.people.models import Task
 from grantflow.people.notifications import NotificationKind, notify, resolve
@@ -86,26 +83,8 @@ def _describe(session: Session, run: Run) -> dict[str, Any] | None:
     return tasks.describe(session, task) if task is not None else None
 
 
-# the step types that ask people (a run of a plan without them, and without an escalating
-# step, never has a task: its end costs no query here)
-_ASKING = frozenset({"approval", "task"})
-
-
-def _may_have_tasks(session: Session, run: Run) -> bool:
-    try:
-        plan = plan_for(session, run.workflow_id, run.version)
-    except GrantflowError:  # a damaged plan: look
-        return True
-    return any(
-        step.type in _ASKING or step.on_failure == OnFailure.ESCALATE
-        for step in plan.steps.values()
-    )
-
-
 @hooks.on_run_status
 def _run_status(session: Session, run: Run, old: str, new: str) -> None:
-    if not _may_have_tasks(session, run):
-        return
     if not RunStatus(new).terminal:
         if RunStatus(new) == RunStatus.QUEUED:  # retried by an operator: escalation settled
             for task in _open_tasks(session, run.id, TaskKind.ESCALATION):
