@@ -15,6 +15,7 @@ from grantflow.api import create_app
 from grantflow.auth import sessions
 from grantflow.auth.users import find_user_by_email
 from grantflow.config import Settings, master_key
+from grantflow.connections.outbound import tls_context
 from grantflow.console.cookies import SESSION
 from grantflow.console.keys import ConsoleKeys, mac
 from grantflow.store.database import Database
@@ -39,7 +40,9 @@ def signed_in_client(
             address="127.0.0.1",
         )
         session_id = row.id
-    client = httpx.Client(base_url=base_url, cookies={SESSION: raw}, timeout=60)
+    client = httpx.Client(
+        base_url=base_url, cookies={SESSION: raw}, timeout=60, verify=tls_context()
+    )
     token = mac(ConsoleKeys.derive(master_key(settings)).csrf, f"session|{session_id}")
     return client, token
 

@@ -53,7 +53,7 @@ COMMANDS: dict[str, Lazy] = {
     "login": _api("profile:login", "Save a server URL and API token for later commands."),
     "logout": _api("profile:logout", "Forget the saved server and token."),
     "serve": _db("server:serve", "Run the API, an embedded worker and the scheduler."),
-    "worker": _db("server:worker", "Run a worker process that advances runs."),
+    "worker": _db("worker:worker", "Run a worker process that advances runs."),
     "scheduler": _db("server:scheduler", "Run the scheduler (leader-elected)."),
     "migrate": _db("server:migrate", "Apply database migrations up to the newest."),
     "demo": _db("server:demo", "Migrate and create the demo workspace unless it exists."),

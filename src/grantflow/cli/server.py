@@ -3,7 +3,6 @@ up. These open the database directly: they run where it is."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gc
 import signal
@@ -25,8 +24,7 @@ from grantflow.auth.users import find_user_by_email
 from grantflow.cli.context import JSON_OPTION, emit_json, emit_table, errors_as_lines, out
 from grantflow.cli.direct import database, settings
 from grantflow.config import Settings, master_key, master_keys
-from grantflow.connections.crypto import keyring_for
-from grantflow.connections.outbound import outbound_policy, policy_for
+from grantflow.connections.outbound import outbound_policy
 from grantflow.demo import ensure_demo_workspace
 from grantflow.engine.worker import Worker
 from grantflow.errors import ConfigurationError
@@ -168,61 +166,6 @@ def _stop_on_shutdown(app: FastAPI, stop: Callable[[], None]) -> None:
                 await anyio.to_thread.run_sync(stop)
 
     app.router.lifespan_context = lifespan
-
-
-def worker(
-    concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, max=256),
-    poll_seconds: float = typer.Option(
-        1.0,
-        "--poll-seconds",
-        min=0.01,
-        help="how often to look for work that no wake-up announced (SQLite across processes)",
-    ),
-    lease_seconds: float = typer.Option(
-        30.0, "--lease-seconds", min=1.0, help="how long a dead worker's runs stay held"
-    ),
-    metrics_port: int = typer.Option(
-        None,
-        "--metrics-port",
-        min=0,
-        max=65535,
-        envvar="GRANTFLOW_WORKER_METRICS_PORT",
-        help="serve this worker's Prometheus metrics (its steps and runs, the queue) on this "
-        "port at /metrics; off when not given",
-    ),
-    metrics_address: str = typer.Option(
-        "127.0.0.1",
-        "--metrics-address",
-        envvar="GRANTFLOW_WORKER_METRICS_ADDRESS",
-        help="the address the metrics port listens on (0.0.0.0: every interface)",
-    ),
-) -> None:
-    """Run a worker process: it advances runs until SIGTERM, then finishes or hands back."""
-    from grantflow.definitions import sandbox
-    from grantflow.safety import config as safety_config
-
-    loaded = settings(log_level=None)
-    sandbox.configure(loaded)  # the template limits this worker enforces
-    safety_config.configure(loaded)  # its breakers' defaults, the spend-cap timezone
-    with errors_as_lines(), database(loaded) as db, contextlib.ExitStack() as stack:
-        queue = DatabaseQueue(db)
-        if metrics_port is not None:
-            from grantflow.engine.metrics_http import MetricsServer
-
-            served = MetricsServer(queue, metrics_address, metrics_port)
-            stack.callback(served.close)
-            log.info("worker.metrics", address=served.address, port=served.port)
-        Worker(
-            db,
-            queue,
-            concurrency=concurrency,
-            lease_seconds=lease_seconds,
-            poll_seconds=poll_seconds,
-            keyring=keyring_for(loaded),
-            outbound=policy_for(loaded.outbound_allow),
-            health_check_seconds=loaded.health_check_seconds or None,
-        ).run_until_signalled()
-        queue.close()
 
 
 def scheduler(

@@ -10,8 +10,10 @@ place the check runs."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import socket
+import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -159,9 +161,19 @@ class GuardedBackend2(httpcore2.SyncBackend):
         return super().connect_tcp(address, port, timeout, local_address, socket_options)
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The verifying TLS context every outbound client shares. Building one loads the CA
+    bundle (20 ms or more), and httpx and httpx2 would build one for every client and
+    transport: a SCIM step's session, an app, a worker."""
+    return httpx.create_ssl_context()
+
+
 def guarded_client(policy: OutboundPolicy, **options: Any) -> httpx.Client:
     """An httpx client whose every connection goes through the guard."""
-    transport = httpx.HTTPTransport(limits=options.pop("limits", httpx.Limits()))
+    transport = httpx.HTTPTransport(
+        verify=tls_context(), limits=options.pop("limits", httpx.Limits())
+    )
     transport._pool._network_backend = GuardedBackend(policy)  # httpx exposes no parameter
     return httpx.Client(transport=transport, **options)
 
@@ -169,7 +181,7 @@ def guarded_client(policy: OutboundPolicy, **options: Any) -> httpx.Client:
 def guarded_transport2(policy: OutboundPolicy) -> httpx2.HTTPTransport:
     """An httpx2 transport whose every connection goes through the guard. Proxies from the
     environment are ignored: a proxy would connect on our behalf, past the check."""
-    transport = httpx2.HTTPTransport(trust_env=False)
+    transport = httpx2.HTTPTransport(verify=tls_context(), trust_env=False)
     transport._pool._network_backend = GuardedBackend2(policy)  # httpx2 exposes no parameter
     return transport
 

@@ -18,12 +18,13 @@ from grantflow.auth.permissions import Permission
 from grantflow.connections.service import find_connection, needs_credential
 from grantflow.definitions import gate
 from grantflow.definitions.document import WorkflowDocument
+from grantflow.definitions.lookup import find_workflow as find_workflow  # (re-exported)
+from grantflow.definitions.lookup import get_workflow as get_workflow  # (re-exported)
 from grantflow.definitions.models import VersionState, Workflow, WorkflowVersion
 from grantflow.definitions.plan import Plan, load_plan
 from grantflow.definitions.source import content_hash, unified_diff
 from grantflow.errors import Conflict, NotFound, ValidationError
 from grantflow.store.base import utcnow
-from grantflow.store.ids import by_prefix
 from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
@@ -129,28 +130,6 @@ def _document_or_422(raw: Any) -> WorkflowDocument:
             next_action="fix the fields named in details and send the document again",
         )
     return document
-
-
-def get_workflow(session: Session, workflow_id: str) -> Workflow:
-    workflow = session.get(Workflow, workflow_id) or by_prefix(
-        session, Workflow, workflow_id, "workflow"
-    )
-    if workflow is None:
-        raise NotFound(f"workflow {workflow_id} does not exist", target_type="workflow")
-    return workflow
-
-
-def find_workflow(session: Session, id_or_name: str) -> Workflow:
-    workflow = (
-        session.get(Workflow, id_or_name)
-        or session.execute(
-            select(Workflow).where(Workflow.name_key == name_key(id_or_name))
-        ).scalar_one_or_none()
-        or by_prefix(session, Workflow, id_or_name, "workflow", named=True)
-    )
-    if workflow is None:
-        raise NotFound(f"no workflow with id or name {id_or_name!r}", target_type="workflow")
-    return workflow
 
 
 def get_version(session: Session, workflow: Workflow, number: int) -> WorkflowVersion:

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from grantflow import strict
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
+from grantflow.definitions.lookup import get_workflow
 from grantflow.definitions.models import Workflow
-from grantflow.definitions.workflows import get_workflow
 from grantflow.engine import failures
 from grantflow.engine.models import Run, StepRun
 from grantflow.engine.plans import plan_for

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from grantflow import advice, audit, timestamps
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
+from grantflow.definitions.lookup import get_workflow
 from grantflow.definitions.models import Workflow, WorkflowVersion
-from grantflow.definitions.workflows import get_workflow
 from grantflow.engine.models import Run
 from grantflow.engine.states import RunStatus, WaitingReason
 from grantflow.engine.timeline import add_event

@@ -28,8 +28,8 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.connections.crypto import Keyring
 from grantflow.definitions.document import TriggerType
+from grantflow.definitions.lookup import find_workflow, get_workflow
 from grantflow.definitions.models import Workflow
-from grantflow.definitions.workflows import find_workflow, get_workflow
 from grantflow.engine.plans import plan_for
 from grantflow.engine.runs import check_dispatching, start_run, validate_input
 from grantflow.errors import (
