@@ -21,13 +21,25 @@ the first step run's started_at), not from polling:
   without the creator's own transaction);
 - bare_http40_ms: 40 sequential POSTs with one httpx.Client to the same server (median);
   ratio_vs_bare = e2e_ms / bare_http40_ms and ratio_exec_vs_bare = run execution / bare;
-- peak_rss_mb: the largest peak resident set (VmHWM) among the worker processes.
+- peak_rss_mb: the largest peak resident set (VmHWM) among the worker processes;
+  worker_memory.idle_rss_mb: a worker process's resident set right after it registered.
+
+PostgreSQL only (issue 18's targets), with the API served in this process:
+- run5 (set, http, set, http, set) started with `POST /api/v1/workflows/{id}/runs`, one at a
+  time with one worker process idle: e2e_ms from sending the request to the run's finished_at,
+  steps_alone_ms the sum of its step runs' start-to-end (their checkpoints and calls), and
+  ratio_vs_steps (target: at most 2);
+- run5_statements: the statements psycopg sent for one run5 (the least of three), counted in
+  this process with an embedded worker: by the API request (api), the worker's dispatcher
+  (claims) and the pool thread that advanced the run (run); outside_steps = total - 5 (target:
+  at most 4);
+- api_request: p50/p95 of `GET /healthz` and of an authenticated `GET /api/v1/me` over one
+  keep-alive connection; overhead_p50_ms is their difference.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
@@ -47,11 +59,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import OperationalError
+from common import (
+    ACTOR,
+    MASTER_KEY,
+    StatementCounter,
+    Unreachable,
+    admin_token,
+    postgres_database,
+    served,
+)
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.engine import Engine, make_url
 
-from grantflow.auth.actor import Actor
 from grantflow.connections.outbound import OutboundPolicy
 from grantflow.definitions import workflows
 from grantflow.engine.models import Run, StepRun
@@ -63,7 +82,6 @@ from grantflow.queue.models import Worker as WorkerRow
 from grantflow.store import migrate
 from grantflow.store.database import Database, open_database
 
-ACTOR = Actor.system("bench")
 STEPS = 40
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -77,10 +95,12 @@ class Sizes:
     pickups: int  # pickup samples (PostgreSQL, embedded SQLite)
     pickups_polled: int  # pickup samples where the worker polls (SQLite, another process)
     bare_repeats: int
+    run5: int  # run5 samples through the API (PostgreSQL)
+    requests: int  # API requests per kind, for the per-request figures
 
 
-QUICK = Sizes(2, {"seq40": 5, "http40": 3}, 1, 10, 3, 3)
-FULL = Sizes(7, {"seq40": 40, "http40": 20}, 3, 100, 20, 20)
+QUICK = Sizes(2, {"seq40": 5, "http40": 3}, 1, 10, 3, 3, 5, 200)
+FULL = Sizes(7, {"seq40": 40, "http40": 20}, 3, 100, 20, 20, 30, 2000)
 
 
 _T0 = time.monotonic()
@@ -154,32 +174,6 @@ def sqlite_database(directory: Path) -> Iterator[Database]:
         db.dispose()
 
 
-class Unreachable(Exception):
-    """The database server could not be reached: its rows are left out."""
-
-
-@contextlib.contextmanager
-def postgres_database(admin: URL) -> Iterator[Database]:
-    name = f"grantflow_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    try:
-        try:
-            with engine.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-        except OperationalError as exc:
-            raise Unreachable(str(exc.orig).splitlines()[0]) from exc
-        db = open_database(admin.set(database=name))
-        try:
-            migrate.upgrade(db)
-            yield db
-        finally:
-            db.dispose()
-            with engine.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        engine.dispose()
-
-
 # --- workflows and runs -------------------------------------------------------------------------
 def publish(db: Database, name: str, steps: list[dict[str, Any]]) -> str:
     for i, step in enumerate(steps[:-1]):
@@ -205,7 +199,20 @@ def publish_all(db: Database, url: str) -> dict[str, str]:
         "seq40": publish(db, "bench-seq40", seq),
         "http40": publish(db, "bench-http40", http),
         "pickup": publish(db, "bench-pickup", pickup),
+        "run5": publish(db, "bench-run5", run5_steps(url)),
     }
+
+
+def run5_steps(url: str) -> list[dict[str, Any]]:
+    """A short access run: set, http, set, http, set."""
+    steps: list[dict[str, Any]] = []
+    for i, kind in enumerate(("set", "http", "set", "http", "set")):
+        if kind == "set":
+            steps.append({"id": f"s{i}", "type": "set", "config": {"values": {"i": i}}})
+        else:
+            config = {"method": "POST", "url": f"{url}/run5/{i}", "body": {"i": i}}
+            steps.append({"id": f"h{i}", "type": "http", "config": config, "reversible": True})
+    return steps
 
 
 def create_runs(db: Database, workflow_id: str, count: int) -> list[str]:
@@ -286,7 +293,7 @@ class WorkerSet:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRANTFLOW_")}
         env.update(
             GRANTFLOW_DATABASE_URL=self.db.url.render_as_string(hide_password=False),
-            GRANTFLOW_SECRET_KEY=base64.urlsafe_b64encode(os.urandom(32)).decode(),
+            GRANTFLOW_SECRET_KEY=MASTER_KEY,
             GRANTFLOW_LOG_LEVEL="warning",
             GRANTFLOW_LOG_FORMAT="json",
             GRANTFLOW_OUTBOUND_ALLOW="127.0.0.1",  # the local HTTP server
@@ -321,13 +328,20 @@ class WorkerSet:
             time.sleep(0.05)
 
     def peak_rss_mb(self) -> float | None:
-        peaks = []
+        return self._largest("VmHWM:")
+
+    def rss_mb(self) -> float | None:
+        """The largest resident set now (idle: right after the processes registered)."""
+        return self._largest("VmRSS:")
+
+    def _largest(self, field: str) -> float | None:
+        sizes = []
         for p in self.processes:
             with contextlib.suppress(OSError):
                 for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peaks.append(int(line.split()[1]) / 1024)
-        return round(max(peaks), 1) if peaks else None
+                    if line.startswith(field):
+                        sizes.append(int(line.split()[1]) / 1024)
+        return round(max(sizes), 1) if sizes else None
 
     def __exit__(self, *_exc: object) -> None:
         for p in self.processes:
@@ -422,6 +436,141 @@ def measure_pickup(db: Database, reader: Engine, flow: str, samples: int) -> dic
     }
 
 
+def step_time_ms(reader: Engine, run_id: str) -> float:
+    """The time the run's steps took on their own: the sum of each step run's start to end
+    (for an http step: its intent's checkpoint, the call and its outcome's checkpoint)."""
+    with reader.connect() as conn:
+        rows = conn.execute(
+            select(StepRun.started_at, StepRun.finished_at).where(StepRun.run_id == run_id)
+        ).all()
+    return sum((end - start).total_seconds() for start, end in rows) * 1000
+
+
+def measure_run5(
+    db: Database, reader: Engine, api: httpx.Client, flow: str, samples: int
+) -> dict[str, Any]:
+    """run5 through the API, one at a time with the workers idle: from sending the request
+    (this process's clock) to the run's finished_at (the database's, the same machine's), and
+    the time of its steps alone."""
+    start_path = f"/api/v1/workflows/{flow}/runs"
+    for _ in range(2):  # warm-up: the API's and the worker's first run of the workflow
+        response = api.post(start_path, json={"input": {}})
+        response.raise_for_status()
+        wait_done(reader, [response.json()["id"]])
+    e2e, steps = [], []
+    for _ in range(samples):
+        time.sleep(random.uniform(0.05, 0.2))  # let every worker go back to waiting
+        sent = time.time()
+        response = api.post(start_path, json={"input": {}})
+        response.raise_for_status()
+        run_id = response.json()["id"]
+        wait_done(reader, [run_id])
+        with reader.connect() as conn:
+            finished = conn.execute(select(Run.finished_at).where(Run.id == run_id)).scalar_one()
+        e2e.append((finished.timestamp() - sent) * 1000)
+        steps.append(step_time_ms(reader, run_id))
+    e2e_ms, steps_ms = statistics.median(e2e), statistics.median(steps)
+    return {
+        "e2e_ms": r(e2e_ms),
+        "steps_alone_ms": r(steps_ms),
+        "ratio_vs_steps": r(e2e_ms / steps_ms),
+        "samples": samples,
+    }
+
+
+def count_run5_statements(db: Database, api_url: str, token: str, flow: str) -> dict[str, Any]:
+    """The statements one run5 costs, counted in this process: the API request that starts
+    it, then a worker in this process (its dispatcher claims, a pool thread advances the run).
+    `outside_steps` is the total less one per step (a step boundary is one checkpoint)."""
+    queue = DatabaseQueue(db)
+    worker = Worker(
+        db,
+        queue,
+        concurrency=4,
+        lease_seconds=30,
+        outbound=OutboundPolicy.parse(["127.0.0.1"]),
+        tick_seconds=3600,  # no timer pass during the count
+    )
+    reader = reader_for(db)
+    headers = {"Authorization": f"Bearer {token}"}
+    totals: list[dict[str, int]] = []
+    try:
+        with StatementCounter() as counter, httpx.Client(base_url=api_url, headers=headers) as api:
+            worker.start()
+            for attempt in range(4):  # the first is a warm-up
+                time.sleep(0.3)  # the dispatcher back to waiting, the heartbeat out of the way
+                with counter.counting() as by_thread:
+                    response = api.post(f"/api/v1/workflows/{flow}/runs", json={"input": {}})
+                    response.raise_for_status()
+                    run_id = response.json()["id"]
+                    wait_done(reader, [run_id])
+                    counted = dict(by_thread)
+                if attempt:
+                    totals.append(_by_role(counted))
+    finally:
+        worker.stop(grace_seconds=10)
+        queue.close()
+        reader.dispose()
+    best = min(totals, key=lambda t: t["total"])
+    return {**best, "steps": 5, "outside_steps": best["total"] - 5}
+
+
+def _by_role(counted: dict[str, int]) -> dict[str, int]:
+    roles = {"api": 0, "dispatcher": 0, "run": 0}
+    for thread, n in counted.items():
+        if thread.startswith("worker-heartbeat") or thread == "MainThread":
+            continue
+        role = (
+            "dispatcher"
+            if thread.startswith("worker-")
+            else "run"
+            if thread.startswith("run")
+            else "api"
+        )
+        roles[role] += n
+    return {**roles, "total": sum(roles.values())}
+
+
+def measure_requests(api_url: str, token: str, requests: int) -> dict[str, Any]:
+    """Latency over one keep-alive connection: `/healthz` (no authentication, no database) and
+    an authenticated `GET /api/v1/me` (the token checked, the user read: no other rows)."""
+    figures: dict[str, Any] = {}
+    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {token}"}) as api:
+        for name, path in (("healthz", "/healthz"), ("authenticated", "/api/v1/me")):
+            for _ in range(20):
+                api.get(path).raise_for_status()
+            times = []
+            for _ in range(requests):
+                t0 = time.perf_counter()
+                api.get(path).raise_for_status()
+                times.append((time.perf_counter() - t0) * 1000)
+            figures[f"{name}_p50_ms"] = r(percentile(times, 0.5), 3)
+            figures[f"{name}_p95_ms"] = r(percentile(times, 0.95), 3)
+    figures["overhead_p50_ms"] = r(figures["authenticated_p50_ms"] - figures["healthz_p50_ms"], 3)
+    figures["requests"] = requests
+    return figures
+
+
+def _through_the_api(
+    db: Database, reader: Engine, flows: dict[str, str], sizes: Sizes
+) -> list[dict[str, Any]]:
+    """run5 from the API call to `succeeded` on the running worker process, the statements a
+    run5 costs (an embedded worker, once the process is stopped), the per-request figures."""
+    token = admin_token(db)
+    rows = []
+    with served(db) as url:
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as api:
+            log("postgresql: run5 through the API")
+            fields = measure_run5(db, reader, api, flows["run5"], sizes.run5)
+        rows.append(row("run5", "postgresql", 1, worker_mode="process", **fields))
+        log("postgresql: per-request latency")
+        rows.append(
+            row("api_request", "postgresql", None, **measure_requests(url, token, sizes.requests))
+        )
+    return rows
+
+
 def bench_database(
     name: str, db: Database, url: str, sizes: Sizes, logs: Path, bare_ms: float
 ) -> list[dict[str, Any]]:
@@ -446,6 +595,9 @@ def _bench_database(
     polled = name == "sqlite"  # SQLite has no cross-process wake-up: workers poll (1 s)
     log(f"{name}: starting 1 worker process")
     with WorkerSet(db, 1, concurrency=4, logs=logs) as workers:
+        rows.append(row("worker_memory", name, 1, idle_rss_mb=workers.rss_mb()))
+        if not polled:
+            rows.extend(_through_the_api(db, reader, flows, sizes))
         for count in (1, 4):
             if count > len(workers.processes):
                 log(f"{name}: growing to {count} worker processes")
@@ -465,6 +617,13 @@ def _bench_database(
                 fields = measure_pickup(db, reader, flows["pickup"], samples)
                 fields["peak_rss_mb"] = workers.peak_rss_mb()
                 rows.append(row("pickup", name, 1, worker_mode="process", **fields))
+    if not polled:
+        log(f"{name}: statements per run5 (an embedded worker)")
+        with served(db) as url:
+            fields = count_run5_statements(
+                db, url, admin_token(db, "count@example.com"), flows["run5"]
+            )
+        rows.append(row("run5_statements", name, 1, worker_mode="embedded", **fields))
     if polled:
         # The supported SQLite deployment: the worker inside the process that creates runs
         # (`grantflow serve`), woken by an in-process event.

@@ -24,39 +24,25 @@ own database and drops it at the end.
 from __future__ import annotations
 
 import argparse
-import base64
-import contextlib
 import json
 import os
-import socket
 import statistics
 import sys
-import threading
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import uvicorn
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL, make_url
+from common import ACTOR, admin_token, postgres_database, served
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
-from grantflow.api import create_app
-from grantflow.auth.actor import Actor
-from grantflow.auth.permissions import Role
-from grantflow.auth.tokens import create_token
-from grantflow.auth.users import create_user
-from grantflow.config import load_settings
 from grantflow.definitions import workflows
 from grantflow.engine.runs import start_run
 from grantflow.engine.worker import Worker
 from grantflow.logging import configure_logging
 from grantflow.queue.database import DatabaseQueue
-from grantflow.store import migrate
-from grantflow.store.database import Database, open_database
+from grantflow.store.database import Database
 
-ACTOR = Actor.system("bench")
 ADMIN_URL = os.environ.get(
     "GRANTFLOW_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -66,25 +52,6 @@ RUN_BY_WORKER = 20
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def postgres_database(admin: URL) -> Iterator[Database]:
-    name = f"grantflow_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        db = open_database(admin.set(database=name))
-        try:
-            migrate.upgrade(db)
-            yield db
-        finally:
-            db.dispose()
-            with engine.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        engine.dispose()
 
 
 def publish(db: Database, name: str, stuck_after: str | None = None) -> str:
@@ -154,44 +121,6 @@ def copy_runs(db: Database, total: int) -> None:
             {"count": total, "seeds": RUN_BY_WORKER},
         )
         conn.execute(text("ANALYZE runs"))
-
-
-@contextlib.contextmanager
-def served(db: Database) -> Iterator[str]:
-    key = base64.urlsafe_b64encode(os.urandom(32)).decode()
-    settings = load_settings(
-        database_url=db.url.render_as_string(hide_password=False),
-        secret_key=key,
-        secret_key_file="/nonexistent/grantflow-bench.key",
-    )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings, db),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-def admin_token(db: Database) -> str:
-    with db.transaction() as session:
-        user = create_user(session, ACTOR, email="bench@example.com", roles=[Role.ADMIN])
-        _, raw = create_token(session, ACTOR, user_id=user.id, name="bench", ttl_days=1)
-    return raw
 
 
 def timed(client: httpx.Client, params: dict[str, Any], requests: int) -> dict[str, Any]:

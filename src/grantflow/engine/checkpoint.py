@@ -190,14 +190,17 @@ _POSTGRES_STARTED = _typed(
     f"event AS ({_EVENT_COLUMNS} SELECT {_STARTED_EVENT} FROM step) "
     "SELECT count(*) FROM step"
 )
-_POSTGRES_SUCCEEDED = _typed(
+_SUCCEEDED_CTES = (
     f"WITH run AS ({_PROGRESS} RETURNING runs.id), "
     f"step AS ({_STEP_DONE} AND EXISTS (SELECT 1 FROM run) RETURNING id), "
     f"attempt AS ({_ATTEMPT_DONE} AND EXISTS (SELECT 1 FROM step)), "
     f"event AS ({_EVENT_COLUMNS} SELECT {_SUCCEEDED_EVENT} FROM step), "
-    f"next AS ({_NEXT_COLUMNS} SELECT {_NEXT_VALUES} FROM step) "
-    "SELECT count(*) FROM step"
+    f"next AS ({_NEXT_COLUMNS} SELECT {_NEXT_VALUES} FROM step)"
 )
+_POSTGRES_SUCCEEDED = _typed(f"{_SUCCEEDED_CTES} SELECT count(*) FROM step")
+# ... and the safety gate's common case for the next step in the same write (gate.FOLDED):
+# one commit per step boundary instead of two
+_POSTGRES_SUCCEEDED_ADMITTING = _typed(_SUCCEEDED_CTES)
 _POSTGRES_SUCCEEDED_AND_STARTED = _typed(
     f"WITH run AS ({_PROGRESS} RETURNING runs.id), "
     f"step AS ({_STEP_DONE} AND EXISTS (SELECT 1 FROM run) RETURNING id), "
@@ -241,8 +244,20 @@ def record_started(database: Database, guard: Guard, started: Started) -> bool:
 def record_succeeded(database: Database, guard: Guard, done: Succeeded) -> bool:
     """Commit a step's success and the next step (started, when `next_started` is given) if
     the run is still as this worker left it; False (and nothing written) otherwise."""
+    started = done.next_started
+    params = _succeeded_params(guard, done)
+    statements = list(_SQLITE_SUCCEEDED)
+    if not done.attempt_id:
+        statements.remove(_SQLITE_SUCCEEDED[2])  # a local step keeps no attempt log
+    if started:
+        statements += _SQLITE_NEXT_STARTED
+    postgres = _POSTGRES_SUCCEEDED_AND_STARTED if started else _POSTGRES_SUCCEEDED
+    return _apply(database, params, postgres, statements, selects=False)
+
+
+def _succeeded_params(guard: Guard, done: Succeeded) -> dict[str, Any]:
     following, started = done.next, done.next_started
-    params = {
+    return {
         **guard.__dict__,
         **{k: v for k, v in done.__dict__.items() if k not in ("next", "next_started")},
         "next_id": following.id,
@@ -260,13 +275,25 @@ def record_succeeded(database: Database, guard: Guard, done: Succeeded) -> bool:
         "next_event": started.event if started else None,
         **_NULLS,
     }
-    statements = list(_SQLITE_SUCCEEDED)
-    if not done.attempt_id:
-        statements.remove(_SQLITE_SUCCEEDED[2])  # a local step keeps no attempt log
-    if started:
-        statements += _SQLITE_NEXT_STARTED
-    postgres = _POSTGRES_SUCCEEDED_AND_STARTED if started else _POSTGRES_SUCCEEDED
-    return _apply(database, params, postgres, statements, selects=False)
+
+
+def record_succeeded_admitting(
+    database: Database, guard: Guard, done: Succeeded, admit: dict[str, Any]
+) -> tuple[bool, bool]:
+    """PostgreSQL: `record_succeeded` (with no next intent) that also passes the next step
+    through the safety gate's common case (`admit`: gate.folded's parameters). Whether the
+    success was recorded, and whether the next step was counted (it needs no gate of its own
+    then; otherwise it goes through the gate as usual)."""
+    from grantflow.safety.gate import FOLDED
+
+    assert done.next_started is None and database.dialect == "postgresql"
+    params = {**_succeeded_params(guard, done), **admit}
+    sql = (
+        _psycopg_sql(_POSTGRES_SUCCEEDED_ADMITTING)
+        + f", {FOLDED} SELECT (SELECT count(*) FROM step), EXISTS (SELECT 1 FROM mark)"
+    )
+    row = _row_on_postgres(database, sql, params)
+    return bool(row and row[0]), bool(row and row[1])
 
 
 def _apply(
@@ -301,10 +328,14 @@ def _psycopg_sql(statement: TextClause) -> str:
 
 
 def _on_postgres(database: Database, statement: TextClause, params: dict[str, Any]) -> bool:
+    row = _row_on_postgres(database, _psycopg_sql(statement), params)
+    return bool(row and row[0])
+
+
+def _row_on_postgres(database: Database, sql: str, params: dict[str, Any]) -> Any:
     import psycopg  # (here: a process on SQLite never loads the driver)
     from psycopg.types.json import Jsonb
 
-    sql = _psycopg_sql(statement)
     values = {k: Jsonb(v) if k in _JSON else v for k, v in params.items()}
     connection = database.autocommit.raw_connection()
     try:
@@ -318,4 +349,4 @@ def _on_postgres(database: Database, statement: TextClause, params: dict[str, An
         raise DBAPIError.instance(sql, values, exc, psycopg.Error) from exc
     finally:
         connection.close()  # back to the pool
-    return bool(row and row[0])
+    return row

@@ -23,10 +23,12 @@ from grantflow.definitions.plan import PlanStep
 from grantflow.engine import metrics
 from grantflow.engine.checkpoint import (
     Guard,
+    NextStep,
     Started,
     Succeeded,
     record_started,
     record_succeeded,
+    record_succeeded_admitting,
 )
 from grantflow.engine.models import StepAttempt, StepRun
 from grantflow.engine.states import StepStatus, check_step_transition
@@ -94,7 +96,9 @@ class HotPath:
             return None
         if turn.failed_render is not None and turn.failed_render[0] == step_run.id:
             return None  # it failed as the previous step ended: the general path records it
-        if self._held(turn, chain, step_run.iteration, step_run.sequence, step):
+        if turn.admitted == step_run.id:
+            turn.admitted = None  # counted by the checkpoint that made it current
+        elif self._held(turn, chain, step_run.iteration, step_run.sequence, step):
             return None  # the general path holds it (a paused workflow, a spend cap)
         try:
             config = expressions.render(
@@ -275,8 +279,12 @@ class HotPath:
             duration_ms=duration_ms,
             next_started=ready[1] if ready else None,
         )
+        admitted = False
         try:
-            recorded = record_succeeded(self.database, guard, done)
+            if ready is None and (admit := self._fold_gate(turn, chain, following, target)):
+                recorded, admitted = record_succeeded_admitting(self.database, guard, done, admit)
+            else:
+                recorded = record_succeeded(self.database, guard, done)
         except (OperationalError, InterfaceError):
             raise
         except Exception:
@@ -299,8 +307,27 @@ class HotPath:
             turn.step_run = ready[0].step_run
         else:
             turn.step_run = detached(StepRun, **pending_row)
+        turn.admitted = following.id if admitted else None
         turn.chain = chain
         return True
+
+    def _fold_gate(
+        self, turn: Turn, chain: Chain, following: NextStep, target: PlanStep
+    ) -> dict[str, Any] | None:
+        """PostgreSQL: the next step's pass through the safety gate, to ride on the checkpoint
+        that makes it current (gate.folded); None where it cannot."""
+        if self.database.dialect != "postgresql" or self.stopping.is_set():
+            return None
+        start = step_start(
+            turn.run_id,
+            chain.workflow_id,
+            chain.created_at,
+            following.iteration,
+            following.sequence,
+            target,
+            turn.plan,
+        )
+        return gate.folded(start)
 
     def _next_intent(
         self,

@@ -62,6 +62,9 @@ class Turn:
     # A render that failed on the hot path (step run id, error): the general path records it
     # instead of rendering again (a template stopped by its CPU budget costs one budget).
     failed_render: tuple[str, expressions.ExpressionError] | None = None
+    # The step run the last checkpoint already passed through the safety gate (counted it, on
+    # PostgreSQL): it starts without a gate statement of its own.
+    admitted: str | None = None
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ from grantflow.definitions.models import Workflow
 from grantflow.safety import breakers, config, periods, spend
 from grantflow.safety.config import Breakers
 from grantflow.safety.hold import Hold
-from grantflow.safety.limits import check_steps_per_run
+from grantflow.safety.limits import LimitExceeded, check_steps_per_run
 from grantflow.safety.models import UsageMark
 from grantflow.store.database import Database, database_of
 
-__all__ = ["Hold", "StepStart", "admit", "admit_own", "step_start"]
+__all__ = ["FOLDED", "Hold", "StepStart", "admit", "admit_own", "folded", "step_start"]
 
 
 @dataclass(frozen=True)
@@ -175,68 +175,90 @@ def _facts(conn: Connection, start: StepStart, now: dt.datetime) -> _Facts | Non
 # PostgreSQL: the facts, and — when nothing stands in the way (not paused, no spend cap, not
 # counted before, no breaker that this start would take over its limit, or a run released by
 # the last resume) — the mark and every counter, in one statement. Sent as the driver's own SQL:
-# no statement is compiled per step.
-_CLEAR = """
-WITH f AS (
+# no statement is compiled per step. The CTEs alone (`{also}`: a further condition on counting)
+# also ride on a checkpoint's statement (`folded`).
+_CLEAR_CTES = """
+f AS (
   SELECT coalesce(CAST(w.safety_pause AS TEXT), 'null') <> 'null' AS paused,
     w.safety_resumed_at AS resumed_at,
-    (SELECT count(*) FROM spend_caps c WHERE c.scope_id IN ('*', %(wf)s)) AS caps,
-    EXISTS (SELECT 1 FROM usage_marks m WHERE m.key = %(key)s) AS seen,
+    (SELECT count(*) FROM spend_caps c WHERE c.scope_id IN ('*', %(g_wf)s)) AS caps,
+    EXISTS (SELECT 1 FROM usage_marks m WHERE m.key = %(g_key)s) AS seen,
     {minutes}
-  FROM workflows w WHERE w.id = %(wf)s
+  FROM workflows w WHERE w.id = %(g_wf)s
 ), ok AS (
   SELECT 1 FROM f WHERE NOT paused AND caps = 0 AND NOT seen AND (
-    (resumed_at IS NOT NULL AND (%(created)s::timestamptz IS NULL
-      OR %(created)s::timestamptz < resumed_at))
-    OR ((NOT %(runs)s OR runs_cur + runs_prev * (1 - %(frac)s) + 1 <= %(runs_limit)s)
-      AND (NOT %(ext)s OR ext_cur + ext_prev * (1 - %(frac)s) + 1 <= %(ext_limit)s)))
+    (resumed_at IS NOT NULL AND (%(g_created)s::timestamptz IS NULL
+      OR %(g_created)s::timestamptz < resumed_at))
+    OR ((NOT %(g_runs)s OR runs_cur + runs_prev * (1 - %(g_frac)s) + 1 <= %(g_runs_limit)s)
+      AND (NOT %(g_ext)s OR ext_cur + ext_prev * (1 - %(g_frac)s) + 1 <= %(g_ext_limit)s)))
+    {{also}}
 ), mark AS (
-  INSERT INTO usage_marks (key, counted_at) SELECT %(key)s, %(now)s FROM ok
+  INSERT INTO usage_marks (key, counted_at) SELECT %(g_key)s, %(g_now)s FROM ok
   ON CONFLICT DO NOTHING RETURNING 1
 ), bump AS (
   INSERT INTO usage_counters (scope_id, kind, period_key, count)
-  SELECT %(wf)s, v.k, v.p, 1 FROM mark, (VALUES
-    ('steps', %(day)s, true), ('steps', %(month)s, true),
-    ('external_calls', %(day)s, %(ext)s), ('external_calls', %(month)s, %(ext)s),
-    ('external_calls', %(cur)s, %(ext)s),
-    ('runs', %(day)s, %(runs)s), ('runs', %(month)s, %(runs)s), ('runs', %(cur)s, %(runs)s)
+  SELECT %(g_wf)s, v.k, v.p, 1 FROM mark, (VALUES
+    ('steps', %(g_day)s, true), ('steps', %(g_month)s, true),
+    ('external_calls', %(g_day)s, %(g_ext)s), ('external_calls', %(g_month)s, %(g_ext)s),
+    ('external_calls', %(g_cur)s, %(g_ext)s),
+    ('runs', %(g_day)s, %(g_runs)s), ('runs', %(g_month)s, %(g_runs)s),
+    ('runs', %(g_cur)s, %(g_runs)s)
   ) AS v(k, p, on_) WHERE v.on_
   ON CONFLICT (scope_id, kind, period_key) DO UPDATE SET count = usage_counters.count + 1
-)
-SELECT f.*, EXISTS (SELECT 1 FROM mark) FROM f
-""".format(
+)""".format(
     minutes=", ".join(
-        f"(SELECT coalesce(max(u.count), 0) FROM usage_counters u WHERE u.scope_id = %(wf)s "
-        f"AND u.kind = '{kind}' AND u.period_key = %({which})s) AS {short}_{which}"
+        f"(SELECT coalesce(max(u.count), 0) FROM usage_counters u WHERE u.scope_id = %(g_wf)s "
+        f"AND u.kind = '{kind}' AND u.period_key = %(g_{which})s) AS {short}_{which}"
         for kind, short in (("runs", "runs"), ("external_calls", "ext"))
         for which in ("cur", "prev")
     )
 )
+_CLEAR = "WITH " + _CLEAR_CTES.format(also="") + " SELECT f.*, EXISTS (SELECT 1 FROM mark) FROM f"
+# counted only when the checkpoint it rides on applied (its `step` CTE returned the step run)
+FOLDED = _CLEAR_CTES.format(also="AND EXISTS (SELECT 1 FROM step)")
+
+
+def _clear_params(start: StepStart, now: dt.datetime) -> dict[str, Any]:
+    limits = Breakers.of(start.safety)
+    kinds = start.kinds
+    return {
+        "g_wf": start.workflow_id,
+        "g_key": start.key,
+        "g_now": now,
+        "g_created": start.run_created_at,
+        "g_runs": "runs" in kinds,
+        "g_ext": "external_calls" in kinds,
+        "g_frac": (now.second + now.microsecond / 1e6) / 60,
+        "g_runs_limit": limits.max_runs_per_minute,
+        "g_ext_limit": limits.max_external_calls_per_minute,
+        "g_cur": periods.minute_key(now),
+        "g_prev": periods.minute_key(now - dt.timedelta(minutes=1)),
+        "g_day": periods.day_key(now),
+        "g_month": periods.month_key(now),
+    }
+
+
+def folded(start: StepStart) -> dict[str, Any] | None:
+    """The parameters of FOLDED for a checkpoint (PostgreSQL) that makes `start`'s step the
+    run's current one: the gate's common case — nothing stands in the way — counts the step in
+    that same write, so the step needs no statement of its own before it starts. None when a
+    check made here stops it (the steps-per-run limit): the step goes through `admit`. A step
+    FOLDED did not count (paused, capped, a breaker near, counted before) goes through `admit`
+    too, which holds it or finds it counted."""
+    try:
+        check_steps_per_run(start.sequence, start.step_id)
+    except LimitExceeded:
+        return None
+    return _clear_params(start, config.now())
 
 
 def _count_if_clear(conn: Connection, start: StepStart, now: dt.datetime) -> _Facts | None:
-    limits = Breakers.of(start.safety)
-    kinds = start.kinds
-    current, previous = periods.minute_key(now), periods.minute_key(now - dt.timedelta(minutes=1))
-    params = {
-        "wf": start.workflow_id,
-        "key": start.key,
-        "now": now,
-        "created": start.run_created_at,
-        "runs": "runs" in kinds,
-        "ext": "external_calls" in kinds,
-        "frac": (now.second + now.microsecond / 1e6) / 60,
-        "runs_limit": limits.max_runs_per_minute,
-        "ext_limit": limits.max_external_calls_per_minute,
-        "cur": current,
-        "prev": previous,
-        "day": periods.day_key(now),
-        "month": periods.month_key(now),
-    }
+    params = _clear_params(start, now)
     row = conn.exec_driver_sql(_CLEAR, params).first()
     if row is None:
         return None
     paused, resumed, caps, seen, runs_cur, runs_prev, ext_cur, ext_prev, counted = row
+    current, previous = params["g_cur"], params["g_prev"]
     minute = {
         ("runs", current): int(runs_cur),
         ("runs", previous): int(runs_prev),

@@ -1,0 +1,141 @@
+"""What the benchmark scripts share: a PostgreSQL database of their own, the API served in this
+process, an admin's token, and a count of the statements psycopg sends, by thread."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import contextlib
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import uvicorn
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import OperationalError
+
+from grantflow.api import create_app
+from grantflow.auth.actor import Actor
+from grantflow.auth.permissions import Role
+from grantflow.auth.tokens import create_token
+from grantflow.auth.users import create_user
+from grantflow.config import load_settings
+from grantflow.store import migrate
+from grantflow.store.database import Database, open_database
+
+ACTOR = Actor.system("bench")
+# One master key for everything a script starts (the API here, worker processes), as in a real
+# deployment: they share the audit chain and the credentials.
+MASTER_KEY = base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+class Unreachable(Exception):
+    """The database server could not be reached: its rows are left out."""
+
+
+@contextlib.contextmanager
+def postgres_database(admin: URL) -> Iterator[Database]:
+    """A migrated database of this script's own on the server `admin` reaches; dropped after."""
+    name = f"grantflow_bench_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        except OperationalError as exc:
+            raise Unreachable(str(exc.orig).splitlines()[0]) from exc
+        db = open_database(admin.set(database=name))
+        try:
+            migrate.upgrade(db)
+            yield db
+        finally:
+            db.dispose()
+            with engine.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def served(db: Database) -> Iterator[str]:
+    """The API under uvicorn on a free port of 127.0.0.1, in a thread of this process."""
+    settings = load_settings(
+        database_url=db.url.render_as_string(hide_password=False),
+        secret_key=MASTER_KEY,
+        secret_key_file="/nonexistent/grantflow-bench.key",
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings, db),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def admin_token(db: Database, email: str = "bench@example.com") -> str:
+    with db.transaction() as session:
+        user = create_user(session, ACTOR, email=email, roles=[Role.ADMIN])
+        _, raw = create_token(session, ACTOR, user_id=user.id, name="bench", ttl_days=1)
+    return raw
+
+
+class StatementCounter:
+    """Every statement psycopg sends from this process, by the thread that sent it, while
+    counting is on (psycopg's cursor methods wrapped: SQLAlchemy's own events miss what the
+    engine sends on raw connections, such as its checkpoints and the queue's claim)."""
+
+    def __init__(self) -> None:
+        self.by_thread: collections.Counter[str] = collections.Counter()
+        self.on = False
+        self._lock = threading.Lock()
+        self._originals: dict[str, Any] = {}
+
+    def __enter__(self) -> StatementCounter:
+        counter = self
+        for name in ("execute", "executemany"):
+            original = getattr(psycopg.Cursor, name)
+            self._originals[name] = original
+
+            def counted(cursor: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                if counter.on:
+                    with counter._lock:
+                        counter.by_thread[threading.current_thread().name] += 1
+                return _original(cursor, *args, **kwargs)
+
+            setattr(psycopg.Cursor, name, counted)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for name, original in self._originals.items():
+            setattr(psycopg.Cursor, name, original)
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[collections.Counter[str]]:
+        with self._lock:
+            self.by_thread.clear()
+        self.on = True
+        try:
+            yield self.by_thread
+        finally:
+            self.on = False
