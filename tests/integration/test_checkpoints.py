@@ -454,7 +454,20 @@ def _normalised(database: Database, run_id: str) -> dict[str, Any]:
             ),
             {"r": run_id},
         ).all()
+        # what the safety gate counted: each step start once (its mark), in the workflow's
+        # counters per kind and period (minute, day, month: told apart by the key's length)
+        marks = conn.execute(
+            text("SELECT key FROM usage_marks WHERE key LIKE :r ORDER BY key"), {"r": f"{run_id}:%"}
+        ).scalars()
+        counters = conn.execute(
+            text("SELECT kind, period_key, count FROM usage_counters WHERE scope_id = :w"),
+            {"w": shown["workflow_id"]},
+        ).all()
+    usage: dict[str, int] = {}
+    for kind, period, count in counters:
+        usage[f"{kind}/{len(period)}"] = usage.get(f"{kind}/{len(period)}", 0) + count
     run = {k: shown[k] for k in ("status", "current_step", "failure", "acted_steps")}
+    run["counted"] = {"marks": [m.replace(run_id, "RUN") for m in marks], "usage": usage}
     if run["failure"] and run["failure"].get("action"):  # its path and command name the run
         action = run["failure"]["action"]
         run["failure"]["action"] = {k: str(v).replace(run_id, "RUN") for k, v in action.items()}
@@ -620,15 +633,24 @@ def test_a_next_call_that_cannot_be_recorded_keeps_the_previous_success(
     `one`'s success is recorded alone (it is never sent again) and the general path goes on.
     (Templates cannot cause this any more: a rendered config is always storable data.)"""
     original = hot_path.record_succeeded
+    original_admitting = hot_path.record_succeeded_admitting  # (PostgreSQL: the gate folded in)
     refused = threading.Event()
 
-    def refuse_combined(db: Database, guard: Any, done: Any) -> bool:
+    def refuse(done: Any) -> None:
         if done.next_started is not None and done.next.step_id == "bad" and not refused.is_set():
             refused.set()
             raise ValueError("the database refused the write")
+
+    def refuse_combined(db: Database, guard: Any, done: Any) -> bool:
+        refuse(done)
         return original(db, guard, done)
 
+    def refuse_combined_admitting(db: Database, guard: Any, done: Any, admit: Any) -> Any:
+        refuse(done)
+        return original_admitting(db, guard, done, admit)
+
     monkeypatch.setattr(hot_path, "record_succeeded", refuse_combined)
+    monkeypatch.setattr(hot_path, "record_succeeded_admitting", refuse_combined_admitting)
     with running_target() as target:
         target.on("/one", Reply(200, {"ok": 1}))
         target.on("/two", Reply(200, {"ok": 2}))

@@ -65,7 +65,7 @@ class Require(Guard):
         if scheme.lower() != "bearer" or not raw.strip():
             raise Unauthenticated("this endpoint needs an API token")
         state = request.app.state.grantflow
-        with state.database.transaction() as session:
+        with state.database.reads() as session:  # (one read; a rare last-use write alone)
             return authenticate(session, raw.strip(), request_id=request.state.request_id)
 
     def __repr__(self) -> str:

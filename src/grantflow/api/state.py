@@ -24,14 +24,20 @@ class AppState:
     connections: ConnectionAccess
 
 
-def app_state(request: Request) -> AppState:
+def state_of(request: Request) -> AppState:
     state: AppState = request.app.state.grantflow
     return state
 
 
-def database(request: Request) -> Database:
-    return app_state(request).database
+# The dependencies are `async`: they only read the app's state, and FastAPI runs a plain `def`
+# dependency in a worker thread, a thread hop per dependency on every request.
+async def app_state(request: Request) -> AppState:
+    return state_of(request)
 
 
-def queue(request: Request) -> Queue:
-    return app_state(request).queue
+async def database(request: Request) -> Database:
+    return state_of(request).database
+
+
+async def queue(request: Request) -> Queue:
+    return state_of(request).queue

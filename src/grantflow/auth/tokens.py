@@ -7,11 +7,11 @@ import hashlib
 import secrets
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from grantflow import audit
 from grantflow.auth.actor import Actor
-from grantflow.auth.models import ApiToken
+from grantflow.auth.models import ApiToken, User
 from grantflow.auth.permissions import Permission, permissions_for
 from grantflow.auth.users import get_user
 from grantflow.errors import Conflict, NotFound, Unauthenticated, ValidationError
@@ -118,9 +118,15 @@ def list_tokens(session: Session, actor: Actor, user_id: str) -> list[ApiToken]:
 
 def authenticate(session: Session, raw: str, request_id: str | None = None) -> Actor:
     """The actor behind a bearer token; every refusal is the same 401 without hints."""
-    token = session.execute(
-        select(ApiToken).where(ApiToken.token_hash == _hash(raw))
-    ).scalar_one_or_none()
+    token = (
+        session.execute(
+            select(ApiToken)
+            .where(ApiToken.token_hash == _hash(raw))
+            .options(joinedload(ApiToken.user).joinedload(User.role_rows))  # one round trip
+        )
+        .unique()
+        .scalar_one_or_none()
+    )
     now = utcnow()
     if token is None:
         raise Unauthenticated("the API token is not valid")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from grantflow import audit
 from grantflow.auth.actor import Actor
@@ -23,7 +23,9 @@ def normalise_email(email: str) -> str:
 
 
 def get_user(session: Session, user_id: str) -> User:
-    user = session.get(User, user_id) or by_prefix(session, User, user_id, "user")
+    user = session.get(  # (its roles in the same round trip)
+        User, user_id, options=[joinedload(User.role_rows)]
+    ) or by_prefix(session, User, user_id, "user")
     if user is None:
         raise NotFound(f"user {user_id} does not exist", target_type="user", target_id=user_id)
     return user

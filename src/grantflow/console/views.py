@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from grantflow import audit
-from grantflow.api.state import AppState, app_state
+from grantflow.api.state import AppState, state_of
 from grantflow.console import cookies
 from grantflow.console.templating import redirect, safe_next
 from grantflow.errors import GrantflowError, PermissionDenied, ValidationError
@@ -37,11 +37,11 @@ _FLASH_LIMIT = 900  # characters of one message: the flash cookie stays well und
 
 def services(request: Request) -> AppState:
     """The app's state: settings, database, queue, keyring, connections."""
-    return app_state(request)
+    return state_of(request)
 
 
 def database(request: Request) -> Database:
-    return app_state(request).database
+    return state_of(request).database
 
 
 def error_words(error: GrantflowError) -> str:

@@ -210,6 +210,25 @@ _POSTGRES_SUCCEEDED_AND_STARTED = _typed(
     f"next_attempt AS ({_ATTEMPT_COLUMNS} SELECT {_NEXT_ATTEMPT_VALUES} FROM step) "
     "SELECT count(*) FROM step"
 )
+# ... the same with the safety gate's common case for the next call (gate.FOLDED, between
+# `attempt` and the writes that depend on it): its intent is written only when the gate counted
+# it; otherwise it is inserted `pending`, to pass the gate at its own boundary
+_ADMITTED = "EXISTS (SELECT 1 FROM mark)"
+_POSTGRES_SUCCEEDED_AND_STARTED_ADMITTING = (
+    f"WITH run AS ({_PROGRESS} RETURNING runs.id), "
+    f"step AS ({_STEP_DONE} AND EXISTS (SELECT 1 FROM run) RETURNING id), "
+    f"attempt AS ({_ATTEMPT_DONE} AND EXISTS (SELECT 1 FROM step)), "
+    "{gate}, "
+    f"event AS ({_BOTH_EVENTS.replace(' ORDER BY', f' WHERE v.n = 1 OR {_ADMITTED} ORDER BY')}), "
+    f"next AS ({_NEXT_COLUMNS} SELECT "
+    ":next_id, :run_id, :next_step_id, :next_type, :next_sequence, :next_iteration, 1, "
+    f"CASE WHEN {_ADMITTED} THEN 'running' ELSE 'pending' END, "
+    f"CASE WHEN {_ADMITTED} THEN 1 ELSE 0 END, :next_side_effects, "
+    f"CASE WHEN {_ADMITTED} THEN CAST(:next_started_at AS timestamptz) END, "
+    ":no_output, :no_error FROM step), "
+    f"next_attempt AS ({_ATTEMPT_COLUMNS} SELECT {_NEXT_ATTEMPT_VALUES} FROM step, mark) "
+    f"SELECT (SELECT count(*) FROM step), {_ADMITTED}"
+)
 # SQLite: the guard first (BEGIN IMMEDIATE already holds the write lock), then the writes.
 _SQLITE_STARTED = [
     _typed(f"SELECT runs.id FROM runs WHERE {_GUARD}"),
@@ -280,20 +299,27 @@ def _succeeded_params(guard: Guard, done: Succeeded) -> dict[str, Any]:
 def record_succeeded_admitting(
     database: Database, guard: Guard, done: Succeeded, admit: dict[str, Any]
 ) -> tuple[bool, bool]:
-    """PostgreSQL: `record_succeeded` (with no next intent) that also passes the next step
-    through the safety gate's common case (`admit`: gate.folded's parameters). Whether the
-    success was recorded, and whether the next step was counted (it needs no gate of its own
-    then; otherwise it goes through the gate as usual)."""
+    """PostgreSQL: `record_succeeded` that also passes the next step through the safety gate's
+    common case (`admit`: gate.folded's parameters). Whether the success was recorded, and
+    whether the next step was counted: it needs no gate of its own then, and its intent (when
+    `done.next_started` is given) was written; otherwise the next step is `pending` and goes
+    through the gate as usual."""
+    assert database.dialect == "postgresql"
+    params = {**_succeeded_params(guard, done), **admit}
+    row = _row_on_postgres(database, _admitting_sql(done.next_started is not None), params)
+    return bool(row and row[0]), bool(row and row[1])
+
+
+@functools.cache
+def _admitting_sql(next_started: bool) -> str:
     from grantflow.safety.gate import FOLDED
 
-    assert done.next_started is None and database.dialect == "postgresql"
-    params = {**_succeeded_params(guard, done), **admit}
-    sql = (
+    if next_started:
+        return _driver_sql(_POSTGRES_SUCCEEDED_AND_STARTED_ADMITTING).replace("{gate}", FOLDED)
+    return (
         _psycopg_sql(_POSTGRES_SUCCEEDED_ADMITTING)
         + f", {FOLDED} SELECT (SELECT count(*) FROM step), EXISTS (SELECT 1 FROM mark)"
     )
-    row = _row_on_postgres(database, sql, params)
-    return bool(row and row[0]), bool(row and row[1])
 
 
 def _apply(
@@ -324,7 +350,11 @@ _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
 @functools.cache
 def _psycopg_sql(statement: TextClause) -> str:
-    return _NAMED.sub(r"%(\1)s", statement.text)
+    return _driver_sql(statement.text)
+
+
+def _driver_sql(sql: str) -> str:
+    return _NAMED.sub(r"%(\1)s", sql)
 
 
 def _on_postgres(database: Database, statement: TextClause, params: dict[str, Any]) -> bool:

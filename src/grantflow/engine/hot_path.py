@@ -263,8 +263,12 @@ class HotPath:
         following = next_step(step_run, target, iteration)
         pending_row = pending_columns(turn.run_id, following)
         finished = utcnow()  # before the next step's start: the timeline never runs backwards
-        # An external call next: its intent goes into this same write (one commit per call).
-        ready = self._next_intent(turn, chain, pending_row, target, context, step.id, entry, guard)
+        # The next step's pass through the safety gate goes into this same write on PostgreSQL;
+        # an external call next: its intent too (one commit per call).
+        admit = self._fold_gate(turn, chain, following, target)
+        ready = self._next_intent(
+            turn, chain, pending_row, target, context, step.id, entry, guard, gated=admit is None
+        )
         duration_ms = round(elapsed * 1000, 3)
         done = Succeeded(
             attempts=step_run.attempts or 1,  # (a pure step on the hot path: its first)
@@ -279,12 +283,8 @@ class HotPath:
             duration_ms=duration_ms,
             next_started=ready[1] if ready else None,
         )
-        admitted = False
         try:
-            if ready is None and (admit := self._fold_gate(turn, chain, following, target)):
-                recorded, admitted = record_succeeded_admitting(self.database, guard, done, admit)
-            else:
-                recorded = record_succeeded(self.database, guard, done)
+            recorded, admitted = self._record(guard, done, admit)
         except (OperationalError, InterfaceError):
             raise
         except Exception:
@@ -295,9 +295,11 @@ class HotPath:
             # prepares the next step and records why it cannot start.
             log.warning("run.next_intent_unwritable", run_id=turn.run_id, step_id=next_id)
             ready = None
-            recorded = record_succeeded(self.database, guard, replace(done, next_started=None))
+            recorded, admitted = self._record(guard, replace(done, next_started=None), admit)
         if not recorded:
             return False
+        if ready is not None and admit is not None and not admitted:
+            ready = None  # the gate did not count it: written `pending`, gated at its boundary
         metrics.STEP_DURATION.labels(step.type, "succeeded").observe(elapsed)
         metrics.STEP_OUTCOMES.labels(step.type, "succeeded", "").inc()
         context["steps"][step.id] = entry
@@ -310,6 +312,15 @@ class HotPath:
         turn.admitted = following.id if admitted else None
         turn.chain = chain
         return True
+
+    def _record(
+        self, guard: Guard, done: Succeeded, admit: dict[str, Any] | None
+    ) -> tuple[bool, bool]:
+        """Write the success (and the next step's gate pass when folded): whether it was
+        recorded, and whether the next step was counted by it."""
+        if admit is None:
+            return record_succeeded(self.database, guard, done), False
+        return record_succeeded_admitting(self.database, guard, done, admit)
 
     def _fold_gate(
         self, turn: Turn, chain: Chain, following: NextStep, target: PlanStep
@@ -339,15 +350,18 @@ class HotPath:
         done_id: str,
         entry: dict[str, Any],
         guard: Guard,
+        *,
+        gated: bool,
     ) -> tuple[Pending, Started] | None:
         """The next step's call, prepared, when it is an external call whose config renders;
-        None leaves the next step pending for the usual boundary."""
+        None leaves the next step pending for the usual boundary. `gated`: pass it through
+        the safety gate here (otherwise the checkpoint's write does)."""
         step_type = get_step_type(target.type)
         if step_type is None or step_type.local or step_type.execute is None:
             return None
         if self.stopping.is_set():
             return None  # hand the run back at this boundary instead
-        if self._held(turn, chain, row["iteration"], row["sequence"], target):
+        if gated and self._held(turn, chain, row["iteration"], row["sequence"], target):
             return None  # left pending: the next boundary holds it on the general path
         try:
             config = expressions.render(

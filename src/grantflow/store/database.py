@@ -92,6 +92,14 @@ class Database:
             session.info["database"] = self
             yield session
 
+    @contextlib.contextmanager
+    def reads(self) -> Iterator[Session]:
+        """A session for work that needs no transaction of its own: a few reads, perhaps one
+        small write that stands alone (a token's last use). SQLite: `transaction`. PostgreSQL:
+        in autocommit, which spares the BEGIN and COMMIT round trips."""
+        with self.transaction() as session:
+            yield session
+
     def ping(self) -> None:
         try:
             with self.engine.connect() as conn:
@@ -180,6 +188,16 @@ class PostgresDatabase(Database):
     def notify_queue(self, session: Session) -> None:
         super().notify_queue(session)
         session.execute(text("SELECT pg_notify('grantflow_queue', '')"))
+
+    @contextlib.contextmanager
+    def reads(self) -> Iterator[Session]:
+        with self._autocommit_sessions() as session, session.begin():
+            session.info["database"] = self
+            yield session
+
+    @functools.cached_property
+    def _autocommit_sessions(self) -> sessionmaker[Session]:
+        return sessionmaker(self.autocommit, expire_on_commit=False)
 
     def listen_queue(self, wakeup: threading.Event, stop: threading.Event) -> None:
         import psycopg  # (here: a process on SQLite never loads the driver)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.security import Require
-from grantflow.api.state import app_state, database, queue
+from grantflow.api.state import database, queue, state_of
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.people import email, inbox, link_actions, links
@@ -62,7 +62,7 @@ def open_link(
     Opening it changes nothing (mail scanners follow links). In a browser, the same token
     opens the console page `/links/<token>`."""
     with db.transaction() as session:
-        opened = link_actions.open_link(session, app_state(request).settings, actor, token)
+        opened = link_actions.open_link(session, state_of(request).settings, actor, token)
         found = opened.found
         if opened.opens:
             choices = ", ".join(opened.choices())
@@ -92,7 +92,7 @@ def use_link(
     with db.transaction() as session:
         opened, task, action = link_actions.use_link(
             session,
-            app_state(request).settings,
+            state_of(request).settings,
             actor,
             q,
             token,

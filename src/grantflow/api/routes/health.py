@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from grantflow.api.security import Public
-from grantflow.api.state import app_state
+from grantflow.api.state import state_of
 from grantflow.engine import metrics as engine_metrics
 from grantflow.errors import ServiceUnavailable
 from grantflow.queue.metrics import queue_collector
@@ -26,7 +26,7 @@ async def healthz() -> dict[str, Any]:
 
 @router.get("/readyz", summary="The database is reachable and migrated")
 def readyz(request: Request) -> dict[str, Any]:
-    database = app_state(request).database
+    database = state_of(request).database
     database.ping()
     if not is_up_to_date(database):
         raise ServiceUnavailable(
@@ -38,6 +38,6 @@ def readyz(request: Request) -> dict[str, Any]:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 def metrics(request: Request) -> Response:
-    body = generate_latest(app_state(request).registry) + generate_latest(engine_metrics.REGISTRY)
-    body += generate_latest(queue_collector(app_state(request).queue))
+    body = generate_latest(state_of(request).registry) + generate_latest(engine_metrics.REGISTRY)
+    body += generate_latest(queue_collector(state_of(request).queue))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

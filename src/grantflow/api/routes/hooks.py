@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.security import Public, Require
-from grantflow.api.state import app_state, database
+from grantflow.api.state import database, state_of
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.safety import webhooks
@@ -57,7 +57,7 @@ async def receive_delivery(workflow_key: str, request: Request) -> JSONResponse:
     was accepted before); 401 when the signature or its timestamp is not valid; 422 naming
     each field when the body does not match the trigger's input schema."""
     body = await request.body()
-    state = app_state(request)
+    state = state_of(request)
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
         receipt = await run_in_threadpool(
@@ -93,7 +93,7 @@ def rotate_webhook_secret(
     """Create the webhook secret, or rotate it (the old one stops working at once). The
     secret is in this answer only: it is stored encrypted and never shown again."""
     with db.transaction() as session:
-        new = webhooks.set_secret(session, actor, app_state(request).keyring, workflow_id)
+        new = webhooks.set_secret(session, actor, state_of(request).keyring, workflow_id)
     return SecretOut(
         workflow_id=new.workflow_id,
         secret=new.secret,

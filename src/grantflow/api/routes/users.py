@@ -187,7 +187,7 @@ def me(
     actor: Actor = Depends(Require(Permission.SELF)),
     db: Database = Depends(database),
 ) -> MeOut:
-    with db.transaction() as session:
+    with db.reads() as session:  # (reads only: no transaction round trips on PostgreSQL)
         user = users.get_user(session, _own(actor))
         out = UserOut.model_validate(user).model_dump()
     return MeOut(**out, permissions=sorted(actor.permissions))

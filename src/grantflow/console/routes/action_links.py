@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from grantflow.api.state import app_state
+from grantflow.api.state import state_of
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.console.actions import refusals_audited
@@ -79,7 +79,7 @@ async def use_link(
     """Take the link's decision (approve or reject) with an optional comment; the link is used
     up in the same transaction."""
     state = console_state(request)
-    queue = app_state(request).queue
+    queue = state_of(request).queue
 
     def apply() -> tuple[str, str, str] | ValidationError:
         with refusals_audited(state.database, actor, request.url.path, "POST"):

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from grantflow.api.state import app_state
+from grantflow.api.state import state_of
 from grantflow.auth.actor import Actor
 from grantflow.auth.models import User
 from grantflow.auth.permissions import Permission, Role
@@ -162,7 +162,7 @@ async def act(
     comment = str(form.get("comment") or "").strip()[:5000] or None
     back = safe_next(str(form.get("back") or ""), "/inbox")
     state = console_state(request)
-    queue = app_state(request).queue
+    queue = state_of(request).queue
 
     def apply() -> tuple[str, str, dict[str, Any]] | Refusal:
         typed: dict[str, Any] = {}

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from grantflow.access.grants import dispatch_grant
-from grantflow.api.state import app_state
+from grantflow.api.state import state_of
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.console.actions import refusals_audited, shown
@@ -53,7 +53,7 @@ def list_runs(request: Request, actor: Actor = Depends(Page(Permission.RUN_READ)
         items: list[dict[str, Any]] = []
         next_cursor = None
         if not filters.errors:
-            items, next_cursor = run_list.rows(session, app_state(request).queue, filters)
+            items, next_cursor = run_list.rows(session, state_of(request).queue, filters)
     context = {
         "filters": filters,
         "workflows": workflows,
@@ -67,7 +67,7 @@ def list_runs(request: Request, actor: Actor = Depends(Page(Permission.RUN_READ)
 def _run_page(
     request: Request, actor: Actor, run_id: str, error: GrantflowError | None = None
 ) -> Response:
-    queue = app_state(request).queue
+    queue = state_of(request).queue
     with console_state(request).database.transaction() as session:
         page = runs.run_page(session, run_id, queue, _can(actor))
         ids = detail.action_ids(operations.get_run(session, run_id))
@@ -93,7 +93,7 @@ def run_live(
     actor: Actor = Depends(Page(Permission.RUN_READ)),
 ) -> Response:
     """The run page's changing part (htmx): 204 while nothing changed since version `v`."""
-    queue = app_state(request).queue
+    queue = state_of(request).queue
     with console_state(request).database.transaction() as session:
         run = operations.get_run(session, run_id)
         if v and v == runs.fingerprint(session, run):
@@ -111,7 +111,7 @@ def _operate(
     """Run `operation` in one transaction; then the run page with its message, or the run
     page showing the refusal in words."""
     database = console_state(request).database
-    queue = app_state(request).queue
+    queue = state_of(request).queue
     try:
         with (
             refusals_audited(database, actor, request.url.path, "POST"),
@@ -187,7 +187,7 @@ def cancel(
                 refusals_audited(database, actor, request.url.path, "POST"),
                 database.transaction() as session,
             ):
-                target, message = apply(session, app_state(request).queue)
+                target, message = apply(session, state_of(request).queue)
             return redirect(request, f"/runs/{target}", message=message)
         except Conflict as error:
             if error.code != "cancel_needs_force":

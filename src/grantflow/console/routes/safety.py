@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from grantflow.api.state import app_state
+from grantflow.api.state import state_of
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.console.guard import Page
@@ -30,7 +30,7 @@ def resume_safety(
     """Resume a workflow paused for safety: its held runs go on, oldest first."""
 
     def work(session: Session) -> str:
-        found = breakers.resume(session, actor, app_state(request).queue, workflow_id)
+        found = breakers.resume(session, actor, state_of(request).queue, workflow_id)
         return f"Workflow {found.name} resumed: its held runs go on, oldest first."
 
     return perform(request, back_to(next, f"/workflows/{workflow_id}"), work)
@@ -65,7 +65,7 @@ def set_cap(
         spend.set_cap(
             session,
             actor,
-            app_state(request).queue,
+            state_of(request).queue,
             workflow=workflow.strip() or None,
             kind=kind,
             period=period,
