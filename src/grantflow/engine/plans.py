@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,10 +26,15 @@ def plan_for(session: Session, workflow_id: str, version: int) -> Plan:
         .join(Workflow, Workflow.id == WorkflowVersion.workflow_id)
         .where(WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.number == version)
     ).one_or_none()
-    if row is None or row.plan is None:
+    return plan_of(workflow_id, row.name if row else "?", version, row.plan if row else None)
+
+
+def plan_of(workflow_id: str, name: str, version: int, stored: Any) -> Plan:
+    """The plan from a version's stored `plan` column (read by the caller), integrity-checked."""
+    if stored is None:
         raise InternalError(
             f"version {version} of workflow {workflow_id} has no compiled plan",
             code="plan_integrity_failed",
             next_action="Recompile the version's plan from its document, then Retry the run",
         )
-    return _parsed(row.name, version, json.dumps(row.plan, sort_keys=True))
+    return _parsed(name, version, json.dumps(stored, sort_keys=True))

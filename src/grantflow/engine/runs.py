@@ -7,16 +7,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+from sqlalchemy import literal, select
 from sqlalchemy.orm import Session
 
 from grantflow import strict
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.definitions.lookup import get_workflow
-from grantflow.definitions.models import Workflow
+from grantflow.definitions.models import Workflow, WorkflowVersion
 from grantflow.engine import failures
 from grantflow.engine.models import Run, StepRun
-from grantflow.engine.plans import plan_for
+from grantflow.engine.plans import plan_of
 from grantflow.engine.states import RunStatus, StepStatus
 from grantflow.engine.timeline import add_event
 from grantflow.errors import Conflict, InternalError, ValidationError
@@ -78,11 +79,11 @@ def start_run(
     replay_mode: str | None = None,
 ) -> Run:
     actor.require(Permission.RUN_OPERATE)
-    workflow = get_workflow(session, workflow_id)
+    workflow, stored = _workflow_and_plan(session, workflow_id, version)
     number = version if version is not None else check_dispatching(workflow)
     now = utcnow()
     try:
-        plan = plan_for(session, workflow.id, number)
+        plan = plan_of(workflow.id, workflow.name, number, stored)
     except InternalError as exc:
         return _failed_at_start(session, actor, workflow, number, run_input, trigger, exc)
     unstorable_text = strict.unstorable(run_input, "input")  # (the API refuses it at the door)
@@ -143,6 +144,32 @@ def start_run(
     else:
         queue.schedule(session, run.id, fanout_slot(session, now))
     return run
+
+
+def _workflow_and_plan(
+    session: Session, workflow_id: str, version: int | None
+) -> tuple[Workflow, Any]:
+    """The workflow and the stored plan of `version` (default: its active version), in one
+    query; by the lookup's rules (a unique id prefix, NotFound) when the id is not exact."""
+    number = Workflow.active_version if version is None else literal(version)
+    row = session.execute(
+        select(Workflow, WorkflowVersion.plan)
+        .outerjoin(
+            WorkflowVersion,
+            (WorkflowVersion.workflow_id == Workflow.id) & (WorkflowVersion.number == number),
+        )
+        .where(Workflow.id == workflow_id)
+    ).one_or_none()
+    if row is not None:
+        return row[0], row[1]
+    workflow = get_workflow(session, workflow_id)
+    plan = session.execute(
+        select(WorkflowVersion.plan).where(
+            WorkflowVersion.workflow_id == workflow.id,
+            WorkflowVersion.number == (workflow.active_version if version is None else version),
+        )
+    ).scalar_one_or_none()
+    return workflow, plan
 
 
 @dataclass

@@ -24,6 +24,10 @@ _UPSERT = text(
     "ON CONFLICT (run_id) DO UPDATE SET available_at = excluded.available_at, "
     "lease_owner = NULL, lease_expires_at = NULL"
 )
+# PostgreSQL: the same, and the wake-up every listening worker gets when the transaction commits
+_UPSERT_AND_NOTIFY = text(
+    f"WITH item AS ({_UPSERT.text} RETURNING 1) SELECT pg_notify('grantflow_queue', '') FROM item"
+)
 
 
 # MATERIALIZED: the pick runs once. Inlined into the UPDATE, a plan may run it again per row,
@@ -49,6 +53,10 @@ class DatabaseQueue:
         now = utcnow()
         when = at or now
         params = {"run_id": run_id, "at": self._param(when), "now": self._param(now)}
+        if when <= now and self.database.dialect == "postgresql":
+            session.execute(_UPSERT_AND_NOTIFY, params)  # one round trip, not two
+            self.database.wake_after_commit(session)
+            return
         session.execute(_UPSERT, params)
         if when <= now:
             self.database.notify_queue(session)

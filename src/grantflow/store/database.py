@@ -77,6 +77,10 @@ class Database:
 
     def notify_queue(self, session: Session) -> None:
         """Wake workers once this transaction commits (in this process; PostgreSQL: all)."""
+        self.wake_after_commit(session)
+
+    def wake_after_commit(self, session: Session) -> None:
+        """Wake this process's workers once this transaction commits."""
         wakeup = self.queue_wakeup
         event.listen(session, "after_commit", lambda _s: wakeup.set(), once=True)
 
