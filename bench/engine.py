@@ -22,7 +22,9 @@ the first step run's started_at), not from polling:
 - bare_http40_ms: 40 sequential POSTs with one httpx.Client to the same server (median);
   ratio_vs_bare = e2e_ms / bare_http40_ms and ratio_exec_vs_bare = run execution / bare;
 - peak_rss_mb: the largest peak resident set (VmHWM) among the worker processes;
-  worker_memory.idle_rss_mb: a worker process's resident set right after it registered.
+  worker_memory.idle_rss_mb: a worker process's resident set right after it registered;
+  waiting_rss_mb (PostgreSQL): the largest resident set among the worker processes once
+  waiting_runs runs are parked on a one-day timer (target: at most 90 MB with 10,000).
 
 PostgreSQL only (issue 18's targets), with the API served in this process:
 - run5 (set, http, set, http, set) started with `POST /api/v1/workflows/{id}/runs`, one at a
@@ -97,10 +99,11 @@ class Sizes:
     bare_repeats: int
     run5: int  # run5 samples through the API (PostgreSQL)
     requests: int  # API requests per kind, for the per-request figures
+    waiting: int  # runs left waiting on a timer, for the workers' memory (PostgreSQL)
 
 
-QUICK = Sizes(2, {"seq40": 5, "http40": 3}, 1, 10, 3, 3, 5, 200)
-FULL = Sizes(7, {"seq40": 40, "http40": 20}, 3, 100, 20, 20, 30, 2000)
+QUICK = Sizes(2, {"seq40": 5, "http40": 3}, 1, 10, 3, 3, 5, 200, 500)
+FULL = Sizes(7, {"seq40": 40, "http40": 20}, 3, 100, 20, 20, 30, 2000, 10_000)
 
 
 _T0 = time.monotonic()
@@ -200,6 +203,9 @@ def publish_all(db: Database, url: str) -> dict[str, str]:
         "http40": publish(db, "bench-http40", http),
         "pickup": publish(db, "bench-pickup", pickup),
         "run5": publish(db, "bench-run5", run5_steps(url)),
+        "waiting": publish(
+            db, "bench-waiting", [{"id": "wait", "type": "delay", "config": {"duration": "P1D"}}]
+        ),
     }
 
 
@@ -571,6 +577,29 @@ def _through_the_api(
     return rows
 
 
+def measure_waiting_memory(
+    db: Database, reader: Engine, flow: str, count: int, workers: WorkerSet
+) -> dict[str, Any]:
+    """`count` runs parked on a one-day timer by the running workers: the largest resident set
+    among the worker processes once every run waits (a waiting run holds no worker)."""
+    for start in range(0, count, 100):  # (100 per transaction: all ready at once)
+        create_runs(db, flow, min(100, count - start))
+    deadline = time.monotonic() + 600
+    while True:
+        with reader.connect() as conn:
+            waiting = conn.execute(
+                select(func.count())
+                .select_from(Run)
+                .where(Run.workflow_id == flow, Run.status == "waiting")
+            ).scalar_one()
+        if waiting >= count:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {waiting} of {count} runs waiting after 600 s")
+        time.sleep(0.2)
+    return {"waiting_runs": count, "waiting_rss_mb": workers.rss_mb()}
+
+
 def bench_database(
     name: str, db: Database, url: str, sizes: Sizes, logs: Path, bare_ms: float
 ) -> list[dict[str, Any]]:
@@ -617,6 +646,10 @@ def _bench_database(
                 fields = measure_pickup(db, reader, flows["pickup"], samples)
                 fields["peak_rss_mb"] = workers.peak_rss_mb()
                 rows.append(row("pickup", name, 1, worker_mode="process", **fields))
+        if not polled:
+            log(f"{name}: {sizes.waiting} runs waiting on a timer")
+            fields = measure_waiting_memory(db, reader, flows["waiting"], sizes.waiting, workers)
+            rows.append(row("worker_memory", name, len(workers.processes), **fields))
     if not polled:
         log(f"{name}: statements per run5 (an embedded worker)")
         with served(db) as url:

@@ -118,7 +118,9 @@ class Database:
     def autocommit(self) -> Engine:
         """Connections that stay in autocommit, for one-statement writes (the engine's
         checkpoints, queue claims on PostgreSQL): no per-checkout switch of isolation level."""
-        return create_engine(self.url, isolation_level="AUTOCOMMIT", **self.engine_options())
+        engine = create_engine(self.url, isolation_level="AUTOCOMMIT", **self.engine_options())
+        _share_disconnects(self.engine, engine)
+        return engine
 
     def dispose(self) -> None:
         if "autocommit" in self.__dict__:
@@ -252,6 +254,22 @@ class PostgresDatabase(Database):
             elif "RAISE EXCEPTION" not in source.upper():
                 missing.append(f"{name} (its function no longer refuses)")
         return missing
+
+
+def _share_disconnects(first: Engine, second: Engine) -> None:
+    """A lost connection on either engine (the server restarted) renews both pools: the
+    engine that saw it drops its own, and the other's idle connections are as dead. So the
+    next request works, whichever engine it starts on."""
+
+    def renew(other: Engine) -> Callable[[Any], None]:
+        def on_error(context: Any) -> None:
+            if context.is_disconnect:
+                other.dispose()  # (connections in use are dropped when given back)
+
+        return on_error
+
+    event.listen(first, "handle_error", renew(second))
+    event.listen(second, "handle_error", renew(first))
 
 
 def open_database(url: URL, **engine_options: Any) -> Database:
