@@ -581,7 +581,9 @@ def measure_waiting_memory(
     db: Database, reader: Engine, flow: str, count: int, workers: WorkerSet
 ) -> dict[str, Any]:
     """`count` runs parked on a one-day timer by the running workers: the largest resident set
-    among the worker processes once every run waits (a waiting run holds no worker)."""
+    among the worker processes once every run waits (a waiting run holds no worker), and what
+    it was before (after the other workloads)."""
+    before = workers.rss_mb()
     for start in range(0, count, 100):  # (100 per transaction: all ready at once)
         create_runs(db, flow, min(100, count - start))
     deadline = time.monotonic() + 600
@@ -597,7 +599,7 @@ def measure_waiting_memory(
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {waiting} of {count} runs waiting after 600 s")
         time.sleep(0.2)
-    return {"waiting_runs": count, "waiting_rss_mb": workers.rss_mb()}
+    return {"waiting_runs": count, "rss_before_mb": before, "waiting_rss_mb": workers.rss_mb()}
 
 
 def bench_database(

@@ -1,7 +1,8 @@
-"""The listeners at a run's end read only what the run can have: a manual run ends with one look
-at its open tasks (a step may have escalated) and none for occurrences, incidents, lifecycle
-links or notifications, on both databases; a run a lifecycle event started still settles its
-identity, and a run with an approval step still has its tasks looked at."""
+"""The listeners at a run's end read only what the run can have: a manual run whose plan has no
+person in it (no approval or task step, no escalation) ends with no look at tasks, occurrences,
+incidents, lifecycle links or notifications — on the engine's hot path, in one write — on both
+databases; a run a lifecycle event started still settles its identity, and a run with an
+approval step still has its tasks looked at."""
 
 from __future__ import annotations
 
@@ -42,8 +43,18 @@ def set_step(step_id: str) -> dict[str, object]:
     return {"id": step_id, "type": "set", "config": {"values": {"done": step_id}}}
 
 
-def test_a_plain_run_ends_looking_only_at_its_tasks(database: Database) -> None:
+def test_a_plain_run_ends_looking_at_nothing_else(database: Database) -> None:
     wf = publish(database, workflow("Plain", set_step("a"), set_step("b"), set_step("c")))
+    with tables_read(database) as read, running_worker(database):
+        run_id = start(database, wf)
+        assert wait_status(database, run_id, "succeeded", "failed")["status"] == "succeeded"
+    assert read == []
+
+
+def test_a_run_whose_step_escalates_still_looks_at_its_tasks(database: Database) -> None:
+    document = workflow("Escalating", set_step("a"), set_step("b"))
+    document["steps"][1]["on_failure"] = "escalate"
+    wf = publish(database, document)
     with tables_read(database) as read, running_worker(database):
         run_id = start(database, wf)
         assert wait_status(database, run_id, "succeeded", "failed")["status"] == "succeeded"

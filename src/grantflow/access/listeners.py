@@ -26,7 +26,9 @@ def _step_failed(
     incidents.revocation_failed(session, run, step_run.step_id, failure)
 
 
-@hooks.on_run_status
+@hooks.on_run_status(
+    wants=lambda end: end.trigger in _LIFECYCLE_TRIGGERS or end.replay_of is not None
+)
 def _run_status(session: Session, run: Run, old: str, new: str) -> None:
     if run.trigger not in _LIFECYCLE_TRIGGERS and not run.replay_of:
         return  # incidents and identity states follow runs a lifecycle event started only

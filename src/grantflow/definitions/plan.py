@@ -76,6 +76,18 @@ class Plan(BaseModel):
             {s.id: s.max_iterations for s in self.steps.values()},
         )
 
+    @functools.cached_property
+    def involves_people(self) -> bool:
+        """Whether a run can have a person's task: an approval or a task step (a step type
+        that works inside the engine's transaction), or a step that escalates its failure."""
+        for step in self.steps.values():
+            step_type = get_step_type(step.type)
+            if step_type is None or (step_type.local and not step_type.pure):
+                return True
+            if step.on_failure == OnFailure.ESCALATE:
+                return True
+        return False
+
     def integrity_problems(self) -> list[str]:
         problems: list[str] = []
         if self.format != PLAN_FORMAT:

@@ -9,8 +9,9 @@ guard does not hold (an operator paused or cancelled the run, the lease was lost
 passed) nothing is written, and the interpreter takes its general path, which reads the run and
 acts on what changed.
 
-Two boundaries have a checkpoint: a step's intent before an external call (`record_started`),
-and a step's success together with the next step (`record_succeeded`). PostgreSQL runs each as
+Three boundaries have a checkpoint: a step's intent before an external call (`record_started`),
+a step's success together with the next step (`record_succeeded`), and the last step's success
+with the run's end (`record_run_succeeded`). PostgreSQL runs each as
 one statement (data-modifying CTEs) in autocommit: one round trip and one commit. SQLite runs
 the same writes as separate statements in one transaction (in-process: no round trips).
 """
@@ -172,6 +173,8 @@ _TYPES = {
     "next_started_at": _STEPS.started_at.type,
     "next_request": _ATTEMPTS.request.type,
     "next_event": _EVENTS.data.type,
+    "run_finished_at": _RUNS.finished_at.type,
+    "run_event": _EVENTS.data.type,
 }
 _JSON = frozenset(name for name, kind in _TYPES.items() if isinstance(kind, JSON))
 
@@ -229,6 +232,29 @@ _POSTGRES_SUCCEEDED_AND_STARTED_ADMITTING = (
     f"next_attempt AS ({_ATTEMPT_COLUMNS} SELECT {_NEXT_ATTEMPT_VALUES} FROM step, mark) "
     f"SELECT (SELECT count(*) FROM step), {_ADMITTED}"
 )
+# A run's last step succeeding ends the run (when no run-status listener is concerned): the
+# step's success, the run `succeeded`, both events in order, the queue item gone.
+_RUN_SUCCEEDED = (
+    "UPDATE runs SET status = 'succeeded', finished_at = :run_finished_at, "
+    f"last_progress_at = :now, stuck_at = :stuck_at WHERE {_GUARD}"
+)
+_END_EVENTS = (
+    f"{_EVENT_COLUMNS} SELECT :run_id, v.at, v.kind, v.step_id, v.attempt, v.data FROM step, "
+    "(VALUES (1, CAST(:finished_at AS timestamptz), 'step_succeeded', "
+    "CAST(:step_id AS varchar), CAST(:attempts AS integer), CAST(:event AS jsonb)), "
+    "(2, CAST(:run_finished_at AS timestamptz), 'succeeded', CAST(:step_id AS varchar), "
+    "CAST(NULL AS integer), CAST(:run_event AS jsonb))) "
+    "AS v(n, at, kind, step_id, attempt, data) ORDER BY v.n"
+)
+_DEQUEUE = "DELETE FROM queue_items WHERE run_id = :run_id"
+_POSTGRES_RUN_SUCCEEDED = _typed(
+    f"WITH run AS ({_RUN_SUCCEEDED} RETURNING runs.id), "
+    f"step AS ({_STEP_DONE} AND EXISTS (SELECT 1 FROM run) RETURNING id), "
+    f"attempt AS ({_ATTEMPT_DONE} AND EXISTS (SELECT 1 FROM step)), "
+    f"event AS ({_END_EVENTS}), "
+    f"dequeue AS ({_DEQUEUE} AND EXISTS (SELECT 1 FROM step)) "
+    "SELECT count(*) FROM step"
+)
 # SQLite: the guard first (BEGIN IMMEDIATE already holds the write lock), then the writes.
 _SQLITE_STARTED = [
     _typed(f"SELECT runs.id FROM runs WHERE {_GUARD}"),
@@ -246,6 +272,19 @@ _SQLITE_SUCCEEDED = [
 _SQLITE_NEXT_STARTED = [
     _typed(f"{_EVENT_COLUMNS} VALUES ({_NEXT_STARTED_EVENT})"),
     _typed(f"{_ATTEMPT_COLUMNS} VALUES ({_NEXT_ATTEMPT_VALUES})"),
+]
+
+
+_SQLITE_RUN_SUCCEEDED = [
+    _typed(_RUN_SUCCEEDED),
+    _typed(_STEP_DONE),
+    _typed(_ATTEMPT_DONE),
+    _typed(f"{_EVENT_COLUMNS} VALUES ({_SUCCEEDED_EVENT})"),
+    _typed(
+        f"{_EVENT_COLUMNS} VALUES (:run_id, :run_finished_at, 'succeeded', :step_id, NULL, "
+        ":run_event)"
+    ),
+    _typed(_DEQUEUE),
 ]
 
 
@@ -294,6 +333,38 @@ def _succeeded_params(guard: Guard, done: Succeeded) -> dict[str, Any]:
         "next_event": started.event if started else None,
         **_NULLS,
     }
+
+
+@dataclass(frozen=True)
+class RunSucceeded:
+    """The last step's success, which ends the run."""
+
+    attempts: int
+    output: Any
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    event: dict[str, Any]  # the step_succeeded timeline event's data
+    stuck_at: dt.datetime
+    attempt_id: str | None = None
+    response: dict[str, Any] | None = None
+    duration_ms: float | None = None
+
+
+def record_run_succeeded(database: Database, guard: Guard, done: RunSucceeded) -> bool:
+    """Commit the last step's success and the run's end if the run is still as this worker
+    left it; False (and nothing written) otherwise."""
+    params = {
+        **guard.__dict__,
+        **done.__dict__,
+        "next_step_id": None,  # (the step that ends the run has no next)
+        "run_finished_at": done.finished_at,
+        "run_event": {},
+        **_NULLS,
+    }
+    statements = list(_SQLITE_RUN_SUCCEEDED)
+    if not done.attempt_id:
+        statements.remove(_SQLITE_RUN_SUCCEEDED[2])  # a local step keeps no attempt log
+    return _apply(database, params, _POSTGRES_RUN_SUCCEEDED, statements, selects=False)
 
 
 def record_succeeded_admitting(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
@@ -30,18 +31,47 @@ EscalationListener = Callable[[Session, Run, StepRun, dict[str, Any]], None]
 # (session, run) -> facts about what a waiting run waits for (who, since when, until when)
 WaitDescriber = Callable[[Session, Run], dict[str, Any] | None]
 
+
+@dataclass(frozen=True)
+class RunEnd:
+    """What a run's end is, told without a query: what a run-status listener looks at to say
+    whether it has anything to do (`on_run_status(wants=...)`)."""
+
+    status: str
+    trigger: str
+    created_by: str
+    replay_of: str | None
+    retry_count: int
+    people: bool  # the plan has an approval or task step, or a step that escalates
+
+
 _escalation: list[EscalationListener] = []
 _describers: list[WaitDescriber] = []
 _run_status: list[RunStatusListener] = []
+_wants: dict[RunStatusListener, Callable[[RunEnd], bool]] = {}
 _ticks: list[TickListener] = []
 _step_failure: list[StepFailureListener] = []
 _loaded = False
 
 
-def on_run_status(listener: RunStatusListener) -> RunStatusListener:
-    if listener not in _run_status:
-        _run_status.append(listener)
-    return listener
+def on_run_status(
+    *, wants: Callable[[RunEnd], bool]
+) -> Callable[[RunStatusListener], RunStatusListener]:
+    """Register a listener, with what tells whether a run's end concerns it: a run's end that
+    concerns no listener may be recorded without them (the engine's hot path)."""
+
+    def register(listener: RunStatusListener) -> RunStatusListener:
+        if listener not in _run_status:
+            _run_status.append(listener)
+            _wants[listener] = wants
+        return listener
+
+    return register
+
+
+def run_end_concerns_a_listener(end: RunEnd) -> bool:
+    load()
+    return any(_wants[listener](end) for listener in _run_status)
 
 
 def on_step_failure(listener: StepFailureListener) -> StepFailureListener:

@@ -20,18 +20,22 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from grantflow.connections.access import ConnectionAccess
 from grantflow.definitions import expressions
 from grantflow.definitions.plan import PlanStep
-from grantflow.engine import metrics
+from grantflow.engine import hooks, metrics
 from grantflow.engine.checkpoint import (
     Guard,
     NextStep,
+    RunSucceeded,
     Started,
     Succeeded,
+    record_run_succeeded,
     record_started,
     record_succeeded,
     record_succeeded_admitting,
 )
+from grantflow.engine.hooks import RunEnd
 from grantflow.engine.models import StepAttempt, StepRun
-from grantflow.engine.states import StepStatus, check_step_transition
+from grantflow.engine.plans import involves_people
+from grantflow.engine.states import RunStatus, StepStatus, check_step_transition
 from grantflow.engine.turns import (
     Chain,
     Pending,
@@ -253,8 +257,8 @@ class HotPath:
             )
         except expressions.ExpressionError:
             return False
-        if next_id is None:
-            return False  # the run ends: the general path records it (and tells listeners)
+        if next_id is None:  # the run ends: here when no run-status listener is concerned
+            return self._end_run(turn, chain, guard, pending, outcome, entry)
         target = plan.steps[next_id]
         iteration = iterations[next_id] + 1
         if iteration > plan.loop_bounds[next_id].limit:
@@ -311,6 +315,56 @@ class HotPath:
             turn.step_run = detached(StepRun, **pending_row)
         turn.admitted = following.id if admitted else None
         turn.chain = chain
+        return True
+
+    def _end_run(
+        self,
+        turn: Turn,
+        chain: Chain,
+        guard: Guard,
+        pending: Pending,
+        outcome: StepResult,
+        entry: dict[str, Any],
+    ) -> bool:
+        """Record the last step's success and the run's end in one write, when no run-status
+        listener has anything to do with it (hooks.RunEnd: told from the run and its plan, no
+        query); False leaves the end to the general path, which tells the listeners."""
+        end = RunEnd(
+            status=RunStatus.SUCCEEDED,
+            trigger=chain.trigger,
+            created_by=chain.created_by,
+            replay_of=chain.replay_of,
+            retry_count=chain.retry_count,
+            people=involves_people(turn.plan),
+        )
+        if hooks.run_end_concerns_a_listener(end):
+            return False
+        step, step_run = pending.step, pending.step_run
+        elapsed = time.perf_counter() - pending.started
+        duration_ms = round(elapsed * 1000, 3)
+        finished = utcnow()
+        done = RunSucceeded(
+            attempts=step_run.attempts or 1,
+            output=outcome.output,
+            started_at=step_run.started_at or pending.call.step_started_at or finished,
+            finished_at=finished,
+            event={"duration_ms": duration_ms},
+            stuck_at=guard.now + chain.stuck_after,
+            attempt_id=pending.attempt.id if pending.attempt else None,
+            response=outcome.response,
+            duration_ms=duration_ms,
+        )
+        if not record_run_succeeded(self.database, guard, done):
+            return False
+        metrics.STEP_DURATION.labels(step.type, "succeeded").observe(elapsed)
+        metrics.STEP_OUTCOMES.labels(step.type, "succeeded", "").inc()
+        if chain.created_at is not None:
+            metrics.RUN_DURATION.labels(str(RunStatus.SUCCEEDED)).observe(
+                (self.clock() - chain.created_at).total_seconds()
+            )
+        assert turn.context is not None
+        turn.context["steps"][step.id] = entry
+        turn.ended = True
         return True
 
     def _record(

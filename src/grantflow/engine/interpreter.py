@@ -86,6 +86,9 @@ def _chain_of(run: Run) -> Chain | None:
         run.subject or {},
         run.created_by,
         run.created_at,
+        run.trigger,
+        run.replay_of,
+        run.retry_count or 0,
     )
 
 
@@ -113,6 +116,8 @@ class Interpreter(HotPath):
         """Advance a run this worker has leased, until it waits, ends, or the worker stops."""
         turn = Turn(run_id)
         while True:
+            if turn.ended:
+                return
             if self.stopping.is_set() and turn.ready is None:  # (a committed intent: call it)
                 self._hand_back(turn)
                 return

@@ -65,6 +65,7 @@ class Turn:
     # The step run the last checkpoint already passed through the safety gate (counted it, on
     # PostgreSQL): it starts without a gate statement of its own.
     admitted: str | None = None
+    ended: bool = False  # the hot path recorded the run's end: nothing is left to do
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ class Chain:
     subject: dict[str, Any]
     created_by: str
     created_at: dt.datetime | None = None  # (the safety gate: held runs released by a resume)
+    # what the run-status listeners look at (hooks.RunEnd): a plain run's end takes the hot path
+    trigger: str = "manual"
+    replay_of: str | None = None
+    retry_count: int = 0
 
 
 def next_step(current: StepRun, target: PlanStep, iteration: int) -> NextStep:

@@ -83,7 +83,7 @@ def _describe(session: Session, run: Run) -> dict[str, Any] | None:
     return tasks.describe(session, task) if task is not None else None
 
 
-@hooks.on_run_status
+@hooks.on_run_status(wants=lambda end: end.people)  # (only a plan with people has tasks)
 def _run_status(session: Session, run: Run, old: str, new: str) -> None:
     if not RunStatus(new).terminal:
         if RunStatus(new) == RunStatus.QUEUED:  # retried by an operator: escalation settled
@@ -106,7 +106,12 @@ def attention_key(run_id: str) -> str:
     return f"{NotificationKind.RUN_NEEDS_ATTENTION}:{run_id}"
 
 
-@hooks.on_run_status
+@hooks.on_run_status(
+    wants=lambda end: (
+        end.status in NEEDS_ATTENTION
+        or (end.status == RunStatus.SUCCEEDED and bool(end.retry_count or end.replay_of))
+    )
+)
 def _needs_attention(session: Session, run: Run, old: str, new: str) -> None:
     """A run that ends failed or timed out raises one broadcast notification (it stays the
     one while open: a retried run failing again raises no second); it is resolved when the

@@ -28,7 +28,7 @@ _pruned: dict[str, dt.datetime] = {}
 _lock = threading.Lock()
 
 
-@hooks.on_run_status
+@hooks.on_run_status(wants=lambda end: end.status == RunStatus.FAILED)
 def failed_runs_breaker(session: Session, run: Run, _old: str, new: str) -> None:
     """A run failed: once that is committed, the workflow's failed-runs breaker may trip. (It
     counts after the commit, in a transaction of its own: runs failing at the same moment each
