@@ -80,6 +80,9 @@ def start_run(
 ) -> Run:
     actor.require(Permission.RUN_OPERATE)
     workflow, stored = _workflow_and_plan(session, workflow_id, version)
+    # held for the rest of the transaction: the session's identity map keeps only weak
+    # references, and the run's detail (the API's answer) reads the workflow again
+    session.info.setdefault("workflows_started", {})[workflow.id] = workflow
     number = version if version is not None else check_dispatching(workflow)
     now = utcnow()
     try:

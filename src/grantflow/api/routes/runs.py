@@ -63,7 +63,7 @@ def start(
             actor,
             201,
             lambda: detail.run_detail(
-                session, start_run(session, actor, q, workflow_id, body.input), q
+                session, start_run(session, actor, q, workflow_id, body.input), q, new=True
             ),
         )
 
@@ -159,7 +159,7 @@ def replay(
             actor,
             201,
             lambda: detail.run_detail(
-                session, operations.replay(session, actor, q, run_id, latest=latest), q
+                session, operations.replay(session, actor, q, run_id, latest=latest), q, new=True
             ),
         )
 
