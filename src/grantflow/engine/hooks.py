@@ -1,8 +1,11 @@
 """Listeners other subsystems attach to run and step changes, without the engine knowing them.
 
 Listeners run inside the engine's transaction, so what they write commits (or rolls back) with
-the change that caused it. They are found through the `grantflow.engine_listeners` entry point
-group (each entry point is a module that calls `on_run_status` / `on_step_failure` on import).
+the change that caused it. A run-status listener also declares which runs concern it (`wants`,
+over a `RunEnd` told without a query): a run's end that concerns none is recorded on the
+engine's hot path, without the listeners. They are found through the
+`grantflow.engine_listeners` entry point group (each entry point is a module that calls
+`on_run_status` / `on_step_failure` on import).
 """
 
 from __future__ import annotations
