@@ -16,7 +16,10 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from grantflow.engine.models import Run, StepRun
+from grantflow.queue import workers
+from grantflow.queue.database import DatabaseQueue
 from grantflow.queue.models import QueueItem
+from grantflow.store.base import utcnow
 from grantflow.store.database import Database, open_database
 from tests.support.databases import PostgresRun
 from tests.support.engine import events, publish, run_detail, start
@@ -331,3 +334,37 @@ def test_a_worker_frozen_past_its_lease_rewrites_nothing_its_successor_recorded(
     assert succeeded == ["call", "after"]
     assert successor_id != frozen_id
     assert frozen.process.poll() is None, "the woken worker died"
+
+
+def test_a_sigkilled_worker_is_shown_lost_once_its_lease_runs_out(
+    db: Database, target: Target, spawn: Callable[..., WorkerProcess]
+) -> None:
+    """A worker holding a run mid-call is live with that run in its hand; SIGKILLed, it is
+    shown lost (not live) once its 2 s lease has run out, and no longer counts as a worker a
+    stuck run could wait for."""
+    gate = threading.Event()
+    target.on("/s1", Reply(200, {"first": True}, hold=gate), Reply(200, {"ok": 1}))
+    for i in range(2, STEPS + 1):
+        target.on(f"/s{i}", Reply(200, {"ok": i}))
+    run_id = start(db, http_chain(db, target, "held"), {"n": 1})
+    queue = DatabaseQueue(db)
+    try:
+        doomed = spawn("--concurrency", "1", "--lease-seconds", "2")
+        worker_id = doomed.worker_id()
+        target.wait_for_calls("/s1", 1, timeout=60)
+        [live] = [w for w in queue.workers() if w.id == worker_id]
+        assert (live.live, live.pid, live.runs_in_hand) == (True, doomed.pid, 1)
+        doomed.process.kill()
+        assert doomed.process.wait(timeout=10) == -9
+        lost = poll(
+            lambda: next((w for w in queue.workers() if w.id == worker_id and not w.live), None),
+            timeout=60,
+            what="the killed worker to be shown lost",
+        )
+        assert (lost.pid, lost.runs_in_hand) == (doomed.pid, 0)  # its lease ran out with it
+        with db.transaction() as session:
+            assert worker_id not in workers.live_ids(session, utcnow())
+    finally:
+        gate.set()
+        queue.close()
+    assert run_detail(db, run_id)["status"] in ("queued", "running")

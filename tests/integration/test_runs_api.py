@@ -3,15 +3,20 @@ reading and filtering them, the timeline, audited operations, permissions, the q
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
 from grantflow.audit.models import AuditEntry
 from grantflow.auth.permissions import Role
+from grantflow.engine.models import Run
+from grantflow.queue.models import QueueItem
+from grantflow.queue.models import Worker as WorkerRow
+from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 from tests.conftest import Api
 from tests.support.engine import publish, running_worker, start, wait_status, workflow
@@ -377,9 +382,73 @@ def test_queue_status_shows_depth_age_and_live_workers(
         assert queue["oldest_ready_age_seconds"] is None
         [shown] = queue["workers"]
         assert shown["id"] == worker.id
-        assert shown["concurrency"] == 2
+        assert (shown["state"], shown["concurrency"]) == ("live", 2)
         assert shown["heartbeat_at"]
-    assert ok(admin.get("/api/v1/queue"))["workers"] == []
+        assert shown["lease_expires_at"]
+    after = ok(admin.get("/api/v1/queue"))
+    assert (after["workers"], after["lost_workers"]) == ([], [])  # a clean stop: gone
+
+
+def test_a_worker_whose_lease_ran_out_is_lost_at_once_with_its_runs_in_hand(
+    api: Api, admin: httpx.Client, database: Database
+) -> None:
+    """A worker is live while its lease holds: one that heartbeat 5 s ago with a 3 s lease is
+    lost (it died), shown apart, counted lost in /metrics, and a stuck run's cause says no
+    live worker; a live worker's leased runs are in its hand."""
+    now = utcnow()
+    wf = publish(database, workflow("held", set_step("a")))
+    held, stuck = start(database, wf), start(database, wf)
+    with database.transaction() as session:
+        session.add(
+            WorkerRow(
+                id="gone:1",
+                hostname="h1",
+                pid=101,
+                concurrency=4,
+                started_at=now,
+                heartbeat_at=now - dt.timedelta(seconds=5),
+                lease_expires_at=now - dt.timedelta(seconds=2),
+            )
+        )
+        session.add(
+            WorkerRow(
+                id="busy:2",
+                hostname="h2",
+                pid=202,
+                concurrency=2,
+                started_at=now,
+                heartbeat_at=now,
+                lease_expires_at=now + dt.timedelta(seconds=30),
+            )
+        )
+        session.execute(
+            update(QueueItem)
+            .where(QueueItem.run_id == held)
+            .values(lease_owner="busy:2", lease_expires_at=now + dt.timedelta(seconds=30))
+        )
+        session.execute(
+            update(Run).where(Run.id == stuck).values(stuck_at=now - dt.timedelta(seconds=1))
+        )
+    queue = ok(admin.get("/api/v1/queue"))
+    assert [(w["id"], w["state"], w["runs_in_hand"]) for w in queue["workers"]] == [
+        ("busy:2", "live", 1)
+    ]
+    [lost] = queue["lost_workers"]
+    assert (lost["id"], lost["state"], lost["hostname"], lost["pid"]) == (
+        "gone:1",
+        "lost",
+        "h1",
+        101,
+    )
+    metrics = admin.get("/metrics").text
+    assert 'grantflow_workers{state="lost"} 1.0' in metrics
+    assert 'grantflow_workers{state="live"} 1.0' in metrics
+    assert 'grantflow_worker_runs_in_hand{hostname="h2",pid="202",state="live",' in metrics
+    # the live one holds a run: the stuck run waits behind it, not on a missing worker
+    assert ok(admin.get(f"{RUNS}/{stuck}"))["stuck"]["cause"] == "queue_backlog"
+    with database.transaction() as session:
+        session.execute(delete(WorkerRow).where(WorkerRow.id == "busy:2"))
+    assert ok(admin.get(f"{RUNS}/{stuck}"))["stuck"]["cause"] == "no_worker"
 
 
 def test_metrics_expose_queue_depth_and_step_outcomes(

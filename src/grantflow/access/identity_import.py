@@ -43,6 +43,7 @@ from grantflow.auth.permissions import Permission
 from grantflow.engine.runs import Fanout
 from grantflow.errors import GrantflowError, NotFound, PayloadTooLarge, ValidationError
 from grantflow.queue.interface import Queue, QueueStats
+from grantflow.queue.workers import WorkerState
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 
@@ -333,6 +334,9 @@ class _DiscardingQueue:
 
     def stats(self, session: Session | None = None) -> QueueStats:
         return self.queue.stats(session)
+
+    def workers(self) -> list[WorkerState]:
+        return self.queue.workers()
 
     def close(self) -> None:
         return None

@@ -166,7 +166,8 @@ def resume(run: str = RUN_ID, as_json: bool = JSON_OPTION) -> None:
 
 @queue_app.command("status")
 def queue_status(as_json: bool = JSON_OPTION) -> None:
-    """Queue depth, the oldest ready run's age, and live workers."""
+    """Queue depth, the oldest ready run's age, and the workers: live, and lost (a worker
+    whose lease ran out in the last day: it died) with the runs still in its hand."""
     with errors_as_lines(), connect() as api:
         data = api.get("/queue")
     if as_json:
@@ -176,7 +177,8 @@ def queue_status(as_json: bool = JSON_OPTION) -> None:
         f"ready {data['ready']}, scheduled {data['scheduled']}, leased {data['leased']}, "
         f"oldest ready {data['oldest_ready_age_seconds'] or 0:.1f}s"
     )
-    emit_table(data["workers"], ["id", "hostname", "pid", "concurrency", "heartbeat_at"])
+    columns = ["id", "state", "hostname", "pid", "concurrency", "runs_in_hand", "heartbeat_at"]
+    emit_table(data["workers"] + data.get("lost_workers", []), columns)
 
 
 register_evidence(runs_app)

@@ -15,12 +15,11 @@ from grantflow.definitions.models import Workflow
 from grantflow.engine import hooks
 from grantflow.engine.models import Run, RunEvent, StepAttempt, StepRun
 from grantflow.engine.states import PERSON_WAITS, TERMINAL, RunStatus
+from grantflow.queue import workers
 from grantflow.queue.interface import Queue, QueueStats
-from grantflow.queue.models import QueueItem, Worker
+from grantflow.queue.models import QueueItem
 from grantflow.store.base import utcnow
 from grantflow.store.pagination import Page, decode_cursor, page_of
-
-LIVE_WORKER = dt.timedelta(seconds=60)
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -54,9 +53,7 @@ class QueueFacts:
 
     @functools.cached_property
     def live_workers(self) -> list[str]:
-        since = self._now - LIVE_WORKER
-        query = select(Worker.id).where(Worker.heartbeat_at >= since)
-        return list(self._session.execute(query).scalars())
+        return workers.live_ids(self._session, self._now)  # (live while its lease holds)
 
 
 def _is_stuck(run: Run, now: dt.datetime) -> bool:

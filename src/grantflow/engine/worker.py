@@ -22,6 +22,7 @@ from grantflow.connections.health import check_due
 from grantflow.connections.outbound import OutboundPolicy, guarded_client
 from grantflow.engine import hooks
 from grantflow.engine.interpreter import Interpreter
+from grantflow.queue import workers
 from grantflow.queue.interface import Queue
 from grantflow.queue.models import Worker as WorkerRow
 from grantflow.store.base import utcnow
@@ -80,6 +81,7 @@ class Worker:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
+        now = utcnow()
         with self.database.transaction() as session:
             session.merge(
                 WorkerRow(
@@ -87,8 +89,9 @@ class Worker:
                     hostname=socket.gethostname(),
                     pid=os.getpid(),
                     concurrency=self.concurrency,
-                    started_at=utcnow(),
-                    heartbeat_at=utcnow(),
+                    started_at=now,
+                    heartbeat_at=now,
+                    lease_expires_at=now + dt.timedelta(seconds=self.lease_seconds),
                 )
             )
         chores = [
@@ -184,10 +187,13 @@ class Worker:
         while not self.stopping.wait(interval):
             try:
                 self.queue.extend(self.id, self.lease_seconds)
+                now = utcnow()
                 with self.database.transaction() as session:
                     row = session.get(WorkerRow, self.id)
-                    if row is not None:
-                        row.heartbeat_at = utcnow()
+                    if row is not None:  # live while this lease holds (queue/workers.py)
+                        row.heartbeat_at = now
+                        row.lease_expires_at = now + dt.timedelta(seconds=self.lease_seconds)
+                    workers.prune_lost(session, now)
             except Exception:
                 log.exception("worker.heartbeat_failed")
 
@@ -214,16 +220,3 @@ class Worker:
                     listener(session, self.queue, utcnow())
             except Exception:
                 log.exception("worker.timer_failed", timer=getattr(listener, "__name__", "?"))
-
-
-def live_workers(database: Database, within: dt.timedelta) -> list[WorkerRow]:
-    from sqlalchemy import select
-
-    with database.transaction() as session:
-        return list(
-            session.execute(
-                select(WorkerRow)
-                .where(WorkerRow.heartbeat_at >= utcnow() - within)
-                .order_by(WorkerRow.started_at)
-            ).scalars()
-        )

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from grantflow.queue.interface import QueueStats
 from grantflow.queue.models import QueueItem
+from grantflow.queue.workers import WorkerState, fleet
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 
@@ -169,6 +170,10 @@ class DatabaseQueue:
             scheduled=total - ready[0] - leased,
             oldest_ready_age_seconds=(now - oldest).total_seconds() if oldest else None,
         )
+
+    def workers(self) -> list[WorkerState]:
+        with self.database.transaction() as session:
+            return fleet(session, utcnow())
 
     # --- waking up ----------------------------------------------------------------------------
     def wait(self, timeout: float) -> None:

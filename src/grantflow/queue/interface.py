@@ -8,6 +8,8 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from grantflow.queue.workers import WorkerState
+
 
 @dataclass(frozen=True)
 class QueueStats:
@@ -47,5 +49,8 @@ class Queue(Protocol):
     def stats(self, session: Session | None = None) -> QueueStats:
         """Counts and the oldest ready age; in `session` when given (a caller's transaction:
         on SQLite a second transaction would wait on the caller's own write lock)."""
+
+    def workers(self) -> list[WorkerState]:
+        """The workers this transport knows: live ones, and those lost in the last day."""
 
     def close(self) -> None: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
@@ -9,6 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from grantflow.queue.interface import Queue
+from grantflow.store.base import utcnow
 
 
 class QueueCollector(Collector):
@@ -29,6 +31,41 @@ class QueueCollector(Collector):
             "Age of the oldest ready run",
             value=stats.oldest_ready_age_seconds or 0.0,
         )
+        yield from self._workers()
+
+    def _workers(self) -> Iterator[GaugeMetricFamily]:
+        """Each worker the transport knows: live or lost (its lease ran out: it died), with the
+        runs in its hand and the age of its last heartbeat."""
+        fleet = self.queue.workers()
+        count = GaugeMetricFamily("grantflow_workers", "Workers, by state", labels=["state"])
+        count.add_metric(["live"], sum(1 for w in fleet if w.live))
+        count.add_metric(["lost"], sum(1 for w in fleet if not w.live))
+        yield count
+        labels = ["worker", "hostname", "pid", "state", "transport"]
+        in_hand = GaugeMetricFamily(
+            "grantflow_worker_runs_in_hand", "Runs a worker holds the lease of", labels=labels
+        )
+        concurrency = GaugeMetricFamily(
+            "grantflow_worker_concurrency", "Runs a worker advances at once", labels=labels
+        )
+        heartbeat = GaugeMetricFamily(
+            "grantflow_worker_heartbeat_age_seconds",
+            "Seconds since a worker's last heartbeat",
+            labels=labels,
+        )
+        now = utcnow()
+        for w in fleet:
+            shown = [w.id, w.hostname, str(w.pid), "live" if w.live else "lost", w.transport]
+            in_hand.add_metric(shown, w.runs_in_hand)
+            concurrency.add_metric(shown, w.concurrency)
+            heartbeat.add_metric(shown, max((now - _utc(w.heartbeat_at)).total_seconds(), 0.0))
+        yield in_hand
+        yield concurrency
+        yield heartbeat
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def queue_collector(queue: Queue) -> CollectorRegistry:

@@ -23,7 +23,8 @@ class QueueItem(Base):
 
 
 class Worker(Base):
-    """A live worker process, for queue introspection (last heartbeat)."""
+    """A worker process, for queue introspection: registered at start, renewed by each
+    heartbeat, removed at a clean stop; one that died stays, shown lost, for a day."""
 
     __tablename__ = "workers"
 
@@ -33,3 +34,6 @@ class Worker(Base):
     concurrency: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # live until then: the last heartbeat plus the worker's lease (NULL: a worker from before
+    # this column, live for a minute after its heartbeat)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

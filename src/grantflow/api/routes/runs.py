@@ -20,8 +20,8 @@ from grantflow.definitions.models import Workflow
 from grantflow.engine import detail, operations
 from grantflow.engine.runs import start_run
 from grantflow.engine.states import RunStatus
-from grantflow.engine.worker import live_workers
 from grantflow.queue.interface import Queue
+from grantflow.queue.workers import WorkerState
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from grantflow.strict import MAX_INT, Bool, Timestamp
@@ -208,25 +208,34 @@ def queue_status(
     db: Database = Depends(database),
     q: Queue = Depends(queue),
 ) -> dict[str, Any]:
-    """Queue depth, the oldest ready run's age, and live workers with their last heartbeat."""
+    """Queue depth, the oldest ready run's age, and the workers: `workers` the live ones,
+    `lost_workers` those whose lease ran out in the last day (a worker that died), each with
+    its host, pid, concurrency, last heartbeat, lease and the runs in its hand."""
     stats = q.stats()
-    workers = live_workers(db, detail.LIVE_WORKER)
+    fleet = q.workers()
     return {
+        "transport": "database",
         "ready": stats.ready,
         "scheduled": stats.scheduled,
         "leased": stats.leased,
         "oldest_ready_age_seconds": stats.oldest_ready_age_seconds,
-        "workers": [
-            {
-                "id": w.id,
-                "hostname": w.hostname,
-                "pid": w.pid,
-                "concurrency": w.concurrency,
-                "started_at": w.started_at,
-                "heartbeat_at": w.heartbeat_at,
-            }
-            for w in workers
-        ],
+        "workers": [_worker(w) for w in fleet if w.live],
+        "lost_workers": [_worker(w) for w in fleet if not w.live],
+    }
+
+
+def _worker(w: WorkerState) -> dict[str, Any]:
+    return {
+        "id": w.id,
+        "state": "live" if w.live else "lost",
+        "hostname": w.hostname,
+        "pid": w.pid,
+        "concurrency": w.concurrency,
+        "started_at": w.started_at,
+        "heartbeat_at": w.heartbeat_at,
+        "lease_expires_at": w.lease_expires_at,
+        "runs_in_hand": w.runs_in_hand,
+        "transport": w.transport,
     }
 
 
