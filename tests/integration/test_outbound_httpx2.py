@@ -7,12 +7,8 @@ import httpx
 import httpx2
 import pytest
 
-from grantflow.connections.outbound import (
-    OutboundPolicy,
-    guarded_client,
-    guarded_transport2,
-    policy_of,
-)
+from grantflow.connections.outbound import OutboundPolicy, guarded_client, policy_of
+from grantflow.connections.outbound_httpx2 import guarded_transport2
 from grantflow.errors import SafetyStop
 from tests.support.target import Reply, running_target
 

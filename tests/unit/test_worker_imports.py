@@ -1,7 +1,8 @@
 """A worker process loads what a worker uses: `grantflow worker`'s module, imported in a fresh
 interpreter, brings in none of the web stack, the console, the scheduler, the demo or the
-publishing machinery (the gate, YAML, JSON Schema, cron), which only cost a worker memory
-(docs/explanation/benchmarks.md, "Worker memory")."""
+publishing machinery (the gate, YAML, JSON Schema, cron), nor the SCIM client until a SCIM step
+runs: they would only cost an idle worker memory
+(docs/explanation/benchmarks.md, "The engine: the fixed cost of a run")."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ NEVER_IN_A_WORKER = (
     "jsonschema",
     "croniter",
     "argon2",
+    # loaded by a worker's first SCIM step, not before
+    "httpx2",
+    "httpcore2",
+    "scim2_client",
 )
 
 

@@ -4,8 +4,8 @@ sandbox targets — by exact address and port). The check runs on the address ac
 connected to, at connect time — every redirect hop included — so DNS rebinding cannot slip by.
 
 Two HTTP stacks go through it: httpx (httpcore) for http and identity-provider steps, and httpx2
-(httpcore2) for SCIM steps through scim2-client. Both backends call `allowed_address`, the one
-place the check runs."""
+(httpcore2) for SCIM steps through scim2-client (`outbound_httpx2`, loaded by SCIM steps only).
+Both backends call `allowed_address`, the one place the check runs."""
 
 from __future__ import annotations
 
@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpcore
-import httpcore2
 import httpx
-import httpx2
 from httpcore._backends.sync import SyncBackend
 
 from grantflow.errors import SafetyStop
@@ -143,24 +141,6 @@ class GuardedBackend(SyncBackend):
         return super().connect_tcp(address, port, timeout, local_address, socket_options)
 
 
-class GuardedBackend2(httpcore2.SyncBackend):
-    """The same guard for httpcore2 (under httpx2, which scim2-client speaks through)."""
-
-    def __init__(self, policy: OutboundPolicy) -> None:
-        self.policy = policy
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore2.NetworkStream:
-        address = allowed_address(self.policy, host, port, httpcore2.ConnectError)
-        return super().connect_tcp(address, port, timeout, local_address, socket_options)
-
-
 @functools.cache
 def tls_context() -> ssl.SSLContext:
     """The verifying TLS context every outbound client shares. Building one loads the CA
@@ -176,14 +156,6 @@ def guarded_client(policy: OutboundPolicy, **options: Any) -> httpx.Client:
     )
     transport._pool._network_backend = GuardedBackend(policy)  # httpx exposes no parameter
     return httpx.Client(transport=transport, **options)
-
-
-def guarded_transport2(policy: OutboundPolicy) -> httpx2.HTTPTransport:
-    """An httpx2 transport whose every connection goes through the guard. Proxies from the
-    environment are ignored: a proxy would connect on our behalf, past the check."""
-    transport = httpx2.HTTPTransport(verify=tls_context(), trust_env=False)
-    transport._pool._network_backend = GuardedBackend2(policy)  # httpx2 exposes no parameter
-    return transport
 
 
 def policy_of(client: httpx.Client) -> OutboundPolicy:

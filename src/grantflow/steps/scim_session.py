@@ -29,7 +29,8 @@ from scim2_client.engines.httpx2 import SyncSCIMClient
 from scim2_models import ListResponse, Resource, SCIMException, ScimProvider, SearchRequest
 
 from grantflow.connections.access import ConnectionAccess, ResolvedConnection
-from grantflow.connections.outbound import guarded_transport2, policy_of
+from grantflow.connections.outbound import policy_of
+from grantflow.connections.outbound_httpx2 import guarded_transport2
 from grantflow.errors import (
     ConfigurationError,
     ConnectorError,
