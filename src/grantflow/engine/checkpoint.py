@@ -70,7 +70,8 @@ class Started:
 
 @dataclass(frozen=True)
 class Succeeded:
-    """A step's success, the attempt it closes (external calls), and the step after it."""
+    """A step's success, the attempt it closes (external calls), and the step after it (None:
+    the step ends the run)."""
 
     attempts: int
     output: Any
@@ -78,7 +79,7 @@ class Succeeded:
     finished_at: dt.datetime
     event: dict[str, Any]  # the step_succeeded timeline event's data
     stuck_at: dt.datetime  # the run's progress is `guard.now`; stuck after this
-    next: NextStep
+    next: NextStep | None
     attempt_id: str | None = None
     response: dict[str, Any] | None = None
     duration_ms: float | None = None
@@ -193,10 +194,14 @@ _POSTGRES_STARTED = _typed(
     f"event AS ({_EVENT_COLUMNS} SELECT {_STARTED_EVENT} FROM step) "
     "SELECT count(*) FROM step"
 )
-_SUCCEEDED_CTES = (
-    f"WITH run AS ({_PROGRESS} RETURNING runs.id), "
+# the run row guarded and written (`run`), then the step's success and its attempt
+_STEP_DONE_CTES = (
     f"step AS ({_STEP_DONE} AND EXISTS (SELECT 1 FROM run) RETURNING id), "
-    f"attempt AS ({_ATTEMPT_DONE} AND EXISTS (SELECT 1 FROM step)), "
+    f"attempt AS ({_ATTEMPT_DONE} AND EXISTS (SELECT 1 FROM step))"
+)
+_PROGRESS_CTES = f"WITH run AS ({_PROGRESS} RETURNING runs.id), {_STEP_DONE_CTES}"
+_SUCCEEDED_CTES = (
+    f"{_PROGRESS_CTES}, "
     f"event AS ({_EVENT_COLUMNS} SELECT {_SUCCEEDED_EVENT} FROM step), "
     f"next AS ({_NEXT_COLUMNS} SELECT {_NEXT_VALUES} FROM step)"
 )
@@ -205,9 +210,7 @@ _POSTGRES_SUCCEEDED = _typed(f"{_SUCCEEDED_CTES} SELECT count(*) FROM step")
 # one commit per step boundary instead of two
 _POSTGRES_SUCCEEDED_ADMITTING = _typed(_SUCCEEDED_CTES)
 _POSTGRES_SUCCEEDED_AND_STARTED = _typed(
-    f"WITH run AS ({_PROGRESS} RETURNING runs.id), "
-    f"step AS ({_STEP_DONE} AND EXISTS (SELECT 1 FROM run) RETURNING id), "
-    f"attempt AS ({_ATTEMPT_DONE} AND EXISTS (SELECT 1 FROM step)), "
+    f"{_PROGRESS_CTES}, "
     f"event AS ({_BOTH_EVENTS}), "
     f"next AS ({_NEXT_COLUMNS} SELECT {_NEXT_VALUES} FROM step), "
     f"next_attempt AS ({_ATTEMPT_COLUMNS} SELECT {_NEXT_ATTEMPT_VALUES} FROM step) "
@@ -218,9 +221,7 @@ _POSTGRES_SUCCEEDED_AND_STARTED = _typed(
 # it; otherwise it is inserted `pending`, to pass the gate at its own boundary
 _ADMITTED = "EXISTS (SELECT 1 FROM mark)"
 _POSTGRES_SUCCEEDED_AND_STARTED_ADMITTING = (
-    f"WITH run AS ({_PROGRESS} RETURNING runs.id), "
-    f"step AS ({_STEP_DONE} AND EXISTS (SELECT 1 FROM run) RETURNING id), "
-    f"attempt AS ({_ATTEMPT_DONE} AND EXISTS (SELECT 1 FROM step)), "
+    f"{_PROGRESS_CTES}, "
     "{gate}, "
     f"event AS ({_BOTH_EVENTS.replace(' ORDER BY', f' WHERE v.n = 1 OR {_ADMITTED} ORDER BY')}), "
     f"next AS ({_NEXT_COLUMNS} SELECT "
@@ -248,9 +249,7 @@ _END_EVENTS = (
 )
 _DEQUEUE = "DELETE FROM queue_items WHERE run_id = :run_id"
 _POSTGRES_RUN_SUCCEEDED = _typed(
-    f"WITH run AS ({_RUN_SUCCEEDED} RETURNING runs.id), "
-    f"step AS ({_STEP_DONE} AND EXISTS (SELECT 1 FROM run) RETURNING id), "
-    f"attempt AS ({_ATTEMPT_DONE} AND EXISTS (SELECT 1 FROM step)), "
+    f"WITH run AS ({_RUN_SUCCEEDED} RETURNING runs.id), {_STEP_DONE_CTES}, "
     f"event AS ({_END_EVENTS}), "
     f"dequeue AS ({_DEQUEUE} AND EXISTS (SELECT 1 FROM step)) "
     "SELECT count(*) FROM step"
@@ -318,12 +317,12 @@ def _succeeded_params(guard: Guard, done: Succeeded) -> dict[str, Any]:
     return {
         **guard.__dict__,
         **{k: v for k, v in done.__dict__.items() if k not in ("next", "next_started")},
-        "next_id": following.id,
-        "next_step_id": following.step_id,
-        "next_type": following.step_type,
-        "next_sequence": following.sequence,
-        "next_iteration": following.iteration,
-        "next_side_effects": following.side_effects,
+        "next_id": following.id if following else None,
+        "next_step_id": following.step_id if following else None,
+        "next_type": following.step_type if following else None,
+        "next_sequence": following.sequence if following else None,
+        "next_iteration": following.iteration if following else None,
+        "next_side_effects": following.side_effects if following else None,
         "next_status": "running" if started else "pending",
         "next_attempts": 1 if started else 0,
         "next_started_at": started.started_at if started else None,
@@ -335,31 +334,14 @@ def _succeeded_params(guard: Guard, done: Succeeded) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class RunSucceeded:
-    """The last step's success, which ends the run."""
-
-    attempts: int
-    output: Any
-    started_at: dt.datetime
-    finished_at: dt.datetime
-    event: dict[str, Any]  # the step_succeeded timeline event's data
-    stuck_at: dt.datetime
-    attempt_id: str | None = None
-    response: dict[str, Any] | None = None
-    duration_ms: float | None = None
-
-
-def record_run_succeeded(database: Database, guard: Guard, done: RunSucceeded) -> bool:
-    """Commit the last step's success and the run's end if the run is still as this worker
-    left it; False (and nothing written) otherwise."""
+def record_run_succeeded(database: Database, guard: Guard, done: Succeeded) -> bool:
+    """Commit the last step's success (`done.next` is None) and the run's end if the run is
+    still as this worker left it; False (and nothing written) otherwise."""
+    assert done.next is None and done.next_started is None
     params = {
-        **guard.__dict__,
-        **done.__dict__,
-        "next_step_id": None,  # (the step that ends the run has no next)
+        **_succeeded_params(guard, done),
         "run_finished_at": done.finished_at,
         "run_event": {},
-        **_NULLS,
     }
     statements = list(_SQLITE_RUN_SUCCEEDED)
     if not done.attempt_id:

@@ -24,7 +24,6 @@ from grantflow.engine import hooks, metrics
 from grantflow.engine.checkpoint import (
     Guard,
     NextStep,
-    RunSucceeded,
     Started,
     Succeeded,
     record_run_succeeded,
@@ -34,7 +33,6 @@ from grantflow.engine.checkpoint import (
 )
 from grantflow.engine.hooks import RunEnd
 from grantflow.engine.models import StepAttempt, StepRun
-from grantflow.engine.plans import involves_people
 from grantflow.engine.states import RunStatus, StepStatus, check_step_transition
 from grantflow.engine.turns import (
     Chain,
@@ -239,8 +237,9 @@ class HotPath:
         pending: Pending,
         outcome: StepResult | BaseException,
     ) -> bool:
-        """Commit a plain success with the next step; False (nothing written) when the
-        outcome needs the general path: a failure, a wait, a skip, or the run's last step."""
+        """Commit a plain success with the next step (or, the run's last step, with the run's
+        end); False (nothing written) when the outcome needs the general path: a failure, a
+        wait, a skip, a run's end that concerns a listener."""
         plan, context, iterations = turn.plan, turn.context, turn.iterations
         assert plan is not None and context is not None and iterations is not None
         if not isinstance(outcome, StepResult):
@@ -273,20 +272,8 @@ class HotPath:
         ready = self._next_intent(
             turn, chain, pending_row, target, context, step.id, entry, guard, gated=admit is None
         )
-        duration_ms = round(elapsed * 1000, 3)
-        done = Succeeded(
-            attempts=step_run.attempts or 1,  # (a pure step on the hot path: its first)
-            output=outcome.output,
-            started_at=step_run.started_at or pending.call.step_started_at or finished,
-            finished_at=finished,
-            event={"duration_ms": duration_ms},
-            stuck_at=guard.now + chain.stuck_after,
-            next=following,
-            attempt_id=pending.attempt.id if pending.attempt else None,
-            response=outcome.response,
-            duration_ms=duration_ms,
-            next_started=ready[1] if ready else None,
-        )
+        started = ready[1] if ready else None
+        done = _success(chain, guard, pending, outcome, elapsed, finished, following, started)
         try:
             recorded, admitted = self._record(guard, done, admit)
         except (OperationalError, InterfaceError):
@@ -304,8 +291,7 @@ class HotPath:
             return False
         if ready is not None and admit is not None and not admitted:
             ready = None  # the gate did not count it: written `pending`, gated at its boundary
-        metrics.STEP_DURATION.labels(step.type, "succeeded").observe(elapsed)
-        metrics.STEP_OUTCOMES.labels(step.type, "succeeded", "").inc()
+        _measured(step, elapsed)
         context["steps"][step.id] = entry
         iterations[next_id] = iteration
         if ready is not None:
@@ -335,29 +321,16 @@ class HotPath:
             created_by=chain.created_by,
             replay_of=chain.replay_of,
             retry_count=chain.retry_count,
-            people=involves_people(turn.plan),
+            people=turn.plan is None or turn.plan.involves_people,
         )
         if hooks.run_end_concerns_a_listener(end):
             return False
-        step, step_run = pending.step, pending.step_run
         elapsed = time.perf_counter() - pending.started
-        duration_ms = round(elapsed * 1000, 3)
-        finished = utcnow()
-        done = RunSucceeded(
-            attempts=step_run.attempts or 1,
-            output=outcome.output,
-            started_at=step_run.started_at or pending.call.step_started_at or finished,
-            finished_at=finished,
-            event={"duration_ms": duration_ms},
-            stuck_at=guard.now + chain.stuck_after,
-            attempt_id=pending.attempt.id if pending.attempt else None,
-            response=outcome.response,
-            duration_ms=duration_ms,
-        )
+        done = _success(chain, guard, pending, outcome, elapsed, utcnow(), None)
         if not record_run_succeeded(self.database, guard, done):
             return False
-        metrics.STEP_DURATION.labels(step.type, "succeeded").observe(elapsed)
-        metrics.STEP_OUTCOMES.labels(step.type, "succeeded", "").inc()
+        step = pending.step
+        _measured(step, elapsed)
         if chain.created_at is not None:
             metrics.RUN_DURATION.labels(str(RunStatus.SUCCEEDED)).observe(
                 (self.clock() - chain.created_at).total_seconds()
@@ -431,3 +404,37 @@ class HotPath:
             return self._chain_intent(turn, chain, row, target, config, guard.now)
         except Exception:  # the general path prepares it, and records what is wrong
             return None
+
+
+def _success(
+    chain: Chain,
+    guard: Guard,
+    pending: Pending,
+    outcome: StepResult,
+    elapsed: float,
+    finished: dt.datetime,
+    following: NextStep | None,
+    started: Started | None = None,
+) -> Succeeded:
+    """What a checkpoint writes of a step's success: `following` the next step, None when it
+    ends the run; `started` the next call's intent, written with it."""
+    step_run = pending.step_run
+    duration_ms = round(elapsed * 1000, 3)
+    return Succeeded(
+        attempts=step_run.attempts or 1,  # (a pure step on the hot path: its first)
+        output=outcome.output,
+        started_at=step_run.started_at or pending.call.step_started_at or finished,
+        finished_at=finished,
+        event={"duration_ms": duration_ms},
+        stuck_at=guard.now + chain.stuck_after,
+        next=following,
+        attempt_id=pending.attempt.id if pending.attempt else None,
+        response=outcome.response,
+        duration_ms=duration_ms,
+        next_started=started,
+    )
+
+
+def _measured(step: PlanStep, elapsed: float) -> None:
+    metrics.STEP_DURATION.labels(step.type, "succeeded").observe(elapsed)
+    metrics.STEP_OUTCOMES.labels(step.type, "succeeded", "").inc()

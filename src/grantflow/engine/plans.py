@@ -38,8 +38,3 @@ def plan_of(workflow_id: str, name: str, version: int, stored: Any) -> Plan:
             next_action="Recompile the version's plan from its document, then Retry the run",
         )
     return _parsed(name, version, json.dumps(stored, sort_keys=True))
-
-
-def involves_people(plan: Plan | None) -> bool:
-    """Whether a run of the plan can have a person's task (Plan.involves_people)."""
-    return True if plan is None else plan.involves_people

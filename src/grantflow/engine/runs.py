@@ -165,14 +165,8 @@ def _workflow_and_plan(
     ).one_or_none()
     if row is not None:
         return row[0], row[1]
-    workflow = get_workflow(session, workflow_id)
-    plan = session.execute(
-        select(WorkflowVersion.plan).where(
-            WorkflowVersion.workflow_id == workflow.id,
-            WorkflowVersion.number == (workflow.active_version if version is None else version),
-        )
-    ).scalar_one_or_none()
-    return workflow, plan
+    # not an exact id: a unique prefix (or NotFound), then the same query on the id it names
+    return _workflow_and_plan(session, get_workflow(session, workflow_id).id, version)
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
@@ -58,14 +57,10 @@ class QueueCollector(Collector):
             shown = [w.id, w.hostname, str(w.pid), "live" if w.live else "lost", w.transport]
             in_hand.add_metric(shown, w.runs_in_hand)
             concurrency.add_metric(shown, w.concurrency)
-            heartbeat.add_metric(shown, max((now - _utc(w.heartbeat_at)).total_seconds(), 0.0))
+            heartbeat.add_metric(shown, max((now - w.heartbeat_at).total_seconds(), 0.0))
         yield in_hand
         yield concurrency
         yield heartbeat
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def queue_collector(queue: Queue) -> CollectorRegistry:

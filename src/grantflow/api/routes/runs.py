@@ -205,7 +205,6 @@ def resume(
 @router.get("/queue")
 def queue_status(
     _: Actor = Depends(Require(Permission.RUN_READ)),
-    db: Database = Depends(database),
     q: Queue = Depends(queue),
 ) -> dict[str, Any]:
     """Queue depth, the oldest ready run's age, and the workers: `workers` the live ones,
