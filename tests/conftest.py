@@ -40,11 +40,60 @@ def _postgres_run() -> Iterator[PostgresRun]:
     run.drop()
 
 
-@pytest.fixture(
-    params=[
-        pytest.param(b, marks=[pytest.mark.postgres] if b == "postgresql" else []) for b in BACKENDS
-    ]
-)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test of the `database` fixture runs on each backend. A module marked `transports`
+    runs each test on every database with the database transport, and on PostgreSQL with the
+    Valkey/Redis transport too (ids `sqlite`, `postgresql`, `postgresql-redis`)."""
+    if "database" not in metafunc.fixturenames:
+        return
+    each_transport = metafunc.definition.get_closest_marker("transports") is not None
+    combos = [(b, "database") for b in BACKENDS]
+    if each_transport and "postgresql" in BACKENDS:
+        combos.append(("postgresql", "redis"))
+    params = []
+    for backend, kind in combos:
+        marks = [pytest.mark.postgres] if backend == "postgresql" else []
+        if kind == "redis":
+            marks.append(pytest.mark.redis)
+        values = (backend, kind) if each_transport else (backend,)
+        shown = backend if kind == "database" else f"{backend}-{kind}"
+        params.append(pytest.param(*values, id=shown, marks=marks))
+    names = ("database", "transport") if each_transport else "database"
+    metafunc.parametrize(names, params, indirect=True)
+
+
+@pytest.fixture
+def transport(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The queue transport of the engine under test (tests/support/engine.py): "database", or
+    "redis" on the local Redis with a key prefix of this test's own, deleted afterwards."""
+    kind = getattr(request, "param", "database")
+    if kind != "redis":
+        yield kind
+        return
+    import uuid
+
+    import redis
+
+    from tests.support import engine
+    from tests.support.services import REDIS_URL, service_missing
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        service_missing("Redis", str(exc))
+    prefix = f"grantflow-test:{uuid.uuid4().hex[:12]}"
+    engine.use_transport(REDIS_URL, prefix)
+    try:
+        yield kind
+    finally:
+        engine.use_transport(None)
+        for key in client.scan_iter(match=prefix + ":*"):
+            client.delete(key)
+        client.close()
+
+
+@pytest.fixture
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """A migrated, empty database of each backend, keyed (its audit chain) by a master key of
     this test's own, which the `settings` fixture configures too."""

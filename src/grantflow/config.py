@@ -36,6 +36,20 @@ class Settings(BaseSettings):
         default="sqlite:///./var/grantflow.db",
         description="SQLAlchemy URL: sqlite:///path or postgresql://user@host/db",
     )
+    queue_url: str | None = Field(
+        default=None,
+        description="the queue transport: unset, the database (SKIP LOCKED and LISTEN/NOTIFY); "
+        "redis://host:6379/0 (or rediss://), Valkey or Redis Streams for large fleets, while "
+        "the database keeps every run's state and lease",
+    )
+    queue_prefix: str = Field(
+        default="grantflow",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="prefix of the Valkey/Redis keys of this installation (several may share "
+        "one server)",
+    )
     host: str = Field(default="127.0.0.1", description="address `grantflow serve` binds to")
     port: int = Field(default=8000, ge=1, le=65535, description="port `grantflow serve` binds to")
     log_level: LogLevel = Field(default="info", description="debug, info, warning, error")
@@ -380,6 +394,18 @@ class Settings(BaseSettings):
         parsed = urlsplit(value.strip())
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError("is not an http(s) URL, e.g. https://siem.example.com/grantflow")
+        return value.strip()
+
+    @field_validator("queue_url")
+    @classmethod
+    def _check_queue_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.strip().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "is not a Valkey/Redis URL; expected redis://host:6379/0, rediss://… or "
+                "unix:///path, or unset for the database transport"
+            )
         return value.strip()
 
     @field_validator("database_url")

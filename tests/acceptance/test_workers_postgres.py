@@ -17,16 +17,21 @@ from sqlalchemy import delete, func, select
 
 from grantflow.engine.models import Run, StepRun
 from grantflow.queue import workers
-from grantflow.queue.database import DatabaseQueue
 from grantflow.queue.models import QueueItem
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database, open_database
 from tests.support.databases import PostgresRun
-from tests.support.engine import events, publish, run_detail, start
+from tests.support.engine import events, publish, run_detail, start, transport_settings
+from tests.support.engine import queue as engine_queue
 from tests.support.processes import WorkerProcess, grantflow_env, poll, start_worker
 from tests.support.target import Reply, Target, running_target
 
-pytestmark = [pytest.mark.postgres, pytest.mark.acceptance]
+# each test on both queue transports: the database, and Valkey/Redis (a key prefix of its own)
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.acceptance,
+    pytest.mark.parametrize("transport", ["database", "redis"], indirect=True),
+]
 
 STEPS = 5
 
@@ -59,14 +64,16 @@ def target() -> Iterator[Target]:
 
 
 @pytest.fixture
-def spawn(db: Database, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start `grantflow worker ARGS...` on the test database; every one is stopped at the end."""
+def spawn(db: Database, tmp_path: Path, transport: str) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start `grantflow worker ARGS...` on the test database and the test's queue transport;
+    every one is stopped at the end."""
     key = os.urandom(32)
     db.use_master_keys(lambda: [key])  # this process and the workers: one deployment
     env = grantflow_env(
         database_url=db.url.render_as_string(hide_password=False),
         secret_key=base64.urlsafe_b64encode(key).decode(),
         log_level="info",
+        **transport_settings(),
     )
     started: list[WorkerProcess] = []
 
@@ -337,7 +344,7 @@ def test_a_worker_frozen_past_its_lease_rewrites_nothing_its_successor_recorded(
 
 
 def test_a_sigkilled_worker_is_shown_lost_once_its_lease_runs_out(
-    db: Database, target: Target, spawn: Callable[..., WorkerProcess]
+    db: Database, target: Target, spawn: Callable[..., WorkerProcess], transport: str
 ) -> None:
     """A worker holding a run mid-call is live with that run in its hand; SIGKILLed, it is
     shown lost (not live) once its 2 s lease has run out, and no longer counts as a worker a
@@ -347,13 +354,14 @@ def test_a_sigkilled_worker_is_shown_lost_once_its_lease_runs_out(
     for i in range(2, STEPS + 1):
         target.on(f"/s{i}", Reply(200, {"ok": i}))
     run_id = start(db, http_chain(db, target, "held"), {"n": 1})
-    queue = DatabaseQueue(db)
+    queue = engine_queue(db)
     try:
         doomed = spawn("--concurrency", "1", "--lease-seconds", "2")
         worker_id = doomed.worker_id()
         target.wait_for_calls("/s1", 1, timeout=60)
         [live] = [w for w in queue.workers() if w.id == worker_id]
         assert (live.live, live.pid, live.runs_in_hand) == (True, doomed.pid, 1)
+        assert live.transport == transport
         doomed.process.kill()
         assert doomed.process.wait(timeout=10) == -9
         lost = poll(
@@ -366,5 +374,4 @@ def test_a_sigkilled_worker_is_shown_lost_once_its_lease_runs_out(
             assert worker_id not in workers.live_ids(session, utcnow())
     finally:
         gate.set()
-        queue.close()
     assert run_detail(db, run_id)["status"] in ("queued", "running")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from grantflow.store.database import Database
 from tests.support.engine import events, publish, running_worker, start, wait_status
 from tests.support.target import Reply, running_target
+
+# the engine semantics, on each queue transport (tests/conftest.py)
+pytestmark = [pytest.mark.transports, pytest.mark.usefixtures("transport")]
 
 
 def test_sequential_set_steps_run_in_order_and_outputs_flow(database: Database) -> None:
@@ -82,12 +87,9 @@ def test_http_step_sends_idempotency_key_and_exposes_json_output(database: Datab
 
 def test_retry_is_refused_when_the_run_failed_choosing_its_next_step(database: Database) -> None:
     """A branch condition that fails at run time ends the run; Retry says to fix and replay."""
-    import pytest
-
     from grantflow.engine import operations
     from grantflow.errors import Conflict
-    from grantflow.queue.database import DatabaseQueue
-    from tests.support.engine import ACTOR
+    from tests.support.engine import ACTOR, queue
 
     wf = publish(
         database,
@@ -110,5 +112,5 @@ def test_retry_is_refused_when_the_run_failed_choosing_its_next_step(database: D
         shown = wait_status(database, run_id, "failed")
     assert shown["failure"]["class"] == "validation"
     with database.transaction() as session, pytest.raises(Conflict) as refused:
-        operations.retry(session, ACTOR, DatabaseQueue(database), run_id)
+        operations.retry(session, ACTOR, queue(database), run_id)
     assert refused.value.next_action == "fix the workflow, publish it, then Replay with latest"

@@ -8,6 +8,7 @@ import itertools
 import threading
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from grantflow.definitions.models import WorkflowVersion
@@ -24,6 +25,9 @@ from tests.support.engine import (
     wait_status,
 )
 from tests.support.target import Reply, running_target
+
+# the engine semantics, on each queue transport (tests/conftest.py)
+pytestmark = [pytest.mark.transports, pytest.mark.usefixtures("transport")]
 
 FAST_RETRY = {"initial_backoff": "50ms", "multiplier": 2, "max_backoff": "1s", "jitter": "none"}
 

@@ -1,4 +1,8 @@
-"""Engine helpers: publish a workflow document, start runs, run a worker, wait for a status."""
+"""Engine helpers: publish a workflow document, start runs, run a worker, wait for a status.
+
+The queue transport is the database's unless a test runs on Valkey/Redis (`use_transport`, by
+the `transport` fixture): then `queue(db)` announces on the stream and every worker takes its
+runs from it."""
 
 from __future__ import annotations
 
@@ -15,9 +19,51 @@ from grantflow.engine import detail, operations
 from grantflow.engine.runs import start_run
 from grantflow.engine.worker import Worker
 from grantflow.queue.database import DatabaseQueue
+from grantflow.queue.interface import Queue
+from grantflow.queue.streams import StreamQueue
+from grantflow.queue.transports import open_queue, queue_of
 from grantflow.store.database import Database
 
 ACTOR = Actor.system("test")
+
+_stream: dict[str, str] = {}  # the Valkey/Redis transport of the running test: url, prefix
+_opened: list[Queue] = []
+
+
+def use_transport(url: str | None, prefix: str = "") -> None:
+    """Run this test's engine on Valkey/Redis at `url` (None: back to the database), and
+    close what the last one opened."""
+    while _opened:
+        _opened.pop().close()
+    _stream.clear()
+    if url:
+        _stream.update(url=url, prefix=prefix)
+
+
+def transport_settings() -> dict[str, str]:
+    """The settings that put a `grantflow` process on this test's transport."""
+    if not _stream:
+        return {}
+    return {"queue_url": _stream["url"], "queue_prefix": _stream["prefix"]}
+
+
+def queue(db: Database) -> Queue:
+    """The transport this test schedules runs on, for `db` (opened once per database)."""
+    if not _stream:
+        return DatabaseQueue(db)
+    configured = queue_of(db)
+    if configured.kind != "redis":
+        configured = open_queue(db, _stream["url"], prefix=_stream["prefix"])
+        _opened.append(configured)
+    return configured
+
+
+def worker_queue(db: Database) -> Queue:
+    """A worker's own transport: on Valkey each worker is one consumer with its own state."""
+    if not _stream:
+        return DatabaseQueue(db)
+    queue(db)  # (what the worker's engine schedules inside its transactions goes there too)
+    return StreamQueue(db, _stream["url"], prefix=_stream["prefix"], reconcile_seconds=0.2)
 
 
 def workflow(name: str, *steps: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -37,13 +83,13 @@ def publish(db: Database, document: dict[str, Any]) -> str:
 
 def start(db: Database, workflow_id: str, run_input: dict[str, Any] | None = None) -> str:
     with db.transaction() as session:
-        run = start_run(session, ACTOR, DatabaseQueue(db), workflow_id, run_input or {})
+        run = start_run(session, ACTOR, queue(db), workflow_id, run_input or {})
         return run.id
 
 
 def run_detail(db: Database, run_id: str) -> dict[str, Any]:
     with db.transaction() as session:
-        return detail.run_detail(session, operations.get_run(session, run_id), DatabaseQueue(db))
+        return detail.run_detail(session, operations.get_run(session, run_id), queue(db))
 
 
 def events(db: Database, run_id: str) -> list[dict[str, Any]]:
@@ -75,11 +121,11 @@ def running_worker(db: Database, **options: Any) -> Iterator[Worker]:
     options.setdefault("poll_seconds", 0.2)
     options.setdefault("lease_seconds", 5.0)
     options.setdefault("outbound", OutboundPolicy.parse(["127.0.0.1"]))
-    queue = DatabaseQueue(db)
-    worker = Worker(db, queue, **options)
+    own = worker_queue(db)
+    worker = Worker(db, own, **options)
     worker.start()
     try:
         yield worker
     finally:
         worker.stop(grace_seconds=10)
-        queue.close()
+        own.close()

@@ -42,7 +42,7 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.engine.runs import Fanout
 from grantflow.errors import GrantflowError, NotFound, PayloadTooLarge, ValidationError
-from grantflow.queue.interface import Queue, QueueStats
+from grantflow.queue.interface import Queue, QueueStats, TransportHealth
 from grantflow.queue.workers import WorkerState
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
@@ -307,9 +307,24 @@ class _DiscardingQueue:
 
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
+        self.kind = queue.kind
+        self.reconciles = False
+        self.reconcile_seconds = queue.reconcile_seconds
 
     def schedule(self, session: Session, run_id: str, at: dt.datetime | None = None) -> None:
         return None
+
+    def schedule_many(self, session: Session, run_ids: list[str]) -> None:
+        return None
+
+    def done(self, run_id: str) -> None:
+        return None
+
+    def reconcile(self, worker_id: str) -> int:
+        return 0
+
+    def health(self) -> TransportHealth:
+        return self.queue.health()
 
     def remove(self, session: Session, run_id: str) -> None:
         return None

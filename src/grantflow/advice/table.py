@@ -435,6 +435,13 @@ _ENTRIES: tuple[Advice, ...] = (
     ),
     Advice("stuck.queue_backlog", None, "{hint}", hint="wait, or start more workers"),
     Advice(
+        "stuck.transport_down",
+        None,
+        "{hint}",
+        hint="start Valkey/Redis (GRANTFLOW_QUEUE_URL): queued runs are dispatched within "
+        "seconds of it coming back",
+    ),
+    Advice(
         "stuck.worker_lost",
         None,
         "{hint}",

@@ -48,7 +48,7 @@ from grantflow.connections.crypto import keyring_for
 from grantflow.connections.outbound import guarded_client, outbound_policy
 from grantflow.definitions import sandbox
 from grantflow.people import email as people_email
-from grantflow.queue.database import DatabaseQueue
+from grantflow.queue.transports import open_queue
 from grantflow.safety import config as safety_config
 from grantflow.store.database import Database
 
@@ -86,7 +86,7 @@ def create_app(settings: Settings, database: Database, *, api_only: bool = False
         settings=settings,
         database=database,
         registry=registry,
-        queue=DatabaseQueue(database),
+        queue=open_queue(database, settings.queue_url, prefix=settings.queue_prefix),
         keyring=keyring,
         connections=ConnectionAccess(database, keyring, http),
     )

@@ -28,7 +28,7 @@ from grantflow.connections.outbound import outbound_policy
 from grantflow.demo import ensure_demo_workspace
 from grantflow.engine.worker import Worker
 from grantflow.errors import ConfigurationError
-from grantflow.queue.database import DatabaseQueue
+from grantflow.queue.transports import open_queue
 from grantflow.schedules.scheduler import Scheduler
 from grantflow.store import migrate as migrations
 from grantflow.store.database import Database, open_database
@@ -187,7 +187,7 @@ def scheduler(
     loaded = settings(log_level=None)
     with errors_as_lines():
         db = _migrated_database(loaded)
-    queue = DatabaseQueue(db)
+    queue = open_queue(db, loaded.queue_url, prefix=loaded.queue_prefix)
     running = Scheduler(db, queue, tick_seconds=tick_seconds, lease_seconds=lease_seconds)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -237,7 +237,9 @@ def demo(as_json: bool = JSON_OPTION) -> None:
         master_key(loaded)
         upgrade_schema(db)
         with db.transaction() as session:
-            workspace = ensure_demo_workspace(session, DatabaseQueue(db), loaded)
+            workspace = ensure_demo_workspace(
+                session, open_queue(db, loaded.queue_url, prefix=loaded.queue_prefix), loaded
+            )
             sign_in_url = demo_sign_in_link(session, loaded, workspace.admin_email)
     if as_json:
         emit_json({**dataclasses.asdict(workspace), "sign_in_url": sign_in_url})

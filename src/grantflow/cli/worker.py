@@ -13,7 +13,7 @@ from grantflow.cli.direct import database, settings
 from grantflow.connections.crypto import keyring_for
 from grantflow.connections.outbound import policy_for
 from grantflow.engine.worker import Worker
-from grantflow.queue.database import DatabaseQueue
+from grantflow.queue.transports import open_queue
 
 log = structlog.get_logger("grantflow.cli")
 
@@ -53,7 +53,7 @@ def worker(
     sandbox.configure(loaded)  # the template limits this worker enforces
     safety_config.configure(loaded)  # its breakers' defaults, the spend-cap timezone
     with errors_as_lines(), database(loaded) as db, contextlib.ExitStack() as stack:
-        queue = DatabaseQueue(db)
+        queue = open_queue(db, loaded.queue_url, prefix=loaded.queue_prefix)
         if metrics_port is not None:
             from grantflow.engine.metrics_http import MetricsServer
 

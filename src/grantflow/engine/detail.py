@@ -16,7 +16,7 @@ from grantflow.engine import hooks
 from grantflow.engine.models import Run, RunEvent, StepAttempt, StepRun
 from grantflow.engine.states import PERSON_WAITS, TERMINAL, RunStatus
 from grantflow.queue import workers
-from grantflow.queue.interface import Queue, QueueStats
+from grantflow.queue.interface import Queue, QueueStats, TransportHealth
 from grantflow.queue.models import QueueItem
 from grantflow.store.base import utcnow
 from grantflow.store.pagination import Page, decode_cursor, page_of
@@ -50,6 +50,10 @@ class QueueFacts:
     @functools.cached_property
     def stats(self) -> QueueStats:
         return self._queue.stats(self._session)  # in this transaction: SQLite allows one writer
+
+    @functools.cached_property
+    def transport(self) -> TransportHealth:
+        return self._queue.health()
 
     @functools.cached_property
     def live_workers(self) -> list[str]:
@@ -155,6 +159,17 @@ def _likely_cause(
                 f"{_iso(attempt.started_at)}; check that system's health",
                 "call_started_at": _iso(attempt.started_at),
             }
+    transport = facts.transport
+    if not transport.up:
+        return {
+            "cause": "transport_down",
+            "explanation": f"the {transport.kind} queue transport at {transport.location} is "
+            f"unreachable since {_iso(transport.down_since)} ({transport.error}); the run "
+            "is queued in the database and is dispatched within seconds of it coming back: "
+            "start Valkey/Redis, or fix GRANTFLOW_QUEUE_URL",
+            "transport": transport.kind,
+            "down_since": _iso(transport.down_since),
+        }
     stats = facts.stats
     live = facts.live_workers
     if not live:

@@ -9,7 +9,7 @@ from grantflow.auth.actor import Actor
 from grantflow.engine.models import Run
 from grantflow.engine.states import RunStatus, WaitingReason
 from grantflow.engine.transitions import move_run
-from grantflow.queue.database import DatabaseQueue
+from grantflow.queue.transports import queue_of
 from grantflow.store.database import database_of
 
 
@@ -30,7 +30,7 @@ def resume_runs_waiting_on(
         .scalars()
         .all()
     )
-    queue = DatabaseQueue(database_of(session))
+    queue = queue_of(database_of(session))
     for run in runs:
         run.waiting_on = None
         move_run(session, run, RunStatus.QUEUED, actor=actor.label, resumed_by=str(reason))

@@ -89,6 +89,7 @@ class Worker:
                     hostname=socket.gethostname(),
                     pid=os.getpid(),
                     concurrency=self.concurrency,
+                    transport=self.queue.kind,
                     started_at=now,
                     heartbeat_at=now,
                     lease_expires_at=now + dt.timedelta(seconds=self.lease_seconds),
@@ -101,6 +102,8 @@ class Worker:
         ]
         if self.health_check_seconds:
             chores.append((self._maintain, "maintenance"))
+        if self.queue.reconciles:
+            chores.append((self._reconcile, "reconciler"))
         for target, name in chores:
             thread = threading.Thread(target=target, name=f"worker-{name}", daemon=True)
             thread.start()
@@ -154,8 +157,10 @@ class Worker:
         free = 0
         while self._slots.acquire(blocking=False):
             free += 1
-        if free == 0:
-            self.queue.wait(self.poll_seconds)  # a finishing run sets the wake-up
+        if free == 0:  # a finishing run sets the wake-up
+            wakeup = self.database.queue_wakeup
+            if wakeup.wait(self.poll_seconds):
+                wakeup.clear()
             return 0
         ids = self.queue.claim(self.id, free, self.lease_seconds)
         for _ in range(free - len(ids)):
@@ -170,6 +175,10 @@ class Worker:
         except Exception:
             log.exception("worker.advance_failed", run_id=run_id)
         finally:
+            try:
+                self.queue.done(run_id)
+            except Exception:
+                log.exception("worker.done_failed", run_id=run_id)
             self._slots.release()
             self.database.queue_wakeup.set()
 
@@ -196,6 +205,16 @@ class Worker:
                     workers.prune_lost(session, now)
             except Exception:
                 log.exception("worker.heartbeat_failed")
+
+    def _reconcile(self) -> None:
+        """A transport that carries "ready" outside the database announces, from one elected
+        worker, what the database holds ready: timers come due, runs of a dead worker, and
+        everything after the transport lost its data."""
+        while not self.stopping.wait(self.queue.reconcile_seconds):
+            try:
+                self.queue.reconcile(self.id)
+            except Exception:
+                log.exception("worker.reconcile_failed")
 
     def _maintain(self) -> None:
         """Periodic chores: connection health checks for connections that are due."""

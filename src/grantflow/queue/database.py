@@ -8,10 +8,10 @@ import threading
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from grantflow.queue.interface import QueueStats
+from grantflow.queue.interface import QueueStats, TransportHealth
 from grantflow.queue.models import QueueItem
 from grantflow.queue.workers import WorkerState, fleet
 from grantflow.store.base import utcnow
@@ -41,9 +41,22 @@ _CLAIM = text(
     "deliveries = queue_items.deliveries + 1 FROM picked "
     "WHERE queue_items.run_id = picked.run_id RETURNING queue_items.run_id"
 )
+# The given runs, those of them still ready: a transport that announces runs elsewhere
+# (queue/streams.py) claims what it was told of; a run finished or held by another worker
+# meanwhile is not taken.
+_CLAIM_THESE = text(
+    "UPDATE queue_items SET lease_owner = :worker, lease_expires_at = :expires, "
+    "deliveries = queue_items.deliveries + 1 "
+    "WHERE run_id IN :ids AND available_at <= :now "
+    "AND (lease_owner IS NULL OR lease_expires_at < :now) RETURNING run_id"
+).bindparams(bindparam("ids", expanding=True))
 
 
 class DatabaseQueue:
+    kind = "database"
+    reconciles = False  # its items are the announcement: there is nothing to reconcile
+    reconcile_seconds = 1.0
+
     def __init__(self, database: Database) -> None:
         self.database = database
         self._listener: threading.Thread | None = None
@@ -54,13 +67,26 @@ class DatabaseQueue:
         now = utcnow()
         when = at or now
         params = {"run_id": run_id, "at": self._param(when), "now": self._param(now)}
-        if when <= now and self.database.dialect == "postgresql":
+        if when <= now and self.database.dialect == "postgresql" and self.notifies:
             session.execute(_UPSERT_AND_NOTIFY, params)  # one round trip, not two
             self.database.wake_after_commit(session)
             return
         session.execute(_UPSERT, params)
         if when <= now:
-            self.database.notify_queue(session)
+            self.announce(session, [run_id])
+
+    def schedule_many(self, session: Session, run_ids: list[str]) -> None:
+        """Every run in `run_ids` available now: one multi-row upsert and one wake-up."""
+        now = self._param(utcnow())
+        session.execute(_UPSERT, [{"run_id": run_id, "at": now, "now": now} for run_id in run_ids])
+        self.announce(session, run_ids)
+
+    # the database transport's workers LISTEN; a transport that announces elsewhere does not
+    notifies = True
+
+    def announce(self, session: Session, run_ids: list[str]) -> None:
+        """Tell workers, once this transaction commits, that `run_ids` are ready."""
+        self.database.notify_queue(session)
 
     def remove(self, session: Session, run_id: str) -> None:
         session.execute(delete(QueueItem).where(QueueItem.run_id == run_id))
@@ -118,6 +144,46 @@ class DatabaseQueue:
         with self.database.autocommit.connect() as conn:
             return list(conn.execute(_CLAIM, params).scalars())
 
+    def claim_these(self, worker_id: str, run_ids: list[str], lease_seconds: float) -> list[str]:
+        """Lease those of `run_ids` that are ready (one statement); the others are skipped."""
+        if not run_ids:
+            return []
+        now = utcnow()
+        params = {
+            "worker": worker_id,
+            "now": self._param(now),
+            "expires": self._param(now + dt.timedelta(seconds=lease_seconds)),
+            "ids": run_ids,
+        }
+        if self.database.dialect == "postgresql":
+            with self.database.autocommit.connect() as conn:
+                return list(conn.execute(_CLAIM_THESE, params).scalars())
+        with self.database.transaction() as session:
+            return list(session.execute(_CLAIM_THESE, params).scalars())
+
+    def ready_ids(self, limit: int) -> list[str]:
+        """The ready runs, oldest first: what a reconciler announces again."""
+        now = utcnow()
+        with self.database.reads() as session:
+            return list(
+                session.execute(
+                    select(QueueItem.run_id)
+                    .where(QueueItem.available_at <= now)
+                    .where((QueueItem.lease_owner.is_(None)) | (QueueItem.lease_expires_at < now))
+                    .order_by(QueueItem.available_at)
+                    .limit(limit)
+                ).scalars()
+            )
+
+    def reconcile(self, worker_id: str) -> int:
+        return 0
+
+    def done(self, run_id: str) -> None:
+        """Nothing to acknowledge: the queue item is the whole record."""
+
+    def health(self) -> TransportHealth:
+        return TransportHealth(kind=self.kind, up=True)
+
     def extend(self, worker_id: str, lease_seconds: float) -> None:
         with self.database.transaction() as session:
             session.execute(
@@ -128,12 +194,15 @@ class DatabaseQueue:
 
     def release(self, worker_id: str) -> None:
         with self.database.transaction() as session:
-            session.execute(
-                update(QueueItem)
-                .where(QueueItem.lease_owner == worker_id)
-                .values(lease_owner=None, lease_expires_at=None, available_at=utcnow())
+            released = list(
+                session.execute(
+                    update(QueueItem)
+                    .where(QueueItem.lease_owner == worker_id)
+                    .values(lease_owner=None, lease_expires_at=None, available_at=utcnow())
+                    .returning(QueueItem.run_id)
+                ).scalars()
             )
-            self.database.notify_queue(session)
+            self.announce(session, released)
 
     def next_due(self) -> dt.datetime | None:
         with self.database.transaction() as session:

@@ -32,6 +32,7 @@ class Worker(Base):
     hostname: Mapped[str] = mapped_column(String(200))
     pid: Mapped[int] = mapped_column(Integer)
     concurrency: Mapped[int] = mapped_column(Integer)
+    transport: Mapped[str] = mapped_column(String(20), default="database")  # "redis": Valkey
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     # live until then: the last heartbeat plus the worker's lease (NULL: a worker from before

@@ -1,8 +1,9 @@
-"""The workers the database transport knows. Each registers when it starts and renews its row
-with every heartbeat (a third of its lease); it is live while that lease holds, and a worker
-that died (SIGKILL, a lost host) is shown lost as soon as its lease runs out — the moment
-another worker may take its runs. A clean stop removes the row; a lost worker's row is kept a
-day, then pruned by the heartbeats of the others."""
+"""The workers the queue knows (their rows are in the database, whatever the transport). Each
+registers when it starts and renews its row with every heartbeat (a third of its lease); it
+is live while that lease holds, and a worker that died (SIGKILL, a lost host) is shown lost
+as soon as its lease runs out — the moment another worker may take its runs. A clean stop
+removes the row; a lost worker's row is kept a day, then pruned by the heartbeats of the
+others."""
 
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ def fleet(session: Session, now: dt.datetime) -> list[WorkerState]:
             lease_expires_at=w.lease_expires_at,
             live=bool(is_live),
             runs_in_hand=int(in_hand.get(w.id, 0)),
+            transport=w.transport,
         )
         for w, is_live in rows
     ]

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from grantflow.engine import hooks
 from grantflow.engine.models import Run
 from grantflow.engine.states import RunStatus
-from grantflow.queue.database import DatabaseQueue
+from grantflow.queue.transports import queue_of
 from grantflow.schedules import scheduler
 from grantflow.schedules.models import Job, Occurrence
 from grantflow.store.base import utcnow
@@ -32,7 +32,7 @@ def _run_status(session: Session, run: Run, old: str, new: str) -> None:
     occurrence.outcome = new
     job = session.get(Job, occurrence.job_id)
     if job is not None:  # (whatever the policy is now: one queued earlier still starts)
-        scheduler.start_queued(session, DatabaseQueue(database_of(session)), job, utcnow())
+        scheduler.start_queued(session, queue_of(database_of(session)), job, utcnow())
 
 
 @hooks.on_tick

@@ -39,7 +39,6 @@ from grantflow.engine.runs import start_run, validate_input
 from grantflow.engine.states import TERMINAL, RunStatus, StepStatus
 from grantflow.errors import GrantflowError
 from grantflow.people.notifications import NotificationKind, notify, resolve
-from grantflow.queue.database import _UPSERT, DatabaseQueue
 from grantflow.queue.interface import Queue
 from grantflow.schedules import cron, jobs, runners
 from grantflow.schedules.jobs import JobKind, JobStatus
@@ -438,16 +437,12 @@ class Facts:
 
 
 def _enqueue(session: Session, queue: Queue, run_ids: list[str]) -> None:
-    """Every new run available now. On the database queue: one multi-row upsert and one
-    wake-up, instead of a statement and a NOTIFY per run (the same rows and wake-up as
-    DatabaseQueue.schedule writes)."""
-    if not isinstance(queue, DatabaseQueue) or len(run_ids) == 1:
-        for run_id in run_ids:
-            queue.schedule(session, run_id)
-        return
-    now = queue._param(utcnow())
-    session.execute(_UPSERT, [{"run_id": run_id, "at": now, "now": now} for run_id in run_ids])
-    queue.database.notify_queue(session)
+    """Every new run available now: one multi-row upsert and one wake-up, instead of a
+    statement and a wake-up per run."""
+    if len(run_ids) == 1:
+        queue.schedule(session, run_ids[0])
+    else:
+        queue.schedule_many(session, run_ids)
 
 
 def record(

@@ -26,14 +26,33 @@ async def healthz() -> dict[str, Any]:
 
 @router.get("/readyz", summary="The database is reachable and migrated")
 def readyz(request: Request) -> dict[str, Any]:
-    database = state_of(request).database
+    """503 when the database is unreachable or not migrated. A Valkey/Redis queue transport
+    that is down answers 200 `degraded`: runs are still accepted and stay queued until it
+    returns, so a load balancer should keep sending requests here."""
+    state = state_of(request)
+    database = state.database
     database.ping()
     if not is_up_to_date(database):
         raise ServiceUnavailable(
             "the database schema is not up to date",
             next_action="run `grantflow migrate`",
         )
-    return {"status": "ready", "database": database.dialect}
+    transport = state.queue.health()
+    queue: dict[str, Any] = {"transport": transport.kind, "status": "up"}
+    if not transport.up:
+        queue.update(
+            status="down",
+            down_since=transport.down_since,
+            error=transport.error,
+            location=transport.location,
+            explanation="runs are accepted and stay queued; they are dispatched once the "
+            "queue transport is reachable again",
+        )
+    return {
+        "status": "ready" if transport.up else "degraded",
+        "database": database.dialect,
+        "queue": queue,
+    }
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -207,19 +207,35 @@ def queue_status(
     _: Actor = Depends(Require(Permission.RUN_READ)),
     q: Queue = Depends(queue),
 ) -> dict[str, Any]:
-    """Queue depth, the oldest ready run's age, and the workers: `workers` the live ones,
-    `lost_workers` those whose lease ran out in the last day (a worker that died), each with
-    its host, pid, concurrency, last heartbeat, lease and the runs in its hand."""
+    """Queue depth, the oldest ready run's age, the transport (`database` or `redis`) and
+    whether it can be reached (`transport_status`: down since when, the last error), and the
+    workers: `workers` the live ones, `lost_workers` those whose lease ran out in the last day
+    (a worker that died), each with its host, pid, concurrency, last heartbeat, lease, the
+    runs in its hand and the transport it takes runs from."""
     stats = q.stats()
     fleet = q.workers()
     return {
-        "transport": "database",
+        "transport": q.kind,
+        "transport_status": transport_status(q),
         "ready": stats.ready,
         "scheduled": stats.scheduled,
         "leased": stats.leased,
         "oldest_ready_age_seconds": stats.oldest_ready_age_seconds,
         "workers": [_worker(w) for w in fleet if w.live],
         "lost_workers": [_worker(w) for w in fleet if not w.live],
+    }
+
+
+def transport_status(q: Queue) -> dict[str, Any]:
+    health = q.health()
+    return {
+        "kind": health.kind,
+        "status": "up" if health.up else "down",
+        "down_since": health.down_since,
+        "error": health.error,
+        "location": health.location,
+        "entries": health.entries,
+        "pending_entries": health.pending_entries,
     }
 
 
