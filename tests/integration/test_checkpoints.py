@@ -31,7 +31,7 @@ from grantflow.queue.database import DatabaseQueue
 from grantflow.queue.models import QueueItem
 from grantflow.store.base import new_id, utcnow
 from grantflow.store.database import Database
-from tests.integration.test_database_outage import _kill_connections as kill_connections
+from tests.support.databases import kill_connections
 from tests.support.engine import (
     ACTOR,
     events,

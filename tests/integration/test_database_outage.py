@@ -1,31 +1,21 @@
-"""The database going away under the API (a restart, a failover) is a 503 to retry, never a
-500, and the next request works on fresh connections."""
+"""The database going away (a restart, a failover): under the API a 503 to retry, never a 500,
+and the next request works on fresh connections; under workers, on each queue transport,
+nothing is lost or done twice."""
 
 from __future__ import annotations
 
+import threading
+
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
-from grantflow.store.database import Database
+from grantflow.store.database import Database, open_database
 from tests.conftest import Api
+from tests.support.databases import kill_connections
+from tests.support.engine import publish, run_detail, running_worker, start, wait_status, workflow
+from tests.support.target import Reply, running_target
 
-
-def _kill_connections(database: Database) -> int:
-    """Terminate every server connection to the test database (what a restart does)."""
-    admin = create_engine(database.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            killed = conn.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": database.url.database},
-            ).scalar_one()
-    finally:
-        admin.dispose()
-    return int(killed)
+pytestmark = [pytest.mark.transports, pytest.mark.usefixtures("transport")]
 
 
 def test_a_lost_database_connection_is_a_503_then_recovers(
@@ -34,7 +24,7 @@ def test_a_lost_database_connection_is_a_503_then_recovers(
     if database.dialect != "postgresql":
         pytest.skip("connections to SQLite cannot be lost")
     assert admin.get("/api/v1/applications").status_code == 200
-    assert _kill_connections(database) >= 1
+    assert kill_connections(database) >= 1
     first = admin.get("/api/v1/applications")
     assert first.status_code == 503, first.text
     error = first.json()["error"]
@@ -42,3 +32,55 @@ def test_a_lost_database_connection_is_a_503_then_recovers(
     assert first.headers["retry-after"] == "1"
     again = admin.get("/api/v1/applications")
     assert again.status_code == 200, again.text
+
+
+def test_backends_terminated_mid_run_lose_nothing(database: Database) -> None:
+    """Every PostgreSQL connection is terminated (a restart) while workers hold runs mid-call:
+    every run still succeeds, no step succeeds twice, every call carries its key. The turns
+    the outage cut short hand their runs back (or their leases, no longer renewed, run out)."""
+    if database.dialect != "postgresql":
+        pytest.skip("connections to SQLite cannot be lost")
+    pg = database
+    with running_target() as target:
+        held = threading.Event()
+        target.on("/one", Reply(200, {"ok": 1}, hold=held))
+        target.on("/two", Reply(200, {"ok": 2}))
+        steps = [
+            {
+                "id": name,
+                "type": "http",
+                "config": {"method": "POST", "url": f"{target.url}/{name}"},
+            }
+            for name in ("one", "two")
+        ]
+        flow = publish(pg, workflow("restarted", *steps))
+        runs = [start(pg, flow, {"n": n}) for n in range(6)]
+        workers_db = open_database(pg.url)  # (the workers' own pools, as in their processes)
+        workers_db.use_master_keys(pg.master_keys)
+        try:
+            with (
+                running_worker(workers_db, concurrency=3, lease_seconds=2.0),
+                running_worker(workers_db, concurrency=3, lease_seconds=2.0),
+            ):
+                target.wait_for_calls("/one", 6, timeout=60)
+                assert kill_connections(pg) >= 1
+                pg.engine.dispose()  # (this test's own pooled connections died too)
+                held.set()
+                for run_id in runs:
+                    wait_status(pg, run_id, "succeeded")
+        finally:
+            workers_db.dispose()
+        seen_keys = target.per_key()
+    assert None not in seen_keys  # every call, re-sent or not, carried its key
+    for run_id in runs:
+        shown = run_detail(pg, run_id)
+        assert [s["status"] for s in shown["steps"]] == ["succeeded", "succeeded"]
+        for step in shown["steps"]:
+            log = step["attempt_log"]
+            assert [a["status"] for a in log].count("succeeded") == 1, log
+            # a call cut short by the outage is re-sent with the same key: done once there
+            assert {a["idempotency_key"] for a in log} == {f"{run_id}:{step['step_id']}:1-1"}
+        assert {k for k in seen_keys if k and k.startswith(run_id)} == {
+            f"{run_id}:one:1-1",
+            f"{run_id}:two:1-1",
+        }

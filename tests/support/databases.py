@@ -86,3 +86,20 @@ class PostgresRun:
                 )
             conn.exec_driver_sql(self._emptying)
         return db
+
+
+def kill_connections(database: Database) -> int:
+    """Terminate every server connection to the test database (what a restart does)."""
+    admin = create_engine(database.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            killed = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": database.url.database},
+            ).scalar_one()
+    finally:
+        admin.dispose()
+    return int(killed)

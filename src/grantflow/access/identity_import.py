@@ -24,7 +24,7 @@ import enum
 import hashlib
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -335,8 +335,11 @@ class _DiscardingQueue:
     def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[str]:
         return []
 
-    def extend(self, worker_id: str, lease_seconds: float) -> None:
+    def extend(self, worker_id: str, lease_seconds: float, run_ids: Collection[str]) -> None:
         return None
+
+    def hand_back(self, worker_id: str, run_ids: Collection[str]) -> list[str]:
+        return []
 
     def release(self, worker_id: str) -> None:
         return None

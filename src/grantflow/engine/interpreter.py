@@ -112,22 +112,24 @@ class Interpreter(HotPath):
         self.stopping = stopping or threading.Event()
 
     # --- the loop -----------------------------------------------------------------------------
-    def advance(self, run_id: str) -> None:
-        """Advance a run this worker has leased, until it waits, ends, or the worker stops."""
+    def advance(self, run_id: str) -> bool:
+        """Advance a run this worker has leased, until it waits, ends, or the worker stops.
+        False when the turn ended without settling the run (the database went away): its
+        queue lease is still this worker's, to hand back."""
         turn = Turn(run_id)
         while True:
             if turn.ended:
-                return
+                return True
             if self.stopping.is_set() and turn.ready is None:  # (a committed intent: call it)
                 self._hand_back(turn)
-                return
+                return True
             try:
                 if turn.chain is not None:
                     more = self._advance_chain(turn, turn.chain)
                     if more is not None:
                         if more:
                             continue
-                        return
+                        return True
                 pending_or_more = self._prepare(turn)
                 if isinstance(pending_or_more, Pending):
                     chain, turn.chain = turn.chain, None
@@ -136,20 +138,21 @@ class Interpreter(HotPath):
                     else:
                         more = self._finish(turn, pending_or_more, call_step(pending_or_more))
                     if not more:
-                        return
+                        return True
                 elif not pending_or_more:
-                    return
+                    return True
             except (OperationalError, InterfaceError) as exc:
-                # The database went away mid-turn: nothing half-written was committed. Leave the
-                # run to its lease (another worker, or this one, resumes it later).
+                # The database went away mid-turn: nothing half-written was committed. The
+                # worker hands the run back, or its lease, no longer renewed, runs out; another
+                # worker (or this one) resumes it from its last committed step.
                 log.warning(
                     "run.database_unavailable", run_id=run_id, error=type(exc.orig or exc).__name__
                 )
-                return
+                return False
             except Exception as exc:  # a fault in Grantflow itself: fail the run, visibly
                 log.exception("run.internal_error", run_id=run_id)
                 self._fail_internal(turn, exc)
-                return
+                return True
 
     def _hand_back(self, turn: Turn) -> None:
         with self.database.transaction() as session:

@@ -56,7 +56,7 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stopping = threading.Event()
         self._slots = threading.Semaphore(concurrency)
-        self._in_flight = 0
+        self._in_hand: set[str] = set()  # runs claimed and not yet done: their leases renewed
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="run")
@@ -165,15 +165,26 @@ class Worker:
         ids = self.queue.claim(self.id, free, self.lease_seconds)
         for _ in range(free - len(ids)):
             self._slots.release()
+        with self._lock:
+            self._in_hand.update(ids)
         for run_id in ids:
             self._pool.submit(self._advance, run_id)
         return len(ids)
 
     def _advance(self, run_id: str) -> None:
         try:
-            self.interpreter.advance(run_id)
+            settled = self.interpreter.advance(run_id)
         except Exception:
             log.exception("worker.advance_failed", run_id=run_id)
+            settled = False
+        finally:
+            with self._lock:
+                self._in_hand.discard(run_id)
+        try:
+            if not settled:  # (its lease, no longer renewed, would run out anyway)
+                self.queue.hand_back(self.id, [run_id])
+        except Exception:
+            log.warning("worker.hand_back_failed", run_id=run_id)
         finally:
             try:
                 self.queue.done(run_id)
@@ -195,7 +206,9 @@ class Worker:
         interval = max(self.lease_seconds / 3, 0.2)
         while not self.stopping.wait(interval):
             try:
-                self.queue.extend(self.id, self.lease_seconds)
+                with self._lock:
+                    in_hand = set(self._in_hand)
+                self.queue.extend(self.id, self.lease_seconds, in_hand)
                 now = utcnow()
                 with self.database.transaction() as session:
                     row = session.get(WorkerRow, self.id)

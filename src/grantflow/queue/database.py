@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Collection
 from typing import Any
 
 import structlog
@@ -184,13 +185,30 @@ class DatabaseQueue:
     def health(self) -> TransportHealth:
         return TransportHealth(kind=self.kind, up=True)
 
-    def extend(self, worker_id: str, lease_seconds: float) -> None:
+    def extend(self, worker_id: str, lease_seconds: float, run_ids: Collection[str]) -> None:
+        if not run_ids:
+            return
         with self.database.transaction() as session:
             session.execute(
                 update(QueueItem)
-                .where(QueueItem.lease_owner == worker_id)
+                .where(QueueItem.lease_owner == worker_id, QueueItem.run_id.in_(run_ids))
                 .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
             )
+
+    def hand_back(self, worker_id: str, run_ids: Collection[str]) -> list[str]:
+        if not run_ids:
+            return []
+        with self.database.transaction() as session:
+            handed = list(
+                session.execute(
+                    update(QueueItem)
+                    .where(QueueItem.lease_owner == worker_id, QueueItem.run_id.in_(run_ids))
+                    .values(lease_owner=None, lease_expires_at=None, available_at=utcnow())
+                    .returning(QueueItem.run_id)
+                ).scalars()
+            )
+            self.announce(session, handed)
+        return handed
 
     def release(self, worker_id: str) -> None:
         with self.database.transaction() as session:

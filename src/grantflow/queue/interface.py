@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,8 +57,14 @@ class Queue(Protocol):
     def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[str]:
         """Take up to `limit` ready runs, leasing them to `worker_id`."""
 
-    def extend(self, worker_id: str, lease_seconds: float) -> None:
-        """Renew every lease `worker_id` holds (heartbeat)."""
+    def extend(self, worker_id: str, lease_seconds: float, run_ids: Collection[str]) -> None:
+        """Renew the leases `worker_id` holds on `run_ids`, the runs it is advancing
+        (heartbeat). A lease on a run it no longer advances runs out, and another worker
+        takes the run."""
+
+    def hand_back(self, worker_id: str, run_ids: Collection[str]) -> list[str]:
+        """Make those of `run_ids` that `worker_id` holds available now (a turn that ended
+        without settling its run, e.g. on a lost database connection); the runs handed back."""
 
     def release(self, worker_id: str) -> None:
         """Hand back every run `worker_id` holds, available now (graceful shutdown)."""

@@ -25,6 +25,7 @@ import contextlib
 import datetime as dt
 import threading
 import time
+from collections.abc import Collection
 from typing import Any, cast
 
 import redis
@@ -179,8 +180,8 @@ class StreamQueue(DatabaseQueue):
             ids = self._held.pop(run_id, [])
         self._acknowledge(ids)
 
-    def extend(self, worker_id: str, lease_seconds: float) -> None:
-        super().extend(worker_id, lease_seconds)
+    def extend(self, worker_id: str, lease_seconds: float, run_ids: Collection[str]) -> None:
+        super().extend(worker_id, lease_seconds, run_ids)
         with self._held_lock:
             ids = [entry for held in self._held.values() for entry in held]
         if ids:  # still ours: not idle, so not claimed away while the database lease holds
