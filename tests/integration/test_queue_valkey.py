@@ -27,7 +27,7 @@ from tests.conftest import Api
 from tests.support import engine
 from tests.support.databases import PostgresRun
 from tests.support.engine import publish, run_detail, running_worker, start, wait_status, workflow
-from tests.support.processes import poll
+from tests.support.processes import grantflow_env, poll, run_grantflow
 from tests.support.redis_server import RedisServer, redis_server
 from tests.support.server import serve_in_thread
 
@@ -161,8 +161,21 @@ def served(pg: Database, valkey: RedisServer) -> Iterator[Api]:
         yield Api(base_url=url, database=pg)
 
 
+def queue_status_cli(pg: Database, valkey: RedisServer, workdir: Path) -> str:
+    """`grantflow queue status` in its own process, on this test's database and Valkey."""
+    env = grantflow_env(
+        database_url=pg.url.render_as_string(hide_password=False),
+        secret_key=base64.urlsafe_b64encode(pg.master_keys()[0]).decode(),
+        queue_url=valkey.url,
+        queue_prefix=PREFIX,
+    )
+    done = run_grantflow("queue", "status", env=env, cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_runs_are_accepted_while_valkey_is_down_and_all_finish_once_it_returns_empty(
-    pg: Database, valkey: RedisServer
+    pg: Database, valkey: RedisServer, tmp_path: Path
 ) -> None:
     """Valkey stops: the API still starts runs (201), says since when the transport is down
     (/queue, /readyz, the run's stuck cause and its next action); Valkey comes back with
@@ -192,6 +205,11 @@ def test_runs_are_accepted_while_valkey_is_down_and_all_finish_once_it_returns_e
         assert transport["location"] == valkey.url
         with api.client() as anonymous:
             ready = anonymous.get("/readyz")
+        metrics = admin.get("/metrics").text
+        assert 'grantflow_queue_transport_up{transport="redis"} 0.0' in metrics
+        cli = queue_status_cli(pg, valkey, tmp_path)
+        assert f"transport redis at {valkey.url}: DOWN since" in cli
+        assert "runs are accepted and stay queued until it returns" in cli
         assert ready.status_code == 200
         assert ready.json()["status"] == "degraded"
         assert ready.json()["queue"]["status"] == "down"
@@ -209,6 +227,9 @@ def test_runs_are_accepted_while_valkey_is_down_and_all_finish_once_it_returns_e
         for run_id in queued:
             wait_status(pg, run_id, "succeeded")
         assert admin.get("/api/v1/queue").json()["transport_status"]["status"] == "up"
+        metrics = admin.get("/metrics").text
+        assert 'grantflow_queue_transport_up{transport="redis"} 1.0' in metrics
+        assert 'grantflow_queue_transport_down_seconds{transport="redis"} 0.0' in metrics
         assert admin.get(f"/api/v1/runs/{queued[0]}").json().get("stuck") is None
     for run_id in queued:
         assert attempts(pg, run_id) == {"s0": 1, "s1": 1}

@@ -441,6 +441,7 @@ def test_a_worker_whose_lease_ran_out_is_lost_at_once_with_its_runs_in_hand(
         101,
     )
     metrics = admin.get("/metrics").text
+    assert 'grantflow_queue_transport_up{transport="database"} 1.0' in metrics
     assert 'grantflow_workers{state="lost"} 1.0' in metrics
     assert 'grantflow_workers{state="live"} 1.0' in metrics
     assert 'grantflow_worker_runs_in_hand{hostname="h2",pid="202",state="live",' in metrics

@@ -166,8 +166,9 @@ def resume(run: str = RUN_ID, as_json: bool = JSON_OPTION) -> None:
 
 @queue_app.command("status")
 def queue_status(as_json: bool = JSON_OPTION) -> None:
-    """Queue depth, the oldest ready run's age, and the workers: live, and lost (a worker
-    whose lease ran out in the last day: it died) with the runs still in its hand."""
+    """Queue depth, the oldest ready run's age, the transport (up, or down since when), and
+    the workers: live, and lost (a worker whose lease ran out in the last day: it died) with
+    the runs still in its hand."""
     with errors_as_lines(), connect() as api:
         data = api.get("/queue")
     if as_json:
@@ -177,8 +178,34 @@ def queue_status(as_json: bool = JSON_OPTION) -> None:
         f"ready {data['ready']}, scheduled {data['scheduled']}, leased {data['leased']}, "
         f"oldest ready {data['oldest_ready_age_seconds'] or 0:.1f}s"
     )
-    columns = ["id", "state", "hostname", "pid", "concurrency", "runs_in_hand", "heartbeat_at"]
+    out.print(_transport_line(data.get("transport_status") or {}), markup=False)
+    columns = [
+        "id",
+        "state",
+        "hostname",
+        "pid",
+        "concurrency",
+        "runs_in_hand",
+        "heartbeat_at",
+        "transport",
+    ]
     emit_table(data["workers"] + data.get("lost_workers", []), columns)
+
+
+def _transport_line(shown: dict[str, Any]) -> str:
+    kind = shown.get("kind", "database")
+    where = f" at {shown['location']}" if shown.get("location") else ""
+    if shown.get("status") == "down":
+        return (
+            f"transport {kind}{where}: DOWN since {shown.get('down_since')} "
+            f"({shown.get('error')}); runs are accepted and stay queued until it returns"
+        )
+    if shown.get("entries") is None:
+        return f"transport {kind}{where}: up"
+    return (
+        f"transport {kind}{where}: up, {shown['entries']} announcements in the stream, "
+        f"{shown.get('pending_entries') or 0} read and not yet acknowledged"
+    )
 
 
 register_evidence(runs_app)

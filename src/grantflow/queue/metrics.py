@@ -30,7 +30,39 @@ class QueueCollector(Collector):
             "Age of the oldest ready run",
             value=stats.oldest_ready_age_seconds or 0.0,
         )
+        yield from self._transport()
         yield from self._workers()
+
+    def _transport(self) -> Iterator[GaugeMetricFamily]:
+        """Whether the transport that carries "ready" answers (the database one always does
+        when this scrape does), for how long it has not, and what its stream holds."""
+        health = self.queue.health()
+        up = GaugeMetricFamily(
+            "grantflow_queue_transport_up",
+            "1 when the queue transport answers, 0 when it is down (runs stay queued)",
+            labels=["transport"],
+        )
+        up.add_metric([health.kind], 1.0 if health.up else 0.0)
+        yield up
+        down = GaugeMetricFamily(
+            "grantflow_queue_transport_down_seconds",
+            "Seconds since this process first failed to reach the queue transport (0: up)",
+            labels=["transport"],
+        )
+        since = health.down_since
+        down.add_metric([health.kind], (utcnow() - since).total_seconds() if since else 0.0)
+        yield down
+        if health.entries is None:
+            return
+        entries = GaugeMetricFamily(
+            "grantflow_queue_stream_entries",
+            "Announcements in the Valkey/Redis stream, by state",
+            labels=["transport", "state"],
+        )
+        pending = health.pending_entries or 0
+        entries.add_metric([health.kind, "unread"], max(health.entries - pending, 0))
+        entries.add_metric([health.kind, "pending"], pending)
+        yield entries
 
     def _workers(self) -> Iterator[GaugeMetricFamily]:
         """Each worker the transport knows: live or lost (its lease ran out: it died), with the
