@@ -51,6 +51,7 @@ def postgres_database(admin: URL) -> Iterator[Database]:
         except OperationalError as exc:
             raise Unreachable(str(exc.orig).splitlines()[0]) from exc
         db = open_database(admin.set(database=name))
+        db.use_master_keys(lambda: [base64.urlsafe_b64decode(MASTER_KEY)])  # the workers' key
         try:
             migrate.upgrade(db)
             yield db
