@@ -289,13 +289,29 @@ def statuses(reader: Engine, run_ids: list[str]) -> Counter[str]:
     return found
 
 
+TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
+
+
 def wait_done(reader: Engine, run_ids: list[str], timeout: float) -> Counter[str]:
+    """Until every run ended (or `timeout`): how many ended how."""
     deadline = time.monotonic() + timeout
     while True:
         found = statuses(reader, run_ids)
-        if found.get("succeeded", 0) == len(run_ids) or time.monotonic() > deadline:
+        ended = sum(found.get(s, 0) for s in TERMINAL)
+        if ended == len(run_ids) or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
+
+
+def failures(reader: Engine, run_ids: list[str]) -> list[dict[str, Any]]:
+    """What the runs that did not succeed say (at most five)."""
+    with reader.connect() as conn:
+        rows = conn.execute(
+            select(Run.id, Run.status, Run.current_step, Run.failure)
+            .where(Run.id.in_(run_ids), Run.status != "succeeded")
+            .limit(5)
+        ).all()
+    return [{"run": i, "status": st, "step": step, "failure": f} for i, st, step, f in rows]
 
 
 def window(reader: Engine, run_ids: list[str]) -> tuple[float, float]:
@@ -480,6 +496,7 @@ def run_chaos(
         "calls_repeated": sum(n - 1 for k, n in keys.items() if k is not None and n > 1),
         "calls": sum(keys.values()),
         "recovery_s": r(recovered, 1),
+        "not_succeeded": failures(reader, run_ids),
     }
 
 

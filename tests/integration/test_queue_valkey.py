@@ -262,3 +262,25 @@ def test_a_bad_queue_url_is_refused_naming_the_setting() -> None:
     assert "GRANTFLOW_QUEUE_URL" in str(refused.value)
     assert "redis://" in str(refused.value)
     assert load_settings(queue_url="  ").queue_url is None
+
+
+def test_one_elected_worker_reconciles_and_runs_the_timers_and_another_takes_over(
+    pg: Database, valkey: RedisServer
+) -> None:
+    """Two workers: one leads (announces ready runs, runs the timer chores), the other only
+    takes runs; the leader stops and the other takes over, so a timer still comes due."""
+    with running_worker(pg) as first, running_worker(pg) as second:
+        leaders = poll(
+            lambda: [w for w in (first, second) if w.queue.runs_timers()] or None,
+            timeout=30,
+            what="a leader to be elected",
+        )
+        assert len(leaders) == 1
+        [follower] = [w for w in (first, second) if w is not leaders[0]]
+        assert not follower.queue.runs_timers()
+        leaders[0].stop(grace_seconds=10)  # (the context's own stop is then a no-op)
+        poll(follower.queue.runs_timers, timeout=30, what="the other worker to take over")
+        delay = {"id": "wait", "type": "delay", "config": {"duration": "PT0.5S"}}
+        flow = publish(pg, workflow("timed", delay))
+        run_id = start(pg, flow)
+        wait_status(pg, run_id, "succeeded")  # the timer came due through the new leader

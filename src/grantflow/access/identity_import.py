@@ -323,6 +323,9 @@ class _DiscardingQueue:
     def reconcile(self, worker_id: str) -> int:
         return 0
 
+    def runs_timers(self) -> bool:
+        return False
+
     def health(self) -> TransportHealth:
         return self.queue.health()
 

@@ -243,7 +243,8 @@ class Worker:
         """Durable timers kept in the database (grant expiry, leave dates): each worker checks
         them; row locks (SKIP LOCKED) keep two workers from acting on the same row."""
         while not self.stopping.wait(self.tick_seconds):
-            self.tick_once()
+            if self.queue.runs_timers():
+                self.tick_once()
 
     def tick_once(self) -> None:
         for listener in hooks.tick_listeners():

@@ -179,6 +179,9 @@ class DatabaseQueue:
     def reconcile(self, worker_id: str) -> int:
         return 0
 
+    def runs_timers(self) -> bool:
+        return True  # every worker: no leader to leave them to
+
     def done(self, run_id: str) -> None:
         """Nothing to acknowledge: the queue item is the whole record."""
 

@@ -86,6 +86,10 @@ class Queue(Protocol):
     def reconcile(self, worker_id: str) -> int:
         """Announce the database's ready runs again (one worker of a fleet does); how many."""
 
+    def runs_timers(self) -> bool:
+        """Should this process's worker run the durable-timer chores (grant expiry, e-mail,
+        reminders) now? Row locks keep several apart; a fleet can still leave them to one."""
+
     def health(self) -> TransportHealth:
         """Can the transport be reached now (checked, not remembered)?"""
 

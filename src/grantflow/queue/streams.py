@@ -71,6 +71,14 @@ end
 return 0
 """
 
+# KEYS[1]: the reconciler's lock; ARGV[1]: this worker. A stopping leader hands over at once.
+_STEP_DOWN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 Entry = tuple[str, str]  # (stream entry id, run id)
 
 
@@ -97,6 +105,7 @@ class StreamQueue(DatabaseQueue):
         self._lock_key = f"{prefix}:queue:reconciler"
         self._announce = self.redis.register_script(_ANNOUNCE)
         self._lead = self.redis.register_script(_LEAD)
+        self._step_down = self.redis.register_script(_STEP_DOWN)
         self._consumer: str | None = None
         self._inbox: collections.deque[Entry] = collections.deque()
         self._held: dict[str, list[str]] = {}  # run id -> its pending entries
@@ -106,6 +115,7 @@ class StreamQueue(DatabaseQueue):
         self.down_since: dt.datetime | None = None
         self._last_error: str | None = None
         self._last_failure = 0.0
+        self._leading = False  # this worker is the elected reconciler
 
     # --- announcing ---------------------------------------------------------------------------
     def announce(self, session: Session, run_ids: list[str]) -> None:
@@ -199,9 +209,13 @@ class StreamQueue(DatabaseQueue):
             self._held.clear()
         self._acknowledge([entry_id for entry_id, _ in leftover] + held)
         self.announce_now([run_id for _, run_id in leftover])  # read, not taken: announce again
-        # (if this fails, its pending entries, if any, are claimed by others after a lease)
+        # (if this fails, its pending entries, if any, are claimed by others after a lease,
+        # and another worker leads once its lock runs out)
         with contextlib.suppress(redis.RedisError):
             self.redis.xgroup_delconsumer(self.stream, GROUP, worker_id)
+            if self._leading:
+                self._step_down(keys=[self._lock_key], args=[worker_id])
+                self._leading = False
 
     def next_due(self) -> dt.datetime | None:
         return None  # timers come due through the reconciler: an idle worker reads nothing
@@ -275,10 +289,12 @@ class StreamQueue(DatabaseQueue):
         announces every ready run of the database. How many it added to the stream."""
         try:
             lease_ms = int(max(self.reconcile_seconds * 3, 3.0) * 1000)
-            if not self._lead(keys=[self._lock_key], args=[worker_id, lease_ms]):
+            self._leading = bool(self._lead(keys=[self._lock_key], args=[worker_id, lease_ms]))
+            if not self._leading:
                 return 0
             self._create_group()
         except redis.RedisError as exc:
+            self._leading = False
             self._seen_down(exc)
             return 0
         self._seen_up()
@@ -286,6 +302,11 @@ class StreamQueue(DatabaseQueue):
         if added:
             log.info("queue.reconciled", announced=added)
         return added
+
+    def runs_timers(self) -> bool:
+        """The elected reconciler runs the fleet's timer chores: one worker's queries instead
+        of every worker's. While Valkey is down nobody is elected: then every worker does."""
+        return self._leading or self.down_since is not None
 
     # --- health -------------------------------------------------------------------------------
     def health(self) -> TransportHealth:
