@@ -5,17 +5,25 @@ nothing is lost or done twice."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
 
+from grantflow.api import create_app
+from grantflow.auth.permissions import Role
+from grantflow.config import Settings
 from grantflow.store.database import Database, open_database
 from tests.conftest import Api
 from tests.support.databases import kill_connections
 from tests.support.engine import publish, run_detail, running_worker, start, wait_status, workflow
+from tests.support.server import serve_in_thread
 from tests.support.target import Reply, running_target
+from tests.support.tcp_proxy import tcp_proxy
 
 pytestmark = [pytest.mark.transports, pytest.mark.usefixtures("transport")]
+
+SETS = [{"id": f"s{i}", "type": "set", "config": {"values": {"i": i}}} for i in range(3)]
 
 
 def test_a_lost_database_connection_is_a_503_then_recovers(
@@ -84,3 +92,43 @@ def test_backends_terminated_mid_run_lose_nothing(database: Database) -> None:
             f"{run_id}:one:1-1",
             f"{run_id}:two:1-1",
         }
+
+
+def test_an_unreachable_database_is_a_503_with_retry_after_and_workers_resume_after(
+    database: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """PostgreSQL unreachable (behind a proxy the test cuts) while runs are queued and running:
+    the API answers 503 with Retry-After, the workers back off; once it is reachable again,
+    without restarting anything, every run succeeds, each step once."""
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite is a file: it cannot be unreachable")
+    url = database.url
+    with tcp_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        behind = open_database(url.set(host="127.0.0.1", port=proxy.port))
+        behind.use_master_keys(database.master_keys)
+        served = settings.model_copy(
+            update={"database_url": behind.url.render_as_string(hide_password=False)}
+        )
+        flow = publish(database, workflow("steady", *SETS))
+        before = [start(database, flow) for _ in range(4)]
+        try:
+            with (
+                serve_in_thread(create_app(served, behind)) as base_url,
+                Api(base_url=base_url, database=database).as_role(Role.ADMIN) as admin,
+                running_worker(behind, lease_seconds=2.0),
+            ):
+                proxy.cut()
+                refused = admin.post(f"/api/v1/workflows/{flow}/runs", json={"input": {}})
+                assert refused.status_code == 503, refused.text
+                assert refused.headers["retry-after"] == "1"
+                assert refused.json()["error"]["code"] == "database_unavailable"
+                with Api(base_url=base_url, database=database).client() as anonymous:
+                    assert anonymous.get("/readyz").status_code == 503
+                proxy.restore()
+                after = admin.post(f"/api/v1/workflows/{flow}/runs", json={"input": {}})
+                assert after.status_code == 201, after.text
+                for run_id in [*before, after.json()["id"]]:
+                    shown = wait_status(database, run_id, "succeeded")
+                    assert [s["attempts"] for s in shown["steps"]] == [1, 1, 1]
+        finally:
+            behind.dispose()

@@ -284,3 +284,25 @@ def test_one_elected_worker_reconciles_and_runs_the_timers_and_another_takes_ove
         flow = publish(pg, workflow("timed", delay))
         run_id = start(pg, flow)
         wait_status(pg, run_id, "succeeded")  # the timer came due through the new leader
+
+
+def test_a_full_valkey_is_shown_down_and_its_runs_go_once_it_has_room(
+    pg: Database, valkey: RedisServer
+) -> None:
+    """Valkey out of memory (noeviction) still answers reads but refuses writes: the transport
+    is shown down with the error, the run stays queued, and goes once Valkey has room."""
+    client = valkey.client()
+    flow = publish(pg, sets("full", 1))
+    with running_worker(pg) as worker:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", "1")  # below what it holds: every write is refused
+        try:
+            run_id = start(pg, flow)  # accepted: the queue item is in the database
+            health = worker.queue.health()
+            assert not health.up
+            assert "OutOfMemoryError" in (health.error or "")
+            assert run_detail(pg, run_id)["status"] == "queued"
+        finally:
+            client.config_set("maxmemory", "0")
+        wait_status(pg, run_id, "succeeded")
+        assert worker.queue.health().up

@@ -162,9 +162,12 @@ class Worker:
             if wakeup.wait(self.poll_seconds):
                 wakeup.clear()
             return 0
-        ids = self.queue.claim(self.id, free, self.lease_seconds)
-        for _ in range(free - len(ids)):
-            self._slots.release()
+        ids: list[str] = []
+        try:
+            ids = self.queue.claim(self.id, free, self.lease_seconds)
+        finally:  # (a claim that failed, e.g. the database unreachable, keeps no slot)
+            for _ in range(free - len(ids)):
+                self._slots.release()
         with self._lock:
             self._in_hand.update(ids)
         for run_id in ids:

@@ -43,6 +43,7 @@ log = structlog.get_logger("grantflow.queue")
 GROUP = "grantflow-workers"
 MARKER_TTL_MS = 10 * 60 * 1000  # a safety net: a marker normally goes when its entry is read
 RECONCILE_BATCH = 1000
+MAX_BLOCK_SECONDS = 5.0  # one idle read, well inside the socket timeout (the caller loops)
 _SKIP_AFTER_FAILURE = 2.0  # seconds an announcement is not tried after one failed (API latency)
 
 # KEYS[1]: the stream; ARGV[1]: the marker's lifetime; ARGV[2..]: run ids. A run with an unread
@@ -103,6 +104,7 @@ class StreamQueue(DatabaseQueue):
         )
         self.stream = f"{prefix}:queue:ready"
         self._lock_key = f"{prefix}:queue:reconciler"
+        self._probe_key = f"{prefix}:queue:health"
         self._announce = self.redis.register_script(_ANNOUNCE)
         self._lead = self.redis.register_script(_LEAD)
         self._step_down = self.redis.register_script(_STEP_DOWN)
@@ -180,7 +182,8 @@ class StreamQueue(DatabaseQueue):
             self._closed.wait(timeout)
             return
         try:
-            self._inbox.extend(self._read(consumer, 1, block_ms=max(1, int(timeout * 1000))))
+            block_ms = max(1, int(min(timeout, MAX_BLOCK_SECONDS) * 1000))
+            self._inbox.extend(self._read(consumer, 1, block_ms=block_ms))
         except redis.RedisError as exc:
             self._seen_down(exc)
             self._closed.wait(min(timeout, 1.0))
@@ -313,9 +316,13 @@ class StreamQueue(DatabaseQueue):
         entries = pending = None
         try:
             with self.redis.pipeline(transaction=False) as pipe:
+                # a write, as announcing is: a full Valkey (noeviction) answers reads only
+                pipe.set(self._probe_key, "1", px=60_000)
                 pipe.xlen(self.stream)
                 pipe.xinfo_groups(self.stream)
-                length, groups = pipe.execute(raise_on_error=False)  # (no stream yet: empty)
+                probe, length, groups = pipe.execute(raise_on_error=False)  # (no stream: empty)
+            if isinstance(probe, redis.RedisError):
+                raise probe
             entries = int(length) if isinstance(length, int) else 0
             pending = sum(int(g["pending"]) for g in groups) if isinstance(groups, list) else 0
         except redis.RedisError as exc:

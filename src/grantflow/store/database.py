@@ -264,7 +264,10 @@ def _share_disconnects(first: Engine, second: Engine) -> None:
     def renew(other: Engine) -> Callable[[Any], None]:
         def on_error(context: Any) -> None:
             if context.is_disconnect:
-                other.dispose()  # (connections in use are dropped when given back)
+                # what SQLAlchemy does to the engine that saw it: every connection opened
+                # before now is closed and replaced at its next checkout. (dispose() would
+                # leave those in use to be garbage-collected unclosed when given back.)
+                other.pool._invalidate(None)  # type: ignore[arg-type]
 
         return on_error
 
