@@ -424,6 +424,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "a postgresql URL needs a host, e.g. postgresql://postgres@127.0.0.1/db"
             )
+        if backend == "postgresql" and "prepare_threshold" in url.query:
+            prepare_threshold(str(url.query["prepare_threshold"]))  # (its ValueError names it)
         return value
 
     @cached_property
@@ -451,6 +453,16 @@ class Settings(BaseSettings):
             state = "present" if self.secret_key_file.exists() else "generated on first start"
             data["secret_key"] = f"** from {self.secret_key_file} ({state}) **"
         return data
+
+
+def prepare_threshold(value: str) -> int | None:
+    """`?prepare_threshold=` of a PostgreSQL URL: after how many runs of a query psycopg
+    prepares it on the server; `none` never does (a pooler in transaction mode needs that)."""
+    if value.strip().lower() in ("none", ""):
+        return None
+    if not value.strip().isdigit():
+        raise ValueError(f"prepare_threshold must be a whole number or none, not {value!r}")
+    return int(value)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -189,7 +189,13 @@ class PostgresDatabase(Database):
     dialect = "postgresql"
 
     def engine_options(self) -> dict[str, Any]:
-        return {"pool_pre_ping": False, "pool_size": 10, "max_overflow": 20}
+        options: dict[str, Any] = {"pool_pre_ping": False, "pool_size": 10, "max_overflow": 20}
+        threshold = self.url.query.get("prepare_threshold")
+        if threshold is not None:  # (the URL's text, as the number or None psycopg wants)
+            from grantflow.config import prepare_threshold
+
+            options["connect_args"] = {"prepare_threshold": prepare_threshold(str(threshold))}
+        return options
 
     def notify_queue(self, session: Session) -> None:
         super().notify_queue(session)

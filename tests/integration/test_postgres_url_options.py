@@ -1,0 +1,45 @@
+"""PostgreSQL URL options Grantflow passes to psycopg: `prepare_threshold=none` keeps every
+statement unprepared (what a pooler in transaction mode needs); a bad value names the setting."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+
+from grantflow.config import load_settings
+from grantflow.errors import ConfigurationError
+from grantflow.store.database import open_database
+from tests.support.databases import PostgresRun
+
+pytestmark = [pytest.mark.postgres]
+
+
+def prepared_after_six_runs(url: URL) -> int:
+    db = open_database(url)
+    try:
+        with db.engine.connect() as conn:
+            for _ in range(6):  # (psycopg's default prepares a query on its fifth run)
+                conn.execute(text("SELECT 1 WHERE 1 = :one"), {"one": 1})
+            prepared = conn.execute(text("SELECT count(*) FROM pg_prepared_statements"))
+            return int(prepared.scalar_one())
+    finally:
+        db.dispose()
+
+
+@pytest.fixture
+def url(_postgres_run: PostgresRun) -> URL:
+    return _postgres_run.url
+
+
+def test_prepare_threshold_none_prepares_nothing(url: URL) -> None:
+    assert prepared_after_six_runs(url) >= 1
+    assert prepared_after_six_runs(url.update_query_dict({"prepare_threshold": "none"})) == 0
+    assert prepared_after_six_runs(url.update_query_dict({"prepare_threshold": "100"})) == 0
+
+
+def test_a_bad_prepare_threshold_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings(database_url="postgresql://u@127.0.0.1/db?prepare_threshold=soon")
+    assert "GRANTFLOW_DATABASE_URL" in str(refused.value)
+    assert "prepare_threshold must be a whole number or none" in str(refused.value)
