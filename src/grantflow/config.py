@@ -34,7 +34,8 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         default="sqlite:///./var/grantflow.db",
-        description="SQLAlchemy URL: sqlite:///path or postgresql://user@host/db",
+        description="SQLAlchemy URL: sqlite:///path or postgresql://user@host/db "
+        "(?prepare_threshold=none behind a pooler in transaction mode)",
     )
     queue_url: str | None = Field(
         default=None,
