@@ -1,0 +1,161 @@
+"""The interpreter's fast path for a run's first step (PostgreSQL): a run that was just created
+and claimed is taken in one guarded write (engine/take.py) instead of the general path's
+transaction, and its first step then goes on on the hot path (engine/hot_path.py): a pure step
+runs and its success is the next checkpoint; an external call's intent was part of the take.
+
+Anything unusual leaves the run to the general path, with nothing written: SQLite, a worker
+stopping, a run not fresh (retried, resumed, held, paused or asked to pause), a deadline passed,
+a damaged plan, a step that waits on a person or cannot run here, a first step whose config
+does not render, a run-status listener concerned with the run's start, and whatever the write's
+guard finds (the lease lost, the run changed, the concurrency limit reached, the safety gate
+holding or near a breaker).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import Counter
+from typing import Any
+
+from grantflow.definitions import expressions
+from grantflow.definitions.plan import Plan, PlanStep
+from grantflow.engine import hooks
+from grantflow.engine.checkpoint import Started
+from grantflow.engine.context import build_context
+from grantflow.engine.hooks import RunEnd
+from grantflow.engine.hot_path import HotPath
+from grantflow.engine.models import Run, StepRun
+from grantflow.engine.plans import plan_of
+from grantflow.engine.states import RunStatus, StepStatus
+from grantflow.engine.take import Fresh, Take, read_fresh, record_taken
+from grantflow.engine.turns import Chain, Pending, Turn, chain_of, detached, render_deadline
+from grantflow.errors import InternalError
+from grantflow.safety import gate
+from grantflow.safety.gate import step_start
+from grantflow.safety.limits import limits
+from grantflow.steps.registry import get_step_type
+from grantflow.store.base import utcnow
+
+
+class FirstStep(HotPath):
+    """Mixed into the Interpreter (before the general path's first look at a run)."""
+
+    def _take_fresh(self, turn: Turn) -> bool:
+        """Take a freshly claimed run and start its first step; False (nothing written, the
+        turn as it was but for a config that failed to render, which the general path records)
+        leaves both to the general path."""
+        if self.database.dialect != "postgresql" or self.stopping.is_set():
+            return False
+        fresh = read_fresh(self.database, turn.run_id)
+        if fresh is None:
+            return False
+        try:
+            plan = plan_of(
+                fresh.run["workflow_id"], fresh.workflow_name, fresh.run["version"], fresh.plan
+            )
+        except InternalError:
+            return False  # the general path fails the run, naming the plan
+        run = Run(**fresh.run)  # (transient: read for the context and the chain)
+        step = plan.steps.get(fresh.step_run["step_id"])
+        now = self.clock()
+        if step is None or not _plain(run, fresh, step, plan, now):
+            return False
+        admit = gate.folded(step_start(run.id, run.workflow_id, run.created_at, 1, 1, step, plan))
+        if admit is None:
+            return False  # the gate stops it: the general path fails the run, naming the limit
+        step_run = detached(StepRun, **fresh.step_run)
+        context = build_context(run, [step_run])
+        chain = chain_of(run)
+        turn.plan = plan  # (the call's application: read while preparing it)
+        call = None
+        if not _local(step):  # its intent rides on the take
+            call = self._first_call(turn, chain, fresh.step_run, step, context, now)
+            if call is None:
+                turn.plan = None
+                return False
+        started = call[1].started_at if call else utcnow()
+        take = Take(
+            run_id=run.id,
+            worker_id=self.worker_id,
+            seen_token=run.lease_token,
+            lease_token=uuid.uuid4().hex,
+            step_id=step.id,
+            step_run_id=step_run.id,
+            workflow_id=run.workflow_id,
+            allowed=plan.max_concurrent_runs or limits().max_concurrent_runs_per_workflow,
+            now=now,
+            started_at=started,
+            stuck_at=started + chain.stuck_after,
+            intent=call[1] if call else None,
+        )
+        if not record_taken(self.database, take, admit):
+            turn.plan = None
+            return False
+        turn.token, turn.context, turn.chain = take.lease_token, context, chain
+        turn.iterations = Counter({step.id: 1})
+        if call is not None:
+            turn.ready, turn.step_run = call[0], call[0].step_run
+        else:  # a pure step: the take counted it at the gate
+            turn.step_run, turn.admitted = step_run, step_run.id
+        return True
+
+    def _first_call(
+        self,
+        turn: Turn,
+        chain: Chain,
+        columns: dict[str, Any],
+        step: PlanStep,
+        context: dict[str, Any],
+        now: dt.datetime,
+    ) -> tuple[Pending, Started] | None:
+        """The first step's call, prepared, and its intent; None when the general path must
+        start the step."""
+        try:
+            config = expressions.render(
+                step.config,
+                context,
+                where=f"{step.id}.config",
+                deadline=render_deadline(step, chain.deadline_at, now),
+            )
+        except expressions.ExpressionError as exc:
+            turn.failed_render = (columns["id"], exc)
+            return None  # the general path records the failure
+        try:
+            return self._chain_intent(turn, chain, columns, step, config, now)
+        except Exception:  # the general path prepares it, and records what is wrong
+            return None
+
+
+def _local(step: PlanStep) -> bool:
+    step_type = get_step_type(step.type)
+    return step_type is not None and step_type.local
+
+
+def _plain(run: Run, fresh: Fresh, step: PlanStep, plan: Plan, now: dt.datetime) -> bool:
+    """Is this the plain start of a fresh run, as the general path would make it?"""
+    columns = fresh.step_run
+    step_type = get_step_type(step.type)
+    if step_type is None or step_type.execute is None:
+        return False  # the general path fails the run, naming the step type
+    if step_type.local and not step_type.pure:
+        return False  # approvals and tasks work inside the engine's transaction
+    if run.current_step != step.id or run.pause_requested or run.waiting_reason is not None:
+        return False
+    if (columns["status"], columns["attempts"], columns["attempt_group"]) != (
+        StepStatus.PENDING,
+        0,
+        1,
+    ):
+        return False
+    if (columns["sequence"], columns["iteration"]) != (1, 1) or now >= run.deadline_at:
+        return False
+    start = RunEnd(
+        status=RunStatus.RUNNING,
+        trigger=run.trigger,
+        created_by=run.created_by,
+        replay_of=run.replay_of,
+        retry_count=run.retry_count or 0,
+        people=plan.involves_people,
+    )
+    return not hooks.run_end_concerns_a_listener(start)
