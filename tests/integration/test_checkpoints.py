@@ -554,6 +554,15 @@ def _first_config_unrendered(name: str, url: str) -> dict[str, Any]:
     )
 
 
+def _delay_first(name: str, url: str) -> dict[str, Any]:
+    """A pure first step that waits: the general path parks the run."""
+    return workflow(
+        name,
+        {"id": "pause", "type": "delay", "config": {"duration": "50ms"}},
+        http_step("one", f"{url}/one", "POST"),
+    )
+
+
 CASES: dict[str, tuple[Callable[[str, str], dict[str, Any]], dict[str, list[Reply]]]] = {
     "calls": (
         _calls,
@@ -567,6 +576,7 @@ CASES: dict[str, tuple[Callable[[str, str], dict[str, Any]], dict[str, list[Repl
         _call_first,
         {"/one": [Reply(200, {"ok": 1})], "/two": [Reply(200, {"ok": 2})]},
     ),
+    "a delay first": (_delay_first, {"/one": [Reply(200, {"ok": 1})]}),
     "a call first fails": (_call_first_fails, {"/bad": [Reply(404, {"error": "no"})]}),
     "a first config that does not render": (_first_config_unrendered, {}),
     "a call fails after a call": (

@@ -325,7 +325,8 @@ def test_a_take_whose_guard_fails_writes_nothing(
 
 def test_a_take_whose_guard_holds_writes_the_start(database: Database) -> None:
     """The same take with nothing changed: the run is running under the turn's new token,
-    started once, its first step counted by the gate; a second take finds it not fresh."""
+    started once; its pure first step ran and its success was recorded with the next step,
+    each counted once by the gate; a second take finds the run not fresh."""
     if database.dialect != "postgresql":
         pytest.skip("the fast take is PostgreSQL's")
     run_id = _fresh_run(database, max_concurrent_runs=1)
@@ -339,15 +340,18 @@ def test_a_take_whose_guard_holds_writes_the_start(database: Database) -> None:
         interpreter.http.close()
     assert _snapshot(database, run_id) == before
     status, token, started_at, progress, steps, _attempts, _events, usage, marks = before
-    assert (status, token, steps) == ("running", turn.token, (("pending", 0),))
+    assert (status, token) == ("running", turn.token)
+    assert sorted(steps) == [("pending", 0), ("succeeded", 1)]
     assert started_at is not None
-    assert progress == started_at
-    assert marks == 1
+    assert progress >= started_at
+    assert marks == 2  # a (with the run) and b
     assert {kind for kind, _period, _count in usage} == {"runs", "steps"}
     assert [(e["kind"], e["step_id"]) for e in events(database, run_id)] == [
         ("queued", None),
         ("started", "a"),
+        ("step_succeeded", "a"),
     ]
+    assert turn.chain is not None  # b next, on the hot path
 
 
 def test_a_worker_fenced_out_before_its_take_writes_nothing(database: Database) -> None:

@@ -1,19 +1,22 @@
 """The interpreter's fast path for a run's first step (PostgreSQL): a run that was just created
 and claimed is taken in one guarded write (engine/take.py) instead of the general path's
-transaction, and its first step then goes on on the hot path (engine/hot_path.py): a pure step
-runs and its success is the next checkpoint; an external call's intent was part of the take.
+transaction, and its first step goes on on the hot path (engine/hot_path.py). A pure first step
+runs before the take (it has no effect outside the run) and, a plain success, is recorded by
+the next checkpoint; an external call's intent is part of the take, and the call is made next.
 
 Anything unusual leaves the run to the general path, with nothing written: SQLite, a worker
 stopping, a run not fresh (retried, resumed, held, paused or asked to pause), a deadline passed,
 a damaged plan, a step that waits on a person or cannot run here, a first step whose config
-does not render, a run-status listener concerned with the run's start, and whatever the write's
-guard finds (the lease lost, the run changed, the concurrency limit reached, the safety gate
-holding or near a breaker).
+does not render, a pure first step that does not simply succeed (it waits, skips or fails: the
+general path runs it again and records that), a run-status listener concerned with the run's
+start, and whatever the write's guard finds (the lease lost, the run changed, the concurrency
+limit reached, the safety gate holding or near a breaker).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -21,19 +24,29 @@ from typing import Any
 from grantflow.definitions import expressions
 from grantflow.definitions.plan import Plan, PlanStep
 from grantflow.engine import hooks
-from grantflow.engine.checkpoint import Started
+from grantflow.engine.checkpoint import Guard, Started
 from grantflow.engine.context import build_context
 from grantflow.engine.hooks import RunEnd
-from grantflow.engine.hot_path import HotPath
+from grantflow.engine.hot_path import HotPath, plain_success
 from grantflow.engine.models import Run, StepRun
 from grantflow.engine.plans import plan_of
 from grantflow.engine.states import RunStatus, StepStatus
 from grantflow.engine.take import Fresh, Take, read_fresh, record_taken
-from grantflow.engine.turns import Chain, Pending, Turn, chain_of, detached, render_deadline
+from grantflow.engine.turns import (
+    Chain,
+    Pending,
+    Turn,
+    call_step,
+    chain_of,
+    columns_of,
+    detached,
+    render_deadline,
+)
 from grantflow.errors import InternalError
 from grantflow.safety import gate
 from grantflow.safety.gate import step_start
 from grantflow.safety.limits import limits
+from grantflow.steps.execution import StepResult
 from grantflow.steps.registry import get_step_type
 from grantflow.store.base import utcnow
 
@@ -42,9 +55,11 @@ class FirstStep(HotPath):
     """Mixed into the Interpreter (before the general path's first look at a run)."""
 
     def _take_fresh(self, turn: Turn) -> bool:
-        """Take a freshly claimed run and start its first step; False (nothing written, the
-        turn as it was but for a config that failed to render, which the general path records)
-        leaves both to the general path."""
+        """Take a freshly claimed run and start its first step. True: taken, and the turn goes
+        on — a call is ready to be made, or a pure step's success was recorded with the next
+        step (or its run's end) or, if that checkpoint did not apply, is left to the general
+        path. False: nothing written, the turn as it was (but for a config that failed to
+        render, which the general path records); the general path takes the run."""
         if self.database.dialect != "postgresql" or self.stopping.is_set():
             return False
         fresh = read_fresh(self.database, turn.run_id)
@@ -68,13 +83,13 @@ class FirstStep(HotPath):
         context = build_context(run, [step_run])
         chain = chain_of(run)
         turn.plan = plan  # (the call's application: read while preparing it)
-        call = None
-        if not _local(step):  # its intent rides on the take
-            call = self._first_call(turn, chain, fresh.step_run, step, context, now)
-            if call is None:
-                turn.plan = None
-                return False
-        started = call[1].started_at if call else utcnow()
+        first = self._first_step(turn, chain, step_run, step, context, now)
+        if first is None:
+            turn.plan = None
+            return False
+        pending, intent, outcome = first
+        started = pending.call.step_started_at
+        assert started is not None
         take = Take(
             run_id=run.id,
             worker_id=self.worker_id,
@@ -87,30 +102,42 @@ class FirstStep(HotPath):
             now=now,
             started_at=started,
             stuck_at=started + chain.stuck_after,
-            intent=call[1] if call else None,
+            intent=intent,
         )
+        writing = time.perf_counter()
         if not record_taken(self.database, take, admit):
             turn.plan = None
             return False
-        turn.token, turn.context, turn.chain = take.lease_token, context, chain
+        turn.token, turn.context = take.lease_token, context
         turn.iterations = Counter({step.id: 1})
-        if call is not None:
-            turn.ready, turn.step_run = call[0], call[0].step_run
-        else:  # a pure step: the take counted it at the gate
-            turn.step_run, turn.admitted = step_run, step_run.id
+        if outcome is None:  # a call, its intent committed: made next
+            turn.ready, turn.step_run, turn.chain = pending, pending.step_run, chain
+            return True
+        pending.started += time.perf_counter() - writing  # (the step's time is not the take's)
+        turn.step_run = step_run
+        guard = Guard(
+            run.id,
+            self.worker_id,
+            take.lease_token,
+            step.id,
+            step_run.id,
+            StepStatus.PENDING,
+            self.clock(),  # (its progress: after the run's start)
+        )
+        self._chain_succeeded(turn, chain, guard, pending, outcome)  # (if not: the general path)
         return True
 
-    def _first_call(
+    def _first_step(
         self,
         turn: Turn,
         chain: Chain,
-        columns: dict[str, Any],
+        step_run: StepRun,
         step: PlanStep,
         context: dict[str, Any],
         now: dt.datetime,
-    ) -> tuple[Pending, Started] | None:
-        """The first step's call, prepared, and its intent; None when the general path must
-        start the step."""
+    ) -> tuple[Pending, Started | None, StepResult | None] | None:
+        """The first step before the take: an external call prepared with its intent, or a
+        pure step run, with its plain success; None when the general path must take it."""
         try:
             config = expressions.render(
                 step.config,
@@ -119,12 +146,23 @@ class FirstStep(HotPath):
                 deadline=render_deadline(step, chain.deadline_at, now),
             )
         except expressions.ExpressionError as exc:
-            turn.failed_render = (columns["id"], exc)
+            turn.failed_render = (step_run.id, exc)
             return None  # the general path records the failure
-        try:
-            return self._chain_intent(turn, chain, columns, step, config, now)
-        except Exception:  # the general path prepares it, and records what is wrong
+        if not _local(step):
+            try:
+                pending, intent = self._chain_intent(
+                    turn, chain, columns_of(step_run), step, config, now
+                )
+            except Exception:  # the general path prepares it, and records what is wrong
+                return None
+            return pending, intent, None
+        call = self._chain_call(turn, chain, step_run, step, config, now, utcnow())
+        pending = Pending(step_run, None, step, call, time.perf_counter())
+        outcome = call_step(pending)
+        if not plain_success(outcome):
             return None
+        assert isinstance(outcome, StepResult)
+        return pending, None, outcome
 
 
 def _local(step: PlanStep) -> bool:

@@ -118,7 +118,8 @@ class Interpreter(FirstStep):
             try:
                 if fresh:
                     fresh = False
-                    self._take_fresh(turn)
+                    if self._take_fresh(turn):
+                        continue  # taken: on from the top (the run may have ended already)
                 if turn.chain is not None:
                     more = self._advance_chain(turn, turn.chain)
                     if more is not None:
