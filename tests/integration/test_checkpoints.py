@@ -541,6 +541,28 @@ def _call_first(name: str, url: str) -> dict[str, Any]:
     )
 
 
+def _call_first_fails(name: str, url: str) -> dict[str, Any]:
+    return workflow(name, http_step("bad", f"{url}/bad", "POST"), set_step("b", m=1))
+
+
+def _first_config_unrendered(name: str, url: str) -> dict[str, Any]:
+    """The first step's config names a field the input does not have: it fails as it starts."""
+    return workflow(
+        name,
+        http_step("one", f"{url}/one", "POST", body={"n": "{{ input.missing.field }}"}),
+        set_step("b", m=1),
+    )
+
+
+def _delay_first(name: str, url: str) -> dict[str, Any]:
+    """A pure first step that waits: the general path parks the run."""
+    return workflow(
+        name,
+        {"id": "pause", "type": "delay", "config": {"duration": "50ms"}},
+        http_step("one", f"{url}/one", "POST"),
+    )
+
+
 CASES: dict[str, tuple[Callable[[str, str], dict[str, Any]], dict[str, list[Reply]]]] = {
     "calls": (
         _calls,
@@ -554,6 +576,9 @@ CASES: dict[str, tuple[Callable[[str, str], dict[str, Any]], dict[str, list[Repl
         _call_first,
         {"/one": [Reply(200, {"ok": 1})], "/two": [Reply(200, {"ok": 2})]},
     ),
+    "a delay first": (_delay_first, {"/one": [Reply(200, {"ok": 1})]}),
+    "a call first fails": (_call_first_fails, {"/bad": [Reply(404, {"error": "no"})]}),
+    "a first config that does not render": (_first_config_unrendered, {}),
     "a call fails after a call": (
         _fail_after_call,
         {"/one": [Reply(200, {"ok": 1})], "/bad": [Reply(404, {"error": "no"})]},
@@ -580,11 +605,13 @@ CASES: dict[str, tuple[Callable[[str, str], dict[str, Any]], dict[str, list[Repl
 
 
 def general_path_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every step boundary through the general path (lock, read, act)."""
+    """Every step boundary through the general path (lock, read, act), the run's first step
+    included (no fast take of a fresh run)."""
 
     def record_generally(self: Interpreter, turn: Any, _chain: Any, pending: Any) -> bool:
         return self._finish(turn, pending, call_step(pending))
 
+    monkeypatch.setattr(Interpreter, "_take_fresh", lambda *_args: False)
     monkeypatch.setattr(Interpreter, "_advance_chain", lambda *_args: None)
     monkeypatch.setattr(Interpreter, "_call_and_record", record_generally)
 

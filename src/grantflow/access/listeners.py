@@ -27,7 +27,10 @@ def _step_failed(
 
 
 @hooks.on_run_status(
-    wants=lambda end: end.trigger in _LIFECYCLE_TRIGGERS or end.replay_of is not None
+    wants=lambda end: (
+        RunStatus(end.status).terminal
+        and (end.trigger in _LIFECYCLE_TRIGGERS or end.replay_of is not None)
+    )
 )
 def _run_status(session: Session, run: Run, old: str, new: str) -> None:
     if run.trigger not in _LIFECYCLE_TRIGGERS and not run.replay_of:

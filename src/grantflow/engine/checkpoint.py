@@ -359,7 +359,7 @@ def record_succeeded_admitting(
     through the gate as usual."""
     assert database.dialect == "postgresql"
     params = {**_succeeded_params(guard, done), **admit}
-    row = _row_on_postgres(database, _admitting_sql(done.next_started is not None), params)
+    row = row_on_postgres(database, _admitting_sql(done.next_started is not None), params)
     return bool(row and row[0]), bool(row and row[1])
 
 
@@ -411,15 +411,19 @@ def _driver_sql(sql: str) -> str:
 
 
 def _on_postgres(database: Database, statement: TextClause, params: dict[str, Any]) -> bool:
-    row = _row_on_postgres(database, _psycopg_sql(statement), params)
+    row = row_on_postgres(database, _psycopg_sql(statement), params)
     return bool(row and row[0])
 
 
-def _row_on_postgres(database: Database, sql: str, params: dict[str, Any]) -> Any:
+def row_on_postgres(
+    database: Database, sql: str, params: dict[str, Any], json: frozenset[str] = _JSON
+) -> Any:
+    """The first row of one statement in the driver's own SQL, in autocommit; `json`: the
+    parameters sent as JSON."""
     import psycopg  # (here: a process on SQLite never loads the driver)
     from psycopg.types.json import Jsonb
 
-    values = {k: Jsonb(v) if k in _JSON else v for k, v in params.items()}
+    values = {k: Jsonb(v) if k in json else v for k, v in params.items()}
     connection = database.autocommit.raw_connection()
     try:
         cursor = connection.cursor()

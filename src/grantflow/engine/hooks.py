@@ -1,11 +1,11 @@
 """Listeners other subsystems attach to run and step changes, without the engine knowing them.
 
 Listeners run inside the engine's transaction, so what they write commits (or rolls back) with
-the change that caused it. A run-status listener also declares which runs concern it (`wants`,
-over a `RunEnd` told without a query): a run's end that concerns none is recorded on the
-engine's hot path, without the listeners. They are found through the
-`grantflow.engine_listeners` entry point group (each entry point is a module that calls
-`on_run_status` / `on_step_failure` on import).
+the change that caused it. A run-status listener also declares which status changes concern it
+(`wants`, over a `RunEnd` told without a query): a run's end, or a fresh run's start, that
+concerns none is recorded on the engine's hot path, without the listeners. They are found
+through the `grantflow.engine_listeners` entry point group (each entry point is a module that
+calls `on_run_status` / `on_step_failure` on import).
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ WaitDescriber = Callable[[Session, Run], dict[str, Any] | None]
 @dataclass(frozen=True)
 class RunEnd:
     """What a run's end is, told without a query: what a run-status listener looks at to say
-    whether it has anything to do (`on_run_status(wants=...)`)."""
+    whether it has anything to do (`on_run_status(wants=...)`). The engine asks the same of a
+    fresh run's start (status `running`) before it takes the run on its fast path."""
 
-    status: str
+    status: str  # the status the run moves to
     trigger: str
     created_by: str
     replay_of: str | None
@@ -60,8 +61,9 @@ _loaded = False
 def on_run_status(
     *, wants: Callable[[RunEnd], bool]
 ) -> Callable[[RunStatusListener], RunStatusListener]:
-    """Register a listener, with what tells whether a run's end concerns it: a run's end that
-    concerns no listener may be recorded without them (the engine's hot path)."""
+    """Register a listener, with what tells whether a run's status change concerns it (say
+    exactly which statuses it acts on): a change that concerns no listener may be recorded
+    without them (the engine's hot path: a run's start and its end)."""
 
     def register(listener: RunStatusListener) -> RunStatusListener:
         if listener not in _run_status:

@@ -242,10 +242,9 @@ class HotPath:
         wait, a skip, a run's end that concerns a listener."""
         plan, context, iterations = turn.plan, turn.context, turn.iterations
         assert plan is not None and context is not None and iterations is not None
-        if not isinstance(outcome, StepResult):
+        if not plain_success(outcome):
             return False
-        if outcome.wait_until or outcome.wait_for or outcome.skipped:
-            return False
+        assert isinstance(outcome, StepResult)
         step, step_run = pending.step, pending.step_run
         entry = {"output": outcome.output, "status": StepStatus.SUCCEEDED, "error": None}
         try:
@@ -404,6 +403,13 @@ class HotPath:
             return self._chain_intent(turn, chain, row, target, config, guard.now)
         except Exception:  # the general path prepares it, and records what is wrong
             return None
+
+
+def plain_success(outcome: StepResult | BaseException) -> bool:
+    """A success the hot path records: not a failure, a wait or a skip."""
+    if not isinstance(outcome, StepResult):
+        return False
+    return not (outcome.wait_until or outcome.wait_for or outcome.skipped)
 
 
 def _success(

@@ -9,7 +9,9 @@ same idempotency key.
 
 This is the general path: every step boundary locks and reads the run and acts on what it
 finds. Between steps of a run that keeps succeeding, the hot path (engine/hot_path.py) commits
-each boundary in one guarded write instead, and hands back here whenever anything else happens.
+each boundary in one guarded write instead, and a freshly claimed run is taken with its first
+step's start in one guarded write too (engine/first_step.py); both hand back here whenever
+anything else happens.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from grantflow.definitions import expressions
 from grantflow.definitions.plan import Plan, PlanStep
 from grantflow.engine import failures, hooks, metrics
 from grantflow.engine.context import build_context, skipped_output, step_entry
-from grantflow.engine.hot_path import HotPath
+from grantflow.engine.first_step import FirstStep
 from grantflow.engine.models import Run, StepAttempt, StepRun
 from grantflow.engine.plans import plan_for
 from grantflow.engine.retry import backoff_seconds
@@ -45,6 +47,7 @@ from grantflow.engine.turns import (
     Pending,
     Turn,
     call_step,
+    chain_of,
     choose_next,
     logged_request,
     next_step,
@@ -79,20 +82,10 @@ def _chain_of(run: Run) -> Chain | None:
     """What the hot path needs of a run this transaction leaves running (None: it may not)."""
     if run.status != RunStatus.RUNNING or run.pause_requested:
         return None
-    return Chain(
-        run.deadline_at,
-        dt.timedelta(seconds=run.stuck_after_seconds),
-        run.workflow_id,
-        run.subject or {},
-        run.created_by,
-        run.created_at,
-        run.trigger,
-        run.replay_of,
-        run.retry_count or 0,
-    )
+    return chain_of(run)
 
 
-class Interpreter(HotPath):
+class Interpreter(FirstStep):
     def __init__(
         self,
         database: Database,
@@ -117,6 +110,7 @@ class Interpreter(HotPath):
         False when the turn ended without settling the run (the database went away): its
         queue lease is still this worker's, to hand back."""
         turn = Turn(run_id)
+        fresh = True  # a freshly claimed run may be taken on the fast path (engine/first_step.py)
         while True:
             if turn.ended:
                 return True
@@ -124,6 +118,10 @@ class Interpreter(HotPath):
                 self._hand_back(turn)
                 return True
             try:
+                if fresh:
+                    fresh = False
+                    if self._take_fresh(turn):
+                        continue  # taken: on from the top (the run may have ended already)
                 if turn.chain is not None:
                     more = self._advance_chain(turn, turn.chain)
                     if more is not None:

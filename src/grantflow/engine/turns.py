@@ -17,7 +17,7 @@ from grantflow.definitions import expressions
 from grantflow.definitions.plan import Plan, PlanStep
 from grantflow.durations import format_duration
 from grantflow.engine.checkpoint import NextStep
-from grantflow.engine.models import StepAttempt, StepRun
+from grantflow.engine.models import Run, StepAttempt, StepRun
 from grantflow.engine.states import StepStatus
 from grantflow.errors import GrantflowError
 from grantflow.steps.execution import StepCall, StepResult, scrubbed
@@ -82,6 +82,21 @@ class Chain:
     trigger: str = "manual"
     replay_of: str | None = None
     retry_count: int = 0
+
+
+def chain_of(run: Run) -> Chain:
+    """What the hot path needs of `run` (which the caller leaves running)."""
+    return Chain(
+        run.deadline_at,
+        dt.timedelta(seconds=run.stuck_after_seconds),
+        run.workflow_id,
+        run.subject or {},
+        run.created_by,
+        run.created_at,
+        run.trigger,
+        run.replay_of,
+        run.retry_count or 0,
+    )
 
 
 def next_step(current: StepRun, target: PlanStep, iteration: int) -> NextStep:

@@ -83,7 +83,12 @@ def _describe(session: Session, run: Run) -> dict[str, Any] | None:
     return tasks.describe(session, task) if task is not None else None
 
 
-@hooks.on_run_status(wants=lambda end: end.people)  # (only a plan with people has tasks)
+# (only a plan with people has tasks; they settle when a run ends or is retried)
+@hooks.on_run_status(
+    wants=lambda end: (
+        end.people and (RunStatus(end.status).terminal or end.status == RunStatus.QUEUED)
+    )
+)
 def _run_status(session: Session, run: Run, old: str, new: str) -> None:
     if not RunStatus(new).terminal:
         if RunStatus(new) == RunStatus.QUEUED:  # retried by an operator: escalation settled

@@ -20,7 +20,9 @@ from grantflow.store.base import utcnow
 from grantflow.store.database import database_of
 
 
-@hooks.on_run_status(wants=lambda end: end.created_by == scheduler.STARTER_LABEL)
+@hooks.on_run_status(
+    wants=lambda end: RunStatus(end.status).terminal and end.created_by == scheduler.STARTER_LABEL
+)
 def _run_status(session: Session, run: Run, old: str, new: str) -> None:
     if not RunStatus(new).terminal or run.created_by != scheduler.STARTER_LABEL:
         return  # only a run the scheduler started has an occurrence (no query for the others)
