@@ -46,6 +46,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     Valkey/Redis transport too (ids `sqlite`, `postgresql`, `postgresql-redis`)."""
     if "database" not in metafunc.fixturenames:
         return
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0]
+        if "database" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
+            return  # (the test chose its databases itself)
     each_transport = metafunc.definition.get_closest_marker("transports") is not None
     combos = [(b, "database") for b in BACKENDS]
     if each_transport and "postgresql" in BACKENDS:

@@ -131,12 +131,17 @@ def test_postgres_serve_refuses_until_migrated(postgres_deployment: Deployment) 
 
 
 def test_health_and_readiness(deployment: Deployment) -> None:
-    """/healthz answers ok and /readyz reports the migrated database of the backend."""
+    """/healthz answers ok and /readyz reports the migrated database of the backend and the
+    queue transport (the database's, which is up while the database is)."""
     with deployment.client() as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "database": deployment.backend}
+    assert ready.json() == {
+        "status": "ready",
+        "database": deployment.backend,
+        "queue": {"transport": "database", "status": "up"},
+    }
 
 
 def test_create_admin_token_works_against_the_server(deployment: Deployment) -> None:
