@@ -28,7 +28,7 @@ run: $(RUN_STAMP)
 	GRANTFLOW_LOG_FORMAT=$${GRANTFLOW_LOG_FORMAT:-console} $(BIN)/grantflow serve --sandbox
 
 ## test: lint, type-check, and the whole suite on SQLite and PostgreSQL
-PYTEST_ARGS ?= -n 4 --durations=15
+PYTEST_ARGS ?= -n 4 --dist worksteal --durations=15
 
 test: $(DEV_STAMP) lint typecheck chromium
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -26,12 +26,10 @@ from tests.support.engine import queue as engine_queue
 from tests.support.processes import WorkerProcess, grantflow_env, poll, start_worker
 from tests.support.target import Reply, Target, running_target
 
-# each test on both queue transports: the database, and Valkey/Redis (a key prefix of its own)
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.acceptance,
-    pytest.mark.parametrize("transport", ["database", "redis"], indirect=True),
-]
+pytestmark = [pytest.mark.postgres, pytest.mark.acceptance]
+# on both queue transports: the database, and Valkey/Redis (a key prefix of its own); the rest
+# (a graceful stop, a frozen worker: the lease fence) behave alike and run on the database's
+BOTH_TRANSPORTS = pytest.mark.parametrize("transport", ["database", "redis"], indirect=True)
 
 STEPS = 5
 
@@ -139,6 +137,7 @@ def step_runs(db: Database, run_id: str) -> dict[str, StepRun]:
         return {s.step_id: s for s in found}
 
 
+@BOTH_TRANSPORTS
 def test_three_workers_share_the_queue_and_run_no_step_twice(
     db: Database, target: Target, spawn: Callable[..., WorkerProcess]
 ) -> None:
@@ -182,6 +181,7 @@ def test_three_workers_share_the_queue_and_run_no_step_twice(
     assert all(w.process.poll() is None for w in workers), "a worker died"
 
 
+@BOTH_TRANSPORTS
 def test_sigkill_mid_step_resumes_on_another_worker_with_the_same_key(
     db: Database, target: Target, spawn: Callable[..., WorkerProcess]
 ) -> None:
@@ -343,6 +343,7 @@ def test_a_worker_frozen_past_its_lease_rewrites_nothing_its_successor_recorded(
     assert frozen.process.poll() is None, "the woken worker died"
 
 
+@BOTH_TRANSPORTS
 def test_a_sigkilled_worker_is_shown_lost_once_its_lease_runs_out(
     db: Database, target: Target, spawn: Callable[..., WorkerProcess], transport: str
 ) -> None:
