@@ -55,6 +55,7 @@ from typing import Any
 from common import ACTOR, MASTER_KEY, Unreachable, postgres_database
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 
 from grantflow.definitions import workflows
 from grantflow.engine.models import Run, StepAttempt, StepRun
@@ -160,6 +161,7 @@ class Recorder(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def recording_server() -> Iterator[str]:
+    ThreadingHTTPServer.request_queue_size = 256  # (5 by default: bursts were reset)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -267,11 +269,19 @@ def publish(db: Database, name: str, steps: list[dict[str, Any]]) -> str:
 def create_runs(db: Database, queue: Any, flow: str, count: int) -> list[str]:
     ids: list[str] = []
     for start in range(0, count, 500):  # 500 per transaction: one announcement each
-        with db.transaction() as session:
-            ids += [
-                start_run(session, ACTOR, queue, flow, {}).id
-                for _ in range(min(500, count - start))
-            ]
+        for attempt in range(50):
+            try:
+                with db.transaction() as session:
+                    batch = [
+                        start_run(session, ACTOR, queue, flow, {}).id
+                        for _ in range(min(500, count - start))
+                    ]
+                ids += batch  # (committed: a batch rolled back by a fault is not counted)
+                break
+            except OperationalError:  # (--chaos: the backends were terminated; rolled back)
+                if attempt == 49:
+                    raise
+                time.sleep(0.2)
     return ids
 
 
@@ -451,7 +461,12 @@ def run_chaos(
             steps.append({"id": f"s{i}", "type": "set", "config": {"values": {"i": i}}})
     flow = publish(db, "chaos5", steps)
     Recorder.keys.clear()
-    run_ids = create_runs(db, queue, flow, sizes.runs)
+    run_ids: list[str] = []
+    # the runs are created while the faults happen (5,000 take longer to create than to run)
+    creating = threading.Thread(
+        target=lambda: run_ids.extend(create_runs(db, queue, flow, sizes.runs))
+    )
+    creating.start()
     faults: list[tuple[str, float]] = []
 
     def fault(name: str, act: Any) -> None:
@@ -470,6 +485,7 @@ def run_chaos(
     fault("every PostgreSQL backend terminated", lambda: terminate_backends(db))
     reader.dispose()  # (its pooled connections were terminated too)
     last_fault = faults[-1][1]
+    creating.join()
     found = wait_done(reader, run_ids, 600)
     recovered = time.monotonic() - last_fault
     with reader.connect() as conn:
