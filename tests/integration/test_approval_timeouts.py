@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from grantflow.auth.permissions import Role
 from grantflow.auth.users import find_user_by_email
+from grantflow.people.models import Task
 from grantflow.people.notifications import Notification
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
@@ -171,12 +172,16 @@ def task_flow(name: str, **config: Any) -> dict[str, Any]:
 
 
 def waiting_task(desk: Desk, run_id: str) -> str:
-    """The id of the task the run waits on, once it waits."""
-    shown = until(
-        lambda: (d := desk.run(run_id))["status"] == "waiting" and d["waiting_for"] and d,
-        "the run to wait on a person",
-    )
-    task_id: str = shown["waiting_for"]["task_id"]
+    """The id of the task the run waits (or waited) on, once it exists: read from the tasks
+    table, because a 1 s timeout can end the wait before a loaded machine's next look at the
+    run."""
+
+    def task_of_run() -> str | None:
+        with desk.api.database.transaction() as session:
+            found = session.execute(select(Task.id).where(Task.run_id == run_id)).scalar()
+            return str(found) if found else None
+
+    task_id: str = until(task_of_run, "the run to wait on a person")
     return task_id
 
 
