@@ -9,7 +9,7 @@ from collections.abc import Collection
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy import Select, bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from grantflow.queue.interface import QueueStats, TransportHealth
@@ -51,6 +51,17 @@ _CLAIM_THESE = text(
     "WHERE run_id IN :ids AND available_at <= :now "
     "AND (lease_owner IS NULL OR lease_expires_at < :now) RETURNING run_id"
 ).bindparams(bindparam("ids", expanding=True))
+
+
+def _oldest_ready(now: dt.datetime, limit: int) -> Select[str]:
+    """The ready runs (due, and not leased or their lease ran out), oldest first."""
+    return (
+        select(QueueItem.run_id)
+        .where(QueueItem.available_at <= now)
+        .where((QueueItem.lease_owner.is_(None)) | (QueueItem.lease_expires_at < now))
+        .order_by(QueueItem.available_at)
+        .limit(limit)
+    )
 
 
 class DatabaseQueue:
@@ -110,15 +121,7 @@ class DatabaseQueue:
         if self.database.dialect == "postgresql":
             return self._claim_postgres(worker_id, limit, now, lease_seconds)
         with self.database.transaction() as session:
-            ids = list(
-                session.execute(
-                    select(QueueItem.run_id)
-                    .where(QueueItem.available_at <= now)
-                    .where((QueueItem.lease_owner.is_(None)) | (QueueItem.lease_expires_at < now))
-                    .order_by(QueueItem.available_at)
-                    .limit(limit)
-                ).scalars()
-            )
+            ids = list(session.execute(_oldest_ready(now, limit)).scalars())
             if ids:
                 session.execute(
                     update(QueueItem)
@@ -166,15 +169,7 @@ class DatabaseQueue:
         """The ready runs, oldest first: what a reconciler announces again."""
         now = utcnow()
         with self.database.reads() as session:
-            return list(
-                session.execute(
-                    select(QueueItem.run_id)
-                    .where(QueueItem.available_at <= now)
-                    .where((QueueItem.lease_owner.is_(None)) | (QueueItem.lease_expires_at < now))
-                    .order_by(QueueItem.available_at)
-                    .limit(limit)
-                ).scalars()
-            )
+            return list(session.execute(_oldest_ready(now, limit)).scalars())
 
     def reconcile(self, worker_id: str) -> int:
         return 0
