@@ -21,7 +21,6 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from grantflow.definitions import expressions
 from grantflow.definitions.plan import Plan, PlanStep
 from grantflow.engine import hooks
 from grantflow.engine.checkpoint import Guard, Started
@@ -40,7 +39,7 @@ from grantflow.engine.turns import (
     chain_of,
     columns_of,
     detached,
-    render_deadline,
+    render_config,
 )
 from grantflow.errors import InternalError
 from grantflow.safety import gate
@@ -138,15 +137,8 @@ class FirstStep(HotPath):
     ) -> tuple[Pending, Started | None, StepResult | None] | None:
         """The first step before the take: an external call prepared with its intent, or a
         pure step run, with its plain success; None when the general path must take it."""
-        try:
-            config = expressions.render(
-                step.config,
-                context,
-                where=f"{step.id}.config",
-                deadline=render_deadline(step, chain.deadline_at, now),
-            )
-        except expressions.ExpressionError as exc:
-            turn.failed_render = (step_run.id, exc)
+        config = render_config(turn, step, step_run.id, context, chain.deadline_at, now)
+        if config is None:
             return None  # the general path records the failure
         if not _local(step):
             try:

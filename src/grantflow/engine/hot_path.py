@@ -45,6 +45,7 @@ from grantflow.engine.turns import (
     logged_request,
     next_step,
     pending_columns,
+    render_config,
     render_deadline,
 )
 from grantflow.safety import gate
@@ -102,15 +103,8 @@ class HotPath:
             turn.admitted = None  # counted by the checkpoint that made it current
         elif self._held(turn, chain, step_run.iteration, step_run.sequence, step):
             return None  # the general path holds it (a paused workflow, a spend cap)
-        try:
-            config = expressions.render(
-                step.config,
-                context,
-                where=f"{step.id}.config",
-                deadline=render_deadline(step, chain.deadline_at, now),
-            )
-        except expressions.ExpressionError as exc:
-            turn.failed_render = (step_run.id, exc)
+        config = render_config(turn, step, step_run.id, context, chain.deadline_at, now)
+        if config is None:
             return None  # the general path records the failure
         guard = Guard(
             turn.run_id,

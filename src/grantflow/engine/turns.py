@@ -203,3 +203,26 @@ def render_deadline(
     return expressions.Deadline(
         remaining, "the run's execution timeout", "raise settings.execution_timeout"
     )
+
+
+def render_config(
+    turn: Turn,
+    step: PlanStep,
+    step_run_id: str,
+    context: dict[str, Any],
+    deadline_at: dt.datetime,
+    now: dt.datetime,
+) -> dict[str, Any] | None:
+    """The step's rendered config for a fast path; None when it does not render, noted on the
+    turn for the general path to record (without rendering again)."""
+    try:
+        config: dict[str, Any] = expressions.render(
+            step.config,
+            context,
+            where=f"{step.id}.config",
+            deadline=render_deadline(step, deadline_at, now),
+        )
+    except expressions.ExpressionError as exc:
+        turn.failed_render = (step_run_id, exc)
+        return None
+    return config
