@@ -1,6 +1,6 @@
 """The fast path for a run's first step (engine/first_step.py, engine/take.py): on PostgreSQL a
 freshly claimed run is taken and its first step started without the general path, in two
-statements; a worker whose lease was lost between its read and its write takes nothing; each
+round trips; a worker whose lease was lost between its read and its write takes nothing; each
 way the run can differ from what was read leaves it to the general path with nothing written.
 (The hot-and-general comparison of tests/integration/test_checkpoints.py covers what it writes.)"""
 
@@ -19,7 +19,7 @@ import structlog
 from sqlalchemy import func, select, text, update
 
 from grantflow.connections.outbound import OutboundPolicy
-from grantflow.engine import first_step, hooks, operations
+from grantflow.engine import concurrency, first_step, hooks, operations
 from grantflow.engine.hooks import RunEnd
 from grantflow.engine.interpreter import Interpreter
 from grantflow.engine.models import Run, RunEvent, StepAttempt, StepRun
@@ -87,8 +87,9 @@ def test_a_fresh_run_takes_no_general_path(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """set, call, set: on PostgreSQL the run never goes through the general path, and the
-    thread that advances it sends 5 statements (the read and the take, then one checkpoint per
-    step boundary); on SQLite the first step takes the general path, the reference."""
+    thread that advances it sends 6 statements in 5 round trips (the read; the workflow's start
+    lock and the take, one pipeline; then one checkpoint per step boundary); on SQLite the first
+    step takes the general path, the reference."""
     with running_target() as target:
         target.on("/call", Reply(200, {"ok": True}))
         wf = publish(
@@ -119,7 +120,7 @@ def test_a_fresh_run_takes_no_general_path(
     ]
     if database.dialect == "postgresql":
         assert prepared == []
-        assert sum(n for thread, n in counted.items() if thread.startswith("run")) == 5
+        assert sum(n for thread, n in counted.items() if thread.startswith("run")) == 6
     else:
         assert prepared == [run_id]
 
@@ -380,3 +381,62 @@ def test_a_worker_fenced_out_before_its_take_writes_nothing(database: Database) 
     assert shown["status"] == "succeeded"
     kinds = [e["kind"] for e in events(database, run_id)]
     assert kinds.count("started") == 1
+
+
+@pytest.mark.parametrize("path", ["fast take", "general path"])
+def test_a_start_waits_for_another_start_of_the_workflow_and_counts_it(
+    database: Database, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """max_concurrent_runs 1: another run of the workflow is being started (its transaction
+    holds the workflow's start lock and has made it running, not yet committed). The worker's
+    start of this run waits for that transaction, then counts its run and leaves this one
+    queued for later: two starts never both see the other not running."""
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite's single writer lock orders starts already")
+    if path == "general path":
+        monkeypatch.setattr(first_step, "read_fresh", lambda db, run_id: None)
+    run_id = _fresh_run(database, max_concurrent_runs=1)
+    with database.transaction() as session:
+        workflow_id = session.execute(select(Run.workflow_id).where(Run.id == run_id)).scalar_one()
+    other = start(database, workflow_id)
+    worker = _worker(database, "w1")
+    settled: list[bool] = []
+    with database.engine.connect() as starting:
+        starting.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": concurrency.lock_key(workflow_id)},
+        )
+        starting.execute(
+            update(Run).where(Run.id == other).values(status="running", started_at=utcnow())
+        )
+        thread = threading.Thread(target=lambda: settled.append(worker.interpreter.advance(run_id)))
+        thread.start()
+        try:
+            _wait_for_a_lock_wait(database, thread)
+        finally:
+            starting.commit()
+            thread.join()
+            worker.http.close()
+    assert settled == [True]
+    shown = run_detail(database, run_id)
+    assert (shown["status"], shown["started_at"]) == ("queued", None)
+    with database.transaction() as session:
+        item = session.get(QueueItem, run_id)
+        assert item is not None
+        assert item.lease_owner is None
+        assert item.available_at > utcnow()  # looked at again later
+
+
+def _wait_for_a_lock_wait(database: Database, thread: threading.Thread) -> None:
+    """Until a backend waits for an advisory lock (the worker's start, behind the test's), or
+    the worker's turn ended without waiting."""
+    deadline = utcnow() + dt.timedelta(seconds=30)
+    with database.engine.connect() as conn:
+        while thread.is_alive() and utcnow() < deadline:
+            waiting = conn.execute(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            ).scalar_one()
+            conn.rollback()
+            if waiting:
+                return
+            thread.join(0.01)

@@ -22,7 +22,7 @@ from collections import Counter
 from typing import Any
 
 from grantflow.definitions.plan import Plan, PlanStep
-from grantflow.engine import hooks
+from grantflow.engine import concurrency, hooks
 from grantflow.engine.checkpoint import Guard, Started
 from grantflow.engine.context import build_context
 from grantflow.engine.hooks import RunEnd
@@ -44,7 +44,6 @@ from grantflow.engine.turns import (
 from grantflow.errors import InternalError
 from grantflow.safety import gate
 from grantflow.safety.gate import step_start
-from grantflow.safety.limits import limits
 from grantflow.steps.execution import StepResult
 from grantflow.steps.registry import get_step_type
 from grantflow.store.base import utcnow
@@ -97,7 +96,7 @@ class FirstStep(HotPath):
             step_id=step.id,
             step_run_id=step_run.id,
             workflow_id=run.workflow_id,
-            allowed=plan.max_concurrent_runs or limits().max_concurrent_runs_per_workflow,
+            allowed=concurrency.allowed(plan.max_concurrent_runs),
             now=now,
             started_at=started,
             stuck_at=started + chain.stuck_after,

@@ -34,7 +34,7 @@ from grantflow import advice, timestamps
 from grantflow.connections.access import ConnectionAccess
 from grantflow.definitions import expressions
 from grantflow.definitions.plan import Plan, PlanStep
-from grantflow.engine import failures, hooks, metrics
+from grantflow.engine import concurrency, failures, hooks, metrics
 from grantflow.engine.context import build_context, skipped_output, step_entry
 from grantflow.engine.first_step import FirstStep
 from grantflow.engine.models import Run, StepAttempt, StepRun
@@ -63,7 +63,7 @@ from grantflow.errors import (
 from grantflow.queue.interface import Queue
 from grantflow.safety import gate
 from grantflow.safety.gate import step_start
-from grantflow.safety.limits import LimitExceeded, limits
+from grantflow.safety.limits import LimitExceeded
 from grantflow.steps.execution import StepCall, StepResult
 from grantflow.steps.registry import get_step_type
 from grantflow.store.base import new_id, utcnow
@@ -232,7 +232,8 @@ class Interpreter(FirstStep):
                     return False
                 move_run(session, run, RunStatus.RUNNING)
             elif status == RunStatus.QUEUED:
-                if self._over_concurrency(session, run, plan):
+                allowed = concurrency.allowed(plan.max_concurrent_runs)
+                if concurrency.over_limit(session, run, allowed):
                     self.queue.schedule(session, run.id, now + _CONCURRENCY_RECHECK)
                     return False
                 move_run(session, run, RunStatus.RUNNING)
@@ -307,21 +308,6 @@ class Interpreter(FirstStep):
         """The context and loop counts the turn's first look loaded (_current_step_run)."""
         assert turn.context is not None and turn.iterations is not None
         return turn.context, turn.iterations
-
-    def _over_concurrency(self, session: Session, run: Run, plan: Plan) -> bool:
-        """More runs of the workflow running than its settings.max_concurrent_runs (or
-        GRANTFLOW_MAX_CONCURRENT_RUNS_PER_WORKFLOW): the run stays queued until one ends."""
-        allowed = plan.max_concurrent_runs or limits().max_concurrent_runs_per_workflow
-        busy = session.execute(
-            select(func.count())
-            .select_from(Run)
-            .where(
-                Run.workflow_id == run.workflow_id,
-                Run.id != run.id,
-                Run.status == RunStatus.RUNNING,
-            )
-        ).scalar_one()
-        return bool(busy >= allowed)
 
     def _begin_attempt(
         self,

@@ -24,6 +24,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from grantflow.engine import concurrency
 from grantflow.engine.checkpoint import Started, row_on_postgres
 from grantflow.engine.models import Run, StepRun
 from grantflow.store.database import Database
@@ -145,7 +146,9 @@ def record_taken(database: Database, take: Take, admit: dict[str, Any]) -> bool:
         "idempotency_key": intent.idempotency_key if intent else None,
         "request": intent.request if intent else None,
     }
-    row = row_on_postgres(database, _statement(intent is not None), params, _JSON_PARAMS)
+    params["lock_key"] = concurrency.lock_key(take.workflow_id)  # (the count sees every start)
+    sql = _statement(intent is not None)
+    row = row_on_postgres(database, sql, params, _JSON_PARAMS, after=concurrency.LOCK)
     return bool(row and row[0])
 
 
