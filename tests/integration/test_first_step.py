@@ -403,7 +403,7 @@ def test_a_start_waits_for_another_start_of_the_workflow_and_counts_it(
     settled: list[bool] = []
     with database.engine.connect() as starting:
         starting.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
             {"key": concurrency.lock_key(workflow_id)},
         )
         starting.execute(

@@ -9,15 +9,17 @@ held the lock before. (On SQLite the single writer lock already orders them.)"""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from grantflow.engine.models import Run
 from grantflow.engine.states import RunStatus
 from grantflow.safety.limits import limits
+from grantflow.store.database import Database
 
-# in the driver's own SQL (engine/take.py sends it pipelined before the take)
-LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 0))"
+# in the driver's own SQL (engine/take.py sends it pipelined before the take); the lock
+# `Database.lock` takes
+LOCK = "SELECT pg_advisory_xact_lock(hashtext(%(lock_key)s))"
 
 
 def lock_key(workflow_id: str) -> str:
@@ -29,14 +31,10 @@ def allowed(max_concurrent_runs: int | None) -> int:
     return max_concurrent_runs or limits().max_concurrent_runs_per_workflow
 
 
-def over_limit(session: Session, run: Run, limit: int) -> bool:
+def over_limit(database: Database, session: Session, run: Run, limit: int) -> bool:
     """True when `limit` other runs of the workflow are running: the run stays queued. Holds the
-    workflow's start lock until the caller's transaction ends (PostgreSQL)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-            {"key": lock_key(run.workflow_id)},
-        )
+    workflow's start lock until the caller's transaction ends."""
+    database.lock(session, lock_key(run.workflow_id))
     busy = session.execute(
         select(func.count())
         .select_from(Run)

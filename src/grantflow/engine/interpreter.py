@@ -233,7 +233,7 @@ class Interpreter(FirstStep):
                 move_run(session, run, RunStatus.RUNNING)
             elif status == RunStatus.QUEUED:
                 allowed = concurrency.allowed(plan.max_concurrent_runs)
-                if concurrency.over_limit(session, run, allowed):
+                if concurrency.over_limit(self.database, session, run, allowed):
                     self.queue.schedule(session, run.id, now + _CONCURRENCY_RECHECK)
                     return False
                 move_run(session, run, RunStatus.RUNNING)

@@ -56,6 +56,7 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stopping = threading.Event()
         self._slots = threading.Semaphore(concurrency)
+        self._slot_freed = threading.Event()
         self._in_hand: set[str] = set()  # runs claimed and not yet done: their leases renewed
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -117,6 +118,7 @@ class Worker:
             return
         self.stopping.set()
         self.database.queue_wakeup.set()
+        self._slot_freed.set()
         for thread in self._threads:
             thread.join(timeout=grace_seconds)
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -142,26 +144,32 @@ class Worker:
 
     # --- threads ------------------------------------------------------------------------------
     def _dispatch(self) -> None:
+        """Claim while runs may be ready: at start, after a claim that filled every free slot,
+        after a wake-up (an announcement, a timer set in this process) or the idle timeout. A
+        claim that found fewer runs than free slots leaves nothing ready, so a slot freed by a
+        finishing run is not a reason to claim again: the next announcement is."""
+        wakeup = self.database.queue_wakeup
         while not self.stopping.is_set():
+            wakeup.clear()  # (an announcement from here on is seen by the wait below)
             try:
-                claimed = self._claim_some()
+                free, claimed = self._claim_some()
             except Exception:
                 log.exception("worker.claim_failed")
                 self.stopping.wait(self.poll_seconds)
                 continue
-            if claimed:
+            if free == 0 or claimed == free:  # every slot busy: when one frees, claim again
                 continue
             self.queue.wait(self._idle_timeout())
 
-    def _claim_some(self) -> int:
+    def _claim_some(self) -> tuple[int, int]:
+        """(free slots, runs claimed into them)."""
         free = 0
         while self._slots.acquire(blocking=False):
             free += 1
-        if free == 0:  # a finishing run sets the wake-up
-            wakeup = self.database.queue_wakeup
-            if wakeup.wait(self.poll_seconds):
-                wakeup.clear()
-            return 0
+        if free == 0:  # a finishing run sets the slot free
+            if self._slot_freed.wait(self.poll_seconds):
+                self._slot_freed.clear()
+            return 0, 0
         ids: list[str] = []
         try:
             ids = self.queue.claim(self.id, free, self.lease_seconds)
@@ -172,7 +180,7 @@ class Worker:
             self._in_hand.update(ids)
         for run_id in ids:
             self._pool.submit(self._advance, run_id)
-        return len(ids)
+        return free, len(ids)
 
     def _advance(self, run_id: str) -> None:
         try:
@@ -194,7 +202,7 @@ class Worker:
             except Exception:
                 log.exception("worker.done_failed", run_id=run_id)
             self._slots.release()
-            self.database.queue_wakeup.set()
+            self._slot_freed.set()
 
     def _idle_timeout(self) -> float:
         try:

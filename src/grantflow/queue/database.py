@@ -28,19 +28,25 @@ _UPSERT = text(
 )
 # PostgreSQL: the same, and the wake-up every listening worker gets when the transaction commits
 _UPSERT_AND_NOTIFY = text(
-    f"WITH item AS ({_UPSERT.text} RETURNING 1) SELECT pg_notify('grantflow_queue', '') FROM item"
+    f"WITH item AS ({_UPSERT.text} RETURNING 1) "
+    "SELECT pg_notify('grantflow_queue', :origin) FROM item"
 )
 
 
 # MATERIALIZED: the pick runs once. Inlined into the UPDATE, a plan may run it again per row,
 # and each rerun skips the rows already leased and picks more: more runs than `limit`.
+# The last row answers `next_due` too: when the earliest parked run becomes ready (the row's
+# run_id is NULL), so an idle dispatcher sends one statement, not two.
 _CLAIM = text(
     "WITH picked AS MATERIALIZED (SELECT run_id FROM queue_items "
     "WHERE available_at <= :now AND (lease_owner IS NULL OR lease_expires_at < :now) "
-    "ORDER BY available_at LIMIT :limit FOR UPDATE SKIP LOCKED) "
-    "UPDATE queue_items SET lease_owner = :worker, lease_expires_at = :expires, "
+    "ORDER BY available_at LIMIT :limit FOR UPDATE SKIP LOCKED), "
+    "claimed AS (UPDATE queue_items SET lease_owner = :worker, lease_expires_at = :expires, "
     "deliveries = queue_items.deliveries + 1 FROM picked "
-    "WHERE queue_items.run_id = picked.run_id RETURNING queue_items.run_id"
+    "WHERE queue_items.run_id = picked.run_id RETURNING queue_items.run_id) "
+    "SELECT run_id, NULL AS due FROM claimed UNION ALL "
+    "SELECT NULL, min(available_at) FROM queue_items "
+    "WHERE lease_owner IS NULL AND available_at > :now"
 )
 # The given runs, those of them still ready: a transport that announces runs elsewhere
 # (queue/streams.py) claims what it was told of; a run finished or held by another worker
@@ -51,6 +57,13 @@ _CLAIM_THESE = text(
     "WHERE run_id IN :ids AND available_at <= :now "
     "AND (lease_owner IS NULL OR lease_expires_at < :now) RETURNING run_id"
 ).bindparams(bindparam("ids", expanding=True))
+
+
+_UNSEEN: Any = object()
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
 
 
 def _oldest_ready(now: dt.datetime, limit: int) -> Select[str]:
@@ -73,6 +86,7 @@ class DatabaseQueue:
         self.database = database
         self._listener: threading.Thread | None = None
         self._closed = threading.Event()
+        self._claimed = threading.local()  # the next due time the thread's last claim saw
 
     # --- inside a caller's transaction --------------------------------------------------------
     def schedule(self, session: Session, run_id: str, at: dt.datetime | None = None) -> None:
@@ -80,12 +94,15 @@ class DatabaseQueue:
         when = at or now
         params = {"run_id": run_id, "at": self._param(when), "now": self._param(now)}
         if when <= now and self.database.dialect == "postgresql" and self.notifies:
-            session.execute(_UPSERT_AND_NOTIFY, params)  # one round trip, not two
+            origin = {"origin": self.database.origin}
+            session.execute(_UPSERT_AND_NOTIFY, params | origin)  # one round trip, not two
             self.database.wake_after_commit(session)
             return
         session.execute(_UPSERT, params)
         if when <= now:
             self.announce(session, [run_id])
+        else:  # a timer: this process's idle dispatchers look again when the next one is due
+            self.database.wake_after_commit(session)
 
     def schedule_many(self, session: Session, run_ids: list[str]) -> None:
         """Every run in `run_ids` available now: one multi-row upsert and one wake-up."""
@@ -146,7 +163,9 @@ class DatabaseQueue:
             "limit": limit,
         }
         with self.database.autocommit.connect() as conn:
-            return list(conn.execute(_CLAIM, params).scalars())
+            rows = conn.execute(_CLAIM, params).all()
+        self._claimed.due = _utc(rows[-1].due)  # (the last row: the next due time)
+        return [row.run_id for row in rows[:-1]]
 
     def claim_these(self, worker_id: str, run_ids: list[str], lease_seconds: float) -> list[str]:
         """Lease those of `run_ids` that are ready (one statement); the others are skipped."""
@@ -221,13 +240,17 @@ class DatabaseQueue:
             self.announce(session, released)
 
     def next_due(self) -> dt.datetime | None:
+        """When the earliest parked run becomes ready; right after this thread's claim on
+        PostgreSQL, what the claim saw (asked once)."""
+        seen = self._claimed.__dict__.pop("due", _UNSEEN)
+        if seen is not _UNSEEN:
+            claimed_due: dt.datetime | None = seen
+            return claimed_due
         with self.database.transaction() as session:
             due: dt.datetime | None = session.execute(
                 select(func.min(QueueItem.available_at)).where(QueueItem.lease_owner.is_(None))
             ).scalar_one_or_none()
-        if due is not None and due.tzinfo is None:
-            due = due.replace(tzinfo=dt.UTC)
-        return due
+        return _utc(due)
 
     def stats(self, session: Session | None = None) -> QueueStats:
         if session is None:

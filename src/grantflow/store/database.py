@@ -7,6 +7,7 @@ import functools
 import re
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Set when work is enqueued in this process (after commit), so workers wake at once.
         self.queue_wakeup = threading.Event()
+        # a NOTIFY's payload: the listener skips its own, whose wake-up was in-process already
+        self.origin = uuid.uuid4().hex
         self._master_keys: Callable[[], list[bytes]] | None = None
 
     # --- keys ----------------------------------------------------------------------------------
@@ -199,7 +202,8 @@ class PostgresDatabase(Database):
 
     def notify_queue(self, session: Session) -> None:
         super().notify_queue(session)
-        session.execute(text("SELECT pg_notify('grantflow_queue', '')"))
+        notify = text("SELECT pg_notify('grantflow_queue', :origin)")
+        session.execute(notify, {"origin": self.origin})
 
     @contextlib.contextmanager
     def reads(self) -> Iterator[Session]:
@@ -222,8 +226,9 @@ class PostgresDatabase(Database):
             # next poll
             wakeup.set()
             while not stop.is_set():
-                for _ in conn.notifies(timeout=1.0, stop_after=1):
-                    wakeup.set()
+                for notice in conn.notifies(timeout=1.0, stop_after=1):
+                    if notice.payload != self.origin:
+                        wakeup.set()
 
     def lock(self, session: Session, name: str) -> None:
         # A transaction-scoped advisory lock: released at commit or rollback.
