@@ -7,6 +7,7 @@ an hour, so only these rules can move the runs."""
 from __future__ import annotations
 
 import collections
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +15,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import text
 
 from grantflow.store.database import Database
 from tests.support.engine import publish, running_worker, start, wait_status, workflow
@@ -42,21 +42,28 @@ def statements_by_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[collection
     yield counted
 
 
-def _wait_until_listening(database: Database) -> None:
-    """Until the worker's queue listener has sent LISTEN (its dispatcher then waits)."""
-    with database.engine.connect() as conn:
-        for _ in range(3000):
-            listening = conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND query LIKE 'LISTEN%'"
-                )
-            ).scalar_one()
-            conn.rollback()
-            if listening:
-                return
-            threading.Event().wait(0.01)
-    raise AssertionError("the worker never listened for the queue's wake-ups")
+def _wait_until_idle(database: Database) -> None:
+    """Until the worker's queue listener waits for notifications (it has listened, and woken the
+    dispatcher once for what was announced before) and its dispatcher waits with no wake-up
+    pending: from here only a new announcement moves it."""
+    for _ in range(3000):
+        stacks = {t.name: _functions(t) for t in threading.enumerate()}
+        listening = "notifies" in stacks.get("queue-listener", ())
+        waiting = "wait" in stacks.get("worker-dispatcher", ())
+        if listening and waiting and not database.queue_wakeup.is_set():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("the worker's dispatcher never settled into waiting")
+
+
+def _functions(thread: threading.Thread) -> set[str]:
+    """The names of the functions on `thread`'s stack."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    names = set()
+    while frame is not None:
+        names.add(frame.f_code.co_name)
+        frame = frame.f_back
+    return names
 
 
 def test_an_idle_dispatcher_sends_one_statement_per_run(
@@ -68,7 +75,7 @@ def test_an_idle_dispatcher_sends_one_statement_per_run(
         pytest.skip("the claim answers the next due time on PostgreSQL")
     wf = publish(database, workflow("dispatched", set_step("a"), set_step("b")))
     with running_worker(database, poll_seconds=HOURLY) as worker:
-        _wait_until_listening(database)
+        _wait_until_idle(database)
         with statements_by_thread(monkeypatch) as counted:
             for _ in range(2):
                 run_id = start(database, wf)

@@ -355,8 +355,10 @@ def test_reports_are_listed_newest_first(world: World) -> None:
     assert rest["next_cursor"] is None
 
 
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)  # (the service: both, above)
 def test_cli_reconciles_prints_json_and_writes_the_csv(world: World) -> None:
-    """`grantflow reconcile APP --json --csv FILE` stores the same report as the API would."""
+    """`grantflow reconcile APP --json --csv FILE` stores the same report as the API would (the
+    CLI's two processes on SQLite; the same service on PostgreSQL is the API's, above)."""
     seeded = seed(world)
     target = world.tmp_path / "findings.csv"
     result = world.cli("reconcile", APP, "--json", "--csv", str(target), "--page-size", "4")
