@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
-from grantflow.auth.tokens import authenticate
+from grantflow.auth.tokens import authenticate_user
 from grantflow.errors import PermissionDenied, Unauthenticated
 
 ACTOR_SCOPE_KEY = "grantflow.actor"
@@ -66,7 +66,9 @@ class Require(Guard):
             raise Unauthenticated("this endpoint needs an API token")
         state = request.app.state.grantflow
         with state.database.reads() as session:  # (one read; a rare last-use write alone)
-            return authenticate(session, raw.strip(), request_id=request.state.request_id)
+            actor, user = authenticate_user(session, raw.strip(), request.state.request_id)
+        request.state.token_user = user  # (GET /me answers from it: no second read)
+        return actor
 
     def __repr__(self) -> str:
         return f"Require({self.permission})"

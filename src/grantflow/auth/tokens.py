@@ -118,6 +118,14 @@ def list_tokens(session: Session, actor: Actor, user_id: str) -> list[ApiToken]:
 
 def authenticate(session: Session, raw: str, request_id: str | None = None) -> Actor:
     """The actor behind a bearer token; every refusal is the same 401 without hints."""
+    return authenticate_user(session, raw, request_id)[0]
+
+
+def authenticate_user(
+    session: Session, raw: str, request_id: str | None = None
+) -> tuple[Actor, User]:
+    """The actor behind a bearer token and its user with the user's roles, as the one read
+    found them (a route about the caller answers from it without reading the user again)."""
     token = (
         session.execute(
             select(ApiToken)
@@ -138,7 +146,7 @@ def authenticate(session: Session, raw: str, request_id: str | None = None) -> A
         raise Unauthenticated("the user of this API token is deactivated")
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         token.last_used_at = now
-    return Actor(
+    actor = Actor(
         label=token.user.email,
         user_id=token.user_id,
         permissions=(
@@ -148,6 +156,7 @@ def authenticate(session: Session, raw: str, request_id: str | None = None) -> A
         request_id=request_id,
         scope=token.scope,
     )
+    return actor, token.user
 
 
 def scim_service_user(session: Session, actor: Actor) -> str:

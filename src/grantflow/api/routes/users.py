@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from grantflow import strict
@@ -183,10 +184,20 @@ def create_user_token(
 
 
 @router.get("/me", response_model=MeOut)
-def me(
+async def me(
+    request: Request,
     actor: Actor = Depends(Require(Permission.SELF)),
     db: Database = Depends(database),
 ) -> MeOut:
+    """`async`: a token's user, as the request's authentication read it with its roles, is the
+    answer (no thread hop, no second read); the local CLI's actor is read in a thread."""
+    user = getattr(request.state, "token_user", None)
+    if user is None or user.id != actor.user_id:
+        return await run_in_threadpool(_me, db, actor)
+    return MeOut(**UserOut.model_validate(user).model_dump(), permissions=sorted(actor.permissions))
+
+
+def _me(db: Database, actor: Actor) -> MeOut:
     with db.reads() as session:  # (reads only: no transaction round trips on PostgreSQL)
         user = users.get_user(session, _own(actor))
         out = UserOut.model_validate(user).model_dump()
