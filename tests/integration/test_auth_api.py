@@ -10,8 +10,12 @@ import httpx
 import pytest
 from sqlalchemy import text, update
 
+from grantflow.api.app import create_app
+from grantflow.auth.actor import Actor
 from grantflow.auth.models import ApiToken
-from grantflow.auth.permissions import ROLE_PERMISSIONS, Role
+from grantflow.auth.permissions import ROLE_PERMISSIONS, Role, permissions_for
+from grantflow.cli.local import AsgiTransport
+from grantflow.config import Settings
 from tests.conftest import Api
 
 
@@ -393,3 +397,34 @@ def test_me_lists_the_permissions_of_each_role(api: Api) -> None:
         assert me["email"] == f"{role}@example.com"
         assert me["roles"] == [str(role)]
         assert me["permissions"] == sorted(str(p) for p in ROLE_PERMISSIONS[role])
+
+
+# --- /me in the CLI's own process ---------------------------------------------------------------
+
+
+def test_me_in_process_reads_the_acting_user_and_refuses_the_cli_itself(
+    api: Api, admin: httpx.Client, settings: Settings
+) -> None:
+    """Without a token (the local CLI's actor, set in the process): acting as a user, /me is
+    that user as stored, with the user's permissions; as `system:cli`, a 403 naming why."""
+    user = _create_user(admin, "grace@example.com", "approver")
+    app = create_app(settings, api.database, api_only=True)
+    acting = Actor(
+        label="grace@example.com",
+        user_id=user["id"],
+        permissions=permissions_for(["approver"]),
+    )
+    answers = {}
+    for name, actor in (("user", acting), ("cli", Actor.system("cli"))):
+        local = AsgiTransport(app, actor, lambda: None)
+        try:
+            answers[name] = local.send("GET", "/api/v1/me", {}, b"")
+        finally:
+            local.close()
+    assert answers["user"].status == 200
+    shown = answers["user"].json()
+    assert (shown["id"], shown["roles"]) == (user["id"], ["approver"])
+    assert shown["email"] == user["email"]
+    assert shown["permissions"] == sorted(permissions_for(["approver"]))
+    assert answers["cli"].status == 403
+    assert "is not a user" in answers["cli"].json()["error"]["message"]
