@@ -189,8 +189,8 @@ async def me(
     actor: Actor = Depends(Require(Permission.SELF)),
     db: Database = Depends(database),
 ) -> MeOut:
-    """`async`: a token's user, as the request's authentication read it with its roles, is the
-    answer (no thread hop, no second read); the local CLI's actor is read in a thread."""
+    # `async`: a token's user, as the request's authentication read it with its roles, is the
+    # answer (no thread hop, no second read); the local CLI's actor is read in a thread.
     user = getattr(request.state, "token_user", None)
     if user is None or user.id != actor.user_id:
         return await run_in_threadpool(_me, db, actor)
