@@ -103,6 +103,9 @@ class Sizes:
 
 
 QUICK = Sizes(2, {"seq40": 5, "http40": 3}, 1, 10, 3, 3, 5, 200, 500)
+# the quick workloads, with enough samples for the fixed costs around a run (pickup, run5, the
+# per-request overhead) to compare two commits
+FIXED = Sizes(2, {"seq40": 10, "http40": 5}, 1, 60, 3, 3, 20, 2000, 500)
 FULL = Sizes(7, {"seq40": 40, "http40": 20}, 3, 100, 20, 20, 30, 2000, 10_000)
 
 
@@ -690,11 +693,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a reduced run, under a minute")
     parser.add_argument(
+        "--fixed-costs",
+        action="store_true",
+        help="quick workloads with more pickup, run5 and request samples (about a minute)",
+    )
+    parser.add_argument(
         "--databases", default="sqlite,postgresql", help="comma-separated: sqlite,postgresql"
     )
     args = parser.parse_args()
     configure_logging("warning", "json")  # to stderr: stdout carries only the JSON array
-    sizes = QUICK if args.quick else FULL
+    sizes = FIXED if args.fixed_costs else QUICK if args.quick else FULL
     wanted = [d for d in args.databases.split(",") if d]
     admin = make_url(os.environ.get("GRANTFLOW_BENCH_POSTGRES_URL", DEFAULT_POSTGRES))
     if admin.get_backend_name() == "postgresql":
