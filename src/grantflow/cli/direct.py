@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
+from grantflow.cli import collector
 from grantflow.cli.context import fail
 from grantflow.config import Settings, load_settings, master_keys
 from grantflow.errors import ConfigurationError
@@ -49,6 +50,7 @@ def open_checked(settings: Settings, *, migrated: bool = True) -> Database:
         )
     db = open_database(url)
     db.use_master_keys(lambda: master_keys(settings))
+    collector.resume()  # (loaded: what follows is the command's own work)
     if not migrated:
         return db
     try:
@@ -82,6 +84,7 @@ def database(loaded: Settings | None = None, *, migrated: bool = True) -> Iterat
     else:
         db = open_database(loaded.database)
         db.use_master_keys(lambda: master_keys(loaded))
+        collector.resume()
     try:
         yield db
     finally:

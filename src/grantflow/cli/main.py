@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from grantflow import __version__
+from grantflow.cli import collector
 from grantflow.cli.client import OPTIONS
 from grantflow.cli.lazy import Lazy, LazyGroup
 
@@ -118,4 +119,8 @@ def root(
 
 
 def main() -> None:
-    app()
+    collector.pause()
+    try:
+        app()
+    finally:
+        collector.resume()

@@ -21,6 +21,7 @@ from grantflow.auth import signin_links
 from grantflow.auth.actor import Actor
 from grantflow.auth.signin_links import Purpose
 from grantflow.auth.users import find_user_by_email
+from grantflow.cli import collector
 from grantflow.cli.context import JSON_OPTION, emit_json, emit_table, errors_as_lines, out
 from grantflow.cli.direct import database, settings
 from grantflow.config import Settings, master_key, master_keys
@@ -211,6 +212,7 @@ def _migrated_database(loaded: Settings) -> Database:
     """SQLite is migrated on start; PostgreSQL, shared by many processes, by `grantflow migrate`."""
     db = open_database(loaded.database)
     db.use_master_keys(lambda: master_keys(loaded))
+    collector.resume()
     if db.dialect == "sqlite":
         upgrade_schema(db)
     elif not migrations.is_up_to_date(db):
