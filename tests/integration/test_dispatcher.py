@@ -6,40 +6,21 @@ an hour, so only these rules can move the runs."""
 
 from __future__ import annotations
 
-import collections
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import psycopg
 import pytest
 
 from grantflow.store.database import Database
 from tests.support.engine import publish, running_worker, start, wait_status, workflow
+from tests.support.statements import statements_by_thread
 
 HOURLY = 3600.0
 
 
 def set_step(step_id: str) -> dict[str, Any]:
     return {"id": step_id, "type": "set", "config": {"values": {step_id: 1}}}
-
-
-@contextmanager
-def statements_by_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter[str]]:
-    """Statements psycopg sent, counted by the thread that sent them."""
-    counted: collections.Counter[str] = collections.Counter()
-    lock = threading.Lock()
-    original = psycopg.Cursor.execute
-
-    def execute(cursor: Any, *args: Any, **kwargs: Any) -> Any:
-        with lock:
-            counted[threading.current_thread().name] += 1
-        return original(cursor, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg.Cursor, "execute", execute)
-    yield counted
 
 
 def _wait_until_idle(database: Database) -> None:

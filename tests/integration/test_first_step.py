@@ -6,14 +6,12 @@ way the run can differ from what was read leaves it to the general path with not
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import psycopg
 import pytest
 import structlog
 from sqlalchemy import func, select, text, update
@@ -41,6 +39,7 @@ from tests.support.engine import (
     wait_status,
     workflow,
 )
+from tests.support.statements import statements_by_thread
 from tests.support.target import Reply, running_target
 
 
@@ -64,23 +63,6 @@ def prepared_runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     monkeypatch.setattr(Interpreter, "_prepare", prepare)
     yield seen
-
-
-@contextmanager
-def statements_by_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter[str]]:
-    """Statements psycopg sent (SQLAlchemy's events miss the engine's raw-connection writes),
-    counted by the thread that sent them."""
-    counted: collections.Counter[str] = collections.Counter()
-    lock = threading.Lock()
-    original = psycopg.Cursor.execute
-
-    def execute(cursor: Any, *args: Any, **kwargs: Any) -> Any:
-        with lock:
-            counted[threading.current_thread().name] += 1
-        return original(cursor, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg.Cursor, "execute", execute)
-    yield counted
 
 
 def test_a_fresh_run_takes_no_general_path(
