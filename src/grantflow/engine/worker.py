@@ -148,9 +148,7 @@ class Worker:
         after a wake-up (an announcement, a timer set in this process) or the idle timeout. A
         claim that found fewer runs than free slots leaves nothing ready, so a slot freed by a
         finishing run is not a reason to claim again: the next announcement is."""
-        wakeup = self.database.queue_wakeup
         while not self.stopping.is_set():
-            wakeup.clear()  # (an announcement from here on is seen by the wait below)
             try:
                 free, claimed = self._claim_some()
             except Exception:
@@ -170,6 +168,9 @@ class Worker:
             if self._slot_freed.wait(self.poll_seconds):
                 self._slot_freed.clear()
             return 0, 0
+        # An announcement from here on is seen by the next wait. (Cleared only by a claim: a
+        # worker of this process without a free slot leaves it to another that has one.)
+        self.database.queue_wakeup.clear()
         ids: list[str] = []
         try:
             ids = self.queue.claim(self.id, free, self.lease_seconds)
