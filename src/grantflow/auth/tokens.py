@@ -116,16 +116,12 @@ def list_tokens(session: Session, actor: Actor, user_id: str) -> list[ApiToken]:
     )
 
 
-def authenticate(session: Session, raw: str, request_id: str | None = None) -> Actor:
-    """The actor behind a bearer token; every refusal is the same 401 without hints."""
-    return authenticate_user(session, raw, request_id)[0]
-
-
 def authenticate_user(
     session: Session, raw: str, request_id: str | None = None
 ) -> tuple[Actor, User]:
     """The actor behind a bearer token and its user with the user's roles, as the one read
-    found them (a route about the caller answers from it without reading the user again)."""
+    found them (a route about the caller answers from it without reading the user again);
+    every refusal is the same 401 without hints."""
     token = (
         session.execute(
             select(ApiToken)
