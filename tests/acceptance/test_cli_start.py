@@ -124,5 +124,8 @@ def test_shell_completion_completes_commands(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert set(done.stdout.split()) == {"retry", "replay", "resume"}
-    shown = run_grantflow("--show-completion", "bash", env=grantflow_env(), cwd=tmp_path)
+    # the shell named, not found among this process's ancestors (a test runner started
+    # from something other than a shell has none)
+    named = {**grantflow_env(), "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    shown = run_grantflow("--show-completion", "bash", env=named, cwd=tmp_path)
     assert "complete_bash" in shown.stdout
