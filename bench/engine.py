@@ -30,7 +30,8 @@ PostgreSQL only (issue 18's targets), with the API served in this process:
 - run5 (set, http, set, http, set) started with `POST /api/v1/workflows/{id}/runs`, one at a
   time with one worker process idle: e2e_ms from sending the request to the run's finished_at,
   steps_alone_ms the sum of its step runs' start-to-end (their checkpoints and calls), and
-  ratio_vs_steps (target: at most 2);
+  ratio_vs_steps (target: at most 2); parts_ms: where the time went (the request to the
+  run's created_at, pickup, the steps, between them, the last step to the run's end);
 - run5_statements: the statements psycopg sent for one run5 (the least of three), counted in
   this process with an embedded worker: by the API request (api), the worker's dispatcher
   (claims) and the pool thread that advanced the run (run); outside_steps = total - 5 (target:
@@ -454,14 +455,29 @@ def measure_pickup(db: Database, reader: Engine, flow: str, samples: int) -> dic
     }
 
 
-def step_time_ms(reader: Engine, run_id: str) -> float:
-    """The time the run's steps took on their own: the sum of each step run's start to end
-    (for an http step: its intent's checkpoint, the call and its outcome's checkpoint)."""
+def run5_parts(reader: Engine, run_id: str, sent: float) -> dict[str, float]:
+    """Where one run's time went (ms), from the database's timestamps: `api` from sending the
+    request to the run's created_at, `pickup` from there to its first step's start, `steps`
+    the step runs' own start-to-end, `between` the rest of first start to last end, `end`
+    the last step's end to the run's finished_at."""
     with reader.connect() as conn:
         rows = conn.execute(
-            select(StepRun.started_at, StepRun.finished_at).where(StepRun.run_id == run_id)
+            select(StepRun.started_at, StepRun.finished_at)
+            .where(StepRun.run_id == run_id)
+            .order_by(StepRun.sequence)
         ).all()
-    return sum((end - start).total_seconds() for start, end in rows) * 1000
+        created, finished = conn.execute(
+            select(Run.created_at, Run.finished_at).where(Run.id == run_id)
+        ).one()
+    steps = sum((end - start).total_seconds() for start, end in rows)
+    first, last = rows[0][0].timestamp(), rows[-1][1].timestamp()
+    return {
+        "api": (created.timestamp() - sent) * 1000,
+        "pickup": (first - created.timestamp()) * 1000,
+        "steps": steps * 1000,
+        "between": (last - first - steps) * 1000,
+        "end": (finished.timestamp() - last) * 1000,
+    }
 
 
 def measure_run5(
@@ -475,7 +491,7 @@ def measure_run5(
         response = api.post(start_path, json={"input": {}})
         response.raise_for_status()
         wait_done(reader, [response.json()["id"]])
-    e2e, steps = [], []
+    e2e, steps, parts = [], [], []
     for _ in range(samples):
         time.sleep(random.uniform(0.05, 0.2))  # let every worker go back to waiting
         sent = time.time()
@@ -486,12 +502,15 @@ def measure_run5(
         with reader.connect() as conn:
             finished = conn.execute(select(Run.finished_at).where(Run.id == run_id)).scalar_one()
         e2e.append((finished.timestamp() - sent) * 1000)
-        steps.append(step_time_ms(reader, run_id))
+        parts.append(run5_parts(reader, run_id, sent))
+        steps.append(parts[-1]["steps"])
     e2e_ms, steps_ms = statistics.median(e2e), statistics.median(steps)
     return {
         "e2e_ms": r(e2e_ms),
         "steps_alone_ms": r(steps_ms),
         "ratio_vs_steps": r(e2e_ms / steps_ms),
+        # the medians of each part (they need not add up to the median end to end)
+        "parts_ms": {k: r(statistics.median(p[k] for p in parts)) for k in parts[0]},
         "samples": samples,
     }
 

@@ -15,12 +15,13 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.definitions.lookup import get_workflow
 from grantflow.definitions.models import Workflow, WorkflowVersion
-from grantflow.engine import failures
+from grantflow.engine import creation, failures
 from grantflow.engine.models import Run, StepRun
 from grantflow.engine.plans import plan_of
 from grantflow.engine.states import RunStatus, StepStatus
 from grantflow.engine.timeline import add_event
 from grantflow.errors import Conflict, InternalError, ValidationError
+from grantflow.queue.database import DatabaseQueue
 from grantflow.queue.interface import Queue
 from grantflow.store.base import utcnow
 
@@ -118,28 +119,31 @@ def start_run(
         created_at=now,
         last_progress_at=now,
     )
-    session.add(run)
     entry = plan.steps[plan.entry]
-    session.add(
-        StepRun(
-            run=run,
-            step_id=entry.id,
-            step_type=entry.type,
-            sequence=1,
-            status=StepStatus.PENDING,
-            side_effects=entry.side_effects,
-        )
+    step_run = StepRun(
+        run=run,
+        step_id=entry.id,
+        step_type=entry.type,
+        sequence=1,
+        status=StepStatus.PENDING,
+        side_effects=entry.side_effects,
     )
+    queued: dict[str, Any] = {
+        "kind": "queued",
+        "actor": actor.label,
+        "data": {
+            **({"replay_of": replay_of, "mode": replay_mode} if replay_of else {}),
+            "trigger": trigger,
+            "version": number,
+        },
+    }
+    if workflow.safety_pause is None and creation.applies(session, queue):
+        assert isinstance(queue, DatabaseQueue)
+        creation.create(session, queue, run, step_run, queued, fanout_slot(session, now))
+        return run
+    session.add(run)
     session.flush()
-    add_event(
-        session,
-        run.id,
-        "queued",
-        actor=actor.label,
-        trigger=trigger,
-        version=number,
-        details={"replay_of": replay_of, "mode": replay_mode} if replay_of else None,
-    )
+    add_event(session, run.id, "queued", actor=actor.label, details=queued["data"])
     if workflow.safety_pause is not None:  # accepted and held until the workflow is resumed
         from grantflow.safety.breakers import hold_new_run
 

@@ -9,13 +9,23 @@ from collections.abc import Collection
 from typing import Any
 
 import structlog
-from sqlalchemy import Select, bindparam, delete, func, select, text, update
+from sqlalchemy import (
+    Select,
+    String,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from grantflow.queue.interface import QueueStats, TransportHealth
 from grantflow.queue.models import QueueItem
 from grantflow.queue.workers import WorkerState, fleet
-from grantflow.store.base import utcnow
+from grantflow.store.base import UTCDateTime, utcnow
 from grantflow.store.database import Database
 
 log = structlog.get_logger("grantflow.queue")
@@ -31,6 +41,23 @@ _UPSERT_AND_NOTIFY = text(
     f"WITH item AS ({_UPSERT.text} RETURNING 1) "
     "SELECT pg_notify('grantflow_queue', :origin) FROM item"
 )
+
+# (built once: a statement's cache key is made once per object)
+_ITEM = (
+    insert(QueueItem)
+    .values(
+        run_id=bindparam("item_run_id"),
+        available_at=bindparam("item_at", type_=UTCDateTime()),
+        enqueued_at=bindparam("item_now", type_=UTCDateTime()),
+        deliveries=0,
+    )
+    .returning(QueueItem.run_id)
+    .cte("item")
+)
+_NEW_ITEM = select(func.count()).select_from(_ITEM)
+_NEW_ITEM_AND_NOTIFY = select(
+    func.pg_notify("grantflow_queue", bindparam("item_origin", type_=String()))
+).select_from(_ITEM)
 
 
 # MATERIALIZED: the pick runs once. Inlined into the UPDATE, a plan may run it again per row,
@@ -103,6 +130,23 @@ class DatabaseQueue:
             self.announce(session, [run_id])
         else:  # a timer: this process's idle dispatchers look again when the next one is due
             self.database.wake_after_commit(session)
+
+    def item_of_new_run(
+        self, session: Session, run_id: str, at: dt.datetime
+    ) -> tuple[Select[Any], dict[str, Any]]:
+        """PostgreSQL: a statement that writes the queue item of a run its caller creates in
+        the same statement (the caller adds its own writes with `add_cte`) and its parameters,
+        with `schedule`'s wake-ups. A new run has no item yet: a plain insert."""
+        now = utcnow()
+        params = {"item_run_id": run_id, "item_at": at, "item_now": now}
+        if at <= now and self.notifies:
+            self.database.wake_after_commit(session)
+            return _NEW_ITEM_AND_NOTIFY, params | {"item_origin": self.database.origin}
+        if at <= now:
+            self.announce(session, [run_id])
+        else:
+            self.database.wake_after_commit(session)
+        return _NEW_ITEM, params
 
     def schedule_many(self, session: Session, run_ids: list[str]) -> None:
         """Every run in `run_ids` available now: one multi-row upsert and one wake-up."""

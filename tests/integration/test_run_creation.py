@@ -1,0 +1,106 @@
+"""A run's creation on PostgreSQL in one statement (engine/creation.py), against the general
+path SQLite takes: the same rows, one statement where there were four, and a run object its
+caller can go on using in the same transaction."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from grantflow.engine import creation
+from grantflow.engine.models import Run, RunEvent, StepRun
+from grantflow.engine.runs import start_run
+from grantflow.engine.states import StepStatus
+from grantflow.queue.models import QueueItem
+from grantflow.store.database import Database
+from tests.support.engine import ACTOR, publish, queue, run_detail, start, workflow
+from tests.support.statements import statements_by_thread
+
+# what differs between two runs created one after the other
+_OWN = {"id", "run_id", "created_at", "last_progress_at", "deadline_at", "stuck_at", "at"}
+
+
+def _postgres(db: Database) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite creates a run on the general path")
+
+
+def _flow(db: Database) -> str:
+    return publish(
+        db,
+        workflow(
+            "created",
+            {"id": "greet", "type": "set", "config": {"values": {"hi": "{{ input.name }}"}}},
+            {"id": "wait", "type": "delay", "config": {"duration": "1h"}},
+        ),
+    )
+
+
+def _rows(db: Database, run_id: str) -> dict[str, Any]:
+    """The run's rows as the database holds them, without what differs between two runs."""
+
+    def columns(row: Any) -> dict[str, Any]:
+        return {c.key: getattr(row, c.key) for c in row.__table__.columns if c.key not in _OWN}
+
+    with db.transaction() as session:
+        run = session.get(Run, run_id)
+        steps = session.execute(select(StepRun).where(StepRun.run_id == run_id)).scalars()
+        events = session.execute(select(RunEvent).where(RunEvent.run_id == run_id)).scalars()
+        item = session.get(QueueItem, run_id)
+        assert run is not None
+        assert item is not None
+        return {
+            "run": columns(run),
+            "steps": [columns(s) for s in steps],
+            "events": [columns(e) for e in events],
+            "item": {**columns(item), "enqueued_at": None, "available_at": None},
+        }
+
+
+def test_one_statement_writes_what_the_general_path_writes(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = database
+    _postgres(db)
+    flow = _flow(db)
+    me = threading.current_thread().name
+    with statements_by_thread(monkeypatch) as counted:
+        made = start(db, flow, {"name": "ada"})
+        one = counted[me]
+    monkeypatch.setattr(creation, "applies", lambda *_: False)
+    with statements_by_thread(monkeypatch) as counted:
+        general = start(db, flow, {"name": "ada"})
+        other = counted[me]
+    assert _rows(db, made) == _rows(db, general)
+    assert _rows(db, made)["events"][0]["kind"] == "queued"
+    # the workflow's read, then the run, its step run, its event and its queue item: one
+    # statement where the general path sends four
+    assert (one, other) == (2, 5)
+    # ready at once, and shown as the general path's run is
+    shown = run_detail(db, made)
+    assert shown["status"] == "queued"
+    assert shown["steps"][0]["status"] == StepStatus.PENDING
+
+
+def test_the_run_made_in_one_statement_is_the_callers_to_go_on_with(database: Database) -> None:
+    """Attached as if read: a change is an update at commit, nothing is inserted twice, and
+    nothing is read again to show it."""
+    db = database
+    _postgres(db)
+    flow = _flow(db)
+    with db.transaction() as session:
+        run = start_run(session, ACTOR, queue(db), flow, {"name": "ada"})
+        assert run in session
+        assert not session.new
+        assert not session.dirty
+        assert run.step_runs[0].step_id == "greet"
+        assert run.acted_steps == []
+        run.subject = {"identity": "ada@example.com"}
+        run_id = run.id
+    with db.transaction() as session:
+        assert session.get(Run, run_id).subject == {"identity": "ada@example.com"}  # type: ignore[union-attr]
+        counted = session.execute(select(StepRun.id).where(StepRun.run_id == run_id)).all()
+        assert len(counted) == 1
