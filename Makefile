@@ -27,11 +27,15 @@ run: $(RUN_STAMP)
 	@GRANTFLOW_LOG_FORMAT=$${GRANTFLOW_LOG_FORMAT:-console} $(BIN)/grantflow demo
 	GRANTFLOW_LOG_FORMAT=$${GRANTFLOW_LOG_FORMAT:-console} $(BIN)/grantflow serve --sandbox
 
-## test: lint, type-check, and the whole suite on SQLite and PostgreSQL
+## test: lint, type-check, and the whole suite on SQLite and PostgreSQL (the type check runs
+## beside the suite, its report printed after it: one core is free while the suite starts)
 PYTEST_ARGS ?= -n 4 --dist worksteal --durations=15
 
-test: $(DEV_STAMP) lint typecheck chromium
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: $(DEV_STAMP) lint chromium
+	@report=$$(mktemp); $(BIN)/mypy >$$report 2>&1 & typecheck=$$!; \
+	$(BIN)/pytest $(PYTEST_ARGS); tests=$$?; \
+	wait $$typecheck; types=$$?; echo "mypy:"; cat $$report; rm -f $$report; \
+	[ $$tests -eq 0 ] && [ $$types -eq 0 ]
 
 ## chromium: Debian's Chromium for the browser tests (tests/browser), installed with apt-get when
 ## missing — as root, or with sudo. Playwright never downloads a browser here. When it cannot be
