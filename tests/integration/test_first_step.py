@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy import func, select, text, update
 
 from grantflow.connections.outbound import OutboundPolicy
-from grantflow.engine import concurrency, first_step, hooks, operations
+from grantflow.engine import concurrency, first_step, hooks, operations, take
 from grantflow.engine.hooks import RunEnd
 from grantflow.engine.interpreter import Interpreter
 from grantflow.engine.models import Run, RunEvent, StepAttempt, StepRun
@@ -69,9 +69,9 @@ def test_a_fresh_run_takes_no_general_path(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """set, call, set: on PostgreSQL the run never goes through the general path, and the
-    thread that advances it sends 6 statements in 5 round trips (the read; the workflow's start
-    lock and the take, one pipeline; then one checkpoint per step boundary); on SQLite the first
-    step takes the general path, the reference."""
+    thread that advances it sends 5 statements in 4 round trips (the workflow's start lock and
+    the take, one pipeline; then one checkpoint per step boundary: the run was read by its
+    claim); on SQLite the first step takes the general path, the reference."""
     with running_target() as target:
         target.on("/call", Reply(200, {"ok": True}))
         wf = publish(
@@ -102,7 +102,7 @@ def test_a_fresh_run_takes_no_general_path(
     ]
     if database.dialect == "postgresql":
         assert prepared == []
-        assert sum(n for thread, n in counted.items() if thread.startswith("run")) == 6
+        assert sum(n for thread, n in counted.items() if thread.startswith("run")) == 5
     else:
         assert prepared == [run_id]
 
@@ -166,6 +166,43 @@ def test_no_listener_is_concerned_with_a_fresh_run_s_start(
 
 
 # --- the guard --------------------------------------------------------------------------------
+
+
+def test_the_claim_reads_a_fresh_run_and_only_a_fresh_one(database: Database) -> None:
+    """A worker's claim on PostgreSQL brings each fresh run's row (the read its take needs),
+    handed over once; a run that is no longer fresh comes with none, and the general path reads
+    it. The claim still answers when the next parked run is due."""
+    if database.dialect != "postgresql":
+        pytest.skip("the fast take is PostgreSQL's")
+    wf = publish(database, workflow("read-by-claim", set_step("a", x=1)))
+    fresh, started = start(database, wf), start(database, wf)
+    with database.transaction() as session:  # started before: no longer fresh
+        session.execute(update(Run).where(Run.id == started).values(started_at=utcnow()))
+    later = start(database, wf)
+    with database.transaction() as session:  # parked for an hour
+        session.execute(
+            update(QueueItem)
+            .where(QueueItem.run_id == later)
+            .values(available_at=utcnow() + dt.timedelta(hours=1))
+        )
+    worker = _worker(database, "w1")
+    try:
+        queue = worker.queue
+        assert sorted(queue.claim("w1", 5, 30)) == sorted([fresh, started])
+        read = take.fresh_of(queue.claimed_row(fresh))
+        assert read is not None
+        assert (read.run["id"], read.step_run["step_id"], read.workflow_name) == (
+            fresh,
+            "a",
+            "read-by-claim",
+        )
+        assert queue.claimed_row(fresh) is None  # handed over once
+        assert take.fresh_of(queue.claimed_row(started)) is None
+        due = queue.next_due()
+        assert due is not None
+        assert due > utcnow() + dt.timedelta(minutes=59)
+    finally:
+        worker.interpreter.http.close()
 
 
 def _worker(database: Database, name: str) -> Worker:

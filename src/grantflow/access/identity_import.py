@@ -338,6 +338,9 @@ class _DiscardingQueue:
     def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[str]:
         return []
 
+    def claimed_row(self, run_id: str) -> None:
+        return None
+
     def extend(self, worker_id: str, lease_seconds: float, run_ids: Collection[str]) -> None:
         return None
 

@@ -19,6 +19,7 @@ import datetime as dt
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from grantflow.definitions.plan import Plan, PlanStep
@@ -30,7 +31,7 @@ from grantflow.engine.hot_path import HotPath, plain_success
 from grantflow.engine.models import Run, StepRun
 from grantflow.engine.plans import plan_of
 from grantflow.engine.states import RunStatus, StepStatus
-from grantflow.engine.take import Fresh, Take, read_fresh, record_taken
+from grantflow.engine.take import Fresh, Take, fresh_of, read_fresh, record_taken
 from grantflow.engine.turns import (
     Chain,
     Pending,
@@ -52,15 +53,16 @@ from grantflow.store.base import utcnow
 class FirstStep(HotPath):
     """Mixed into the Interpreter (before the general path's first look at a run)."""
 
-    def _take_fresh(self, turn: Turn) -> bool:
+    def _take_fresh(self, turn: Turn, claimed: Sequence[Any] | None = None) -> bool:
         """Take a freshly claimed run and start its first step. True: taken, and the turn goes
         on — a call is ready to be made, or a pure step's success was recorded with the next
         step (or its run's end) or, if that checkpoint did not apply, is left to the general
         path. False: nothing written, the turn as it was (but for a config that failed to
-        render, which the general path records); the general path takes the run."""
+        render, which the general path records); the general path takes the run. `claimed`:
+        the run as the claim read it (take.READ_WITH_CLAIM), instead of reading it now."""
         if self.database.dialect != "postgresql" or self.stopping.is_set():
             return False
-        fresh = read_fresh(self.database, turn.run_id)
+        fresh = read_fresh(self.database, turn.run_id) if claimed is None else fresh_of(claimed)
         if fresh is None:
             return False
         try:

@@ -111,6 +111,7 @@ class Interpreter(FirstStep):
         queue lease is still this worker's, to hand back."""
         turn = Turn(run_id)
         fresh = True  # a freshly claimed run may be taken on the fast path (engine/first_step.py)
+        claimed = self.queue.claimed_row(run_id)  # (what the claim read of it, if anything)
         while True:
             if turn.ended:
                 return True
@@ -120,7 +121,7 @@ class Interpreter(FirstStep):
             try:
                 if fresh:
                     fresh = False
-                    if self._take_fresh(turn):
+                    if self._take_fresh(turn, claimed):
                         continue  # taken: on from the top (the run may have ended already)
                 if turn.chain is not None:
                     more = self._advance_chain(turn, turn.chain)

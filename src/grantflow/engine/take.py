@@ -3,11 +3,13 @@
 The general path takes a run in a transaction of many statements (engine/interpreter.py
 `_locked_run` and `_prepare`). A run that was just created and claimed is the common case and
 looks the same every time: `queued`, never started, at its first step, nothing asked of it.
-For it the worker reads the run, its first step run and its plan in one statement, decides
-the first step in memory, and commits the take in one statement: the run's new lease token,
-the run `running` with its `started` event, the first step's pass through the safety gate's
-common case (`gate.FOLDED`) and, when the first step calls out, its intent (the step running,
-the attempt with its rendered request, the `step_started` event).
+For it the worker reads the run, its first step run and its plan in one statement (the claim
+that leased the run reads it too, in the claim's own statement: queue/database.py
+`read_with_claim`; a run claimed otherwise is read here), decides the first step in memory,
+and commits the take in one statement: the run's new lease token, the run `running` with its
+`started` event, the first step's pass through the safety gate's common case (`gate.FOLDED`)
+and, when the first step calls out, its intent (the step running, the attempt with its
+rendered request, the `step_started` event).
 
 The write applies only if the run is still as read and this worker holds its queue lease: the
 run row is locked first, then the queue item (the general path's order, so the two never wait
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,15 +37,20 @@ _STEP = [c.name for c in StepRun.__table__.columns]
 
 # One statement: a run that is queued and never started, with one step run, its workflow's name
 # and its version's stored plan. (A run with more step runs was started before: not fresh.)
-_READ = (
+_FRESH = (
     "SELECT "
     + ", ".join([*(f"r.{c}" for c in _RUN), *(f"s.{c}" for c in _STEP)])
     + ", w.name, v.plan FROM runs r JOIN step_runs s ON s.run_id = r.id "
     "JOIN workflows w ON w.id = r.workflow_id "
     "LEFT JOIN workflow_versions v ON v.workflow_id = r.workflow_id AND v.number = r.version "
-    "WHERE r.id = %(run_id)s AND r.status = 'queued' AND r.started_at IS NULL "
+    "WHERE r.id = {run} AND r.status = 'queued' AND r.started_at IS NULL "
     "AND NOT EXISTS (SELECT 1 FROM step_runs o WHERE o.run_id = r.id AND o.id <> s.id)"
 )
+_READ = _FRESH.replace("{run}", "%(run_id)s")
+# The same read for each run a claim leases, in the claim's own statement (queue/database.py
+# `read_with_claim`): `claimed.run_id` is the claim's row. Its columns, NULL when not fresh.
+READ_WITH_CLAIM = _FRESH.replace("{run}", "claimed.run_id")
+READ_COLUMNS = len(_RUN) + len(_STEP) + 2
 
 # The run row locked while it is as read, then the queue item while this worker's lease on it
 # holds (an uncorrelated EXISTS runs first: the run row is locked before the queue item); then
@@ -122,8 +130,12 @@ class Take:
 
 def read_fresh(database: Database, run_id: str) -> Fresh | None:
     """The run if it is queued and was never started (PostgreSQL, autocommit, one statement)."""
-    row = row_on_postgres(database, _READ, {"run_id": run_id}, frozenset())
-    if row is None:
+    return fresh_of(row_on_postgres(database, _READ, {"run_id": run_id}, frozenset()))
+
+
+def fresh_of(row: Sequence[Any] | None) -> Fresh | None:
+    """The run as the read (or the claim, with READ_WITH_CLAIM) found it; None if not fresh."""
+    if row is None or row[0] is None:
         return None
     values = [_utc(v) for v in row]
     run = dict(zip(_RUN, values[: len(_RUN)], strict=True))

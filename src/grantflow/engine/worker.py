@@ -20,9 +20,10 @@ from grantflow.connections.access import ConnectionAccess
 from grantflow.connections.crypto import Keyring
 from grantflow.connections.health import check_due
 from grantflow.connections.outbound import OutboundPolicy, guarded_client
-from grantflow.engine import hooks
+from grantflow.engine import hooks, take
 from grantflow.engine.interpreter import Interpreter
 from grantflow.queue import workers
+from grantflow.queue.database import DatabaseQueue
 from grantflow.queue.interface import Queue
 from grantflow.queue.models import Worker as WorkerRow
 from grantflow.store.base import utcnow
@@ -71,6 +72,9 @@ class Worker:
             ),
         )
         self.connections = ConnectionAccess(database, keyring, self.http)
+        if database.dialect == "postgresql" and isinstance(queue, DatabaseQueue):
+            # a fresh run is read by its claim: its first step's take needs no read of its own
+            queue.read_with_claim(take.READ_WITH_CLAIM, take.READ_COLUMNS)
         self.interpreter = Interpreter(
             database,
             queue,

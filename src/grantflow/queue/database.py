@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import structlog
@@ -75,6 +75,13 @@ _CLAIM = text(
     "SELECT NULL, min(available_at) FROM queue_items "
     "WHERE lease_owner IS NULL AND available_at > :now"
 )
+# The same, and for each run claimed the row of a read that rides on the claim
+# (`read_with_claim`): a SELECT of `columns` columns correlated to `claimed.run_id`.
+_CLAIM_READING = _CLAIM.text.replace(
+    "SELECT run_id, NULL AS due FROM claimed",
+    "SELECT claimed.run_id, NULL AS due, also.* FROM claimed "
+    "LEFT JOIN LATERAL ({select}) also ON true",
+).replace("SELECT NULL, min(available_at)", "SELECT NULL, min(available_at), {nulls}")
 # The given runs, those of them still ready: a transport that announces runs elsewhere
 # (queue/streams.py) claims what it was told of; a run finished or held by another worker
 # meanwhile is not taken.
@@ -114,6 +121,16 @@ class DatabaseQueue:
         self._listener: threading.Thread | None = None
         self._closed = threading.Event()
         self._claimed = threading.local()  # the next due time the thread's last claim saw
+        self._claim = _CLAIM
+        self._claimed_rows: dict[str, Sequence[Any]] = {}  # (read_with_claim's, by run)
+
+    def read_with_claim(self, select: str, columns: int) -> None:
+        """PostgreSQL: each run a claim leases comes with the row of `select` (a SELECT of
+        `columns` columns correlated to `claimed.run_id`, all NULL when it finds none), read in
+        the claim's own statement: a worker's first read of the run without a round trip of
+        its own. `claimed_row` hands it over."""
+        nulls = ", ".join(["NULL"] * columns)
+        self._claim = text(_CLAIM_READING.format(select=select, nulls=nulls))
 
     # --- inside a caller's transaction --------------------------------------------------------
     def schedule(self, session: Session, run_id: str, at: dt.datetime | None = None) -> None:
@@ -207,9 +224,15 @@ class DatabaseQueue:
             "limit": limit,
         }
         with self.database.autocommit.connect() as conn:
-            rows = conn.execute(_CLAIM, params).all()
-        self._claimed.due = _utc(rows[-1].due)  # (the last row: the next due time)
-        return [row.run_id for row in rows[:-1]]
+            rows = conn.execute(self._claim, params).all()
+        self._claimed.due = _utc(rows[-1][1])  # (the last row: the next due time)
+        for row in rows[:-1]:
+            if len(row) > 2:
+                self._claimed_rows[row[0]] = tuple(row[2:])
+        return [row[0] for row in rows[:-1]]
+
+    def claimed_row(self, run_id: str) -> Sequence[Any] | None:
+        return self._claimed_rows.pop(run_id, None)
 
     def claim_these(self, worker_id: str, run_ids: list[str], lease_seconds: float) -> list[str]:
         """Lease those of `run_ids` that are ready (one statement); the others are skipped."""

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -56,6 +56,10 @@ class Queue(Protocol):
 
     def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[str]:
         """Take up to `limit` ready runs, leasing them to `worker_id`."""
+
+    def claimed_row(self, run_id: str) -> Sequence[Any] | None:
+        """The row a read registered with the claim found for the run (`read_with_claim` of
+        the database transport on PostgreSQL), handed over once; None when there is none."""
 
     def extend(self, worker_id: str, lease_seconds: float, run_ids: Collection[str]) -> None:
         """Renew the leases `worker_id` holds on `run_ids`, the runs it is advancing
