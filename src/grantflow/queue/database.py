@@ -63,25 +63,20 @@ _NEW_ITEM_AND_NOTIFY = select(
 # MATERIALIZED: the pick runs once. Inlined into the UPDATE, a plan may run it again per row,
 # and each rerun skips the rows already leased and picks more: more runs than `limit`.
 # The last row answers `next_due` too: when the earliest parked run becomes ready (the row's
-# run_id is NULL), so an idle dispatcher sends one statement, not two.
-_CLAIM = text(
+# run_id is NULL), so an idle dispatcher sends one statement, not two. `{read}` and `{nulls}`:
+# a read that rides on the claim (`read_with_claim`), or nothing.
+_CLAIMING = (
     "WITH picked AS MATERIALIZED (SELECT run_id FROM queue_items "
     "WHERE available_at <= :now AND (lease_owner IS NULL OR lease_expires_at < :now) "
     "ORDER BY available_at LIMIT :limit FOR UPDATE SKIP LOCKED), "
     "claimed AS (UPDATE queue_items SET lease_owner = :worker, lease_expires_at = :expires, "
     "deliveries = queue_items.deliveries + 1 FROM picked "
     "WHERE queue_items.run_id = picked.run_id RETURNING queue_items.run_id) "
-    "SELECT run_id, NULL AS due FROM claimed UNION ALL "
-    "SELECT NULL, min(available_at) FROM queue_items "
+    "SELECT claimed.run_id, NULL AS due{read} UNION ALL "
+    "SELECT NULL, min(available_at){nulls} FROM queue_items "
     "WHERE lease_owner IS NULL AND available_at > :now"
 )
-# The same, and for each run claimed the row of a read that rides on the claim
-# (`read_with_claim`): a SELECT of `columns` columns correlated to `claimed.run_id`.
-_CLAIM_READING = _CLAIM.text.replace(
-    "SELECT run_id, NULL AS due FROM claimed",
-    "SELECT claimed.run_id, NULL AS due, also.* FROM claimed "
-    "LEFT JOIN LATERAL ({select}) also ON true",
-).replace("SELECT NULL, min(available_at)", "SELECT NULL, min(available_at), {nulls}")
+_CLAIM = text(_CLAIMING.format(read=" FROM claimed", nulls=""))
 # The given runs, those of them still ready: a transport that announces runs elsewhere
 # (queue/streams.py) claims what it was told of; a run finished or held by another worker
 # meanwhile is not taken.
@@ -129,8 +124,8 @@ class DatabaseQueue:
         `columns` columns correlated to `claimed.run_id`, all NULL when it finds none), read in
         the claim's own statement: a worker's first read of the run without a round trip of
         its own. `claimed_row` hands it over."""
-        nulls = ", ".join(["NULL"] * columns)
-        self._claim = text(_CLAIM_READING.format(select=select, nulls=nulls))
+        read = f", also.* FROM claimed LEFT JOIN LATERAL ({select}) also ON true"
+        self._claim = text(_CLAIMING.format(read=read, nulls=", NULL" * columns))
 
     # --- inside a caller's transaction --------------------------------------------------------
     def schedule(self, session: Session, run_id: str, at: dt.datetime | None = None) -> None:
