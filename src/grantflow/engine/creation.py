@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from typing import Any
+from typing import Any, TypeGuard
 
 from sqlalchemy import CTE, Column, Select, Table, bindparam, insert
 from sqlalchemy.orm import Session, make_transient_to_detached
@@ -25,7 +25,8 @@ from grantflow.queue.interface import Queue
 from grantflow.store.base import Base, utcnow
 
 
-def applies(session: Session, queue: Queue) -> bool:
+def applies(queue: Queue, session: Session) -> TypeGuard[DatabaseQueue]:
+    """Is this a start to create in one statement: PostgreSQL, the queue in its database?"""
     database = session.info.get("database")
     return (
         isinstance(queue, DatabaseQueue)

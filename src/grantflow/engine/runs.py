@@ -21,7 +21,6 @@ from grantflow.engine.plans import plan_of
 from grantflow.engine.states import RunStatus, StepStatus
 from grantflow.engine.timeline import add_event
 from grantflow.errors import Conflict, InternalError, ValidationError
-from grantflow.queue.database import DatabaseQueue
 from grantflow.queue.interface import Queue
 from grantflow.store.base import utcnow
 
@@ -137,8 +136,7 @@ def start_run(
             "version": number,
         },
     }
-    if workflow.safety_pause is None and creation.applies(session, queue):
-        assert isinstance(queue, DatabaseQueue)
+    if workflow.safety_pause is None and creation.applies(queue, session):
         creation.create(session, queue, run, step_run, queued, fanout_slot(session, now))
         return run
     session.add(run)
