@@ -132,16 +132,10 @@ class DatabaseQueue:
         now = utcnow()
         when = at or now
         params = {"run_id": run_id, "at": self._param(when), "now": self._param(now)}
-        if when <= now and self.database.dialect == "postgresql" and self.notifies:
-            origin = {"origin": self.database.origin}
-            session.execute(_UPSERT_AND_NOTIFY, params | origin)  # one round trip, not two
-            self.database.wake_after_commit(session)
-            return
-        session.execute(_UPSERT, params)
-        if when <= now:
-            self.announce(session, [run_id])
-        else:  # a timer: this process's idle dispatchers look again when the next one is due
-            self.database.wake_after_commit(session)
+        if self._wake(session, run_id, when, now):  # one round trip, not two
+            session.execute(_UPSERT_AND_NOTIFY, params | {"origin": self.database.origin})
+        else:
+            session.execute(_UPSERT, params)
 
     def item_of_new_run(
         self, session: Session, run_id: str, at: dt.datetime
@@ -151,14 +145,22 @@ class DatabaseQueue:
         with `schedule`'s wake-ups. A new run has no item yet: a plain insert."""
         now = utcnow()
         params = {"item_run_id": run_id, "item_at": at, "item_now": now}
-        if at <= now and self.notifies:
-            self.database.wake_after_commit(session)
+        if self._wake(session, run_id, at, now):
             return _NEW_ITEM_AND_NOTIFY, params | {"item_origin": self.database.origin}
-        if at <= now:
-            self.announce(session, [run_id])
-        else:
-            self.database.wake_after_commit(session)
         return _NEW_ITEM, params
+
+    def _wake(self, session: Session, run_id: str, when: dt.datetime, now: dt.datetime) -> bool:
+        """The wake-ups of a run available at `when`, once the caller's transaction commits.
+        True: the caller's statement carries the NOTIFY (PostgreSQL, ready now, workers that
+        LISTEN); this process's own workers are woken here in each case."""
+        if when > now:  # a timer: this process's idle dispatchers look again when it is due
+            self.database.wake_after_commit(session)
+            return False
+        if self.database.dialect == "postgresql" and self.notifies:
+            self.database.wake_after_commit(session)
+            return True
+        self.announce(session, [run_id])
+        return False
 
     def schedule_many(self, session: Session, run_ids: list[str]) -> None:
         """Every run in `run_ids` available now: one multi-row upsert and one wake-up."""
