@@ -69,9 +69,9 @@ def test_a_fresh_run_takes_no_general_path(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """set, call, set: on PostgreSQL the run never goes through the general path, and the
-    thread that advances it sends 5 statements in 4 round trips (the workflow's start lock and
-    the take, one pipeline; then one checkpoint per step boundary: the run was read by its
-    claim); on SQLite the first step takes the general path, the reference."""
+    thread that advances it sends 4 statements (the take, with the workflow's start lock and
+    count inside it; then one checkpoint per step boundary: the run was read by its claim); on
+    SQLite the first step takes the general path, the reference."""
     with running_target() as target:
         target.on("/call", Reply(200, {"ok": True}))
         wf = publish(
@@ -102,7 +102,7 @@ def test_a_fresh_run_takes_no_general_path(
     ]
     if database.dialect == "postgresql":
         assert prepared == []
-        assert sum(n for thread, n in counted.items() if thread.startswith("run")) == 5
+        assert sum(n for thread, n in counted.items() if thread.startswith("run")) == 4
     else:
         assert prepared == [run_id]
 

@@ -420,27 +420,17 @@ def row_on_postgres(
     sql: str,
     params: dict[str, Any],
     json: frozenset[str] = _JSON,
-    *,
-    after: str | None = None,
 ) -> Any:
     """The first row of one statement in the driver's own SQL, in autocommit; `json`: the
-    parameters sent as JSON. `after`: a statement (same parameters) that runs first; the two
-    are sent as one pipeline, one round trip and one implicit transaction (the pipeline's one
-    Sync ends it), and the statement's snapshot is taken after `after` ran (a lock it took)."""
+    parameters sent as JSON."""
     import psycopg  # (here: a process on SQLite never loads the driver)
     from psycopg.types.json import Jsonb
 
     values = {k: Jsonb(v) if k in json else v for k, v in params.items()}
     connection = database.autocommit.raw_connection()
     try:
-        driver: Any = connection.driver_connection
-        if after is None:
-            cursor = connection.cursor()
-            cursor.execute(sql, values)
-        else:
-            with driver.pipeline():
-                driver.execute(after, values)
-                cursor = driver.execute(sql, values)
+        cursor = connection.cursor()
+        cursor.execute(sql, values)
         row = cursor.fetchone()
         cursor.close()
     except psycopg.Error as exc:

@@ -54,8 +54,9 @@ READ_COLUMNS = len(_RUN) + len(_STEP) + 2
 
 # The run row locked while it is as read, then the queue item while this worker's lease on it
 # holds (an uncorrelated EXISTS runs first: the run row is locked before the queue item); then
-# the first step still pending and the workflow under its concurrency limit (`step`: what the
-# gate's common case, FOLDED, waits for before it counts the step). The run is written only
+# the first step still pending and the workflow under its concurrency limit (its start lock
+# and count, in engine/concurrency.py's function; `step`: what the gate's common case, FOLDED,
+# waits for before it counts the step). The run is written only
 # when the gate counted the step; every other write depends on the run's.
 _TAKE = """WITH held AS (
   SELECT r.id FROM runs r WHERE r.id = %(run_id)s AND r.status = 'queued'
@@ -71,8 +72,7 @@ _TAKE = """WITH held AS (
 ), step AS (
   SELECT s.id FROM step_runs s WHERE EXISTS (SELECT 1 FROM lease)
     AND s.id = %(step_run_id)s AND s.status = 'pending' AND s.attempts = 0
-    AND (SELECT count(*) FROM runs o WHERE o.workflow_id = %(workflow_id)s
-      AND o.id <> %(run_id)s AND o.status = 'running') < %(allowed)s
+    AND workflow_start_count(%(lock_key)s, %(workflow_id)s, %(run_id)s) < %(allowed)s
 ), {gate}, run AS (
   UPDATE runs SET status = 'running', lease_token = %(lease_token)s, waiting_reason = NULL,
     wake_at = NULL, failure = CASE WHEN failure IS NULL THEN failure ELSE 'null'::jsonb END,
@@ -158,9 +158,8 @@ def record_taken(database: Database, take: Take, admit: dict[str, Any]) -> bool:
         "idempotency_key": intent.idempotency_key if intent else None,
         "request": intent.request if intent else None,
     }
-    params["lock_key"] = concurrency.lock_key(take.workflow_id)  # (the count sees every start)
-    sql = _statement(intent is not None)
-    row = row_on_postgres(database, sql, params, _JSON_PARAMS, after=concurrency.LOCK)
+    params["lock_key"] = concurrency.lock_key(take.workflow_id)
+    row = row_on_postgres(database, _statement(intent is not None), params, _JSON_PARAMS)
     return bool(row and row[0])
 
 
