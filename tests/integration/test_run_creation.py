@@ -8,15 +8,20 @@ import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from grantflow.engine import creation
+from grantflow.definitions.models import Workflow, WorkflowVersion
+from grantflow.definitions.workflows import set_enabled
+from grantflow.engine import creation, detail
 from grantflow.engine.models import Run, RunEvent, StepRun
 from grantflow.engine.runs import start_run
 from grantflow.engine.states import StepStatus
+from grantflow.errors import Conflict
 from grantflow.queue.models import QueueItem
+from grantflow.safety import breakers
+from grantflow.store.base import utcnow
 from grantflow.store.database import Database
-from tests.support.engine import ACTOR, publish, queue, run_detail, start, workflow
+from tests.support.engine import ACTOR, events, publish, queue, run_detail, start, workflow
 from tests.support.statements import statements_by_thread
 
 # what differs between two runs created one after the other
@@ -104,3 +109,101 @@ def test_the_run_made_in_one_statement_is_the_callers_to_go_on_with(database: Da
         assert session.get(Run, run_id).subject == {"identity": "ada@example.com"}  # type: ignore[union-attr]
         counted = session.execute(select(StepRun.id).where(StepRun.run_id == run_id)).all()
         assert len(counted) == 1
+
+
+def test_a_start_after_the_first_reads_no_workflow(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first start reads the workflow; the next writes from what it read, in one statement
+    that also checks the workflow is still so, and the same rows; its detail names the
+    workflow without reading it."""
+    db = database
+    _postgres(db)
+    flow = _flow(db)
+    first = start(db, flow, {"name": "ada"})
+    me = threading.current_thread().name
+    with statements_by_thread(monkeypatch) as counted, db.transaction() as session:
+        run = start_run(session, ACTOR, queue(db), flow, {"name": "ada"})
+        sent = counted[me]
+        shown = detail.run_detail(session, run, queue(db), new=True)
+        second = run.id
+    assert sent == 1
+    assert shown["workflow"] == "created"
+    assert _rows(db, second) == _rows(db, first)
+
+
+def _runs(db: Database) -> int:
+    with db.transaction() as session:
+        return len(session.execute(select(Run.id)).all())
+
+
+def _changed(db: Database, flow: str, change: str) -> None:
+    """The workflow changed as another process would change it (this process keeps what its
+    last start read)."""
+    with db.transaction() as session:
+        if change == "disabled":
+            set_enabled(session, ACTOR, flow, False)
+        elif change == "paused for safety":
+            breakers.trip(session, flow, "failure_rate", {"failed": 5}, utcnow())
+        elif change == "plan lost":
+            session.execute(update(WorkflowVersion).values(plan=None))
+        elif change == "renamed":
+            session.execute(update(Workflow).values(name="renamed", name_key="renamed"))
+
+
+@pytest.mark.parametrize("change", ["disabled", "paused for safety", "plan lost", "renamed"])
+def test_a_workflow_changed_since_the_last_start_is_read_again(
+    database: Database, change: str
+) -> None:
+    """What the last start read is only used while the workflow is still so: a change made
+    elsewhere is found, and the start does what the general path does with it."""
+    db = database
+    _postgres(db)
+    flow = _flow(db)
+    start(db, flow, {"name": "ada"})
+    _changed(db, flow, change)
+    before = _runs(db)
+    if change == "disabled":
+        with pytest.raises(Conflict) as refused:
+            start(db, flow, {"name": "ada"})
+        assert refused.value.code == "workflow_disabled"
+        assert _runs(db) == before  # nothing half-written
+        return
+    shown = run_detail(db, start(db, flow, {"name": "ada"}))
+    assert _runs(db) == before + 1
+    if change == "paused for safety":
+        assert shown["held"] is not None
+        assert [e["kind"] for e in events(db, shown["id"])] == ["queued", "held"]
+    elif change == "plan lost":
+        assert shown["status"] == "failed"
+        assert shown["failure"]["code"] == "plan_integrity_failed"
+    else:
+        assert (shown["status"], shown["workflow"]) == ("queued", "renamed")
+
+
+def test_a_new_version_and_its_input_are_taken_from_the_workflow_as_it_is_now(
+    database: Database,
+) -> None:
+    """A version published elsewhere since the last start: the run is of the new version, and
+    input only the new version accepts is accepted."""
+    db = database
+    _postgres(db)
+    document = workflow(
+        "versions",
+        {"id": "greet", "type": "set", "config": {"values": {"hi": "{{ input.name }}"}}},
+    )
+    document["trigger"]["input_schema"] = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}},
+        "required": ["name"],
+    }
+    flow = publish(db, document)
+    start(db, flow, {"name": "ada"})
+    document["trigger"]["input_schema"] = {
+        "type": "object",
+        "properties": {"n": {"type": "integer"}},
+    }
+    document["steps"][0]["id"] = "hello"
+    assert publish(db, document) == flow
+    shown = run_detail(db, start(db, flow, {"n": 1}))
+    assert (shown["version"], shown["steps"][0]["step_id"]) == (2, "hello")

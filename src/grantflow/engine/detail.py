@@ -342,12 +342,18 @@ def next_step_advice(
     return {**advised, "action": advice.render(advised["operation"], **ids)}
 
 
+def _workflow_name(session: Session, run: Run, new: bool) -> str | None:
+    """A run started in this transaction: the name its start read (engine/runs.py)."""
+    started = session.info.get("workflow_names", {}).get(run.workflow_id) if new else None
+    workflow = None if started else session.get(Workflow, run.workflow_id)
+    return started or (workflow.name if workflow else None)
+
+
 def run_detail(session: Session, run: Run, queue: Queue, *, new: bool = False) -> dict[str, Any]:
     """Everything about a run. `new`: the run was created in this transaction (a start, a
     replay), so it has no replay and no attempt yet, and its step runs are the ones it was
     created with, in memory: three reads fewer inside the transaction that creates it."""
-    workflow = session.get(Workflow, run.workflow_id)
-    detail = run_summary(run, workflow.name if workflow else None)
+    detail = run_summary(run, _workflow_name(session, run, new))
     detail["input"] = run.input
     detail["subject"] = run.subject
     detail["stuck"] = stuck_report(session, run, queue)

@@ -15,12 +15,14 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.definitions.lookup import get_workflow
 from grantflow.definitions.models import Workflow, WorkflowVersion
+from grantflow.definitions.plan import Plan
 from grantflow.engine import creation, failures
 from grantflow.engine.models import Run, StepRun
 from grantflow.engine.plans import plan_of
 from grantflow.engine.states import RunStatus, StepStatus
 from grantflow.engine.timeline import add_event
 from grantflow.errors import Conflict, InternalError, ValidationError
+from grantflow.queue.database import DatabaseQueue
 from grantflow.queue.interface import Queue
 from grantflow.store.base import utcnow
 
@@ -79,65 +81,25 @@ def start_run(
     replay_mode: str | None = None,
 ) -> Run:
     actor.require(Permission.RUN_OPERATE)
-    workflow, stored = _workflow_and_plan(session, workflow_id, version)
-    # held for the rest of the transaction: the session's identity map keeps only weak
-    # references, and the run's detail (the API's answer) reads the workflow again
-    session.info.setdefault("workflows_started", {})[workflow.id] = workflow
-    number = version if version is not None else check_dispatching(workflow)
     now = utcnow()
+    start = _Start(actor, run_input, trigger, subject, replay_of, replay_mode, now)
+    if version is None and creation.applies(queue, session):
+        known = creation.known(session, workflow_id)
+        run = _start_known(session, queue, start, known) if known else None
+        if run is not None:
+            return run
+    workflow, stored = _workflow_and_plan(session, workflow_id, version)
+    _started(session, workflow.id, workflow.name)
+    number = version if version is not None else check_dispatching(workflow)
     try:
         plan = plan_of(workflow.id, workflow.name, number, stored)
     except InternalError as exc:
         return _failed_at_start(session, actor, workflow, number, run_input, trigger, exc)
-    unstorable_text = strict.unstorable(run_input, "input")  # (the API refuses it at the door)
-    if unstorable_text:
-        raise ValidationError(
-            "the run input cannot be stored: "
-            + "; ".join(f"{field}: {problem}" for field, problem in unstorable_text[:5]),
-            details=[{"field": f, "message": p} for f, p in unstorable_text],
-            code="input_invalid",
-            next_action="remove the character from the input",
-        )
-    if trigger == "manual" and replay_of is None:
-        schema = plan.trigger.get("input_schema") or {"type": "object"}
-        validate_input(schema, run_input)
-    run = Run(
-        workflow_id=workflow.id,
-        version=number,
-        status=RunStatus.QUEUED,
-        trigger=trigger,
-        input=run_input,
-        subject=subject or {},
-        current_step=plan.entry,
-        deadline_at=now + dt.timedelta(seconds=plan.execution_timeout_seconds),
-        stuck_after_seconds=plan.stuck_after_seconds,
-        stuck_at=now + dt.timedelta(seconds=plan.stuck_after_seconds),
-        replay_of=replay_of,
-        replay_mode=replay_mode,
-        created_by=actor.label,
-        created_at=now,
-        last_progress_at=now,
-    )
-    entry = plan.steps[plan.entry]
-    step_run = StepRun(
-        run=run,
-        step_id=entry.id,
-        step_type=entry.type,
-        sequence=1,
-        status=StepStatus.PENDING,
-        side_effects=entry.side_effects,
-    )
-    queued: dict[str, Any] = {
-        "kind": "queued",
-        "actor": actor.label,
-        "data": {
-            **({"replay_of": replay_of, "mode": replay_mode} if replay_of else {}),
-            "trigger": trigger,
-            "version": number,
-        },
-    }
+    if version is None and workflow.id == workflow_id and creation.applies(queue, session):
+        creation.remember(session, workflow, stored)
+    run, step_run, queued = start.new_run(workflow.id, number, plan)
     if workflow.safety_pause is None and creation.applies(queue, session):
-        creation.create(session, queue, run, step_run, queued, fanout_slot(session, now))
+        creation.create(session, queue, run, step_run, queued, start.slot(session))
         return run
     session.add(run)
     session.flush()
@@ -147,8 +109,109 @@ def start_run(
 
         hold_new_run(session, run, workflow, queue)
     else:
-        queue.schedule(session, run.id, fanout_slot(session, now))
+        queue.schedule(session, run.id, start.slot(session))
     return run
+
+
+def _start_known(
+    session: Session, queue: DatabaseQueue, start: _Start, known: creation.Known
+) -> Run | None:
+    """The run created from the workflow as this process last read it, without reading it
+    again; None, and nothing written, when the workflow is no longer so (or the input does not
+    fit the version known: the version active now may take it): the caller reads it."""
+    try:
+        plan = plan_of(known.workflow_id, known.name, known.version, known.plan)
+        run, step_run, queued = start.new_run(known.workflow_id, known.version, plan)
+    except (InternalError, ValidationError):
+        pass
+    else:
+        slot = start.slot(session)
+        if creation.create(session, queue, run, step_run, queued, slot, known):
+            _started(session, known.workflow_id, known.name)
+            return run
+    creation.forget(session, known.workflow_id)
+    return None
+
+
+def _started(session: Session, workflow_id: str, name: str) -> None:
+    """The workflow's name for the run's detail in the same transaction (it reads no more)."""
+    session.info.setdefault("workflow_names", {})[workflow_id] = name
+
+
+@dataclass
+class _Start:
+    """What a start was asked for, to make its run from a workflow's version and plan."""
+
+    actor: Actor
+    run_input: dict[str, Any]
+    trigger: str
+    subject: dict[str, Any] | None
+    replay_of: str | None
+    replay_mode: str | None
+    now: dt.datetime
+    at: dt.datetime | None = None  # its fanout slot, once taken
+
+    def slot(self, session: Session) -> dt.datetime:
+        """When the run may be taken (`fanout_slot`), taken once however many tries it makes."""
+        if self.at is None:
+            self.at = fanout_slot(session, self.now)
+        return self.at
+
+    def new_run(
+        self, workflow_id: str, number: int, plan: Plan
+    ) -> tuple[Run, StepRun, dict[str, Any]]:
+        """The run (transient), its first step run and its `queued` event; refused when the
+        input cannot be stored or does not match the manual trigger's input schema."""
+        unstorable_text = strict.unstorable(self.run_input, "input")  # (the API refuses it too)
+        if unstorable_text:
+            raise ValidationError(
+                "the run input cannot be stored: "
+                + "; ".join(f"{field}: {problem}" for field, problem in unstorable_text[:5]),
+                details=[{"field": f, "message": p} for f, p in unstorable_text],
+                code="input_invalid",
+                next_action="remove the character from the input",
+            )
+        if self.trigger == "manual" and self.replay_of is None:
+            schema = plan.trigger.get("input_schema") or {"type": "object"}
+            validate_input(schema, self.run_input)
+        now = self.now
+        run = Run(
+            workflow_id=workflow_id,
+            version=number,
+            status=RunStatus.QUEUED,
+            trigger=self.trigger,
+            input=self.run_input,
+            subject=self.subject or {},
+            current_step=plan.entry,
+            deadline_at=now + dt.timedelta(seconds=plan.execution_timeout_seconds),
+            stuck_after_seconds=plan.stuck_after_seconds,
+            stuck_at=now + dt.timedelta(seconds=plan.stuck_after_seconds),
+            replay_of=self.replay_of,
+            replay_mode=self.replay_mode,
+            created_by=self.actor.label,
+            created_at=now,
+            last_progress_at=now,
+        )
+        entry = plan.steps[plan.entry]
+        step_run = StepRun(
+            run=run,
+            step_id=entry.id,
+            step_type=entry.type,
+            sequence=1,
+            status=StepStatus.PENDING,
+            side_effects=entry.side_effects,
+        )
+        replayed = {"replay_of": self.replay_of, "mode": self.replay_mode}
+        queued: dict[str, Any] = {
+            "kind": "queued",
+            "actor": self.actor.label,
+            "data": {
+                **(replayed if self.replay_of else {}),
+                "trigger": self.trigger,
+                "version": number,
+            },
+        }
+        return run, step_run, queued
 
 
 def _workflow_and_plan(

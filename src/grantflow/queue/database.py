@@ -4,23 +4,28 @@ the single writer lock on SQLite); wake-ups by LISTEN/NOTIFY and, in-process, an
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 from collections.abc import Collection, Sequence
 from typing import Any
 
 import structlog
 from sqlalchemy import (
+    CTE,
     Select,
     String,
     bindparam,
+    cast,
     delete,
     func,
     insert,
+    literal,
     select,
     text,
     update,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from grantflow.queue.interface import QueueStats, TransportHealth
 from grantflow.queue.models import QueueItem
@@ -42,22 +47,29 @@ _UPSERT_AND_NOTIFY = text(
     "SELECT pg_notify('grantflow_queue', :origin) FROM item"
 )
 
-# (built once: a statement's cache key is made once per object)
-_ITEM = (
-    insert(QueueItem)
-    .values(
-        run_id=bindparam("item_run_id"),
-        available_at=bindparam("item_at", type_=UTCDateTime()),
-        enqueued_at=bindparam("item_now", type_=UTCDateTime()),
-        deliveries=0,
-    )
-    .returning(QueueItem.run_id)
-    .cte("item")
-)
-_NEW_ITEM = select(func.count()).select_from(_ITEM)
-_NEW_ITEM_AND_NOTIFY = select(
-    func.pg_notify("grantflow_queue", bindparam("item_origin", type_=String()))
-).select_from(_ITEM)
+_ITEM_VALUES: dict[str, ColumnElement[Any]] = {
+    "run_id": bindparam("item_run_id", type_=String()),
+    "available_at": bindparam("item_at", type_=UTCDateTime()),
+    "enqueued_at": bindparam("item_now", type_=UTCDateTime()),
+    "deliveries": literal(0),
+}
+
+
+@functools.cache
+def _new_item(notify: bool, source: CTE | None) -> Select[Any]:
+    """The queue item of a new run, with the workers' NOTIFY or without; written only for a
+    row of `source` when given (a run its caller's statement wrote). Answers how many items it
+    wrote. (Cached: a statement's cache key is made once per object.)"""
+    if source is None:
+        write = insert(QueueItem).values(_ITEM_VALUES)
+    else:
+        values = select(*(cast(v, v.type) for v in _ITEM_VALUES.values())).select_from(source)
+        write = insert(QueueItem).from_select(list(_ITEM_VALUES), values)
+    item = write.returning(QueueItem.run_id).cte("item")
+    if notify:
+        wake = func.pg_notify("grantflow_queue", bindparam("item_origin", type_=String()))
+        return select(func.count(wake)).select_from(item)
+    return select(func.count()).select_from(item)
 
 
 # MATERIALIZED: the pick runs once. Inlined into the UPDATE, a plan may run it again per row,
@@ -138,16 +150,17 @@ class DatabaseQueue:
             session.execute(_UPSERT, params)
 
     def item_of_new_run(
-        self, session: Session, run_id: str, at: dt.datetime
+        self, session: Session, run_id: str, at: dt.datetime, source: CTE | None = None
     ) -> tuple[Select[Any], dict[str, Any]]:
         """PostgreSQL: a statement that writes the queue item of a run its caller creates in
-        the same statement (the caller adds its own writes with `add_cte`) and its parameters,
-        with `schedule`'s wake-ups. A new run has no item yet: a plain insert."""
+        the same statement (the caller adds its own writes with `add_cte`; `source`: its write
+        of the run, when it may write none) and its parameters, with `schedule`'s wake-ups. A
+        new run has no item yet: a plain insert. The statement answers how many it wrote."""
         now = utcnow()
         params = {"item_run_id": run_id, "item_at": at, "item_now": now}
         if self._wake(session, run_id, at, now):
-            return _NEW_ITEM_AND_NOTIFY, params | {"item_origin": self.database.origin}
-        return _NEW_ITEM, params
+            return _new_item(True, source), params | {"item_origin": self.database.origin}
+        return _new_item(False, source), params
 
     def _wake(self, session: Session, run_id: str, when: dt.datetime, now: dt.datetime) -> bool:
         """The wake-ups of a run available at `when`, once the caller's transaction commits.
