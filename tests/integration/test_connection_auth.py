@@ -190,10 +190,11 @@ def test_rate_limit_paces_calls(
             assert wait_status(database, run_id, "succeeded", "failed")["status"] == "succeeded"
     assert len(arrivals) == 4
     # The token bucket's promise (5/s, burst 1): any k + 1 requests span at least (k - 1) / 5 s.
-    # A loaded machine may bunch two requests after a delay, never more.
+    # A loaded machine may bunch two requests after a delay, never more (the first and last of
+    # the four: at least 0.4 s apart; a request that took its token and then arrived late, as
+    # on a loaded machine, shortens the span from the 0.6 s the tokens themselves are apart).
     for (i, a), (j, b) in itertools.combinations(enumerate(arrivals), 2):
         assert b - a >= (j - i - 1) / 5 - 0.02, arrivals
-    assert arrivals[-1] - arrivals[0] >= 0.55, arrivals
 
 
 def test_a_disconnected_connection_fails_the_run_without_sending_anything(
