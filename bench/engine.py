@@ -21,6 +21,8 @@ the first step run's started_at), not from polling:
   without the creator's own transaction);
 - bare_http40_ms: 40 sequential POSTs with one httpx.Client to the same server (median);
   ratio_vs_bare = e2e_ms / bare_http40_ms and ratio_exec_vs_bare = run execution / bare;
+- cpu_ms_per_step: the CPU the batches took per step, in PostgreSQL's processes (the server is
+  local: every process named postgres) and in the worker processes (user + system, /proc);
 - peak_rss_mb: the largest peak resident set (VmHWM) among the worker processes;
   worker_memory.idle_rss_mb: a worker process's resident set right after it registered;
   waiting_rss_mb (PostgreSQL): the largest resident set among the worker processes once
@@ -353,6 +355,10 @@ class WorkerSet:
         """The largest resident set now (idle: right after the processes registered)."""
         return self._largest("VmRSS:")
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU the worker processes used so far."""
+        return sum(_cpu_seconds(p.pid) for p in self.processes)
+
     def _largest(self, field: str) -> float | None:
         sizes = []
         for p in self.processes:
@@ -372,6 +378,30 @@ class WorkerSet:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """A process's user and system CPU so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def postgres_cpu_seconds() -> float:
+    """The CPU every PostgreSQL process on this machine used so far (its backends, WAL writer,
+    checkpointer): the server is local; a backend that exits in between takes its share."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().startswith("postgres"):
+                    total += _cpu_seconds(int(entry.name))
+    return total
 
 
 # --- measurements -------------------------------------------------------------------------------
@@ -396,9 +426,10 @@ def r(value: float, digits: int = 2) -> float:
 
 
 def measure_workload(
-    db: Database, reader: Engine, flow: str, workload: str, sizes: Sizes
+    db: Database, reader: Engine, flow: str, workload: str, sizes: Sizes, workers: WorkerSet
 ) -> dict[str, Any]:
-    """Latency of single runs, then throughput of batches, on the running workers."""
+    """Latency of single runs, then throughput of batches, on the running workers (and the CPU
+    the batches took, per step, in PostgreSQL's processes and in the workers')."""
     wait_done(reader, create_runs(db, flow, 1))  # warm-up: imports, plans, connections
     e2e, execution = [], []
     for _ in range(sizes.latency_runs):
@@ -409,6 +440,7 @@ def measure_workload(
         execution.append((t.finished - t.started) * 1000)
     rates, busy_rates = [], []
     count = sizes.batch[workload]
+    postgres_cpu, worker_cpu = postgres_cpu_seconds(), workers.cpu_seconds()
     for _ in range(sizes.batches):
         ids = create_runs(db, flow, count)
         wait_done(reader, ids)
@@ -416,8 +448,15 @@ def measure_workload(
         end = max(t.finished for t in ts)
         rates.append(count / (end - min(t.created for t in ts)))
         busy_rates.append(count / (end - min(t.first_step for t in ts)))
+    steps = count * sizes.batches * STEPS
+    postgres_cpu = postgres_cpu_seconds() - postgres_cpu
+    worker_cpu = workers.cpu_seconds() - worker_cpu
     runs_per_s = statistics.median(rates)
     return {
+        "cpu_ms_per_step": {
+            "postgresql": r(postgres_cpu * 1000 / steps, 3),
+            "workers": r(worker_cpu * 1000 / steps, 3),
+        },
         "per_step_ms": r(statistics.median(execution) / STEPS, 3),
         "e2e_ms": r(statistics.median(e2e)),
         "exec_ms": r(statistics.median(execution)),
@@ -666,7 +705,7 @@ def _bench_database(
                 workers.grow(count - len(workers.processes))
             for workload in ("seq40", "http40"):
                 log(f"{name}: {workload} with {count} worker(s)")
-                fields = measure_workload(db, reader, flows[workload], workload, sizes)
+                fields = measure_workload(db, reader, flows[workload], workload, sizes, workers)
                 if workload == "http40":
                     fields["bare_http40_ms"] = r(bare_ms)
                     fields["ratio_vs_bare"] = r(fields["e2e_ms"] / bare_ms)
