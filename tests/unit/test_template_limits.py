@@ -4,6 +4,7 @@ results that must be data, publish-time constants, and YAML aliases, each over i
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from grantflow.config import load_settings
-from grantflow.definitions import sandbox
+from grantflow.definitions import budget, sandbox
 from grantflow.definitions.expressions import (
     Deadline,
     ExpressionError,
@@ -92,6 +93,20 @@ def test_a_template_over_its_cpu_budget_is_stopped(limits: None) -> None:
     error = _refused(LOOP)
     assert "more than 0.2s of CPU, the template CPU budget" in error.message
     assert "GRANTFLOW_TEMPLATE_CPU_SECONDS" in error.message
+
+
+@pytest.mark.parametrize("limits", [{"template_cpu_seconds": 0.2}], indirect=True)
+def test_a_render_after_the_watchdog_fell_asleep_is_still_stopped(limits: None) -> None:
+    """The watchdog sleeps after a second in which no render was armed (renders then arm
+    without waking it); the next render wakes it, and an endless one is still stopped."""
+    render({"value": "{{ input.x }}"}, CONTEXT, where="quick.config")  # (the watchdog runs)
+    deadline = time.monotonic() + 30
+    while not budget._watchdog._sleeping:
+        assert time.monotonic() < deadline, "the watchdog never fell asleep"
+        time.sleep(0.05)
+    error = _refused(LOOP)
+    assert "more than 0.2s of CPU, the template CPU budget" in error.message
+    assert not budget._watchdog._sleeping
 
 
 @pytest.mark.parametrize("limits", [{"template_cpu_seconds": 60}], indirect=True)

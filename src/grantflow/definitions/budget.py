@@ -22,6 +22,7 @@ from grantflow.definitions.sandbox import TemplateLimitExceeded, limits
 T = TypeVar("T")
 _TICK = 0.02  # how often the watchdog looks at renders in flight
 _REFIRE = 0.5  # a render still going this long after its interrupt is interrupted again
+_QUIET_TICKS = 50  # ticks with no render armed before the watchdog sleeps (one second)
 
 
 @dataclass(frozen=True)
@@ -53,51 +54,74 @@ class _Watch:
     fired: str | None = None  # "cpu" or "deadline" once interrupted
     fired_at: float = 0.0
     done: bool = field(default=False)
+    # held by the watchdog while it interrupts the render, and by the render as it ends: an
+    # interrupt is sent before the render ends or not at all
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class _Watchdog:
+    """Renders arm and disarm their watch without a lock they share: on a worker's threads,
+    which render at every step, one shared lock and a wake-up per render cost more than the
+    renders. A watch goes in and out of a dict (one operation each under the GIL); the watchdog
+    ticks while renders come, and sleeps after a second in which none was armed: only then
+    does a render have to wake it."""
+
     def __init__(self) -> None:
-        self._lock = threading.Condition()
         self._watches: dict[int, _Watch] = {}
+        self._idle = threading.Condition(threading.Lock())
+        self._sleeping = True  # (not started yet)
+        self._armed = False  # a render armed since the last tick
         self._thread: threading.Thread | None = None
 
     def arm(self, watch: _Watch) -> None:
-        with self._lock:
-            self._watches[id(watch)] = watch
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="template-watchdog", daemon=True
-                )
-                self._thread.start()
-            elif len(self._watches) == 1:
-                self._lock.notify()
+        self._watches[id(watch)] = watch
+        self._armed = True
+        # Read after the watch is in: a watchdog that is not asleep now will see it before it
+        # sleeps (it looks at the watches after it says it sleeps, under `_idle`).
+        if self._sleeping:
+            with self._idle:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="template-watchdog", daemon=True
+                    )
+                    self._thread.start()
+                self._sleeping = False  # (a started watchdog ticks, as one woken does)
+                self._idle.notify()
 
     def disarm(self, watch: _Watch) -> None:
-        with self._lock:
+        with watch.lock:
             watch.done = True
-            self._watches.pop(id(watch), None)
+        self._watches.pop(id(watch), None)
 
     def _run(self) -> None:
+        quiet = 0
         while True:
-            with self._lock:
-                while not self._watches:
-                    self._lock.wait()
+            quiet = 0 if self._armed or self._watches else quiet + 1
+            self._armed = False
+            if quiet >= _QUIET_TICKS:
+                with self._idle:
+                    self._sleeping = True
+                    while not self._watches:
+                        self._idle.wait()
+                    self._sleeping = False
+                quiet = 0
             time.sleep(_TICK)
-            with self._lock:
-                now = time.monotonic()
-                for watch in list(self._watches.values()):
-                    if watch.done:
-                        continue
-                    if watch.fired and now - watch.fired_at < _REFIRE:
-                        continue
-                    reason = watch.fired or _over(watch, now)
-                    if reason is not None:
-                        # sent again while the render goes on: an exception that lands where
-                        # Python swallows it (a gc callback, a __del__) must not free the render
-                        watch.fired, watch.fired_at = reason, now
-                        ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                            ctypes.c_ulong(watch.thread_id), ctypes.py_object(_Interrupted)
-                        )
+            now = time.monotonic()
+            for watch in list(self._watches.values()):
+                with watch.lock:
+                    self._look_at(watch, now)
+
+    def _look_at(self, watch: _Watch, now: float) -> None:
+        if watch.done or (watch.fired and now - watch.fired_at < _REFIRE):
+            return
+        reason = watch.fired or _over(watch, now)
+        if reason is not None:
+            # sent again while the render goes on: an exception that lands where Python
+            # swallows it (a gc callback, a __del__) must not free the render
+            watch.fired, watch.fired_at = reason, now
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(watch.thread_id), ctypes.py_object(_Interrupted)
+            )
 
 
 def _over(watch: _Watch, now: float) -> str | None:
