@@ -4,6 +4,7 @@ months in the spend-cap timezone (GRANTFLOW_SPEND_CAP_TIMEZONE), with when each 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from zoneinfo import ZoneInfo
 
 from grantflow.safety.config import defaults
@@ -16,7 +17,13 @@ def zone() -> ZoneInfo:
 
 
 def minute_key(now: dt.datetime) -> str:
-    return "M:" + now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M")
+    return _minute_key(int(now.timestamp()) // 60)
+
+
+@functools.lru_cache(maxsize=4)
+def _minute_key(minute: int) -> str:
+    """(Formatted once a minute: every step start counts in this minute and the one before.)"""
+    return "M:" + dt.datetime.fromtimestamp(minute * 60, dt.UTC).strftime("%Y-%m-%dT%H:%M")
 
 
 def day_key(now: dt.datetime) -> str:
