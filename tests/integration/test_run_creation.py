@@ -207,3 +207,18 @@ def test_a_new_version_and_its_input_are_taken_from_the_workflow_as_it_is_now(
     assert publish(db, document) == flow
     shown = run_detail(db, start(db, flow, {"n": 1}))
     assert (shown["version"], shown["steps"][0]["step_id"]) == (2, "hello")
+
+
+def test_a_run_held_after_the_guard_takes_no_fanout_slot(database: Database) -> None:
+    """The guarded start took a fanout slot for a run it did not write; the general path then
+    held the run (the workflow was paused elsewhere), and a held run takes no slot: the slot
+    is given back, so the runs after it in the same event keep their batches."""
+    db = database
+    _postgres(db)
+    flow = _flow(db)
+    start(db, flow, {"name": "ada"})
+    _changed(db, flow, "paused for safety")
+    with db.transaction() as session:
+        run = start_run(session, ACTOR, queue(db), flow, {"name": "ada"})
+        assert run.waiting_reason == "safety"
+        assert session.info["fanout"].started == 0

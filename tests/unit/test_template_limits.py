@@ -97,16 +97,24 @@ def test_a_template_over_its_cpu_budget_is_stopped(limits: None) -> None:
 
 @pytest.mark.parametrize("limits", [{"template_cpu_seconds": 0.2}], indirect=True)
 def test_a_render_after_the_watchdog_fell_asleep_is_still_stopped(limits: None) -> None:
-    """The watchdog sleeps after a second in which no render was armed (renders then arm
-    without waking it); the next render wakes it, and an endless one is still stopped."""
+    """The watchdog sleeps after a second in which no render was armed; a render wakes it,
+    and it sleeps again (whether or not the render was still going when it woke); an endless
+    render after that is still stopped."""
     render({"value": "{{ input.x }}"}, CONTEXT, where="quick.config")  # (the watchdog runs)
+    _until_the_watchdog_sleeps()
+    # a render that ends before the watchdog wakes: it sleeps again, ready to be woken
+    render({"value": "{{ input.x }}"}, CONTEXT, where="quick.config")
+    _until_the_watchdog_sleeps()
+    error = _refused(LOOP)
+    assert "more than 0.2s of CPU, the template CPU budget" in error.message
+    assert not budget._watchdog._sleeping
+
+
+def _until_the_watchdog_sleeps() -> None:
     deadline = time.monotonic() + 30
     while not budget._watchdog._sleeping:
         assert time.monotonic() < deadline, "the watchdog never fell asleep"
         time.sleep(0.05)
-    error = _refused(LOOP)
-    assert "more than 0.2s of CPU, the template CPU budget" in error.message
-    assert not budget._watchdog._sleeping
 
 
 @pytest.mark.parametrize("limits", [{"template_cpu_seconds": 60}], indirect=True)

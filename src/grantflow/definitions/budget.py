@@ -85,7 +85,7 @@ class _Watchdog:
                         target=self._run, name="template-watchdog", daemon=True
                     )
                     self._thread.start()
-                self._sleeping = False  # (a started watchdog ticks, as one woken does)
+                    self._sleeping = False  # (a started watchdog ticks)
                 self._idle.notify()
 
     def disarm(self, watch: _Watch) -> None:
@@ -100,8 +100,11 @@ class _Watchdog:
             self._armed = False
             if quiet >= _QUIET_TICKS:
                 with self._idle:
-                    self._sleeping = True
-                    while not self._watches:
+                    while True:
+                        # said before each look: a render armed after this is woken for
+                        self._sleeping = True
+                        if self._watches:
+                            break
                         self._idle.wait()
                     self._sleeping = False
                 quiet = 0

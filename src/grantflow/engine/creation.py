@@ -30,6 +30,7 @@ from sqlalchemy import (
     CTE,
     Column,
     Select,
+    String,
     Table,
     bindparam,
     cast,
@@ -147,9 +148,17 @@ def _inserts(table: Table, prefix: str, columns: list[Column[Any]]) -> CTE:
     return insert(table).values(values).cte(prefix)
 
 
+def _typed(prefix: str, column: Column[Any]) -> Any:
+    """A value selected for `column`, typed as PostgreSQL must know it in a select list; text
+    without the column's length (an explicit cast to varchar(n) would cut a longer value, where
+    the insert refuses it)."""
+    kind = String() if isinstance(column.type, String) else column.type
+    return cast(bindparam(f"{prefix}_{column.key}", type_=column.type), kind)
+
+
 def _inserts_with(source: CTE, table: Table, prefix: str, columns: list[Column[Any]]) -> CTE:
     """The same insert, of one row per row of `source` (the run's own write)."""
-    values = select(*(cast(bindparam(f"{prefix}_{c.key}", type_=c.type), c.type) for c in columns))
+    values = select(*(_typed(prefix, c) for c in columns))
     return (
         insert(table).from_select([c.key for c in columns], values.select_from(source)).cte(prefix)
     )
@@ -159,7 +168,7 @@ def _startable_run() -> CTE:
     """The run's insert, of one row while the workflow is as it was known."""
     workflows, versions = _table(Workflow), _table(WorkflowVersion)
     columns = list(_RUN.columns)
-    values = select(*(cast(bindparam(f"run_{c.key}", type_=c.type), c.type) for c in columns))
+    values = select(*(_typed("run", c) for c in columns))
     w, v = workflows.c, versions.c
     startable = values.select_from(
         workflows.join(versions, (v.workflow_id == w.id) & (v.number == w.active_version))

@@ -129,6 +129,7 @@ def _start_known(
         if creation.create(session, queue, run, step_run, queued, slot, known):
             _started(session, known.workflow_id, known.name)
             return run
+        start.give_back(session)  # (the general path may hold or refuse the run instead)
     creation.forget(session, known.workflow_id)
     return None
 
@@ -156,6 +157,12 @@ class _Start:
         if self.at is None:
             self.at = fanout_slot(session, self.now)
         return self.at
+
+    def give_back(self, session: Session) -> None:
+        """The slot, untaken: no run was created with it."""
+        if self.at is not None:
+            session.info["fanout"].started -= 1
+            self.at = None
 
     def new_run(
         self, workflow_id: str, number: int, plan: Plan
