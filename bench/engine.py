@@ -25,6 +25,8 @@ the first step run's started_at), not from polling:
   local: every process named postgres) and in the worker processes (user + system, /proc);
 - peak_rss_mb: the largest peak resident set (VmHWM) among the worker processes;
   worker_memory.idle_rss_mb: a worker process's resident set right after it registered;
+  idle_pss_mb / waiting_pss_mb: the proportional set (pages shared with the other worker
+  processes and programs counted as their share: what one more worker costs a host);
   waiting_rss_mb (PostgreSQL): the largest resident set among the worker processes once
   waiting_runs runs are parked on a one-day timer (target: at most 90 MB with 10,000).
 
@@ -355,6 +357,18 @@ class WorkerSet:
         """The largest resident set now (idle: right after the processes registered)."""
         return self._largest("VmRSS:")
 
+    def pss_mb(self) -> float | None:
+        """The largest proportional set now: the resident set with each page shared with other
+        processes (the interpreter's and the libraries' code, among a host's workers) counted
+        as its share."""
+        sizes = []
+        for p in self.processes:
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{p.pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        sizes.append(int(line.split()[1]) / 1024)
+        return round(max(sizes), 1) if sizes else None
+
     def cpu_seconds(self) -> float:
         """User and system CPU the worker processes used so far."""
         return sum(_cpu_seconds(p.pid) for p in self.processes)
@@ -669,7 +683,12 @@ def measure_waiting_memory(
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {waiting} of {count} runs waiting after 600 s")
         time.sleep(0.2)
-    return {"waiting_runs": count, "rss_before_mb": before, "waiting_rss_mb": workers.rss_mb()}
+    return {
+        "waiting_runs": count,
+        "rss_before_mb": before,
+        "waiting_rss_mb": workers.rss_mb(),
+        "waiting_pss_mb": workers.pss_mb(),
+    }
 
 
 def bench_database(
@@ -696,7 +715,8 @@ def _bench_database(
     polled = name == "sqlite"  # SQLite has no cross-process wake-up: workers poll (1 s)
     log(f"{name}: starting 1 worker process")
     with WorkerSet(db, 1, concurrency=4, logs=logs) as workers:
-        rows.append(row("worker_memory", name, 1, idle_rss_mb=workers.rss_mb()))
+        memory = {"idle_rss_mb": workers.rss_mb(), "idle_pss_mb": workers.pss_mb()}
+        rows.append(row("worker_memory", name, 1, **memory))
         if not polled:
             rows.extend(_through_the_api(db, reader, flows, sizes))
         for count in (1, 4):
