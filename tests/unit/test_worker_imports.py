@@ -1,7 +1,8 @@
 """A worker process loads what a worker uses: `grantflow worker`'s module, imported in a fresh
 interpreter, brings in none of the web stack, the console, the scheduler, the demo or the
-publishing machinery (the gate, YAML, JSON Schema, cron), nor the SCIM client until a SCIM step
-runs: they would only cost an idle worker memory
+publishing machinery (the gate, YAML, JSON Schema, cron), nor `cryptography` until a key is
+used, nor a step type's module (and its libraries) until a step of that type runs: they would
+only cost an idle worker memory
 (docs/explanation/benchmarks.md, "The engine: the fixed cost of a run")."""
 
 from __future__ import annotations
@@ -9,6 +10,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from grantflow.steps.registry import ENTRY_POINT_GROUP, load_entry
 
 NEVER_IN_A_WORKER = (
     "fastapi",
@@ -24,28 +30,69 @@ NEVER_IN_A_WORKER = (
     "jsonschema",
     "croniter",
     "argon2",
+    # loaded when a credential is decrypted or a key derived (about 7 MB), not before
+    "cryptography",
     # loaded by a worker's first SCIM step, not before
+    "grantflow.steps.scim",
+    "scim2_models",
     "httpx2",
     "httpcore2",
     "scim2_client",
 )
 
 
-def test_the_worker_command_imports_no_module_a_worker_never_uses() -> None:
-    loaded = json.loads(
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import json, sys, grantflow.cli.worker; print(json.dumps(list(sys.modules)))",
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
+def _loaded_after(code: str) -> list[str]:
+    """The modules a fresh interpreter holds after running `code`."""
+    return list(
+        json.loads(
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    f"{code}; import json, sys; print(json.dumps(list(sys.modules)))",
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
     )
+
+
+def test_the_worker_command_imports_no_module_a_worker_never_uses() -> None:
+    loaded = _loaded_after("import grantflow.cli.worker")
     assert "grantflow.engine.worker" in loaded  # (the check looks at a real worker's imports)
     found = sorted(
         m for m in loaded if any(m == n or m.startswith(n + ".") for n in NEVER_IN_A_WORKER)
     )
     assert found == []
+
+
+def test_a_step_type_is_imported_when_a_step_of_it_runs_and_not_before() -> None:
+    loaded = _loaded_after(
+        "import grantflow.cli.worker; from grantflow.steps.registry import get_step_type; "
+        "assert get_step_type('set') and get_step_type('http') and get_step_type('no.such') is None"
+    )
+    assert "grantflow.steps.control" in loaded
+    assert "grantflow.steps.http" in loaded
+    others = sorted(
+        m for m in loaded if m.startswith(("grantflow.steps.scim", "grantflow.steps.idp", "scim2_"))
+    )
+    assert others == []
+    # a SCIM step's first run brings its module in
+    loaded = _loaded_after(
+        "from grantflow.steps.registry import get_step_type; get_step_type('scim.create_user')"
+    )
+    assert "grantflow.steps.scim" in loaded
+    assert "scim2_models" in loaded
+
+
+def test_a_step_type_registered_under_another_name_is_refused() -> None:
+    entry = EntryPoint("okta.set", "grantflow.steps.control:SET_STEP", ENTRY_POINT_GROUP)
+    with pytest.raises(
+        TypeError, match=r"entry point okta\.set in grantflow\.steps holds step type 'set'"
+    ):
+        load_entry(entry)
+    entry = EntryPoint("weird", "grantflow.steps.control:SetConfig", ENTRY_POINT_GROUP)
+    with pytest.raises(TypeError, match="is not a StepType"):
+        load_entry(entry)

@@ -14,10 +14,7 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from grantflow.connections.crypto import key_id
+from grantflow.connections.crypto import derive_key, key_id
 
 CHAIN_LABEL = b"grantflow audit chain"
 CHECKPOINT_LABEL = b"grantflow audit checkpoints"
@@ -32,10 +29,9 @@ class AuditKey:
 
 @functools.lru_cache(maxsize=16)
 def derive(master: bytes) -> AuditKey:
-    def hkdf(label: bytes) -> bytes:
-        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(master)
-
-    return AuditKey(key_id(master), hkdf(CHAIN_LABEL), hkdf(CHECKPOINT_LABEL))
+    return AuditKey(
+        key_id(master), derive_key(master, CHAIN_LABEL), derive_key(master, CHECKPOINT_LABEL)
+    )
 
 
 class AuditKeys:

@@ -17,8 +17,6 @@ import hmac
 import re
 import secrets
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -27,6 +25,7 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.models import SignInLink, User
 from grantflow.auth.permissions import Permission
 from grantflow.config import Settings, master_keys
+from grantflow.connections.crypto import derive_key
 from grantflow.errors import Conflict, GrantflowError, NotFound
 from grantflow.store.base import utcnow
 
@@ -57,10 +56,7 @@ class LinkGone(GrantflowError):
 
 def _keys(settings: Settings) -> list[bytes]:
     """One per master key, the current first: links outlive a key rotation until they expire."""
-    return [
-        HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=LABEL).derive(key)
-        for key in master_keys(settings)
-    ]
+    return [derive_key(key, LABEL) for key in master_keys(settings)]
 
 
 def _hash(key: bytes, token: str) -> str:

@@ -1,4 +1,9 @@
-"""Secrets at rest: AES-256-GCM under the master key, bound to the row they belong to."""
+"""Secrets at rest: AES-256-GCM under the master key, bound to the row they belong to; and the
+keys other subsystems derive from the master key (HKDF-SHA256, one label each).
+
+`cryptography` is imported where a key is first used, not with this module: its native library
+is about 7 MB of a process's memory, and a worker whose runs use no stored credential and write
+no audit entry never needs it."""
 
 from __future__ import annotations
 
@@ -10,13 +15,19 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from grantflow.config import Settings, master_keys
 from grantflow.errors import ConfigurationError, InternalError
 
 _NONCE_BYTES = 12
+
+
+def derive_key(master: bytes, label: bytes, length: int = 32) -> bytes:
+    """A key of `length` bytes for one purpose (`label`), HKDF-SHA256 of a master key: neither
+    the master key nor a key derived under another label can be computed from it."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=label).derive(master)
 
 
 def key_id(key: bytes) -> str:
@@ -50,6 +61,8 @@ class Keyring:
         authenticated data, so a ciphertext copied to another row does not decrypt.
         The keys are re-read first: after `grantflow keys rotate --retire-old` a running
         process must encrypt under the new key, never under one that was just retired."""
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self.reload()
         with self._lock:
             kid, key = self._current, self._keys[self._current]
@@ -58,6 +71,9 @@ class Keyring:
         return kid, base64.b64encode(nonce + sealed).decode()
 
     def decrypt(self, kid: str, blob: str, bound_to: str) -> dict[str, Any]:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         key = self._keys.get(kid)
         if key is None:
             self.reload()

@@ -11,8 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from grantflow.connections.crypto import derive_key
 
 LABEL = b"grantflow console"
 
@@ -24,7 +23,7 @@ class ConsoleKeys:
 
     @classmethod
     def derive(cls, master: bytes) -> ConsoleKeys:
-        okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=LABEL).derive(master)
+        okm = derive_key(master, LABEL, 64)
         return cls(csrf=okm[:32], cookies=okm[32:])
 
 

@@ -24,7 +24,7 @@ from grantflow.definitions.document import (
 from grantflow.definitions.loops import cycles
 from grantflow.definitions.plan import Edge, Expression, Plan, PlanStep
 from grantflow.durations import format_duration
-from grantflow.steps.registry import get_step_type, step_types
+from grantflow.steps.registry import get_step_type, step_type_names
 from grantflow.strict import text_problem
 
 
@@ -271,7 +271,7 @@ class _Rules:
             self.error(
                 "unknown_step_type",
                 f"step type {step.type!r} is not known; known types: "
-                f"{', '.join(sorted(step_types()))}",
+                f"{', '.join(step_type_names())}",
                 step.id,
                 f"{at}.type",
             )

@@ -10,16 +10,16 @@ from typing import Any
 
 from grantflow.definitions.document import WorkflowDocument
 from grantflow.errors import NotFound
-from grantflow.steps.registry import StepType, step_types
+from grantflow.steps.registry import StepType, get_step_type, step_type_names, step_types
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def step_config_schema(name: str) -> dict[str, Any]:
     """The JSON Schema of one step type's `config`."""
-    step_type = step_types().get(name)
+    step_type = get_step_type(name)
     if step_type is None:
-        known = ", ".join(sorted(step_types()))
+        known = ", ".join(step_type_names())
         raise NotFound(
             f"no step type {name!r}", next_action=f"use one of: {known}", code="step_type_unknown"
         )

@@ -19,12 +19,11 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from grantflow.config import Settings, master_keys
+from grantflow.connections.crypto import derive_key
 from grantflow.errors import GrantflowError, NotFound
 from grantflow.people.models import ActionLink, Task, TaskDecision
 from grantflow.people.tasks import TaskKind
@@ -52,7 +51,7 @@ class LinkKey:
 
 def derive(master: bytes) -> LinkKey:
     """The link keys of one master key (HKDF-SHA256, info "grantflow action links")."""
-    okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=LABEL).derive(master)
+    okm = derive_key(master, LABEL, 64)
     return LinkKey(sign=okm[:32], lookup=okm[32:])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from pydantic import BaseModel
@@ -58,15 +58,42 @@ class StepType:
 
 
 @functools.cache
-def step_types() -> dict[str, StepType]:
-    found: dict[str, StepType] = {}
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        step_type = entry.load()
-        if not isinstance(step_type, StepType):
-            raise TypeError(f"entry point {entry.name} in {ENTRY_POINT_GROUP} is not a StepType")
-        found[step_type.name] = step_type
-    return found
+def _entry_points() -> dict[str, EntryPoint]:
+    return {entry.name: entry for entry in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def step_type_names() -> list[str]:
+    """Every installed step type's name, without importing any of them."""
+    return sorted(_entry_points())
+
+
+@functools.cache
 def get_step_type(name: str) -> StepType | None:
-    return step_types().get(name)
+    """The step type `name`, its module imported on first use: a worker whose runs use only
+    `set` and `http` steps never holds the SCIM or directory connectors (nor their libraries)."""
+    entry = _entry_points().get(name)
+    return None if entry is None else load_entry(entry)
+
+
+def load_entry(entry: EntryPoint) -> StepType:
+    """The step type an entry point names, checked: it is a `StepType` of the entry's name."""
+    step_type = entry.load()
+    if not isinstance(step_type, StepType):
+        raise TypeError(f"entry point {entry.name} in {ENTRY_POINT_GROUP} is not a StepType")
+    if step_type.name != entry.name:
+        raise TypeError(
+            f"entry point {entry.name} in {ENTRY_POINT_GROUP} holds step type {step_type.name!r}: "
+            "an entry point is named after its step type"
+        )
+    return step_type
+
+
+def step_types() -> dict[str, StepType]:
+    """Every installed step type (each module imported): for the publish gate's schema and
+    the docs, not for running a step (`get_step_type`)."""
+    found: dict[str, StepType] = {}
+    for name in _entry_points():
+        step_type = get_step_type(name)
+        if step_type is not None:
+            found[name] = step_type
+    return found
