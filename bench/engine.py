@@ -25,6 +25,8 @@ the first step run's started_at), not from polling:
   local: every process named postgres) and in the worker processes (user + system, /proc);
 - peak_rss_mb: the largest peak resident set (VmHWM) among the worker processes;
   worker_memory.idle_rss_mb: a worker process's resident set right after it registered;
+  settled_rss_mb / settled_pss_mb: the same once the worker's first timer tick (5 s) loaded
+  the run listeners (an idle worker that has run for a while);
   idle_pss_mb / waiting_pss_mb: the proportional set (pages shared with the other worker
   processes and programs counted as their share: what one more worker costs a host);
   waiting_rss_mb (PostgreSQL): the largest resident set among the worker processes once
@@ -395,6 +397,7 @@ class WorkerSet:
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+TICK_SECONDS = 5.0  # a worker's timer tick (Worker.tick_seconds)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -716,6 +719,8 @@ def _bench_database(
     log(f"{name}: starting 1 worker process")
     with WorkerSet(db, 1, concurrency=4, logs=logs) as workers:
         memory = {"idle_rss_mb": workers.rss_mb(), "idle_pss_mb": workers.pss_mb()}
+        time.sleep(TICK_SECONDS + 1)  # past the first timer tick, which loads the run listeners
+        memory.update(settled_rss_mb=workers.rss_mb(), settled_pss_mb=workers.pss_mb())
         rows.append(row("worker_memory", name, 1, **memory))
         if not polled:
             rows.extend(_through_the_api(db, reader, flows, sizes))

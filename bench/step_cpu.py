@@ -1,8 +1,10 @@
-"""CPU per step on PostgreSQL: one `grantflow worker` process (concurrency 4) works through
-batches of seq40 or http40 runs created at once, and the CPU PostgreSQL's processes and the
-worker's took per step is read from /proc (as `cpu_ms_per_step` in bench/engine.py, with
-larger batches, so that the clock's 10 ms ticks do not matter). Prints ONE JSON array on
-stdout, an object per batch; progress goes to stderr.
+"""CPU per step on PostgreSQL: one `grantflow worker` process (concurrency 4; `--workers` for
+more) works through batches of seq40 or http40 runs created at once, and the CPU PostgreSQL's
+processes and the workers' took per step is read from /proc (as `cpu_ms_per_step` in
+bench/engine.py, with larger batches, so that the clock's 10 ms ticks do not matter).
+`waits`: what the database's busy backends were doing, sampled from pg_stat_activity every
+5 ms during the batch (the share of samples: on CPU, waiting for a row lock, for the WAL's
+flush...). Prints ONE JSON array on stdout, an object per batch; progress goes to stderr.
 
     .venv/bin/python bench/step_cpu.py                      # seq40, 3 batches of 100 runs
     .venv/bin/python bench/step_cpu.py --workload http40 --runs 40
@@ -14,13 +16,17 @@ own database there and drops it at the end.
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import psycopg
 from common import postgres_database
 from engine import (
     DEFAULT_POSTGRES,
@@ -38,25 +44,68 @@ from engine import (
 from sqlalchemy.engine import make_url
 
 
+class WaitSampler:
+    """Samples what the busy backends of one database are waiting for, until taken."""
+
+    def __init__(self, url: str, database: str) -> None:
+        self._conn = psycopg.connect(url, autocommit=True)
+        self._database = database
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            rows = self._conn.execute(
+                "SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE datname = %s "
+                "AND state = 'active' AND pid <> pg_backend_pid()",
+                (self._database,),
+            ).fetchall()
+            with self._lock:
+                for kind, event in rows:
+                    self._counts[f"{kind}:{event}" if kind else "cpu"] += 1
+
+    def take(self) -> dict[str, float]:
+        """Each wait's share of the busy samples since the last take."""
+        with self._lock:
+            counts, self._counts = self._counts, collections.Counter()
+        total = sum(counts.values()) or 1
+        return {name: r(n / total, 3) for name, n in counts.most_common(6)}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", choices=["seq40", "http40"], default="seq40")
     parser.add_argument("--runs", type=int, default=100, help="runs per batch")
     parser.add_argument("--batches", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
     args = parser.parse_args()
     admin = make_url(os.environ.get("GRANTFLOW_BENCH_POSTGRES_URL", DEFAULT_POSTGRES))
     admin = admin.set(drivername="postgresql+psycopg")
     rows = []
     with (
+        contextlib.ExitStack() as stack,
         tempfile.TemporaryDirectory(prefix="grantflow-bench-") as tmp,
         http_server() as url,
         postgres_database(admin) as db,
     ):
         flows = publish_all(db, url)
         reader = reader_for(db)
-        with WorkerSet(db, 1, concurrency=4, logs=Path(tmp)) as workers:
+        with WorkerSet(db, args.workers, concurrency=4, logs=Path(tmp)) as workers:
             wait_done(reader, create_runs(db, flows[args.workload], 20))  # warm-up
+            waits = WaitSampler(
+                admin.set(drivername="postgresql").render_as_string(False), db.url.database
+            )
+            stack.callback(waits.close)
             for batch in range(args.batches):
+                waits.take()
                 postgres, worker = postgres_cpu_seconds(), workers.cpu_seconds()
                 started = time.monotonic()
                 wait_done(reader, create_runs(db, flows[args.workload], args.runs))
@@ -64,6 +113,7 @@ def main() -> None:
                 steps = args.runs * STEPS
                 row = {
                     "workload": args.workload,
+                    "workers": args.workers,
                     "batch": batch + 1,
                     "steps": steps,
                     "steps_per_s": r(steps / elapsed, 1),
@@ -71,6 +121,7 @@ def main() -> None:
                         (postgres_cpu_seconds() - postgres) * 1000 / steps, 3
                     ),
                     "worker_cpu_ms_per_step": r((workers.cpu_seconds() - worker) * 1000 / steps, 3),
+                    "waits": waits.take(),
                 }
                 log(json.dumps(row))
                 rows.append(row)

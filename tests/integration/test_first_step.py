@@ -234,7 +234,10 @@ def _snapshot(database: Database, run_id: str) -> tuple[Any, ...]:
         assert run is not None
         with database.engine.connect() as conn:
             usage = conn.execute(
-                text("SELECT kind, period_key, count FROM usage_counters ORDER BY 1, 2")
+                text(
+                    "SELECT kind, period_key, sum(count) FROM usage_counters "
+                    "GROUP BY 1, 2 ORDER BY 1, 2"
+                )
             ).all()
             marks = conn.execute(text("SELECT count(*) FROM usage_marks")).scalar_one()
         return (

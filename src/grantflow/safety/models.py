@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from grantflow.store.base import Base, UTCDateTime, new_id, utcnow
@@ -102,13 +111,18 @@ class UsageMark(Base):
 class UsageCounter(Base):
     """How many runs, executed steps and external calls a workflow (scope_id) or the whole
     workspace (scope_id "*") used in one period: a minute ("M:2031-01-02T10:04", UTC, for the
-    breakers), a day ("d:2031-01-02") or a month ("m:2031-01") in the spend-cap timezone."""
+    breakers), a day ("d:2031-01-02") or a month ("m:2031-01") in the spend-cap timezone.
+
+    A count is the sum of its shards' rows: each database connection bumps its own shard
+    (`gate.SHARD`), so concurrent steps of one workflow do not wait for each other's commit on
+    one row's lock."""
 
     __tablename__ = "usage_counters"
 
     scope_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20), primary_key=True)
     period_key: Mapped[str] = mapped_column(String(20), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default="0")
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 
