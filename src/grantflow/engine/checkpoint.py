@@ -195,9 +195,9 @@ _POSTGRES_STARTED = _typed(
     "SELECT count(*) FROM step"
 )
 # the run row guarded and written (`run`), then the step's success and its attempt
+_ATTEMPT_DONE_CTE = f"attempt AS ({_ATTEMPT_DONE} AND EXISTS (SELECT 1 FROM step))"
 _STEP_DONE_CTES = (
-    f"step AS ({_STEP_DONE} AND EXISTS (SELECT 1 FROM run) RETURNING id), "
-    f"attempt AS ({_ATTEMPT_DONE} AND EXISTS (SELECT 1 FROM step))"
+    f"step AS ({_STEP_DONE} AND EXISTS (SELECT 1 FROM run) RETURNING id), {_ATTEMPT_DONE_CTE}"
 )
 _PROGRESS_CTES = f"WITH run AS ({_PROGRESS} RETURNING runs.id), {_STEP_DONE_CTES}"
 _SUCCEEDED_CTES = (
@@ -309,7 +309,7 @@ def record_succeeded(database: Database, guard: Guard, done: Succeeded) -> bool:
     if started:
         statements += _SQLITE_NEXT_STARTED
     postgres = _POSTGRES_SUCCEEDED_AND_STARTED if started else _POSTGRES_SUCCEEDED
-    return _apply(database, params, postgres, statements, selects=False)
+    return _apply(database, params, postgres, statements, selects=False, local=not done.attempt_id)
 
 
 def _succeeded_params(guard: Guard, done: Succeeded) -> dict[str, Any]:
@@ -346,7 +346,14 @@ def record_run_succeeded(database: Database, guard: Guard, done: Succeeded) -> b
     statements = list(_SQLITE_RUN_SUCCEEDED)
     if not done.attempt_id:
         statements.remove(_SQLITE_RUN_SUCCEEDED[2])  # a local step keeps no attempt log
-    return _apply(database, params, _POSTGRES_RUN_SUCCEEDED, statements, selects=False)
+    return _apply(
+        database,
+        params,
+        _POSTGRES_RUN_SUCCEEDED,
+        statements,
+        selects=False,
+        local=not done.attempt_id,
+    )
 
 
 def record_succeeded_admitting(
@@ -359,7 +366,8 @@ def record_succeeded_admitting(
     through the gate as usual."""
     assert database.dialect == "postgresql"
     params = {**_succeeded_params(guard, done), **admit}
-    row = row_on_postgres(database, _admitting_sql(done.next_started is not None), params)
+    sql = _admitting_sql(done.next_started is not None)
+    row = row_on_postgres(database, sql if done.attempt_id else _local(sql), params)
     return bool(row and row[0]), bool(row and row[1])
 
 
@@ -382,9 +390,12 @@ def _apply(
     sqlite: list[TextClause],
     *,
     selects: bool,
+    local: bool = False,
 ) -> bool:
     if database.dialect == "postgresql":
-        return _on_postgres(database, postgres, params)
+        sql = _psycopg_sql(postgres)
+        row = row_on_postgres(database, _local(sql) if local else sql, params)
+        return bool(row and row[0])
     guard, *writes = sqlite
     with database.engine.begin() as conn:
         result = conn.execute(guard, params)
@@ -410,9 +421,13 @@ def _driver_sql(sql: str) -> str:
     return _NAMED.sub(r"%(\1)s", sql)
 
 
-def _on_postgres(database: Database, statement: TextClause, params: dict[str, Any]) -> bool:
-    row = row_on_postgres(database, _psycopg_sql(statement), params)
-    return bool(row and row[0])
+@functools.cache
+def _local(sql: str) -> str:
+    """`sql` (a step's success) for a local step, which keeps no attempt log: without the
+    attempt's update, so the statement neither locks nor opens that table and its indexes."""
+    local = sql.replace(_driver_sql(f", {_ATTEMPT_DONE_CTE}"), "")
+    assert local != sql, "no attempt update in the statement"
+    return local
 
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
