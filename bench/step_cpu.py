@@ -53,10 +53,17 @@ class WaitSampler:
         self._counts: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._error: str | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._sample()
+        except Exception as exc:  # reported by `take`, not read as "no waits"
+            self._error = repr(exc)
+
+    def _sample(self) -> None:
         while not self._stop.wait(0.005):
             rows = self._conn.execute(
                 "SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE datname = %s "
@@ -71,6 +78,8 @@ class WaitSampler:
         """Each wait's share of the busy samples since the last take."""
         with self._lock:
             counts, self._counts = self._counts, collections.Counter()
+        if self._error:
+            raise RuntimeError(f"the wait sampler stopped: {self._error}")
         total = sum(counts.values()) or 1
         return {name: r(n / total, 3) for name, n in counts.most_common(6)}
 
@@ -101,7 +110,7 @@ def main() -> None:
         with WorkerSet(db, args.workers, concurrency=4, logs=Path(tmp)) as workers:
             wait_done(reader, create_runs(db, flows[args.workload], 20))  # warm-up
             waits = WaitSampler(
-                admin.set(drivername="postgresql").render_as_string(False), db.url.database
+                admin.set(drivername="postgresql").render_as_string(False), str(db.url.database)
             )
             stack.callback(waits.close)
             for batch in range(args.batches):

@@ -10,9 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from grantflow.definitions.models import Workflow
 from grantflow.people.notifications import Notification
+from grantflow.safety import config as safety_config
+from grantflow.safety import periods
 from grantflow.store.database import Database
 from tests.conftest import Api
 from tests.support.engine import publish, run_detail, running_worker, start, workflow
@@ -101,6 +104,32 @@ def test_a_burst_trips_the_breaker_holds_every_run_and_resume_releases_them(
     note = notifications(db, "workflow_paused_safety")
     assert len(note) == 1
     assert note[0].resolved_at is not None
+
+
+def test_a_breaker_counts_every_shard_of_its_counter(api: Api) -> None:
+    """The runs counted this minute are kept in shards (each connection bumps its own): 1 and
+    2 runs in two shards are 3 against a limit of 3, so the next run trips the breaker and is
+    held; the larger shard alone (2) would have let it through."""
+    db = api.database
+    doc = workflow("Sharded", {"id": "only", "type": "set", "config": {"values": {"x": 1}}})
+    wf = publish(db, {**doc, "safety": {"max_runs_per_minute": 3}})
+    minute = periods.minute_key(safety_config.now())
+    with db.transaction() as session:
+        session.execute(
+            text(
+                "INSERT INTO usage_counters (scope_id, kind, period_key, shard, count) "
+                "VALUES (:wf, 'runs', :minute, 0, 1), (:wf, 'runs', :minute, 3, 2)"
+            ),
+            {"wf": wf, "minute": minute},
+        )
+    run_id = start(db, wf, {})
+    with running_worker(db, concurrency=1):
+        settle(lambda: statuses(db, [run_id]) == [("queued", "safety")], "the run held")
+    with db.transaction() as session:
+        paused = session.get(Workflow, wf)
+        assert paused is not None
+        assert paused.safety_pause is not None
+        assert paused.safety_pause["breaker"] == "runs_per_minute"
 
 
 def test_too_many_external_calls_stop_a_running_run_at_its_next_step(

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from importlib.metadata import EntryPoint
 
 import pytest
 
-from grantflow.steps.registry import ENTRY_POINT_GROUP, load_entry
+from grantflow.steps import registry
+from grantflow.steps.registry import ENTRY_POINT_GROUP, get_step_type, load_entry
 
 NEVER_IN_A_WORKER = (
     "fastapi",
@@ -71,7 +73,7 @@ def test_the_worker_command_imports_no_module_a_worker_never_uses() -> None:
 def test_a_step_type_is_imported_when_a_step_of_it_runs_and_not_before() -> None:
     loaded = _loaded_after(
         "import grantflow.cli.worker; from grantflow.steps.registry import get_step_type; "
-        "assert get_step_type('set') and get_step_type('http') and get_step_type('no.such') is None"
+        "assert get_step_type('set') and get_step_type('http')"
     )
     assert "grantflow.steps.control" in loaded
     assert "grantflow.steps.http" in loaded
@@ -87,12 +89,37 @@ def test_a_step_type_is_imported_when_a_step_of_it_runs_and_not_before() -> None
     assert "scim2_models" in loaded
 
 
-def test_a_step_type_registered_under_another_name_is_refused() -> None:
-    entry = EntryPoint("okta.set", "grantflow.steps.control:SET_STEP", ENTRY_POINT_GROUP)
-    with pytest.raises(
-        TypeError, match=r"entry point okta\.set in grantflow\.steps holds step type 'set'"
-    ):
-        load_entry(entry)
+@pytest.fixture
+def misnamed_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The installed step types plus a plugin whose entry point is named otherwise than the
+    step type it holds (`okta.set` holding `set`'s type, standing in for a plugin's own)."""
+    installed = dict(registry._entry_points())
+    entry = EntryPoint("okta.renamed", "grantflow.steps.control:SET_STEP", ENTRY_POINT_GROUP)
+    installed.pop("set")
+    monkeypatch.setattr(registry, "_entry_points", lambda: {**installed, entry.name: entry})
+    registry._loaded.cache_clear()
+    registry.step_types.cache_clear()
+    yield
+    registry._loaded.cache_clear()
+    registry.step_types.cache_clear()
+
+
+@pytest.mark.usefixtures("misnamed_plugin")
+def test_a_plugin_whose_entry_point_is_named_otherwise_is_found_by_its_type() -> None:
+    found = get_step_type("set")
+    assert found is not None
+    assert found.name == "set"
+    assert get_step_type("okta.renamed") is None
+    assert "set" in registry.step_types()
+
+
+def test_unknown_names_are_not_kept() -> None:
+    for n in range(100):
+        assert get_step_type(f"no.such.type{n}") is None
+    assert registry._loaded.cache_info().currsize <= len(registry._entry_points())
+
+
+def test_an_entry_point_that_holds_no_step_type_is_refused() -> None:
     entry = EntryPoint("weird", "grantflow.steps.control:SetConfig", ENTRY_POINT_GROUP)
     with pytest.raises(TypeError, match="is not a StepType"):
         load_entry(entry)

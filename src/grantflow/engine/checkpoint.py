@@ -426,7 +426,8 @@ def _local(sql: str) -> str:
     """`sql` (a step's success) for a local step, which keeps no attempt log: without the
     attempt's update, so the statement neither locks nor opens that table and its indexes."""
     local = sql.replace(_driver_sql(f", {_ATTEMPT_DONE_CTE}"), "")
-    assert local != sql, "no attempt update in the statement"
+    if local == sql:  # (not an assert: it must hold under `python -O` too)
+        raise RuntimeError("a checkpoint statement without the attempt's update")
     return local
 
 

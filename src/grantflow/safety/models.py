@@ -113,9 +113,9 @@ class UsageCounter(Base):
     workspace (scope_id "*") used in one period: a minute ("M:2031-01-02T10:04", UTC, for the
     breakers), a day ("d:2031-01-02") or a month ("m:2031-01") in the spend-cap timezone.
 
-    A count is the sum of its shards' rows: each database connection bumps its own shard
-    (`gate.SHARD`), so concurrent steps of one workflow do not wait for each other's commit on
-    one row's lock."""
+    A count is the sum of its shards' rows: a statement bumps the shard its connection's
+    backend picks (`gate.SHARD`, one of 16), so concurrent steps of one workflow rarely wait
+    for each other's commit on one row's lock."""
 
     __tablename__ = "usage_counters"
 

@@ -27,11 +27,19 @@ def _minute_key(minute: int) -> str:
 
 
 def day_key(now: dt.datetime) -> str:
-    return "d:" + now.astimezone(zone()).strftime("%Y-%m-%d")
+    return _calendar_keys(int(now.timestamp()) // 60, defaults().spend_cap_timezone)[0]
 
 
 def month_key(now: dt.datetime) -> str:
-    return "m:" + now.astimezone(zone()).strftime("%Y-%m")
+    return _calendar_keys(int(now.timestamp()) // 60, defaults().spend_cap_timezone)[1]
+
+
+@functools.lru_cache(maxsize=4)
+def _calendar_keys(minute: int, timezone: str) -> tuple[str, str]:
+    """The day's and the month's key of a UTC minute in `timezone`, formatted once a minute
+    (every step start counts in both). A day starts on a minute in every timezone in use."""
+    local = dt.datetime.fromtimestamp(minute * 60, dt.UTC).astimezone(ZoneInfo(timezone))
+    return "d:" + local.strftime("%Y-%m-%d"), "m:" + local.strftime("%Y-%m")
 
 
 def key(period: str, now: dt.datetime) -> str:

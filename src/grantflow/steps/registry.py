@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+import structlog
 from pydantic import BaseModel
 
 from grantflow.steps.execution import StepCall, StepResult
 
 ENTRY_POINT_GROUP = "grantflow.steps"
+log = structlog.get_logger("grantflow.steps")
 
 
 @dataclass(frozen=True)
@@ -67,33 +69,46 @@ def step_type_names() -> list[str]:
     return sorted(_entry_points())
 
 
-@functools.cache
 def get_step_type(name: str) -> StepType | None:
-    """The step type `name`, its module imported on first use: a worker whose runs use only
-    `set` and `http` steps never holds the SCIM or directory connectors (nor their libraries)."""
-    entry = _entry_points().get(name)
-    return None if entry is None else load_entry(entry)
+    """The step type `name`, its module imported when it is first asked for: a worker whose
+    runs use only `set` and `http` steps never holds the SCIM or directory connectors (nor
+    their libraries). A name no entry point has (unknown, or a plugin whose entry point is
+    named otherwise than its type) is looked up among them all."""
+    if name in _entry_points():
+        step_type = _loaded(name)
+        if step_type.name == name:
+            return step_type
+    return step_types().get(name)
+
+
+@functools.cache
+def _loaded(entry_name: str) -> StepType:
+    """(Cached by entry point: a bounded set, unlike the names callers may ask for.)"""
+    return load_entry(_entry_points()[entry_name])
 
 
 def load_entry(entry: EntryPoint) -> StepType:
-    """The step type an entry point names, checked: it is a `StepType` of the entry's name."""
+    """The step type an entry point holds, checked to be one."""
     step_type = entry.load()
     if not isinstance(step_type, StepType):
         raise TypeError(f"entry point {entry.name} in {ENTRY_POINT_GROUP} is not a StepType")
-    if step_type.name != entry.name:
-        raise TypeError(
-            f"entry point {entry.name} in {ENTRY_POINT_GROUP} holds step type {step_type.name!r}: "
-            "an entry point is named after its step type"
-        )
     return step_type
 
 
+@functools.cache
 def step_types() -> dict[str, StepType]:
-    """Every installed step type (each module imported): for the publish gate's schema and
-    the docs, not for running a step (`get_step_type`)."""
+    """Every installed step type by its name (each module imported): for the workflow schema
+    and the docs, not for running a step (`get_step_type`)."""
     found: dict[str, StepType] = {}
     for name in _entry_points():
-        step_type = get_step_type(name)
-        if step_type is not None:
-            found[name] = step_type
+        step_type = _loaded(name)
+        if step_type.name != name:
+            log.warning(
+                "steps.entry_point_misnamed",
+                entry_point=name,
+                step_type=step_type.name,
+                next_action=f"name the entry point {step_type.name!r} in the plugin's "
+                "package metadata: its steps load with every other type until then",
+            )
+        found[step_type.name] = step_type
     return found
