@@ -34,6 +34,8 @@ NEVER_IN_A_WORKER = (
     "argon2",
     # loaded when a credential is decrypted or a key derived (about 7 MB), not before
     "cryptography",
+    # SQLite's driver, in a process on PostgreSQL
+    "sqlite3",
     # loaded by a worker's first SCIM step, not before
     "grantflow.steps.scim",
     "scim2_models",
@@ -123,3 +125,14 @@ def test_an_entry_point_that_holds_no_step_type_is_refused() -> None:
     entry = EntryPoint("weird", "grantflow.steps.control:SetConfig", ENTRY_POINT_GROUP)
     with pytest.raises(TypeError, match="is not a StepType"):
         load_entry(entry)
+
+
+def test_a_worker_settled_on_its_run_listeners_holds_no_schema_validator() -> None:
+    """After its first timer tick (which loads every run listener) and a `set` step, a worker
+    still holds no JSON Schema validator: only a start with an input schema needs one."""
+    loaded = _loaded_after(
+        "import grantflow.cli.worker; from grantflow.engine import hooks; hooks.load(); "
+        "from grantflow.steps.registry import get_step_type; get_step_type('set')"
+    )
+    assert "grantflow.schedules.listeners" in loaded
+    assert [m for m in loaded if m == "jsonschema" or m.startswith("jsonschema.")] == []

@@ -6,7 +6,6 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
 from sqlalchemy import literal, select
 from sqlalchemy.orm import Session
 
@@ -46,6 +45,8 @@ def check_dispatching(workflow: Workflow) -> int:
 
 
 def validate_input(schema: dict[str, Any], data: Any) -> None:
+    import jsonschema  # (here: a worker that starts no run with an input schema never loads it)
+
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
     if errors:

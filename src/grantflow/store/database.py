@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine
@@ -18,6 +17,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from grantflow.errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    import sqlite3  # (the driver loads with SQLAlchemy's SQLite dialect, only on SQLite)
 
 
 class Database:
