@@ -26,7 +26,7 @@ from grantflow.engine.turns import Turn
 from grantflow.engine.worker import Worker
 from grantflow.queue.database import DatabaseQueue
 from grantflow.queue.models import QueueItem
-from grantflow.schedules import scheduler
+from grantflow.schedules.models import STARTER_LABEL
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 from tests.support.engine import (
@@ -150,7 +150,7 @@ def test_a_call_first_is_started_by_the_take(database: Database) -> None:
     [
         ("manual", "user:ada", None, False),
         ("identity_joined", "system:lifecycle", None, False),
-        ("schedule", scheduler.STARTER_LABEL, None, False),
+        ("schedule", STARTER_LABEL, None, False),
         ("manual", "user:ada", "an-earlier-run", False),
         ("manual", "user:ada", None, True),
     ],

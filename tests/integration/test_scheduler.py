@@ -23,8 +23,9 @@ from grantflow.engine.worker import Worker
 from grantflow.people.notifications import Notification
 from grantflow.queue.database import DatabaseQueue
 from grantflow.schedules import jobs, scheduler
-from grantflow.schedules.jobs import JobStatus, JobUpdate
-from grantflow.schedules.models import Job, Occurrence
+from grantflow.schedules.jobs import JobUpdate
+from grantflow.schedules.models import Job, JobStatus, Occurrence
+from grantflow.schedules.overdue import mark_overdue
 from grantflow.schedules.scheduler import Scheduler
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
@@ -549,7 +550,7 @@ def test_disabled_job_has_no_occurrences_and_restarts_from_now(
         clock.set(at(f"2026-03-02T{hour}:10:00+00:00"))
         assert sched.tick().occurrences == []
         with database.transaction() as session:
-            assert scheduler.mark_overdue(session, clock.now) == []
+            assert mark_overdue(session, clock.now) == []
     assert occurrences(database, job_id) == []
     with database.transaction() as session:
         jobs.set_status(session, ALICE, job_id, JobStatus.ENABLED)
@@ -579,9 +580,7 @@ def test_overdue_flagged_once_and_cleared_by_the_next_handled_occurrence(
     job_id = scheduled(database, sched, "watched", "0 * * * *")
     for minute, flagged in ((4, []), (6, [job_id]), (30, [])):
         with database.transaction() as session:
-            assert scheduler.mark_overdue(session, at(f"2026-03-02T11:{minute:02}:00+00:00")) == (
-                flagged
-            )
+            assert mark_overdue(session, at(f"2026-03-02T11:{minute:02}:00+00:00")) == (flagged)
     job = job_row(database, job_id)
     assert job.overdue_since == at("2026-03-02T11:00:00+00:00")
     (note,) = _overdue_notes(database, job_id)
@@ -845,7 +844,7 @@ def test_a_failing_job_does_not_stop_the_others(
     assert (late.scheduled_for, late.status) == (at("2026-03-02T11:00:00+00:00"), "fired")
     assert job_row(database, healed).next_fire_at == at("2026-03-02T12:00:00+00:00")
     with database.transaction() as session:
-        assert scheduler.mark_overdue(session, clock.now) == [broken]
+        assert mark_overdue(session, clock.now) == [broken]
 
 
 def test_a_time_already_recorded_is_stepped_over(

@@ -21,7 +21,7 @@ from grantflow.governance import controls
 from grantflow.people.models import Task
 from grantflow.queue.database import DatabaseQueue
 from grantflow.schedules.jobs import BuiltInJobCreate, create_built_in
-from grantflow.schedules.scheduler import mark_overdue
+from grantflow.schedules.overdue import mark_overdue
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 from tests.support.engine import ACTOR, publish, start, wait_for, workflow

@@ -127,12 +127,14 @@ def test_an_entry_point_that_holds_no_step_type_is_refused() -> None:
         load_entry(entry)
 
 
-def test_a_worker_settled_on_its_run_listeners_holds_no_schema_validator() -> None:
+def test_a_worker_settled_on_its_run_listeners_holds_no_scheduler_nor_validator() -> None:
     """After its first timer tick (which loads every run listener) and a `set` step, a worker
-    still holds no JSON Schema validator: only a start with an input schema needs one."""
+    still holds neither the scheduler with cron (the tick flags overdue jobs without them) nor
+    a JSON Schema validator (only a start with an input schema needs one)."""
     loaded = _loaded_after(
         "import grantflow.cli.worker; from grantflow.engine import hooks; hooks.load(); "
         "from grantflow.steps.registry import get_step_type; get_step_type('set')"
     )
     assert "grantflow.schedules.listeners" in loaded
-    assert [m for m in loaded if m == "jsonschema" or m.startswith("jsonschema.")] == []
+    unused = ("jsonschema", "grantflow.schedules.scheduler", "croniter", "cron_descriptor")
+    assert [m for m in loaded if any(m == n or m.startswith(n + ".") for n in unused)] == []

@@ -20,7 +20,7 @@ from grantflow.definitions.models import Workflow
 from grantflow.engine.plans import plan_for
 from grantflow.errors import BadRequest, Conflict, NotFound, ValidationError
 from grantflow.schedules import cron
-from grantflow.schedules.models import Job, Occurrence
+from grantflow.schedules.models import Job, JobStatus, Occurrence
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 from grantflow.store.ids import by_prefix
@@ -34,12 +34,6 @@ class JobKind(enum.StrEnum):
     ACCESS_REVIEW = "access_review"
     CONTROL_EVALUATION = "control_evaluation"
     REPORT = "report"
-
-
-class JobStatus(enum.StrEnum):
-    ENABLED = "enabled"
-    PAUSED = "paused"  # occurrences are recorded as skipped (paused), so nothing is silent
-    DISABLED = "disabled"  # off: no occurrences at all
 
 
 BUILT_IN = (JobKind.ACCESS_REVIEW, JobKind.CONTROL_EVALUATION, JobKind.REPORT)

@@ -14,17 +14,17 @@ from grantflow.engine import hooks
 from grantflow.engine.models import Run
 from grantflow.engine.states import RunStatus
 from grantflow.queue.transports import queue_of
-from grantflow.schedules import scheduler
-from grantflow.schedules.models import Job, Occurrence
+from grantflow.schedules.models import STARTER_LABEL, Job, Occurrence
+from grantflow.schedules.overdue import mark_overdue
 from grantflow.store.base import utcnow
 from grantflow.store.database import database_of
 
 
 @hooks.on_run_status(
-    wants=lambda end: RunStatus(end.status).terminal and end.created_by == scheduler.STARTER_LABEL
+    wants=lambda end: RunStatus(end.status).terminal and end.created_by == STARTER_LABEL
 )
 def _run_status(session: Session, run: Run, old: str, new: str) -> None:
-    if not RunStatus(new).terminal or run.created_by != scheduler.STARTER_LABEL:
+    if not RunStatus(new).terminal or run.created_by != STARTER_LABEL:
         return  # only a run the scheduler started has an occurrence (no query for the others)
     occurrence = session.execute(
         select(Occurrence).where(Occurrence.run_id == run.id)
@@ -34,9 +34,11 @@ def _run_status(session: Session, run: Run, old: str, new: str) -> None:
     occurrence.outcome = new
     job = session.get(Job, occurrence.job_id)
     if job is not None:  # (whatever the policy is now: one queued earlier still starts)
+        from grantflow.schedules import scheduler  # (here: a worker's tick needs none of it)
+
         scheduler.start_queued(session, queue_of(database_of(session)), job, utcnow())
 
 
 @hooks.on_tick
 def flag_overdue(session: Session, queue: Any, now: dt.datetime) -> None:
-    scheduler.mark_overdue(session, now)
+    mark_overdue(session, now)

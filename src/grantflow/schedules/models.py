@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +20,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from grantflow.store.base import Base, JSONType, UTCDateTime, new_id, utcnow
 from grantflow.store.names import UniqueNameKeyed
+
+# the `created_by` of every run an occurrence started
+STARTER_LABEL = "system:scheduler"
+
+
+class JobStatus(enum.StrEnum):
+    ENABLED = "enabled"
+    PAUSED = "paused"  # occurrences are recorded as skipped (paused), so nothing is silent
+    DISABLED = "disabled"  # off: no occurrences at all
 
 
 class Job(UniqueNameKeyed, Base):

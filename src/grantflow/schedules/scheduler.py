@@ -38,11 +38,11 @@ from grantflow.engine.models import Run, RunEvent, StepRun
 from grantflow.engine.runs import start_run, validate_input
 from grantflow.engine.states import TERMINAL, RunStatus, StepStatus
 from grantflow.errors import GrantflowError
-from grantflow.people.notifications import NotificationKind, notify, resolve
+from grantflow.people.notifications import resolve
 from grantflow.queue.interface import Queue
 from grantflow.schedules import cron, jobs, runners
-from grantflow.schedules.jobs import JobKind, JobStatus
-from grantflow.schedules.models import Job, Occurrence, SchedulerLease
+from grantflow.schedules.jobs import JobKind
+from grantflow.schedules.models import STARTER_LABEL, Job, JobStatus, Occurrence, SchedulerLease
 from grantflow.store.base import new_id, utcnow
 from grantflow.store.database import Database
 
@@ -50,8 +50,7 @@ log = structlog.get_logger("grantflow.scheduler")
 
 LEASE = "scheduler"
 SCHEDULER = Actor.system("scheduler")
-_STARTER = Actor(label="system:scheduler", permissions=frozenset({Permission.RUN_OPERATE}))
-STARTER_LABEL = _STARTER.label  # the `created_by` of every run an occurrence started
+_STARTER = Actor(label=STARTER_LABEL, permissions=frozenset({Permission.RUN_OPERATE}))
 _MAX_BACKLOG = 1000  # scheduled times examined per job per tick after a long downtime
 
 
@@ -713,36 +712,3 @@ def run_now(session: Session, actor: Actor, queue: Queue, job_id: str) -> Occurr
         {"occurrence": occurrence.id, "status": occurrence.status, "reason": occurrence.reason},
     )
     return occurrence
-
-
-def mark_overdue(session: Session, now: dt.datetime) -> list[str]:
-    """Jobs whose next occurrence is past its grace period with nothing recorded (the
-    scheduler is down or behind): flagged, with one job_overdue notification each."""
-    flagged = []
-    for job in session.execute(
-        select(Job)
-        .where(
-            Job.status == JobStatus.ENABLED,
-            Job.next_fire_at.is_not(None),
-            Job.next_fire_at < now,
-            Job.overdue_since.is_(None),
-        )
-        # a job the scheduler is handling right now is not overdue
-        .with_for_update(skip_locked=True)
-    ).scalars():
-        assert job.next_fire_at is not None
-        if now - job.next_fire_at <= dt.timedelta(seconds=job.grace_seconds):
-            continue
-        job.overdue_since = job.next_fire_at
-        notify(
-            session,
-            NotificationKind.JOB_OVERDUE,
-            f"job_overdue:{job.id}",
-            f"Job {job.name!r} is overdue: its occurrence at {job.next_fire_at:%Y-%m-%d %H:%M}Z "
-            "has not started",
-            body="Is a scheduler running? (`grantflow scheduler`, or `grantflow serve`)",
-            target_type="job",
-            target_id=job.id,
-        )
-        flagged.append(job.id)
-    return flagged

@@ -17,7 +17,8 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.queue.interface import Queue
 from grantflow.schedules import cron, jobs, scheduler
-from grantflow.schedules.jobs import BuiltInJobCreate, JobKind, JobStatus, JobUpdate
+from grantflow.schedules.jobs import BuiltInJobCreate, JobKind, JobUpdate
+from grantflow.schedules.models import JobStatus
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from grantflow.strict import Int

@@ -28,7 +28,7 @@ from grantflow.console.views import (
 )
 from grantflow.schedules import jobs as service
 from grantflow.schedules import scheduler
-from grantflow.schedules.jobs import JobStatus
+from grantflow.schedules.models import JobStatus
 from grantflow.store.pagination import DEFAULT_LIMIT
 
 router = APIRouter(include_in_schema=False)
