@@ -5,6 +5,7 @@ tell an operator's pause of one run apart from a workflow paused for safety."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,9 +14,11 @@ import httpx
 from sqlalchemy import select, text
 
 from grantflow.definitions.models import Workflow
+from grantflow.engine import hooks
 from grantflow.people.notifications import Notification
+from grantflow.safety import breakers, periods
 from grantflow.safety import config as safety_config
-from grantflow.safety import periods
+from grantflow.safety import listeners as safety_listeners
 from grantflow.store.database import Database
 from tests.conftest import Api
 from tests.support.engine import publish, run_detail, running_worker, start, workflow
@@ -130,6 +133,31 @@ def test_a_breaker_counts_every_shard_of_its_counter(api: Api) -> None:
         assert paused is not None
         assert paused.safety_pause is not None
         assert paused.safety_pause["breaker"] == "runs_per_minute"
+
+
+def test_the_timer_forgets_minute_counters_no_breaker_reads(api: Api) -> None:
+    """Minute counters before the previous minute are deleted by the workers' timer (once a
+    minute per process); this minute's, the previous one's, and every day and month stay."""
+    db = api.database
+    now = dt.datetime(2031, 5, 6, 10, 30, 15, tzinfo=dt.UTC)
+    keys = [periods.minute_key(now - dt.timedelta(minutes=m)) for m in (0, 1, 2, 3, 90)]
+    keys += [periods.day_key(now - dt.timedelta(days=40)), periods.month_key(now)]
+    with db.transaction() as session:
+        for shard, key in enumerate(keys):
+            session.execute(
+                text(
+                    "INSERT INTO usage_counters (scope_id, kind, period_key, shard, count) "
+                    "VALUES ('*', 'runs', :key, :shard, 1)"
+                ),
+                {"key": key, "shard": shard},
+            )
+    assert safety_listeners.forget_old_minutes in hooks.tick_listeners()
+    with db.transaction() as session:
+        assert breakers.forget_old_minutes(session, now) == 2
+    with db.transaction() as session:
+        kept = session.execute(text("SELECT period_key FROM usage_counters")).scalars()
+        minutes = ["M:2031-05-06T10:30", "M:2031-05-06T10:29", "M:2031-05-06T10:28"]
+        assert sorted(kept) == sorted([*minutes, "d:2031-03-27", "m:2031-05"])
 
 
 def test_too_many_external_calls_stop_a_running_run_at_its_next_step(

@@ -13,7 +13,7 @@ import datetime as dt
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from grantflow import advice, audit, timestamps
@@ -27,8 +27,10 @@ from grantflow.engine.timeline import add_event
 from grantflow.errors import Conflict
 from grantflow.people.notifications import NotificationKind, notify, resolve
 from grantflow.queue.interface import Queue
+from grantflow.safety import periods
 from grantflow.safety.config import Breakers
 from grantflow.safety.hold import Hold
+from grantflow.safety.models import UsageCounter
 from grantflow.store.base import utcnow
 
 log = structlog.get_logger("grantflow.safety")
@@ -249,3 +251,17 @@ def pause_view(session: Session, workflow: Workflow) -> dict[str, Any] | None:
         "next_action": advised["next_action"],
         "action": advice.render(advised["operation"], workflow_id=workflow.id),
     }
+
+
+def forget_old_minutes(session: Session, now: dt.datetime) -> int:
+    """The per-minute usage counters before the previous minute: no breaker reads them (a
+    breaker's window is this minute and the one before), and a busy workflow writes up to one
+    per shard and counted kind every minute. Days and months are kept (the usage report)."""
+    oldest_kept = periods.minute_key(now - dt.timedelta(minutes=2))
+    result = session.execute(
+        delete(UsageCounter).where(
+            UsageCounter.period_key >= periods.MINUTE_PREFIX,
+            UsageCounter.period_key < oldest_kept,
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,7 +1,7 @@
 """What the safety package does on the engine's hooks (found through the
 `grantflow.engine_listeners` entry point): the failed-runs breaker as runs fail, spend-cap
-roll-overs and forgetting old webhook deliveries on the timers, and saying what a held run
-waits for."""
+roll-overs and forgetting old webhook deliveries and per-minute counters on the timers, and
+saying what a held run waits for."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from grantflow.store.database import database_of
 log = structlog.get_logger("grantflow.safety")
 
 _PRUNE_EVERY = dt.timedelta(hours=1)
+_MINUTE = dt.timedelta(minutes=1)
 _pruned: dict[str, dt.datetime] = {}
 _lock = threading.Lock()
 
@@ -67,6 +68,17 @@ def prune_deliveries(session: Session, _queue: Any, now: dt.datetime) -> None:
             return
         _pruned["accepted"] = now
     webhooks.prune_accepted(session, now)
+
+
+@hooks.on_tick
+def forget_old_minutes(session: Session, _queue: Any, now: dt.datetime) -> None:
+    """Per-minute usage counters no breaker reads any more, once a minute per process."""
+    with _lock:
+        last = _pruned.get("minutes")
+        if last is not None and now - last < _MINUTE:
+            return
+        _pruned["minutes"] = now
+    breakers.forget_old_minutes(session, now)
 
 
 @hooks.wait_describer

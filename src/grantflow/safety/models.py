@@ -118,6 +118,8 @@ class UsageCounter(Base):
     for each other's commit on one row's lock."""
 
     __tablename__ = "usage_counters"
+    # (the per-minute rows are forgotten by key range: safety/breakers.forget_old_minutes)
+    __table_args__ = (Index("ix_usage_counters_period_key", "period_key"),)
 
     scope_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20), primary_key=True)

@@ -16,6 +16,10 @@ def zone() -> ZoneInfo:
     return ZoneInfo(defaults().spend_cap_timezone)
 
 
+# Minute keys sort before day ("d:") and month ("m:") keys, and among themselves in time order
+MINUTE_PREFIX = "M:"
+
+
 def minute_key(now: dt.datetime) -> str:
     return _minute_key(int(now.timestamp()) // 60)
 
@@ -23,7 +27,7 @@ def minute_key(now: dt.datetime) -> str:
 @functools.lru_cache(maxsize=4)
 def _minute_key(minute: int) -> str:
     """(Formatted once a minute: every step start counts in this minute and the one before.)"""
-    return "M:" + dt.datetime.fromtimestamp(minute * 60, dt.UTC).strftime("%Y-%m-%dT%H:%M")
+    return MINUTE_PREFIX + dt.datetime.fromtimestamp(minute * 60, dt.UTC).strftime("%Y-%m-%dT%H:%M")
 
 
 def day_key(now: dt.datetime) -> str:

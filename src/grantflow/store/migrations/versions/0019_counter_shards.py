@@ -1,6 +1,7 @@
 """usage_counters.shard: a counter is kept in up to 16 rows (its count is their sum), so that
 concurrent step boundaries of one workflow bump different rows instead of queueing on one
-row's lock until each other's commit (safety/gate.py)
+row's lock until each other's commit (safety/gate.py); and an index on period_key, by which
+the per-minute rows no breaker reads any more are forgotten
 
 Revision ID: 0019
 Revises: 0018
@@ -24,9 +25,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("shard", sa.SmallInteger(), nullable=False, server_default="0"))
         batch.drop_constraint("pk_usage_counters", type_="primary")
         batch.create_primary_key("pk_usage_counters", [*_KEY, "shard"])
+    op.create_index("ix_usage_counters_period_key", "usage_counters", ["period_key"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_usage_counters_period_key", table_name="usage_counters")
     # each counter's shards summed into one row (shard -1 while the others are deleted)
     op.execute(
         "INSERT INTO usage_counters (scope_id, kind, period_key, shard, count) "
