@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select, text
 
 from grantflow.definitions.models import Workflow
@@ -158,6 +159,45 @@ def test_the_timer_forgets_minute_counters_no_breaker_reads(api: Api) -> None:
         kept = session.execute(text("SELECT period_key FROM usage_counters")).scalars()
         minutes = ["M:2031-05-06T10:30", "M:2031-05-06T10:29", "M:2031-05-06T10:28"]
         assert sorted(kept) == sorted([*minutes, "d:2031-03-27", "m:2031-05"])
+
+
+def test_forgetting_minutes_keeps_a_month_that_sorts_among_them(api: Api) -> None:
+    """In a linguistic collation (a PostgreSQL database created en_US.UTF-8) this month's key
+    "m:2031-05" sorts between "M:" and this minute's key; it is a month, and stays."""
+    db = api.database
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite compares keys byte by byte")
+    with db.transaction() as session:
+        if (
+            session.execute(text("SELECT 1 FROM pg_collation WHERE collname = 'en-x-icu'")).first()
+            is None
+        ):
+            pytest.skip("this PostgreSQL has no ICU collations")
+        session.execute(
+            text(
+                "ALTER TABLE usage_counters ALTER COLUMN period_key "
+                'TYPE varchar(20) COLLATE "en-x-icu"'
+            )
+        )
+        session.execute(
+            text(
+                "INSERT INTO usage_counters (scope_id, kind, period_key, shard, count) VALUES "
+                "('*', 'steps', 'm:2031-05', 0, 1), ('*', 'runs', 'M:2031-05-06T10:00', 0, 1)"
+            )
+        )
+        # (the case this test is for: both keys inside the minutes' range in this collation)
+        in_range = session.execute(
+            text(
+                "SELECT count(*) FROM usage_counters "
+                "WHERE period_key >= 'M:' AND period_key < 'M:2031-05-06T10:28'"
+            )
+        ).scalar_one()
+        assert in_range == 2
+    now = dt.datetime(2031, 5, 6, 10, 30, tzinfo=dt.UTC)
+    with db.transaction() as session:
+        assert breakers.forget_old_minutes(session, now) == 1
+        kept = session.execute(text("SELECT period_key FROM usage_counters")).scalars().all()
+    assert kept == ["m:2031-05"]
 
 
 def test_too_many_external_calls_stop_a_running_run_at_its_next_step(

@@ -260,8 +260,12 @@ def forget_old_minutes(session: Session, now: dt.datetime) -> int:
     oldest_kept = periods.minute_key(now - dt.timedelta(minutes=2))
     result = session.execute(
         delete(UsageCounter).where(
+            # the range is for the index; the prefix decides: in a linguistic collation (a
+            # PostgreSQL database created en_US.UTF-8) "m:2031-05" sorts inside the range
             UsageCounter.period_key >= periods.MINUTE_PREFIX,
             UsageCounter.period_key < oldest_kept,
+            func.substr(UsageCounter.period_key, 1, len(periods.MINUTE_PREFIX))
+            == periods.MINUTE_PREFIX,
         )
     )
     return int(getattr(result, "rowcount", 0) or 0)

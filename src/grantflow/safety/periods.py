@@ -16,7 +16,7 @@ def zone() -> ZoneInfo:
     return ZoneInfo(defaults().spend_cap_timezone)
 
 
-# Minute keys sort before day ("d:") and month ("m:") keys, and among themselves in time order
+# Minute keys sort among themselves in time order in any collation (one format throughout)
 MINUTE_PREFIX = "M:"
 
 
