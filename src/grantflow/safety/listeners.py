@@ -18,7 +18,7 @@ from grantflow.engine.models import Run
 from grantflow.engine.plans import plan_for
 from grantflow.engine.states import RunStatus, WaitingReason
 from grantflow.errors import InternalError
-from grantflow.safety import breakers, spend, webhooks
+from grantflow.safety import breakers, config, spend, webhooks
 from grantflow.store.database import database_of
 
 log = structlog.get_logger("grantflow.safety")
@@ -78,7 +78,7 @@ def forget_old_minutes(session: Session, _queue: Any, now: dt.datetime) -> None:
         if last is not None and now - last < _MINUTE:
             return
         _pruned["minutes"] = now
-    breakers.forget_old_minutes(session, now)
+    breakers.forget_old_minutes(session, config.now())  # (the clock the breakers count by)
 
 
 @hooks.wait_describer
