@@ -59,26 +59,29 @@ def spend_cap_rollovers(session: Session, queue: Any, _now: dt.datetime) -> None
     spend.wake_capped(session, queue, "system:safety", due_only=True)
 
 
+def _due(chore: str, every: dt.timedelta, now: dt.datetime) -> bool:
+    """Whether a chore paced per process (the tick comes every few seconds) is due; if so, it
+    is marked done now."""
+    with _lock:
+        last = _pruned.get(chore)
+        if last is not None and now - last < every:
+            return False
+        _pruned[chore] = now
+        return True
+
+
 @hooks.on_tick
 def prune_deliveries(session: Session, _queue: Any, now: dt.datetime) -> None:
     """Accepted deliveries older than a day, once an hour per process."""
-    with _lock:
-        last = _pruned.get("accepted")
-        if last is not None and now - last < _PRUNE_EVERY:
-            return
-        _pruned["accepted"] = now
-    webhooks.prune_accepted(session, now)
+    if _due("accepted", _PRUNE_EVERY, now):
+        webhooks.prune_accepted(session, now)
 
 
 @hooks.on_tick
 def forget_old_minutes(session: Session, _queue: Any, now: dt.datetime) -> None:
     """Per-minute usage counters no breaker reads any more, once a minute per process."""
-    with _lock:
-        last = _pruned.get("minutes")
-        if last is not None and now - last < _MINUTE:
-            return
-        _pruned["minutes"] = now
-    breakers.forget_old_minutes(session, config.now())  # (the clock the breakers count by)
+    if _due("minutes", _MINUTE, now):
+        breakers.forget_old_minutes(session, config.now())  # (the clock the breakers count by)
 
 
 @hooks.wait_describer
