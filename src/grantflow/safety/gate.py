@@ -172,11 +172,11 @@ def _facts(conn: Connection, start: StepStart, now: dt.datetime) -> _Facts | Non
     return _Facts(bool(row[0]), resumed, int(row[2]), bool(row[3]), minute)
 
 
-# The shard of `usage_counters` a statement bumps (PostgreSQL): its connection's own, so that
-# concurrent transactions, each on its own connection, rarely bump the same row. A bump holds
-# its row's lock until its transaction commits; on one row per counter, every step of a busy
-# workflow queued behind the one before it (the step boundary's throughput with 4 worker
-# processes was bound by it). Readers sum the shards.
+# The shard of `usage_counters` a statement bumps (PostgreSQL): the one its connection's backend
+# picks, so that concurrent transactions, each on its own connection, rarely bump the same row.
+# A bump holds its row's lock until its transaction commits; on one row per counter, every step
+# of a busy workflow queued behind the one before it (the step boundary's throughput with 4
+# worker processes was bound by it). Readers sum the shards.
 SHARDS = 16
 SHARD = f"mod(pg_backend_pid(), {SHARDS})"
 
