@@ -769,3 +769,22 @@ def test_a_checkpoint_on_a_lost_connection_fails_like_any_write_then_recovers(
     assert _snapshot(database, run_id) == before
     assert record_succeeded(database, guard, _succeeded(now)) is True
     assert run_detail(database, run_id)["current_step"] == "b"
+
+
+def test_a_step_boundary_rewrites_no_indexed_column_of_its_run(database: Database) -> None:
+    """What a checkpoint sets on the run row (its progress) is in none of the run's indexes:
+    on PostgreSQL a changed indexed column makes the update write an entry into every index of
+    `runs` (no heap-only update), at every step of every run."""
+    from sqlalchemy import inspect
+
+    from grantflow.engine import checkpoint
+
+    assignments = checkpoint._PROGRESS.split(" SET ", 1)[1].split(" WHERE ", 1)[0]
+    rewritten = {part.split("=")[0].strip() for part in assignments.split(",")}
+    assert {"last_progress_at", "stuck_at", "current_step"} <= rewritten
+    with database.engine.connect() as conn:
+        found = inspect(conn)
+        indexed = {c for i in found.get_indexes("runs") for c in i["column_names"] if c}
+        indexed |= set(found.get_pk_constraint("runs")["constrained_columns"])
+    assert indexed, "the runs table has indexes"
+    assert rewritten & indexed == set(), f"indexed and rewritten at every step: {rewritten & indexed}"

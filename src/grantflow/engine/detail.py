@@ -470,7 +470,13 @@ def list_runs(
     if until:
         stmt = stmt.where(Run.created_at < until)
     if stuck is not None:
-        flagged = Run.status.not_in(list(TERMINAL)) & (Run.stuck_at <= utcnow())
+        # by the statuses a run can be stuck in (ix_runs_status_wake: stuck_at has no index);
+        # a NULL stuck_at is not stuck, and must not drop the run from `stuck=false` either
+        flagged = (
+            Run.status.in_(sorted(set(RunStatus) - TERMINAL))
+            & Run.stuck_at.is_not(None)
+            & (Run.stuck_at <= utcnow())
+        )
         stmt = stmt.where(flagged if stuck else ~flagged)
     before = decode_cursor(cursor, str)
     if before is not None:

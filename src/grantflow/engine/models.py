@@ -49,8 +49,10 @@ class Run(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_progress_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # last_progress_at + stuck_after: a run still not terminal after this is flagged stuck
-    stuck_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
+    # last_progress_at + stuck_after: a run still not terminal after this is flagged stuck.
+    # Not indexed: every step boundary rewrites it, and on PostgreSQL a changed indexed column
+    # costs an entry in each of the run's indexes (migration 0020).
+    stuck_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     step_runs: Mapped[list[StepRun]] = relationship(
         back_populates="run", order_by="StepRun.sequence", cascade="all, delete-orphan"

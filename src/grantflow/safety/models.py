@@ -105,7 +105,7 @@ class UsageMark(Base):
     __tablename__ = "usage_marks"
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    counted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    counted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class UsageCounter(Base):
