@@ -37,6 +37,7 @@ from grantflow.engine.states import RunStatus, StepStatus, check_step_transition
 from grantflow.engine.turns import (
     Chain,
     Pending,
+    StepRow,
     Turn,
     call_step,
     choose_next,
@@ -160,7 +161,7 @@ class HotPath:
         self,
         turn: Turn,
         chain: Chain,
-        step_run: StepRun,
+        step_run: StepRun | StepRow,
         step: PlanStep,
         config: dict[str, Any],
         now: dt.datetime,
@@ -199,9 +200,8 @@ class HotPath:
         step_type = get_step_type(step.type)
         assert step_type is not None
         started = utcnow()
-        running = detached(
-            StepRun,
-            **{**columns, "status": StepStatus.RUNNING, "attempts": 1, "started_at": started},
+        running = StepRow(
+            **{**columns, "status": StepStatus.RUNNING, "attempts": 1, "started_at": started}
         )
         call = self._chain_call(turn, chain, running, step, config, now, started)
         attempt = detached(
@@ -291,7 +291,7 @@ class HotPath:
             turn.ready = ready[0]
             turn.step_run = ready[0].step_run
         else:
-            turn.step_run = detached(StepRun, **pending_row)
+            turn.step_run = StepRow(**pending_row)
         turn.admitted = following.id if admitted else None
         turn.chain = chain
         return True

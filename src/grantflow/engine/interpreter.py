@@ -51,6 +51,7 @@ from grantflow.engine.turns import (
     choose_next,
     logged_request,
     next_step,
+    orm_step_run,
     pending_columns,
     render_deadline,
 )
@@ -290,8 +291,9 @@ class Interpreter(FirstStep):
 
     def _current_step_run(self, session: Session, turn: Turn, run: Run) -> StepRun:
         if turn.step_run is not None:
-            turn.step_run = session.merge(turn.step_run, load=False)
-            return turn.step_run
+            row = session.merge(orm_step_run(turn.step_run), load=False)
+            turn.step_run = row
+            return row
         # A turn's first look: one query gives the current step run, the template context
         # and the loop counts (kept in memory for the rest of the turn).
         step_runs = list(
