@@ -787,4 +787,5 @@ def test_a_step_boundary_rewrites_no_indexed_column_of_its_run(database: Databas
         indexed = {c for i in found.get_indexes("runs") for c in i["column_names"] if c}
         indexed |= set(found.get_pk_constraint("runs")["constrained_columns"])
     assert indexed, "the runs table has indexes"
-    assert rewritten & indexed == set(), f"indexed and rewritten at every step: {rewritten & indexed}"
+    both = rewritten & indexed
+    assert both == set(), f"indexed and rewritten at every step: {both}"

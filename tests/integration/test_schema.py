@@ -38,3 +38,23 @@ def test_database_is_at_the_head_revision(database: Database) -> None:
     """The test database is migrated to the newest revision, as `grantflow migrate` leaves it."""
     assert migrate.current_revision(database) == migrate.head_revision(database)
     assert migrate.is_up_to_date(database)
+
+
+def test_every_foreign_key_leads_an_index(database: Database) -> None:
+    """A row's children are found (and cascaded on delete) by an index whose first column is
+    the foreign key: a primary key, a unique key or an index of its own. (Migration 0020
+    dropped step_runs.run_id's own index: the unique key (run_id, step_id, iteration) leads
+    with it.)"""
+    from sqlalchemy import inspect
+
+    missing = []
+    with database.engine.connect() as conn:
+        found = inspect(conn)
+        for table in found.get_table_names():
+            leading = {tuple(found.get_pk_constraint(table)["constrained_columns"])[:1]}
+            leading |= {tuple(i["column_names"])[:1] for i in found.get_indexes(table)}
+            leading |= {tuple(u["column_names"])[:1] for u in found.get_unique_constraints(table)}
+            for key in found.get_foreign_keys(table):
+                if tuple(key["constrained_columns"])[:1] not in leading:
+                    missing.append(f"{table}.{key['constrained_columns'][0]}")
+    assert missing == []

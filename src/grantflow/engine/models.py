@@ -61,10 +61,11 @@ class Run(Base):
 
 class StepRun(Base):
     __tablename__ = "step_runs"
+    # (its run's step runs are found by this key's leading column: no index of run_id alone)
     __table_args__ = (UniqueConstraint("run_id", "step_id", "iteration"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     step_id: Mapped[str] = mapped_column(String(63))
     step_type: Mapped[str] = mapped_column(String(100))
     sequence: Mapped[int] = mapped_column(Integer)  # order of execution within the run
