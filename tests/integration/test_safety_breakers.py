@@ -91,6 +91,7 @@ def test_a_burst_trips_the_breaker_holds_every_run_and_resume_releases_them(
         assert detail["next"]["action"]["path"] == f"{API}/workflows/{wf}/resume-safety"
         assert detail["waiting_for"]["reason"] == "safety"
         assert len(notifications(db, "workflow_paused_safety")) == 1
+
         # held on purpose (no stuck deadline): among the runs that are not stuck, never stuck
         def listed(stuck: bool) -> set[str]:
             page = admin.get(f"{API}/runs", params={"stuck": stuck, "workflow_id": wf}).json()
