@@ -454,10 +454,15 @@ def _normalised(database: Database, run_id: str) -> dict[str, Any]:
             ),
             {"r": run_id},
         ).all()
-        # what the safety gate counted: each step start once (its mark), in the workflow's
-        # counters per kind and period (minute, day, month: told apart by the key's length)
+        # what the safety gate counted: each step start once (its step run's mark), in the
+        # workflow's counters per kind and period (minute, day, month: told apart by the key's
+        # length)
         marks = conn.execute(
-            text("SELECT key FROM usage_marks WHERE key LIKE :r ORDER BY key"), {"r": f"{run_id}:%"}
+            text(
+                "SELECT step_id || ':' || iteration FROM step_runs WHERE run_id = :r "
+                "AND counted_at IS NOT NULL ORDER BY 1"
+            ),
+            {"r": run_id},
         ).scalars()
         counters = conn.execute(
             text("SELECT kind, period_key, count FROM usage_counters WHERE scope_id = :w"),
@@ -467,7 +472,7 @@ def _normalised(database: Database, run_id: str) -> dict[str, Any]:
     for kind, period, count in counters:
         usage[f"{kind}/{len(period)}"] = usage.get(f"{kind}/{len(period)}", 0) + count
     run = {k: shown[k] for k in ("status", "current_step", "failure", "acted_steps")}
-    run["counted"] = {"marks": [m.replace(run_id, "RUN") for m in marks], "usage": usage}
+    run["counted"] = {"marks": list(marks), "usage": usage}
     if run["failure"] and run["failure"].get("action"):  # its path and command name the run
         action = run["failure"]["action"]
         run["failure"]["action"] = {k: str(v).replace(run_id, "RUN") for k, v in action.items()}

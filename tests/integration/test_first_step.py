@@ -239,7 +239,9 @@ def _snapshot(database: Database, run_id: str) -> tuple[Any, ...]:
                     "GROUP BY 1, 2 ORDER BY 1, 2"
                 )
             ).all()
-            marks = conn.execute(text("SELECT count(*) FROM usage_marks")).scalar_one()
+            marks = conn.execute(
+                text("SELECT count(*) FROM step_runs WHERE counted_at IS NOT NULL")
+            ).scalar_one()
         return (
             run.status,
             run.lease_token,

@@ -38,6 +38,7 @@ def test_a_step_row_becomes_a_detached_step_run_with_every_value() -> None:
         next_attempt_at=None,
         started_at=started,
         finished_at=None,
+        counted_at=started,
     )
     step_run = orm_step_run(row)
     assert isinstance(step_run, StepRun)

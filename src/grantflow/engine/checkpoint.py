@@ -21,8 +21,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from dataclasses import dataclass
-from typing import Any, cast
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import JSON, bindparam, text
 from sqlalchemy.exc import DBAPIError
@@ -30,6 +30,9 @@ from sqlalchemy.sql.elements import TextClause
 
 from grantflow.engine.models import Run, RunEvent, StepAttempt, StepRun
 from grantflow.store.database import Database
+
+if TYPE_CHECKING:
+    from grantflow.safety.gate import StepStart
 
 
 @dataclass(frozen=True)
@@ -133,13 +136,16 @@ _STARTED_EVENT = ":run_id, :started_at, 'step_started', :step_id, 1, :event"
 _SUCCEEDED_EVENT = ":run_id, :finished_at, 'step_succeeded', :step_id, :attempts, :event"
 _NEXT_COLUMNS = (
     "INSERT INTO step_runs (id, run_id, step_id, step_type, sequence, iteration, "
-    "attempt_group, status, attempts, side_effects, started_at, output, error) "
+    "attempt_group, status, attempts, side_effects, started_at, output, error, counted_at) "
 )
+# (`counted_at`: NULL, the next step passes the safety gate at its own start; or, where the
+# gate rides on the statement, `{counted}`: gate.COUNTED_AT)
 _NEXT_VALUES = (
     ":next_id, :run_id, :next_step_id, :next_type, :next_sequence, :next_iteration, "
     "1, :next_status, :next_attempts, :next_side_effects, :next_started_at, :no_output, "
-    ":no_error"
+    ":no_error, NULL"
 )
+_NEXT_VALUES_COUNTED = _NEXT_VALUES.removesuffix("NULL") + "{counted}"
 # the next step's intent, when it is an external call that starts in the same write
 _NEXT_ATTEMPT_VALUES = (
     ":next_attempt_id, :next_id, 1, :next_key, 'running', :next_request, :next_started_at"
@@ -206,20 +212,19 @@ _SUCCEEDED_CTES = (
     f"next AS ({_NEXT_COLUMNS} SELECT {_NEXT_VALUES} FROM step)"
 )
 _POSTGRES_SUCCEEDED = _typed(f"{_SUCCEEDED_CTES} SELECT count(*) FROM step")
-# ... and the safety gate's common case for the next step in the same write (gate.FOLDED):
-# one commit per step boundary instead of two
-_POSTGRES_SUCCEEDED_ADMITTING = _typed(_SUCCEEDED_CTES)
-_POSTGRES_SUCCEEDED_AND_STARTED = _typed(
-    f"{_PROGRESS_CTES}, "
-    f"event AS ({_BOTH_EVENTS}), "
-    f"next AS ({_NEXT_COLUMNS} SELECT {_NEXT_VALUES} FROM step), "
-    f"next_attempt AS ({_ATTEMPT_COLUMNS} SELECT {_NEXT_ATTEMPT_VALUES} FROM step) "
-    "SELECT count(*) FROM step"
-)
-# ... the same with the safety gate's common case for the next call (gate.FOLDED, between
-# `attempt` and the writes that depend on it): its intent is written only when the gate counted
-# it; otherwise it is inserted `pending`, to pass the gate at its own boundary
+# ... and the safety gate's common case for the next step in the same write (gate.FOLDED,
+# before the next step run, which it marks counted): one commit per step boundary, not two
 _ADMITTED = "EXISTS (SELECT 1 FROM mark)"
+_POSTGRES_SUCCEEDED_ADMITTING = (
+    f"{_PROGRESS_CTES}, "
+    "{gate}, "
+    f"event AS ({_EVENT_COLUMNS} SELECT {_SUCCEEDED_EVENT} FROM step), "
+    f"next AS ({_NEXT_COLUMNS} SELECT {_NEXT_VALUES_COUNTED} FROM step) "
+    f"SELECT (SELECT count(*) FROM step), {_ADMITTED}"
+)
+# ... and the next call's intent with the gate's common case (gate.FOLDED, between `attempt`
+# and the writes that depend on it): the intent is written only when the gate counted the
+# call; otherwise the call is inserted `pending`, to pass the gate at its own boundary
 _POSTGRES_SUCCEEDED_AND_STARTED_ADMITTING = (
     f"{_PROGRESS_CTES}, "
     "{gate}, "
@@ -229,7 +234,7 @@ _POSTGRES_SUCCEEDED_AND_STARTED_ADMITTING = (
     f"CASE WHEN {_ADMITTED} THEN 'running' ELSE 'pending' END, "
     f"CASE WHEN {_ADMITTED} THEN 1 ELSE 0 END, :next_side_effects, "
     f"CASE WHEN {_ADMITTED} THEN CAST(:next_started_at AS timestamptz) END, "
-    ":no_output, :no_error FROM step), "
+    ":no_output, :no_error, {counted} FROM step), "
     f"next_attempt AS ({_ATTEMPT_COLUMNS} SELECT {_NEXT_ATTEMPT_VALUES} FROM step, mark) "
     f"SELECT (SELECT count(*) FROM step), {_ADMITTED}"
 )
@@ -269,6 +274,10 @@ _SQLITE_SUCCEEDED = [
     _typed(f"{_NEXT_COLUMNS} VALUES ({_NEXT_VALUES})"),
 ]
 _SQLITE_NEXT_STARTED = [
+    _typed(
+        "UPDATE step_runs SET status = 'running', attempts = 1, started_at = :next_started_at "
+        "WHERE id = :next_id"
+    ),
     _typed(f"{_EVENT_COLUMNS} VALUES ({_NEXT_STARTED_EVENT})"),
     _typed(f"{_ATTEMPT_COLUMNS} VALUES ({_NEXT_ATTEMPT_VALUES})"),
 ]
@@ -299,17 +308,25 @@ def record_started(database: Database, guard: Guard, started: Started) -> bool:
 
 
 def record_succeeded(database: Database, guard: Guard, done: Succeeded) -> bool:
-    """Commit a step's success and the next step (started, when `next_started` is given) if
-    the run is still as this worker left it; False (and nothing written) otherwise."""
-    started = done.next_started
+    """Commit a step's success and the next step, `pending`, if the run is still as this
+    worker left it; False (and nothing written) otherwise."""
+    assert done.next_started is None  # (an intent rides only with the gate: _admitting)
     params = _succeeded_params(guard, done)
+    return _apply(
+        database,
+        params,
+        _POSTGRES_SUCCEEDED,
+        _sqlite_succeeded(done),
+        selects=False,
+        local=not done.attempt_id,
+    )
+
+
+def _sqlite_succeeded(done: Succeeded) -> list[TextClause]:
     statements = list(_SQLITE_SUCCEEDED)
     if not done.attempt_id:
         statements.remove(_SQLITE_SUCCEEDED[2])  # a local step keeps no attempt log
-    if started:
-        statements += _SQLITE_NEXT_STARTED
-    postgres = _POSTGRES_SUCCEEDED_AND_STARTED if started else _POSTGRES_SUCCEEDED
-    return _apply(database, params, postgres, statements, selects=False, local=not done.attempt_id)
+    return statements
 
 
 def _succeeded_params(guard: Guard, done: Succeeded) -> dict[str, Any]:
@@ -357,30 +374,64 @@ def record_run_succeeded(database: Database, guard: Guard, done: Succeeded) -> b
 
 
 def record_succeeded_admitting(
-    database: Database, guard: Guard, done: Succeeded, admit: dict[str, Any]
-) -> tuple[bool, bool]:
-    """PostgreSQL: `record_succeeded` that also passes the next step through the safety gate's
-    common case (`admit`: gate.folded's parameters). Whether the success was recorded, and
-    whether the next step was counted: it needs no gate of its own then, and its intent (when
-    `done.next_started` is given) was written; otherwise the next step is `pending` and goes
-    through the gate as usual."""
-    assert database.dialect == "postgresql"
+    database: Database, guard: Guard, done: Succeeded, start: StepStart
+) -> tuple[bool, dt.datetime | None]:
+    """`record_succeeded` that also passes the next step (`start`) through the safety gate in
+    the same write. Whether the success was recorded, and when the next step was counted: it
+    needs no gate of its own then, and its intent (when `done.next_started` is given) was
+    written. Not counted (None): the next step is written `pending` and meets the gate at its
+    own boundary, which holds it (a paused workflow, a cap, a breaker near) or finds it
+    counted."""
+    from grantflow.safety import gate  # (the gate imports the engine's models)
+
+    if database.dialect != "postgresql":
+        return _succeeded_admitting_in_transaction(database, guard, done, start)
+    admit = gate.folded(start)  # (the common case: the gate's statement rides on this one)
+    if admit is None:  # a limit checked first stops it: the general path says which
+        return record_succeeded(database, guard, replace(done, next_started=None)), None
     params = {**_succeeded_params(guard, done), **admit}
     sql = _admitting_sql(done.next_started is not None)
     row = row_on_postgres(database, sql if done.attempt_id else _local(sql), params)
-    return bool(row and row[0]), bool(row and row[1])
+    return bool(row and row[0]), admit["g_now"] if row and row[1] else None
+
+
+def _succeeded_admitting_in_transaction(
+    database: Database, guard: Guard, done: Succeeded, start: StepStart
+) -> tuple[bool, dt.datetime | None]:
+    """SQLite: the success and the next step `pending` (the gate marks its step run), the
+    gate, then the intent when the gate counted the step — in one transaction."""
+    from grantflow.safety import config, gate
+    from grantflow.safety.limits import LimitExceeded
+
+    pending = _succeeded_params(guard, replace(done, next_started=None))
+    with database.transaction() as session:
+        conn = session.connection()
+        check, *writes = _sqlite_succeeded(done)
+        if conn.execute(check, pending).rowcount != 1:
+            return False, None  # nothing written: the transaction ends without a change
+        for statement in writes:
+            conn.execute(statement, pending)
+        now = config.now()
+        try:
+            if gate.admit(session, start, now) is not None:
+                return True, None  # held: what the gate wrote (a breaker's trip) stays
+        except LimitExceeded:
+            return True, None  # the general path fails the run, naming the limit
+        if done.next_started is not None:
+            started = _succeeded_params(guard, done)
+            for statement in _SQLITE_NEXT_STARTED:
+                session.connection().execute(statement, started)
+    return True, now
 
 
 @functools.cache
 def _admitting_sql(next_started: bool) -> str:
-    from grantflow.safety.gate import FOLDED
+    from grantflow.safety.gate import COUNTED_AT, FOLDED
 
-    if next_started:
-        return _driver_sql(_POSTGRES_SUCCEEDED_AND_STARTED_ADMITTING).replace("{gate}", FOLDED)
-    return (
-        _psycopg_sql(_POSTGRES_SUCCEEDED_ADMITTING)
-        + f", {FOLDED} SELECT (SELECT count(*) FROM step), EXISTS (SELECT 1 FROM mark)"
-    )
+    sql = _POSTGRES_SUCCEEDED_AND_STARTED_ADMITTING
+    if not next_started:
+        sql = _POSTGRES_SUCCEEDED_ADMITTING
+    return _driver_sql(sql).replace("{gate}", FOLDED).replace("{counted}", COUNTED_AT)
 
 
 def _apply(

@@ -102,7 +102,17 @@ class HotPath:
             return None  # it failed as the previous step ended: the general path records it
         if turn.admitted == step_run.id:
             turn.admitted = None  # counted by the checkpoint that made it current
-        elif self._held(turn, chain, step_run.iteration, step_run.sequence, step):
+        elif self._held(
+            step_start(
+                turn.run_id,
+                chain.workflow_id,
+                chain.created_at,
+                step_run.iteration,
+                step_run.sequence,
+                step,
+                turn.plan,
+            )
+        ):
             return None  # the general path holds it (a paused workflow, a spend cap)
         config = render_config(turn, step, step_run.id, context, chain.deadline_at, now)
         if config is None:
@@ -126,13 +136,8 @@ class HotPath:
             return None
         return self._call_and_record(turn, chain, pending)
 
-    def _held(
-        self, turn: Turn, chain: Chain, iteration: int, sequence: int, step: PlanStep
-    ) -> bool:
+    def _held(self, start: gate.StepStart) -> bool:
         """Would the safety gate hold this step? (A step it lets through is counted now.)"""
-        start = step_start(
-            turn.run_id, chain.workflow_id, chain.created_at, iteration, sequence, step, turn.plan
-        )
         try:
             return gate.admit_own(self.database, start) is not None
         except LimitExceeded:
@@ -259,12 +264,14 @@ class HotPath:
         following = next_step(step_run, target, iteration)
         pending_row = pending_columns(turn.run_id, following)
         finished = utcnow()  # before the next step's start: the timeline never runs backwards
-        # The next step's pass through the safety gate goes into this same write on PostgreSQL;
-        # an external call next: its intent too (one commit per call).
+        # The next step's pass through the safety gate goes into this same write; an external
+        # call next: its intent too (one commit per call).
         admit = self._fold_gate(turn, chain, following, target)
-        ready = self._next_intent(
-            turn, chain, pending_row, target, context, step.id, entry, guard, gated=admit is None
-        )
+        ready = None
+        if admit is not None:  # (else the call passes the gate at its own boundary)
+            ready = self._next_intent(
+                turn, chain, pending_row, target, context, step.id, entry, guard
+            )
         started = ready[1] if ready else None
         done = _success(chain, guard, pending, outcome, elapsed, finished, following, started)
         try:
@@ -282,7 +289,7 @@ class HotPath:
             recorded, admitted = self._record(guard, replace(done, next_started=None), admit)
         if not recorded:
             return False
-        if ready is not None and admit is not None and not admitted:
+        if ready is not None and not admitted:
             ready = None  # the gate did not count it: written `pending`, gated at its boundary
         _measured(step, elapsed)
         context["steps"][step.id] = entry
@@ -292,7 +299,8 @@ class HotPath:
             turn.step_run = ready[0].step_run
         else:
             turn.step_run = StepRow(**pending_row)
-        turn.admitted = following.id if admitted else None
+        turn.step_run.counted_at = admitted
+        turn.admitted = following.id if admitted is not None else None
         turn.chain = chain
         return True
 
@@ -334,22 +342,22 @@ class HotPath:
         return True
 
     def _record(
-        self, guard: Guard, done: Succeeded, admit: dict[str, Any] | None
-    ) -> tuple[bool, bool]:
-        """Write the success (and the next step's gate pass when folded): whether it was
-        recorded, and whether the next step was counted by it."""
+        self, guard: Guard, done: Succeeded, admit: gate.StepStart | None
+    ) -> tuple[bool, dt.datetime | None]:
+        """Write the success (and the next step's pass through the safety gate, `admit`):
+        whether it was recorded, and when the next step was counted by it (None: it was not)."""
         if admit is None:
-            return record_succeeded(self.database, guard, done), False
+            return record_succeeded(self.database, guard, done), None
         return record_succeeded_admitting(self.database, guard, done, admit)
 
     def _fold_gate(
         self, turn: Turn, chain: Chain, following: NextStep, target: PlanStep
-    ) -> dict[str, Any] | None:
-        """PostgreSQL: the next step's pass through the safety gate, to ride on the checkpoint
-        that makes it current (gate.folded); None where it cannot."""
-        if self.database.dialect != "postgresql" or self.stopping.is_set():
+    ) -> gate.StepStart | None:
+        """The next step's pass through the safety gate, to ride on the checkpoint that makes
+        it current; None when the worker is stopping (it hands the run back)."""
+        if self.stopping.is_set():
             return None
-        start = step_start(
+        return step_start(
             turn.run_id,
             chain.workflow_id,
             chain.created_at,
@@ -358,7 +366,6 @@ class HotPath:
             target,
             turn.plan,
         )
-        return gate.folded(start)
 
     def _next_intent(
         self,
@@ -370,19 +377,15 @@ class HotPath:
         done_id: str,
         entry: dict[str, Any],
         guard: Guard,
-        *,
-        gated: bool,
     ) -> tuple[Pending, Started] | None:
         """The next step's call, prepared, when it is an external call whose config renders;
-        None leaves the next step pending for the usual boundary. `gated`: pass it through
-        the safety gate here (otherwise the checkpoint's write does)."""
+        None leaves the next step pending for the usual boundary. (The checkpoint's write
+        passes it through the safety gate: its step run is inserted there.)"""
         step_type = get_step_type(target.type)
         if step_type is None or step_type.local or step_type.execute is None:
             return None
         if self.stopping.is_set():
             return None  # hand the run back at this boundary instead
-        if gated and self._held(turn, chain, row["iteration"], row["sequence"], target):
-            return None  # left pending: the next boundary holds it on the general path
         try:
             config = expressions.render(
                 target.config,

@@ -80,6 +80,9 @@ class StepRun(Base):
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # when the safety gate counted this step's start (safety/gate.py): once, whatever the
+    # retries and workers
+    counted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     run: Mapped[Run] = relationship(back_populates="step_runs")
     attempt_rows: Mapped[list[StepAttempt]] = relationship(

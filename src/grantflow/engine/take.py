@@ -7,9 +7,10 @@ For it the worker reads the run, its first step run and its plan in one statemen
 that leased the run reads it too, in the claim's own statement: queue/database.py
 `read_with_claim`; a run claimed otherwise is read here), decides the first step in memory,
 and commits the take in one statement: the run's new lease token, the run `running` with its
-`started` event, the first step's pass through the safety gate's common case (`gate.FOLDED`)
-and, when the first step calls out, its intent (the step running, the attempt with its
-rendered request, the `step_started` event).
+`started` event, the first step's pass through the safety gate's common case
+(`gate.folded_marking`: its step run marked counted) and, when the first step calls out, its
+intent (the step running, set by that same mark; the attempt with its rendered request; the
+`step_started` event).
 
 The write applies only if the run is still as read and this worker holds its queue lease: the
 run row is locked first, then the queue item (the general path's order, so the two never wait
@@ -55,8 +56,8 @@ READ_COLUMNS = len(_RUN) + len(_STEP) + 2
 # The run row locked while it is as read, then the queue item while this worker's lease on it
 # holds (an uncorrelated EXISTS runs first: the run row is locked before the queue item); then
 # the first step still pending and the workflow under its concurrency limit (its start lock
-# and count, in engine/concurrency.py's function; `step`: what the gate's common case, FOLDED,
-# waits for before it counts the step). The run is written only
+# and count, in engine/concurrency.py's function; `step`: what the gate's common case waits
+# for before it counts the step). The run is written only
 # when the gate counted the step; every other write depends on the run's.
 _TAKE = """WITH held AS (
   SELECT r.id FROM runs r WHERE r.id = %(run_id)s AND r.status = 'queued'
@@ -87,11 +88,10 @@ _TAKE = """WITH held AS (
   WHERE v.n = 1 OR %(external)s ORDER BY v.n
 ){intent}
 SELECT count(*) FROM run"""
-# the first step's call: the step running and its attempt logged, before the call is made
-_INTENT = """, first AS (
-  UPDATE step_runs SET status = 'running', attempts = 1, started_at = %(started_at)s
-  WHERE id = %(step_run_id)s AND EXISTS (SELECT 1 FROM run)
-), attempt AS (
+# the first step's call: its attempt logged before the call is made (the step run is set
+# running by the gate's mark, _RUNNING: one statement cannot update a row in two of its parts)
+_RUNNING = ", status = 'running', attempts = 1, started_at = %(started_at)s"
+_INTENT = """, attempt AS (
   INSERT INTO step_attempts (id, step_run_id, number, idempotency_key, status, request,
     started_at)
   SELECT %(attempt_id)s, %(step_run_id)s, 1, %(idempotency_key)s, 'running', %(request)s,
@@ -165,9 +165,10 @@ def record_taken(database: Database, take: Take, admit: dict[str, Any]) -> bool:
 
 @functools.cache
 def _statement(external: bool) -> str:
-    from grantflow.safety.gate import FOLDED  # (the gate imports the engine's models)
+    from grantflow.safety.gate import folded_marking  # (the gate imports the engine's models)
 
-    return _TAKE.replace("{gate}", FOLDED).replace("{intent}", _INTENT if external else "")
+    gate = folded_marking("id = %(step_run_id)s", _RUNNING if external else "")
+    return _TAKE.replace("{gate}", gate).replace("{intent}", _INTENT if external else "")
 
 
 def _utc(value: Any) -> Any:

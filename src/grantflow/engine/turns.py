@@ -52,6 +52,7 @@ class StepRow:
     next_attempt_at: dt.datetime | None
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    counted_at: dt.datetime | None
 
     def orm(self) -> StepRun:
         return detached(StepRun, **{f.name: getattr(self, f.name) for f in fields(self)})
@@ -163,6 +164,7 @@ def pending_columns(run_id: str, following: NextStep) -> dict[str, Any]:
         "next_attempt_at": None,
         "started_at": None,
         "finished_at": None,
+        "counted_at": None,  # (set by the checkpoint that passes it through the safety gate)
     }
 
 

@@ -1,8 +1,8 @@
 """The gate every step start passes (the engine's general path and its hot path both call
 `admit`): it holds the step while the workflow is paused for safety, trips a throughput breaker
 that is over its limit, holds it while a spend cap is reached, and otherwise counts it — once:
-a step is keyed `run:step:iteration`, the same for every worker and every retry, so neither a
-retry nor a second worker counts it again.
+the step run (`run:step:iteration`, the same for every worker and every retry) keeps when it
+was counted (`step_runs.counted_at`), so neither a retry nor a second worker counts it again.
 
 A step start counts one executed step, one external call when the step calls out, and — the
 run's first step — one run, in the workflow's counters for the minute (breakers), the day and
@@ -20,14 +20,24 @@ from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.orm import Session
 
 from grantflow.definitions.models import Workflow
+from grantflow.engine.models import StepRun
 from grantflow.safety import breakers, config, periods, spend
 from grantflow.safety.config import Breakers
 from grantflow.safety.hold import Hold
 from grantflow.safety.limits import LimitExceeded, check_steps_per_run
-from grantflow.safety.models import UsageMark
 from grantflow.store.database import Database, database_of
 
-__all__ = ["FOLDED", "Hold", "StepStart", "admit", "admit_own", "folded", "step_start"]
+__all__ = [
+    "COUNTED_AT",
+    "FOLDED",
+    "Hold",
+    "StepStart",
+    "admit",
+    "admit_own",
+    "folded",
+    "folded_marking",
+    "step_start",
+]
 
 
 @dataclass(frozen=True)
@@ -42,10 +52,6 @@ class StepStart:
     external: bool  # it calls an external system
     run_created_at: dt.datetime | None
     safety: dict[str, Any]  # the plan's safety block
-
-    @property
-    def key(self) -> str:
-        return f"{self.run_id}:{self.step_id}:{self.iteration}"
 
     @property
     def kinds(self) -> list[str]:
@@ -64,10 +70,12 @@ _MINUTE_BREAKERS = {
 }
 
 
-def admit(session: Session, start: StepStart) -> Hold | None:
+def admit(session: Session, start: StepStart, now: dt.datetime | None = None) -> Hold | None:
     """None when the step may start (it is counted now, unless it was before); else the Hold.
-    Windows and periods are read on the safety clock (`safety.config.now`)."""
-    return _admit(session.connection(), start, lambda: session)
+    Windows and periods are read on the safety clock (`safety.config.now`), or at `now`. The
+    step's step run must exist (it keeps the mark): a new one is flushed first."""
+    session.flush()
+    return _admit(session.connection(), start, lambda: session, now)
 
 
 def admit_own(database: Database, start: StepStart) -> Hold | None:
@@ -85,9 +93,14 @@ def admit_own(database: Database, start: StepStart) -> Hold | None:
         return _admit(conn, start, careful)
 
 
-def _admit(conn: Connection, start: StepStart, careful: Callable[[], Session]) -> Hold | None:
+def _admit(
+    conn: Connection,
+    start: StepStart,
+    careful: Callable[[], Session],
+    now: dt.datetime | None = None,
+) -> Hold | None:
     check_steps_per_run(start.sequence, start.step_id)  # (raises: the run fails, class safety)
-    now = config.now()
+    now = now or config.now()
     if conn.dialect.name == "postgresql":
         facts = _count_if_clear(conn, start, now)  # one statement does the common case
         if facts is not None and facts.counted:
@@ -131,7 +144,7 @@ class _Facts:
     paused: bool
     resumed_at: dt.datetime | None
     caps: int  # spend caps on the workspace or this workflow
-    seen: bool  # the step was counted before
+    seen: bool  # the step was counted before (its step run's counted_at is set)
     minute: dict[tuple[str, str], int]  # (kind, minute key) -> count
     counted: bool = False  # (PostgreSQL) nothing stood in the way: counted already
 
@@ -140,7 +153,8 @@ _FACTS = text(
     # (a JSON column the ORM cleared may hold JSON null rather than SQL NULL)
     "SELECT coalesce(CAST(w.safety_pause AS TEXT), 'null') <> 'null', w.safety_resumed_at, "
     "(SELECT count(*) FROM spend_caps c WHERE c.scope_id IN ('*', :wf)), "
-    "EXISTS (SELECT 1 FROM usage_marks m WHERE m.key = :key), "
+    "EXISTS (SELECT 1 FROM step_runs s WHERE s.run_id = :run AND s.step_id = :step "
+    "AND s.iteration = :iteration AND s.counted_at IS NOT NULL), "
     + ", ".join(
         f"(SELECT coalesce(sum(u.count), 0) FROM usage_counters u WHERE u.scope_id = :wf "
         f"AND u.kind = '{kind}' AND u.period_key = :{which})"
@@ -155,7 +169,14 @@ def _facts(conn: Connection, start: StepStart, now: dt.datetime) -> _Facts | Non
     current, previous = periods.minute_key(now), periods.minute_key(now - dt.timedelta(minutes=1))
     row = conn.execute(
         _FACTS,
-        {"wf": start.workflow_id, "key": start.key, "current": current, "previous": previous},
+        {
+            "wf": start.workflow_id,
+            "run": start.run_id,
+            "step": start.step_id,
+            "iteration": start.iteration,
+            "current": current,
+            "previous": previous,
+        },
     ).first()
     if row is None:
         return None
@@ -184,13 +205,15 @@ SHARD = f"mod(pg_backend_pid(), {SHARDS})"
 # counted before, no breaker that this start would take over its limit, or a run released by
 # the last resume) — the mark and every counter, in one statement. Sent as the driver's own SQL:
 # no statement is compiled per step. The CTEs alone (`{also}`: a further condition on counting)
-# also ride on a checkpoint's statement (`folded`).
+# also ride on a checkpoint's statement (`folded`). `{mark}`: the statement that marks the step
+# run counted when `ok` holds, returning a row if it did.
 _CLEAR_CTES = """
 f AS (
   SELECT coalesce(CAST(w.safety_pause AS TEXT), 'null') <> 'null' AS paused,
     w.safety_resumed_at AS resumed_at,
     (SELECT count(*) FROM spend_caps c WHERE c.scope_id IN ('*', %(g_wf)s)) AS caps,
-    EXISTS (SELECT 1 FROM usage_marks m WHERE m.key = %(g_key)s) AS seen,
+    EXISTS (SELECT 1 FROM step_runs s WHERE s.run_id = %(g_run)s AND s.step_id = %(g_step)s
+      AND s.iteration = %(g_iteration)s AND s.counted_at IS NOT NULL) AS seen,
     {minutes}
   FROM workflows w WHERE w.id = %(g_wf)s
 ), ok AS (
@@ -201,8 +224,7 @@ f AS (
       AND (NOT %(g_ext)s OR ext_cur + ext_prev * (1 - %(g_frac)s) + 1 <= %(g_ext_limit)s)))
     {{also}}
 ), mark AS (
-  INSERT INTO usage_marks (key, counted_at) SELECT %(g_key)s, %(g_now)s FROM ok
-  ON CONFLICT DO NOTHING RETURNING 1
+  {{mark}}
 ), bump AS (
   INSERT INTO usage_counters (scope_id, kind, period_key, shard, count)
   SELECT %(g_wf)s, v.k, v.p, {shard}, 1 FROM mark, (VALUES
@@ -222,9 +244,31 @@ f AS (
         for which in ("cur", "prev")
     ),
 )
-_CLEAR = "WITH " + _CLEAR_CTES.format(also="") + " SELECT f.*, EXISTS (SELECT 1 FROM mark) FROM f"
-# counted only when the checkpoint it rides on applied (its `step` CTE returned the step run)
-FOLDED = _CLEAR_CTES.format(also="AND EXISTS (SELECT 1 FROM step)")
+# the mark of a step whose step run exists: its counted_at set, unless another pass set it
+_MARK_ROW = (
+    "UPDATE step_runs SET counted_at = %(g_now)s{sets} WHERE {row} AND counted_at IS NULL "
+    "AND EXISTS (SELECT 1 FROM ok) RETURNING 1"
+)
+_BY_KEY = "run_id = %(g_run)s AND step_id = %(g_step)s AND iteration = %(g_iteration)s"
+_CLEAR = (
+    "WITH "
+    + _CLEAR_CTES.format(also="", mark=_MARK_ROW.format(sets="", row=_BY_KEY))
+    + " SELECT f.*, EXISTS (SELECT 1 FROM mark) FROM f"
+)
+# On a checkpoint's statement, counted only when the checkpoint applied (its `step` CTE
+# returned the step run). FOLDED: the step run is inserted by that statement, which sets its
+# counted_at to COUNTED_AT (so `mark` is `ok` itself: a row not yet inserted cannot be updated).
+FOLDED = _CLEAR_CTES.format(also="AND EXISTS (SELECT 1 FROM step)", mark="SELECT 1 FROM ok")
+COUNTED_AT = "CASE WHEN EXISTS (SELECT 1 FROM mark) THEN CAST(%(g_now)s AS timestamptz) END"
+
+
+def folded_marking(row: str, sets: str = "") -> str:
+    """FOLDED for a statement whose step run exists (`row`: the condition that finds it, in
+    the driver's SQL): the mark sets its counted_at, and `sets` (", column = value, ...") with
+    it — a statement cannot update one row in two of its parts."""
+    return _CLEAR_CTES.format(
+        also="AND EXISTS (SELECT 1 FROM step)", mark=_MARK_ROW.format(sets=sets, row=row)
+    )
 
 
 def _clear_params(start: StepStart, now: dt.datetime) -> dict[str, Any]:
@@ -232,7 +276,9 @@ def _clear_params(start: StepStart, now: dt.datetime) -> dict[str, Any]:
     kinds = start.kinds
     return {
         "g_wf": start.workflow_id,
-        "g_key": start.key,
+        "g_run": start.run_id,
+        "g_step": start.step_id,
+        "g_iteration": start.iteration,
         "g_now": now,
         "g_created": start.run_created_at,
         "g_runs": "runs" in kinds,
@@ -302,21 +348,31 @@ def _over_breaker(
     return None
 
 
-_MARK = text(
-    "INSERT INTO usage_marks (key, counted_at) VALUES (:key, :now) ON CONFLICT DO NOTHING"
-).bindparams(bindparam("now", type_=UsageMark.__table__.c.counted_at.type))
+_MARK = (
+    "UPDATE step_runs SET counted_at = :now WHERE run_id = :run AND step_id = :step "
+    "AND iteration = :iteration AND counted_at IS NULL"
+)
+
+
+_NOW = bindparam("now", type_=StepRun.__table__.c.counted_at.type)
 
 
 def _count(conn: Connection, start: StepStart, kinds: list[str], now: dt.datetime) -> None:
-    """The mark and every counter it bumps; a mark already there (another worker counted the
-    step a moment ago) bumps nothing. PostgreSQL: one statement."""
+    """The mark and every counter it bumps; a step run marked already (another worker counted
+    the step a moment ago) bumps nothing. PostgreSQL: one statement."""
     rows: list[tuple[str, str]] = []
     for kind in kinds:
         keys = [periods.day_key(now), periods.month_key(now)]
         if kind in _MINUTE_BREAKERS:
             keys.append(periods.minute_key(now))
         rows.extend((kind, key) for key in keys)
-    params: dict[str, Any] = {"scope": start.workflow_id, "key": start.key, "now": now}
+    params: dict[str, Any] = {
+        "scope": start.workflow_id,
+        "run": start.run_id,
+        "step": start.step_id,
+        "iteration": start.iteration,
+        "now": now,
+    }
     shard = SHARD if conn.dialect.name == "postgresql" else "0"  # (SQLite: one writer)
     values = []
     for n, (kind, key) in enumerate(rows):
@@ -329,17 +385,16 @@ def _count(conn: Connection, start: StepStart, kinds: list[str], now: dt.datetim
     )
     if conn.dialect.name == "postgresql":
         statement = text(
-            "WITH mark AS (INSERT INTO usage_marks (key, counted_at) VALUES (:key, :now) "
-            "ON CONFLICT DO NOTHING RETURNING 1) "
+            f"WITH mark AS ({_MARK} RETURNING 1) "
             + upsert.format(
                 source="SELECT v.s, v.k, v.p, v.n, v.h FROM mark, (VALUES "
                 + ", ".join(values)
                 + ") AS v(s, k, p, n, h)"
             )
-        ).bindparams(bindparam("now", type_=UsageMark.__table__.c.counted_at.type))
+        ).bindparams(_NOW)
         conn.execute(statement, params)
         return
-    if conn.execute(_MARK, {"key": start.key, "now": now}).rowcount != 1:
+    if conn.execute(text(_MARK).bindparams(_NOW), params).rowcount != 1:
         return
     # (SQLite: VALUES with ON CONFLICT needs a WHERE to parse as an upsert)
     conn.execute(

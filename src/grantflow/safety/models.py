@@ -98,16 +98,6 @@ class ConnectionSlot(Base):
     expires_at: Mapped[float | None] = mapped_column(Float)  # epoch seconds (database clock)
 
 
-class UsageMark(Base):
-    """That one step start was counted: keyed `run:step:iteration`, the same for every worker
-    and every retry of that step, so a step is counted exactly once."""
-
-    __tablename__ = "usage_marks"
-
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    counted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-
-
 class UsageCounter(Base):
     """How many runs, executed steps and external calls a workflow (scope_id) or the whole
     workspace (scope_id "*") used in one period: a minute ("M:2031-01-02T10:04", UTC, for the
