@@ -4,7 +4,8 @@ processes and the workers' took per step is read from /proc (as `cpu_ms_per_step
 bench/engine.py, with larger batches, so that the clock's 10 ms ticks do not matter).
 `waits`: what the database's busy backends were doing, sampled from pg_stat_activity every
 5 ms during the batch (the share of samples: on CPU, waiting for a row lock, for the WAL's
-flush...). Prints ONE JSON array on stdout, an object per batch; progress goes to stderr.
+flush...). Prints ONE JSON array on stdout, an object per batch and last what the runs left on
+disk (`storage`: each table with its indexes, and bytes per step); progress goes to stderr.
 
     .venv/bin/python bench/step_cpu.py                      # seq40, 3 batches of 100 runs
     .venv/bin/python bench/step_cpu.py --workload http40 --runs 40
@@ -25,6 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from common import postgres_database
@@ -41,7 +43,8 @@ from engine import (
     reader_for,
     wait_done,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
+from sqlalchemy.engine import Engine, make_url
 
 
 class WaitSampler:
@@ -89,6 +92,27 @@ class WaitSampler:
         self._conn.close()
 
 
+def storage(reader: Engine, steps: int) -> dict[str, Any]:
+    """What the runs left on disk before any vacuum: each table's size with its indexes (those
+    over 64 kB), and their sum per step."""
+    with reader.connect() as conn:
+        sizes = {
+            name: size
+            for name, size in conn.execute(
+                text(
+                    "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relkind = 'r' AND n.nspname = current_schema() ORDER BY 2 DESC"
+                )
+            )
+            if size > 64 * 1024
+        }
+    return {
+        "bytes_per_step": round(sum(sizes.values()) / steps),
+        "tables_kb": {name: size // 1024 for name, size in sizes.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", choices=["seq40", "http40"], default="seq40")
@@ -134,6 +158,8 @@ def main() -> None:
                 }
                 log(json.dumps(row))
                 rows.append(row)
+        steps = (20 + args.runs * args.batches) * STEPS  # (with the warm-up's)
+        rows.append({"workload": args.workload, "storage": storage(reader, steps)})
     json.dump(rows, sys.stdout, indent=1)
     sys.stdout.write("\n")
 

@@ -13,6 +13,8 @@ from alembic import command
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
+from grantflow.safety import gate
+from grantflow.safety.gate import StepStart
 from grantflow.store import migrate
 from grantflow.store.database import Database, open_database
 from tests.support.databases import PostgresRun
@@ -54,6 +56,8 @@ def _step_runs(db: Database) -> None:
             f"VALUES ('s{n}', 'run-1', '{step}', 'set', {n}, 2, 1, 'succeeded', 1, false)"
             for n, step in enumerate(("grant", "notify"), start=1)
         ),
+        "INSERT INTO step_attempts (id, step_run_id, number, idempotency_key, status, "
+        f"started_at) VALUES ('a1', 's1', 1, 'run-1:grant:2-1', 'succeeded', {at})",
         f"INSERT INTO usage_marks (key, counted_at) VALUES ('run-1:grant:2', {at})",
     ]
     with db.engine.begin() as conn:
@@ -91,7 +95,21 @@ def test_marks_move_to_the_step_runs_and_back(empty: Database) -> None:
     with empty.engine.connect() as conn:
         assert not inspect(conn).has_table("usage_marks")
 
+    # the gate sees the moved mark: `grant` is not counted again, `notify` is counted now
+    with empty.transaction() as session:
+        for step in ("grant", "notify"):
+            assert (
+                gate.admit(session, StepStart("run-1", "wf-1", step, 2, 2, False, None, {})) is None
+            )
+    with empty.engine.connect() as conn:
+        steps = conn.execute(
+            text("SELECT kind, sum(count) FROM usage_counters GROUP BY kind")
+        ).all()
+    assert [tuple(row) for row in steps] == [("steps", 2)]  # (notify's day and month)
+
     command.downgrade(migrate.alembic_config(empty), "0020")
-    assert _marks(empty) == ["run-1:grant:2"]
+    assert _marks(empty) == ["run-1:grant:2", "run-1:notify:2"]
+    with empty.engine.connect() as conn:  # the step runs' children are untouched
+        assert conn.execute(text("SELECT id FROM step_attempts")).scalars().all() == ["a1"]
     migrate.upgrade(empty)
-    assert _counted(empty)["grant"] is not None
+    assert all(at is not None for at in _counted(empty).values())

@@ -320,3 +320,16 @@ def test_resuming_needs_a_paused_workflow_and_workflow_publish(
         denied = viewer.post(f"{API}/workflows/{wf}/resume-safety")
     assert denied.status_code == 403
     assert denied.json()["error"]["missing_permission"] == "workflow:publish"
+
+
+def test_the_gate_says_so_when_a_step_it_counts_has_no_step_run(database: Database) -> None:
+    """The gate's mark lives on the step run: a start whose step run was never written is an
+    error at once, not a step left uncounted for ever."""
+    from grantflow.safety import gate
+
+    doc = workflow("Unwritten", {"id": "only", "type": "set", "config": {"values": {"x": 1}}})
+    wf = publish(database, doc)
+    start = gate.StepStart("no-such-run", wf, "only", 1, 2, False, None, {})
+    refused = pytest.raises(RuntimeError, match="no-such-run:only:1 has none")
+    with refused, database.transaction() as session:
+        gate.admit(session, start)

@@ -392,15 +392,34 @@ def _count(conn: Connection, start: StepStart, kinds: list[str], now: dt.datetim
                 + ") AS v(s, k, p, n, h)"
             )
         ).bindparams(_NOW)
-        conn.execute(statement, params)
+        if conn.execute(statement, params).rowcount == 0:
+            _check_marked(conn, params)
         return
     if conn.execute(text(_MARK).bindparams(_NOW), params).rowcount != 1:
+        _check_marked(conn, params)
         return
     # (SQLite: VALUES with ON CONFLICT needs a WHERE to parse as an upsert)
     conn.execute(
         text(upsert.format(source="SELECT * FROM (VALUES " + ", ".join(values) + ") WHERE true")),
         params,
     )
+
+
+def _check_marked(conn: Connection, params: dict[str, Any]) -> None:
+    """The mark set no step run: counted a moment ago by another pass — or no step run exists
+    yet, a caller's mistake that would leave the step never counted: said at once."""
+    found = conn.execute(
+        text(
+            "SELECT 1 FROM step_runs WHERE run_id = :run AND step_id = :step "
+            "AND iteration = :iteration"
+        ),
+        params,
+    ).first()
+    if found is None:
+        raise RuntimeError(
+            f"the safety gate counts a step start on its step run, and "
+            f"{params['run']}:{params['step']}:{params['iteration']} has none"
+        )
 
 
 def step_start(

@@ -33,9 +33,10 @@ def upgrade() -> None:
             f"WHERE m.key = {_KEY}"
         )
     else:
+        marked = f"FROM usage_marks m WHERE m.key = {_KEY}"
         op.execute(
-            "UPDATE step_runs SET counted_at = "
-            f"(SELECT m.counted_at FROM usage_marks m WHERE m.key = {_KEY})"
+            f"UPDATE step_runs SET counted_at = (SELECT m.counted_at {marked}) "
+            f"WHERE EXISTS (SELECT 1 {marked})"
         )
     op.drop_table("usage_marks")
 
@@ -51,5 +52,7 @@ def downgrade() -> None:
         f"INSERT INTO usage_marks (key, counted_at) SELECT {_KEY}, counted_at FROM step_runs "
         "WHERE counted_at IS NOT NULL"
     )
-    with op.batch_alter_table("step_runs") as batch:
+    # (SQLite: dropped in place; a batch's copy of the table would drop the old one, and with
+    # it, by their cascade, every step attempt)
+    with op.batch_alter_table("step_runs", recreate="never") as batch:
         batch.drop_column("counted_at")
