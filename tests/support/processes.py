@@ -200,9 +200,32 @@ def _healthy(served: ServedProcess) -> bool:
             f"grantflow serve exited with {served.process.returncode}:\n{served.stderr()}"
         )
     try:
-        return httpx.get(f"{served.url}/healthz", timeout=1).status_code == 200
+        answered = httpx.get(f"{served.url}/healthz", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+    # (the port was free when chosen: another test's server may have taken it since, and
+    # answered for this one, which then fails to bind)
+    return answered and _listening(served.process.pid, int(served.url.rsplit(":", 1)[1]))
+
+
+def _listening(pid: int, port: int) -> bool:
+    """Whether process `pid` holds the socket listening on `port` (Linux's /proc; elsewhere,
+    assumed)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            return True
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) in inodes:
+                return True
+    return False
 
 
 @contextlib.contextmanager
