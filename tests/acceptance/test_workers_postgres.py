@@ -131,6 +131,24 @@ def run_statuses(db: Database, run_ids: list[str]) -> dict[str, int]:
         return dict(rows)
 
 
+def failures(db: Database, run_ids: list[str]) -> list[Any]:
+    """Why runs failed: each one's failure, its steps and their attempts' errors (for the
+    assertion's message)."""
+    with db.transaction() as session:
+        failed = session.execute(
+            select(Run).where(Run.id.in_(run_ids), Run.status != "succeeded")
+        ).scalars()
+        return [
+            (
+                run.id,
+                run.status,
+                run.failure,
+                [(s.step_id, s.status, s.error) for s in run.step_runs],
+            )
+            for run in failed
+        ]
+
+
 def step_runs(db: Database, run_id: str) -> dict[str, StepRun]:
     with db.transaction() as session:
         found = session.execute(select(StepRun).where(StepRun.run_id == run_id)).scalars()
@@ -165,7 +183,10 @@ def test_three_workers_share_the_queue_and_run_no_step_twice(
 
     def all_done() -> bool:
         statuses = run_statuses(db, run_ids)
-        assert set(statuses) <= {"queued", "running", "succeeded"}, statuses
+        assert set(statuses) <= {"queued", "running", "succeeded"}, (
+            statuses,
+            failures(db, run_ids),
+        )
         return statuses.get("succeeded") == len(run_ids)
 
     poll(all_done, timeout=60, what="all 30 runs to succeed")

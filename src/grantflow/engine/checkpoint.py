@@ -310,7 +310,8 @@ def record_started(database: Database, guard: Guard, started: Started) -> bool:
 def record_succeeded(database: Database, guard: Guard, done: Succeeded) -> bool:
     """Commit a step's success and the next step, `pending`, if the run is still as this
     worker left it; False (and nothing written) otherwise."""
-    assert done.next_started is None  # (an intent rides only with the gate: _admitting)
+    if done.next_started is not None:  # (not an assert: it must hold under `python -O` too)
+        raise ValueError("an intent is written only with the gate: record_succeeded_admitting")
     params = _succeeded_params(guard, done)
     return _apply(
         database,
