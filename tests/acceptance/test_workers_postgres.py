@@ -100,6 +100,9 @@ def http_chain(db: Database, target: Target, name: str) -> str:
                 "method": "POST",
                 "url": f"{target.url}/s{i}",
                 "body": {"n": "{{ input.n }}", "step": i},
+                # longer than the target holds a reply (30 s at most): a held call is
+                # answered, never timed out, however long the workers take to start
+                "request_timeout": "90s",
             },
             "reversible": True,
             **({"next": f"s{i + 1}"} if i < STEPS else {}),
