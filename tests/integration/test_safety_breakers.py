@@ -6,6 +6,7 @@ tell an operator's pause of one run apart from a workflow paused for safety."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -333,3 +334,72 @@ def test_the_gate_says_so_when_a_step_it_counts_has_no_step_run(database: Databa
     refused = pytest.raises(RuntimeError, match="no-such-run:only:1 has none")
     with refused, database.transaction() as session:
         gate.admit(session, start)
+
+
+def test_counters_stay_exact_when_many_starts_count_at_once(database: Database) -> None:
+    """24 threads count step starts at the same moment, in a month nobody counted before: each
+    start is counted once, in the day's and the month's counters, whether its statement found
+    its shard's row or had to insert it — by the gate's one statement (no spend cap) and by the
+    careful path (a cap in place) alike. (More threads than the 16 shards: on PostgreSQL some
+    share a shard, and race to insert its first row.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from grantflow.safety import gate
+
+    doc = workflow("Counted", {"id": "only", "type": "set", "config": {"values": {"x": 1}}})
+    wf = publish(database, doc)
+    run_id = start(database, wf)
+    starts = [gate.StepStart(run_id, wf, f"s{n}", 1, n + 2, False, None, {}) for n in range(200)]
+    with database.engine.begin() as conn:
+        for one in starts:
+            conn.execute(
+                text(
+                    "INSERT INTO step_runs (id, run_id, step_id, step_type, sequence, "
+                    "iteration, attempt_group, status, attempts, side_effects) "
+                    "VALUES (:id, :run, :step, 'set', :sequence, 1, 1, 'pending', 0, false)"
+                ),
+                {
+                    "id": f"sr-{one.step_id}",
+                    "run": run_id,
+                    "step": one.step_id,
+                    "sequence": one.sequence,
+                },
+            )
+    at = dt.datetime(2033, 7, 15, 12, 0, tzinfo=dt.UTC)
+    barrier = threading.Barrier(24)
+
+    def clear(chunk: list[gate.StepStart]) -> None:  # the one statement of the common case
+        barrier.wait()
+        for one in chunk:
+            assert gate.admit_own(database, one) is None
+
+    def careful(chunk: list[gate.StepStart]) -> None:  # the path a spend cap takes
+        barrier.wait()
+        for one in chunk:
+            with database.transaction() as session:
+                gate._count(session.connection(), one, one.kinds, at)
+
+    safety_config.use_clock(lambda: at)
+    try:
+        for path, chunk in ((clear, starts[:100]), (careful, starts[100:])):
+            with ThreadPoolExecutor(24) as pool:
+                list(pool.map(path, [chunk[n::24] for n in range(24)]))
+    finally:
+        safety_config.use_clock(None)
+    with database.engine.connect() as conn:
+        counted = conn.execute(
+            text(
+                "SELECT kind, period_key, sum(count) FROM usage_counters WHERE scope_id = :wf "
+                "GROUP BY kind, period_key ORDER BY period_key"
+            ),
+            {"wf": wf},
+        ).all()
+        marks = conn.execute(
+            text("SELECT count(*) FROM step_runs WHERE run_id = :r AND counted_at IS NOT NULL"),
+            {"r": run_id},
+        ).scalar_one()
+    day, month = periods.day_key(at), periods.month_key(at)
+    assert sorted((kind, key, int(n)) for kind, key, n in counted) == sorted(
+        [("steps", month, 200), ("steps", day, 200)]
+    )
+    assert marks == 200

@@ -201,6 +201,21 @@ def _facts(conn: Connection, start: StepStart, now: dt.datetime) -> _Facts | Non
 SHARDS = 16
 SHARD = f"mod(pg_backend_pid(), {SHARDS})"
 
+# PostgreSQL: bump the counters named by the CTE `counters` (kind k, period key p) in this
+# connection's shard: an UPDATE of the rows that exist, and an insert only of those that do not
+# (the first count of a period). An upsert alone would lock each row before updating it, which
+# PostgreSQL writes to its WAL as a record of its own: two more records at every step.
+_BUMP = """bumped AS (
+  UPDATE usage_counters u SET count = u.count + 1 FROM counters c
+  WHERE u.scope_id = {scope} AND u.kind = c.k AND u.period_key = c.p AND u.shard = {shard}
+  RETURNING u.kind, u.period_key
+), bump AS (
+  INSERT INTO usage_counters (scope_id, kind, period_key, shard, count)
+  SELECT {scope}, c.k, c.p, {shard}, 1 FROM counters c
+  WHERE NOT EXISTS (SELECT 1 FROM bumped b WHERE b.kind = c.k AND b.period_key = c.p)
+  ON CONFLICT (scope_id, kind, period_key, shard) DO UPDATE SET count = usage_counters.count + 1
+)"""
+
 # PostgreSQL: the facts, and — when nothing stands in the way (not paused, no spend cap, not
 # counted before, no breaker that this start would take over its limit, or a run released by
 # the last resume) — the mark and every counter, in one statement. Sent as the driver's own SQL:
@@ -225,18 +240,16 @@ f AS (
     {{also}}
 ), mark AS (
   {{mark}}
-), bump AS (
-  INSERT INTO usage_counters (scope_id, kind, period_key, shard, count)
-  SELECT %(g_wf)s, v.k, v.p, {shard}, 1 FROM mark, (VALUES
+), counters AS (
+  SELECT v.k, v.p FROM mark, (VALUES
     ('steps', %(g_day)s, true), ('steps', %(g_month)s, true),
     ('external_calls', %(g_day)s, %(g_ext)s), ('external_calls', %(g_month)s, %(g_ext)s),
     ('external_calls', %(g_cur)s, %(g_ext)s),
     ('runs', %(g_day)s, %(g_runs)s), ('runs', %(g_month)s, %(g_runs)s),
     ('runs', %(g_cur)s, %(g_runs)s)
   ) AS v(k, p, on_) WHERE v.on_
-  ON CONFLICT (scope_id, kind, period_key, shard) DO UPDATE SET count = usage_counters.count + 1
-)""".format(
-    shard=SHARD,
+), {bump}""".format(
+    bump=_BUMP.format(scope="%(g_wf)s", shard=SHARD),
     minutes=", ".join(
         f"(SELECT coalesce(sum(u.count), 0) FROM usage_counters u WHERE u.scope_id = %(g_wf)s "
         f"AND u.kind = '{kind}' AND u.period_key = %(g_{which})s) AS {short}_{which}"
@@ -373,34 +386,32 @@ def _count(conn: Connection, start: StepStart, kinds: list[str], now: dt.datetim
         "iteration": start.iteration,
         "now": now,
     }
-    shard = SHARD if conn.dialect.name == "postgresql" else "0"  # (SQLite: one writer)
-    values = []
     for n, (kind, key) in enumerate(rows):
-        values.append(f"(:scope, :k{n}, :p{n}, 1, {shard})")
         params[f"k{n}"], params[f"p{n}"] = kind, key
-    upsert = (
-        "INSERT INTO usage_counters (scope_id, kind, period_key, count, shard) {source} "
-        "ON CONFLICT (scope_id, kind, period_key, shard) "
-        "DO UPDATE SET count = usage_counters.count + 1"
-    )
     if conn.dialect.name == "postgresql":
+        counters = ", ".join(f"(:k{n}, :p{n})" for n in range(len(rows)))
         statement = text(
-            f"WITH mark AS ({_MARK} RETURNING 1) "
-            + upsert.format(
-                source="SELECT v.s, v.k, v.p, v.n, v.h FROM mark, (VALUES "
-                + ", ".join(values)
-                + ") AS v(s, k, p, n, h)"
-            )
+            f"WITH mark AS ({_MARK} RETURNING 1), "
+            f"counters AS (SELECT v.k, v.p FROM mark, (VALUES {counters}) AS v(k, p)), "
+            + _BUMP.format(scope=":scope", shard=SHARD)
+            + " SELECT count(*) FROM mark"
         ).bindparams(_NOW)
-        if conn.execute(statement, params).rowcount == 0:
+        if conn.execute(statement, params).scalar_one() == 0:
             _check_marked(conn, params)
         return
     if conn.execute(text(_MARK).bindparams(_NOW), params).rowcount != 1:
         _check_marked(conn, params)
         return
-    # (SQLite: VALUES with ON CONFLICT needs a WHERE to parse as an upsert)
+    # (SQLite, one writer: one shard, 0; VALUES with ON CONFLICT needs a WHERE to parse as an
+    # upsert)
+    values = ", ".join(f"(:scope, :k{n}, :p{n}, 1, 0)" for n in range(len(rows)))
     conn.execute(
-        text(upsert.format(source="SELECT * FROM (VALUES " + ", ".join(values) + ") WHERE true")),
+        text(
+            "INSERT INTO usage_counters (scope_id, kind, period_key, count, shard) "
+            f"SELECT * FROM (VALUES {values}) WHERE true "
+            "ON CONFLICT (scope_id, kind, period_key, shard) "
+            "DO UPDATE SET count = usage_counters.count + 1"
+        ),
         params,
     )
 
