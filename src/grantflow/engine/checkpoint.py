@@ -212,7 +212,7 @@ _SUCCEEDED_CTES = (
     f"next AS ({_NEXT_COLUMNS} SELECT {_NEXT_VALUES} FROM step)"
 )
 _POSTGRES_SUCCEEDED = _typed(f"{_SUCCEEDED_CTES} SELECT count(*) FROM step")
-# ... and the safety gate's common case for the next step in the same write (gate.FOLDED,
+# ... and the safety gate's common case for the next step in the same write (gate.folded_ctes,
 # before the next step run, which it marks counted): one commit per step boundary, not two
 _ADMITTED = "EXISTS (SELECT 1 FROM mark)"
 _POSTGRES_SUCCEEDED_ADMITTING = (
@@ -222,7 +222,7 @@ _POSTGRES_SUCCEEDED_ADMITTING = (
     f"next AS ({_NEXT_COLUMNS} SELECT {_NEXT_VALUES_COUNTED} FROM step) "
     f"SELECT (SELECT count(*) FROM step), {_ADMITTED}"
 )
-# ... and the next call's intent with the gate's common case (gate.FOLDED, between `attempt`
+# ... and the next call's intent with the gate's common case (gate.folded_ctes, between `attempt`
 # and the writes that depend on it): the intent is written only when the gate counted the
 # call; otherwise the call is inserted `pending`, to pass the gate at its own boundary
 _POSTGRES_SUCCEEDED_AND_STARTED_ADMITTING = (
@@ -391,7 +391,7 @@ def record_succeeded_admitting(
     if admit is None:  # a limit checked first stops it: the general path says which
         return record_succeeded(database, guard, replace(done, next_started=None)), None
     params = {**_succeeded_params(guard, done), **admit}
-    sql = _admitting_sql(done.next_started is not None)
+    sql = _admitting_sql(done.next_started is not None, tuple(start.kinds))
     row = row_on_postgres(database, sql if done.attempt_id else _local(sql), params)
     return bool(row and row[0]), admit["g_now"] if row and row[1] else None
 
@@ -426,13 +426,14 @@ def _succeeded_admitting_in_transaction(
 
 
 @functools.cache
-def _admitting_sql(next_started: bool) -> str:
-    from grantflow.safety.gate import COUNTED_AT, FOLDED
+def _admitting_sql(next_started: bool, kinds: tuple[str, ...]) -> str:
+    from grantflow.safety.gate import COUNTED_AT, folded_ctes
 
     sql = _POSTGRES_SUCCEEDED_AND_STARTED_ADMITTING
     if not next_started:
         sql = _POSTGRES_SUCCEEDED_ADMITTING
-    return _driver_sql(sql).replace("{gate}", FOLDED).replace("{counted}", COUNTED_AT)
+    gate = folded_ctes(kinds)
+    return _driver_sql(sql).replace("{gate}", gate).replace("{counted}", COUNTED_AT)
 
 
 def _apply(

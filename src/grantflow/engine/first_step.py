@@ -76,7 +76,8 @@ class FirstStep(HotPath):
         now = self.clock()
         if step is None or not _plain(run, fresh, step, plan, now):
             return False
-        admit = gate.folded(step_start(run.id, run.workflow_id, run.created_at, 1, 1, step, plan))
+        start = step_start(run.id, run.workflow_id, run.created_at, 1, 1, step, plan)
+        admit = gate.folded(start)
         if admit is None:
             return False  # the gate stops it: the general path fails the run, naming the limit
         step_run = detached(StepRun, **fresh.step_run)
@@ -105,7 +106,7 @@ class FirstStep(HotPath):
             intent=intent,
         )
         writing = time.perf_counter()
-        if not record_taken(self.database, take, admit):
+        if not record_taken(self.database, take, admit, tuple(start.kinds)):
             turn.plan = None
             return False
         turn.token, turn.context = take.lease_token, context

@@ -144,10 +144,12 @@ def fresh_of(row: Sequence[Any] | None) -> Fresh | None:
     return Fresh(run, step_run, name, plan)
 
 
-def record_taken(database: Database, take: Take, admit: dict[str, Any]) -> bool:
-    """Commit the take (`admit`: gate.folded's parameters for the first step) if the run is
-    still as read, this worker holds its lease and the gate counted the step; False (and
-    nothing written) otherwise."""
+def record_taken(
+    database: Database, take: Take, admit: dict[str, Any], kinds: tuple[str, ...]
+) -> bool:
+    """Commit the take (`admit`: gate.folded's parameters for the first step, which counts
+    `kinds`) if the run is still as read, this worker holds its lease and the gate counted the
+    step; False (and nothing written) otherwise."""
     intent = take.intent
     params = {
         **{k: v for k, v in take.__dict__.items() if k != "intent"},
@@ -159,15 +161,16 @@ def record_taken(database: Database, take: Take, admit: dict[str, Any]) -> bool:
         "request": intent.request if intent else None,
     }
     params["lock_key"] = concurrency.lock_key(take.workflow_id)
-    row = row_on_postgres(database, _statement(intent is not None), params, _JSON_PARAMS)
+    statement = _statement(intent is not None, kinds)
+    row = row_on_postgres(database, statement, params, _JSON_PARAMS)
     return bool(row and row[0])
 
 
 @functools.cache
-def _statement(external: bool) -> str:
+def _statement(external: bool, kinds: tuple[str, ...]) -> str:
     from grantflow.safety.gate import folded_marking  # (the gate imports the engine's models)
 
-    gate = folded_marking("id = %(step_run_id)s", _RUNNING if external else "")
+    gate = folded_marking(kinds, "id = %(step_run_id)s", _RUNNING if external else "")
     return _TAKE.replace("{gate}", gate).replace("{intent}", _INTENT if external else "")
 
 

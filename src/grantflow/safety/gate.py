@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,12 +30,12 @@ from grantflow.store.database import Database, database_of
 
 __all__ = [
     "COUNTED_AT",
-    "FOLDED",
     "Hold",
     "StepStart",
     "admit",
     "admit_own",
     "folded",
+    "folded_ctes",
     "folded_marking",
     "step_start",
 ]
@@ -221,72 +222,98 @@ _BUMP = """bumped AS (
 # the last resume) — the mark and every counter, in one statement. Sent as the driver's own SQL:
 # no statement is compiled per step. The CTEs alone (`{also}`: a further condition on counting)
 # also ride on a checkpoint's statement (`folded`). `{mark}`: the statement that marks the step
-# run counted when `ok` holds, returning a row if it did.
-_CLEAR_CTES = """
+# run counted when `ok` holds, returning a row if it did. `kinds`: what the start counts; the
+# CTEs read and bump only those counters (a local step's: no per-minute counts to read, two rows
+# to bump), since the server sets up every part of a statement each time it runs it.
+_SHORT = {"runs": "runs", "external_calls": "ext"}
+
+
+@functools.cache
+def _clear_ctes(kinds: tuple[str, ...]) -> str:
+    minute = [kind for kind in _MINUTE_BREAKERS if kind in kinds]
+    sums = "".join(
+        f",\n    (SELECT coalesce(sum(u.count), 0) FROM usage_counters u "
+        f"WHERE u.scope_id = %(g_wf)s AND u.kind = '{kind}' AND u.period_key = %(g_{which})s) "
+        f"AS {_SHORT[kind]}_{which}"
+        for kind in minute
+        for which in ("cur", "prev")
+    )
+    limits = " AND ".join(
+        f"{_SHORT[kind]}_cur + {_SHORT[kind]}_prev * (1 - %(g_frac)s) + 1 "
+        f"<= %(g_{_SHORT[kind]}_limit)s"
+        for kind in minute
+    )
+    keys = [
+        (kind, period)
+        for kind in kinds
+        for period in ("day", "month", *(("cur",) if kind in _MINUTE_BREAKERS else ()))
+    ]
+    rows = ", ".join(f"('{kind}', %(g_{period})s)" for kind, period in keys)
+    return f"""
 f AS (
   SELECT coalesce(CAST(w.safety_pause AS TEXT), 'null') <> 'null' AS paused,
     w.safety_resumed_at AS resumed_at,
     (SELECT count(*) FROM spend_caps c WHERE c.scope_id IN ('*', %(g_wf)s)) AS caps,
     EXISTS (SELECT 1 FROM step_runs s WHERE s.run_id = %(g_run)s AND s.step_id = %(g_step)s
-      AND s.iteration = %(g_iteration)s AND s.counted_at IS NOT NULL) AS seen,
-    {minutes}
+      AND s.iteration = %(g_iteration)s AND s.counted_at IS NOT NULL) AS seen{sums}
   FROM workflows w WHERE w.id = %(g_wf)s
 ), ok AS (
   SELECT 1 FROM f WHERE NOT paused AND caps = 0 AND NOT seen AND (
     (resumed_at IS NOT NULL AND (%(g_created)s::timestamptz IS NULL
       OR %(g_created)s::timestamptz < resumed_at))
-    OR ((NOT %(g_runs)s OR runs_cur + runs_prev * (1 - %(g_frac)s) + 1 <= %(g_runs_limit)s)
-      AND (NOT %(g_ext)s OR ext_cur + ext_prev * (1 - %(g_frac)s) + 1 <= %(g_ext_limit)s)))
+    OR ({limits or "true"}))
     {{also}}
 ), mark AS (
   {{mark}}
 ), counters AS (
-  SELECT v.k, v.p FROM mark, (VALUES
-    ('steps', %(g_day)s, true), ('steps', %(g_month)s, true),
-    ('external_calls', %(g_day)s, %(g_ext)s), ('external_calls', %(g_month)s, %(g_ext)s),
-    ('external_calls', %(g_cur)s, %(g_ext)s),
-    ('runs', %(g_day)s, %(g_runs)s), ('runs', %(g_month)s, %(g_runs)s),
-    ('runs', %(g_cur)s, %(g_runs)s)
-  ) AS v(k, p, on_) WHERE v.on_
-), {bump}""".format(
-    bump=_BUMP.format(scope="%(g_wf)s", shard=SHARD),
-    minutes=", ".join(
-        f"(SELECT coalesce(sum(u.count), 0) FROM usage_counters u WHERE u.scope_id = %(g_wf)s "
-        f"AND u.kind = '{kind}' AND u.period_key = %(g_{which})s) AS {short}_{which}"
-        for kind, short in (("runs", "runs"), ("external_calls", "ext"))
-        for which in ("cur", "prev")
-    ),
-)
+  SELECT v.k, v.p FROM mark, (VALUES {rows}) AS v(k, p)
+), {_BUMP.format(scope="%(g_wf)s", shard=SHARD)}"""
+
+
 # the mark of a step whose step run exists: its counted_at set, unless another pass set it
 _MARK_ROW = (
     "UPDATE step_runs SET counted_at = %(g_now)s{sets} WHERE {row} AND counted_at IS NULL "
     "AND EXISTS (SELECT 1 FROM ok) RETURNING 1"
 )
 _BY_KEY = "run_id = %(g_run)s AND step_id = %(g_step)s AND iteration = %(g_iteration)s"
-_CLEAR = (
-    "WITH "
-    + _CLEAR_CTES.format(also="", mark=_MARK_ROW.format(sets="", row=_BY_KEY))
-    + " SELECT f.*, EXISTS (SELECT 1 FROM mark) FROM f"
-)
+
+
+@functools.cache
+def _clear(kinds: tuple[str, ...]) -> str:
+    """The gate's own statement: the facts it read (f), and whether it counted the start."""
+    return (
+        "WITH "
+        + _clear_ctes(kinds).format(also="", mark=_MARK_ROW.format(sets="", row=_BY_KEY))
+        + " SELECT f.*, EXISTS (SELECT 1 FROM mark) AS counted FROM f"
+    )
+
+
 # On a checkpoint's statement, counted only when the checkpoint applied (its `step` CTE
-# returned the step run). FOLDED: the step run is inserted by that statement, which sets its
-# counted_at to COUNTED_AT (so `mark` is `ok` itself: a row not yet inserted cannot be updated).
-FOLDED = _CLEAR_CTES.format(also="AND EXISTS (SELECT 1 FROM step)", mark="SELECT 1 FROM ok")
+# returned the step run).
+@functools.cache
+def folded_ctes(kinds: tuple[str, ...]) -> str:
+    """The gate's CTEs for a start of `kinds` whose step run the statement inserts, setting its
+    counted_at to COUNTED_AT (so `mark` is `ok` itself: a row not yet inserted cannot be
+    updated)."""
+    return _clear_ctes(kinds).format(
+        also="AND EXISTS (SELECT 1 FROM step)", mark="SELECT 1 FROM ok"
+    )
+
+
 COUNTED_AT = "CASE WHEN EXISTS (SELECT 1 FROM mark) THEN CAST(%(g_now)s AS timestamptz) END"
 
 
-def folded_marking(row: str, sets: str = "") -> str:
-    """FOLDED for a statement whose step run exists (`row`: the condition that finds it, in
-    the driver's SQL): the mark sets its counted_at, and `sets` (", column = value, ...") with
-    it — a statement cannot update one row in two of its parts."""
-    return _CLEAR_CTES.format(
+def folded_marking(kinds: tuple[str, ...], row: str, sets: str = "") -> str:
+    """`folded_ctes` for a statement whose step run exists (`row`: the condition that finds it,
+    in the driver's SQL): the mark sets its counted_at, and `sets` (", column = value, ...")
+    with it — a statement cannot update one row in two of its parts."""
+    return _clear_ctes(kinds).format(
         also="AND EXISTS (SELECT 1 FROM step)", mark=_MARK_ROW.format(sets=sets, row=row)
     )
 
 
 def _clear_params(start: StepStart, now: dt.datetime) -> dict[str, Any]:
     limits = Breakers.of(start.safety)
-    kinds = start.kinds
     return {
         "g_wf": start.workflow_id,
         "g_run": start.run_id,
@@ -294,8 +321,6 @@ def _clear_params(start: StepStart, now: dt.datetime) -> dict[str, Any]:
         "g_iteration": start.iteration,
         "g_now": now,
         "g_created": start.run_created_at,
-        "g_runs": "runs" in kinds,
-        "g_ext": "external_calls" in kinds,
         "g_frac": (now.second + now.microsecond / 1e6) / 60,
         "g_runs_limit": limits.max_runs_per_minute,
         "g_ext_limit": limits.max_external_calls_per_minute,
@@ -307,11 +332,12 @@ def _clear_params(start: StepStart, now: dt.datetime) -> dict[str, Any]:
 
 
 def folded(start: StepStart) -> dict[str, Any] | None:
-    """The parameters of FOLDED for a checkpoint (PostgreSQL) that makes `start`'s step the
-    run's current one: the gate's common case — nothing stands in the way — counts the step in
-    that same write, so the step needs no statement of its own before it starts. None when a
+    """The parameters of `folded_ctes(start.kinds)` for a checkpoint (PostgreSQL) that makes
+    `start`'s step the run's current one: the gate's common case — nothing stands in the way —
+    counts the step in that same write, so the step needs no statement of its own before it
+    starts. None when a
     check made here stops it (the steps-per-run limit): the step goes through `admit`. A step
-    FOLDED did not count (paused, capped, a breaker near, counted before) goes through `admit`
+    the gate did not count (paused, capped, a breaker near, counted before) goes through `admit`
     too, which holds it or finds it counted."""
     try:
         check_steps_per_run(start.sequence, start.step_id)
@@ -322,18 +348,23 @@ def folded(start: StepStart) -> dict[str, Any] | None:
 
 def _count_if_clear(conn: Connection, start: StepStart, now: dt.datetime) -> _Facts | None:
     params = _clear_params(start, now)
-    row = conn.exec_driver_sql(_CLEAR, params).first()
+    row = conn.exec_driver_sql(_clear(tuple(start.kinds)), params).mappings().first()
     if row is None:
         return None
-    paused, resumed, caps, seen, runs_cur, runs_prev, ext_cur, ext_prev, counted = row
-    current, previous = params["g_cur"], params["g_prev"]
     minute = {
-        ("runs", current): int(runs_cur),
-        ("runs", previous): int(runs_prev),
-        ("external_calls", current): int(ext_cur),
-        ("external_calls", previous): int(ext_prev),
+        (kind, params[f"g_{which}"]): int(row[f"{_SHORT[kind]}_{which}"])
+        for kind in _MINUTE_BREAKERS
+        if kind in start.kinds
+        for which in ("cur", "prev")
     }
-    return _Facts(bool(paused), resumed, int(caps), bool(seen), minute, bool(counted))
+    return _Facts(
+        bool(row["paused"]),
+        row["resumed_at"],
+        int(row["caps"]),
+        bool(row["seen"]),
+        minute,
+        bool(row["counted"]),
+    )
 
 
 def _over_breaker(
