@@ -226,10 +226,14 @@ _BUMP = """bumped AS (
 # CTEs read and bump only those counters (a local step's: no per-minute counts to read, two rows
 # to bump), since the server sets up every part of a statement each time it runs it.
 _SHORT = {"runs": "runs", "external_calls": "ext"}
+_SEEN = (
+    "EXISTS (SELECT 1 FROM step_runs s WHERE s.run_id = %(g_run)s AND s.step_id = %(g_step)s "
+    "AND s.iteration = %(g_iteration)s AND s.counted_at IS NOT NULL)"
+)
 
 
 @functools.cache
-def _clear_ctes(kinds: tuple[str, ...]) -> str:
+def _clear_ctes(kinds: tuple[str, ...], seen: bool = True) -> str:
     minute = [kind for kind in _MINUTE_BREAKERS if kind in kinds]
     sums = "".join(
         f",\n    (SELECT coalesce(sum(u.count), 0) FROM usage_counters u "
@@ -254,8 +258,7 @@ f AS (
   SELECT coalesce(CAST(w.safety_pause AS TEXT), 'null') <> 'null' AS paused,
     w.safety_resumed_at AS resumed_at,
     (SELECT count(*) FROM spend_caps c WHERE c.scope_id IN ('*', %(g_wf)s)) AS caps,
-    EXISTS (SELECT 1 FROM step_runs s WHERE s.run_id = %(g_run)s AND s.step_id = %(g_step)s
-      AND s.iteration = %(g_iteration)s AND s.counted_at IS NOT NULL) AS seen{sums}
+    {_SEEN if seen else "false"} AS seen{sums}
   FROM workflows w WHERE w.id = %(g_wf)s
 ), ok AS (
   SELECT 1 FROM f WHERE NOT paused AND caps = 0 AND NOT seen AND (
@@ -294,8 +297,9 @@ def _clear(kinds: tuple[str, ...]) -> str:
 def folded_ctes(kinds: tuple[str, ...]) -> str:
     """The gate's CTEs for a start of `kinds` whose step run the statement inserts, setting its
     counted_at to COUNTED_AT (so `mark` is `ok` itself: a row not yet inserted cannot be
-    updated)."""
-    return _clear_ctes(kinds).format(
+    updated). Nor can it have been counted before: the insert would fail on the step run's
+    key, and with it the whole statement."""
+    return _clear_ctes(kinds, seen=False).format(
         also="AND EXISTS (SELECT 1 FROM step)", mark="SELECT 1 FROM ok"
     )
 
