@@ -1,5 +1,6 @@
 """What the benchmark scripts share: a PostgreSQL database of their own, the API served in this
-process, an admin's token, and a count of the statements psycopg sends, by thread."""
+process, an admin's token, a count of the statements psycopg sends, by thread, and what a
+durable write costs on the machine (the floor of a step boundary)."""
 
 from __future__ import annotations
 
@@ -140,3 +141,38 @@ class StatementCounter:
             yield self.by_thread
         finally:
             self.on = False
+
+
+def commit_floor(db: Database, samples: int = 300) -> dict[str, float]:
+    """What one durable write costs on this machine, whatever writes it: `samples` one-row
+    INSERTs, each its own transaction, sent one after another on one connection (psycopg,
+    autocommit) to a scratch table; p50/p99 in ms. Each waits for its commit's WAL flush, as
+    every step boundary does: no step can take less. round_trip_p50_ms: `SELECT 1`, no flush."""
+    url = db.url.set(drivername="postgresql")
+    params = url.translate_connect_args(username="user", database="dbname")
+    with psycopg.connect(autocommit=True, **params) as conn:
+        conn.execute("CREATE TABLE bench_commit_floor (id bigserial PRIMARY KEY, at timestamptz)")
+        try:
+            inserts, selects = [], []
+            for _ in range(samples):
+                started = time.perf_counter()
+                conn.execute("INSERT INTO bench_commit_floor (at) VALUES (now())")
+                inserts.append((time.perf_counter() - started) * 1000)
+                started = time.perf_counter()
+                conn.execute("SELECT 1")
+                selects.append((time.perf_counter() - started) * 1000)
+        finally:
+            conn.execute("DROP TABLE bench_commit_floor")
+    inserts.sort()
+    return {
+        "commit_p50_ms": round(inserts[len(inserts) // 2], 3),
+        "commit_p99_ms": round(inserts[int(len(inserts) * 0.99)], 3),
+        "round_trip_p50_ms": round(sorted(selects)[len(selects) // 2], 3),
+    }
+
+
+def wal_position(db: Database) -> int:
+    """The server's WAL insert position, in bytes (the difference of two: WAL written)."""
+    with db.engine.connect() as conn:
+        lsn = conn.execute(text("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")).scalar_one()
+    return int(lsn)

@@ -43,7 +43,11 @@ PostgreSQL only (issue 18's targets), with the API served in this process:
   (claims) and the pool thread that advanced the run (run); outside_steps = total - 5 (target:
   at most 4);
 - api_request: p50/p95 of `GET /healthz` and of an authenticated `GET /api/v1/me` over one
-  keep-alive connection; overhead_p50_ms is their difference.
+  keep-alive connection; overhead_p50_ms is their difference;
+- commit_floor: what one durable write costs on this machine (one-row INSERTs, each its own
+  transaction, one after another: commit_p50_ms / commit_p99_ms; round_trip_p50_ms for
+  `SELECT 1`). A step boundary commits once and waits for that commit's WAL flush, so seq40's
+  per_step_ms cannot go below commit_p50_ms: vs_commit_floor is their ratio on the seq40 rows.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ from common import (
     StatementCounter,
     Unreachable,
     admin_token,
+    commit_floor,
     postgres_database,
     served,
 )
@@ -722,7 +727,10 @@ def _bench_database(
         time.sleep(TICK_SECONDS + 1)  # past the first timer tick, which loads the run listeners
         memory.update(settled_rss_mb=workers.rss_mb(), settled_pss_mb=workers.pss_mb())
         rows.append(row("worker_memory", name, 1, **memory))
+        floor = None
         if not polled:
+            floor = commit_floor(db)
+            rows.append(row("commit_floor", name, None, **floor))
             rows.extend(_through_the_api(db, reader, flows, sizes))
         for count in (1, 4):
             if count > len(workers.processes):
@@ -735,6 +743,8 @@ def _bench_database(
                     fields["bare_http40_ms"] = r(bare_ms)
                     fields["ratio_vs_bare"] = r(fields["e2e_ms"] / bare_ms)
                     fields["ratio_exec_vs_bare"] = r(fields["exec_ms"] / bare_ms)
+                elif floor is not None:
+                    fields["vs_commit_floor"] = r(fields["per_step_ms"] / floor["commit_p50_ms"])
                 fields["peak_rss_mb"] = workers.peak_rss_mb()
                 rows.append(row(workload, name, count, worker_mode="process", **fields))
             if count == 1:

@@ -4,8 +4,11 @@ processes and the workers' took per step is read from /proc (as `cpu_ms_per_step
 bench/engine.py, with larger batches, so that the clock's 10 ms ticks do not matter).
 `waits`: what the database's busy backends were doing, sampled from pg_stat_activity every
 5 ms during the batch (the share of samples: on CPU, waiting for a row lock, for the WAL's
-flush...). Prints ONE JSON array on stdout, an object per batch and last what the runs left on
-disk (`storage`: each table with its indexes, and bytes per step); progress goes to stderr.
+flush...). `wal_bytes_per_step`: the WAL the server wrote during the batch, per step (the
+script is assumed to be the server's only writer). Prints ONE JSON array on stdout: first
+`commit_floor` (what one durable write costs on this machine, as in bench/engine.py), an object
+per batch, and last what the runs left on disk (`storage`: each table with its indexes, and
+bytes per step); progress goes to stderr.
 
     .venv/bin/python bench/step_cpu.py                      # seq40, 3 batches of 100 runs
     .venv/bin/python bench/step_cpu.py --workload http40 --runs 40
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from common import postgres_database
+from common import commit_floor, postgres_database, wal_position
 from engine import (
     DEFAULT_POSTGRES,
     STEPS,
@@ -133,6 +136,7 @@ def main() -> None:
         reader = reader_for(db)
         with WorkerSet(db, args.workers, concurrency=4, logs=Path(tmp)) as workers:
             wait_done(reader, create_runs(db, flows[args.workload], 20))  # warm-up
+            rows.append({"workload": args.workload, "commit_floor": commit_floor(db)})
             waits = WaitSampler(
                 admin.set(drivername="postgresql").render_as_string(False), str(db.url.database)
             )
@@ -140,6 +144,7 @@ def main() -> None:
             for batch in range(args.batches):
                 waits.take()
                 postgres, worker = postgres_cpu_seconds(), workers.cpu_seconds()
+                wal = wal_position(db)
                 started = time.monotonic()
                 wait_done(reader, create_runs(db, flows[args.workload], args.runs))
                 elapsed = time.monotonic() - started
@@ -154,6 +159,7 @@ def main() -> None:
                         (postgres_cpu_seconds() - postgres) * 1000 / steps, 3
                     ),
                     "worker_cpu_ms_per_step": r((workers.cpu_seconds() - worker) * 1000 / steps, 3),
+                    "wal_bytes_per_step": round((wal_position(db) - wal) / steps),
                     "waits": waits.take(),
                 }
                 log(json.dumps(row))
