@@ -5,7 +5,8 @@ bench/engine.py, with larger batches, so that the clock's 10 ms ticks do not mat
 `waits`: what the database's busy backends were doing, sampled from pg_stat_activity every
 5 ms during the batch (the share of samples: on CPU, waiting for a row lock, for the WAL's
 flush...). `wal_bytes_per_step`: the WAL the server wrote during the batch, per step (the
-script is assumed to be the server's only writer). Prints ONE JSON array on stdout: first
+script is assumed to be the server's only writer); `--wal-records`: the records themselves,
+by kind and relation (pg_walinspect). Prints ONE JSON array on stdout: first
 `commit_floor` (what one durable write costs on this machine, as in bench/engine.py), an object
 per batch, and last what the runs left on disk (`storage`: each table with its indexes, and
 bytes per step); progress goes to stderr.
@@ -95,6 +96,32 @@ class WaitSampler:
         self._conn.close()
 
 
+def wal_records(admin: str, reader: Engine, start: int, end: int, steps: int) -> dict[str, float]:
+    """The WAL records the server wrote between two positions, per step, by kind and relation
+    ("Heap/LOCK usage_counters": 2.02): `--wal-records`, with the pg_walinspect extension
+    (PostgreSQL 15+, created in the admin database; a superuser may create it)."""
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        rows = conn.execute(
+            "SELECT resource_manager || '/' || record_type, "
+            "substring(block_ref FROM 'rel [0-9]+/[0-9]+/([0-9]+)'), count(*) "
+            "FROM pg_get_wal_records_info(%s::pg_lsn, %s::pg_lsn) GROUP BY 1, 2",
+            (_lsn(start), _lsn(end)),
+        ).fetchall()
+    with reader.connect() as conn:
+        names = dict(
+            conn.execute(text("SELECT relfilenode::text, relname FROM pg_class")).tuples().all()
+        )
+    counted = collections.Counter(
+        {f"{kind} {names.get(rel, rel or '')}".strip(): n for kind, rel, n in rows}
+    )
+    return {name: r(n / steps, 2) for name, n in counted.most_common(14)}
+
+
+def _lsn(position: int) -> str:
+    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
+
+
 def storage(reader: Engine, steps: int) -> dict[str, Any]:
     """What the runs left on disk before any vacuum: each table's size with its indexes (those
     over 64 kB), and their sum per step."""
@@ -122,6 +149,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100, help="runs per batch")
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument(
+        "--wal-records",
+        action="store_true",
+        help="each batch's WAL records per step, by kind and relation (pg_walinspect)",
+    )
     args = parser.parse_args()
     admin = make_url(os.environ.get("GRANTFLOW_BENCH_POSTGRES_URL", DEFAULT_POSTGRES))
     admin = admin.set(drivername="postgresql+psycopg")
@@ -137,9 +169,8 @@ def main() -> None:
         with WorkerSet(db, args.workers, concurrency=4, logs=Path(tmp)) as workers:
             wait_done(reader, create_runs(db, flows[args.workload], 20))  # warm-up
             rows.append({"workload": args.workload, "commit_floor": commit_floor(db)})
-            waits = WaitSampler(
-                admin.set(drivername="postgresql").render_as_string(False), str(db.url.database)
-            )
+            admin_dsn = admin.set(drivername="postgresql").render_as_string(False)
+            waits = WaitSampler(admin_dsn, str(db.url.database))
             stack.callback(waits.close)
             for batch in range(args.batches):
                 waits.take()
@@ -162,6 +193,10 @@ def main() -> None:
                     "wal_bytes_per_step": round((wal_position(db) - wal) / steps),
                     "waits": waits.take(),
                 }
+                if args.wal_records:
+                    row["wal_records_per_step"] = wal_records(
+                        admin_dsn, reader, wal, wal_position(db), steps
+                    )
                 log(json.dumps(row))
                 rows.append(row)
         steps = (20 + args.runs * args.batches) * STEPS  # (with the warm-up's)
