@@ -114,3 +114,36 @@ def test_retry_is_refused_when_the_run_failed_choosing_its_next_step(database: D
     with database.transaction() as session, pytest.raises(Conflict) as refused:
         operations.retry(session, ACTOR, queue(database), run_id)
     assert refused.value.next_action == "fix the workflow, publish it, then Replay with latest"
+
+
+def test_a_cookie_one_call_was_given_is_sent_by_no_other_call(database: Database) -> None:
+    """A target that answers one call with a cookie (a session) never gets it back: not on
+    the run's next call, nor on another run's. A worker's HTTP client serves every run and
+    every connection; a cookie kept in it would carry one run's session, one credential's
+    identity, into the calls of another."""
+    with running_target() as target:
+        session = {"Set-Cookie": "session=first-run; Path=/"}
+        target.on("/login", Reply(200, {"ok": True}, headers=session))
+        target.on("/whoami", Reply(200, {"ok": True}))
+        steps = [
+            {
+                "id": "login",
+                "type": "http",
+                "config": {"method": "POST", "url": f"{target.url}/login"},
+                "reversible": True,
+                "next": "whoami",
+            },
+            {
+                "id": "whoami",
+                "type": "http",
+                "config": {"method": "GET", "url": f"{target.url}/whoami"},
+            },
+        ]
+        wf = publish(database, {"name": "cookies", "trigger": {"type": "manual"}, "steps": steps})
+        runs = [start(database, wf), start(database, wf)]
+        with running_worker(database):
+            for run_id in runs:
+                wait_status(database, run_id, "succeeded")
+    sent = [call.headers.get("cookie") for call in target.calls()]
+    assert len(sent) == 4
+    assert sent == [None, None, None, None]

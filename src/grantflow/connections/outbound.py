@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import http.cookiejar
 import ipaddress
 import socket
 import ssl
@@ -150,12 +151,20 @@ def tls_context() -> ssl.SSLContext:
 
 
 def guarded_client(policy: OutboundPolicy, **options: Any) -> httpx.Client:
-    """An httpx client whose every connection goes through the guard."""
+    """An httpx client whose every connection goes through the guard, and which keeps no
+    cookie: one client serves every run and every connection of a process, so a cookie one
+    call was given (a session) would go out with the next call to that host, whoever's it is.
+    A step that needs a cookie sends it as a header of its own."""
     transport = httpx.HTTPTransport(
         verify=tls_context(), limits=options.pop("limits", httpx.Limits())
     )
     transport._pool._network_backend = GuardedBackend(policy)  # httpx exposes no parameter
-    return httpx.Client(transport=transport, **options)
+    return httpx.Client(transport=transport, cookies=_no_cookies(), **options)
+
+
+def _no_cookies() -> http.cookiejar.CookieJar:
+    """A cookie jar that accepts and returns no cookie (no domain is allowed)."""
+    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
 def policy_of(client: httpx.Client) -> OutboundPolicy:
