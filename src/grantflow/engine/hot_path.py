@@ -32,9 +32,10 @@ from grantflow.engine.checkpoint import (
     record_succeeded_admitting,
 )
 from grantflow.engine.hooks import RunEnd
-from grantflow.engine.models import StepAttempt, StepRun
+from grantflow.engine.models import StepRun
 from grantflow.engine.states import RunStatus, StepStatus, check_step_transition
 from grantflow.engine.turns import (
+    AttemptRow,
     Chain,
     Pending,
     StepRow,
@@ -42,7 +43,6 @@ from grantflow.engine.turns import (
     call_step,
     choose_next,
     columns_of,
-    detached,
     logged_request,
     next_step,
     pending_columns,
@@ -209,8 +209,7 @@ class HotPath:
             **{**columns, "status": StepStatus.RUNNING, "attempts": 1, "started_at": started}
         )
         call = self._chain_call(turn, chain, running, step, config, now, started)
-        attempt = detached(
-            StepAttempt,
+        attempt = AttemptRow(
             id=new_id(),
             step_run_id=running.id,
             number=1,

@@ -51,6 +51,7 @@ from grantflow.engine.turns import (
     choose_next,
     logged_request,
     next_step,
+    orm_attempt,
     orm_step_run,
     pending_columns,
     render_deadline,
@@ -432,7 +433,7 @@ class Interpreter(FirstStep):
                 # the same idempotency key. What this worker got back is dropped; nothing it
                 # did is written over what the successor recorded.
                 return False
-            attempt = session.merge(pending.attempt, load=False)
+            attempt = session.merge(orm_attempt(pending.attempt), load=False)
             if run.status != RunStatus.RUNNING:  # cancelled or timed out while we called out
                 step_run = session.get(StepRun, pending.step_run.id, populate_existing=True)
                 assert step_run is not None

@@ -62,12 +62,39 @@ def orm_step_run(row: StepRun | StepRow) -> StepRun:
     return row.orm() if isinstance(row, StepRow) else row
 
 
+@dataclass(slots=True)
+class AttemptRow:
+    """An external call's attempt as its intent wrote it, in plain attributes (as StepRow:
+    the hot path reads only its id); the general path takes `orm()`, a detached StepAttempt.
+    (Its fields are StepAttempt's columns: a test holds them equal.)"""
+
+    id: str
+    step_run_id: str
+    number: int
+    idempotency_key: str
+    status: str
+    request: dict[str, Any] | None
+    response: dict[str, Any] | None
+    error: dict[str, Any] | None
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    duration_ms: float | None
+
+    def orm(self) -> StepAttempt:
+        return detached(StepAttempt, **{f.name: getattr(self, f.name) for f in fields(self)})
+
+
+def orm_attempt(row: StepAttempt | AttemptRow) -> StepAttempt:
+    return row.orm() if isinstance(row, AttemptRow) else row
+
+
 @dataclass
 class Pending:
     """An external call prepared in one transaction, to be made outside of any."""
 
     step_run: StepRun | StepRow
-    attempt: StepAttempt | None  # None for local steps, which do no I/O and keep no attempt log
+    # None for local steps, which do no I/O and keep no attempt log
+    attempt: StepAttempt | AttemptRow | None
     step: PlanStep
     call: StepCall
     started: float
