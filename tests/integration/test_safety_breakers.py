@@ -337,11 +337,9 @@ def test_the_gate_says_so_when_a_step_it_counts_has_no_step_run(database: Databa
 
 
 def test_counters_stay_exact_when_many_starts_count_at_once(database: Database) -> None:
-    """24 threads count step starts at the same moment, in a month nobody counted before: each
-    start is counted once, in the day's and the month's counters, whether its statement found
-    its shard's row or had to insert it — by the gate's one statement (no spend cap) and by the
-    careful path (a cap in place) alike. (More threads than the 16 shards: on PostgreSQL some
-    share a shard, and race to insert its first row.)"""
+    """24 threads count 200 step starts at once, in a month nobody counted before: each start
+    is counted exactly once, in the day's and the month's counters, by the gate's one statement
+    (no spend cap) and by the careful path (a cap in place) alike."""
     from concurrent.futures import ThreadPoolExecutor
 
     from grantflow.safety import gate
@@ -403,3 +401,67 @@ def test_counters_stay_exact_when_many_starts_count_at_once(database: Database) 
         [("steps", month, 200), ("steps", day, 200)]
     )
     assert marks == 200
+
+
+def test_a_count_that_meets_a_first_count_not_yet_committed_adds_to_it(
+    database: Database,
+) -> None:
+    """Two starts that both find no row for the day in their shard: the one whose insert comes
+    second waits for the first to commit, then adds to its row (a count is never dropped)."""
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite has one writer: no two transactions insert at once")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from grantflow.safety import gate
+
+    doc = workflow("Racing", {"id": "only", "type": "set", "config": {"values": {"x": 1}}})
+    wf = publish(database, doc)
+    run_id = start(database, wf)
+    with database.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO step_runs (id, run_id, step_id, step_type, sequence, iteration, "
+                "attempt_group, status, attempts, side_effects) "
+                "VALUES ('sr-later', :run, 'later', 'set', 2, 1, 1, 'pending', 0, false)"
+            ),
+            {"run": run_id},
+        )
+    at = dt.datetime(2033, 8, 15, 12, 0, tzinfo=dt.UTC)
+    day, month = periods.day_key(at), periods.month_key(at)
+    later = gate.StepStart(run_id, wf, "later", 1, 2, False, None, {})
+    with database.engine.connect() as counting, database.engine.connect() as first:
+        pid = counting.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        first.execute(  # the other start's row, in the counting connection's shard, uncommitted
+            text(
+                "INSERT INTO usage_counters (scope_id, kind, period_key, shard, count) "
+                "VALUES (:wf, 'steps', :day, :shard, 1)"
+            ),
+            {"wf": wf, "day": day, "shard": pid % gate.SHARDS},
+        )
+
+        def count() -> None:
+            gate._count(counting, later, later.kinds, at)
+            counting.commit()
+
+        with ThreadPoolExecutor(1) as pool:
+            counted = pool.submit(count)
+            settle(lambda: _waits_for_a_lock(database, pid), "the count waits for the insert")
+            first.commit()
+            counted.result(timeout=60)
+    with database.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT period_key, sum(count) FROM usage_counters WHERE scope_id = :wf "
+                "GROUP BY period_key"
+            ),
+            {"wf": wf},
+        ).all()
+    assert {key: int(n) for key, n in rows} == {day: 2, month: 1}
+
+
+def _waits_for_a_lock(database: Database, pid: int) -> bool:
+    with database.engine.connect() as conn:
+        kind = conn.execute(
+            text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+        ).scalar_one_or_none()
+    return bool(kind == "Lock")

@@ -502,9 +502,6 @@ def _native(sql: str) -> tuple[bytes, tuple[str, ...]]:
     return _PLACEHOLDER.sub(number, sql).encode(), tuple(order)
 
 
-_CURSOR = "grantflow.raw_cursor"
-
-
 def row_on_postgres(
     database: Database,
     sql: str,
@@ -520,15 +517,13 @@ def row_on_postgres(
     values = [Jsonb(params[name]) if name in json else params[name] for name in names]
     connection = database.autocommit.raw_connection()
     try:
-        # One cursor per connection, kept with it (the pool clears `info` when it replaces the
-        # connection): a new cursor would look up how to send each parameter type again, at
-        # every statement (a seventh of the driver's time per checkpoint).
-        driver = cast("psycopg.Connection[Any]", connection.driver_connection)
-        cursor = connection.info.get(_CURSOR)
-        if cursor is None or cursor.connection is not driver:
-            cursor = connection.info[_CURSOR] = psycopg.RawCursor(driver)
+        # (A new cursor per statement: one kept with its connection would keep the last
+        # statement's encoded parameters too, a step's output of up to a megabyte, for as long
+        # as the connection idles in the pool.)
+        cursor = psycopg.RawCursor(cast("psycopg.Connection[Any]", connection.driver_connection))
         cursor.execute(query, values)
         row = cursor.fetchone()
+        cursor.close()
     except psycopg.Error as exc:
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
             connection.invalidate(exc)  # a lost connection: the pool opens a fresh one

@@ -202,18 +202,15 @@ def _facts(conn: Connection, start: StepStart, now: dt.datetime) -> _Facts | Non
 SHARDS = 16
 SHARD = f"mod(pg_backend_pid(), {SHARDS})"
 
-# PostgreSQL: bump the counters named by the CTE `counters` (kind k, period key p) in this
-# connection's shard: an UPDATE of the rows that exist, and an insert only of those that do not
-# (the first count of a period). An upsert alone would lock each row before updating it, which
-# PostgreSQL writes to its WAL as a record of its own: two more records at every step.
-_BUMP = """bumped AS (
-  UPDATE usage_counters u SET count = u.count + 1 FROM counters c
-  WHERE u.scope_id = {scope} AND u.kind = c.k AND u.period_key = c.p AND u.shard = {shard}
-  RETURNING u.kind, u.period_key
-), bump AS (
+# PostgreSQL: bump the counters named by the CTE `counters` (kind k, period key p), in their
+# order, in this connection's shard. One upsert takes the rows' locks in that order in every
+# statement, so two statements on one shard queue rather than deadlock. (An UPDATE of the rows
+# that exist, then an insert of the missing ones, would spare the WAL record the upsert writes
+# for each row it locks; but at a period's rollover two statements that saw different rows
+# would lock them in different orders, and deadlock.)
+_BUMP = """bump AS (
   INSERT INTO usage_counters (scope_id, kind, period_key, shard, count)
   SELECT {scope}, c.k, c.p, {shard}, 1 FROM counters c
-  WHERE NOT EXISTS (SELECT 1 FROM bumped b WHERE b.kind = c.k AND b.period_key = c.p)
   ON CONFLICT (scope_id, kind, period_key, shard) DO UPDATE SET count = usage_counters.count + 1
 )"""
 
@@ -339,10 +336,9 @@ def folded(start: StepStart) -> dict[str, Any] | None:
     """The parameters of `folded_ctes(start.kinds)` for a checkpoint (PostgreSQL) that makes
     `start`'s step the run's current one: the gate's common case — nothing stands in the way —
     counts the step in that same write, so the step needs no statement of its own before it
-    starts. None when a
-    check made here stops it (the steps-per-run limit): the step goes through `admit`. A step
-    the gate did not count (paused, capped, a breaker near, counted before) goes through `admit`
-    too, which holds it or finds it counted."""
+    starts. None when a check made here stops it (the steps-per-run limit): the step goes
+    through `admit`. A step the gate did not count (paused, capped, a breaker near, counted
+    before) goes through `admit` too, which holds it or finds it counted."""
     try:
         check_steps_per_run(start.sequence, start.step_id)
     except LimitExceeded:
