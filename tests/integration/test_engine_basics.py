@@ -120,11 +120,12 @@ def test_a_cookie_one_call_was_given_is_sent_by_no_other_call(database: Database
     """A target that answers one call with a cookie (a session) never gets it back: not on
     the run's next call, nor on another run's. A worker's HTTP client serves every run and
     every connection; a cookie kept in it would carry one run's session, one credential's
-    identity, into the calls of another."""
+    identity, into the calls of another. A Cookie header a step sets itself is sent."""
     with running_target() as target:
         session = {"Set-Cookie": "session=first-run; Path=/"}
         target.on("/login", Reply(200, {"ok": True}, headers=session))
         target.on("/whoami", Reply(200, {"ok": True}))
+        target.on("/mine", Reply(200, {"ok": True}))
         steps = [
             {
                 "id": "login",
@@ -137,6 +138,16 @@ def test_a_cookie_one_call_was_given_is_sent_by_no_other_call(database: Database
                 "id": "whoami",
                 "type": "http",
                 "config": {"method": "GET", "url": f"{target.url}/whoami"},
+                "next": "mine",
+            },
+            {
+                "id": "mine",
+                "type": "http",
+                "config": {
+                    "method": "GET",
+                    "url": f"{target.url}/mine",
+                    "headers": {"Cookie": "mine=1"},
+                },
             },
         ]
         wf = publish(database, {"name": "cookies", "trigger": {"type": "manual"}, "steps": steps})
@@ -144,6 +155,12 @@ def test_a_cookie_one_call_was_given_is_sent_by_no_other_call(database: Database
         with running_worker(database):
             for run_id in runs:
                 wait_status(database, run_id, "succeeded")
-    sent = [call.headers.get("cookie") for call in target.calls()]
-    assert len(sent) == 4
-    assert sent == [None, None, None, None]
+    sent = sorted((call.path, call.headers.get("cookie") or "") for call in target.calls())
+    assert sent == [
+        ("/login", ""),
+        ("/login", ""),
+        ("/mine", "mine=1"),
+        ("/mine", "mine=1"),
+        ("/whoami", ""),
+        ("/whoami", ""),
+    ]

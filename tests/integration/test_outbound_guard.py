@@ -240,3 +240,18 @@ def test_a_response_over_the_cap_fails_naming_the_limit(database: Database) -> N
     attempt = fine["steps"][0]["attempt_log"][0]["response"]
     assert attempt["truncated"] is True  # kept in the record only in part
     assert len(attempt["body"]) < 64 * 1024
+
+
+def test_the_guarded_client_keeps_no_cookie_from_anywhere() -> None:
+    """Neither a response's Set-Cookie (on a redirect or not) nor code that sets one in the
+    client puts a cookie into what it sends; a Cookie header a request carries itself goes."""
+    policy = OutboundPolicy.parse(["127.0.0.1"])
+    with running_target() as target, guarded_client(policy, follow_redirects=True) as client:
+        target.on("/login", Reply(302, headers={"Set-Cookie": "a=1; Path=/", "Location": "/me"}))
+        target.on("/me", Reply(200, {"ok": True}))
+        assert client.get(f"{target.url}/login").status_code == 200
+        client.cookies.set("b", "2")
+        client.get(f"{target.url}/me")
+        client.get(f"{target.url}/me", headers={"Cookie": "mine=3"})
+    sent = [(call.path, call.headers.get("cookie")) for call in target.calls()]
+    assert sent == [("/login", None), ("/me", None), ("/me", None), ("/me", "mine=3")]

@@ -159,12 +159,16 @@ def guarded_client(policy: OutboundPolicy, **options: Any) -> httpx.Client:
         verify=tls_context(), limits=options.pop("limits", httpx.Limits())
     )
     transport._pool._network_backend = GuardedBackend(policy)  # httpx exposes no parameter
-    return httpx.Client(transport=transport, cookies=_no_cookies(), **options)
+    return httpx.Client(transport=transport, cookies=NoCookies(), **options)
 
 
-def _no_cookies() -> http.cookiejar.CookieJar:
-    """A cookie jar that accepts and returns no cookie (no domain is allowed)."""
-    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+class NoCookies(http.cookiejar.CookieJar):
+    """A cookie jar that keeps nothing: whatever sets a cookie in it (a response, a redirect,
+    code) is ignored, so there is never one to send. (httpx sends what its client's jar holds
+    without asking the jar's policy, so a policy alone would not do.)"""
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        return None
 
 
 def policy_of(client: httpx.Client) -> OutboundPolicy:
