@@ -65,8 +65,8 @@ def orm_step_run(row: StepRun | StepRow) -> StepRun:
 @dataclass(slots=True)
 class AttemptRow:
     """An external call's attempt as its intent wrote it, in plain attributes (as StepRow:
-    the hot path reads only its id); the general path takes `orm()`, a detached StepAttempt.
-    (Its fields are StepAttempt's columns: a test holds them equal.)"""
+    the hot path builds it and reads its id and request); the general path takes `orm()`, a
+    detached StepAttempt. (Its fields are StepAttempt's columns: a test holds them equal.)"""
 
     id: str
     step_run_id: str
