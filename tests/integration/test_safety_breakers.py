@@ -348,21 +348,7 @@ def test_counters_stay_exact_when_many_starts_count_at_once(database: Database) 
     wf = publish(database, doc)
     run_id = start(database, wf)
     starts = [gate.StepStart(run_id, wf, f"s{n}", 1, n + 2, False, None, {}) for n in range(200)]
-    with database.engine.begin() as conn:
-        for one in starts:
-            conn.execute(
-                text(
-                    "INSERT INTO step_runs (id, run_id, step_id, step_type, sequence, "
-                    "iteration, attempt_group, status, attempts, side_effects) "
-                    "VALUES (:id, :run, :step, 'set', :sequence, 1, 1, 'pending', 0, false)"
-                ),
-                {
-                    "id": f"sr-{one.step_id}",
-                    "run": run_id,
-                    "step": one.step_id,
-                    "sequence": one.sequence,
-                },
-            )
+    _pending_step_runs(database, starts)
     at = dt.datetime(2033, 7, 15, 12, 0, tzinfo=dt.UTC)
     barrier = threading.Barrier(24)
 
@@ -385,21 +371,12 @@ def test_counters_stay_exact_when_many_starts_count_at_once(database: Database) 
     finally:
         safety_config.use_clock(None)
     with database.engine.connect() as conn:
-        counted = conn.execute(
-            text(
-                "SELECT kind, period_key, sum(count) FROM usage_counters WHERE scope_id = :wf "
-                "GROUP BY kind, period_key ORDER BY period_key"
-            ),
-            {"wf": wf},
-        ).all()
         marks = conn.execute(
             text("SELECT count(*) FROM step_runs WHERE run_id = :r AND counted_at IS NOT NULL"),
             {"r": run_id},
         ).scalar_one()
     day, month = periods.day_key(at), periods.month_key(at)
-    assert sorted((kind, key, int(n)) for kind, key, n in counted) == sorted(
-        [("steps", month, 200), ("steps", day, 200)]
-    )
+    assert _counted(database, wf) == {("steps", day): 200, ("steps", month): 200}
     assert marks == 200
 
 
@@ -417,18 +394,10 @@ def test_a_count_that_meets_a_first_count_not_yet_committed_adds_to_it(
     doc = workflow("Racing", {"id": "only", "type": "set", "config": {"values": {"x": 1}}})
     wf = publish(database, doc)
     run_id = start(database, wf)
-    with database.engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO step_runs (id, run_id, step_id, step_type, sequence, iteration, "
-                "attempt_group, status, attempts, side_effects) "
-                "VALUES ('sr-later', :run, 'later', 'set', 2, 1, 1, 'pending', 0, false)"
-            ),
-            {"run": run_id},
-        )
     at = dt.datetime(2033, 8, 15, 12, 0, tzinfo=dt.UTC)
     day, month = periods.day_key(at), periods.month_key(at)
     later = gate.StepStart(run_id, wf, "later", 1, 2, False, None, {})
+    _pending_step_runs(database, [later])
     with database.engine.connect() as counting, database.engine.connect() as first:
         pid = counting.execute(text("SELECT pg_backend_pid()")).scalar_one()
         first.execute(  # the other start's row, in the counting connection's shard, uncommitted
@@ -448,15 +417,39 @@ def test_a_count_that_meets_a_first_count_not_yet_committed_adds_to_it(
             settle(lambda: _waits_for_a_lock(database, pid), "the count waits for the insert")
             first.commit()
             counted.result(timeout=60)
+    assert _counted(database, wf) == {("steps", day): 2, ("steps", month): 1}
+
+
+def _pending_step_runs(database: Database, starts: list[Any]) -> None:
+    """A pending step run for each gate.StepStart (the row the gate marks counted)."""
+    with database.engine.begin() as conn:
+        for one in starts:
+            conn.execute(
+                text(
+                    "INSERT INTO step_runs (id, run_id, step_id, step_type, sequence, "
+                    "iteration, attempt_group, status, attempts, side_effects) "
+                    "VALUES (:id, :run, :step, 'set', :sequence, 1, 1, 'pending', 0, false)"
+                ),
+                {
+                    "id": f"sr-{one.step_id}",
+                    "run": one.run_id,
+                    "step": one.step_id,
+                    "sequence": one.sequence,
+                },
+            )
+
+
+def _counted(database: Database, wf: str) -> dict[tuple[str, str], int]:
+    """A workflow's usage counts, (kind, period key) -> the sum of the shards."""
     with database.engine.connect() as conn:
         rows = conn.execute(
             text(
-                "SELECT period_key, sum(count) FROM usage_counters WHERE scope_id = :wf "
-                "GROUP BY period_key"
+                "SELECT kind, period_key, sum(count) FROM usage_counters WHERE scope_id = :wf "
+                "GROUP BY kind, period_key"
             ),
             {"wf": wf},
         ).all()
-    assert {key: int(n) for key, n in rows} == {day: 2, month: 1}
+    return {(kind, key): int(n) for kind, key, n in rows}
 
 
 def _waits_for_a_lock(database: Database, pid: int) -> bool:
