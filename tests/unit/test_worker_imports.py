@@ -1,8 +1,9 @@
-"""A worker process loads what a worker uses: `grantflow worker`'s module, imported in a fresh
-interpreter, brings in none of the web stack, the console, the scheduler, the demo or the
-publishing machinery (the gate, YAML, JSON Schema, cron), nor `cryptography` until a key is
-used, nor a step type's module (and its libraries) until a step of that type runs: they would
-only cost an idle worker memory
+"""A worker process loads what a worker uses: `grantflow worker`'s module, loaded as the command
+line loads it in a fresh interpreter, brings in none of the web stack, the console, the
+scheduler, the demo, the publishing machinery (the gate, YAML, JSON Schema, cron) or the
+terminal libraries (rich, pygments), nor `cryptography` until a key is used, nor a step type's
+module (and its libraries) until a step of that type runs: they would only cost an idle worker
+memory
 (docs/explanation/benchmarks.md, "The engine: the fixed cost of a run")."""
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ NEVER_IN_A_WORKER = (
     "httpx2",
     "httpcore2",
     "scim2_client",
+    # what httpx and structlog import when installed, for terminal output a worker never makes
+    "rich",
+    "pygments",
+    "colorama",
+)
+
+# `grantflow worker`'s module, loaded as the command line loads it
+WORKER_COMMAND = (
+    "from grantflow.cli.lazy import load; from grantflow.cli.main import COMMANDS; "
+    "load('worker', COMMANDS['worker'])"
 )
 
 
@@ -64,7 +75,7 @@ def _loaded_after(code: str) -> list[str]:
 
 
 def test_the_worker_command_imports_no_module_a_worker_never_uses() -> None:
-    loaded = _loaded_after("import grantflow.cli.worker")
+    loaded = _loaded_after(WORKER_COMMAND)
     assert "grantflow.engine.worker" in loaded  # (the check looks at a real worker's imports)
     found = sorted(
         m for m in loaded if any(m == n or m.startswith(n + ".") for n in NEVER_IN_A_WORKER)
@@ -74,7 +85,7 @@ def test_the_worker_command_imports_no_module_a_worker_never_uses() -> None:
 
 def test_a_step_type_is_imported_when_a_step_of_it_runs_and_not_before() -> None:
     loaded = _loaded_after(
-        "import grantflow.cli.worker; from grantflow.steps.registry import get_step_type; "
+        f"{WORKER_COMMAND}; from grantflow.steps.registry import get_step_type; "
         "assert get_step_type('set') and get_step_type('http')"
     )
     assert "grantflow.steps.control" in loaded
@@ -89,6 +100,30 @@ def test_a_step_type_is_imported_when_a_step_of_it_runs_and_not_before() -> None
     )
     assert "grantflow.steps.scim" in loaded
     assert "scim2_models" in loaded
+
+
+def test_the_terminal_libraries_a_worker_went_without_can_still_be_imported() -> None:
+    """They are hidden while the worker's module loads, not after: `grantflow worker --help`
+    and whatever needs them later still get them."""
+    loaded = _loaded_after(f"{WORKER_COMMAND}; import rich.console, pygments")
+    assert "rich.console" in loaded
+    assert "pygments" in loaded
+
+
+def test_hiding_a_package_makes_its_import_fail_within_and_not_after() -> None:
+    loaded = _loaded_after(
+        "from grantflow.cli.lazy import hiding\n"
+        "with hiding(('pygments', 'typer')):\n"
+        "    import typer  # already imported: not hidden\n"
+        "    try:\n"
+        "        import pygments\n"
+        "    except ImportError:\n"
+        "        pass\n"
+        "    else:\n"
+        "        raise AssertionError('pygments was imported while hidden')\n"
+        "import pygments.lexer"
+    )
+    assert "pygments.lexer" in loaded
 
 
 @pytest.fixture
@@ -142,7 +177,7 @@ def test_a_worker_settled_on_its_run_listeners_holds_no_scheduler_nor_validator(
     still holds neither the scheduler with cron (the tick flags overdue jobs without them) nor
     a JSON Schema validator (only a start with an input schema needs one)."""
     loaded = _loaded_after(
-        "import grantflow.cli.worker; from grantflow.engine import hooks; hooks.load(); "
+        f"{WORKER_COMMAND}; from grantflow.engine import hooks; hooks.load(); "
         "from grantflow.steps.registry import get_step_type; get_step_type('set')"
     )
     assert "grantflow.schedules.listeners" in loaded

@@ -3,12 +3,17 @@
 `grantflow --help` lists every command from a table of names and one-line helps, without
 importing any of them; `grantflow runs list` imports `grantflow.cli.runs` and nothing else of
 the CLI. A table entry names a `typer.Typer` (a group such as `runs`) or a function (a single
-command such as `serve`), as `"module:attribute"`.
+command such as `serve`), as `"module:attribute"`. An entry can name packages its module is
+imported without (`hidden`): libraries that other libraries load whenever they are installed,
+for output the command never makes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import Any
@@ -23,12 +28,31 @@ class Lazy:
     target: str  # "grantflow.cli.runs:runs_app"
     help: str  # the one line `grantflow --help` shows
     section: str = "Commands"  # the heading it is listed under
+    hidden: tuple[str, ...] = ()  # packages its module's imports see as not installed
+
+
+@contextlib.contextmanager
+def hiding(packages: tuple[str, ...]) -> Iterator[None]:
+    """Within: importing one of `packages` (not yet imported) fails as if it were not
+    installed, so a library that imports it when installed goes without. After: it can be
+    imported again, by code that needs it."""
+    hidden = [name for name in packages if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # (the import system's "absent")
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
 
 
 def load(name: str, entry: Lazy) -> Any:
     """The click command for a table entry (imports its module)."""
     module_name, _, attribute = entry.target.partition(":")
-    target = getattr(importlib.import_module(module_name), attribute)
+    with hiding(entry.hidden):
+        module = importlib.import_module(module_name)
+    target = getattr(module, attribute)
     command: Any
     if isinstance(target, typer.Typer):
         command = typer.main.get_group(target)  # a group even with one command (keys rotate)

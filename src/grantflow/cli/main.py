@@ -22,8 +22,14 @@ def _api(target: str, help_text: str) -> Lazy:
     return Lazy(f"grantflow.cli.{target}", help_text, API)
 
 
-def _db(target: str, help_text: str) -> Lazy:
-    return Lazy(f"grantflow.cli.{target}", help_text, DATABASE)
+def _db(target: str, help_text: str, hidden: tuple[str, ...] = ()) -> Lazy:
+    return Lazy(f"grantflow.cli.{target}", help_text, DATABASE, hidden)
+
+
+# Terminal libraries httpx and structlog import whenever installed (the command line needs
+# them): httpx for its own command line, structlog for coloured tracebacks, which Grantflow's
+# logs never use (tracebacks are plain text: grantflow.logging). About 5 MB of a worker.
+TERMINAL_ONLY = ("rich", "pygments", "colorama")
 
 
 COMMANDS: dict[str, Lazy] = {
@@ -54,7 +60,7 @@ COMMANDS: dict[str, Lazy] = {
     "login": _api("profile:login", "Save a server URL and API token for later commands."),
     "logout": _api("profile:logout", "Forget the saved server and token."),
     "serve": _db("server:serve", "Run the API, an embedded worker and the scheduler."),
-    "worker": _db("worker:worker", "Run a worker process that advances runs."),
+    "worker": _db("worker:worker", "Run a worker process that advances runs.", TERMINAL_ONLY),
     "scheduler": _db("server:scheduler", "Run the scheduler (leader-elected)."),
     "migrate": _db("server:migrate", "Apply database migrations up to the newest."),
     "demo": _db("server:demo", "Migrate and create the demo workspace unless it exists."),
