@@ -29,7 +29,7 @@ from grantflow.engine.context import build_context
 from grantflow.engine.hooks import RunEnd
 from grantflow.engine.hot_path import HotPath, plain_success
 from grantflow.engine.models import Run, StepRun
-from grantflow.engine.plans import plan_of
+from grantflow.engine.plans import plan_of_text
 from grantflow.engine.states import RunStatus, StepStatus
 from grantflow.engine.take import Fresh, Take, fresh_of, read_fresh, record_taken
 from grantflow.engine.turns import (
@@ -66,7 +66,7 @@ class FirstStep(HotPath):
         if fresh is None:
             return False
         try:
-            plan = plan_of(
+            plan = plan_of_text(
                 fresh.run["workflow_id"], fresh.workflow_name, fresh.run["version"], fresh.plan
             )
         except InternalError:

@@ -438,5 +438,6 @@ def _success(
 
 
 def _measured(step: PlanStep, elapsed: float) -> None:
-    metrics.STEP_DURATION.labels(step.type, "succeeded").observe(elapsed)
-    metrics.STEP_OUTCOMES.labels(step.type, "succeeded", "").inc()
+    duration, outcomes = metrics.step_succeeded(step.type)
+    duration.observe(elapsed)
+    outcomes.inc()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 REGISTRY = CollectorRegistry()
@@ -26,3 +28,14 @@ RUN_DURATION = Histogram(
     registry=REGISTRY,
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
 )
+
+
+@functools.lru_cache(maxsize=256)
+def step_succeeded(step_type: str) -> tuple[Histogram, Counter]:
+    """The duration and outcome series a success of a step of `step_type` adds to: looked up
+    once (`labels` checks and joins its values at every call: about 4 % of a worker's Python
+    time on its hot path)."""
+    return (
+        STEP_DURATION.labels(step_type, "succeeded"),
+        STEP_OUTCOMES.labels(step_type, "succeeded", ""),
+    )

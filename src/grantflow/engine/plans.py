@@ -31,10 +31,17 @@ def plan_for(session: Session, workflow_id: str, version: int) -> Plan:
 
 def plan_of(workflow_id: str, name: str, version: int, stored: Any) -> Plan:
     """The plan from a version's stored `plan` column (read by the caller), integrity-checked."""
-    if stored is None:
+    text = None if stored is None else json.dumps(stored, sort_keys=True)
+    return plan_of_text(workflow_id, name, version, text)
+
+
+def plan_of_text(workflow_id: str, name: str, version: int, text: str | None) -> Plan:
+    """The same from the column read as its text (`plan::text`), the cache key as it is: a
+    plan this process parsed before costs no parsing."""
+    if text is None:
         raise InternalError(
             f"version {version} of workflow {workflow_id} has no compiled plan",
             code="plan_integrity_failed",
             next_action="Recompile the version's plan from its document, then Retry the run",
         )
-    return _parsed(name, version, json.dumps(stored, sort_keys=True))
+    return _parsed(name, version, text)

@@ -37,11 +37,13 @@ _RUN = [c.name for c in Run.__table__.columns]
 _STEP = [c.name for c in StepRun.__table__.columns]
 
 # One statement: a run that is queued and never started, with one step run, its workflow's name
-# and its version's stored plan. (A run with more step runs was started before: not fresh.)
+# and its version's stored plan. (A run with more step runs was started before: not fresh.) The
+# plan comes as its stored text, the key its parsed plan is cached by (engine/plans.py): a
+# worker that ran the version before parses nothing.
 _FRESH = (
     "SELECT "
     + ", ".join([*(f"r.{c}" for c in _RUN), *(f"s.{c}" for c in _STEP)])
-    + ", w.name, v.plan FROM runs r JOIN step_runs s ON s.run_id = r.id "
+    + ", w.name, v.plan::text FROM runs r JOIN step_runs s ON s.run_id = r.id "
     "JOIN workflows w ON w.id = r.workflow_id "
     "LEFT JOIN workflow_versions v ON v.workflow_id = r.workflow_id AND v.number = r.version "
     "WHERE r.id = {run} AND r.status = 'queued' AND r.started_at IS NULL "
@@ -107,7 +109,7 @@ class Fresh:
     run: dict[str, Any]  # every column of the run
     step_run: dict[str, Any]  # every column of its one step run
     workflow_name: str
-    plan: Any  # the version's stored plan (None: not compiled)
+    plan: str | None  # the version's stored plan, as its text (None: not compiled)
 
 
 @dataclass(frozen=True)
