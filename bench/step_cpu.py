@@ -13,6 +13,10 @@ bytes per step); progress goes to stderr.
 
     .venv/bin/python bench/step_cpu.py                      # seq40, 3 batches of 100 runs
     .venv/bin/python bench/step_cpu.py --workload http40 --runs 40
+    .venv/bin/python bench/step_cpu.py --workload run5 --runs 400    # a run's fixed cost
+
+`--workload pickup` (one `set` step) and `run5` (set, http, set, http, set) weigh what a run
+costs around its steps (its claim, its take, its end): each batch also prints the CPU per run.
 
 GRANTFLOW_BENCH_POSTGRES_URL is the admin URL (default the local server); the script creates its
 own database there and drops it at the end.
@@ -49,6 +53,8 @@ from engine import (
 )
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
+
+STEPS_OF = {"seq40": STEPS, "http40": STEPS, "pickup": 1, "run5": 5}  # steps per run
 
 
 class WaitSampler:
@@ -145,7 +151,7 @@ def storage(reader: Engine, steps: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", choices=["seq40", "http40"], default="seq40")
+    parser.add_argument("--workload", choices=sorted(STEPS_OF), default="seq40")
     parser.add_argument("--runs", type=int, default=100, help="runs per batch")
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
@@ -179,7 +185,7 @@ def main() -> None:
                 started = time.monotonic()
                 wait_done(reader, create_runs(db, flows[args.workload], args.runs))
                 elapsed = time.monotonic() - started
-                steps = args.runs * STEPS
+                steps = args.runs * STEPS_OF[args.workload]
                 row = {
                     "workload": args.workload,
                     "workers": args.workers,
@@ -190,6 +196,10 @@ def main() -> None:
                         (postgres_cpu_seconds() - postgres) * 1000 / steps, 3
                     ),
                     "worker_cpu_ms_per_step": r((workers.cpu_seconds() - worker) * 1000 / steps, 3),
+                    "cpu_ms_per_run": {
+                        "postgresql": r((postgres_cpu_seconds() - postgres) * 1000 / args.runs, 3),
+                        "worker": r((workers.cpu_seconds() - worker) * 1000 / args.runs, 3),
+                    },
                     "wal_bytes_per_step": round((wal_position(db) - wal) / steps),
                     "waits": waits.take(),
                 }
@@ -199,7 +209,7 @@ def main() -> None:
                     )
                 log(json.dumps(row))
                 rows.append(row)
-        steps = (20 + args.runs * args.batches) * STEPS  # (with the warm-up's)
+        steps = (20 + args.runs * args.batches) * STEPS_OF[args.workload]  # (with the warm-up's)
         rows.append({"workload": args.workload, "storage": storage(reader, steps)})
     json.dump(rows, sys.stdout, indent=1)
     sys.stdout.write("\n")

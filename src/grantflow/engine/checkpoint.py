@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import re
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, bindparam, text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import TextClause
 
 from grantflow.engine.models import Run, RunEvent, StepAttempt, StepRun
+from grantflow.store import native
 from grantflow.store.database import Database
 
 if TYPE_CHECKING:
@@ -433,7 +432,7 @@ def _admitting_sql(next_started: bool, kinds: tuple[str, ...]) -> str:
     if not next_started:
         sql = _POSTGRES_SUCCEEDED_ADMITTING
     gate = folded_ctes(kinds)
-    return _driver_sql(sql).replace("{gate}", gate).replace("{counted}", COUNTED_AT)
+    return native.driver_sql(sql).replace("{gate}", gate).replace("{counted}", COUNTED_AT)
 
 
 def _apply(
@@ -462,72 +461,21 @@ def _apply(
 
 # PostgreSQL: the statement goes straight to psycopg (a third of a checkpoint's time was the
 # SQL layer's parameter handling); errors come out as SQLAlchemy's, like every other write.
-_NAMED = re.compile(r"(?<![:\w]):(\w+)")
-
-
 @functools.cache
 def _psycopg_sql(statement: TextClause) -> str:
-    return _driver_sql(statement.text)
-
-
-def _driver_sql(sql: str) -> str:
-    return _NAMED.sub(r"%(\1)s", sql)
+    return native.driver_sql(statement.text)
 
 
 @functools.cache
 def _local(sql: str) -> str:
     """`sql` (a step's success) for a local step, which keeps no attempt log: without the
     attempt's update, so the statement neither locks nor opens that table and its indexes."""
-    local = sql.replace(_driver_sql(f", {_ATTEMPT_DONE_CTE}"), "")
+    local = sql.replace(native.driver_sql(f", {_ATTEMPT_DONE_CTE}"), "")
     if local == sql:  # (not an assert: it must hold under `python -O` too)
         raise RuntimeError("a checkpoint statement without the attempt's update")
     return local
 
 
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-
-
-@functools.cache
-def _native(sql: str) -> tuple[bytes, tuple[str, ...]]:
-    """`sql` with PostgreSQL's own placeholders ($1, $2, ...) for its `%(name)s` ones, and the
-    names in their order, converted once. (psycopg converts a statement again at every
-    execution once it is over 4 KB or 50 parameters, as a checkpoint is: a fifth of a worker's
-    Python time on http steps went to it.) Encoded once too: the driver keys its prepared
-    statements by the text, whose hash one bytes object keeps."""
-    order: dict[str, int] = {}
-
-    def number(placeholder: re.Match[str]) -> str:
-        return f"${order.setdefault(placeholder[1], len(order) + 1)}"
-
-    return _PLACEHOLDER.sub(number, sql).encode(), tuple(order)
-
-
-def row_on_postgres(
-    database: Database,
-    sql: str,
-    params: dict[str, Any],
-    json: frozenset[str] = _JSON,
-) -> Any:
-    """The first row of one statement in the driver's own SQL, in autocommit; `json`: the
-    parameters sent as JSON."""
-    import psycopg  # (here: a process on SQLite never loads the driver)
-    from psycopg.types.json import Jsonb
-
-    query, names = _native(sql)
-    values = [Jsonb(params[name]) if name in json else params[name] for name in names]
-    connection = database.autocommit.raw_connection()
-    try:
-        # (A new cursor per statement: one kept with its connection would keep the last
-        # statement's encoded parameters too, a step's output of up to a megabyte, for as long
-        # as the connection idles in the pool.)
-        cursor = psycopg.RawCursor(cast("psycopg.Connection[Any]", connection.driver_connection))
-        cursor.execute(query, values)
-        row = cursor.fetchone()
-        cursor.close()
-    except psycopg.Error as exc:
-        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-            connection.invalidate(exc)  # a lost connection: the pool opens a fresh one
-        raise DBAPIError.instance(sql, values, exc, psycopg.Error) from exc
-    finally:
-        connection.close()  # back to the pool
-    return row
+def row_on_postgres(database: Database, sql: str, params: dict[str, Any]) -> Any:
+    """A checkpoint statement's row (its JSON columns' parameters sent as JSON)."""
+    return native.first_row(database, sql, params, _JSON)

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from grantflow.engine import concurrency
-from grantflow.engine.checkpoint import Started, row_on_postgres
+from grantflow.engine.checkpoint import Started
 from grantflow.engine.models import Run, StepRun
+from grantflow.store import native
 from grantflow.store.database import Database
 
 _RUN = [c.name for c in Run.__table__.columns]
@@ -132,7 +133,7 @@ class Take:
 
 def read_fresh(database: Database, run_id: str) -> Fresh | None:
     """The run if it is queued and was never started (PostgreSQL, autocommit, one statement)."""
-    return fresh_of(row_on_postgres(database, _READ, {"run_id": run_id}, frozenset()))
+    return fresh_of(native.first_row(database, _READ, {"run_id": run_id}))
 
 
 def fresh_of(row: Sequence[Any] | None) -> Fresh | None:
@@ -164,7 +165,7 @@ def record_taken(
     }
     params["lock_key"] = concurrency.lock_key(take.workflow_id)
     statement = _statement(intent is not None, kinds)
-    row = row_on_postgres(database, statement, params, _JSON_PARAMS)
+    row = native.first_row(database, statement, params, _JSON_PARAMS)
     return bool(row and row[0])
 
 

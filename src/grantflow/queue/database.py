@@ -30,6 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from grantflow.queue.interface import QueueStats, TransportHealth
 from grantflow.queue.models import QueueItem
 from grantflow.queue.workers import WorkerState, fleet
+from grantflow.store import native
 from grantflow.store.base import UTCDateTime, utcnow
 from grantflow.store.database import Database
 
@@ -72,7 +73,8 @@ def _new_item(notify: bool, source: CTE | None) -> Select[Any]:
     return select(func.count()).select_from(item)
 
 
-# MATERIALIZED: the pick runs once. Inlined into the UPDATE, a plan may run it again per row,
+# (Sent in the driver's SQL, outside SQLAlchemy's execution: store/native.py.) MATERIALIZED: the
+# pick runs once. Inlined into the UPDATE, a plan may run it again per row,
 # and each rerun skips the rows already leased and picks more: more runs than `limit`.
 # The last row answers `next_due` too: when the earliest parked run becomes ready (the row's
 # run_id is NULL), so an idle dispatcher sends one statement, not two. `{read}` and `{nulls}`:
@@ -88,7 +90,7 @@ _CLAIMING = (
     "SELECT NULL, min(available_at){nulls} FROM queue_items "
     "WHERE lease_owner IS NULL AND available_at > :now"
 )
-_CLAIM = text(_CLAIMING.format(read=" FROM claimed", nulls=""))
+_CLAIM = native.driver_sql(_CLAIMING.format(read=" FROM claimed", nulls=""))
 # The given runs, those of them still ready: a transport that announces runs elsewhere
 # (queue/streams.py) claims what it was told of; a run finished or held by another worker
 # meanwhile is not taken.
@@ -137,7 +139,7 @@ class DatabaseQueue:
         the claim's own statement: a worker's first read of the run without a round trip of
         its own. `claimed_row` hands it over."""
         read = f", also.* FROM claimed LEFT JOIN LATERAL ({select}) also ON true"
-        self._claim = text(_CLAIMING.format(read=read, nulls=", NULL" * columns))
+        self._claim = native.driver_sql(_CLAIMING.format(read=read, nulls=", NULL" * columns))
 
     # --- inside a caller's transaction --------------------------------------------------------
     def schedule(self, session: Session, run_id: str, at: dt.datetime | None = None) -> None:
@@ -233,8 +235,7 @@ class DatabaseQueue:
             "expires": now + dt.timedelta(seconds=lease_seconds),
             "limit": limit,
         }
-        with self.database.autocommit.connect() as conn:
-            rows = conn.execute(self._claim, params).all()
+        rows = native.rows(self.database, self._claim, params)
         self._claimed.due = _utc(rows[-1][1])  # (the last row: the next due time)
         for row in rows[:-1]:
             if len(row) > 2:
