@@ -46,7 +46,6 @@ from grantflow.definitions.models import Workflow, WorkflowVersion
 from grantflow.engine.models import Run, RunEvent, StepRun
 from grantflow.queue.database import DatabaseQueue
 from grantflow.queue.interface import Queue
-from grantflow.store import native
 from grantflow.store.base import Base, JSONType, utcnow
 from grantflow.store.database import Database
 
@@ -126,8 +125,8 @@ def create(
         params |= {"known_workflow_id": known.workflow_id, "known_name": known.name}
         params |= {"known_version": known.version, "known_plan": known.plan}
     item, item_params = queue.item_of_new_run(session, run.id, at, source)
-    written = native.rows_in(session, _statement(item, known is not None), params | item_params)
-    if written[0][0] != 1:
+    written = session.execute(_statement(item, known is not None), params | item_params)
+    if written.scalar_one() != 1:
         return False
     for instance in (run, step_run):
         make_transient_to_detached(instance)

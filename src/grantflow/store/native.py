@@ -1,10 +1,7 @@
 """Statements in PostgreSQL's own SQL, sent by the driver outside SQLAlchemy's execution: the
-few sent for every run and step (a run's creation, a claim, a take, a checkpoint), where
-SQLAlchemy's per-execution work (the compiled cache's lookup, the result's metadata from every
-column's description) was a tenth of a worker's Python time, and psycopg's own conversion of
-a statement's placeholders, which it does again at every execution once a statement has more
-than 50 parameters or 4 KB. In autocommit on a pooled connection, or in a session's
-transaction (`rows_in`).
+few a worker sends for every run and step (a claim, a take, a checkpoint), where SQLAlchemy's
+per-execution work (the compiled cache's lookup, the result's metadata from every column's
+description) was a tenth of a worker's Python time. In autocommit, on a pooled connection.
 """
 
 from __future__ import annotations
@@ -13,11 +10,7 @@ import functools
 import re
 from typing import Any, cast
 
-from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ClauseElement
 
 from grantflow.store.database import Database
 
@@ -85,36 +78,3 @@ def _execute(
     finally:
         connection.close()  # back to the pool
     return found
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled(statement: ClauseElement, dialect: Dialect) -> tuple[bytes, tuple[str, ...], Any]:
-    """A SQLAlchemy statement (the same object each time) compiled once, in the driver's SQL."""
-    compiled = statement.compile(dialect=dialect)
-    assert isinstance(compiled, SQLCompiler)
-    if compiled.literal_execute_params or compiled.post_compile_params:
-        raise ValueError("a statement whose text is completed at execution cannot be sent as is")
-    query, names = native(compiled.string)
-    # (a literal % is doubled in the `%(name)s` style only)
-    return query.replace(b"%%", b"%"), names, compiled
-
-
-def rows_in(session: Session, statement: ClauseElement, params: dict[str, Any]) -> list[Any]:
-    """Every row of a SQLAlchemy Core statement, in `session`'s transaction, its parameters
-    converted by their columns' types as SQLAlchemy would (JSON, timestamps)."""
-    import psycopg
-
-    connection = session.connection()
-    query, names, compiled = _compiled(statement, connection.dialect)
-    given = compiled.construct_params(params)
-    processors = compiled._bind_processors  # (SQLAlchemy's own: each bind's type's converter)
-    values = [processors[n](given[n]) if n in processors else given[n] for n in names]
-    driver = cast("psycopg.Connection[Any]", connection.connection.driver_connection)
-    cursor = psycopg.RawCursor(driver)
-    try:
-        cursor.execute(query, values)
-        return cursor.fetchall()
-    except psycopg.Error as exc:
-        raise DBAPIError.instance(compiled.string, values, exc, psycopg.Error) from exc
-    finally:
-        cursor.close()
