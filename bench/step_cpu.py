@@ -185,6 +185,8 @@ def main() -> None:
                 started = time.monotonic()
                 wait_done(reader, create_runs(db, flows[args.workload], args.runs))
                 elapsed = time.monotonic() - started
+                postgres = (postgres_cpu_seconds() - postgres) * 1000  # ms, this batch
+                worker = (workers.cpu_seconds() - worker) * 1000
                 steps = args.runs * STEPS_OF[args.workload]
                 row = {
                     "workload": args.workload,
@@ -192,13 +194,11 @@ def main() -> None:
                     "batch": batch + 1,
                     "steps": steps,
                     "steps_per_s": r(steps / elapsed, 1),
-                    "postgresql_cpu_ms_per_step": r(
-                        (postgres_cpu_seconds() - postgres) * 1000 / steps, 3
-                    ),
-                    "worker_cpu_ms_per_step": r((workers.cpu_seconds() - worker) * 1000 / steps, 3),
+                    "postgresql_cpu_ms_per_step": r(postgres / steps, 3),
+                    "worker_cpu_ms_per_step": r(worker / steps, 3),
                     "cpu_ms_per_run": {
-                        "postgresql": r((postgres_cpu_seconds() - postgres) * 1000 / args.runs, 3),
-                        "worker": r((workers.cpu_seconds() - worker) * 1000 / args.runs, 3),
+                        "postgresql": r(postgres / args.runs, 3),
+                        "worker": r(worker / args.runs, 3),
                     },
                     "wal_bytes_per_step": round((wal_position(db) - wal) / steps),
                     "waits": waits.take(),

@@ -28,10 +28,14 @@ def _redact_event(
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """Route structlog and the standard library's logging to stderr in one format."""
     numeric = logging.getLevelName(level.upper())
+    # Tracebacks are plain text in both formats, frames without their local variables (a
+    # rich traceback shows every frame's locals, a credential among them, past the redaction).
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -49,7 +53,11 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()

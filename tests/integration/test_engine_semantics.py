@@ -504,6 +504,28 @@ def _corrupt_entry(database: Database, workflow_id: str) -> None:
         )
 
 
+def test_a_plan_lost_after_start_fails_the_run_naming_the_missing_plan(
+    database: Database,
+) -> None:
+    """A version whose plan was emptied while the run was queued (set to None: JSON null):
+    the run fails saying the version has no compiled plan, on the fresh path as elsewhere."""
+    wf = publish(
+        database,
+        workflow("planless", {"id": "only", "type": "set", "config": {"values": {"x": 1}}}),
+    )
+    run_id = start(database, wf)
+    with database.transaction() as session:
+        session.execute(
+            update(WorkflowVersion).where(WorkflowVersion.workflow_id == wf).values(plan=None)
+        )
+    with running_worker(database):
+        shown = wait_status(database, run_id, "failed", "succeeded", timeout=60)
+    assert shown["status"] == "failed"
+    failure = shown["failure"]
+    assert failure["code"] == "plan_integrity_failed"
+    assert "has no compiled plan" in failure["message"]
+
+
 def test_plan_corrupted_after_start_fails_the_run_as_internal(database: Database) -> None:
     """A plan that loses its entry step while the run is queued fails it (internal), no hang."""
     wf = publish(

@@ -21,6 +21,7 @@ from grantflow.engine import concurrency, first_step, hooks, operations, take
 from grantflow.engine.hooks import RunEnd
 from grantflow.engine.interpreter import Interpreter
 from grantflow.engine.models import Run, RunEvent, StepAttempt, StepRun
+from grantflow.engine.plans import plan_for, plan_of_text
 from grantflow.engine.states import RunStatus
 from grantflow.engine.turns import Turn
 from grantflow.engine.worker import Worker
@@ -464,3 +465,19 @@ def _wait_for_a_lock_wait(database: Database, thread: threading.Thread) -> None:
             if waiting:
                 return
             thread.join(0.01)
+
+
+def test_a_worker_parses_a_plan_once_whichever_path_reads_it(database: Database) -> None:
+    """The fresh read (with the claim) and the general path read a version's plan as the same
+    text, the key its parsed plan is cached by: one parse, one plan object, the same key order
+    on a run's first turn as on its later ones."""
+    if database.dialect != "postgresql":
+        pytest.skip("the fast take is PostgreSQL's")
+    run_id = _fresh_run(database)
+    fresh = take.read_fresh(database, run_id)
+    assert fresh is not None
+    assert isinstance(fresh.plan, str)
+    workflow_id, version = fresh.run["workflow_id"], fresh.run["version"]
+    taken = plan_of_text(workflow_id, fresh.workflow_name, version, fresh.plan)
+    with database.transaction() as session:
+        assert plan_for(session, workflow_id, version) is taken

@@ -1,5 +1,6 @@
 """Loading the plan a run executes, integrity-checked. Parsed plans are cached by their stored
-text, so a plan that was altered in the database is checked again, never served stale."""
+text (read as text where it can be: one key per plan for a worker's every path), so a plan
+that was altered in the database is checked again, never served stale."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import functools
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session
 
 from grantflow.definitions.models import Workflow, WorkflowVersion
@@ -22,11 +23,11 @@ def _parsed(name: str, version: int, text: str) -> Plan:
 
 def plan_for(session: Session, workflow_id: str, version: int) -> Plan:
     row = session.execute(
-        select(WorkflowVersion.plan, Workflow.name)
+        select(cast(WorkflowVersion.plan, Text), Workflow.name)
         .join(Workflow, Workflow.id == WorkflowVersion.workflow_id)
         .where(WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.number == version)
     ).one_or_none()
-    return plan_of(workflow_id, row.name if row else "?", version, row.plan if row else None)
+    return plan_of_text(workflow_id, row[1] if row else "?", version, row[0] if row else None)
 
 
 def plan_of(workflow_id: str, name: str, version: int, stored: Any) -> Plan:
@@ -38,7 +39,7 @@ def plan_of(workflow_id: str, name: str, version: int, stored: Any) -> Plan:
 def plan_of_text(workflow_id: str, name: str, version: int, text: str | None) -> Plan:
     """The same from the column read as its text (`plan::text`), the cache key as it is: a
     plan this process parsed before costs no parsing."""
-    if text is None:
+    if text is None or text == "null":  # (a plan set to None through the ORM: JSON null)
         raise InternalError(
             f"version {version} of workflow {workflow_id} has no compiled plan",
             code="plan_integrity_failed",

@@ -134,6 +134,13 @@ class Database:
         _share_disconnects(self.engine, engine)
         return engine
 
+    def connection_lost(self, connection: Any, error: BaseException) -> None:
+        """The server was gone for `connection` (of `autocommit`), met outside SQLAlchemy's
+        execution (store/native.py): as SQLAlchemy does, it and every connection opened before
+        now are replaced at their next checkout, in both pools (`_share_disconnects`)."""
+        self.autocommit.pool._invalidate(connection, error)
+        self.engine.pool._invalidate(None)  # type: ignore[arg-type]
+
     def dispose(self) -> None:
         if "autocommit" in self.__dict__:
             self.autocommit.dispose()

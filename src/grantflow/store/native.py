@@ -62,19 +62,27 @@ def _execute(
 
     query, names = native(sql)
     values = [Jsonb(params[name]) if name in json else params[name] for name in names]
-    connection = database.autocommit.raw_connection()
+    engine = database.autocommit
+    try:
+        connection = engine.raw_connection()
+    except psycopg.Error as exc:  # (unwrapped by raw_connection: wrapped as every other error)
+        raise DBAPIError.instance(sql, values, exc, psycopg.Error) from exc
     try:
         # (A new cursor per statement: one kept with its connection would keep the last
         # statement's encoded parameters too, a step's output of up to a megabyte, for as long
         # as the connection idles in the pool.)
-        cursor = psycopg.RawCursor(cast("psycopg.Connection[Any]", connection.driver_connection))
+        driver = cast("psycopg.Connection[Any]", connection.driver_connection)
+        cursor = psycopg.RawCursor(driver)
         cursor.execute(query, values)
         found = cursor.fetchall() if every else cursor.fetchone()
         cursor.close()
     except psycopg.Error as exc:
-        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-            connection.invalidate(exc)  # a lost connection: the pool opens a fresh one
-        raise DBAPIError.instance(sql, values, exc, psycopg.Error) from exc
+        lost = engine.dialect.is_disconnect(exc, driver, None)  # type: ignore[arg-type]
+        if lost:  # the server restarted: what SQLAlchemy's own execution does
+            database.connection_lost(connection, exc)
+        raise DBAPIError.instance(
+            sql, values, exc, psycopg.Error, connection_invalidated=lost
+        ) from exc
     finally:
         connection.close()  # back to the pool
     return found
