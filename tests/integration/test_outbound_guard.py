@@ -252,6 +252,15 @@ def test_the_guarded_client_keeps_no_cookie_from_anywhere() -> None:
         assert client.get(f"{target.url}/login").status_code == 200
         client.cookies.set("b", "2")
         client.get(f"{target.url}/me")
-        client.get(f"{target.url}/me", headers={"Cookie": "mine=3"})
+        client.cookies = {"c": "3"}
+        client.get(f"{target.url}/me")
+        client.get(f"{target.url}/me", headers={"Cookie": "mine=4"})
+        assert list(client.cookies.jar) == []
     sent = [(call.path, call.headers.get("cookie")) for call in target.calls()]
-    assert sent == [("/login", None), ("/me", None), ("/me", None), ("/me", "mine=3")]
+    assert sent == [
+        ("/login", None),
+        ("/me", None),
+        ("/me", None),
+        ("/me", None),
+        ("/me", "mine=4"),
+    ]
