@@ -18,6 +18,8 @@ def _redact_event(
     _logger: Any, _name: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key in list(event):
+        if key == "exc_info":  # (left as given: formatted next, as the traceback it names)
+            continue
         if key != "event" and SECRET_KEYS.search(key):
             event[key] = REDACTED
         else:

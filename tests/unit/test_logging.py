@@ -16,17 +16,24 @@ from grantflow.logging import configure_logging
 SECRET = "canary-d41f0c-local-secret"
 
 
+# the loggers whose levels configure_logging sets
+TUNED = ("uvicorn.access", "httpx", "httpcore", "httpx2", "httpcore2", "alembic")
+
+
 @pytest.fixture(autouse=True)
 def logging_restored() -> Iterator[None]:
     saved = structlog.get_config()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in TUNED}
     try:
         yield
     finally:
         structlog.configure(**saved)
         root.handlers[:] = handlers
         root.setLevel(level)
+        for name, old in levels.items():
+            logging.getLogger(name).setLevel(old)
 
 
 def _fail() -> None:
@@ -65,3 +72,24 @@ def test_a_logged_exception_is_a_plain_traceback_without_locals(
         assert text.count("Traceback (most recent call last):") == 2
         assert text.count("ValueError: boom after 26 characters") == 2
         assert "locals" not in text
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_an_exception_logged_after_its_except_block_keeps_its_own_traceback(
+    fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Handed over as `exc_info` (as asyncio and uvicorn do), not the one being handled."""
+    configure_logging("info", fmt)
+    try:
+        _fail()
+    except ValueError as exc:
+        kept = exc
+    try:
+        raise KeyError("another, being handled")
+    except KeyError:
+        logging.getLogger("grantflow.test").error("stdlib.failed", exc_info=kept)
+    text = capsys.readouterr().err
+    assert "ValueError: boom after 26 characters" in text
+    assert "in _fail" in text
+    assert "KeyError" not in text
+    assert SECRET not in text

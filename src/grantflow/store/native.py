@@ -83,6 +83,9 @@ def _execute(
         raise DBAPIError.instance(
             sql, values, exc, psycopg.Error, connection_invalidated=lost
         ) from exc
+    except BaseException:  # (interrupted mid-statement: the connection's state is unknown)
+        connection.invalidate()
+        raise
     finally:
         connection.close()  # back to the pool
     return found
