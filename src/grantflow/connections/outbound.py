@@ -173,8 +173,8 @@ class NoCookies(http.cookiejar.CookieJar):
 
 class KeptNone(httpx.Cookies):
     """A client's cookies that are never kept, in a jar that keeps none: a response's are not
-    even read (httpx parses every response's cookies into its client's jar: about 6 % of a
-    worker's Python on http steps)."""
+    even read (httpx parses every response's cookies into its client's jar: 22 µs a
+    response)."""
 
     def __init__(self) -> None:
         super().__init__(NoCookies())
