@@ -53,6 +53,7 @@ from tests.support.connections import (
 )
 from tests.support.echo import ANY_SECRETS, ASCII_SECRETS, Echo, echoes, leaks
 from tests.support.engine import publish, start, wait_for
+from tests.support.logs import logging_restored
 from tests.support.processes import grantflow_env, poll, run_grantflow
 from tests.support.smtp import smtp_sink
 from tests.support.target import Reply, Seen, running_target
@@ -70,23 +71,13 @@ def captured_logs() -> Iterator[io.StringIO]:
     """Grantflow's real logging (JSON, debug level, redaction on), written to a buffer, for
     the API server thread, the worker and this test alike; the previous setup is restored."""
     buffer = io.StringIO()
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in ("uvicorn.access", "alembic")}
-    configure_logging("debug", "json")
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(buffer))
-    handler = root.handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(buffer)
-    try:
+    with logging_restored():
+        configure_logging("debug", "json")
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(buffer))
+        handler = logging.getLogger().handlers[0]
+        assert isinstance(handler, logging.StreamHandler)
+        handler.setStream(buffer)
         yield buffer
-    finally:
-        structlog.configure(**saved)
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        for name, old in levels.items():
-            logging.getLogger(name).setLevel(old)
 
 
 @pytest.fixture

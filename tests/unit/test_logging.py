@@ -12,28 +12,15 @@ import pytest
 import structlog
 
 from grantflow.logging import configure_logging
+from tests.support.logs import logging_restored
 
 SECRET = "canary-d41f0c-local-secret"
 
 
-# the loggers whose levels configure_logging sets
-TUNED = ("uvicorn.access", "httpx", "httpcore", "httpx2", "httpcore2", "alembic")
-
-
 @pytest.fixture(autouse=True)
-def logging_restored() -> Iterator[None]:
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in TUNED}
-    try:
+def _restored() -> Iterator[None]:
+    with logging_restored():
         yield
-    finally:
-        structlog.configure(**saved)
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        for name, old in levels.items():
-            logging.getLogger(name).setLevel(old)
 
 
 def _fail() -> None:
