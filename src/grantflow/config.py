@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default="sqlite:///./var/grantflow.db",
         description="SQLAlchemy URL: sqlite:///path or postgresql://user@host/db "
-        "(?prepare_threshold=none behind a pooler in transaction mode)",
+        "(?prepare_threshold=none behind a pooler in transaction mode; ?flush_every_step=true "
+        "to make pure steps' successes wait for the WAL's flush too)",
     )
     queue_url: str | None = Field(
         default=None,
@@ -427,6 +428,8 @@ class Settings(BaseSettings):
             )
         if backend == "postgresql" and "prepare_threshold" in url.query:
             prepare_threshold(str(url.query["prepare_threshold"]))  # (its ValueError names it)
+        if backend == "postgresql" and "flush_every_step" in url.query:
+            flush_every_step(str(url.query["flush_every_step"]))
         return value
 
     @cached_property
@@ -464,6 +467,18 @@ def prepare_threshold(value: str) -> int | None:
     if not value.strip().isdigit():
         raise ValueError(f"prepare_threshold must be a whole number or none, not {value!r}")
     return int(value)
+
+
+def flush_every_step(value: str) -> bool:
+    """`?flush_every_step=` of a PostgreSQL URL: true makes a pure step's success wait for the
+    WAL's flush as every other commit does (engine/checkpoint.py); false (the default) lets
+    the next commit that waits take it to disk."""
+    found = {"true": True, "on": True, "yes": True, "1": True}
+    found |= {"false": False, "off": False, "no": False, "0": False}
+    flag = found.get(value.strip().lower())
+    if flag is None:
+        raise ValueError(f"flush_every_step must be true or false, not {value!r}")
+    return flag
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -230,6 +230,19 @@ def test_a_backup_that_is_not_one_is_refused(tmp_path: Path) -> None:
     )
     assert postgres.returncode == 2
     assert "pg_dump -Fc -d 'postgresql://postgres@127.0.0.1:5432/grantflow'" in postgres.stderr
+    # the options only Grantflow and its driver read are left out (libpq refuses them)
+    options = ws.grantflow(
+        "backup",
+        "--to",
+        str(tmp_path / "x.db"),
+        database_url="postgresql://postgres@127.0.0.1:5432/grantflow"
+        "?prepare_threshold=none&flush_every_step=true&sslmode=disable",
+    )
+    assert options.returncode == 2
+    assert (
+        "pg_dump -Fc -d 'postgresql://postgres@127.0.0.1:5432/grantflow?sslmode=disable'"
+        in options.stderr
+    )
 
 
 def _tool(name: str) -> str:

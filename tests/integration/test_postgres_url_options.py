@@ -43,3 +43,29 @@ def test_a_bad_prepare_threshold_is_refused_naming_the_setting() -> None:
         load_settings(database_url="postgresql://u@127.0.0.1/db?prepare_threshold=soon")
     assert "GRANTFLOW_DATABASE_URL" in str(refused.value)
     assert "prepare_threshold must be a whole number or none" in str(refused.value)
+
+
+def test_flush_every_step_is_read_by_grantflow_and_kept_from_the_driver(url: URL) -> None:
+    """`?flush_every_step=` (engine/checkpoint.py) is Grantflow's own: the driver, which
+    refuses options it does not know, never sees it; both pools connect."""
+    for value, expected in (("true", True), ("off", False)):
+        db = open_database(url.update_query_dict({"flush_every_step": value}))
+        try:
+            assert db.flush_every_step is expected
+            for engine in (db.engine, db.autocommit):
+                with engine.connect() as conn:
+                    assert conn.execute(text("SELECT 1")).scalar_one() == 1
+        finally:
+            db.dispose()
+    db = open_database(url)
+    try:
+        assert db.flush_every_step is False  # the default: pure steps' successes do not wait
+    finally:
+        db.dispose()
+
+
+def test_a_bad_flush_every_step_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings(database_url="postgresql://u@127.0.0.1/db?flush_every_step=maybe")
+    assert "GRANTFLOW_DATABASE_URL" in str(refused.value)
+    assert "flush_every_step must be true or false, not 'maybe'" in str(refused.value)

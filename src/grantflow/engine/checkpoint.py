@@ -14,6 +14,14 @@ a step's success together with the next step (`record_succeeded`), and the last 
 with the run's end (`record_run_succeeded`). PostgreSQL runs each as
 one statement (data-modifying CTEs) in autocommit: one round trip and one commit. SQLite runs
 the same writes as separate statements in one transaction (in-process: no round trips).
+
+A pure step's success (no call's intent written with it) commits on PostgreSQL without waiting
+for the WAL's flush to disk (`synchronous_commit` off for that one transaction): nothing
+outside the database acts on it before a later commit that does wait — the next call's intent,
+the run's end, any write of the general path — and the WAL is flushed in order, so that
+commit makes this one durable too. A server crash in between loses only pure steps' outcomes,
+which the run's next worker computes again; no call, e-mail or run end ever follows a commit
+the server could lose.
 """
 
 from __future__ import annotations
@@ -210,7 +218,7 @@ _SUCCEEDED_CTES = (
     f"event AS ({_EVENT_COLUMNS} SELECT {_SUCCEEDED_EVENT} FROM step), "
     f"next AS ({_NEXT_COLUMNS} SELECT {_NEXT_VALUES} FROM step)"
 )
-_POSTGRES_SUCCEEDED = _typed(f"{_SUCCEEDED_CTES} SELECT count(*) FROM step")
+_POSTGRES_SUCCEEDED = _typed(f"{_SUCCEEDED_CTES} SELECT (SELECT count(*) FROM step)")
 # ... and the safety gate's common case for the next step in the same write (gate.folded_ctes,
 # before the next step run, which it marks counted): one commit per step boundary, not two
 _ADMITTED = "EXISTS (SELECT 1 FROM mark)"
@@ -319,7 +327,15 @@ def record_succeeded(database: Database, guard: Guard, done: Succeeded) -> bool:
         _sqlite_succeeded(done),
         selects=False,
         local=not done.attempt_id,
+        flush=_flushes(database, done),
     )
+
+
+def _flushes(database: Database, done: Succeeded) -> bool:
+    """Must this success's commit wait for the WAL's flush? Not a pure step's, unless a call's
+    intent rides on it (the call follows the commit) or the database's URL asks for every
+    step's (`?flush_every_step=true`)."""
+    return bool(done.attempt_id) or done.next_started is not None or database.flush_every_step
 
 
 def _sqlite_succeeded(done: Succeeded) -> list[TextClause]:
@@ -391,7 +407,11 @@ def record_succeeded_admitting(
         return record_succeeded(database, guard, replace(done, next_started=None)), None
     params = {**_succeeded_params(guard, done), **admit}
     sql = _admitting_sql(done.next_started is not None, tuple(start.kinds))
-    row = row_on_postgres(database, sql if done.attempt_id else _local(sql), params)
+    if not done.attempt_id:
+        sql = _local(sql)
+    if not _flushes(database, done):
+        sql = _flushed_later(sql)
+    row = row_on_postgres(database, sql, params)
     return bool(row and row[0]), admit["g_now"] if row and row[1] else None
 
 
@@ -443,10 +463,13 @@ def _apply(
     *,
     selects: bool,
     local: bool = False,
+    flush: bool = True,
 ) -> bool:
     if database.dialect == "postgresql":
         sql = _psycopg_sql(postgres)
-        row = row_on_postgres(database, _local(sql) if local else sql, params)
+        if local:
+            sql = _local(sql)
+        row = row_on_postgres(database, sql if flush else _flushed_later(sql), params)
         return bool(row and row[0])
     guard, *writes = sqlite
     with database.engine.begin() as conn:
@@ -474,6 +497,17 @@ def _local(sql: str) -> str:
     if local == sql:  # (not an assert: it must hold under `python -O` too)
         raise RuntimeError("a checkpoint statement without the attempt's update")
     return local
+
+
+@functools.cache
+def _flushed_later(sql: str) -> str:
+    """`sql` committing without waiting for the WAL's flush (see the module's docstring). The
+    setting is local to the statement's own transaction: the pooled connection keeps the
+    server's. (Its final SELECT has no FROM: one row, so the call is made once.)"""
+    final = sql[sql.rindex(") SELECT ") + 2 :]
+    if " FROM " in final.replace(" FROM step)", ")").replace(" FROM mark)", ")"):
+        raise RuntimeError("a checkpoint statement whose final SELECT reads rows")
+    return f"{sql}, set_config('synchronous_commit', 'off', true)"
 
 
 def row_on_postgres(database: Database, sql: str, params: dict[str, Any]) -> Any:

@@ -257,10 +257,11 @@ def _pg_restore_hint(url: URL) -> str:
 
 
 def _libpq(url: URL) -> str:
-    """The URL as libpq takes it (no driver suffix), the password left out."""
-    return (
-        url.set(drivername="postgresql").render_as_string(hide_password=True).replace(":***@", "@")
-    )
+    """The URL as libpq takes it (no driver suffix, none of the options only Grantflow and its
+    driver read), the password left out."""
+    plain = url.set(drivername="postgresql")
+    plain = plain.difference_update_query(["prepare_threshold", "flush_every_step"])
+    return plain.render_as_string(hide_password=True).replace(":***@", "@")
 
 
 @contextlib.contextmanager

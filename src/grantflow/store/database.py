@@ -29,7 +29,9 @@ class Database:
 
     def __init__(self, url: URL, **engine_options: Any) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url, **self.engine_options(), **engine_options)
+        self.engine: Engine = create_engine(
+            self.driver_url(), **self.engine_options(), **engine_options
+        )
         self._install_hooks(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Set when work is enqueued in this process (after commit), so workers wake at once.
@@ -56,6 +58,13 @@ class Database:
     # --- hooks -------------------------------------------------------------------------------
     def engine_options(self) -> dict[str, Any]:
         return {}
+
+    def driver_url(self) -> URL:
+        """The URL the driver connects with: without Grantflow's own options."""
+        return self.url
+
+    # Must every step boundary's commit wait for the WAL's flush (engine/checkpoint.py)?
+    flush_every_step = True
 
     def _install_hooks(self, engine: Engine) -> None:
         """Per-connection setup (pragmas, session settings)."""
@@ -126,7 +135,7 @@ class Database:
         # No rollback when a connection goes back to the pool: in autocommit no transaction is
         # left open to end (on the hot path: a few per cent of a worker's Python per step).
         engine = create_engine(
-            self.url,
+            self.driver_url(),
             isolation_level="AUTOCOMMIT",
             pool_reset_on_return=None,
             **self.engine_options(),
@@ -206,6 +215,16 @@ class PostgresDatabase(Database):
     """The production database, through psycopg 3."""
 
     dialect = "postgresql"
+
+    def driver_url(self) -> URL:
+        return self.url.difference_update_query(["flush_every_step"])
+
+    @functools.cached_property
+    def flush_every_step(self) -> bool:  # type: ignore[override]
+        """`?flush_every_step=true`: a pure step's success waits for the flush too."""
+        from grantflow.config import flush_every_step
+
+        return flush_every_step(str(self.url.query.get("flush_every_step", "false")))
 
     def engine_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"pool_pre_ping": False, "pool_size": 10, "max_overflow": 20}
