@@ -259,7 +259,7 @@ def create_runs(db: Database, workflow_id: str, count: int) -> list[str]:
 def reader_for(db: Database) -> Engine:
     """A plain engine for the bench's own polling: on SQLite its reads take no write lock
     (the app's engine begins every transaction IMMEDIATE), so polling never delays a worker."""
-    return create_engine(db.url)
+    return create_engine(db.driver_url())
 
 
 def wait_done(reader: Engine, run_ids: list[str], timeout: float = 600) -> None:

@@ -360,7 +360,7 @@ def measure(
             redis_server.start()
             env.update(GRANTFLOW_QUEUE_URL=redis_server.url, GRANTFLOW_QUEUE_PREFIX=PREFIX)
         queue = open_queue(db, env.get("GRANTFLOW_QUEUE_URL"), prefix=PREFIX)
-        reader = create_engine(db.url)
+        reader = create_engine(db.driver_url())
         fleet = Fleet(db, env, directory)
         try:
             fleet.start(lease_seconds=5.0 if chaos else 30.0)
@@ -427,7 +427,7 @@ def run_steady(
 
 
 def terminate_backends(db: Database) -> int:
-    admin = create_engine(db.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    admin = create_engine(db.driver_url().set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             return int(

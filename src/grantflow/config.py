@@ -428,7 +428,9 @@ class Settings(BaseSettings):
             )
         if backend == "postgresql" and "prepare_threshold" in url.query:
             prepare_threshold(str(url.query["prepare_threshold"]))  # (its ValueError names it)
-        if backend == "postgresql" and "flush_every_step" in url.query:
+        if "flush_every_step" in url.query:
+            if backend != "postgresql":
+                raise ValueError("flush_every_step is an option of a postgresql URL only")
             flush_every_step(str(url.query["flush_every_step"]))
         return value
 

@@ -6,17 +6,30 @@ applies when the statement's own transaction commits."""
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import replace
 from typing import Any, cast
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
-from sqlalchemy import text
+from sqlalchemy import select, text, update
 
 from grantflow.engine import checkpoint
+from grantflow.engine.models import Run, StepAttempt, StepRun
+from grantflow.queue.models import QueueItem
 from grantflow.store import native
+from grantflow.store.base import new_id, utcnow
 from grantflow.store.database import Database, open_database
-from tests.support.engine import publish, running_worker, start, wait_status, workflow
+from tests.support.engine import (
+    events,
+    publish,
+    run_detail,
+    running_worker,
+    start,
+    wait_status,
+    workflow,
+)
 from tests.support.target import Reply, running_target
 
 
@@ -111,6 +124,125 @@ def test_flush_every_step_makes_every_boundary_wait_for_the_flush(
         flushed.dispose()
     assert shown["status"] == "succeeded", shown["failure"]
     assert [_setting_after(database, sql, params) for sql, params in sent] == ["on"] * 3
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_worker_goes_on_from_the_database_when_a_crash_lost_its_unflushed_steps(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server crash (or the restart PostgreSQL makes after one of its processes was killed)
+    loses the commits not yet flushed, while the worker that made them goes on with a fresh
+    connection. Simulated: the second pure step's success is written in a transaction that is
+    rolled back, and the worker is told it applied. Its next checkpoint finds the run behind;
+    the general path reads the run again and computes the lost step again, instead of going on
+    from its memory (which failed the run as an internal error): the run succeeds, each step
+    recorded once."""
+    original = checkpoint.row_on_postgres
+    lazy: list[str] = []
+
+    def losing(db: Database, sql: str, params: dict[str, Any]) -> Any:
+        if "synchronous_commit" not in sql:
+            return original(db, sql, params)
+        lazy.append(params["step_id"])
+        if len(lazy) != 2:
+            return original(db, sql, params)
+        query, names = native.native(sql)
+        values = [Jsonb(params[n]) if n in checkpoint._JSON else params[n] for n in names]
+        connection = db.engine.raw_connection()
+        try:
+            driver = cast("psycopg.Connection[Any]", connection.driver_connection)
+            with psycopg.RawCursor(driver) as cursor:
+                cursor.execute(query, values)
+                row = cursor.fetchone()
+            driver.rollback()  # lost with the server
+        finally:
+            connection.close()
+        return row
+
+    monkeypatch.setattr(checkpoint, "row_on_postgres", losing)
+    wf = publish(database, workflow("lost", *(_set(s, i) for i, s in enumerate("abcd"))))
+    run_id = start(database, wf)
+    with running_worker(database):
+        shown = wait_status(database, run_id, "succeeded", "failed")
+    assert shown["status"] == "succeeded", shown["failure"]
+    assert lazy[:2] == ["a", "b"]  # b's success was the one lost
+    assert [(s["step_id"], s["status"]) for s in shown["steps"]] == [
+        (step_id, "succeeded") for step_id in "abcd"
+    ]
+    assert [s["output"] for s in shown["steps"]] == [{"n": i} for i in range(4)]
+    timeline = [(e["kind"], e["step_id"]) for e in events(database, run_id)]
+    succeeded = [step_id for kind, step_id in timeline if kind == "step_succeeded"]
+    assert succeeded == ["a", "b", "c", "d"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_success_recorded_without_the_gate_follows_the_same_rule(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`record_succeeded` (the next step passes the gate at its own boundary: a stopping
+    worker, a limit checked first): a pure step's success does not wait; a call's does."""
+    sent: list[tuple[str, dict[str, Any]]] = []
+    original = checkpoint.row_on_postgres
+
+    def recording(db: Database, sql: str, params: dict[str, Any]) -> Any:
+        sent.append((sql, params))
+        return original(db, sql, params)
+
+    monkeypatch.setattr(checkpoint, "row_on_postgres", recording)
+    now = utcnow()
+    pure = _leased_run(database, "pending")
+    assert checkpoint.record_succeeded(database, _guard(pure, "pending", now), _done(now))
+    call = _leased_run(database, "running")
+    with database.transaction() as session:  # the call's intent, as record_started wrote it
+        session.add(
+            StepAttempt(
+                id="att-1", step_run_id=call[1], number=1, idempotency_key="k", status="running"
+            )
+        )
+    done = replace(_done(now), attempt_id="att-1", response={"status_code": 200})
+    assert checkpoint.record_succeeded(database, _guard(call, "running", now), done)
+    assert [_setting_after(database, sql, params) for sql, params in sent] == ["off", "on"]
+    assert run_detail(database, pure[0])["current_step"] == "b"
+    assert run_detail(database, call[0])["current_step"] == "b"
+
+
+def _leased_run(database: Database, status: str) -> tuple[str, str]:
+    """A running run at step `a` (its step run in `status`), leased by worker w1 (token t1)."""
+    run_id = start(database, publish(database, workflow(new_id(), _set("a", 1), _set("b", 2))))
+    with database.transaction() as session:
+        session.execute(
+            update(QueueItem)
+            .where(QueueItem.run_id == run_id)
+            .values(lease_owner="w1", lease_expires_at=utcnow() + dt.timedelta(seconds=30))
+        )
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status="running", current_step="a", lease_token="t1")
+        )
+        session.execute(update(StepRun).where(StepRun.run_id == run_id).values(status=status))
+        step_run_id = session.execute(
+            select(StepRun.id).where(StepRun.run_id == run_id)
+        ).scalar_one()
+    return run_id, step_run_id
+
+
+def _guard(run: tuple[str, str], status: str, now: dt.datetime) -> checkpoint.Guard:
+    return checkpoint.Guard(run[0], "w1", "t1", "a", run[1], status, now)
+
+
+def _done(now: dt.datetime) -> checkpoint.Succeeded:
+    return checkpoint.Succeeded(
+        attempts=1,
+        output={"x": 1},
+        started_at=now,
+        finished_at=now,
+        event={"duration_ms": 0.1},
+        stuck_at=now + dt.timedelta(minutes=5),
+        next=checkpoint.NextStep(new_id(), "b", "set", 2, 1, False),
+    )
 
 
 def _set(step_id: str, n: int) -> dict[str, Any]:

@@ -69,3 +69,13 @@ def test_a_bad_flush_every_step_is_refused_naming_the_setting() -> None:
         load_settings(database_url="postgresql://u@127.0.0.1/db?flush_every_step=maybe")
     assert "GRANTFLOW_DATABASE_URL" in str(refused.value)
     assert "flush_every_step must be true or false, not 'maybe'" in str(refused.value)
+
+
+def test_flush_every_step_is_refused_on_sqlite_and_when_opening_with_a_bad_value(
+    url: URL,
+) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings(database_url="sqlite:///./x.db?flush_every_step=true")
+    assert "flush_every_step is an option of a postgresql URL only" in str(refused.value)
+    with pytest.raises(ValueError, match="flush_every_step must be true or false, not 'soon'"):
+        open_database(url.update_query_dict({"flush_every_step": "soon"}))

@@ -327,11 +327,11 @@ def record_succeeded(database: Database, guard: Guard, done: Succeeded) -> bool:
         _sqlite_succeeded(done),
         selects=False,
         local=not done.attempt_id,
-        flush=_flushes(database, done),
+        flush=flushes(database, done),
     )
 
 
-def _flushes(database: Database, done: Succeeded) -> bool:
+def flushes(database: Database, done: Succeeded) -> bool:
     """Must this success's commit wait for the WAL's flush? Not a pure step's, unless a call's
     intent rides on it (the call follows the commit) or the database's URL asks for every
     step's (`?flush_every_step=true`)."""
@@ -409,7 +409,7 @@ def record_succeeded_admitting(
     sql = _admitting_sql(done.next_started is not None, tuple(start.kinds))
     if not done.attempt_id:
         sql = _local(sql)
-    if not _flushes(database, done):
+    if not flushes(database, done):
         sql = _flushed_later(sql)
     row = row_on_postgres(database, sql, params)
     return bool(row and row[0]), admit["g_now"] if row and row[1] else None

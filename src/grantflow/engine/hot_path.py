@@ -26,6 +26,7 @@ from grantflow.engine.checkpoint import (
     NextStep,
     Started,
     Succeeded,
+    flushes,
     record_run_succeeded,
     record_started,
     record_succeeded,
@@ -134,6 +135,7 @@ class HotPath:
         pending, intent = self._chain_intent(turn, chain, columns_of(step_run), step, config, now)
         if not record_started(self.database, guard, intent):
             return None
+        turn.unflushed = False
         return self._call_and_record(turn, chain, pending)
 
     def _held(self, start: gate.StepStart) -> bool:
@@ -275,6 +277,7 @@ class HotPath:
         done = _success(chain, guard, pending, outcome, elapsed, finished, following, started)
         try:
             recorded, admitted = self._record(guard, done, admit)
+            written = done
         except (OperationalError, InterfaceError):
             raise
         except Exception:
@@ -285,9 +288,11 @@ class HotPath:
             # prepares the next step and records why it cannot start.
             log.warning("run.next_intent_unwritable", run_id=turn.run_id, step_id=next_id)
             ready = None
-            recorded, admitted = self._record(guard, replace(done, next_started=None), admit)
+            written = replace(done, next_started=None)
+            recorded, admitted = self._record(guard, written, admit)
         if not recorded:
             return False
+        turn.unflushed = not flushes(self.database, written)
         if ready is not None and not admitted:
             ready = None  # the gate did not count it: written `pending`, gated at its boundary
         _measured(step, elapsed)

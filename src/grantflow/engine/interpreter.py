@@ -291,12 +291,15 @@ class Interpreter(FirstStep):
         )
 
     def _current_step_run(self, session: Session, turn: Turn, run: Run) -> StepRun:
-        if turn.step_run is not None:
+        if turn.step_run is not None and not turn.unflushed:
             row = session.merge(orm_step_run(turn.step_run), load=False)
             turn.step_run = row
             return row
-        # A turn's first look: one query gives the current step run, the template context
-        # and the loop counts (kept in memory for the rest of the turn).
+        # A turn's first look, or its first since a commit not yet flushed (which a server
+        # crash may have lost: the run is then behind this memory): one query gives the current
+        # step run, the template context and the loop counts (kept in memory for the rest of
+        # the turn). This transaction's commit waits for the flush.
+        turn.unflushed = False
         step_runs = list(
             session.execute(
                 select(StepRun).where(StepRun.run_id == run.id).order_by(StepRun.sequence)

@@ -125,6 +125,10 @@ class Turn:
     # The step run the last checkpoint already passed through the safety gate (counted it, on
     # PostgreSQL): it starts without a gate statement of its own.
     admitted: str | None = None
+    # The last checkpoint committed without waiting for the WAL's flush (a pure step's success,
+    # engine/checkpoint.py): a server crash could have lost it, so the general path reads the
+    # run's step runs again instead of trusting this memory.
+    unflushed: bool = False
     ended: bool = False  # the hot path recorded the run's end: nothing is left to do
 
 

@@ -216,15 +216,16 @@ class PostgresDatabase(Database):
 
     dialect = "postgresql"
 
-    def driver_url(self) -> URL:
-        return self.url.difference_update_query(["flush_every_step"])
-
-    @functools.cached_property
-    def flush_every_step(self) -> bool:  # type: ignore[override]
-        """`?flush_every_step=true`: a pure step's success waits for the flush too."""
+    def __init__(self, url: URL, **engine_options: Any) -> None:
         from grantflow.config import flush_every_step
 
-        return flush_every_step(str(self.url.query.get("flush_every_step", "false")))
+        # `?flush_every_step=true`: a pure step's success waits for the flush too (a bad
+        # value is refused here, not at a run's first step)
+        self.flush_every_step = flush_every_step(str(url.query.get("flush_every_step", "false")))
+        super().__init__(url, **engine_options)
+
+    def driver_url(self) -> URL:
+        return self.url.difference_update_query(["flush_every_step"])
 
     def engine_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"pool_pre_ping": False, "pool_size": 10, "max_overflow": 20}
