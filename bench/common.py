@@ -44,7 +44,8 @@ class Unreachable(Exception):
 def postgres_database(admin: URL) -> Iterator[Database]:
     """A migrated database of this script's own on the server `admin` reaches; dropped after."""
     name = f"grantflow_bench_{uuid.uuid4().hex[:10]}"
-    # (Grantflow's own URL options are for the benchmark's database: the driver refuses them)
+    # (`flush_every_step` is for the benchmark's database, read by Grantflow: the driver refuses
+    # it)
     engine = create_engine(
         admin.difference_update_query(["flush_every_step"]), isolation_level="AUTOCOMMIT"
     )

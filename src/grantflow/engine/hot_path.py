@@ -103,8 +103,8 @@ class HotPath:
             return None  # it failed as the previous step ended: the general path records it
         if turn.admitted == step_run.id:
             turn.admitted = None  # counted by the checkpoint that made it current
-        elif self._held(
-            step_start(
+        else:
+            start = step_start(
                 turn.run_id,
                 chain.workflow_id,
                 chain.created_at,
@@ -113,8 +113,13 @@ class HotPath:
                 step,
                 turn.plan,
             )
-        ):
-            return None  # the general path holds it (a paused workflow, a spend cap)
+            try:
+                if self._held(start):
+                    return None  # the general path holds it (a paused workflow, a spend cap)
+            except gate.StepRunMissing:
+                if not turn.unflushed:
+                    raise
+                return None  # a crash lost the commit that made it: the general path reads again
         config = render_config(turn, step, step_run.id, context, chain.deadline_at, now)
         if config is None:
             return None  # the general path records the failure
@@ -292,7 +297,8 @@ class HotPath:
             recorded, admitted = self._record(guard, written, admit)
         if not recorded:
             return False
-        turn.unflushed = not flushes(self.database, written)
+        # (as if without the intent: with a limit checked first, the write left it out)
+        turn.unflushed = not flushes(self.database, replace(written, next_started=None))
         if ready is not None and not admitted:
             ready = None  # the gate did not count it: written `pending`, gated at its boundary
         _measured(step, elapsed)

@@ -295,10 +295,23 @@ class Interpreter(FirstStep):
             row = session.merge(orm_step_run(turn.step_run), load=False)
             turn.step_run = row
             return row
-        # A turn's first look, or its first since a commit not yet flushed (which a server
-        # crash may have lost: the run is then behind this memory): one query gives the current
-        # step run, the template context and the loop counts (kept in memory for the rest of
-        # the turn). This transaction's commit waits for the flush.
+        if turn.step_run is not None:
+            # The last checkpoint was not flushed (a pure step's success): a server crash may
+            # have lost it. Its step run there as it was left means it was not (the server
+            # recovers commits in order); else the run is behind this memory: read it again.
+            # (This transaction's commit waits for the flush.)
+            turn.unflushed = False
+            found = session.get(StepRun, turn.step_run.id)
+            if (
+                found is not None
+                and found.status == turn.step_run.status
+                and found.step_id == run.current_step
+            ):
+                turn.step_run = found
+                return found
+        # A turn's first look, or after commits a crash lost: one query gives the current step
+        # run, the template context and the loop counts (kept in memory for the rest of the
+        # turn).
         turn.unflushed = False
         step_runs = list(
             session.execute(

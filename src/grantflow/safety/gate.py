@@ -447,6 +447,10 @@ def _count(conn: Connection, start: StepStart, kinds: list[str], now: dt.datetim
     )
 
 
+class StepRunMissing(RuntimeError):
+    """A step start to count whose step run does not exist."""
+
+
 def _check_marked(conn: Connection, params: dict[str, Any]) -> None:
     """The mark set no step run: counted a moment ago by another pass — or no step run exists
     yet, a caller's mistake that would leave the step never counted: said at once."""
@@ -458,7 +462,7 @@ def _check_marked(conn: Connection, params: dict[str, Any]) -> None:
         params,
     ).first()
     if found is None:
-        raise RuntimeError(
+        raise StepRunMissing(
             f"the safety gate counts a step start on its step run, and "
             f"{params['run']}:{params['step']}:{params['iteration']} has none"
         )
