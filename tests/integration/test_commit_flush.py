@@ -15,10 +15,10 @@ import pytest
 from psycopg.types.json import Jsonb
 from sqlalchemy import func, select, text, update
 
-from grantflow.engine import checkpoint
+from grantflow.engine import checkpoint, hot_path
 from grantflow.engine.models import Run, StepAttempt, StepRun
 from grantflow.queue.models import QueueItem
-from grantflow.safety import spend
+from grantflow.safety import gate, spend
 from grantflow.safety.models import UsageCounter
 from grantflow.store import native
 from grantflow.store.base import new_id, utcnow
@@ -133,10 +133,14 @@ def test_flush_every_step_makes_every_boundary_wait_for_the_flush(
 @pytest.mark.postgres
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 @pytest.mark.parametrize(
-    ("lost", "capped"), [(2, False), (1, False), (3, False), (2, True)], ids=str
+    ("lost", "capped", "step_lost"),
+    # (under a cap the first step starts on the general path: `b` is the first pure success
+    # on the hot path)
+    [(2, False, "b"), (1, False, "a"), (3, False, "c"), (2, True, "c")],
+    ids=str,
 )
 def test_a_worker_goes_on_from_the_database_when_a_crash_lost_its_unflushed_steps(
-    database: Database, monkeypatch: pytest.MonkeyPatch, lost: int, capped: bool
+    database: Database, monkeypatch: pytest.MonkeyPatch, lost: int, capped: bool, step_lost: str
 ) -> None:
     """A server crash (or the restart PostgreSQL makes after one of its processes was killed)
     loses the commits not yet flushed, while the worker that made them goes on with a fresh
@@ -179,7 +183,7 @@ def test_a_worker_goes_on_from_the_database_when_a_crash_lost_its_unflushed_step
     with running_worker(database):
         shown = wait_status(database, run_id, "succeeded", "failed")
     assert shown["status"] == "succeeded", shown["failure"]
-    assert len(lazy) >= lost  # (the loss happened)
+    assert lazy[lost - 1] == step_lost  # the success that was lost
     assert [(s["step_id"], s["status"]) for s in shown["steps"]] == [
         (step_id, "succeeded") for step_id in "abcd"
     ]
@@ -228,6 +232,37 @@ def test_a_success_recorded_without_the_gate_follows_the_same_rule(
     assert [_setting_after(database, sql, params) for sql, params in sent] == ["off", "on"]
     assert run_detail(database, pure[0])["current_step"] == "b"
     assert run_detail(database, call[0])["current_step"] == "b"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_missing_step_run_that_no_crash_explains_still_fails_the_run_visibly(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate finding no step run after an unflushed commit is taken for a lost commit; if
+    the general path then finds the step run as it was left, nothing was lost, and the fault is
+    Grantflow's own: the run fails as an internal error instead of going on silently."""
+    original = hot_path.HotPath._held
+    calls: list[str] = []
+
+    def faulty(self: hot_path.HotPath, start: Any) -> bool:
+        calls.append(start.step_id)
+        if len(calls) == 2:  # (as a bug in the gate's key would)
+            raise gate.StepRunMissing("no step run")
+        return original(self, start)
+
+    monkeypatch.setattr(hot_path.HotPath, "_held", faulty)
+    wf = publish(database, workflow("faulty", *(_set(s, i) for i, s in enumerate("abcd"))))
+    with database.transaction() as session:  # (the gate's own statement at each step)
+        spend.set_cap(
+            session, ACTOR, queue(database), workflow=wf, kind="steps", period="day", cap=99
+        )
+    run_id = start(database, wf)
+    with running_worker(database):
+        shown = wait_status(database, run_id, "succeeded", "failed")
+    assert shown["status"] == "failed"
+    assert shown["failure"]["code"] == "internal_error"
+    assert "the safety gate found no step run" in shown["failure"]["message"]
 
 
 def _leased_run(database: Database, status: str) -> tuple[str, str]:

@@ -119,7 +119,10 @@ class HotPath:
             except gate.StepRunMissing:
                 if not turn.unflushed:
                     raise
-                return None  # a crash lost the commit that made it: the general path reads again
+                # a crash lost the commit that made it: the general path reads the run again
+                log.warning("run.unflushed_commit_lost", run_id=turn.run_id, step_id=step.id)
+                turn.missing = step_run.id
+                return None
         config = render_config(turn, step, step_run.id, context, chain.deadline_at, now)
         if config is None:
             return None  # the general path records the failure

@@ -300,13 +300,17 @@ class Interpreter(FirstStep):
             # have lost it. Its step run there as it was left means it was not (the server
             # recovers commits in order); else the run is behind this memory: read it again.
             # (This transaction's commit waits for the flush.)
-            turn.unflushed = False
+            # (It is `_locked_run`'s FOR UPDATE that makes this commit wait.)
+            turn.unflushed, missing = False, turn.missing
+            turn.missing = None
             found = session.get(StepRun, turn.step_run.id)
             if (
                 found is not None
                 and found.status == turn.step_run.status
                 and found.step_id == run.current_step
             ):
+                if missing == found.id:  # the gate found none, and none was lost
+                    raise RuntimeError(f"the safety gate found no step run {missing}, yet it is")
                 turn.step_run = found
                 return found
         # A turn's first look, or after commits a crash lost: one query gives the current step

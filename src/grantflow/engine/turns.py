@@ -129,6 +129,9 @@ class Turn:
     # engine/checkpoint.py): a server crash could have lost it, so the general path reads the
     # run's step runs again instead of trusting this memory.
     unflushed: bool = False
+    # The step run the safety gate then found missing (a lost commit, expected to be absent
+    # when the general path reads the run again; there, it is a fault in Grantflow)
+    missing: str | None = None
     ended: bool = False  # the hot path recorded the run's end: nothing is left to do
 
 
