@@ -35,6 +35,7 @@ from tests.support.databases import kill_connections
 from tests.support.engine import (
     ACTOR,
     events,
+    leased_run,
     publish,
     run_detail,
     running_worker,
@@ -253,29 +254,6 @@ def test_a_forced_cancel_during_a_call_on_the_hot_path_records_the_call(
 # --- the guard -------------------------------------------------------------------------------
 
 
-def _leased_run(database: Database, status: str) -> tuple[str, str]:
-    """A running run at step `a` (step run in `status`), leased by worker w1, whose turn holds
-    it with lease token t1."""
-    wf = publish(database, workflow("guarded", set_step("a", x=1), set_step("b", y=2)))
-    run_id = start(database, wf)
-    with database.transaction() as session:
-        session.execute(
-            update(QueueItem)
-            .where(QueueItem.run_id == run_id)
-            .values(lease_owner="w1", lease_expires_at=utcnow() + dt.timedelta(seconds=30))
-        )
-        session.execute(
-            update(Run)
-            .where(Run.id == run_id)
-            .values(status="running", current_step="a", lease_token="t1")
-        )
-        session.execute(update(StepRun).where(StepRun.run_id == run_id).values(status=status))
-        step_run_id = session.execute(
-            select(StepRun.id).where(StepRun.run_id == run_id)
-        ).scalar_one()
-    return run_id, step_run_id
-
-
 def _snapshot(database: Database, run_id: str) -> tuple[Any, ...]:
     with database.transaction() as session:
         run = session.get(Run, run_id)
@@ -386,7 +364,7 @@ def test_a_checkpoint_whose_guard_fails_writes_nothing(database: Database, chang
         return record_started(database, guard, intent)
 
     for record in (succeeded, started):
-        run_id, step_run_id = _leased_run(database, "pending")
+        run_id, step_run_id = leased_run(database, "pending")
         BREAKS[change](database, run_id)
         before = _snapshot(database, run_id)
         now = utcnow()
@@ -395,7 +373,7 @@ def test_a_checkpoint_whose_guard_fails_writes_nothing(database: Database, chang
 
 
 def test_a_checkpoint_whose_guard_holds_writes_the_boundary(database: Database) -> None:
-    run_id, step_run_id = _leased_run(database, "pending")
+    run_id, step_run_id = leased_run(database, "pending")
     now = utcnow()
     guard = Guard(run_id, "w1", "t1", "a", step_run_id, "pending", now)
     assert record_succeeded(database, guard, _succeeded(now)) is True
@@ -761,7 +739,7 @@ def test_a_checkpoint_on_a_lost_connection_fails_like_any_write_then_recovers(
     connection."""
     if database.dialect != "postgresql":
         pytest.skip("connections to SQLite cannot be lost")
-    run_id, step_run_id = _leased_run(database, "pending")
+    run_id, step_run_id = leased_run(database, "pending")
     with database.autocommit.connect() as conn:  # a pooled connection, then the restart
         conn.execute(text("SELECT 1"))
     before = _snapshot(database, run_id)

@@ -13,11 +13,10 @@ from typing import Any, cast
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 
 from grantflow.engine import checkpoint, hot_path
-from grantflow.engine.models import Run, StepAttempt, StepRun
-from grantflow.queue.models import QueueItem
+from grantflow.engine.models import StepAttempt
 from grantflow.safety import gate, spend
 from grantflow.safety.models import UsageCounter
 from grantflow.store import native
@@ -26,6 +25,7 @@ from grantflow.store.database import Database, open_database
 from tests.support.engine import (
     ACTOR,
     events,
+    leased_run,
     publish,
     queue,
     run_detail,
@@ -37,8 +37,9 @@ from tests.support.engine import (
 from tests.support.target import Reply, running_target
 
 
-def _setting_after(database: Database, sql: str, params: dict[str, Any]) -> str:
-    """`synchronous_commit` in a transaction once `sql` ran in it (then rolled back)."""
+def _rolled_back(database: Database, sql: str, params: dict[str, Any], then: str) -> Any:
+    """`sql` (a checkpoint statement, as the engine sends it) then `then`, in a transaction
+    rolled back afterwards: `then`'s first row."""
     query, names = native.native(sql)
     values = [Jsonb(params[n]) if n in checkpoint._JSON else params[n] for n in names]
     connection = database.engine.raw_connection()
@@ -46,28 +47,43 @@ def _setting_after(database: Database, sql: str, params: dict[str, Any]) -> str:
         driver = cast("psycopg.Connection[Any]", connection.driver_connection)
         with psycopg.RawCursor(driver) as cursor:  # ($1, $2...: as the engine sends it)
             cursor.execute(query, values)
-            cursor.execute("SHOW synchronous_commit")
-            row = cursor.fetchone()
+            row = cursor.fetchone() if not then else cursor.execute(then).fetchone()
         driver.rollback()
     finally:
         connection.close()
+    return row
+
+
+def _setting_after(database: Database, sql: str, params: dict[str, Any]) -> str:
+    """`synchronous_commit` in a transaction once `sql` ran in it."""
+    row = _rolled_back(database, sql, params, "SHOW synchronous_commit")
     assert row is not None
     return str(row[0])
+
+
+Sent = list[tuple[str, dict[str, Any]]]
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
+    """Every checkpoint statement sent on PostgreSQL (and sent on, unchanged), with its
+    parameters."""
+    statements: Sent = []
+    original = checkpoint.row_on_postgres
+
+    def recording(db: Database, sql: str, params: dict[str, Any]) -> Any:
+        statements.append((sql, params))
+        return original(db, sql, params)
+
+    monkeypatch.setattr(checkpoint, "row_on_postgres", recording)
+    return statements
 
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # (SQLite: no WAL flush)
 def test_only_a_pure_steps_success_commits_without_waiting_for_the_flush(
-    database: Database, monkeypatch: pytest.MonkeyPatch
+    database: Database, sent: Sent
 ) -> None:
-    sent: list[tuple[str, dict[str, Any]]] = []
-    original = checkpoint.row_on_postgres
-
-    def recording(db: Database, sql: str, params: dict[str, Any]) -> Any:
-        sent.append((sql, params))
-        return original(db, sql, params)
-
-    monkeypatch.setattr(checkpoint, "row_on_postgres", recording)
     with running_target() as target:
         target.on("/users", Reply(201, {"id": "u-1"}))
         wf = publish(
@@ -106,18 +122,10 @@ def test_only_a_pure_steps_success_commits_without_waiting_for_the_flush(
 @pytest.mark.postgres
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 def test_flush_every_step_makes_every_boundary_wait_for_the_flush(
-    database: Database, monkeypatch: pytest.MonkeyPatch
+    database: Database, sent: Sent
 ) -> None:
     """`?flush_every_step=true` on the database URL: a pure step's success waits too."""
     flushed = open_database(database.url.update_query_dict({"flush_every_step": "true"}))
-    sent: list[tuple[str, dict[str, Any]]] = []
-    original = checkpoint.row_on_postgres
-
-    def recording(db: Database, sql: str, params: dict[str, Any]) -> Any:
-        sent.append((sql, params))
-        return original(db, sql, params)
-
-    monkeypatch.setattr(checkpoint, "row_on_postgres", recording)
     try:
         flushed.use_master_keys(database.master_keys)
         wf = publish(flushed, workflow("flushed", *(_set(f"s{i}", i) for i in range(3))))
@@ -159,18 +167,7 @@ def test_a_worker_goes_on_from_the_database_when_a_crash_lost_its_unflushed_step
         lazy.append(params["step_id"])
         if len(lazy) != lost:
             return original(db, sql, params)
-        query, names = native.native(sql)
-        values = [Jsonb(params[n]) if n in checkpoint._JSON else params[n] for n in names]
-        connection = db.engine.raw_connection()
-        try:
-            driver = cast("psycopg.Connection[Any]", connection.driver_connection)
-            with psycopg.RawCursor(driver) as cursor:
-                cursor.execute(query, values)
-                row = cursor.fetchone()
-            driver.rollback()  # lost with the server
-        finally:
-            connection.close()
-        return row
+        return _rolled_back(db, sql, params, then="")  # lost with the server
 
     monkeypatch.setattr(checkpoint, "row_on_postgres", losing)
     wf = publish(database, workflow("lost", *(_set(s, i) for i, s in enumerate("abcd"))))
@@ -205,22 +202,14 @@ def test_a_worker_goes_on_from_the_database_when_a_crash_lost_its_unflushed_step
 @pytest.mark.postgres
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 def test_a_success_recorded_without_the_gate_follows_the_same_rule(
-    database: Database, monkeypatch: pytest.MonkeyPatch
+    database: Database, sent: Sent
 ) -> None:
     """`record_succeeded` (the next step passes the gate at its own boundary: a stopping
     worker, a limit checked first): a pure step's success does not wait; a call's does."""
-    sent: list[tuple[str, dict[str, Any]]] = []
-    original = checkpoint.row_on_postgres
-
-    def recording(db: Database, sql: str, params: dict[str, Any]) -> Any:
-        sent.append((sql, params))
-        return original(db, sql, params)
-
-    monkeypatch.setattr(checkpoint, "row_on_postgres", recording)
     now = utcnow()
-    pure = _leased_run(database, "pending")
+    pure = leased_run(database, "pending")
     assert checkpoint.record_succeeded(database, _guard(pure, "pending", now), _done(now))
-    call = _leased_run(database, "running")
+    call = leased_run(database, "running")
     with database.transaction() as session:  # the call's intent, as record_started wrote it
         session.add(
             StepAttempt(
@@ -263,27 +252,6 @@ def test_a_missing_step_run_that_no_crash_explains_still_fails_the_run_visibly(
     assert shown["status"] == "failed"
     assert shown["failure"]["code"] == "internal_error"
     assert "the safety gate found no step run" in shown["failure"]["message"]
-
-
-def _leased_run(database: Database, status: str) -> tuple[str, str]:
-    """A running run at step `a` (its step run in `status`), leased by worker w1 (token t1)."""
-    run_id = start(database, publish(database, workflow(new_id(), _set("a", 1), _set("b", 2))))
-    with database.transaction() as session:
-        session.execute(
-            update(QueueItem)
-            .where(QueueItem.run_id == run_id)
-            .values(lease_owner="w1", lease_expires_at=utcnow() + dt.timedelta(seconds=30))
-        )
-        session.execute(
-            update(Run)
-            .where(Run.id == run_id)
-            .values(status="running", current_step="a", lease_token="t1")
-        )
-        session.execute(update(StepRun).where(StepRun.run_id == run_id).values(status=status))
-        step_run_id = session.execute(
-            select(StepRun.id).where(StepRun.run_id == run_id)
-        ).scalar_one()
-    return run_id, step_run_id
 
 
 def _guard(run: tuple[str, str], status: str, now: dt.datetime) -> checkpoint.Guard:

@@ -6,22 +6,28 @@ runs from it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from sqlalchemy import select, update
+
 from grantflow.auth.actor import Actor
 from grantflow.connections.outbound import OutboundPolicy
 from grantflow.definitions import workflows
 from grantflow.engine import detail, operations
+from grantflow.engine.models import Run, StepRun
 from grantflow.engine.runs import start_run
 from grantflow.engine.worker import Worker
 from grantflow.queue.database import DatabaseQueue
 from grantflow.queue.interface import Queue
+from grantflow.queue.models import QueueItem
 from grantflow.queue.streams import StreamQueue
 from grantflow.queue.transports import open_queue, queue_of
+from grantflow.store.base import new_id, utcnow
 from grantflow.store.database import Database
 
 ACTOR = Actor.system("test")
@@ -129,3 +135,27 @@ def running_worker(db: Database, **options: Any) -> Iterator[Worker]:
     finally:
         worker.stop(grace_seconds=10)
         own.close()
+
+
+def leased_run(db: Database, status: str) -> tuple[str, str]:
+    """A running run (of a new workflow of two `set` steps, a and b) at step `a`, its step run
+    in `status`, leased by worker w1, whose turn holds it with lease token t1: (run id, step
+    run id)."""
+    steps = [{"id": s, "type": "set", "config": {"values": {s: 1}}} for s in ("a", "b")]
+    run_id = start(db, publish(db, workflow(f"guarded-{new_id()}", *steps)))
+    with db.transaction() as session:
+        session.execute(
+            update(QueueItem)
+            .where(QueueItem.run_id == run_id)
+            .values(lease_owner="w1", lease_expires_at=utcnow() + dt.timedelta(seconds=30))
+        )
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status="running", current_step="a", lease_token="t1")
+        )
+        session.execute(update(StepRun).where(StepRun.run_id == run_id).values(status=status))
+        step_run_id = session.execute(
+            select(StepRun.id).where(StepRun.run_id == run_id)
+        ).scalar_one()
+    return run_id, step_run_id
