@@ -20,8 +20,8 @@ for the WAL's flush to disk (`synchronous_commit` off for that one transaction):
 outside the database acts on it before a later commit that does wait — the next call's intent,
 the run's end, any write of the general path — and the WAL is flushed in order, so that
 commit makes this one durable too. A server crash in between loses only pure steps' outcomes,
-which the run's next worker computes again; no call, e-mail or run end ever follows a commit
-the server could lose.
+which the worker (it finds the run behind its memory: interpreter.py) or the run's next worker
+computes again; no call, e-mail or run end ever follows a commit the server could lose.
 """
 
 from __future__ import annotations

@@ -299,8 +299,7 @@ class Interpreter(FirstStep):
             # The last checkpoint was not flushed (a pure step's success): a server crash may
             # have lost it. Its step run there as it was left means it was not (the server
             # recovers commits in order); else the run is behind this memory: read it again.
-            # (This transaction's commit waits for the flush.)
-            # (It is `_locked_run`'s FOR UPDATE that makes this commit wait.)
+            # (This transaction's commit waits for the flush: `_locked_run` wrote a lock.)
             turn.unflushed, missing = False, turn.missing
             turn.missing = None
             found = session.get(StepRun, turn.step_run.id)

@@ -126,8 +126,8 @@ class Turn:
     # PostgreSQL): it starts without a gate statement of its own.
     admitted: str | None = None
     # The last checkpoint committed without waiting for the WAL's flush (a pure step's success,
-    # engine/checkpoint.py): a server crash could have lost it, so the general path reads the
-    # run's step runs again instead of trusting this memory.
+    # engine/checkpoint.py): a server crash could have lost it, so the general path checks the
+    # current step run is there before trusting this memory (else it reads the run again).
     unflushed: bool = False
     # The step run the safety gate then found missing (a lost commit, expected to be absent
     # when the general path reads the run again; there, it is a fault in Grantflow)
