@@ -18,9 +18,7 @@ from sqlalchemy.exc import OperationalError
 from grantflow.engine import hot_path, operations
 from grantflow.engine.checkpoint import (
     Guard,
-    NextStep,
     Started,
-    Succeeded,
     record_started,
     record_succeeded,
 )
@@ -34,6 +32,7 @@ from grantflow.store.database import Database
 from tests.support.databases import kill_connections
 from tests.support.engine import (
     ACTOR,
+    boundary_success,
     events,
     leased_run,
     publish,
@@ -275,18 +274,6 @@ def _snapshot(database: Database, run_id: str) -> tuple[Any, ...]:
         )
 
 
-def _succeeded(now: dt.datetime) -> Succeeded:
-    return Succeeded(
-        attempts=1,
-        output={"x": 1},
-        started_at=now,
-        finished_at=now,
-        event={"duration_ms": 0.1},
-        stuck_at=now + dt.timedelta(minutes=5),
-        next=NextStep(new_id(), "b", "set", 2, 1, False),
-    )
-
-
 BREAKS: dict[str, Callable[[Database, str], None]] = {}
 
 
@@ -357,7 +344,7 @@ def test_a_checkpoint_whose_guard_fails_writes_nothing(database: Database, chang
     """Each way the run can change under the worker: neither checkpoint writes anything."""
 
     def succeeded(guard: Guard, now: dt.datetime) -> bool:
-        return record_succeeded(database, guard, _succeeded(now))
+        return record_succeeded(database, guard, boundary_success(now))
 
     def started(guard: Guard, now: dt.datetime) -> bool:
         intent = Started(new_id(), "k", {"method": "POST"}, now, {"type": "http"})
@@ -376,7 +363,7 @@ def test_a_checkpoint_whose_guard_holds_writes_the_boundary(database: Database) 
     run_id, step_run_id = leased_run(database, "pending")
     now = utcnow()
     guard = Guard(run_id, "w1", "t1", "a", step_run_id, "pending", now)
-    assert record_succeeded(database, guard, _succeeded(now)) is True
+    assert record_succeeded(database, guard, boundary_success(now)) is True
     shown = run_detail(database, run_id)
     assert shown["current_step"] == "b"
     assert [(s["step_id"], s["status"]) for s in shown["steps"]] == [
@@ -387,7 +374,7 @@ def test_a_checkpoint_whose_guard_holds_writes_the_boundary(database: Database) 
     assert events(database, run_id)[-1]["kind"] == "step_succeeded"
     # the same boundary again: the step is no longer pending, so nothing more is written
     before = _snapshot(database, run_id)
-    assert record_succeeded(database, guard, _succeeded(now)) is False
+    assert record_succeeded(database, guard, boundary_success(now)) is False
     assert _snapshot(database, run_id) == before
 
 
@@ -747,10 +734,10 @@ def test_a_checkpoint_on_a_lost_connection_fails_like_any_write_then_recovers(
     now = utcnow()
     guard = Guard(run_id, "w1", "t1", "a", step_run_id, "pending", now)
     with pytest.raises(OperationalError):
-        record_succeeded(database, guard, _succeeded(now))
+        record_succeeded(database, guard, boundary_success(now))
     database.engine.dispose()  # (the test's own reads: their pooled connections died too)
     assert _snapshot(database, run_id) == before
-    assert record_succeeded(database, guard, _succeeded(now)) is True
+    assert record_succeeded(database, guard, boundary_success(now)) is True
     assert run_detail(database, run_id)["current_step"] == "b"
 
 

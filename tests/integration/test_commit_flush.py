@@ -20,10 +20,11 @@ from grantflow.engine.models import StepAttempt
 from grantflow.safety import gate, spend
 from grantflow.safety.models import UsageCounter
 from grantflow.store import native
-from grantflow.store.base import new_id, utcnow
+from grantflow.store.base import utcnow
 from grantflow.store.database import Database, open_database
 from tests.support.engine import (
     ACTOR,
+    boundary_success,
     events,
     leased_run,
     publish,
@@ -208,7 +209,9 @@ def test_a_success_recorded_without_the_gate_follows_the_same_rule(
     worker, a limit checked first): a pure step's success does not wait; a call's does."""
     now = utcnow()
     pure = leased_run(database, "pending")
-    assert checkpoint.record_succeeded(database, _guard(pure, "pending", now), _done(now))
+    assert checkpoint.record_succeeded(
+        database, _guard(pure, "pending", now), boundary_success(now)
+    )
     call = leased_run(database, "running")
     with database.transaction() as session:  # the call's intent, as record_started wrote it
         session.add(
@@ -216,7 +219,7 @@ def test_a_success_recorded_without_the_gate_follows_the_same_rule(
                 id="att-1", step_run_id=call[1], number=1, idempotency_key="k", status="running"
             )
         )
-    done = replace(_done(now), attempt_id="att-1", response={"status_code": 200})
+    done = replace(boundary_success(now), attempt_id="att-1", response={"status_code": 200})
     assert checkpoint.record_succeeded(database, _guard(call, "running", now), done)
     assert [_setting_after(database, sql, params) for sql, params in sent] == ["off", "on"]
     assert run_detail(database, pure[0])["current_step"] == "b"
@@ -256,18 +259,6 @@ def test_a_missing_step_run_that_no_crash_explains_still_fails_the_run_visibly(
 
 def _guard(run: tuple[str, str], status: str, now: dt.datetime) -> checkpoint.Guard:
     return checkpoint.Guard(run[0], "w1", "t1", "a", run[1], status, now)
-
-
-def _done(now: dt.datetime) -> checkpoint.Succeeded:
-    return checkpoint.Succeeded(
-        attempts=1,
-        output={"x": 1},
-        started_at=now,
-        finished_at=now,
-        event={"duration_ms": 0.1},
-        stuck_at=now + dt.timedelta(minutes=5),
-        next=checkpoint.NextStep(new_id(), "b", "set", 2, 1, False),
-    )
 
 
 def _set(step_id: str, n: int) -> dict[str, Any]:

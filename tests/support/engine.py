@@ -19,6 +19,7 @@ from grantflow.auth.actor import Actor
 from grantflow.connections.outbound import OutboundPolicy
 from grantflow.definitions import workflows
 from grantflow.engine import detail, operations
+from grantflow.engine.checkpoint import NextStep, Succeeded
 from grantflow.engine.models import Run, StepRun
 from grantflow.engine.runs import start_run
 from grantflow.engine.worker import Worker
@@ -159,3 +160,17 @@ def leased_run(db: Database, status: str) -> tuple[str, str]:
             select(StepRun.id).where(StepRun.run_id == run_id)
         ).scalar_one()
     return run_id, step_run_id
+
+
+def boundary_success(now: dt.datetime) -> Succeeded:
+    """A pure step `a`'s plain success at `now`, with step `b` (a `set`) next: what a checkpoint
+    records for `leased_run`'s run."""
+    return Succeeded(
+        attempts=1,
+        output={"x": 1},
+        started_at=now,
+        finished_at=now,
+        event={"duration_ms": 0.1},
+        stuck_at=now + dt.timedelta(minutes=5),
+        next=NextStep(new_id(), "b", "set", 2, 1, False),
+    )
