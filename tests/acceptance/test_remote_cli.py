@@ -136,6 +136,47 @@ def test_the_approver_approves_the_waiting_run_with_their_token(site: Site) -> N
     )
 
 
+LOOPING = {
+    "name": "Polls sixty times",
+    "trigger": {"type": "manual"},
+    "steps": [
+        {"id": "poll", "type": "set", "config": {"values": {"answer": "pending"}}, "next": "again"},
+        {
+            "id": "again",
+            "type": "condition",
+            "branches": [{"when": "true", "next": "poll"}],
+            "max_iterations": 60,
+        },
+    ],
+}
+
+
+def test_a_long_run_shows_its_last_steps_and_lists_the_rest(site: Site) -> None:
+    """A run of 120 step runs (a loop that went over its bound): `runs show` lists its last 50
+    and names the command for the rest; `runs steps` lists every one, newest first;
+    `runs timeline --last 3` its last events."""
+    document = site.operator.parent / "looping.yaml"
+    document.write_text(yaml.safe_dump(LOOPING))
+    site.json("apply", "-f", str(document), "--publish")
+    started = site.json("runs", "start", LOOPING["name"])
+    failed = poll(
+        lambda: (r := site.json("runs", "show", started["id"]))["status"] == "failed" and r,
+        timeout=120,
+        what="the loop to go over its bound",
+    )
+    assert failed["steps_total"] == 120
+    assert [s["sequence"] for s in failed["steps"]] == list(range(71, 121))
+    shown = site.run("runs", "show", started["id"][:13])
+    assert shown.returncode == 0, shown.stderr
+    assert f"... 70 earlier step runs (grantflow runs steps {started['id']})" in shown.stdout
+    assert shown.stdout.count(" attempts=") == 50
+    steps = site.json("runs", "steps", started["id"], "--limit", "500")
+    assert [s["sequence"] for s in steps] == list(range(120, 0, -1))
+    last = site.json("runs", "timeline", started["id"], "--last", "3")
+    assert [e["kind"] for e in last][-1] == "failed"
+    assert len(last) == 3
+
+
 def test_an_operator_retries_a_failed_run(site: Site) -> None:
     """A run failed on its input is retried from the command line: it is queued again from
     its failed step and the audit names the operator."""

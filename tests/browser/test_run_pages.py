@@ -1,6 +1,7 @@
 """The run pages in Chromium: a failed run's Retry button resumes it and the timeline names
 the operator; a forced cancel shows the steps that acted first; the run page follows a moving
-run without a reload; a viewer sees no action and a forged POST is a 403, audited."""
+run without a reload; a long run's page shows its latest steps and leads to the rest; a viewer
+sees no action and a forged POST is a 403, audited."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.support.ops import (
     acting_workflow,
     approval_workflow,
     failing_workflow,
+    looping_workflow,
     start_run,
     waiting_task,
 )
@@ -172,3 +174,37 @@ def test_viewer_sees_no_action_and_a_forged_post_is_refused_and_audited(
         ).scalar_one()
         assert entry.actor == "viewer@example.com"
         assert entry.summary["method"] == "POST"
+
+
+def test_a_long_runs_page_shows_its_latest_steps_and_leads_to_every_one(
+    signed_in_page: Callable[..., Page], console: Console, worker: None
+) -> None:
+    """A run that looped 65 times (130 step runs): its page shows the last 50 and says so;
+    "Every step run" lists them newest first, 100 a page, and "Earlier steps" the first 30;
+    "The whole timeline" shows every event."""
+    db = console.database
+    run_id = start_run(db, looping_workflow(db, 65))
+    wait_status(db, run_id, "failed", timeout=120)
+    page = signed_in_page("viewer")
+    page.goto(f"/runs/{run_id}")
+    expect(page.locator("#run-status")).to_have_text("failed")
+    expect(page.locator("details.step")).to_have_count(50)
+    expect(page.get_by_text("The last 50 of 130 step runs.")).to_be_visible()
+    expect(page.locator(".timeline li")).to_have_count(100)
+
+    page.get_by_role("link", name="Every step run").click()
+    expect(page.get_by_role("heading", name="130 step runs, newest first")).to_be_visible()
+    expect(page.locator("details.step")).to_have_count(100)
+    expect(page.locator("details.step").first).to_contain_text("step run 130")
+    keep(page, "run-steps")
+    page.get_by_role("link", name="Earlier steps").click()
+    expect(page.locator("details.step")).to_have_count(30)
+    expect(page.locator("details.step").last).to_contain_text("step run 1")
+    expect(page.get_by_role("link", name="Earlier steps")).to_have_count(0)
+
+    page.goto(f"/runs/{run_id}")
+    page.get_by_role("link", name="The whole timeline").click()
+    total = page.locator(".timeline li").count()
+    assert total > 130
+    expect(page.get_by_role("heading", name=f"{total} events, oldest first")).to_be_visible()
+    expect(page.locator(".timeline li").last).to_have_attribute("data-kind", "failed")

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from grantflow.auth.actor import Actor
 from grantflow.connections.outbound import OutboundPolicy
 from grantflow.definitions import workflows
-from grantflow.engine import detail, operations
+from grantflow.engine import detail, history, operations
 from grantflow.engine.checkpoint import NextStep, Succeeded
 from grantflow.engine.models import Run, StepRun
 from grantflow.engine.runs import start_run
@@ -101,7 +101,7 @@ def run_detail(db: Database, run_id: str) -> dict[str, Any]:
 
 def events(db: Database, run_id: str) -> list[dict[str, Any]]:
     with db.transaction() as session:
-        return detail.timeline(session, operations.get_run(session, run_id))
+        return history.timeline(session, operations.get_run(session, run_id))
 
 
 def wait_for(

@@ -98,6 +98,19 @@ def acting_workflow(db: Database, url: str, name: str = "Provision then approve"
     return publish(db, workflow(name, http_step("create_account", url), approval(), set_step()))
 
 
+def looping_workflow(db: Database, passes: int, name: str = "Poll the HR system") -> str:
+    """A loop of a step and the condition that goes round again, bounded at `passes`: its run
+    fails with `loop_bound_exceeded` after 2 x `passes` step runs (a long run's history)."""
+    poll = {"id": "poll", "type": "set", "config": {"values": {"answer": "pending"}}}
+    again = {
+        "id": "again",
+        "type": "condition",
+        "branches": [{"when": "true", "next": "poll"}],
+        "max_iterations": passes,
+    }
+    return publish(db, workflow(name, poll, again))
+
+
 def start_run(db: Database, workflow_id: str, run_input: dict[str, Any] | None = None) -> str:
     return start(db, workflow_id, run_input or {"employee": "ada@example.com"})
 

@@ -29,6 +29,7 @@ PARSED_ELSEWHERE = {
     "backup": "test_backup_restore (SQLite and PostgreSQL)",
     "restore": "test_backup_restore (SQLite and PostgreSQL)",
     "runs retry": "test_remote_cli::test_an_operator_retries_a_failed_run",
+    "runs steps": "test_remote_cli::test_a_long_run_shows_its_last_steps_and_lists_the_rest",
     "apply": "test_apply_cli, test_remote_cli",
     "inbox approve": "test_remote_cli, test_inbox_cli",
     "inbox submit": "test_inbox_cli",

@@ -52,7 +52,13 @@ def print_run(data: dict[str, Any], as_json: bool) -> None:
         action = advised.get("action")
         if action and action.get("cli"):
             out.print(f"  {action['label']}: {action['cli']}", markup=False)
-    for step in data.get("steps", []):
+    steps = data.get("steps", [])
+    earlier = data.get("steps_total", len(steps)) - len(steps)
+    if earlier > 0:
+        out.print(
+            f"  ... {earlier} earlier step runs (grantflow runs steps {data['id']})", markup=False
+        )
+    for step in steps:
         out.print(
             f"  {step['sequence']:>3} {step['step_id']:<24} {step['status']:<10} "
             f"attempts={step['attempts']}",
@@ -97,18 +103,44 @@ def list_runs(
 
 
 @runs_app.command("show")
-def show(run: str = RUN_ID, as_json: bool = JSON_OPTION) -> None:
-    """A run: status, failure reason and next action, steps with attempts, stuck facts."""
+def show(
+    run: str = RUN_ID,
+    steps: int = typer.Option(
+        50, "--steps", min=1, max=500, help="show the last N step runs (`runs steps`: all)"
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """A run: status, failure reason and next action, its last steps with attempts, stuck
+    facts."""
     with errors_as_lines(), connect() as api:
-        shown = api.get(f"/runs/{segment(run)}")
+        shown = api.get(f"/runs/{segment(run)}", steps_limit=steps)
     print_run(shown, as_json)
 
 
-@runs_app.command("timeline")
-def timeline(run: str = RUN_ID, as_json: bool = JSON_OPTION) -> None:
-    """Every event of the run, oldest first."""
+@runs_app.command("steps")
+def list_steps(
+    run: str = RUN_ID,
+    limit: int = typer.Option(100, min=1, help="at most this many, newest first"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """The run's step runs with their attempts, newest first."""
     with errors_as_lines(), connect() as api:
-        events = api.get(f"/runs/{segment(run)}/timeline")["events"]
+        rows = api.items(f"/runs/{segment(run)}/steps", limit)
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(rows, ["sequence", "step_id", "type", "status", "attempts", "finished_at"])
+
+
+@runs_app.command("timeline")
+def timeline(
+    run: str = RUN_ID,
+    last: int = typer.Option(None, "--last", min=1, max=500, help="only the last N events"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Every event of the run (or its last ones), oldest first."""
+    with errors_as_lines(), connect() as api:
+        events = api.get(f"/runs/{segment(run)}/timeline", limit=last)["events"]
     if as_json:
         emit_json(events)
         return

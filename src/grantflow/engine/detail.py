@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from grantflow import advice, timestamps
 from grantflow.definitions.models import Workflow
-from grantflow.engine import hooks
+from grantflow.engine import history, hooks
 from grantflow.engine.models import Run, RunEvent, StepAttempt, StepRun
 from grantflow.engine.states import PERSON_WAITS, TERMINAL, RunStatus
 from grantflow.queue import workers
@@ -349,10 +349,13 @@ def _workflow_name(session: Session, run: Run, new: bool) -> str | None:
     return started or (workflow.name if workflow else None)
 
 
-def run_detail(session: Session, run: Run, queue: Queue, *, new: bool = False) -> dict[str, Any]:
+def run_detail(
+    session: Session, run: Run, queue: Queue, *, new: bool = False, steps_limit: int | None = None
+) -> dict[str, Any]:
     """Everything about a run. `new`: the run was created in this transaction (a start, a
     replay), so it has no replay and no attempt yet, and its step runs are the ones it was
-    created with, in memory: three reads fewer inside the transaction that creates it."""
+    created with, in memory: three reads fewer inside the transaction that creates it.
+    `steps_limit`: only its last step runs (`steps_total` counts them all)."""
     detail = run_summary(run, _workflow_name(session, run, new))
     detail["input"] = run.input
     detail["subject"] = run.subject
@@ -376,73 +379,15 @@ def run_detail(session: Session, run: Run, queue: Queue, *, new: bool = False) -
             ).scalars()
         )
     )
-    step_runs = (
-        sorted(run.step_runs, key=lambda s: s.sequence)
-        if created
-        else session.execute(
-            select(StepRun).where(StepRun.run_id == run.id).order_by(StepRun.sequence)
-        )
-        .scalars()
-        .all()
-    )
-    attempts: dict[str, list[StepAttempt]] = {}
-    if step_runs and not created:
-        for attempt in session.execute(
-            select(StepAttempt)
-            .where(StepAttempt.step_run_id.in_([s.id for s in step_runs]))
-            .order_by(StepAttempt.number)
-        ).scalars():
-            attempts.setdefault(attempt.step_run_id, []).append(attempt)
-    detail["steps"] = [
-        {
-            "step_id": s.step_id,
-            "type": s.step_type,
-            "sequence": s.sequence,
-            "iteration": s.iteration,
-            "status": s.status,
-            "attempts": s.attempts,
-            "side_effects": s.side_effects,
-            "output": s.output,
-            "error": s.error,
-            "next_step": s.next_step,
-            "next_attempt_at": _iso(s.next_attempt_at),
-            "started_at": _iso(s.started_at),
-            "finished_at": _iso(s.finished_at),
-            "attempt_log": [
-                {
-                    "number": a.number,
-                    "idempotency_key": a.idempotency_key,
-                    "status": a.status,
-                    "request": a.request,
-                    "response": a.response,
-                    "error": a.error,
-                    "started_at": _iso(a.started_at),
-                    "finished_at": _iso(a.finished_at),
-                    "duration_ms": a.duration_ms,
-                }
-                for a in attempts.get(s.id, [])
-            ],
-        }
-        for s in step_runs
-    ]
+    if created:
+        step_runs = sorted(run.step_runs, key=lambda s: s.sequence)
+        total = len(step_runs)
+        step_runs = step_runs[-steps_limit:] if steps_limit else step_runs
+    else:
+        step_runs, total = history.last_step_runs(session, run, steps_limit)
+    detail["steps_total"] = total
+    detail["steps"] = history.step_entries(session, step_runs, attempts=not created)
     return detail
-
-
-def timeline(session: Session, run: Run) -> list[dict[str, Any]]:
-    events = session.execute(
-        select(RunEvent).where(RunEvent.run_id == run.id).order_by(RunEvent.id)
-    ).scalars()
-    return [
-        {
-            "at": _iso(e.at),
-            "kind": e.kind,
-            "step_id": e.step_id,
-            "attempt": e.attempt,
-            "actor": e.actor,
-            **({"data": e.data} if e.data else {}),
-        }
-        for e in events
-    ]
 
 
 def list_runs(

@@ -17,13 +17,13 @@ from grantflow.api.state import database, queue
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.definitions.models import Workflow
-from grantflow.engine import detail, operations
+from grantflow.engine import detail, history, operations
 from grantflow.engine.runs import start_run
 from grantflow.engine.states import RunStatus
 from grantflow.queue.interface import Queue
 from grantflow.queue.workers import WorkerState
 from grantflow.store.database import Database
-from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor
 from grantflow.strict import MAX_INT, Bool, Timestamp
 
 router = APIRouter(prefix=API_PREFIX, tags=["runs"])
@@ -41,9 +41,10 @@ class CancelRun(BaseModel):
     force: Bool = Field(False, description="cancel even after steps with side effects acted")
 
 
-def _detail(db: Database, q: Queue, run_id: str) -> dict[str, Any]:
+def _detail(db: Database, q: Queue, run_id: str, steps_limit: int | None = None) -> dict[str, Any]:
     with db.transaction() as session:
-        return detail.run_detail(session, operations.get_run(session, run_id), q)
+        run = operations.get_run(session, run_id)
+        return detail.run_detail(session, run, q, steps_limit=steps_limit)
 
 
 @router.post("/workflows/{workflow_id}/runs", status_code=201, response_model=dict[str, Any])
@@ -111,23 +112,51 @@ def list_runs(
 @router.get("/runs/{run_id}")
 def get_run(
     run_id: str,
+    steps_limit: int | None = Query(
+        None,
+        ge=1,
+        le=MAX_LIMIT,
+        description="only the run's last N step runs (steps_total counts them all; "
+        "GET /runs/{run_id}/steps pages through the rest)",
+    ),
     _: Actor = Depends(Require(Permission.RUN_READ)),
     db: Database = Depends(database),
     q: Queue = Depends(queue),
 ) -> dict[str, Any]:
     """The run: status, failure reason and next action, steps with attempts, stuck facts."""
-    return _detail(db, q, run_id)
+    return _detail(db, q, run_id, steps_limit)
+
+
+@router.get("/runs/{run_id}/steps", response_model=PageOut[dict[str, Any]])
+def list_steps(
+    run_id: str,
+    cursor: str | None = Query(None, max_length=500),
+    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+    _: Actor = Depends(Require(Permission.RUN_READ)),
+    db: Database = Depends(database),
+) -> PageOut[dict[str, Any]]:
+    """The run's step runs with their attempts, newest first; next_cursor pages to earlier
+    ones."""
+    with db.transaction() as session:
+        run = operations.get_run(session, run_id)
+        page = history.step_page(session, run, decode_cursor(cursor, int), limit)
+        return PageOut(items=list(page.items), next_cursor=page.next_cursor)
 
 
 @router.get("/runs/{run_id}/timeline")
 def get_timeline(
     run_id: str,
+    limit: int | None = Query(
+        None, ge=1, le=MAX_LIMIT, description="only the last N events (total counts them all)"
+    ),
     _: Actor = Depends(Require(Permission.RUN_READ)),
     db: Database = Depends(database),
 ) -> dict[str, Any]:
+    """The run's events, oldest first: every one, or the last `limit`."""
     with db.transaction() as session:
         run = operations.get_run(session, run_id)
-        return {"run_id": run.id, "status": run.status, "events": detail.timeline(session, run)}
+        events, total = history.latest_events(session, run, limit)
+        return {"run_id": run.id, "status": run.status, "events": events, "total": total}
 
 
 @router.post("/runs/{run_id}/retry")

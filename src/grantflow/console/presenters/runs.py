@@ -17,12 +17,18 @@ from sqlalchemy.orm import Session
 
 from grantflow.auth.permissions import Permission
 from grantflow.console.actions import ConsoleAction, console_action, shown
-from grantflow.engine import detail, operations
+from grantflow.engine import detail, history, operations
 from grantflow.engine.models import Run, RunEvent
 from grantflow.engine.states import RunStatus
 from grantflow.queue.interface import Queue
+from grantflow.store.pagination import decode_cursor
 
 POLL_SECONDS = 2  # a run that is still moving is re-read this often by its page
+# A run page shows its latest steps and events (a looping run can hold thousands, and the page
+# is read again at every poll); the rest are on the run's steps and timeline pages.
+PAGE_STEPS = 50
+PAGE_EVENTS = 100
+STEPS_PER_PAGE = 100  # the run's steps page
 
 # the operations offered by status, beside the advice's next action (the service refuses
 # what does not apply, in words)
@@ -60,13 +66,16 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def timeline(session: Session, run: Run) -> list[dict[str, Any]]:
-    """The API's timeline, each event's data as (words, text) pairs."""
-    events = detail.timeline(session, run)
+def timeline(
+    session: Session, run: Run, limit: int | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """The API's timeline (its last `limit` events), each event's data as (words, text) pairs,
+    and how many events the run has in all."""
+    events, total = history.latest_events(session, run, limit)
     for event in events:
         data = event.get("data") or {}
         event["details"] = [(k.replace("_", " "), _text(v)) for k, v in data.items()]
-    return events
+    return events, total
 
 
 def fingerprint(session: Session, run: Run) -> str:
@@ -84,6 +93,7 @@ class RunPage:
     timeline: list[dict[str, Any]]
     terminal: bool
     version: str  # fingerprint: the page polls until it changes
+    events_total: int  # the timeline shows the last PAGE_EVENTS of them
     next_action: ConsoleAction | None = None  # the advice's, as a button or link
     buttons: list[ConsoleAction] = field(default_factory=list)  # the other operations
     waiting_task: str | None = None  # the task a waiting run waits on
@@ -93,14 +103,16 @@ class RunPage:
 def run_page(session: Session, run_id: str, queue: Queue, can: Callable[[str], bool]) -> RunPage:
     """Everything the run page shows, read in one transaction."""
     run = operations.get_run(session, run_id)
-    shown_detail = detail.run_detail(session, run, queue)
+    shown_detail = detail.run_detail(session, run, queue, steps_limit=PAGE_STEPS)
     ids = detail.action_ids(run, run.failure)
     status = RunStatus(run.status)
+    events, events_total = timeline(session, run, PAGE_EVENTS)
     page = RunPage(
         run=shown_detail,
-        timeline=timeline(session, run),
+        timeline=events,
         terminal=status.terminal,
         version=fingerprint(session, run),
+        events_total=events_total,
     )
     advised = shown_detail.get("next") or {}
     page.next_action = shown(advised.get("action"), can, **ids)
@@ -132,3 +144,21 @@ def live_context(page: RunPage, can: Callable[[str], bool]) -> dict[str, Any]:
         "poll_seconds": POLL_SECONDS,
         "can_read_connections": can(Permission.CONNECTION_READ),
     }
+
+
+@dataclass
+class StepsPage:
+    """A run's step runs, newest first, a page at a time (the run page shows the latest)."""
+
+    run: Run
+    steps: list[dict[str, Any]]
+    total: int
+    next_cursor: str | None
+
+
+def steps_page(session: Session, run_id: str, cursor: str | None) -> StepsPage:
+    """The page of the run's step runs `cursor` names (GET /api/v1/runs/{id}/steps's)."""
+    run = operations.get_run(session, run_id)
+    page = history.step_page(session, run, decode_cursor(cursor, int), STEPS_PER_PAGE)
+    total = history.step_runs_total(session, run)
+    return StepsPage(run, list(page.items), total, page.next_cursor)

@@ -102,6 +102,34 @@ def run_live(
     return render(request, "htmx/run_live.html", runs.live_context(page, _can(actor)))
 
 
+@router.get("/runs/{run_id}/steps")
+def run_steps(
+    run_id: str,
+    request: Request,
+    cursor: str | None = Query(None, max_length=500),
+    actor: Actor = Depends(Page(Permission.RUN_READ)),
+) -> Response:
+    """Every step run of the run, newest first, a page at a time (as GET
+    /api/v1/runs/{id}/steps pages them): the run page shows only the latest."""
+    with console_state(request).database.transaction() as session:
+        page = runs.steps_page(session, run_id, cursor)
+    context = {"page": page, "cursor": cursor, "pretty": runs.pretty, "short": runs.short}
+    return render(request, "runs/steps.html", context)
+
+
+@router.get("/runs/{run_id}/timeline")
+def run_timeline(
+    run_id: str, request: Request, actor: Actor = Depends(Page(Permission.RUN_READ))
+) -> Response:
+    """The run's whole timeline (GET /api/v1/runs/{id}/timeline): the run page shows only its
+    latest events."""
+    with console_state(request).database.transaction() as session:
+        run = operations.get_run(session, run_id)
+        events, _ = runs.timeline(session, run)
+        context = {"run_id": run.id, "status": run.status, "events": events}
+    return render(request, "runs/timeline.html", {**context, "short": runs.short})
+
+
 def _operate(
     request: Request,
     actor: Actor,

@@ -1,0 +1,172 @@
+"""A long run's pages: one run that loops until its bound (a poll that never gets its answer)
+holds N step runs (default 6,000: 3,000 passes of a step and its condition), on PostgreSQL.
+Prints ONE JSON object on stdout; progress goes to stderr.
+
+    .venv/bin/python bench/long_run.py                  # 6,000 step runs
+    .venv/bin/python bench/long_run.py --steps 1000
+
+For each read, the median time over `--requests` requests (after one warm-up) and the size of
+the answer, over HTTP with one keep-alive client per kind of caller (the API with an admin's
+token; the console with a viewer's session cookie), the app under uvicorn in this process:
+- api_detail (`GET /api/v1/runs/{id}`: every step run) and api_detail_latest (`?steps_limit=50`);
+- api_steps_page (`GET /api/v1/runs/{id}/steps?limit=100`);
+- api_timeline (every event) and api_timeline_latest (`?limit=100`);
+- console_run_page (`/runs/{id}`), console_live (`/runs/{id}/live`: what the page re-reads every
+  two seconds while the run moves), console_steps_page (`/runs/{id}/steps`) and
+  console_timeline_page (`/runs/{id}/timeline`: every event).
+
+GRANTFLOW_BENCH_POSTGRES_URL is the admin URL (default the local server); the script creates its
+own database and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import httpx
+from common import ACTOR, MASTER_KEY, admin_token, postgres_database, served
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from grantflow.auth import sessions
+from grantflow.auth.permissions import Role
+from grantflow.auth.users import create_user
+from grantflow.config import load_settings
+from grantflow.console.cookies import SESSION
+from grantflow.definitions import workflows
+from grantflow.engine.runs import start_run
+from grantflow.engine.worker import Worker
+from grantflow.logging import configure_logging
+from grantflow.queue.database import DatabaseQueue
+from grantflow.store.database import Database
+
+ADMIN_URL = os.environ.get(
+    "GRANTFLOW_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def long_run(db: Database, step_runs: int) -> str:
+    """A run of a loop bounded at step_runs / 2 passes, run by a worker until it fails on the
+    pass over its bound."""
+    passes = step_runs // 2
+    document = {
+        "name": "bench-long-run",
+        "trigger": {"type": "manual"},
+        "safety": {"max_runs_per_minute": 1_000_000},
+        "steps": [
+            {"id": "poll", "type": "set", "config": {"values": {"answer": "pending"}}},
+            {
+                "id": "again",
+                "type": "condition",
+                "branches": [{"when": "true", "next": "poll"}],
+                "max_iterations": passes,
+            },
+        ],
+    }
+    document["steps"][0]["next"] = "again"
+    queue = DatabaseQueue(db)
+    with db.transaction() as session:
+        workflow = workflows.apply_document(session, ACTOR, document, publish_it=True).workflow
+        run_id = start_run(session, ACTOR, queue, workflow.id, {}).id
+    worker = Worker(db, queue, concurrency=1, poll_seconds=0.05)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            with db.engine.connect() as conn:
+                status = conn.execute(
+                    text("SELECT status FROM runs WHERE id = :id"), {"id": run_id}
+                ).scalar_one()
+            if status == "failed":
+                return run_id
+            time.sleep(0.1)
+        raise RuntimeError("the long run did not end")
+    finally:
+        worker.stop(grace_seconds=10)
+        queue.close()
+
+
+def console_client(db: Database, url: str) -> httpx.Client:
+    """A viewer signed in to the console: a session made directly, its cookie on the client."""
+    settings = load_settings(
+        database_url=db.url.render_as_string(hide_password=False),
+        secret_key=MASTER_KEY,
+        secret_key_file="/nonexistent/grantflow-bench.key",
+    )
+    with db.transaction() as session:
+        user = create_user(session, ACTOR, email="viewer@example.com", roles=[Role.VIEWER])
+        _, raw = sessions.start_session(
+            session,
+            user,
+            sessions.SessionPolicy.of(settings),
+            method="password",
+            user_agent="bench",
+            address="127.0.0.1",
+        )
+    return httpx.Client(base_url=url, cookies={SESSION: raw}, timeout=120)
+
+
+def timed(client: httpx.Client, path: str, requests: int) -> dict[str, Any]:
+    first = client.get(path)
+    if first.status_code == 404:  # (a commit before the read existed: for a before/after)
+        return {"absent": True}
+    first.raise_for_status()
+    times, size = [], 0
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        answer = client.get(path)
+        times.append((time.perf_counter() - t0) * 1000)
+        answer.raise_for_status()
+        size = len(answer.content)
+    return {"p50_ms": round(statistics.median(times), 1), "kib": round(size / 1024, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=6000, help="step runs in the run")
+    parser.add_argument("--requests", type=int, default=7, help="timed requests per read")
+    options = parser.parse_args()
+    configure_logging("warning", "json")
+    with postgres_database(make_url(ADMIN_URL)) as db:
+        log(f"running a loop to {options.steps} step runs")
+        run_id = long_run(db, options.steps)
+        token = admin_token(db)
+        with (
+            served(db) as url,
+            httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120
+            ) as api,
+            console_client(db, url) as console,
+        ):
+            run = f"/api/v1/runs/{run_id}"
+            reads = {
+                "api_detail": (api, run),
+                "api_detail_latest": (api, f"{run}?steps_limit=50"),
+                "api_steps_page": (api, f"{run}/steps?limit=100"),
+                "api_timeline": (api, f"{run}/timeline"),
+                "api_timeline_latest": (api, f"{run}/timeline?limit=100"),
+                "console_run_page": (console, f"/runs/{run_id}"),
+                "console_live": (console, f"/runs/{run_id}/live"),
+                "console_steps_page": (console, f"/runs/{run_id}/steps"),
+                "console_timeline_page": (console, f"/runs/{run_id}/timeline"),
+            }
+            figures = {}
+            for name, (client, path) in reads.items():
+                log(f"timing {name}")
+                figures[name] = timed(client, path, options.requests)
+            steps = api.get(run, params={"steps_limit": 1}).json().get("steps_total")
+    print(json.dumps({"database": "postgresql", "step_runs": steps, "reads": figures}))
+
+
+if __name__ == "__main__":
+    main()
