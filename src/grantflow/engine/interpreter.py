@@ -35,7 +35,7 @@ from grantflow.connections.access import ConnectionAccess
 from grantflow.definitions import expressions
 from grantflow.definitions.plan import Plan, PlanStep
 from grantflow.engine import concurrency, failures, hooks, metrics
-from grantflow.engine.context import build_context, skipped_output, step_entry
+from grantflow.engine.context import load_progress, skipped_output, step_entry
 from grantflow.engine.first_step import FirstStep
 from grantflow.engine.models import Run, StepAttempt, StepRun
 from grantflow.engine.plans import plan_for
@@ -312,18 +312,10 @@ class Interpreter(FirstStep):
                     raise RuntimeError(f"the safety gate found no step run {missing}, yet it is")
                 turn.step_run = found
                 return found
-        # A turn's first look, or after commits a crash lost: one query gives the current step
-        # run, the template context and the loop counts (kept in memory for the rest of the
-        # turn).
+        # A turn's first look, or after commits a crash lost: the current step run, the
+        # template context and the loop counts (kept in memory for the rest of the turn).
         turn.unflushed = False
-        step_runs = list(
-            session.execute(
-                select(StepRun).where(StepRun.run_id == run.id).order_by(StepRun.sequence)
-            ).scalars()
-        )
-        turn.step_run = step_runs[-1]
-        turn.context = build_context(run, step_runs)
-        turn.iterations = Counter(s.step_id for s in step_runs)
+        turn.step_run, turn.context, turn.iterations = load_progress(session, run)
         return turn.step_run
 
     @staticmethod
