@@ -71,9 +71,13 @@ def test_a_resumed_runs_progress_is_what_its_whole_history_gives(database: Datab
     assert context["steps"]["lookup"]["output"]["skipped"] is True
     assert context["steps"]["lookup"]["status"] == "failed"
     assert context["steps"].total_bytes == whole["steps"].total_bytes
-    assert passes == Counter(s.step_id for s in history) == {
-        "first": 1,
-        "lookup": 4,
-        "again": 4,
-        "hold": 1,
-    }
+    assert (
+        passes
+        == Counter(s.step_id for s in history)
+        == {
+            "first": 1,
+            "lookup": 4,
+            "again": 4,
+            "hold": 1,
+        }
+    )
