@@ -11,10 +11,12 @@ the answer, over HTTP with one keep-alive client per kind of caller (the API wit
 token; the console with a viewer's session cookie), the app under uvicorn in this process:
 - api_detail (`GET /api/v1/runs/{id}`: every step run) and api_detail_latest (`?steps_limit=50`);
 - api_steps_page (`GET /api/v1/runs/{id}/steps?limit=100`);
-- api_timeline (every event) and api_timeline_latest (`?limit=100`);
+- api_timeline (every event) and api_timeline_latest (`?limit=100`); api_events_page
+  (`GET /api/v1/runs/{id}/events?limit=100`);
 - console_run_page (`/runs/{id}`), console_live (`/runs/{id}/live`: what the page re-reads every
   two seconds while the run moves), console_steps_page (`/runs/{id}/steps`) and
-  console_timeline_page (`/runs/{id}/timeline`: every event).
+  console_timeline_page (`/runs/{id}/timeline`: its newest 200 events; before 2026-12-07,
+  every event).
 
 The timed poll (`poll`): set -> a 10 ms delay -> the condition that goes round again, `--passes`
 times, run by a worker in this process. Each pass resumes the run from its timer (a worker's
@@ -193,6 +195,7 @@ def main() -> None:
                 "api_steps_page": (api, f"{run}/steps?limit=100"),
                 "api_timeline": (api, f"{run}/timeline"),
                 "api_timeline_latest": (api, f"{run}/timeline?limit=100"),
+                "api_events_page": (api, f"{run}/events?limit=100"),
                 "console_run_page": (console, f"/runs/{run_id}"),
                 "console_live": (console, f"/runs/{run_id}/live"),
                 "console_steps_page": (console, f"/runs/{run_id}/steps"),

@@ -58,7 +58,7 @@ SAME_AS_API = {
     ("GET", "/runs/{run_id}"): ("GET", "/api/v1/runs/{run_id}"),
     ("GET", "/runs/{run_id}/live"): ("GET", "/api/v1/runs/{run_id}"),
     ("GET", "/runs/{run_id}/steps"): ("GET", "/api/v1/runs/{run_id}/steps"),
-    ("GET", "/runs/{run_id}/timeline"): ("GET", "/api/v1/runs/{run_id}/timeline"),
+    ("GET", "/runs/{run_id}/timeline"): ("GET", "/api/v1/runs/{run_id}/events"),
     ("POST", "/runs/{run_id}/retry"): ("POST", "/api/v1/runs/{run_id}/retry"),
     ("POST", "/runs/{run_id}/replay"): ("POST", "/api/v1/runs/{run_id}/replay"),
     ("POST", "/runs/{run_id}/replay-latest"): ("POST", "/api/v1/runs/{run_id}/replay"),

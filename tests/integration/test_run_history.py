@@ -1,10 +1,12 @@
-"""A long run's history over real HTTP on both databases: a looping run of 130 step runs read
-through the API (its last step runs, every one a page at a time, its last events) and through
-the console (the run page shows the latest and links to the rest, pages that list them all);
-bad paging input is refused naming the field."""
+"""A long run's history over real HTTP on both databases: a looping run of 220 step runs read
+through the API (its last step runs, every one a page at a time, its last events, every event
+a page at a time) and through the console (the run page shows the latest and links to the
+rest, pages that list them all); bad paging input is refused naming the field."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +23,9 @@ from tests.support.engine import running_worker, wait_status
 from tests.support.ops import looping_workflow, start_run
 
 RUNS = "/api/v1/runs"
-PASSES = 65  # 130 step runs: more than a run page shows (50) and than a steps page (100)
+# 220 step runs and 223 events: more than a run page shows (50, 100), than a steps page (100)
+# and than a timeline page (200)
+PASSES = 110
 STEP_RUNS = 2 * PASSES
 
 
@@ -67,8 +71,8 @@ def test_the_detail_can_hold_only_the_last_step_runs_and_counts_them_all(
 def test_every_step_run_comes_a_page_at_a_time_newest_first(
     admin: httpx.Client, long_run: str
 ) -> None:
-    """GET /runs/{id}/steps: pages of 50, 50 and 30, newest first; each step run once, as the
-    whole detail shows it; the last page has no next_cursor."""
+    """GET /runs/{id}/steps: pages of 50 until the first step run, newest first; each step run
+    once, as the whole detail shows it; the last page has no next_cursor."""
     whole = ok(admin.get(f"{RUNS}/{long_run}"))["steps"]
     pages, cursor = [], None
     while True:
@@ -77,8 +81,26 @@ def test_every_step_run_comes_a_page_at_a_time_newest_first(
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert [len(p) for p in pages] == [50, 50, STEP_RUNS - 100]
+    assert [len(p) for p in pages] == [50, 50, 50, 50, STEP_RUNS - 200]
     shown = [step for page in pages for step in page]
+    assert shown == list(reversed(whole))
+
+
+def test_every_event_comes_a_page_at_a_time_newest_first(
+    admin: httpx.Client, long_run: str
+) -> None:
+    """GET /runs/{id}/events: pages of 100 until the first event, newest first: the whole
+    timeline reversed, each event once."""
+    whole = ok(admin.get(f"{RUNS}/{long_run}/timeline"))["events"]
+    shown, cursor, pages = [], None, 0
+    while True:
+        page = ok(admin.get(f"{RUNS}/{long_run}/events", params={"limit": 100, "cursor": cursor}))
+        shown.extend(page["items"])
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == -(-len(whole) // 100)
     assert shown == list(reversed(whole))
 
 
@@ -92,9 +114,14 @@ def test_the_timeline_can_hold_only_its_last_events(admin: httpx.Client, long_ru
     assert last["events"][-1]["kind"] == "failed"
 
 
+def far_cursor(key: int) -> str:
+    """A cursor as the API writes them, around a key no page gave: past a 32-bit column."""
+    return base64.urlsafe_b64encode(json.dumps({"k": key}).encode()).decode().rstrip("=")
+
+
 def test_bad_paging_input_is_refused_naming_the_field(admin: httpx.Client, long_run: str) -> None:
-    """A limit out of range is a 422 naming it, a forged cursor a 400 naming the cursor, an
-    unknown run a 404; nothing is read past them."""
+    """A limit out of range is a 422 naming it, a forged cursor (not one the API gave, or one
+    whose key is past what a page can give) a 400 naming the cursor, an unknown run a 404."""
     for path, params, field in (
         (f"{RUNS}/{long_run}", {"steps_limit": 0}, "steps_limit"),
         (f"{RUNS}/{long_run}", {"steps_limit": "all"}, "steps_limit"),
@@ -103,10 +130,13 @@ def test_bad_paging_input_is_refused_naming_the_field(admin: httpx.Client, long_
     ):
         error = refused(admin.get(path, params=params), 422)
         assert any(d["field"] == f"query.{field}" for d in error["details"]), error
-    forged = refused(admin.get(f"{RUNS}/{long_run}/steps", params={"cursor": "abc"}), 400)
-    assert "cursor" in forged["message"]
-    assert forged["details"][0]["field"] == "query.cursor"
+    for path in (f"{RUNS}/{long_run}/steps", f"{RUNS}/{long_run}/events"):
+        for cursor in ("abc", far_cursor(2**31), far_cursor(2**63), far_cursor(-(2**31) - 1)):
+            forged = refused(admin.get(path, params={"cursor": cursor}), 400)
+            assert "cursor" in forged["message"]
+            assert forged["details"][0]["field"] == "query.cursor"
     assert refused(admin.get(f"{RUNS}/no-such-run/steps"), 404)["code"] == "not_found"
+    assert refused(admin.get(f"{RUNS}/no-such-run/events"), 404)["code"] == "not_found"
 
 
 @pytest.fixture
@@ -123,45 +153,60 @@ def steps_on(page: str) -> int:
     return page.count('<details class="step"')
 
 
+def earlier_link(page: str) -> str:
+    """The pager's link to the next (earlier) page."""
+    return page.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
+
+
 def test_the_run_page_shows_the_latest_and_links_to_the_rest(
     viewer: httpx.Client, admin: httpx.Client, long_run: str
 ) -> None:
     """The run page (and its live part) shows the last 50 step runs and the last 100 events,
     says how many there are and links to pages that show them all: the steps page, 100 newest
-    first, then the 30 earlier; the timeline page, every event."""
+    first, a page at a time; the timeline page, 200 events newest first, then the rest."""
     page = viewer.get(f"/runs/{long_run}")
     assert page.status_code == 200, page.text
     assert steps_on(page.text) == 50
     assert f"The last 50 of {STEP_RUNS} step runs." in page.text
     assert f'href="/runs/{long_run}/steps"' in page.text
     assert page.text.count("<li data-kind=") == 100
-    assert f'href="/runs/{long_run}/timeline"' in page.text
-    assert "step run 130" in page.text
-    assert "step run 80" not in page.text
+    assert f'href="/runs/{long_run}/timeline">Every event</a>' in page.text
+    assert "step run 220" in page.text
+    assert "step run 170<" not in page.text
     assert steps_on(viewer.get(f"/runs/{long_run}/live").text) == 50
 
     first = viewer.get(f"/runs/{long_run}/steps")
     assert first.status_code == 200, first.text
     assert f"{STEP_RUNS} step runs, newest first" in first.text
-    assert steps_on(first.text) == 100
-    assert first.text.index("step run 130") < first.text.index("step run 31<")
-    earlier = first.text.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0]
-    second = viewer.get(earlier.replace("&amp;", "&"))
-    assert steps_on(second.text) == STEP_RUNS - 100
-    assert "step run 1<" in second.text
-    assert 'rel="next"' not in second.text
+    assert first.text.index("step run 220") < first.text.index("step run 121<")
+    counts, shown = [], first
+    while True:
+        counts.append(steps_on(shown.text))
+        if 'rel="next"' not in shown.text:
+            break
+        shown = viewer.get(earlier_link(shown.text))
+    assert counts == [100, 100, STEP_RUNS - 200]
+    assert "step run 1<" in shown.text
 
-    events = ok(admin.get(f"{RUNS}/{long_run}/timeline"))
-    whole = viewer.get(f"/runs/{long_run}/timeline")
-    assert whole.text.count("<li data-kind=") == events["total"]
+    total = ok(admin.get(f"{RUNS}/{long_run}/timeline"))["total"]
+    newest = viewer.get(f"/runs/{long_run}/timeline")
+    assert f"{total} events, newest first" in newest.text
+    assert newest.text.count("<li data-kind=") == 200
+    assert newest.text.split("<li data-kind=")[1].startswith('"failed"')  # the newest first
+    rest = viewer.get(earlier_link(newest.text))
+    assert rest.text.count("<li data-kind=") == total - 200
+    assert rest.text.split("<li data-kind=")[-1].startswith('"queued"')  # the first, last
 
 
 def test_a_forged_cursor_on_the_steps_page_is_refused_in_words(
     viewer: httpx.Client, long_run: str
 ) -> None:
-    """A console steps page with a cursor the API did not give: a 400 page naming it."""
-    page = viewer.get(f"/runs/{long_run}/steps", params={"cursor": "abc"})
-    assert page.status_code == 400
-    assert "Cursor: not a cursor returned by this API." in page.text
-    assert "<code>query.cursor</code>: invalid cursor" in page.text
-    assert "Traceback" not in page.text
+    """A console steps or timeline page with a cursor the API did not give (or whose key is
+    past what a page gives): a 400 page naming it."""
+    for path in (f"/runs/{long_run}/steps", f"/runs/{long_run}/timeline"):
+        for cursor in ("abc", far_cursor(2**31)):
+            page = viewer.get(path, params={"cursor": cursor})
+            assert page.status_code == 400, (path, cursor)
+            assert "Cursor: not a cursor returned by this API." in page.text
+            assert "<code>query.cursor</code>: invalid cursor" in page.text
+            assert "Traceback" not in page.text

@@ -16,13 +16,14 @@ from grantflow.cli.files import read_document
 runs_app = typer.Typer(help="Start, inspect and operate on runs.", no_args_is_help=True)
 queue_app = typer.Typer(help="Inspect the queue.", no_args_is_help=True)
 RUN_ID = typer.Argument(..., help="the run's id (or a unique prefix of it)")
+SHOWN_STEPS = 50  # a run's last step runs its text shows (`runs steps` lists every one)
 
 
 def run_id(api: Client, raw: str) -> str:
     return api.full_id("/runs", raw)
 
 
-def print_run(data: dict[str, Any], as_json: bool) -> None:
+def print_run(data: dict[str, Any], as_json: bool, steps_shown: int = SHOWN_STEPS) -> None:
     if as_json:
         emit_json(data)
         return
@@ -52,8 +53,8 @@ def print_run(data: dict[str, Any], as_json: bool) -> None:
         action = advised.get("action")
         if action and action.get("cli"):
             out.print(f"  {action['label']}: {action['cli']}", markup=False)
-    steps = data.get("steps", [])
-    earlier = data.get("steps_total", len(steps)) - len(steps)
+    steps = data.get("steps", [])[-steps_shown:]  # (an operation answers with every one)
+    earlier = data.get("steps_total", len(data.get("steps", []))) - len(steps)
     if earlier > 0:
         out.print(
             f"  ... {earlier} earlier step runs (grantflow runs steps {data['id']})", markup=False
@@ -106,7 +107,7 @@ def list_runs(
 def show(
     run: str = RUN_ID,
     steps: int = typer.Option(
-        50, "--steps", min=1, max=500, help="show the last N step runs (`runs steps`: all)"
+        SHOWN_STEPS, "--steps", min=1, max=500, help="the last N step runs (`runs steps`: all)"
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -114,7 +115,7 @@ def show(
     facts."""
     with errors_as_lines(), connect() as api:
         shown = api.get(f"/runs/{segment(run)}", steps_limit=steps)
-    print_run(shown, as_json)
+    print_run(shown, as_json, steps)
 
 
 @runs_app.command("steps")

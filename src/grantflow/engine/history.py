@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from grantflow import timestamps
@@ -32,11 +32,15 @@ def last_step_runs(session: Session, run: Run, limit: int | None) -> tuple[list[
     found.reverse()
     if len(found) < limit:
         return found, len(found)
-    return found, step_runs_total(session, run)
+    return found, step_runs_total(session, run, up_to=found[-1].sequence)
 
 
-def step_runs_total(session: Session, run: Run) -> int:
+def step_runs_total(session: Session, run: Run, up_to: int | None = None) -> int:
+    """How many step runs the run has (`up_to`: of those read, up to that sequence: a moving
+    run's later ones are not counted with rows read before them)."""
     counted = select(func.count()).select_from(StepRun).where(StepRun.run_id == run.id)
+    if up_to is not None:
+        counted = counted.where(StepRun.sequence <= up_to)
     return int(session.execute(counted).scalar_one())
 
 
@@ -99,35 +103,60 @@ def _step_entry(s: StepRun, attempts: list[StepAttempt]) -> dict[str, Any]:
     }
 
 
+def _newest_events(run: Run, before: int | None, limit: int) -> Select[RunEvent]:
+    query = select(RunEvent).where(RunEvent.run_id == run.id)
+    if before is not None:
+        query = query.where(RunEvent.id < before)
+    # (`id + 0`: the run's events by their own index, then the newest sorted; ordered by the
+    # key's index, the server could walk every run's events from the newest)
+    return query.order_by((RunEvent.id + 0).desc()).limit(limit)
+
+
 def timeline(session: Session, run: Run, limit: int | None = None) -> list[dict[str, Any]]:
     """The run's events, oldest first: every one, or only the last `limit`."""
-    query = select(RunEvent).where(RunEvent.run_id == run.id)
+    return [_event_entry(e) for e in _timeline_rows(session, run, limit)]
+
+
+def _timeline_rows(session: Session, run: Run, limit: int | None) -> list[RunEvent]:
     if limit is None:
-        events: Sequence[RunEvent] = session.execute(query.order_by(RunEvent.id)).scalars().all()
-    else:
-        # (`id + 0`: the run's events by their own index, then the last ones sorted; ordered
-        # by the key's index, the server could walk every run's events from the newest)
-        newest = query.order_by((RunEvent.id + 0).desc()).limit(limit)
-        events = list(reversed(session.execute(newest).scalars().all()))
-    return [
-        {
-            "at": _iso(e.at),
-            "kind": e.kind,
-            "step_id": e.step_id,
-            "attempt": e.attempt,
-            "actor": e.actor,
-            **({"data": e.data} if e.data else {}),
-        }
-        for e in events
-    ]
+        query = select(RunEvent).where(RunEvent.run_id == run.id).order_by(RunEvent.id)
+        return list(session.execute(query).scalars())
+    return list(reversed(session.execute(_newest_events(run, None, limit)).scalars().all()))
 
 
 def latest_events(
     session: Session, run: Run, limit: int | None
 ) -> tuple[list[dict[str, Any]], int]:
-    """`timeline(session, run, limit)`, and how many events the run has in all."""
-    events = timeline(session, run, limit)
-    if limit is None or len(events) < limit:
-        return events, len(events)
+    """`timeline(session, run, limit)`, and how many events the run has in all (up to the
+    newest read: a moving run's later ones are not counted with rows read before them)."""
+    rows = _timeline_rows(session, run, limit)
+    total = len(rows)
+    if limit is not None and total == limit:
+        counted = select(func.count()).select_from(RunEvent)
+        counted = counted.where(RunEvent.run_id == run.id, RunEvent.id <= rows[-1].id)
+        total = int(session.execute(counted).scalar_one())
+    return [_event_entry(e) for e in rows], total
+
+
+def event_page(session: Session, run: Run, before: int | None, limit: int) -> Page[dict[str, Any]]:
+    """Events newest first, `limit` of them, from the one before event `before` (the cursor:
+    None, the newest)."""
+    rows = session.execute(_newest_events(run, before, limit + 1)).scalars().all()
+    page = page_of(list(rows), limit, key=lambda event: event.id)
+    return Page(items=[_event_entry(e) for e in page.items], next_cursor=page.next_cursor)
+
+
+def events_total(session: Session, run: Run) -> int:
     counted = select(func.count()).select_from(RunEvent).where(RunEvent.run_id == run.id)
-    return events, int(session.execute(counted).scalar_one())
+    return int(session.execute(counted).scalar_one())
+
+
+def _event_entry(e: RunEvent) -> dict[str, Any]:
+    return {
+        "at": _iso(e.at),
+        "kind": e.kind,
+        "step_id": e.step_id,
+        "attempt": e.attempt,
+        "actor": e.actor,
+        **({"data": e.data} if e.data else {}),
+    }

@@ -16,6 +16,9 @@ K = TypeVar("K", int, str)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+# an int cursor's key is a value of a 32-bit Integer column (an id, a step run's sequence): one
+# out of that range was never given out, and would fail the query that compares with it
+_INT_KEYS = range(-(2**31), 2**31)
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ def decode_cursor(cursor: str | None, kind: type[K]) -> K | None:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         key = json.loads(base64.urlsafe_b64decode(padded.encode()))["k"]
-        if type(key) is not kind:
+        if type(key) is not kind or (kind is int and key not in _INT_KEYS):
             raise TypeError(key)
         return key
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):

@@ -135,11 +135,31 @@ def list_steps(
     _: Actor = Depends(Require(Permission.RUN_READ)),
     db: Database = Depends(database),
 ) -> PageOut[dict[str, Any]]:
-    """The run's step runs with their attempts, newest first; next_cursor pages to earlier
-    ones."""
+    """The run's step runs with their attempts, newest first, a page at a time.
+
+    next_cursor pages to earlier ones; the run's detail holds every one, or its last
+    (steps_limit)."""
     with db.transaction() as session:
         run = operations.get_run(session, run_id)
         page = history.step_page(session, run, decode_cursor(cursor, int), limit)
+        return PageOut(items=list(page.items), next_cursor=page.next_cursor)
+
+
+@router.get("/runs/{run_id}/events", response_model=PageOut[dict[str, Any]])
+def list_events(
+    run_id: str,
+    cursor: str | None = Query(None, max_length=500),
+    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+    _: Actor = Depends(Require(Permission.RUN_READ)),
+    db: Database = Depends(database),
+) -> PageOut[dict[str, Any]]:
+    """The run's timeline events, newest first, a page at a time.
+
+    next_cursor pages to earlier ones; GET /runs/{run_id}/timeline holds every one, oldest
+    first, or its last (limit)."""
+    with db.transaction() as session:
+        run = operations.get_run(session, run_id)
+        page = history.event_page(session, run, decode_cursor(cursor, int), limit)
         return PageOut(items=list(page.items), next_cursor=page.next_cursor)
 
 

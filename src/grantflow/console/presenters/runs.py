@@ -29,6 +29,7 @@ POLL_SECONDS = 2  # a run that is still moving is re-read this often by its page
 PAGE_STEPS = 50
 PAGE_EVENTS = 100
 STEPS_PER_PAGE = 100  # the run's steps page
+EVENTS_PER_PAGE = 200  # the run's timeline page
 
 # the operations offered by status, beside the advice's next action (the service refuses
 # what does not apply, in words)
@@ -66,16 +67,16 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def timeline(
-    session: Session, run: Run, limit: int | None = None
-) -> tuple[list[dict[str, Any]], int]:
+def timeline(session: Session, run: Run, limit: int) -> tuple[list[dict[str, Any]], int]:
     """The API's timeline (its last `limit` events), each event's data as (words, text) pairs,
     and how many events the run has in all."""
     events, total = history.latest_events(session, run, limit)
-    for event in events:
-        data = event.get("data") or {}
-        event["details"] = [(k.replace("_", " "), _text(v)) for k, v in data.items()]
-    return events, total
+    return [_with_details(event) for event in events], total
+
+
+def _with_details(event: dict[str, Any]) -> dict[str, Any]:
+    data = event.get("data") or {}
+    return {**event, "details": [(k.replace("_", " "), _text(v)) for k, v in data.items()]}
 
 
 def fingerprint(session: Session, run: Run) -> str:
@@ -162,3 +163,22 @@ def steps_page(session: Session, run_id: str, cursor: str | None) -> StepsPage:
     page = history.step_page(session, run, decode_cursor(cursor, int), STEPS_PER_PAGE)
     total = history.step_runs_total(session, run)
     return StepsPage(run, list(page.items), total, page.next_cursor)
+
+
+@dataclass
+class EventsPage:
+    """A run's timeline, newest first, a page at a time (the run page shows the latest)."""
+
+    run: Run
+    events: list[dict[str, Any]]
+    total: int
+    next_cursor: str | None
+
+
+def events_page(session: Session, run_id: str, cursor: str | None) -> EventsPage:
+    """The page of the run's events `cursor` names (GET /api/v1/runs/{id}/events's), each
+    event's data as (words, text) pairs."""
+    run = operations.get_run(session, run_id)
+    page = history.event_page(session, run, decode_cursor(cursor, int), EVENTS_PER_PAGE)
+    events = [_with_details(event) for event in page.items]
+    return EventsPage(run, events, history.events_total(session, run), page.next_cursor)

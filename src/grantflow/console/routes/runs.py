@@ -109,8 +109,9 @@ def run_steps(
     cursor: str | None = Query(None, max_length=500),
     actor: Actor = Depends(Page(Permission.RUN_READ)),
 ) -> Response:
-    """Every step run of the run, newest first, a page at a time (as GET
-    /api/v1/runs/{id}/steps pages them): the run page shows only the latest."""
+    """Every step run of the run, newest first, a page at a time.
+
+    As GET /api/v1/runs/{id}/steps pages them; the run page shows only the latest."""
     with console_state(request).database.transaction() as session:
         page = runs.steps_page(session, run_id, cursor)
     context = {"page": page, "cursor": cursor, "pretty": runs.pretty, "short": runs.short}
@@ -119,15 +120,18 @@ def run_steps(
 
 @router.get("/runs/{run_id}/timeline")
 def run_timeline(
-    run_id: str, request: Request, actor: Actor = Depends(Page(Permission.RUN_READ))
+    run_id: str,
+    request: Request,
+    cursor: str | None = Query(None, max_length=500),
+    actor: Actor = Depends(Page(Permission.RUN_READ)),
 ) -> Response:
-    """The run's whole timeline (GET /api/v1/runs/{id}/timeline): the run page shows only its
-    latest events."""
+    """Every event of the run, newest first, a page at a time.
+
+    As GET /api/v1/runs/{id}/events pages them; the run page shows only the latest."""
     with console_state(request).database.transaction() as session:
-        run = operations.get_run(session, run_id)
-        events, _ = runs.timeline(session, run)
-        context = {"run_id": run.id, "status": run.status, "events": events}
-    return render(request, "runs/timeline.html", {**context, "short": runs.short})
+        page = runs.events_page(session, run_id, cursor)
+    context = {"page": page, "cursor": cursor, "short": runs.short}
+    return render(request, "runs/timeline.html", context)
 
 
 def _operate(
