@@ -5,17 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Integer, String
+from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from grantflow.store.base import Base, JSONType, UTCDateTime
+from grantflow.store.base import COUNTER, Base, JSONType, UTCDateTime
 
 
 class AuditEntry(Base):
     __tablename__ = "audit_entries"
 
     # An integer sequence: the chain's order is the id's order.
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(COUNTER, primary_key=True, autoincrement=True)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     actor_id: Mapped[str | None] = mapped_column(String(36), index=True)
     actor: Mapped[str] = mapped_column(String(320))

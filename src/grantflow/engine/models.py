@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from grantflow.store.base import Base, JSONType, UTCDateTime, new_id, utcnow
+from grantflow.store.base import COUNTER, Base, JSONType, UTCDateTime, new_id, utcnow
 
 
 class Run(Base):
@@ -114,7 +114,7 @@ class RunEvent(Base):
 
     __tablename__ = "run_events"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(COUNTER, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     kind: Mapped[str] = mapped_column(String(40))

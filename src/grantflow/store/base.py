@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 import uuid6
-from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
@@ -21,6 +21,10 @@ NAMING = {
 }
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+# A key counted by the database for rows written at every step (run events) or change (audit
+# entries): 64 bits on PostgreSQL (32 would end at 2,147,483,647 rows); SQLite's INTEGER
+# PRIMARY KEY, its 64-bit rowid (a BIGINT there would not be the rowid).
+COUNTER = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):

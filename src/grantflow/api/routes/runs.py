@@ -23,7 +23,7 @@ from grantflow.engine.states import RunStatus
 from grantflow.queue.interface import Queue
 from grantflow.queue.workers import WorkerState
 from grantflow.store.database import Database
-from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor
+from grantflow.store.pagination import DEFAULT_LIMIT, INTEGER_KEYS, MAX_LIMIT, decode_cursor
 from grantflow.strict import MAX_INT, Bool, Timestamp
 
 router = APIRouter(prefix=API_PREFIX, tags=["runs"])
@@ -141,7 +141,7 @@ def list_steps(
     (steps_limit)."""
     with db.transaction() as session:
         run = operations.get_run(session, run_id)
-        page = history.step_page(session, run, decode_cursor(cursor, int), limit)
+        page = history.step_page(session, run, decode_cursor(cursor, int, INTEGER_KEYS), limit)
         return PageOut(items=list(page.items), next_cursor=page.next_cursor)
 
 

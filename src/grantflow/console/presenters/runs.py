@@ -21,7 +21,7 @@ from grantflow.engine import detail, history, operations
 from grantflow.engine.models import Run, RunEvent
 from grantflow.engine.states import RunStatus
 from grantflow.queue.interface import Queue
-from grantflow.store.pagination import decode_cursor
+from grantflow.store.pagination import INTEGER_KEYS, decode_cursor
 
 POLL_SECONDS = 2  # a run that is still moving is re-read this often by its page
 # A run page shows its latest steps and events (a looping run can hold thousands, and the page
@@ -160,7 +160,7 @@ class StepsPage:
 def steps_page(session: Session, run_id: str, cursor: str | None) -> StepsPage:
     """The page of the run's step runs `cursor` names (GET /api/v1/runs/{id}/steps's)."""
     run = operations.get_run(session, run_id)
-    page = history.step_page(session, run, decode_cursor(cursor, int), STEPS_PER_PAGE)
+    page = history.step_page(session, run, decode_cursor(cursor, int, INTEGER_KEYS), STEPS_PER_PAGE)
     total = history.step_runs_total(session, run)
     return StepsPage(run, list(page.items), total, page.next_cursor)
 
