@@ -12,11 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Role
 from grantflow.auth.users import create_user
 from grantflow.config import Settings
+from grantflow.store.database import Database
 from tests.conftest import Api
 from tests.support.console import signed_in_client
 from tests.support.engine import running_worker, wait_status
@@ -211,3 +213,23 @@ def test_a_forged_cursor_on_the_steps_page_is_refused_in_words(
             assert "Cursor: not a cursor returned by this API." in page.text
             assert "<code>query.cursor</code>: invalid cursor" in page.text
             assert "Traceback" not in page.text
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_snapshot_reads_one_moment_and_leaves_the_pool_as_it_was(database: Database) -> None:
+    """`Database.snapshot()` on PostgreSQL, which a history page reads in (so its counts agree
+    with its rows while the run moves): a row committed by another session during it is not
+    seen by its later reads; the next transaction on the pool sees it. (SQLite's transaction
+    holds the write lock: nothing commits during it.)"""
+    with database.transaction() as session:
+        session.execute(text("CREATE TABLE snap_probe (n integer)"))
+    with database.snapshot() as session:
+        before = session.execute(text("SELECT count(*) FROM snap_probe")).scalar_one()
+        with database.engine.begin() as other:
+            other.execute(text("INSERT INTO snap_probe VALUES (1)"))
+        during = session.execute(text("SELECT count(*) FROM snap_probe")).scalar_one()
+    with database.transaction() as session:
+        after = session.execute(text("SELECT count(*) FROM snap_probe")).scalar_one()
+        session.execute(text("DROP TABLE snap_probe"))
+    assert (before, during, after) == (0, 0, 1)

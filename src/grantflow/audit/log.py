@@ -30,7 +30,7 @@ from grantflow.errors import Conflict
 from grantflow.redaction import redact_keys
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database, database_of
-from grantflow.store.pagination import Page, decode_cursor, page_of
+from grantflow.store.pagination import BIGINT_KEYS, Page, decode_cursor, page_of
 
 if TYPE_CHECKING:
     from grantflow.audit.checkpoints import Checkpoint
@@ -306,7 +306,7 @@ def query(
         stmt = stmt.where(AuditEntry.at >= since)
     if until:
         stmt = stmt.where(AuditEntry.at < until)
-    before = decode_cursor(cursor, int)
+    before = decode_cursor(cursor, int, BIGINT_KEYS)
     if before is not None:
         stmt = stmt.where(AuditEntry.id < before)
     rows = session.execute(stmt.order_by(AuditEntry.id.desc()).limit(limit + 1)).scalars().all()

@@ -100,10 +100,11 @@ def build_context(run: Run, step_runs: list[StepRun]) -> dict[str, Any]:
 
 def load_progress(session: Session, run: Run) -> tuple[StepRun, dict[str, Any], Counter[str]]:
     """The run's current step run, its template context and its passes per step id, as
-    `build_context` over every step run would give them — but reading only each step's last
+    `build_context` over every step run would give them — but loading only each step's last
     step run in the context (and the current one), with the counts from one aggregate: a run
-    that loops holds thousands of step runs, and a turn that resumes it (a poll's timer) would
-    read them all again, its time growing with the run."""
+    that loops holds thousands of step runs, and a turn that resumes it (a poll's timer) built
+    them all as objects again. (The aggregate still walks the run's rows on the server: about
+    a millisecond per 5,000.)"""
     in_context = case((StepRun.status.in_(_IN_CONTEXT), StepRun.sequence))
     steps = session.execute(
         select(

@@ -1,6 +1,7 @@
 """A run's history as the API and console show it: its step runs (with their attempts) and its
 timeline of events — whole, its latest part, or in pages. A run that loops (a poll until a
 target answers) can hold thousands of step runs, so a page of it reads only what it shows.
+Read in one `Database.snapshot()`, a count agrees with the rows listed while the run moves.
 """
 
 from __future__ import annotations
@@ -32,15 +33,11 @@ def last_step_runs(session: Session, run: Run, limit: int | None) -> tuple[list[
     found.reverse()
     if len(found) < limit:
         return found, len(found)
-    return found, step_runs_total(session, run, up_to=found[-1].sequence)
+    return found, step_runs_total(session, run)
 
 
-def step_runs_total(session: Session, run: Run, up_to: int | None = None) -> int:
-    """How many step runs the run has (`up_to`: of those read, up to that sequence: a moving
-    run's later ones are not counted with rows read before them)."""
+def step_runs_total(session: Session, run: Run) -> int:
     counted = select(func.count()).select_from(StepRun).where(StepRun.run_id == run.id)
-    if up_to is not None:
-        counted = counted.where(StepRun.sequence <= up_to)
     return int(session.execute(counted).scalar_one())
 
 
@@ -127,14 +124,9 @@ def _timeline_rows(session: Session, run: Run, limit: int | None) -> list[RunEve
 def latest_events(
     session: Session, run: Run, limit: int | None
 ) -> tuple[list[dict[str, Any]], int]:
-    """`timeline(session, run, limit)`, and how many events the run has in all (up to the
-    newest read: a moving run's later ones are not counted with rows read before them)."""
+    """`timeline(session, run, limit)`, and how many events the run has in all."""
     rows = _timeline_rows(session, run, limit)
-    total = len(rows)
-    if limit is not None and total == limit:
-        counted = select(func.count()).select_from(RunEvent)
-        counted = counted.where(RunEvent.run_id == run.id, RunEvent.id <= rows[-1].id)
-        total = int(session.execute(counted).scalar_one())
+    total = len(rows) if limit is None or len(rows) < limit else events_total(session, run)
     return [_event_entry(e) for e in rows], total
 
 

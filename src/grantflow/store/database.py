@@ -111,6 +111,14 @@ class Database:
             yield session
 
     @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A transaction whose reads all see the same moment, for a page that counts rows and
+        lists some of them (a moving run's history): they agree. SQLite's transactions do
+        already; PostgreSQL: REPEATABLE READ."""
+        with self.transaction() as session:
+            yield session
+
+    @contextlib.contextmanager
     def reads(self) -> Iterator[Session]:
         """A session for work that needs no transaction of its own: a few reads, perhaps one
         small write that stands alone (a token's last use). SQLite: `transaction`. PostgreSQL:
@@ -240,6 +248,13 @@ class PostgresDatabase(Database):
         super().notify_queue(session)
         notify = text("SELECT pg_notify('grantflow_queue', :origin)")
         session.execute(notify, {"origin": self.origin})
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        with self.transaction() as session:
+            # (set before the transaction's first statement; the pool resets it on return)
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            yield session
 
     @contextlib.contextmanager
     def reads(self) -> Iterator[Session]:

@@ -16,9 +16,9 @@ K = TypeVar("K", int, str)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-# An int cursor's key is a value of an integer column: a counted key (64 bits: a run event's, an
-# audit entry's id) unless the caller says (a step run's sequence: 32). One out of the column's
-# range was never given out, and would fail the query that compares with it.
+# An int cursor's key is a value of an integer column, within its range: 64 bits (a run event's,
+# an audit entry's id: COUNTER) or 32 (a step run's sequence). One out of the column's range was
+# never given out, and would fail the query that compares with it.
 BIGINT_KEYS = range(-(2**63), 2**63)
 INTEGER_KEYS = range(-(2**31), 2**31)
 
@@ -33,15 +33,17 @@ def encode_cursor(key: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps({"k": key}).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, kind: type[K], within: range = BIGINT_KEYS) -> K | None:
+def decode_cursor(cursor: str | None, kind: type[K], within: range | None = None) -> K | None:
     """The key inside `cursor`, or None for the first page; a forged cursor is a 400 (an int
-    key must be `within` its column's range)."""
+    key must be `within` its column's range, which an int cursor's caller names)."""
+    if kind is int and within is None:
+        raise TypeError("an int cursor is decoded within its column's range")
     if not cursor:
         return None
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         key = json.loads(base64.urlsafe_b64decode(padded.encode()))["k"]
-        if type(key) is not kind or (kind is int and key not in within):
+        if type(key) is not kind or (kind is int and key not in (within or ())):
             raise TypeError(key)
         return key
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):

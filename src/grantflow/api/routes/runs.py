@@ -23,7 +23,13 @@ from grantflow.engine.states import RunStatus
 from grantflow.queue.interface import Queue
 from grantflow.queue.workers import WorkerState
 from grantflow.store.database import Database
-from grantflow.store.pagination import DEFAULT_LIMIT, INTEGER_KEYS, MAX_LIMIT, decode_cursor
+from grantflow.store.pagination import (
+    BIGINT_KEYS,
+    DEFAULT_LIMIT,
+    INTEGER_KEYS,
+    MAX_LIMIT,
+    decode_cursor,
+)
 from grantflow.strict import MAX_INT, Bool, Timestamp
 
 router = APIRouter(prefix=API_PREFIX, tags=["runs"])
@@ -42,7 +48,7 @@ class CancelRun(BaseModel):
 
 
 def _detail(db: Database, q: Queue, run_id: str, steps_limit: int | None = None) -> dict[str, Any]:
-    with db.transaction() as session:
+    with db.snapshot() as session:
         run = operations.get_run(session, run_id)
         return detail.run_detail(session, run, q, steps_limit=steps_limit)
 
@@ -139,7 +145,7 @@ def list_steps(
 
     next_cursor pages to earlier ones; the run's detail holds every one, or its last
     (steps_limit)."""
-    with db.transaction() as session:
+    with db.snapshot() as session:
         run = operations.get_run(session, run_id)
         page = history.step_page(session, run, decode_cursor(cursor, int, INTEGER_KEYS), limit)
         return PageOut(items=list(page.items), next_cursor=page.next_cursor)
@@ -157,9 +163,9 @@ def list_events(
 
     next_cursor pages to earlier ones; GET /runs/{run_id}/timeline holds every one, oldest
     first, or its last (limit)."""
-    with db.transaction() as session:
+    with db.snapshot() as session:
         run = operations.get_run(session, run_id)
-        page = history.event_page(session, run, decode_cursor(cursor, int), limit)
+        page = history.event_page(session, run, decode_cursor(cursor, int, BIGINT_KEYS), limit)
         return PageOut(items=list(page.items), next_cursor=page.next_cursor)
 
 
@@ -173,7 +179,7 @@ def get_timeline(
     db: Database = Depends(database),
 ) -> dict[str, Any]:
     """The run's events, oldest first: every one, or the last `limit`."""
-    with db.transaction() as session:
+    with db.snapshot() as session:
         run = operations.get_run(session, run_id)
         events, total = history.latest_events(session, run, limit)
         return {"run_id": run.id, "status": run.status, "events": events, "total": total}

@@ -21,7 +21,7 @@ from grantflow.engine import detail, history, operations
 from grantflow.engine.models import Run, RunEvent
 from grantflow.engine.states import RunStatus
 from grantflow.queue.interface import Queue
-from grantflow.store.pagination import INTEGER_KEYS, decode_cursor
+from grantflow.store.pagination import BIGINT_KEYS, INTEGER_KEYS, decode_cursor
 
 POLL_SECONDS = 2  # a run that is still moving is re-read this often by its page
 # A run page shows its latest steps and events (a looping run can hold thousands, and the page
@@ -179,6 +179,8 @@ def events_page(session: Session, run_id: str, cursor: str | None) -> EventsPage
     """The page of the run's events `cursor` names (GET /api/v1/runs/{id}/events's), each
     event's data as (words, text) pairs."""
     run = operations.get_run(session, run_id)
-    page = history.event_page(session, run, decode_cursor(cursor, int), EVENTS_PER_PAGE)
+    page = history.event_page(
+        session, run, decode_cursor(cursor, int, BIGINT_KEYS), EVENTS_PER_PAGE
+    )
     events = [_with_details(event) for event in page.items]
     return EventsPage(run, events, history.events_total(session, run), page.next_cursor)

@@ -68,7 +68,7 @@ def _run_page(
     request: Request, actor: Actor, run_id: str, error: GrantflowError | None = None
 ) -> Response:
     queue = state_of(request).queue
-    with console_state(request).database.transaction() as session:
+    with console_state(request).database.snapshot() as session:
         page = runs.run_page(session, run_id, queue, _can(actor))
         ids = detail.action_ids(operations.get_run(session, run_id))
     fix = shown(error.extra.get("action"), _can(actor), **ids) if error is not None else None
@@ -94,7 +94,7 @@ def run_live(
 ) -> Response:
     """The run page's changing part (htmx): 204 while nothing changed since version `v`."""
     queue = state_of(request).queue
-    with console_state(request).database.transaction() as session:
+    with console_state(request).database.snapshot() as session:
         run = operations.get_run(session, run_id)
         if v and v == runs.fingerprint(session, run):
             return Response(status_code=204)
@@ -112,7 +112,7 @@ def run_steps(
     """Every step run of the run, newest first, a page at a time.
 
     As GET /api/v1/runs/{id}/steps pages them; the run page shows only the latest."""
-    with console_state(request).database.transaction() as session:
+    with console_state(request).database.snapshot() as session:
         page = runs.steps_page(session, run_id, cursor)
     context = {"page": page, "cursor": cursor, "pretty": runs.pretty, "short": runs.short}
     return render(request, "runs/steps.html", context)
@@ -128,7 +128,7 @@ def run_timeline(
     """Every event of the run, newest first, a page at a time.
 
     As GET /api/v1/runs/{id}/events pages them; the run page shows only the latest."""
-    with console_state(request).database.transaction() as session:
+    with console_state(request).database.snapshot() as session:
         page = runs.events_page(session, run_id, cursor)
     context = {"page": page, "cursor": cursor, "short": runs.short}
     return render(request, "runs/timeline.html", context)

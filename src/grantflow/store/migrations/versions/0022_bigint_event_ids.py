@@ -29,8 +29,11 @@ def _retype(kind: str) -> None:
         op.execute(f"ALTER TABLE {table} ALTER COLUMN id TYPE {kind}")
         # (the counter itself has a type too: a serial's sequence stops at its type's maximum)
         op.execute(
-            "DO $$ BEGIN EXECUTE format('ALTER SEQUENCE %s AS " + kind + "', "
-            f"pg_get_serial_sequence('{table}', 'id')); END $$"
+            f"DO $$ DECLARE counter text := pg_get_serial_sequence('{table}', 'id'); BEGIN "
+            f"IF counter IS NULL THEN RAISE EXCEPTION '{table}.id has no sequence of its own "
+            f"(a schema made by hand?): give it one (ALTER SEQUENCE ... OWNED BY {table}.id), "
+            "then migrate again'; END IF; "
+            f"EXECUTE format('ALTER SEQUENCE %s AS {kind}', counter); END $$"
         )
 
 
