@@ -229,7 +229,12 @@ def test_a_snapshot_reads_one_moment_and_leaves_the_pool_as_it_was(database: Dat
         with database.engine.begin() as other:
             other.execute(text("INSERT INTO snap_probe VALUES (1)"))
         during = session.execute(text("SELECT count(*) FROM snap_probe")).scalar_one()
+    levels = set()
+    for _ in range(database.engine.pool.size() + 1):  # (every pooled connection it may get)
+        with database.transaction() as session:
+            after = session.execute(text("SELECT count(*) FROM snap_probe")).scalar_one()
+            levels.add(session.execute(text("SHOW transaction_isolation")).scalar_one())
     with database.transaction() as session:
-        after = session.execute(text("SELECT count(*) FROM snap_probe")).scalar_one()
         session.execute(text("DROP TABLE snap_probe"))
     assert (before, during, after) == (0, 0, 1)
+    assert levels == {"read committed"}  # no later write runs at the snapshot's level
