@@ -148,34 +148,24 @@ def live_context(page: RunPage, can: Callable[[str], bool]) -> dict[str, Any]:
 
 
 @dataclass
-class StepsPage:
-    """A run's step runs, newest first, a page at a time (the run page shows the latest)."""
+class HistoryPage:
+    """A page of a run's step runs or events, newest first (the run page shows the latest)."""
 
     run: Run
-    steps: list[dict[str, Any]]
-    total: int
-    next_cursor: str | None
+    items: list[dict[str, Any]]
+    total: int  # step runs or events the run has
+    next_cursor: str | None  # to the earlier ones
 
 
-def steps_page(session: Session, run_id: str, cursor: str | None) -> StepsPage:
+def steps_page(session: Session, run_id: str, cursor: str | None) -> HistoryPage:
     """The page of the run's step runs `cursor` names (GET /api/v1/runs/{id}/steps's)."""
     run = operations.get_run(session, run_id)
     page = history.step_page(session, run, decode_cursor(cursor, int, INTEGER_KEYS), STEPS_PER_PAGE)
     total = history.step_runs_total(session, run)
-    return StepsPage(run, list(page.items), total, page.next_cursor)
+    return HistoryPage(run, list(page.items), total, page.next_cursor)
 
 
-@dataclass
-class EventsPage:
-    """A run's timeline, newest first, a page at a time (the run page shows the latest)."""
-
-    run: Run
-    events: list[dict[str, Any]]
-    total: int
-    next_cursor: str | None
-
-
-def events_page(session: Session, run_id: str, cursor: str | None) -> EventsPage:
+def events_page(session: Session, run_id: str, cursor: str | None) -> HistoryPage:
     """The page of the run's events `cursor` names (GET /api/v1/runs/{id}/events's), each
     event's data as (words, text) pairs."""
     run = operations.get_run(session, run_id)
@@ -183,4 +173,4 @@ def events_page(session: Session, run_id: str, cursor: str | None) -> EventsPage
         session, run, decode_cursor(cursor, int, BIGINT_KEYS), EVENTS_PER_PAGE
     )
     events = [_with_details(event) for event in page.items]
-    return EventsPage(run, events, history.events_total(session, run), page.next_cursor)
+    return HistoryPage(run, events, history.events_total(session, run), page.next_cursor)
