@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import uvicorn
 from sqlalchemy import create_engine, text
@@ -22,11 +23,13 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 
 from grantflow.api import create_app
+from grantflow.auth import sessions
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Role
 from grantflow.auth.tokens import create_token
-from grantflow.auth.users import create_user
+from grantflow.auth.users import create_user, find_user_by_email
 from grantflow.config import load_settings
+from grantflow.console.cookies import SESSION
 from grantflow.store import migrate
 from grantflow.store.database import Database, open_database
 
@@ -97,6 +100,29 @@ def served(db: Database) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def console_client(db: Database, url: str, email: str, role: Role) -> httpx.Client:
+    """A user of `role` signed in to the console: a session made directly, its cookie on the
+    client (the user is made unless it exists)."""
+    settings = load_settings(
+        database_url=db.url.render_as_string(hide_password=False),
+        secret_key=MASTER_KEY,
+        secret_key_file="/nonexistent/grantflow-bench.key",
+    )
+    with db.transaction() as session:
+        user = find_user_by_email(session, email) or create_user(
+            session, ACTOR, email=email, roles=[role]
+        )
+        _, raw = sessions.start_session(
+            session,
+            user,
+            sessions.SessionPolicy.of(settings),
+            method="password",
+            user_agent="bench",
+            address="127.0.0.1",
+        )
+    return httpx.Client(base_url=url, cookies={SESSION: raw}, timeout=120)
 
 
 def admin_token(db: Database, email: str = "bench@example.com") -> str:

@@ -40,15 +40,11 @@ import time
 from typing import Any
 
 import httpx
-from common import ACTOR, MASTER_KEY, admin_token, postgres_database, served
+from common import ACTOR, admin_token, console_client, postgres_database, served
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from grantflow.auth import sessions
 from grantflow.auth.permissions import Role
-from grantflow.auth.users import create_user
-from grantflow.config import load_settings
-from grantflow.console.cookies import SESSION
 from grantflow.definitions import workflows
 from grantflow.engine.runs import start_run
 from grantflow.engine.worker import Worker
@@ -135,26 +131,6 @@ def poll_passes(db: Database, passes: int) -> dict[str, Any]:
     }
 
 
-def console_client(db: Database, url: str) -> httpx.Client:
-    """A viewer signed in to the console: a session made directly, its cookie on the client."""
-    settings = load_settings(
-        database_url=db.url.render_as_string(hide_password=False),
-        secret_key=MASTER_KEY,
-        secret_key_file="/nonexistent/grantflow-bench.key",
-    )
-    with db.transaction() as session:
-        user = create_user(session, ACTOR, email="viewer@example.com", roles=[Role.VIEWER])
-        _, raw = sessions.start_session(
-            session,
-            user,
-            sessions.SessionPolicy.of(settings),
-            method="password",
-            user_agent="bench",
-            address="127.0.0.1",
-        )
-    return httpx.Client(base_url=url, cookies={SESSION: raw}, timeout=120)
-
-
 def timed(client: httpx.Client, path: str, requests: int) -> dict[str, Any]:
     first = client.get(path)
     if first.status_code == 404:  # (a commit before the read existed: for a before/after)
@@ -186,7 +162,7 @@ def main() -> None:
             httpx.Client(
                 base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120
             ) as api,
-            console_client(db, url) as console,
+            console_client(db, url, "viewer@example.com", Role.VIEWER) as console,
         ):
             run = f"/api/v1/runs/{run_id}"
             reads = {

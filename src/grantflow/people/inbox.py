@@ -3,6 +3,7 @@ their roles — with filters, and a task's full detail."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
@@ -73,8 +74,22 @@ def inbox(
     return page_of(rows, limit, key=lambda t: t.id)
 
 
+def task_views(session: Session, page: Sequence[Task], viewer: User) -> list[dict[str, Any]]:
+    """`task_view` of each task of a page, who may act on them read once for the page."""
+    with routing.remembered(session, page):
+        return [task_view(session, task, viewer) for task in page]
+
+
 def task_view(session: Session, task: Task, viewer: User | None = None) -> dict[str, Any]:
-    workflow = session.get(Workflow, task.workflow_id) if task.workflow_id else None
+    workflow = (
+        routing.memoized(
+            session,  # (held here: the session's identity map would let it go between views)
+            ("workflow", task.workflow_id),
+            lambda: session.get(Workflow, task.workflow_id),
+        )
+        if task.workflow_id
+        else None
+    )
     described = tasks.describe(session, task) if task.status == TaskStatus.PENDING else {}
     now = utcnow()
     return {

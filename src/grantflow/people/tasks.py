@@ -128,10 +128,9 @@ def close_notifications(session: Session, task: Task) -> None:
 
 
 def decisions(session: Session, task: Task) -> list[TaskDecision]:
-    return list(
-        session.execute(
-            select(TaskDecision).where(TaskDecision.task_id == task.id).order_by(TaskDecision.id)
-        ).scalars()
+    query = select(TaskDecision).where(TaskDecision.task_id == task.id).order_by(TaskDecision.id)
+    return routing.memoized(
+        session, ("decisions", task.id), lambda: list(session.execute(query).scalars())
     )
 
 

@@ -80,7 +80,7 @@ def my_inbox(
             limit=limit,
         )
         return InboxOut(
-            items=[inbox.task_view(session, t, user) for t in page.items],
+            items=inbox.task_views(session, page.items, user),
             next_cursor=page.next_cursor,
         )
 

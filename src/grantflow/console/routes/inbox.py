@@ -79,7 +79,8 @@ def my_inbox(
             page = inbox.inbox(
                 session, user, kind=chosen, overdue=late, cursor=cursor or None, limit=PAGE_SIZE
             )
-            cards = [tasks.card(session, t, user, _can(actor)) for t in page.items]
+            with routing.remembered(session, page.items):  # (one page's reads)
+                cards = [tasks.card(session, t, user, _can(actor)) for t in page.items]
             next_cursor = page.next_cursor
             kinds = routing.kinds_for(user)
     context = {
