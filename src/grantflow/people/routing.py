@@ -26,6 +26,7 @@ def remembered(session: Session, tasks: Sequence[Task] = ()) -> Iterator[None]:
     a task). For a page's reads only: what is written within is not seen. `tasks`: the
     page's, whose assignees and decisions are read for all of them in two statements."""
     memo: dict[Any, Any] = {}
+    outer = session.info.get(_MEMO)
     session.info[_MEMO] = memo
     try:
         by_id = {task.id: task for task in tasks}
@@ -50,7 +51,10 @@ def remembered(session: Session, tasks: Sequence[Task] = ()) -> Iterator[None]:
                 memo["decisions", decision.task_id].append(decision)
         yield
     finally:
-        session.info.pop(_MEMO, None)
+        if outer is None:
+            session.info.pop(_MEMO, None)
+        else:
+            session.info[_MEMO] = outer
 
 
 def memoized(session: Session, key: tuple[Any, ...], read: Callable[[], T]) -> T:
