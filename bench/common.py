@@ -9,6 +9,7 @@ import collections
 import contextlib
 import os
 import socket
+import statistics
 import threading
 import time
 import uuid
@@ -123,6 +124,19 @@ def console_client(db: Database, url: str, email: str, role: Role) -> httpx.Clie
             address="127.0.0.1",
         )
     return httpx.Client(base_url=url, cookies={SESSION: raw}, timeout=120)
+
+
+def timed_reads(client: httpx.Client, path: str, requests: int) -> dict[str, Any]:
+    """GET `path` `requests` times (after a warm-up the caller made): the median ms and the
+    answer's size in KiB."""
+    times, size = [], 0
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        answer = client.get(path)
+        times.append((time.perf_counter() - t0) * 1000)
+        answer.raise_for_status()
+        size = len(answer.content)
+    return {"p50_ms": round(statistics.median(times), 1), "kib": round(size / 1024, 1)}
 
 
 def admin_token(db: Database, email: str = "bench@example.com") -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from common import (
     console_client,
     postgres_database,
     served,
+    timed_reads,
 )
 from engine import WorkerSet, create_runs
 from sqlalchemy import text
@@ -97,18 +97,7 @@ def timed(client: httpx.Client, path: str, requests: int) -> dict[str, Any]:
     with StatementCounter() as counter, counter.counting() as by_thread:
         client.get(path).raise_for_status()
         statements = sum(by_thread.values())
-    times, size = [], 0
-    for _ in range(requests):
-        t0 = time.perf_counter()
-        answer = client.get(path)
-        times.append((time.perf_counter() - t0) * 1000)
-        answer.raise_for_status()
-        size = len(answer.content)
-    return {
-        "p50_ms": round(statistics.median(times), 1),
-        "kib": round(size / 1024, 1),
-        "statements": statements,
-    }
+    return {**timed_reads(client, path, requests), "statements": statements}
 
 
 def main() -> None:

@@ -40,7 +40,14 @@ import time
 from typing import Any
 
 import httpx
-from common import ACTOR, admin_token, console_client, postgres_database, served
+from common import (
+    ACTOR,
+    admin_token,
+    console_client,
+    postgres_database,
+    served,
+    timed_reads,
+)
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -136,14 +143,7 @@ def timed(client: httpx.Client, path: str, requests: int) -> dict[str, Any]:
     if first.status_code == 404:  # (a commit before the read existed: for a before/after)
         return {"absent": True}
     first.raise_for_status()
-    times, size = [], 0
-    for _ in range(requests):
-        t0 = time.perf_counter()
-        answer = client.get(path)
-        times.append((time.perf_counter() - t0) * 1000)
-        answer.raise_for_status()
-        size = len(answer.content)
-    return {"p50_ms": round(statistics.median(times), 1), "kib": round(size / 1024, 1)}
+    return timed_reads(client, path, requests)
 
 
 def main() -> None:
