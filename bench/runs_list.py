@@ -6,15 +6,21 @@ to stderr.
     .venv/bin/python bench/runs_list.py                    # the target's data set
 
 The data set is made of rows the engine really wrote: a workflow's runs, 20 run by a worker to
-`succeeded`, then copied in bulk (`INSERT … SELECT … generate_series`, every column but the id,
-ids older than the originals); last, 50 runs queued with no worker and a stuck-after of 1 ms, so
-the newest page is all stuck runs (each with its cause: no live worker). The API runs in this
-process under uvicorn on 127.0.0.1; requests go over HTTP with one keep-alive client and an
-admin's token. Figures, per listing, are p50 and p95 of `--requests` requests after 5 warm-ups:
+`succeeded`, then copied in bulk (`INSERT … SELECT … generate_series`, every column but the id
+and the creation time): one a minute back from the first real run, over a year at a million
+(each id minted, as Grantflow mints it, at its run's creation: a UUIDv7 of that millisecond).
+The oldest 2 % failed and belong to a second, retired workflow (an outage, a workflow no longer
+used). Last, 50 runs queued with no worker and a stuck-after of 1 ms, so the newest page is all
+stuck runs (each with its cause: no live worker). The API runs in this process under uvicorn
+on 127.0.0.1; requests go over HTTP with one keep-alive client and an admin's token. Figures,
+per listing, are p50 and p95 of `--requests` requests after 5 warm-ups:
 - all: no filter (the page of 50 stuck runs);
 - queued: `status=queued` (the same page, through the status filter);
 - stuck: `stuck=true`;
-- succeeded: `status=succeeded` (a page of the copied rows: no stuck run in it).
+- succeeded: `status=succeeded` (a page of the copied rows: no stuck run in it);
+- failed: `status=failed` (the old failures, the console home page's list);
+- retired: `workflow_id=` the retired workflow (all its runs are old);
+- a_month: `since` and `until` a day of a month ago.
 Target (issue 18): p95 at most 25 ms at 1,000,000 runs, with and without a status filter.
 
 GRANTFLOW_BENCH_POSTGRES_URL is the admin URL (default the local server); the script creates its
@@ -24,6 +30,7 @@ own database and drops it at the end.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import statistics
@@ -48,6 +55,7 @@ ADMIN_URL = os.environ.get(
 )
 STUCK = 50
 RUN_BY_WORKER = 20
+COPIED_AS = ("id", "created_at", "status", "workflow_id")  # what a copy writes of its own
 
 
 def log(message: str) -> None:
@@ -92,8 +100,9 @@ def run_to_the_end(db: Database, run_ids: list[str]) -> None:
         queue.close()
 
 
-def copy_runs(db: Database, total: int) -> None:
-    """Copies of the succeeded runs up to `total` rows, with ids older than every real one."""
+def copy_runs(db: Database, total: int, retired: str) -> None:
+    """Copies of the succeeded runs up to `total` rows, one a minute back from the oldest real
+    one, each id minted at its creation time; the oldest 2 % failed, of `retired`."""
     with db.engine.begin() as conn:
         columns = [
             row[0]
@@ -105,20 +114,28 @@ def copy_runs(db: Database, total: int) -> None:
                 )
             )
         ]
-        rest = [c for c in columns if c != "id"]
+        rest = [c for c in columns if c not in COPIED_AS]
         listed = ", ".join(f'"{c}"' for c in rest)
         picked = ", ".join(f'r."{c}"' for c in rest)
-        # '00' + 6 hex digits of the copy's number + the rest of a real id: older than it
+        # a UUIDv7 text of the creation's millisecond (as store/base.py new_id), random after
         conn.execute(
             text(
                 "WITH seeds AS (SELECT row_number() OVER (ORDER BY id) - 1 AS n, * FROM runs "
-                "WHERE status = 'succeeded') "
-                f"INSERT INTO runs (id, {listed}) SELECT "
-                "'00' || lpad(to_hex(g), 6, '0') || substr(r.id, 9), "
-                f"{picked} FROM generate_series(1, :count) AS g "
-                "JOIN seeds AS r ON r.n = g % :seeds"
+                "WHERE status = 'succeeded'), "
+                "base AS (SELECT min(created_at) AS first FROM runs), "
+                "copies AS (SELECT g, base.first - g * interval '1 minute' AS at, "
+                "g > :total - :old AS old, md5(g::text) AS noise "
+                "FROM generate_series(1, :total) AS g, base), "
+                "minted AS (SELECT *, lpad(to_hex((extract(epoch FROM at) * 1000)::bigint), "
+                "12, '0') AS ms FROM copies) "
+                f"INSERT INTO runs (id, created_at, status, workflow_id, {listed}) SELECT "
+                "substr(ms, 1, 8) || '-' || substr(ms, 9, 4) || '-7' || substr(noise, 1, 3) "
+                "|| '-8' || substr(noise, 4, 3) || '-' || substr(noise, 7, 12), at, "
+                "CASE WHEN old THEN 'failed' ELSE r.status END, "
+                "CASE WHEN old THEN :retired ELSE r.workflow_id END, "
+                f"{picked} FROM minted JOIN seeds AS r ON r.n = minted.g % :seeds"
             ),
-            {"count": total, "seeds": RUN_BY_WORKER},
+            {"total": total, "old": total // 50, "retired": retired, "seeds": RUN_BY_WORKER},
         )
         conn.execute(text("ANALYZE runs"))
 
@@ -155,18 +172,24 @@ def main() -> None:
         copies = max(0, options.runs - RUN_BY_WORKER - STUCK)
         log(f"copying {copies} runs")
         began = time.monotonic()
-        copy_runs(db, copies)
+        retired = publish(db, "bench-retired")
+        copy_runs(db, copies, retired)
         log(f"copied in {time.monotonic() - began:.0f}s; {STUCK} stuck runs")
         start(db, publish(db, "bench-stuck", stuck_after="1ms"), STUCK)
         time.sleep(0.05)  # (past their 1 ms stuck-after: the data set, not a measurement)
         token = admin_token(db)
         with db.engine.connect() as conn:
             total = conn.execute(text("SELECT count(*) FROM runs")).scalar_one()
+        day = dt.timedelta(days=1)
+        month_ago = dt.datetime.now(dt.UTC) - 30 * day
         listings = {
             "all": {},
             "queued": {"status": "queued"},
             "stuck": {"stuck": "true"},
             "succeeded": {"status": "succeeded"},
+            "failed": {"status": "failed"},
+            "retired": {"workflow_id": retired},
+            "a_month": {"since": month_ago.isoformat(), "until": (month_ago + day).isoformat()},
         }
         with (
             served(db) as url,

@@ -18,7 +18,7 @@ from grantflow.engine.states import PERSON_WAITS, TERMINAL, RunStatus
 from grantflow.queue import workers
 from grantflow.queue.interface import Queue, QueueStats, TransportHealth
 from grantflow.queue.models import QueueItem
-from grantflow.store.base import utcnow
+from grantflow.store.base import first_id_at, utcnow
 from grantflow.store.pagination import Page, decode_cursor, page_of
 
 
@@ -275,6 +275,9 @@ def _paused(session: Session, run: Run) -> dict[str, Any] | None:
 
 
 _HELD = ("safety", "spend_cap")
+# How far apart a run's id time and its created_at may be: both are read from one clock in
+# one call (runs.py), so milliseconds; the rest allows for the clock being stepped meanwhile.
+ID_CLOCK_SLACK = dt.timedelta(minutes=10)
 
 
 def _held(run: Run) -> dict[str, Any] | None:
@@ -403,17 +406,26 @@ def list_runs(
     limit: int = 50,
 ) -> Page[Run]:
     """Newest first."""
-    stmt = select(Run)
-    if status:
-        stmt = stmt.where(Run.status == status)
-    if workflow_id:
-        stmt = stmt.where(Run.workflow_id == workflow_id)
+    stmt, order = select(Run), []
+    if status and workflow_id:
+        # (both: the smaller of their sets of runs, through both indexes)
+        stmt = stmt.where(Run.status == status, Run.workflow_id == workflow_id)
+    elif status or workflow_id:
+        column, value = (Run.status, status) if status else (Run.workflow_id, workflow_id)
+        # Walk that column's index, (column, id), from its newest run of `value`. Written as
+        # a range and ordered by the column too: PostgreSQL drops an `=` column from the
+        # ORDER BY, and then often walks the primary key instead, filtering, which reads every
+        # newer run when the matches are all old (last month's failures, a retired workflow).
+        stmt = stmt.where(column >= value, column <= value)
+        order = [column.desc()]
     if version is not None:
         stmt = stmt.where(Run.version == version)
+    # A time window bounds the ids too (time-ordered, minted with created_at: ID_CLOCK_SLACK),
+    # so the newest-first walk starts and stops near the window.
     if since:
-        stmt = stmt.where(Run.created_at >= since)
+        stmt = stmt.where(Run.created_at >= since, Run.id >= first_id_at(since - ID_CLOCK_SLACK))
     if until:
-        stmt = stmt.where(Run.created_at < until)
+        stmt = stmt.where(Run.created_at < until, Run.id < first_id_at(until + ID_CLOCK_SLACK))
     if stuck is not None:
         # by the statuses a run can be stuck in (ix_runs_status_wake: stuck_at has no index);
         # a NULL stuck_at is not stuck, and must not drop the run from `stuck=false` either
@@ -426,5 +438,5 @@ def list_runs(
     before = decode_cursor(cursor, str)
     if before is not None:
         stmt = stmt.where(Run.id < before)
-    rows = session.execute(stmt.order_by(Run.id.desc()).limit(limit + 1)).scalars().all()
+    rows = session.execute(stmt.order_by(*order, Run.id.desc()).limit(limit + 1)).scalars().all()
     return page_of(rows, limit, key=lambda r: r.id)

@@ -14,7 +14,9 @@ from grantflow.store.base import COUNTER, Base, JSONType, UTCDateTime, new_id, u
 class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (
-        Index("ix_runs_workflow_created", "workflow_id", "created_at"),
+        # the runs list, newest first, by status or by workflow (0023)
+        Index("ix_runs_status_id", "status", "id"),
+        Index("ix_runs_workflow_id", "workflow_id", "id"),
         Index("ix_runs_status_wake", "status", "wake_at"),
     )
 

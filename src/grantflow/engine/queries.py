@@ -14,8 +14,12 @@ from grantflow.store.base import utcnow
 
 def run_activity(session: Session, workflow_id: str) -> tuple[dt.datetime | None, int]:
     """(when the workflow last started a run, how many of its runs failed in the last 24 h)."""
+    # (the newest id is the latest start: ids are time-ordered, ix_runs_workflow_id)
     last = session.execute(
-        select(func.max(Run.created_at)).where(Run.workflow_id == workflow_id)
+        select(Run.created_at)
+        .where(Run.workflow_id == workflow_id)
+        .order_by(Run.id.desc())
+        .limit(1)
     ).scalar_one_or_none()
     failed = session.execute(
         select(func.count())

@@ -1,0 +1,199 @@
+"""The runs list reads only the runs it shows, whatever its filter (PostgreSQL, 20,000 runs).
+
+The list is newest first. A filter whose runs are all old (the failures of an outage weeks ago,
+a workflow retired last year, last month's window) once made the server walk every newer run
+to skip it: the console home page's failed runs cost 0.3 s at 300,000 runs. Each listing here
+is checked twice: its runs are the ones a plain filter over every run gives, and the server's
+own count of the rows it read (EXPLAIN ANALYZE of the statement the list sent) stays near the
+page's 51, not the table's 20,000."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event, insert, select, text
+
+from grantflow.config import Settings
+from grantflow.engine.models import Run
+from grantflow.store.base import first_id_at, utcnow
+from grantflow.store.database import Database
+from tests.conftest import Api
+from tests.support.console import signed_in_client
+from tests.support.engine import publish, start, workflow
+from tests.support.ops import set_step
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.parametrize("database", ["postgresql"], indirect=True),
+]
+
+RUNS = 20_000
+OLD = 1_000  # the oldest: failed, of the retired workflow (5 %: expected anywhere)
+NOW = utcnow()
+
+
+def minted(moment: dt.datetime) -> str:
+    """An id as `new_id` makes it at `moment` (UUIDv7: its time, then random bits)."""
+    tail = secrets.token_hex(9)
+    return f"{first_id_at(moment)}-7{tail[:3]}-8{tail[3:6]}-{tail[6:]}"
+
+
+@pytest.fixture
+def history(api: Api) -> dict[str, Any]:
+    """RUNS runs, one a minute back from now, copied from a run Grantflow created: the OLD
+    oldest failed and of a retired workflow, every other succeeded, of the current one."""
+    db = api.database
+    current = publish(db, workflow("Current", set_step("only")))
+    retired = publish(db, workflow("Retired", set_step("only")))
+    seed = start(db, current, {})
+    with db.transaction() as session:
+        template = session.get(Run, seed)
+        assert template is not None
+        row = {c.key: getattr(template, c.key) for c in Run.__table__.columns}
+        session.delete(template)
+    rows = []
+    for i in range(RUNS):
+        at = NOW - dt.timedelta(minutes=RUNS - i)
+        old = i < OLD
+        rows.append(
+            {
+                **row,
+                "id": minted(at),
+                "created_at": at,
+                "status": "failed" if old else "succeeded",
+                "workflow_id": retired if old else current,
+            }
+        )
+    with db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM queue_items"))
+        conn.execute(insert(Run.__table__), rows)
+        conn.execute(text("ANALYZE runs"))
+    return {"current": current, "retired": retired, "rows": rows}
+
+
+@pytest.fixture
+def sent(api: Api) -> Iterator[list[tuple[str, Any]]]:
+    """The SELECTs on runs this process sends while a test runs."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().startswith("SELECT") and "FROM runs" in statement:
+            seen.append((statement, parameters))
+
+    engine = api.database.engine
+    event.listen(engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(engine, "before_cursor_execute", record)
+
+
+def rows_read(db: Database, statement: str, parameters: Any) -> int:
+    """Rows the server's scans produced or threw away running `statement`."""
+    with db.engine.connect() as conn:
+        raw = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
+        plan = raw.scalar_one()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+
+    def walk(node: dict[str, Any]) -> int:
+        here = 0
+        if "Scan" in node["Node Type"]:
+            loops = node.get("Actual Loops", 1)
+            here = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * loops
+        return here + sum(walk(child) for child in node.get("Plans", []))
+
+    return walk(plan[0]["Plan"])
+
+
+def listed(admin: httpx.Client, **params: Any) -> list[str]:
+    answer = admin.get("/api/v1/runs", params={"limit": 50, **params})
+    assert answer.status_code == 200, answer.text
+    return [item["id"] for item in answer.json()["items"]]
+
+
+def newest(rows: list[dict[str, Any]], keep: Any) -> list[str]:
+    return sorted((r["id"] for r in rows if keep(r)), reverse=True)[:50]
+
+
+PAGE_READ = 200  # rows a listing may read: its page of 51, and room for the plan's shape
+
+
+def test_each_filter_lists_its_runs_and_reads_about_a_page(
+    api: Api, admin: httpx.Client, history: dict[str, Any], sent: list[tuple[str, Any]]
+) -> None:
+    rows = history["rows"]
+    current, retired = history["current"], history["retired"]
+    month_ago, week_ago = NOW - dt.timedelta(days=13), NOW - dt.timedelta(days=12)
+    listings: list[tuple[dict[str, Any], Any, int]] = [
+        ({"status": "failed"}, lambda r: r["status"] == "failed", PAGE_READ),
+        ({"status": "succeeded"}, lambda r: r["status"] == "succeeded", PAGE_READ),
+        ({"status": "timed_out"}, lambda r: False, PAGE_READ),
+        ({"workflow_id": retired}, lambda r: r["workflow_id"] == retired, PAGE_READ),
+        ({"workflow_id": current}, lambda r: r["workflow_id"] == current, PAGE_READ),
+        ({"until": month_ago.isoformat()}, lambda r: r["created_at"] < month_ago, PAGE_READ),
+        (
+            {"since": month_ago.isoformat(), "until": week_ago.isoformat()},
+            lambda r: month_ago <= r["created_at"] < week_ago,
+            PAGE_READ,
+        ),
+        ({}, lambda r: True, PAGE_READ),
+        # both: the runs of the smaller of the two (each index's entries, then the rows)
+        (
+            {"workflow_id": retired, "status": "failed"},
+            lambda r: r["workflow_id"] == retired,
+            3 * OLD + PAGE_READ,
+        ),
+    ]
+    for params, keep, most in listings:
+        sent.clear()
+        assert listed(admin, **params) == newest(rows, keep), params
+        (statement, parameters), *_ = [s for s in sent if "runs.id DESC" in s[0]]
+        read = rows_read(api.database, statement, parameters)
+        assert read <= most, f"{params}: the server read {read} rows for a page of 50"
+
+
+def test_the_home_page_failed_runs_read_about_a_page(
+    api: Api,
+    admin: httpx.Client,
+    settings: Settings,
+    history: dict[str, Any],
+    sent: list[tuple[str, Any]],
+) -> None:
+    """The console home page's failed and timed-out runs (every visit): the failures are the
+    oldest runs here."""
+    console, _ = signed_in_client(api.base_url, api.database, settings, "admin@example.com")
+    with console:
+        sent.clear()
+        page = console.get("/")
+        assert page.status_code == 200
+    assert "Failed runs" in page.text
+    statuses = [s for s in sent if "WHERE runs.status" in s[0] and "runs.id DESC" in s[0]]
+    assert len(statuses) >= 2  # failed, timed out
+    for statement, parameters in statuses:
+        assert rows_read(api.database, statement, parameters) <= PAGE_READ
+
+
+def test_a_workflow_page_reads_its_latest_run_not_all(
+    api: Api, admin: httpx.Client, history: dict[str, Any], sent: list[tuple[str, Any]]
+) -> None:
+    """A workflow's page says when it last started a run: its newest run's, read from the
+    newest end of the workflow's runs."""
+    answer = admin.get(f"/api/v1/workflows/{history['current']}")
+    assert answer.status_code == 200, answer.text
+    with api.database.transaction() as session:
+        latest = session.execute(
+            select(Run.created_at)
+            .where(Run.workflow_id == history["current"])
+            .order_by(Run.created_at.desc())
+            .limit(1)
+        ).scalar_one()
+    shown = answer.json()["last_run_at"]
+    assert dt.datetime.fromisoformat(shown.replace("Z", "+00:00")) == latest
+    latest_reads = [s for s in sent if "runs.id DESC" in s[0] and "LIMIT" in s[0]]
+    assert latest_reads
+    for statement, parameters in latest_reads:
+        assert rows_read(api.database, statement, parameters) <= 10
