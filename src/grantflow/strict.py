@@ -58,7 +58,8 @@ FIRST_YEAR, LAST_YEAR = 1000, 9000
 _OUT_OF_RANGE = f"must be between the years {FIRST_YEAR} and {LAST_YEAR}"
 
 
-def _time_in_range(value: dt.datetime) -> dt.datetime:
+def time_in_range(value: dt.datetime) -> dt.datetime:
+    """`value`, unless it is outside the years Grantflow accepts (ValueError saying so)."""
     try:
         utc = value.astimezone(dt.UTC) if value.tzinfo else value
     except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
@@ -74,9 +75,9 @@ def _day_in_range(value: dt.date) -> dt.date:
     return value
 
 
-Timestamp = Annotated[dt.datetime, BeforeValidator(_time_text), AfterValidator(_time_in_range)]
+Timestamp = Annotated[dt.datetime, BeforeValidator(_time_text), AfterValidator(time_in_range)]
 AwareTimestamp = Annotated[
-    AwareDatetime, BeforeValidator(_time_text), AfterValidator(_time_in_range)
+    AwareDatetime, BeforeValidator(_time_text), AfterValidator(time_in_range)
 ]
 Day = Annotated[dt.date, BeforeValidator(_day_text), AfterValidator(_day_in_range)]
 

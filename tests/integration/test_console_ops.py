@@ -417,3 +417,23 @@ def test_pause_then_resume_from_the_run_page(ops: Ops) -> None:
         )
         assert "Cancelled." in cancelled.text
         assert 'id="run-status">cancelled<' in cancelled.text
+
+
+def test_the_runs_filter_names_each_bad_value(ops: Ops) -> None:
+    """The runs list's filter form: a value that is not a date, a date outside the years the
+    API accepts, a bad version or stuck flag: a 422 page naming each next to its field (not a
+    500), and no runs listed."""
+    viewer, _ = ops.client("filters@example.com", Role.VIEWER)
+    with viewer:
+        for query, field, said in (
+            ("since=yesterday", "since", "a date (2026-01-31) or a date and time"),
+            ("since=0001-01-01", "since", "must be between the years 1000 and 9000"),
+            ("until=9999-12-31T23:59", "until", "must be between the years 1000 and 9000"),
+            ("version=0", "version", "a version number: 1 or more"),
+            ("stuck=maybe", "stuck", "true or false"),
+        ):
+            response = viewer.get(f"/runs?{query}")
+            assert response.status_code == 422, (query, response.text)
+            assert said in response.text.lower(), query  # (shown as a sentence)
+            assert f'name="{field}"' in response.text
+            assert "Traceback" not in response.text

@@ -275,8 +275,9 @@ def _paused(session: Session, run: Run) -> dict[str, Any] | None:
 
 
 _HELD = ("safety", "spend_cap")
-# How far apart a run's id time and its created_at may be: both are read from one clock in
-# one call (runs.py), so milliseconds; the rest allows for the clock being stepped meanwhile.
+# How far apart a run's id time and its created_at may be: both are read from the process's
+# clock as the run is made (runs.py; new_id never moves its millisecond ahead), so
+# milliseconds; the rest allows for the clock being stepped meanwhile.
 ID_CLOCK_SLACK = dt.timedelta(minutes=10)
 
 

@@ -17,6 +17,7 @@ from grantflow.definitions.models import Workflow
 from grantflow.engine import detail
 from grantflow.engine.states import RunStatus
 from grantflow.queue.interface import Queue
+from grantflow.strict import time_in_range
 
 PAGE_SIZE = 25
 FIELDS = ("status", "workflow_id", "version", "since", "until", "stuck")
@@ -41,10 +42,17 @@ class RunFilters:
         return urlencode(values)
 
 
+_NOT_A_MOMENT = "a date (2026-01-31) or a date and time (2026-01-31T09:30)"
+
+
 def _moment(text: str) -> dt.datetime:
-    """A date or date-time (the form's datetime-local, or ISO 8601), in UTC when unzoned."""
-    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    """A date or date-time (the form's datetime-local, or ISO 8601), in UTC when unzoned, in
+    the years the API accepts; else ValueError saying what is wrong."""
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(_NOT_A_MOMENT) from None
+    return time_in_range(value if value.tzinfo else value.replace(tzinfo=dt.UTC))
 
 
 def parse(params: Mapping[str, str]) -> RunFilters:
@@ -65,8 +73,8 @@ def parse(params: Mapping[str, str]) -> RunFilters:
         if typed[name]:
             try:
                 setattr(found, name, _moment(typed[name]))
-            except ValueError:
-                found.errors[name] = "a date (2026-01-31) or a date and time (2026-01-31T09:30)"
+            except ValueError as exc:
+                found.errors[name] = str(exc)
     if typed["stuck"]:
         if typed["stuck"] in ("true", "false"):
             found.stuck = typed["stuck"] == "true"

@@ -1,12 +1,12 @@
 """The runs list's filters read only the runs they show. The list is newest first (by id), so a
 status or a workflow filter walked the primary key from the newest run and skipped every run
-that did not match: 0.3 s at 300,000 runs for the console home page's failed runs, when the
-failures were a few weeks old. `(status, id)` and `(workflow_id, id)` hand the list its runs in
+that did not match: half a second at a million runs for the console home page's failed runs,
+when the failures were weeks old. `(status, id)` and `(workflow_id, id)` hand the list its runs in
 order; `(workflow_id, id)` replaces `(workflow_id, created_at)` (ids are time-ordered UUIDv7:
 the newest id is the latest start).
 
 Neither index holds a column a step boundary writes: a running run's updates stay heap-only.
-On PostgreSQL this builds both indexes while holding the table against writes: about 1 s per
+On PostgreSQL this builds both indexes while holding the table against writes: about 5 s per
 million runs on a 2-core machine (docs/how-to/upgrades.md).
 
 Revision ID: 0023
