@@ -10,23 +10,22 @@ stays near the page's 51, not the table's 20,000."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import insert, select, text
 
 from grantflow.config import Settings
 from grantflow.engine.models import Run
 from grantflow.store.base import first_id_at, new_id, utcnow
-from grantflow.store.database import Database
 from tests.conftest import Api
 from tests.support.console import signed_in_client
 from tests.support.engine import publish, start, workflow
 from tests.support.ops import set_step
+from tests.support.plans import rows_read, selects_on
 
 pytestmark = [
     pytest.mark.postgres,
@@ -80,33 +79,8 @@ def history(api: Api) -> dict[str, Any]:
 @pytest.fixture
 def sent(api: Api) -> Iterator[list[tuple[str, Any]]]:
     """The SELECTs on runs this process sends while a test runs."""
-    seen: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().startswith("SELECT") and "FROM runs" in statement:
-            seen.append((statement, parameters))
-
-    engine = api.database.engine
-    event.listen(engine, "before_cursor_execute", record)
-    yield seen
-    event.remove(engine, "before_cursor_execute", record)
-
-
-def rows_read(db: Database, statement: str, parameters: Any) -> int:
-    """Rows the server's scans produced or threw away running `statement`."""
-    with db.engine.connect() as conn:
-        raw = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
-        plan = raw.scalar_one()
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-
-    def walk(node: dict[str, Any]) -> int:
-        here = 0
-        if "Scan" in node["Node Type"]:
-            loops = node.get("Actual Loops", 1)
-            here = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * loops
-        return here + sum(walk(child) for child in node.get("Plans", []))
-
-    return walk(plan[0]["Plan"])
+    with selects_on(api.database, "runs") as seen:
+        yield seen
 
 
 def listed(admin: httpx.Client, **params: Any) -> list[str]:

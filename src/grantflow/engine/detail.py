@@ -19,7 +19,7 @@ from grantflow.queue import workers
 from grantflow.queue.interface import Queue, QueueStats, TransportHealth
 from grantflow.queue.models import QueueItem
 from grantflow.store.base import first_id_at, utcnow
-from grantflow.store.pagination import Page, decode_cursor, page_of
+from grantflow.store.pagination import Page, decode_cursor, newest_of, page_of
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -407,18 +407,16 @@ def list_runs(
     limit: int = 50,
 ) -> Page[Run]:
     """Newest first."""
-    stmt, order = select(Run), []
+    stmt = select(Run)
+    order: list[Any] = []
     if status and workflow_id:
         # (both: the smaller of their sets of runs, through both indexes)
         stmt = stmt.where(Run.status == status, Run.workflow_id == workflow_id)
     elif status or workflow_id:
+        # (ix_runs_status_id, ix_runs_workflow_id, from the value's newest run)
         column, value = (Run.status, status) if status else (Run.workflow_id, workflow_id)
-        # Walk that column's index, (column, id), from its newest run of `value`. Written as
-        # a range and ordered by the column too: PostgreSQL drops an `=` column from the
-        # ORDER BY, and then often walks the primary key instead, filtering, which reads every
-        # newer run when the matches are all old (last month's failures, a retired workflow).
-        stmt = stmt.where(column >= value, column <= value)
-        order = [column.desc()]
+        where, order = newest_of(column, value)
+        stmt = stmt.where(*where)
     if version is not None:
         stmt = stmt.where(Run.version == version)
     # A time window bounds the ids too (time-ordered, minted with created_at: ID_CLOCK_SLACK),

@@ -59,3 +59,14 @@ def page_of(rows: Sequence[T], limit: int, key: Any) -> Page[T]:
     if len(rows) > limit:
         return Page(items=rows[:limit], next_cursor=encode_cursor(key(rows[limit - 1])))
     return Page(items=rows, next_cursor=None)
+
+
+def newest_of(column: Any, value: Any) -> tuple[list[Any], list[Any]]:
+    """The WHERE and leading ORDER BY terms of a newest-first page of rows whose `column` is
+    `value`, served by an index on (column, id): the index is walked from `value`'s newest row
+    and stops after the page. Written as a range of one value and ordered by the column too:
+    PostgreSQL drops a column compared with `=` from the ORDER BY and then, expecting the
+    matches spread evenly, often walks the primary key and filters instead, which reads every
+    newer row when the matches are all old (last month's failures, a retired workflow, a user
+    who left). Add `id DESC` after the terms returned."""
+    return [column >= value, column <= value], [column.desc()]
