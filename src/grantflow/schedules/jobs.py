@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -483,23 +483,20 @@ def occurrence_views(
 
 
 def _last_occurrences(session: Session, job_ids: list[str]) -> dict[str, Occurrence]:
+    """Each job's latest occurrence: one step down its (job_id, scheduled_for) index apiece,
+    not a ranking of every occurrence (a five-minute job has 100,000 in a year)."""
     if not job_ids:
         return {}
-    ranked = (
-        select(
-            Occurrence.id,
-            func.row_number()
-            .over(
-                partition_by=Occurrence.job_id,
-                order_by=(Occurrence.scheduled_for.desc(), Occurrence.id.desc()),
-            )
-            .label("rank"),
-        )
-        .where(Occurrence.job_id.in_(job_ids))
-        .subquery()
+    latest = (
+        select(Occurrence.id)
+        .where(Occurrence.job_id == Job.id)
+        .order_by(Occurrence.scheduled_for.desc(), Occurrence.id.desc())
+        .limit(1)
+        .correlate(Job)
+        .scalar_subquery()
     )
     found = session.execute(
-        select(Occurrence).join(ranked, ranked.c.id == Occurrence.id).where(ranked.c.rank == 1)
+        select(Occurrence).where(Occurrence.id.in_(select(latest).where(Job.id.in_(job_ids))))
     ).scalars()
     return {o.job_id: o for o in found}
 

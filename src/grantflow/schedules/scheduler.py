@@ -53,6 +53,8 @@ SCHEDULER = Actor.system("scheduler")
 _STARTER = Actor(label=STARTER_LABEL, permissions=frozenset({Permission.RUN_OPERATE}))
 _MAX_BACKLOG = 1000  # scheduled times examined per job per tick after a long downtime
 
+_UNFINISHED = sorted(set(RunStatus) - TERMINAL)
+
 
 @dataclass
 class TickResult:
@@ -403,7 +405,9 @@ class Facts:
             for job_id, run_id, status in session.execute(
                 select(Occurrence.job_id, Run.id, Run.status)
                 .join(Run, Run.id == Occurrence.run_id)
-                .where(Occurrence.job_id.in_(ids), Run.status.not_in(list(TERMINAL)))
+                # (the unfinished statuses by name: ix_runs_status_id finds the few such runs;
+                # "not finished" made the server read every run, 100 ms a batch at 200,000)
+                .where(Occurrence.job_id.in_(ids), Run.status.in_(_UNFINISHED))
                 .order_by(Run.created_at)
             ):
                 busy.setdefault(job_id, (run_id, status))
