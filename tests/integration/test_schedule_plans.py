@@ -1,9 +1,10 @@
 """A job's history does not slow the jobs list or the scheduler (PostgreSQL, 20,000 occurrences).
 
 A five-minute job has 100,000 occurrences a year. The jobs list once ranked every occurrence to
-find each job's last (172 ms at 140,000), and each scheduler batch read every run to find a
-job's unfinished one (100 ms at 200,000). Both now read about one row per job: the server's own
-count of the rows it read (EXPLAIN ANALYZE) is held here."""
+find each job's last (172 ms at 140,000), a job's page walked all of them to find its last Run
+now, and each scheduler batch read every run to find a job's unfinished one (100 ms at
+200,000). Each now reads about one row per job: the server's own count of the rows it read
+(EXPLAIN ANALYZE) is held here."""
 
 from __future__ import annotations
 
@@ -92,6 +93,22 @@ def test_the_jobs_list_reads_each_jobs_last_occurrence_only(
     (job,) = [j for j in answer.json()["items"] if j["id"] == busy_job["job_id"]]
     assert job["last_occurrence"]["id"] == busy_job["last"]["id"]
     assert sent
+    for statement, parameters in sent:
+        read = rows_read(api.database, statement, parameters)
+        assert read <= PAGE_READ, f"the server read {read} rows: {statement[:200]}"
+
+
+def test_a_jobs_page_reads_its_last_occurrences_only(
+    api: Api, admin: httpx.Client, busy_job: dict[str, Any]
+) -> None:
+    """One job (and its health note, which looks for its last Run now: there is none) reads
+    each kind's newest occurrence, not the job's every occurrence."""
+    with selects_on(api.database, "job_occurrences") as sent:
+        answer = admin.get(f"/api/v1/jobs/{busy_job['job_id']}")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["last_occurrence"]["id"] == busy_job["last"]["id"]
+    assert answer.json()["health_note"] is None
+    assert len(sent) >= 3  # the last occurrence, the last Run now, the last scheduled one
     for statement, parameters in sent:
         read = rows_read(api.database, statement, parameters)
         assert read <= PAGE_READ, f"the server read {read} rows: {statement[:200]}"

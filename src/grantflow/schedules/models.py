@@ -69,6 +69,8 @@ class Occurrence(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "scheduled_for", "manual"),
         Index("ix_job_occurrences_job_time", "job_id", "scheduled_for"),
+        # a job's last Run now and its last scheduled occurrence (its health note: 0025)
+        Index("ix_job_occurrences_job_kind_time", "job_id", "manual", "scheduled_for"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
