@@ -89,8 +89,8 @@ def listed(admin: httpx.Client, **params: Any) -> list[str]:
     return [item["id"] for item in answer.json()["items"]]
 
 
-def newest(rows: list[dict[str, Any]], keep: Any) -> list[str]:
-    return sorted((r["id"] for r in rows if keep(r)), reverse=True)[:50]
+def newest(rows: list[dict[str, Any]], keep: Any, count: int = 50) -> list[str]:
+    return sorted((r["id"] for r in rows if keep(r)), reverse=True)[:count]
 
 
 PAGE_READ = 200  # rows a listing may read: its page of 51, and room for the plan's shape
@@ -128,6 +128,29 @@ def test_each_filter_lists_its_runs_and_reads_about_a_page(
         (statement, parameters), *_ = [s for s in sent if "runs.id DESC" in s[0]]
         read = rows_read(api.database, statement, parameters)
         assert read <= most, f"{params}: the server read {read} rows for a page of 50"
+
+
+def test_the_old_failures_page_to_the_end_each_once(
+    api: Api, admin: httpx.Client, history: dict[str, Any], sent: list[tuple[str, Any]]
+) -> None:
+    """The 1,000 failed runs, 200 a page, newest first: each once, then no cursor; every page
+    reads about itself, not the runs older than its cursor."""
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"status": "failed", "limit": 200}
+        if cursor:
+            params["cursor"] = cursor
+        sent.clear()
+        body = admin.get("/api/v1/runs", params=params).json()
+        (statement, parameters), *_ = [s for s in sent if "runs.id DESC" in s[0]]
+        read = rows_read(api.database, statement, parameters)
+        assert read <= 2 * 200, f"page {len(seen) // 200 + 1}: {read} rows read"
+        seen.extend(item["id"] for item in body["items"])
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert seen == newest([r for r in history["rows"] if r["status"] == "failed"], bool, OLD)
 
 
 def test_the_home_page_failed_runs_read_about_a_page(

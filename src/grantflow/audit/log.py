@@ -306,12 +306,13 @@ def query(
     if target_id:
         exact["target_id"] = target_id
     order: list[Any] = []
+    before = decode_cursor(cursor, int, BIGINT_KEYS)
     # the most telling filter walks its index from its newest entry; the others filter
     lead = next((name for name in _LEADS if name in exact), None)
     for name, value in exact.items():
         column = getattr(AuditEntry, name)
         if name == lead:
-            where, order = newest_of(column, value)
+            where, order = newest_of(session, column, value, AuditEntry.id, before)
             stmt = stmt.where(*where)
         else:
             stmt = stmt.where(column == value)
@@ -319,7 +320,6 @@ def query(
         stmt = stmt.where(AuditEntry.at >= since)
     if until:
         stmt = stmt.where(AuditEntry.at < until)
-    before = decode_cursor(cursor, int, BIGINT_KEYS)
     if before is not None:
         stmt = stmt.where(AuditEntry.id < before)
     rows = session.execute(stmt.order_by(*order, AuditEntry.id.desc()).limit(limit + 1)).scalars()

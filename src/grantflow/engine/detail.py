@@ -409,13 +409,14 @@ def list_runs(
     """Newest first."""
     stmt = select(Run)
     order: list[Any] = []
+    before = decode_cursor(cursor, str)
     if status and workflow_id:
         # (both: the smaller of their sets of runs, through both indexes)
         stmt = stmt.where(Run.status == status, Run.workflow_id == workflow_id)
     elif status or workflow_id:
         # (ix_runs_status_id, ix_runs_workflow_id, from the value's newest run)
         column, value = (Run.status, status) if status else (Run.workflow_id, workflow_id)
-        where, order = newest_of(column, value)
+        where, order = newest_of(session, column, value, Run.id, before)
         stmt = stmt.where(*where)
     if version is not None:
         stmt = stmt.where(Run.version == version)
@@ -434,7 +435,6 @@ def list_runs(
             & (Run.stuck_at <= utcnow())
         )
         stmt = stmt.where(flagged if stuck else ~flagged)
-    before = decode_cursor(cursor, str)
     if before is not None:
         stmt = stmt.where(Run.id < before)
     rows = session.execute(stmt.order_by(*order, Run.id.desc()).limit(limit + 1)).scalars().all()

@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from sqlalchemy import tuple_
+from sqlalchemy.orm import Session
+
 from grantflow.errors import BadRequest
 
 T = TypeVar("T")
@@ -61,12 +64,25 @@ def page_of(rows: Sequence[T], limit: int, key: Any) -> Page[T]:
     return Page(items=rows, next_cursor=None)
 
 
-def newest_of(column: Any, value: Any) -> tuple[list[Any], list[Any]]:
+def newest_of(
+    session: Session, column: Any, value: Any, key: Any, before: Any
+) -> tuple[list[Any], list[Any]]:
     """The WHERE and leading ORDER BY terms of a newest-first page of rows whose `column` is
-    `value`, served by an index on (column, id): the index is walked from `value`'s newest row
-    and stops after the page. Written as a range of one value and ordered by the column too:
-    PostgreSQL drops a column compared with `=` from the ORDER BY and then, expecting the
-    matches spread evenly, often walks the primary key and filters instead, which reads every
-    newer row when the matches are all old (last month's failures, a retired workflow, a user
-    who left). Add `id DESC` after the terms returned."""
-    return [column >= value, column <= value], [column.desc()]
+    `value` (after the cursor's key `before`, if any), served by an index on (column, key): the
+    index is walked from the page's first row and stops after the page. Add `key DESC` after
+    the terms returned (and `key < before`: these do not replace it).
+
+    On PostgreSQL, written as a range of one value and ordered by the column too: PostgreSQL
+    drops a column compared with `=` from the ORDER BY and then, expecting the matches spread
+    evenly, often walks the primary key and filters instead, which reads every newer row when
+    the matches are all old (last month's failures, a retired workflow, a user who left). A
+    later page also compares (column, key) with (value, before), the index's own order: else,
+    with few rows older than the cursor, it walks the primary key from the cursor and sorts.
+    SQLite takes `=` and the cursor straight into the index (a range would walk it from the
+    newest row down to the cursor on every page)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return [column == value], []
+    where = [column >= value, column <= value]
+    if before is not None:
+        where.append(tuple_(column, key) < tuple_(value, before))
+    return where, [column.desc()]
