@@ -38,6 +38,7 @@ from grantflow.store.database import Database
 from tests.conftest import Api
 from tests.support.connections import make_connection, put_credential
 from tests.support.engine import publish, running_worker, start, wait_for, wait_status
+from tests.support.plans import selects_on
 from tests.support.processes import grantflow_env, json_output, run_grantflow
 from tests.support.target import Reply, running_target
 
@@ -667,6 +668,27 @@ def test_a_newly_failing_control_notifies_once_and_is_resolved_when_it_passes(en
     assert len(notes) == 2
     assert notes[0]["resolved_at"] is None
     assert notes[0]["target_id"] == fourth["id"]
+
+
+def test_earlier_evaluations_are_read_without_their_findings(env: Env) -> None:
+    """An evaluation learns each control's previous outcome, and the list shows evaluations,
+    without reading any evaluation's findings (a megabyte each in a big inventory): the
+    outcome comes from the controls an evaluation included and those that failed."""
+    env.application()
+    env.grant(env.identity())
+    env.evaluate("offboarding_not_covered")
+    env.evaluate("approvals_pending")  # a later evaluation without it: looked past
+    with selects_on(env.db, "control_evaluations") as sent:
+        third = env.evaluate()
+        listed = ok(env.admin.get(f"{API}/controls/evaluations"))
+    [result] = [r for r in third["results"] if r["control"] == "offboarding_not_covered"]
+    assert result["previously_passed"] is False
+    [approvals] = [r for r in third["results"] if r["control"] == "approvals_pending"]
+    assert approvals["previously_passed"] is True
+    assert third["summary"]["newly_failed"] == []
+    assert listed["items"][0]["id"] == third["id"]
+    assert sent
+    assert not [q for q, _ in sent if "control_evaluations.results" in q]
 
 
 def test_an_evaluation_of_other_controls_leaves_a_notification_alone(env: Env) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from grantflow import audit
 from grantflow.auth.actor import Actor
@@ -148,19 +148,20 @@ def _dedup_key(control_id: str) -> str:
 
 
 def _previous_outcomes(session: Session, wanted: Iterable[str]) -> dict[str, bool]:
-    """Each control's outcome in the latest earlier evaluation that included it."""
+    """Each control's outcome in the latest earlier evaluation that included it: from each
+    evaluation's controls and the failing ones, without its findings (a megabyte each)."""
     remaining = set(wanted)
     found: dict[str, bool] = {}
     recent = session.execute(
-        select(ControlEvaluation.results)
+        select(ControlEvaluation.params, ControlEvaluation.summary)
         .order_by(ControlEvaluation.created_at.desc(), ControlEvaluation.id.desc())
         .limit(_HISTORY)
-    ).scalars()
-    for results in recent:
-        for result in results or []:
-            control_id = result.get("control")
+    )
+    for params, summary in recent:
+        failing = set((summary or {}).get("failed_controls") or [])
+        for control_id in (params or {}).get("controls") or []:
             if control_id in remaining:
-                found[control_id] = bool(result.get("passed"))
+                found[control_id] = control_id not in failing
                 remaining.discard(control_id)
         if not remaining:
             break
@@ -289,6 +290,8 @@ def list_evaluations(
     before = decode_cursor(cursor, str)
     if before is not None:
         stmt = stmt.where(ControlEvaluation.id < before)
+    # (a list shows summaries: each evaluation's findings stay unread, a megabyte each)
+    stmt = stmt.options(defer(ControlEvaluation.results))
     rows = (
         session.execute(stmt.order_by(ControlEvaluation.id.desc()).limit(limit + 1)).scalars().all()
     )
