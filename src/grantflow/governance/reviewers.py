@@ -61,6 +61,7 @@ class Resolver:
         self.session = session
         self._users: dict[str, User | None] = {}
         self._members: dict[str, list[User]] = {}
+        self._managers: dict[str, Identity | None] = {}  # (read once each, held)
 
     def user(self, key: str) -> User | None:
         if key not in self._users:
@@ -115,7 +116,9 @@ class Resolver:
     def manager(self, identity: Identity) -> Routed:
         if identity.manager_id is None:
             return Routed(problems=[f"identity {who(identity)} has no manager"])
-        boss = self.session.get(Identity, identity.manager_id)
+        if identity.manager_id not in self._managers:
+            self._managers[identity.manager_id] = self.session.get(Identity, identity.manager_id)
+        boss = self._managers[identity.manager_id]
         if boss is None:
             return Routed(problems=[f"the manager of {who(identity)} no longer exists"])
         if not boss.active or boss.deleted_at is not None:

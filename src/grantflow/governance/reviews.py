@@ -52,9 +52,13 @@ SYSTEM = Actor.system("access-review")
 
 
 # --- starting ----------------------------------------------------------------------------------
-def _in_scope(session: Session, scope: ReviewScope, app_ids: list[str]) -> list[Grant]:
+def _in_scope(
+    session: Session, scope: ReviewScope, app_ids: list[str]
+) -> list[tuple[Grant, Identity, Application]]:
+    """The active grants in scope with their identity and application, read in one query (and
+    held: the session keeps only objects something refers to)."""
     stmt = (
-        select(Grant)
+        select(Grant, Identity, Application)
         .join(Identity, Identity.id == Grant.identity_id)
         .join(Application, Application.id == Grant.application_id)
         .where(Grant.status == GrantStatus.ACTIVE)
@@ -71,16 +75,14 @@ def _in_scope(session: Session, scope: ReviewScope, app_ids: list[str]) -> list[
     if who.lifecycle_state:
         stmt = stmt.where(Identity.lifecycle_state.in_([s.value for s in who.lifecycle_state]))
     stmt = stmt.order_by(Application.name, Identity.email, Identity.user_name, Grant.role)
-    found = list(session.execute(stmt).scalars())
+    found = [(grant, identity, app) for grant, identity, app in session.execute(stmt).all()]
     if who.attributes:
         wanted = who.attributes
-        kept = []
-        for grant in found:
-            identity = session.get(Identity, grant.identity_id)
-            attributes = (identity.attributes if identity else None) or {}
-            if all(str(attributes.get(k)) == v for k, v in wanted.items()):
-                kept.append(grant)
-        found = kept
+        found = [
+            row
+            for row in found
+            if all(str((row[1].attributes or {}).get(k)) == v for k, v in wanted.items())
+        ]
     return found
 
 
@@ -141,45 +143,40 @@ def start_review(
     session.flush()
     resolver = Resolver(session)
     items = []
-    for grant in _in_scope(session, config.scope, app_ids):
-        identity = session.get(Identity, grant.identity_id)
-        app = session.get(Application, grant.application_id)
-        assert identity is not None and app is not None
-        assigned = assign(resolver, reviewers, identity, app)
-        item = ReviewItem(
-            review_id=review.id,
-            grant_id=grant.id,
-            identity_id=identity.id,
-            application_id=app.id,
-            role=grant.role,
-            reviewer_user_ids=assigned.user_ids,
-            reviewer_roles=assigned.roles,
-            reviewer_source=assigned.source.value,
-            routing_problem=assigned.problem,
-        )
-        session.add(item)
-        items.append(item)
+    in_scope = _in_scope(session, config.scope, app_ids)
+    # (no flush while routing reads managers and users: the items go in one batch after)
+    with session.no_autoflush:
+        for grant, identity, app in in_scope:
+            assigned = assign(resolver, reviewers, identity, app)
+            items.append(
+                ReviewItem(
+                    review_id=review.id,
+                    grant_id=grant.id,
+                    identity_id=identity.id,
+                    application_id=app.id,
+                    role=grant.role,
+                    reviewer_user_ids=assigned.user_ids,
+                    reviewer_roles=assigned.roles,
+                    reviewer_source=assigned.source.value,
+                    routing_problem=assigned.problem,
+                )
+            )
+    session.add_all(items)
     session.flush()
-    audit.record(
-        session,
-        actor,
-        "access_review.started",
-        "access_review",
-        review.id,
-        {
-            "name": review.name,
-            "job": job_id,
-            "items": len(items),
-            "reviewer": config.reviewer.value,
-            "fallback_items": sum(1 for i in items if i.reviewer_source == Source.FALLBACK),
-            "unassigned_items": sum(
-                1 for i in items if not i.reviewer_user_ids and not i.reviewer_roles
-            ),
-            "ends_at": review.ends_at,
-            "default_decision": review.default_decision,
-        },
-    )
+    started = {
+        "name": review.name,
+        "job": job_id,
+        "items": len(items),
+        "reviewer": config.reviewer.value,
+        "fallback_items": sum(1 for i in items if i.reviewer_source == Source.FALLBACK),
+        "unassigned_items": sum(
+            1 for i in items if not i.reviewer_user_ids and not i.reviewer_roles
+        ),
+        "ends_at": review.ends_at,
+        "default_decision": review.default_decision,
+    }
     if not items:
+        audit.record(session, actor, "access_review.started", "access_review", review.id, started)
         _finish(session, SYSTEM, queue, review, now, "nothing was in scope")
         return review
     for user, count in pending_by_user(session, resolver, items).items():
@@ -198,6 +195,9 @@ def start_review(
             access_review_id=review.id,
             items=count,
         )
+    # (last: the audit chain's lock is held from here to the commit, which other audited
+    # changes wait for)
+    audit.record(session, actor, "access_review.started", "access_review", review.id, started)
     return review
 
 

@@ -1,0 +1,148 @@
+"""Starting an access review at scale: a manager campaign over N active grants (default 10,000;
+one application, 100 managers who are reviewers) on PostgreSQL. Prints ONE JSON object on
+stdout; progress goes to stderr.
+
+    .venv/bin/python bench/review_start.py --grants 2000     # a quick look
+    .venv/bin/python bench/review_start.py                   # 10,000 grants
+
+Identities, users and grants are made through Grantflow's own services (a thousand to a
+transaction). Figures: start_seconds, the campaign's start (`governance.reviews.start_review`,
+one transaction, as `POST /api/v1/reviews` runs it); statements, what it sent; items; and
+audit_wait_seconds, how long another audited change (a grant made in another thread, started
+just after the campaign) waited for it to commit.
+
+GRANTFLOW_BENCH_POSTGRES_URL is the admin URL (default the local server); the script creates its
+own database and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+from common import ACTOR, postgres_database
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import make_url
+
+from grantflow.access.applications import ApplicationCreate, ApplicationKind, create_application
+from grantflow.access.grants import GrantCreate, create_grant
+from grantflow.access.identities import IdentityCreate, create_identity
+from grantflow.auth.permissions import Role
+from grantflow.auth.users import create_user
+from grantflow.governance.models import ReviewItem
+from grantflow.governance.review_config import ReviewConfig
+from grantflow.governance.reviews import start_review
+from grantflow.logging import configure_logging
+from grantflow.queue.database import DatabaseQueue
+from grantflow.store.database import Database
+
+ADMIN_URL = os.environ.get(
+    "GRANTFLOW_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+MANAGERS = 100
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def inventory(db: Database, grants: int) -> None:
+    queue = DatabaseQueue(db)
+    with db.transaction() as session:
+        create_application(
+            session, ACTOR, ApplicationCreate(name="CRM", kind=ApplicationKind("directory"))
+        )
+        create_application(
+            session, ACTOR, ApplicationCreate(name="Other", kind=ApplicationKind("directory"))
+        )
+        for n in range(MANAGERS):
+            boss = f"boss{n}@example.com"
+            create_user(session, ACTOR, email=boss, roles=[Role.APPROVER])
+            create_identity(session, ACTOR, queue, IdentityCreate(email=boss))
+    for start in range(0, grants, 1000):
+        with db.transaction() as session:
+            for n in range(start, min(grants, start + 1000)):
+                who = f"person{n}@example.com"
+                data = IdentityCreate(email=who, manager=f"boss{n % MANAGERS}@example.com")
+                create_identity(session, ACTOR, queue, data)
+                create_grant(session, ACTOR, queue, GrantCreate(identity=who, application="CRM"))
+        log(f"  {min(grants, start + 1000)} grants")
+    queue.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grants", type=int, default=10_000, help="active grants in scope")
+    options = parser.parse_args()
+    configure_logging("warning", "json")
+    with postgres_database(make_url(ADMIN_URL)) as db:
+        log(f"making {options.grants} grants")
+        inventory(db, options.grants)
+        config = ReviewConfig.model_validate(
+            {
+                "name": "Quarterly",
+                "scope": {"applications": ["CRM"]},
+                "reviewer": "manager",
+                "fallback": {"roles": ["admin"]},
+            }
+        )
+        sent = [0]
+
+        main_thread = threading.current_thread()
+
+        def count(*_args: Any) -> None:
+            if threading.current_thread() is main_thread:
+                sent[0] += 1
+
+        waited: list[float] = []
+
+        def other_change() -> None:
+            began = time.monotonic()
+            queue = DatabaseQueue(db)
+            with db.transaction() as session:
+                create_grant(
+                    session,
+                    ACTOR,
+                    queue,
+                    GrantCreate(identity="boss0@example.com", application="Other"),
+                )
+            queue.close()
+            waited.append(time.monotonic() - began)
+
+        queue = DatabaseQueue(db)
+        log("starting the campaign")
+        other = threading.Timer(0.5, other_change)
+        event.listen(db.engine, "before_cursor_execute", count)
+        began = time.monotonic()
+        other.start()
+        with db.transaction() as session:
+            review_id = start_review(session, ACTOR, queue, config).id
+        took = time.monotonic() - began
+        event.remove(db.engine, "before_cursor_execute", count)
+        other.join()
+        queue.close()
+        with db.transaction() as session:
+            items = session.execute(
+                select(func.count()).where(ReviewItem.review_id == review_id)
+            ).scalar_one()
+    print(
+        json.dumps(
+            {
+                "database": "postgresql",
+                "grants": options.grants,
+                "items": items,
+                "start_seconds": round(took, 2),
+                "statements": sent[0],
+                "audit_wait_seconds": round(waited[0], 2),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
