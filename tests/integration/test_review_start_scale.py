@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from sqlalchemy import event, select
 
 from grantflow.access.applications import ApplicationCreate, ApplicationKind, create_application
 from grantflow.access.grants import GrantCreate, create_grant
 from grantflow.access.identities import IdentityCreate, create_identity
 from grantflow.auth.actor import Actor
+from grantflow.auth.models import User
 from grantflow.auth.permissions import Role
 from grantflow.auth.users import create_user
 from grantflow.governance.models import ReviewItem
@@ -84,11 +84,10 @@ def test_four_times_the_grants_cost_a_few_statements_more(database: Database) ->
     people(database, "Large", 40)
     small, small_items = started(database, "Small")
     large, large_items = started(database, "Large")
-    assert len(small_items) == 10 and len(large_items) == 40
+    assert len(small_items) == 10
+    assert len(large_items) == 40
     assert large <= small + 10, f"{small} statements for 10 grants, {large} for 40"
     with database.transaction() as session:
-        from grantflow.auth.models import User
-
         bosses = {
             u.email: u.id
             for u in session.execute(select(User).where(User.email.like("large-boss%"))).scalars()
