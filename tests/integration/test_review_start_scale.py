@@ -10,20 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 
 from grantflow.access.applications import ApplicationCreate, ApplicationKind, create_application
 from grantflow.access.grants import GrantCreate, create_grant
 from grantflow.access.identities import IdentityCreate, create_identity
+from grantflow.access.models import Identity
 from grantflow.auth.actor import Actor
 from grantflow.auth.models import User
 from grantflow.auth.permissions import Role
 from grantflow.auth.users import create_user
-from grantflow.governance.models import ReviewItem
+from grantflow.governance.models import AccessReview, ReviewItem
 from grantflow.governance.review_config import ReviewConfig
+from grantflow.governance.review_queries import progress
 from grantflow.governance.reviews import start_review
 from grantflow.queue.database import DatabaseQueue
 from grantflow.store.database import Database
+from tests.support.plans import selects_on
 
 ACTOR = Actor.system("test")
 MANAGERS = 3
@@ -94,3 +97,36 @@ def test_four_times_the_grants_cost_a_few_statements_more(database: Database) ->
         }
     assert {tuple(i.reviewer_user_ids) for i in large_items} == {(b,) for b in bosses.values()}
     assert all(i.reviewer_source == "manager" and i.routing_problem is None for i in large_items)
+
+
+def test_a_campaigns_progress_is_counted_by_the_server(database: Database) -> None:
+    """The counts a campaign's page shows: the items' reviewers are read only for the pending
+    items routed to the fallback (the only ones that can have no reviewer)."""
+    people(database, "Counted", 12)
+    with database.transaction() as session:  # one manager's people lose their manager
+        session.execute(
+            update(Identity)
+            .where(Identity.email.like("counted-person%"), Identity.email.like("%0@example.com"))
+            .values(manager_id=None)
+        )
+    _, items = started(database, "Counted")
+    fallback = [i for i in items if i.reviewer_source == "fallback"]
+    assert len(fallback) == 2  # person0, person10
+    with database.transaction() as session:
+        review = session.get_one(AccessReview, items[0].review_id)
+        with selects_on(database, "access_review_items") as sent:
+            counts = progress(session, review)
+    assert counts == {
+        "total": 12,
+        "decided": 0,
+        "keep": 0,
+        "revoke": 0,
+        "pending": 12,
+        "defaulted": 0,
+        "fallback": 2,
+        "unassigned": 2,  # (the fallback role has no member here either)
+        "percent": 0.0,
+    }
+    reviewers_read = [q for q, _ in sent if "reviewer_user_ids" in q]
+    assert reviewers_read
+    assert all("reviewer_source" in q.split("WHERE")[1] for q in reviewers_read)
