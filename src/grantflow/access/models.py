@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -70,6 +71,12 @@ class Identity(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+# A person found by e-mail or userName whatever its case (a SCIM push's lookup, a CSV row's
+# manager, the uniqueness checks): each an index, not a read of every identity (0026).
+Index("ix_identities_lower_email", func.lower(Identity.email))
+Index("ix_identities_lower_user_name", func.lower(Identity.user_name))
 
 
 class IdentityGroup(Base):
