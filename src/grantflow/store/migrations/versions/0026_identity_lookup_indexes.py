@@ -5,7 +5,9 @@ identities against 7 ms at 10,000, and a CSV import paid three such reads a row 
 then the two uniqueness checks).
 
 On PostgreSQL this builds both indexes while holding the table against writes: well under a
-second for 100,000 identities.
+second for 100,000 identities. A later migration that rebuilds `identities` on SQLite (batch
+mode) must create them again: SQLAlchemy cannot reflect an index on an expression there
+(tests/integration/test_schema.py checks them by name).
 
 Revision ID: 0026
 Revises: 0025
