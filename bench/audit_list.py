@@ -27,14 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 import uuid
 from typing import Any
 
 import httpx
-from common import admin_token, postgres_database, served
+from common import admin_token, percentiles, postgres_database, served
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -78,22 +77,10 @@ def fill(conn: Any, total: int) -> None:
 
 
 def timed(client: httpx.Client, params: dict[str, Any], requests: int) -> dict[str, Any]:
-    for _ in range(3):
-        client.get("/api/v1/audit", params=params).raise_for_status()
-    times = []
-    items: list[dict[str, Any]] = []
-    for _ in range(requests):
-        started = time.perf_counter()
-        answer = client.get("/api/v1/audit", params=params)
-        times.append((time.perf_counter() - started) * 1000)
-        answer.raise_for_status()
-        items = answer.json()["items"]
-    times.sort()
-    return {
-        "p50_ms": round(statistics.median(times), 2),
-        "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
-        "items": len(items),
-    }
+    figures, answer = percentiles(
+        lambda: client.get("/api/v1/audit", params=params).raise_for_status(), requests
+    )
+    return {**figures, "items": len(answer.json()["items"])}
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
@@ -38,6 +38,9 @@ ACTOR = Actor.system("bench")
 # One master key for everything a script starts (the API here, worker processes), as in a real
 # deployment: they share the audit chain and the credentials.
 MASTER_KEY = base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+T = TypeVar("T")
 
 
 class Unreachable(Exception):
@@ -137,6 +140,26 @@ def timed_reads(client: httpx.Client, path: str, requests: int) -> dict[str, Any
         answer.raise_for_status()
         size = len(answer.content)
     return {"p50_ms": round(statistics.median(times), 1), "kib": round(size / 1024, 1)}
+
+
+def percentiles(
+    call: Callable[[], T], requests: int, warmups: int = 3
+) -> tuple[dict[str, float], T]:
+    """`call` made `warmups` times, then `requests` times timed: p50 and p95 in ms, and what
+    the last call returned."""
+    for _ in range(warmups):
+        call()
+    times = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        last = call()
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    figures = {
+        "p50_ms": round(statistics.median(times), 2),
+        "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
+    }
+    return figures, last
 
 
 def admin_token(db: Database, email: str = "bench@example.com") -> str:

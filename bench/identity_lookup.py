@@ -25,14 +25,12 @@ import argparse
 import itertools
 import json
 import os
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
-from common import ACTOR, admin_token, postgres_database, served
+from common import ACTOR, admin_token, percentiles, postgres_database, served
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -49,20 +47,9 @@ def log(message: str) -> None:
 
 
 def timed(call: Callable[[int], Any], requests: int) -> dict[str, float]:
+    """`call` of a different person each time (every 7,919th)."""
     picks = itertools.count(7, 7919)
-    for _ in range(3):
-        call(next(picks))
-    times = []
-    for _ in range(requests):
-        n = next(picks)
-        started = time.perf_counter()
-        call(n)
-        times.append((time.perf_counter() - started) * 1000)
-    times.sort()
-    return {
-        "p50_ms": round(statistics.median(times), 2),
-        "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
-    }
+    return percentiles(lambda: call(next(picks)), requests)[0]
 
 
 def main() -> None:

@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
-from common import ACTOR, admin_token, console_client, postgres_database, served
+from common import ACTOR, admin_token, console_client, percentiles, postgres_database, served
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
@@ -105,18 +104,7 @@ def fill(db: Database, job_id: str, workflow_id: str, seed: str, count: int) -> 
 
 
 def timed(call: Callable[[], Any], requests: int) -> dict[str, float]:
-    for _ in range(3):
-        call()
-    times = []
-    for _ in range(requests):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    times.sort()
-    return {
-        "p50_ms": round(statistics.median(times), 2),
-        "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
-    }
+    return percentiles(call, requests)[0]
 
 
 def main() -> None:

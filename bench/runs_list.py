@@ -33,13 +33,12 @@ import argparse
 import datetime as dt
 import json
 import os
-import statistics
 import sys
 import time
 from typing import Any
 
 import httpx
-from common import ACTOR, admin_token, postgres_database, served
+from common import ACTOR, admin_token, percentiles, postgres_database, served
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -141,20 +140,12 @@ def copy_runs(db: Database, total: int, retired: str) -> None:
 
 
 def timed(client: httpx.Client, params: dict[str, Any], requests: int) -> dict[str, Any]:
-    for _ in range(5):
-        client.get("/api/v1/runs", params=params).raise_for_status()
-    times = []
-    items: list[dict[str, Any]] = []
-    for _ in range(requests):
-        started = time.perf_counter()
-        answer = client.get("/api/v1/runs", params=params)
-        times.append((time.perf_counter() - started) * 1000)
-        answer.raise_for_status()
-        items = answer.json()["items"]
-    times.sort()
+    figures, answer = percentiles(
+        lambda: client.get("/api/v1/runs", params=params).raise_for_status(), requests, 5
+    )
+    items = answer.json()["items"]
     return {
-        "p50_ms": round(statistics.median(times), 2),
-        "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
+        **figures,
         "items": len(items),
         "stuck_in_page": sum(1 for item in items if item.get("stuck")),
     }

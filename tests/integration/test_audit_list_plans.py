@@ -19,7 +19,7 @@ from sqlalchemy import insert, text
 from grantflow.audit.models import AuditEntry
 from grantflow.store.base import new_id, utcnow
 from tests.conftest import Api
-from tests.support.plans import rows_read, selects_on
+from tests.support.plans import every_page, rows_read, selects_on
 
 pytestmark = [
     pytest.mark.postgres,
@@ -107,19 +107,6 @@ def test_an_actors_entries_page_to_the_end_each_once(
 ) -> None:
     """The leaver's 1,000 entries, 200 a page, newest first: each once, then no cursor; every
     page reads about itself, not the entries older than its cursor."""
-    seen: list[int] = []
-    cursor = None
-    while True:
-        params: dict[str, Any] = {"actor": LEAVER_ID, "limit": 200}
-        if cursor:
-            params["cursor"] = cursor
-        with selects_on(api.database, "audit_entries") as sent:
-            body = admin.get("/api/v1/audit", params=params).json()
-        (statement, parameters), *_ = [s for s in sent if "audit_entries.id DESC" in s[0]]
-        read = rows_read(api.database, statement, parameters)
-        assert read <= 2 * 200, f"page {len(seen) // 200 + 1}: {read} rows read"
-        seen.extend(item["id"] for item in body["items"])
-        cursor = body["next_cursor"]
-        if not cursor:
-            break
+    params = {"actor": LEAVER_ID, "limit": 200}
+    seen = every_page(api.database, admin, "/api/v1/audit", params, "audit_entries", "id DESC")
     assert seen == sorted((e["id"] for e in log if e["actor_id"] == LEAVER_ID), reverse=True)

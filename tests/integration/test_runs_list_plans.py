@@ -25,7 +25,7 @@ from tests.conftest import Api
 from tests.support.console import signed_in_client
 from tests.support.engine import publish, start, workflow
 from tests.support.ops import set_step
-from tests.support.plans import rows_read, selects_on
+from tests.support.plans import every_page, rows_read, selects_on
 
 pytestmark = [
     pytest.mark.postgres,
@@ -131,25 +131,12 @@ def test_each_filter_lists_its_runs_and_reads_about_a_page(
 
 
 def test_the_old_failures_page_to_the_end_each_once(
-    api: Api, admin: httpx.Client, history: dict[str, Any], sent: list[tuple[str, Any]]
+    api: Api, admin: httpx.Client, history: dict[str, Any]
 ) -> None:
     """The 1,000 failed runs, 200 a page, newest first: each once, then no cursor; every page
     reads about itself, not the runs older than its cursor."""
-    seen: list[str] = []
-    cursor = None
-    while True:
-        params: dict[str, Any] = {"status": "failed", "limit": 200}
-        if cursor:
-            params["cursor"] = cursor
-        sent.clear()
-        body = admin.get("/api/v1/runs", params=params).json()
-        (statement, parameters), *_ = [s for s in sent if "runs.id DESC" in s[0]]
-        read = rows_read(api.database, statement, parameters)
-        assert read <= 2 * 200, f"page {len(seen) // 200 + 1}: {read} rows read"
-        seen.extend(item["id"] for item in body["items"])
-        cursor = body["next_cursor"]
-        if not cursor:
-            break
+    params = {"status": "failed", "limit": 200}
+    seen = every_page(api.database, admin, "/api/v1/runs", params, "runs", "runs.id DESC")
     assert seen == newest([r for r in history["rows"] if r["status"] == "failed"], bool, OLD)
 
 

@@ -45,3 +45,25 @@ def rows_read(db: Database, statement: str, parameters: Any) -> int:
         return here + sum(walk(child) for child in node.get("Plans", []))
 
     return int(walk(plan[0]["Plan"]))
+
+
+def every_page(
+    db: Database, client: Any, path: str, params: dict[str, Any], table: str, order: str
+) -> list[Any]:
+    """The ids of every page of `path` (`params` holding its filter and limit), first to last;
+    each page's statement (the SELECT on `table` whose ORDER BY ends with `order`) reads at
+    most twice its page, not the rows older than its cursor."""
+    seen: list[Any] = []
+    cursor = None
+    while True:
+        with selects_on(db, table) as sent:
+            answer = client.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
+        assert answer.status_code == 200, answer.text
+        (statement, parameters), *_ = [s for s in sent if order in s[0]]
+        read = rows_read(db, statement, parameters)
+        assert read <= 2 * params["limit"], f"page {len(seen) // params['limit'] + 1}: {read}"
+        body = answer.json()
+        seen.extend(item["id"] for item in body["items"])
+        cursor = body["next_cursor"]
+        if not cursor:
+            return seen
