@@ -120,8 +120,10 @@ def dump(database: Database) -> str:
     """Every row of every table in the database (not just the known models), as text."""
     lines = []
     with database.engine.connect() as conn:
-        for name in sa.inspect(conn).get_table_names():
-            table = sa.Table(name, sa.MetaData(), autoload_with=conn)
+        found = sa.inspect(conn)
+        for name in found.get_table_names():
+            # (the columns only: SQLite's indexes on an expression cannot be reflected)
+            table = sa.table(name, *(sa.column(c["name"]) for c in found.get_columns(name)))
             for row in conn.execute(sa.select(table)):
                 lines.append(f"{name}: " + " | ".join(str(value) for value in row))
     return "\n".join(lines)
