@@ -26,27 +26,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 import uuid
 from typing import Any
 
 import httpx
-from common import admin_token, percentiles, postgres_database, served
+from common import ADMIN_URL, admin_token, log, percentiles, postgres_database, served
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from grantflow.logging import configure_logging
 
-ADMIN_URL = os.environ.get(
-    "GRANTFLOW_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 LEAVER, LEAVER_ID, OLD_OBJECT = "leaver@example.com", str(uuid.uuid4()), str(uuid.uuid4())
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def fill(conn: Any, total: int) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import os
 import socket
 import statistics
+import sys
 import threading
 import time
 import uuid
@@ -35,12 +36,21 @@ from grantflow.store import migrate
 from grantflow.store.database import Database, open_database
 
 ACTOR = Actor.system("bench")
+# The PostgreSQL server a script makes its database on (as its administrator).
+ADMIN_URL = os.environ.get(
+    "GRANTFLOW_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 # One master key for everything a script starts (the API here, worker processes), as in a real
 # deployment: they share the audit chain and the credentials.
 MASTER_KEY = base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
 T = TypeVar("T")
+
+
+def log(message: str) -> None:
+    """Progress, on stderr: stdout carries only the script's JSON."""
+    print(message, file=sys.stderr, flush=True)
 
 
 class Unreachable(Exception):

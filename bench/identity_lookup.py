@@ -24,26 +24,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import httpx
-from common import ACTOR, admin_token, percentiles, postgres_database, served
+from common import ACTOR, ADMIN_URL, admin_token, log, percentiles, postgres_database, served
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from grantflow.auth.tokens import create_token, scim_service_user
 from grantflow.logging import configure_logging
-
-ADMIN_URL = os.environ.get(
-    "GRANTFLOW_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def timed(call: Callable[[int], Any], requests: int) -> dict[str, float]:

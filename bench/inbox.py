@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,8 +29,10 @@ from typing import Any
 import httpx
 from common import (
     ACTOR,
+    ADMIN_URL,
     StatementCounter,
     console_client,
+    log,
     postgres_database,
     served,
     timed_reads,
@@ -48,14 +48,7 @@ from grantflow.definitions import workflows
 from grantflow.logging import configure_logging
 from grantflow.store.database import Database
 
-ADMIN_URL = os.environ.get(
-    "GRANTFLOW_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 APPROVER = "approver@example.com"
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def waiting_approvals(db: Database, count: int, logs: Path) -> None:

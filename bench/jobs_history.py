@@ -24,14 +24,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
-from common import ACTOR, admin_token, console_client, percentiles, postgres_database, served
+from common import (
+    ACTOR,
+    ADMIN_URL,
+    admin_token,
+    console_client,
+    log,
+    percentiles,
+    postgres_database,
+    served,
+)
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
@@ -44,14 +51,7 @@ from grantflow.schedules.models import Job
 from grantflow.schedules.scheduler import Facts, Scheduler
 from grantflow.store.database import Database
 
-ADMIN_URL = os.environ.get(
-    "GRANTFLOW_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 OTHER_JOBS = 40
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def publish(db: Database, name: str, cron: str | None) -> str:

@@ -33,17 +33,17 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import statistics
-import sys
 import time
 from typing import Any
 
 import httpx
 from common import (
     ACTOR,
+    ADMIN_URL,
     admin_token,
     console_client,
+    log,
     postgres_database,
     served,
     timed_reads,
@@ -58,14 +58,6 @@ from grantflow.engine.worker import Worker
 from grantflow.logging import configure_logging
 from grantflow.queue.database import DatabaseQueue
 from grantflow.store.database import Database
-
-ADMIN_URL = os.environ.get(
-    "GRANTFLOW_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def long_run(db: Database, name: str, passes: int, delay: str | None = None) -> str:

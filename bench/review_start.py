@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from typing import Any
 
-from common import ACTOR, postgres_database
+from common import ACTOR, ADMIN_URL, log, postgres_database
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 
@@ -38,14 +36,7 @@ from grantflow.logging import configure_logging
 from grantflow.queue.database import DatabaseQueue
 from grantflow.store.database import Database
 
-ADMIN_URL = os.environ.get(
-    "GRANTFLOW_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 MANAGERS = 100
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def inventory(db: Database, grants: int) -> None:

@@ -32,13 +32,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import sys
 import time
 from typing import Any
 
 import httpx
-from common import ACTOR, admin_token, percentiles, postgres_database, served
+from common import ACTOR, ADMIN_URL, admin_token, log, percentiles, postgres_database, served
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -49,16 +47,9 @@ from grantflow.logging import configure_logging
 from grantflow.queue.database import DatabaseQueue
 from grantflow.store.database import Database
 
-ADMIN_URL = os.environ.get(
-    "GRANTFLOW_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 STUCK = 50
 RUN_BY_WORKER = 20
 COPIED_AS = ("id", "created_at", "status", "workflow_id")  # what a copy writes of its own
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def publish(db: Database, name: str, stuck_after: str | None = None) -> str:
