@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
@@ -16,12 +17,15 @@ from grantflow.access.models import Identity
 from grantflow.audit.models import AuditEntry
 from grantflow.auth.models import User
 from grantflow.engine.models import Run
+from grantflow.governance import reviews
 from grantflow.governance.models import AccessReview, ReviewItem
 from grantflow.people.models import EmailMessage
+from grantflow.queue.database import DatabaseQueue
 from tests.browser.conftest import Console
 from tests.support.admin_objects import APP, seed
 from tests.support.browser import screenshot
 from tests.support.engine import publish, wait_status, workflow
+from tests.support.reviews import manager_campaign, people
 
 
 def test_an_operator_adds_changes_and_offboards_an_identity(
@@ -145,6 +149,32 @@ def test_an_admin_adds_a_user_and_invites_them(
             select(EmailMessage.status).where(EmailMessage.to_user_id == ann.id)
         ).scalars()
         assert set(mails) == {"skipped"}
+
+
+def test_closing_a_large_campaign_shows_its_revocations_until_the_workers_are_done(
+    console: Console, signed_in_page: Callable[..., Page], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A default of revoke over more grants than a batch: the close revokes one batch, the page
+    says the campaign is closing and how many grants are left, and the workers' timer ends it."""
+    monkeypatch.setattr(reviews, "REVOKE_BATCH", 3)
+    people(console.database, "Wiki", 7)
+    review_id = manager_campaign(console.database, "Wiki", default_decision="revoke")
+    page = signed_in_page("operator")
+    page.goto(f"/reviews/{review_id}")
+    page.get_by_role("button", name="Close now").click()
+    expect(page.locator(".flash").first).to_contain_text("Access review Wiki review is closing")
+    expect(page.locator(".banner.warn")).to_contain_text("4 still to revoke")
+    expect(page.get_by_role("button", name="Close now")).to_have_count(0)
+    expect(page.locator(".facts .chip").first).to_have_text("closing")
+    queue = DatabaseQueue(console.database)
+    while True:  # the workers' timer, a batch per transaction
+        with console.database.transaction() as session:
+            if not reviews.close_due(session, queue):
+                break
+    queue.close()
+    page.reload()
+    expect(page.locator(".banner.warn")).to_have_count(0)
+    expect(page.locator(".facts .chip").first).to_have_text("closed")
 
 
 def test_an_operator_starts_an_access_review(

@@ -250,6 +250,7 @@ def test_a_manager_campaign_revokes_in_the_target_and_defaults_at_close(
             "fallback": 2,
             "unassigned": 0,
             "percent": 0.0,
+            "revocations_pending": 0,
         }
 
         items = w.by_identity(review_id)
@@ -343,6 +344,7 @@ def test_a_manager_campaign_revokes_in_the_target_and_defaults_at_close(
             "fallback": 2,
             "unassigned": 0,
             "percent": 100.0,
+            "revocations_pending": 0,
         }
         assert error(w.admin.post(f"{API}/reviews/{review_id}/close"), 409)["code"] == (
             "review_closed"

@@ -13,10 +13,12 @@ from sqlalchemy.exc import DBAPIError
 
 from grantflow import audit
 from grantflow.audit.models import AuditEntry
+from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Role
 from grantflow.store.database import Database
 from tests.conftest import Api
 from tests.support.audit import entries, triggers_off, verify
+from tests.support.plans import selects_on
 
 audit_table = AuditEntry.__table__
 
@@ -314,3 +316,26 @@ def test_no_secret_reaches_the_audit_log(api: Api, admin: httpx.Client) -> None:
     for secret in secrets:
         assert secret not in stored
         assert secret not in listed
+
+
+def test_a_transaction_of_many_entries_reads_the_head_once_and_stays_a_chain(
+    database: Database,
+) -> None:
+    """A transaction that records many entries (a campaign's revocations) locks and reads the
+    chain's head once; a savepoint rolled back with its entry makes the next one read it again,
+    and a later transaction reads it afresh: the chain verifies throughout."""
+    actor = Actor.system("test")
+    with selects_on(database, "audit_entries") as heads, database.transaction() as session:
+        for n in range(5):
+            audit.record(session, actor, "test.many", "test", None, {"n": n})
+    assert len(heads) == 1, heads
+    with selects_on(database, "audit_entries") as heads, database.transaction() as session:
+        audit.record(session, actor, "test.before", "test", None, {})
+        savepoint = session.begin_nested()
+        audit.record(session, actor, "test.undone", "test", None, {})
+        savepoint.rollback()
+        audit.record(session, actor, "test.after", "test", None, {})
+    assert len(heads) == 3, heads  # this transaction's first, in the savepoint, after it
+    report = verify(database)
+    assert report.ok, report
+    assert [e.action for e in entries(database)][-3:] == ["test.many", "test.before", "test.after"]

@@ -204,6 +204,23 @@ def revoke_grant(
     grant = session.get(Grant, grant_id, with_for_update=True)
     if grant is None:
         raise NotFound(f"grant {grant_id} does not exist", target_type="grant", target_id=grant_id)
+    return revoke_locked(
+        session, actor, queue, grant, reason=reason, comment=comment, offboarding=offboarding
+    )
+
+
+def revoke_locked(
+    session: Session,
+    actor: Actor,
+    queue: Queue,
+    grant: Grant,
+    *,
+    reason: RevokeReason = RevokeReason.MANUAL,
+    comment: str = "",
+    offboarding: bool = False,
+) -> Grant:
+    """Revoke a grant the caller has read FOR UPDATE (a batch locks its grants at once)."""
+    actor.require(Permission.GRANT_WRITE)
     if grant.status == GrantStatus.REVOKED:
         raise Conflict(
             f"grant {grant.id} was already revoked at {grant.revoked_at:%Y-%m-%d %H:%M:%S}Z "

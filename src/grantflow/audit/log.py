@@ -76,10 +76,12 @@ def record(
 ) -> AuditEntry:
     """Append an entry in the caller's transaction, so the change and its entry commit together."""
     key = keys_of(session).current()
-    database_of(session).lock_audit_chain(session)
-    last = session.execute(
-        select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
-    ).scalar_one_or_none()
+    last = _head_written_here(session)
+    if last is None:
+        database_of(session).lock_audit_chain(session)
+        last = session.execute(
+            select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
+        ).scalar_one_or_none()
     entry = AuditEntry(
         at=utcnow(),
         actor_id=actor.user_id,
@@ -96,7 +98,26 @@ def record(
     entry.hash = sign(key.chain, entry.prev_hash + _canonical(entry))
     session.add(entry)
     session.flush()
+    session.info[_HEAD] = (session.get_transaction(), session.get_nested_transaction(), entry.hash)
     return entry
+
+
+_HEAD = "audit_head"
+
+
+def _head_written_here(session: Session) -> str | None:
+    """The chain's head when this transaction wrote it and still holds the chain's lock: a
+    transaction that records many entries (a campaign's revocations, an offboarding) locks and
+    reads the head once. Any other transaction or savepoint than the one that wrote it (one
+    rolled back would have undone the entry) reads the head again."""
+    cached = session.info.get(_HEAD)
+    if cached is None:
+        return None
+    transaction, savepoint, head = cached
+    if transaction is session.get_transaction() and savepoint is session.get_nested_transaction():
+        return str(head)
+    del session.info[_HEAD]
+    return None
 
 
 def schema_is_keyed(database: Database) -> bool:

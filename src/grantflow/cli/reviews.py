@@ -61,6 +61,11 @@ def _print_review(view: dict[str, Any]) -> None:
     )
     if view.get("closed_at"):
         out.print(f"  closed {_minute(view['closed_at'])} by {view['closed_by']}")
+    if p.get("revocations_pending"):
+        out.print(
+            f"  closing: the workers are revoking {p['revocations_pending']} grant(s) that "
+            "defaulted to revoke, in batches"
+        )
 
 
 def _minute(at: str) -> str:
@@ -101,7 +106,7 @@ def start(
 
 @app.command("list")
 def list_reviews(
-    status: str | None = typer.Option(None, "--status", help="open or closed"),
+    status: str | None = typer.Option(None, "--status", help="open, closing or closed"),
     limit: int = typer.Option(50, "--limit", min=1, max=500),
     as_json: bool = JSON_OPTION,
 ) -> None:

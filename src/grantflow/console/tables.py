@@ -24,7 +24,7 @@ _BAD = {
 }  # fmt: skip
 _WARN = {
     "pending", "waiting", "running", "queued", "paused", "draft", "disabled", "skipped",
-    "joiner", "mover", "leaver", "cancelled", "retrying", "disconnected", "open",
+    "joiner", "mover", "leaver", "cancelled", "retrying", "disconnected", "open", "closing",
 }  # fmt: skip
 
 

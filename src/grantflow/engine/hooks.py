@@ -26,8 +26,10 @@ RunStatusListener = Callable[[Session, Run, str, str], None]
 # (session, run, step run, failure reason, final: the step will not be retried)
 StepFailureListener = Callable[[Session, Run, StepRun, dict[str, Any], bool], None]
 
-# (session, queue, now): durable timers kept in the database (grant expiry, leave dates)
-TickListener = Callable[[Session, Any, dt.datetime], None]
+# (session, queue, now): durable timers kept in the database (grant expiry, leave dates). A
+# listener whose work comes in batches returns True while more is left: the worker calls it
+# again at once, each batch in its own transaction (locks are held one batch at a time).
+TickListener = Callable[[Session, Any, dt.datetime], bool | None]
 
 # (session, run, step run, failure): a step exhausted its retries and escalated to a person
 EscalationListener = Callable[[Session, Run, StepRun, dict[str, Any]], None]

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
@@ -264,8 +265,16 @@ class Worker:
 
     def tick_once(self) -> None:
         for listener in hooks.tick_listeners():
-            try:
-                with self.database.transaction() as session:
-                    listener(session, self.queue, utcnow())
-            except Exception:
-                log.exception("worker.timer_failed", timer=getattr(listener, "__name__", "?"))
+            # a timer with more batches goes on for up to a tick's length, then lets the others
+            # have their turn (it resumes at the next tick)
+            until = time.monotonic() + self.tick_seconds
+            more: bool | None = True
+            while more and not self.stopping.is_set():
+                try:
+                    with self.database.transaction() as session:
+                        more = listener(session, self.queue, utcnow())
+                except Exception:
+                    log.exception("worker.timer_failed", timer=getattr(listener, "__name__", "?"))
+                    break
+                if time.monotonic() >= until:
+                    break

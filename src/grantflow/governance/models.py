@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -36,7 +37,7 @@ class AccessReview(NameKeyed, Base):
     # {"reviewer": "manager|application_owner|users|roles", "users": [], "roles": [],
     #  "fallback": {"users": [], "roles": []}}
     reviewers: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    status: Mapped[str] = mapped_column(String(20), index=True)  # open | closed
+    status: Mapped[str] = mapped_column(String(20), index=True)  # open | closing | closed
     default_decision: Mapped[str] = mapped_column(String(10), default="keep")  # or revoke
     require_justification_for_keep: Mapped[bool] = mapped_column(Boolean, default=False)
     remind_before_seconds: Mapped[float | None] = mapped_column(Float)
@@ -45,6 +46,8 @@ class AccessReview(NameKeyed, Base):
     ends_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     closed_by: Mapped[str | None] = mapped_column(String(320))
+    # closing: the last item whose default revocation is done (batches go on after it)
+    revoked_through: Mapped[str | None] = mapped_column(String(36))
     created_by: Mapped[str] = mapped_column(String(320))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -53,12 +56,14 @@ class ReviewItem(Base):
     """One grant under review, its reviewers, and the decision."""
 
     __tablename__ = "access_review_items"
-    __table_args__ = (UniqueConstraint("review_id", "grant_id"),)
+    __table_args__ = (
+        UniqueConstraint("review_id", "grant_id"),
+        # a campaign's items in id order: pages, and the batches of its default revocations
+        Index("ix_access_review_items_review_id_id", "review_id", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    review_id: Mapped[str] = mapped_column(
-        ForeignKey("access_reviews.id", ondelete="CASCADE"), index=True
-    )
+    review_id: Mapped[str] = mapped_column(ForeignKey("access_reviews.id", ondelete="CASCADE"))
     grant_id: Mapped[str] = mapped_column(String(36), index=True)
     identity_id: Mapped[str] = mapped_column(String(36), index=True)
     application_id: Mapped[str] = mapped_column(String(36))

@@ -31,6 +31,7 @@ DECIDER = Permission.WORKFLOW_TASK  # what deciding an item takes (as approvals 
 
 class ReviewStatus(enum.StrEnum):
     OPEN = "open"
+    CLOSING = "closing"  # decisions are final; the workers revoke what defaulted to revoke
     CLOSED = "closed"
 
 

@@ -4,13 +4,16 @@ assigned reviewer decides, never about their own access, once, while the campaig
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from grantflow import audit
 from grantflow.access import grants as grant_service
 from grantflow.access.grants import GrantStatus, RevokeReason
-from grantflow.access.models import Grant, Identity
+from grantflow.access.models import Application, Grant, Identity
 from grantflow.auth.actor import Actor
 from grantflow.auth.models import User
 from grantflow.auth.permissions import Permission
@@ -38,18 +41,59 @@ def revoking_actor(label: str, user_id: str | None) -> Actor:
 
 
 def revoke_item(
-    session: Session, actor: Actor, queue: Queue, review: AccessReview, item: ReviewItem
+    session: Session,
+    actor: Actor,
+    queue: Queue,
+    review: AccessReview,
+    item: ReviewItem,
+    grant: Grant | None = None,
 ) -> bool:
-    """Revoke the item's grant, naming the campaign, if it is still active (else False)."""
-    grant = session.get(Grant, item.grant_id)
+    """Revoke the item's grant, naming the campaign, if it is still active (else False).
+    `grant`: the item's grant as `held_for_revoking` read it (locked), or None to read it."""
+    if grant is None:
+        grant = session.get(Grant, item.grant_id, with_for_update=True)
     if grant is None or grant.status != GrantStatus.ACTIVE:
         return False
     why = f"access review {review.name!r}" + (f": {item.comment}" if item.comment else "")
-    grant_service.revoke_grant(
-        session, actor, queue, grant.id, reason=RevokeReason.REVIEW, comment=why[:2000]
+    grant_service.revoke_locked(
+        session, actor, queue, grant, reason=RevokeReason.REVIEW, comment=why[:2000]
     )
     item.revoked = True
     return True
+
+
+@dataclass
+class Held:
+    """A batch's grants, locked, and what revoking them reads, kept referenced while the batch
+    runs (the session's identity map keeps only objects something refers to)."""
+
+    grants: dict[str, Grant]
+    read: list[Any]
+
+
+def held_for_revoking(session: Session, items: list[ReviewItem]) -> Held:
+    """The items' grants, locked, with their identities, the identities' managers and the
+    applications read alongside: a statement each, not a few per item."""
+    grants = {
+        g.id: g
+        for g in session.execute(
+            select(Grant)
+            .where(Grant.id.in_({i.grant_id for i in items}))
+            .order_by(Grant.id)
+            .with_for_update()
+        ).scalars()
+    }
+    people = _by_id(session, Identity, {g.identity_id for g in grants.values()})
+    bosses = {p.manager_id for p in people.values() if p.manager_id} - set(people)
+    people |= _by_id(session, Identity, bosses)
+    apps = _by_id(session, Application, {g.application_id for g in grants.values()})
+    return Held(grants, [*people.values(), *apps.values()])
+
+
+def _by_id(session: Session, model: Any, ids: set[str]) -> dict[str, Any]:
+    if not ids:
+        return {}
+    return {o.id: o for o in session.execute(select(model).where(model.id.in_(ids))).scalars()}
 
 
 def decide(

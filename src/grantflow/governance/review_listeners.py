@@ -1,6 +1,7 @@
 """Access reviews' durable timers, run by workers: reminders when a campaign's
 `remind_before` is reached, and closing campaigns whose end has passed (undecided items get
-the default decision). Loaded through the `grantflow.engine_listeners` entry point."""
+the default decision; a default of revoke is carried out a batch per transaction). Loaded
+through the `grantflow.engine_listeners` entry point."""
 
 from __future__ import annotations
 
@@ -19,5 +20,6 @@ def remind_reviewers(session: Session, queue: Any, now: dt.datetime) -> None:
 
 
 @hooks.on_tick
-def close_ended_reviews(session: Session, queue: Any, now: dt.datetime) -> None:
-    reviews.close_due(session, queue, now)
+def close_ended_reviews(session: Session, queue: Any, now: dt.datetime) -> bool:
+    """True while a closing campaign has revocations left: the worker goes on at once."""
+    return reviews.close_due(session, queue, now)

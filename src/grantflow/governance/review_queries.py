@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from grantflow.access.grants import GrantStatus
 from grantflow.access.models import Application, Grant, Identity
 from grantflow.auth.models import User
 from grantflow.durations import format_duration
@@ -190,7 +191,28 @@ def progress(session: Session, review: AccessReview) -> dict[str, Any]:
         "fallback": fallback,
         "unassigned": unassigned,
         "percent": round(100.0 * decided / total, 1) if total else 100.0,
+        "revocations_pending": (
+            revocations_pending(session, review) if review.status == ReviewStatus.CLOSING else 0
+        ),
     }
+
+
+def revocations_pending(session: Session, review: AccessReview) -> int:
+    """A closing campaign's default revocations not done yet (grants still active)."""
+    stmt = (
+        select(func.count())
+        .select_from(ReviewItem)
+        .join(Grant, Grant.id == ReviewItem.grant_id)
+        .where(
+            ReviewItem.review_id == review.id,
+            ReviewItem.decision == Decision.REVOKE,
+            ReviewItem.defaulted.is_(True),
+            Grant.status == GrantStatus.ACTIVE,
+        )
+    )
+    if review.revoked_through is not None:
+        stmt = stmt.where(ReviewItem.id > review.revoked_through)
+    return int(session.execute(stmt).scalar_one())
 
 
 def item_view(session: Session, item: ReviewItem, viewer: User | None = None) -> dict[str, Any]:

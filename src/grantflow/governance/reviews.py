@@ -18,8 +18,9 @@ reviewers; `review_config` reads a campaign's config, `reviewers` routes its ite
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from grantflow import audit
@@ -39,7 +40,7 @@ from grantflow.governance.review_config import (
     check,
     parse_config,
 )
-from grantflow.governance.review_decisions import revoke_item, revoking_actor
+from grantflow.governance.review_decisions import held_for_revoking, revoke_item, revoking_actor
 from grantflow.governance.review_queries import get_review, progress
 from grantflow.governance.reviewers import Resolver, assign, dedup_key, pending_by_user
 from grantflow.people.notifications import Notification, NotificationKind, notify, resolve
@@ -216,31 +217,37 @@ def close(session: Session, actor: Actor, queue: Queue, review_id: str) -> Acces
     return review
 
 
+REVOKE_BATCH = 50  # default revocations per transaction: the audit chain is held a batch at a time
+
+
 def _finish(
     session: Session, actor: Actor, queue: Queue, review: AccessReview, now: dt.datetime, why: str
 ) -> None:
+    """Every undecided item gets the default decision (one statement). A default of revoke
+    revokes their grants in batches: the first here, the rest by the workers' timer while the
+    campaign is `closing` (a campaign of 40,000 items no longer holds every audited change for
+    minutes)."""
     default = Decision(review.default_decision)
-    undecided = list(
+    defaulted = cast(
+        CursorResult[Any],
         session.execute(
-            select(ReviewItem)
+            update(ReviewItem)
             .where(ReviewItem.review_id == review.id, ReviewItem.decision.is_(None))
-            .order_by(ReviewItem.id)
-            .with_for_update()
-        ).scalars()
-    )
-    revoker = revoking_actor(SYSTEM.label, None)
-    revoked = 0
-    for item in undecided:
-        item.decision = default.value
-        item.defaulted = True
-        item.decided_by = SYSTEM.label
-        item.decided_at = now
-        item.comment = f"no decision before the campaign ended ({why}): default {default}"
-        if default == Decision.REVOKE and revoke_item(session, revoker, queue, review, item):
-            revoked += 1
+            .values(
+                decision=default.value,
+                defaulted=True,
+                decided_by=SYSTEM.label,
+                decided_at=now,
+                comment=f"no decision before the campaign ended ({why}): default {default}",
+            )
+        ),
+    ).rowcount
     review.status = ReviewStatus.CLOSED
     review.closed_at = now
     review.closed_by = actor.label
+    if default == Decision.REVOKE and defaulted:
+        review.status = ReviewStatus.CLOSING
+        revoke_defaulted(session, queue, review, finished=False)
     session.flush()
     for (key,) in session.execute(
         select(Notification.dedup_key)
@@ -251,38 +258,77 @@ def _finish(
         .distinct()
     ).all():
         resolve(session, key)
-    audit.record(
-        session,
-        actor,
-        "access_review.closed",
-        "access_review",
-        review.id,
-        {
-            "name": review.name,
-            "why": why,
-            "default_decision": default.value,
-            "defaulted": len(undecided),
-            "revoked_by_default": revoked,
-            "progress": progress(session, review),
-        },
+    summary = {
+        "name": review.name,
+        "why": why,
+        "default_decision": default.value,
+        "defaulted": defaulted,
+        "progress": progress(session, review),
+    }
+    if default == Decision.REVOKE:
+        summary["revoked_by_default"] = revoked_by_default(session, review)
+    audit.record(session, actor, "access_review.closed", "access_review", review.id, summary)
+
+
+def revoke_defaulted(
+    session: Session, queue: Queue, review: AccessReview, *, finished: bool = True
+) -> bool:
+    """One batch of a closing campaign's default revocations, after the last batch's; True
+    while more are left. The last batch closes the campaign (audited when it is not the close
+    itself: `finished=False`)."""
+    stmt = select(ReviewItem).where(
+        ReviewItem.review_id == review.id,
+        ReviewItem.decision == Decision.REVOKE,
+        ReviewItem.defaulted.is_(True),
     )
+    if review.revoked_through is not None:
+        stmt = stmt.where(ReviewItem.id > review.revoked_through)
+    items = list(session.execute(stmt.order_by(ReviewItem.id).limit(REVOKE_BATCH)).scalars())
+    held = held_for_revoking(session, items)
+    revoker = revoking_actor(SYSTEM.label, None)
+    for item in items:
+        revoke_item(session, revoker, queue, review, item, held.grants.get(item.grant_id))
+    if items:
+        review.revoked_through = items[-1].id
+    if len(items) == REVOKE_BATCH:
+        return True
+    review.status = ReviewStatus.CLOSED
+    if finished:
+        audit.record(
+            session,
+            SYSTEM,
+            "access_review.revocations_done",
+            "access_review",
+            review.id,
+            {"name": review.name, "revoked_by_default": revoked_by_default(session, review)},
+        )
+    return False
 
 
-def close_due(session: Session, queue: Queue, now: dt.datetime | None = None) -> list[str]:
-    """Close every open campaign whose end has passed (a durable timer run by workers)."""
+def revoked_by_default(session: Session, review: AccessReview) -> int:
+    return session.execute(
+        select(func.count()).where(
+            ReviewItem.review_id == review.id,
+            ReviewItem.defaulted.is_(True),
+            ReviewItem.revoked.is_(True),
+        )
+    ).scalar_one()
+
+
+def close_due(session: Session, queue: Queue, now: dt.datetime | None = None) -> bool:
+    """Close every open campaign whose end has passed, then revoke one batch of a closing
+    campaign's grants (a durable timer run by workers): True while batches are left."""
     now = now or utcnow()
     due = list(
         session.execute(
-            select(AccessReview.id)
+            select(AccessReview)
             .where(AccessReview.status == ReviewStatus.OPEN, AccessReview.ends_at <= now)
             .order_by(AccessReview.ends_at)
             .limit(20)
             .with_for_update(skip_locked=True)
         ).scalars()
     )
-    for review_id in due:
-        review = session.get(AccessReview, review_id)
-        assert review is not None
+    for review in due:
         _finish(
             session,
             SYSTEM,
@@ -291,7 +337,15 @@ def close_due(session: Session, queue: Queue, now: dt.datetime | None = None) ->
             now,
             f"its end passed at {review.ends_at:%Y-%m-%d %H:%M}Z",
         )
-    return due
+    stmt = select(AccessReview).where(AccessReview.status == ReviewStatus.CLOSING)
+    if due:  # (their first batch was just done)
+        stmt = stmt.where(AccessReview.id.not_in([r.id for r in due]))
+    closing = session.execute(
+        stmt.order_by(AccessReview.closed_at).limit(1).with_for_update(skip_locked=True)
+    ).scalar_one_or_none()
+    if closing is not None:
+        revoke_defaulted(session, queue, closing)
+    return len(due) == 20 or closing is not None
 
 
 def remind_due(session: Session, now: dt.datetime | None = None) -> list[str]:

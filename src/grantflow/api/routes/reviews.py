@@ -49,6 +49,9 @@ class ProgressOut(BaseModel):
     fallback: int
     unassigned: int
     percent: float
+    revocations_pending: int = Field(
+        description="closing: grants that defaulted to revoke and the workers have yet to revoke"
+    )
 
 
 class ReviewOut(BaseModel):

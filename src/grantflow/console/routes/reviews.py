@@ -59,7 +59,10 @@ def _campaign_row(view: dict[str, Any]) -> dict[str, Any]:
     progress = view["progress"]
     return {
         **view,
-        **{k: progress[k] for k in ("keep", "revoke", "unassigned", "percent", "pending")},
+        **{
+            k: progress[k]
+            for k in ("keep", "revoke", "unassigned", "percent", "pending", "revocations_pending")
+        },
         "url": f"/reviews/{view['id']}",
         "decided_text": f"{progress['decided']} of {progress['total']} ({progress['percent']:g}%)",
     }
@@ -206,6 +209,11 @@ def close(
 
     def work(session: Session) -> str:
         review = reviews.close(session, actor, services(request).queue, review_id)
+        if review.status == ReviewStatus.CLOSING:
+            return (
+                f"Access review {review.name} is closing: its decisions are final, and the "
+                "workers revoke the grants that defaulted to revoke in batches."
+            )
         return f"Access review {review.name} is closed."
 
     return perform(request, f"/reviews/{review_id}", work)
