@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 from alembic import command
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import make_url
 
 from grantflow.safety import gate
 from grantflow.safety.gate import StepStart
 from grantflow.store import migrate
-from grantflow.store.database import Database, open_database
-from tests.support.databases import PostgresRun
+from grantflow.store.database import Database
+from tests.support.databases import unmigrated
 
 COUNTED = dt.datetime(2031, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
 
@@ -25,19 +24,8 @@ COUNTED = dt.datetime(2031, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """A database of its own, never migrated."""
-    if request.param == "sqlite":
-        db = open_database(make_url(f"sqlite:///{tmp_path / 'marks.db'}"))
+    with unmigrated(request.param, tmp_path) as db:
         yield db
-        db.dispose()
-        return
-    run = PostgresRun()
-    run.create(migrated=False)
-    db = open_database(run.url)
-    try:
-        yield db
-    finally:
-        db.dispose()
-        run.drop()
 
 
 def _step_runs(db: Database) -> None:

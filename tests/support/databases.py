@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -103,3 +104,24 @@ def kill_connections(database: Database) -> int:
     finally:
         admin.dispose()
     return int(killed)
+
+
+@contextmanager
+def unmigrated(dialect: str, directory: Path) -> Iterator[Database]:
+    """A database of its own, never migrated (SQLite in `directory`, or PostgreSQL), dropped
+    afterwards: for tests of a migration's upgrade and downgrade."""
+    if dialect == "sqlite":
+        db = open_database(make_url(f"sqlite:///{directory / 'unmigrated.db'}"))
+        try:
+            yield db
+        finally:
+            db.dispose()
+        return
+    run = PostgresRun()
+    run.create(migrated=False)
+    db = open_database(run.url)
+    try:
+        yield db
+    finally:
+        db.dispose()
+        run.drop()

@@ -80,6 +80,24 @@ class ReviewItem(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class ReviewAssignee(Base):
+    """A user, or a role any of whose members may decide, assigned to an item: rows (as the
+    item's lists), so a reviewer's inbox is an index walk, not a read of every pending item."""
+
+    __tablename__ = "access_review_assignees"
+    __table_args__ = (
+        Index("ix_access_review_assignees_user_id", "user_id", "item_id"),
+        Index("ix_access_review_assignees_role", "role", "item_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    item_id: Mapped[str] = mapped_column(
+        ForeignKey("access_review_items.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[str | None] = mapped_column(String(36))
+    role: Mapped[str | None] = mapped_column(String(40))
+
+
 class ControlEvaluation(Base):
     """One evaluation of the built-in controls over Grantflow's own inventory."""
 

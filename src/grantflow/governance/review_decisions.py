@@ -20,10 +20,9 @@ from grantflow.auth.permissions import Permission
 from grantflow.errors import Conflict, PermissionDenied, ValidationError
 from grantflow.governance.models import AccessReview, ReviewItem
 from grantflow.governance.review_config import DECIDER, Decision, ReviewStatus
-from grantflow.governance.review_queries import app_name, get_item
+from grantflow.governance.review_queries import app_name, by_ids, get_item, has_pending
 from grantflow.governance.reviewers import (
     assignment_text,
-    can_decide,
     dedup_key,
     is_reviewer,
     same_person,
@@ -83,17 +82,11 @@ def held_for_revoking(session: Session, items: list[ReviewItem]) -> Held:
             .with_for_update()
         ).scalars()
     }
-    people = _by_id(session, Identity, {g.identity_id for g in grants.values()})
+    people = by_ids(session, Identity, {g.identity_id for g in grants.values()})
     bosses = {p.manager_id for p in people.values() if p.manager_id} - set(people)
-    people |= _by_id(session, Identity, bosses)
-    apps = _by_id(session, Application, {g.application_id for g in grants.values()})
+    people |= by_ids(session, Identity, bosses)
+    apps = by_ids(session, Application, {g.application_id for g in grants.values()})
     return Held(grants, [*people.values(), *apps.values()])
-
-
-def _by_id(session: Session, model: Any, ids: set[str]) -> dict[str, Any]:
-    if not ids:
-        return {}
-    return {o.id: o for o in session.execute(select(model).where(model.id.in_(ids))).scalars()}
 
 
 def decide(
@@ -184,13 +177,6 @@ def decide(
             "revoked": revoked,
         },
     )
-    if not _pending_for(session, review, user):
+    if not has_pending(session, review, user):
         resolve(session, dedup_key(review, user.id))
     return item
-
-
-def _pending_for(session: Session, review: AccessReview, user: User) -> bool:
-    pending = session.execute(
-        select(ReviewItem).where(ReviewItem.review_id == review.id, ReviewItem.decision.is_(None))
-    ).scalars()
-    return any(can_decide(session, user, i) for i in pending)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -20,7 +22,7 @@ from grantflow.durations import format_duration
 from grantflow.errors import Conflict, NotFound
 from grantflow.governance.models import AccessReview, ReviewItem
 from grantflow.governance.review_config import Decision, ReviewStatus, Source
-from grantflow.governance.reviewers import can_decide, reviewer_labels, who
+from grantflow.governance.reviewers import decidable_by, decides, reviewer_labels, who
 from grantflow.store.ids import by_prefix
 from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, encode_cursor
@@ -94,22 +96,38 @@ def list_reviews(
     return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
 
 
+def by_ids(session: Session, model: Any, ids: set[str]) -> dict[str, Any]:
+    """Rows of `model` by id, in one statement. The caller holds them while it uses them: the
+    session keeps only objects something refers to, and `session.get` then finds them."""
+    if not ids:
+        return {}
+    return {o.id: o for o in session.execute(select(model).where(model.id.in_(ids))).scalars()}
+
+
 def _scan(
-    session: Session, stmt: Any, keep: Any, cursor: str | None, limit: int
+    session: Session, stmt: Any, keep: Keep | None, cursor: str | None, limit: int
 ) -> Page[ReviewItem]:
-    """Items of `stmt` in id order for which `keep(item)` holds, a page at a time."""
+    """Items of `stmt` in id order for which `keep(item, its identity)` holds, a page at a
+    time (`stmt` has already narrowed them; their identities are read a batch at a time)."""
     after = decode_cursor(cursor, str)
     found: list[ReviewItem] = []
     while len(found) <= limit:
         batch_stmt = stmt if after is None else stmt.where(ReviewItem.id > after)
         batch = list(session.execute(batch_stmt.order_by(ReviewItem.id).limit(_SCAN)).scalars())
-        found += [i for i in batch if keep(i)]
+        if keep is None:
+            found += batch
+        else:
+            people = by_ids(session, Identity, {i.identity_id for i in batch})
+            found += [i for i in batch if keep(i, people.get(i.identity_id))]
         if len(batch) < _SCAN:
             break
         after = batch[-1].id
     more = len(found) > limit
     found = found[:limit]
     return Page(found, encode_cursor(found[-1].id) if more and found else None)
+
+
+Keep = Callable[[ReviewItem, Identity | None], bool]
 
 
 def list_items(
@@ -130,13 +148,12 @@ def list_items(
         stmt = stmt.where(ReviewItem.decision.is_not(None))
     if decision is not None:
         stmt = stmt.where(ReviewItem.decision == decision)
-
-    def keep(item: ReviewItem) -> bool:
-        if mine is None:
-            return True
-        return review.status == ReviewStatus.OPEN and can_decide(session, mine, item)
-
-    return _scan(session, stmt, keep, cursor, limit)
+    if mine is None:
+        return _scan(session, stmt, None, cursor, limit)
+    if review.status != ReviewStatus.OPEN:
+        return Page([], None)
+    user = mine
+    return _scan(session, stmt.where(decidable_by(user)), partial(decides, user), cursor, limit)
 
 
 def inbox(
@@ -146,9 +163,15 @@ def inbox(
     stmt = (
         select(ReviewItem)
         .join(AccessReview, AccessReview.id == ReviewItem.review_id)
-        .where(AccessReview.status == ReviewStatus.OPEN, ReviewItem.decision.is_(None))
+        .where(AccessReview.status == ReviewStatus.OPEN, decidable_by(user))
     )
-    return _scan(session, stmt, lambda i: can_decide(session, user, i), cursor, limit)
+    return _scan(session, stmt, partial(decides, user), cursor, limit)
+
+
+def has_pending(session: Session, review: AccessReview, user: User) -> bool:
+    """Whether the user has an item of the campaign left to decide."""
+    stmt = select(ReviewItem).where(ReviewItem.review_id == review.id, decidable_by(user))
+    return bool(_scan(session, stmt, partial(decides, user), None, 1).items)
 
 
 def progress(session: Session, review: AccessReview) -> dict[str, Any]:
@@ -215,11 +238,35 @@ def revocations_pending(session: Session, review: AccessReview) -> int:
     return int(session.execute(stmt).scalar_one())
 
 
-def item_view(session: Session, item: ReviewItem, viewer: User | None = None) -> dict[str, Any]:
-    identity = session.get(Identity, item.identity_id)
-    app = session.get(Application, item.application_id)
-    grant = session.get(Grant, item.grant_id)
-    review = session.get(AccessReview, item.review_id)
+@dataclass
+class Named:
+    """What items name, read a statement per table (an id not found: deleted since)."""
+
+    identities: dict[str, Identity]
+    apps: dict[str, Application]
+    grants: dict[str, Grant]
+    reviews: dict[str, AccessReview]
+    users: dict[str, User]
+
+
+def named_by(session: Session, items: Sequence[ReviewItem]) -> Named:
+    return Named(
+        by_ids(session, Identity, {i.identity_id for i in items}),
+        by_ids(session, Application, {i.application_id for i in items}),
+        by_ids(session, Grant, {i.grant_id for i in items}),
+        by_ids(session, AccessReview, {i.review_id for i in items}),
+        by_ids(session, User, {u for i in items for u in i.reviewer_user_ids or []}),
+    )
+
+
+def item_view(
+    session: Session, item: ReviewItem, viewer: User | None = None, named: Named | None = None
+) -> dict[str, Any]:
+    named = named or named_by(session, [item])
+    identity = named.identities.get(item.identity_id)
+    app = named.apps.get(item.application_id)
+    grant = named.grants.get(item.grant_id)
+    review = named.reviews.get(item.review_id)
     shown: dict[str, Any] = {
         "id": item.id,
         "review_id": item.review_id,
@@ -234,7 +281,7 @@ def item_view(session: Session, item: ReviewItem, viewer: User | None = None) ->
         },
         "application": {"id": item.application_id, "name": app.name if app else None},
         "role": item.role or None,
-        "reviewers": reviewer_labels(session, item),
+        "reviewers": reviewer_labels(item, named.users),
         "reviewer_source": item.reviewer_source,
         "routing_problem": item.routing_problem,
         "decision": item.decision,
@@ -256,9 +303,18 @@ def item_view(session: Session, item: ReviewItem, viewer: User | None = None) ->
         shown["can_decide"] = (
             review is not None
             and review.status == ReviewStatus.OPEN
-            and can_decide(session, viewer, item)
+            and decides(viewer, item, identity)
         )
     return shown
+
+
+def item_views(
+    session: Session, items: Sequence[ReviewItem], viewer: User | None = None
+) -> list[dict[str, Any]]:
+    """`item_view` of a page of items: what they show is read a statement per table, not a
+    few statements per item."""
+    named = named_by(session, items)
+    return [item_view(session, item, viewer, named) for item in items]
 
 
 def review_view(session: Session, review: AccessReview) -> dict[str, Any]:
@@ -324,28 +380,44 @@ def _cell(value: Any) -> str:
 
 
 def report_rows(session: Session, review: AccessReview) -> Iterator[dict[str, Any]]:
-    items = session.execute(
-        select(ReviewItem).where(ReviewItem.review_id == review.id).order_by(ReviewItem.id)
-    ).scalars()
-    for item in items:
-        identity = session.get(Identity, item.identity_id)
-        yield {
-            "item_id": item.id,
-            "grant_id": item.grant_id,
-            "identity_email": who(identity) if identity else item.identity_id,
-            "identity_name": identity.display_name if identity else None,
-            "application": app_name(session, item),
-            "role": item.role,
-            "reviewers": "; ".join(reviewer_labels(session, item)),
-            "reviewer_source": item.reviewer_source,
-            "routing_problem": item.routing_problem,
-            "decision": item.decision,
-            "decided_by": item.decided_by,
-            "decided_at": item.decided_at,
-            "comment": item.comment,
-            "defaulted": item.defaulted,
-            "revoked": item.revoked,
-        }
+    """Every item, read a thousand at a time with what they name."""
+    after = ""
+    while True:
+        items = list(
+            session.execute(
+                select(ReviewItem)
+                .where(ReviewItem.review_id == review.id, ReviewItem.id > after)
+                .order_by(ReviewItem.id)
+                .limit(1000)
+            ).scalars()
+        )
+        if not items:
+            return
+        named = named_by(session, items)
+        yield from (_report_row(item, named) for item in items)
+        after = items[-1].id
+
+
+def _report_row(item: ReviewItem, named: Named) -> dict[str, Any]:
+    identity = named.identities.get(item.identity_id)
+    app = named.apps.get(item.application_id)
+    return {
+        "item_id": item.id,
+        "grant_id": item.grant_id,
+        "identity_email": who(identity) if identity else item.identity_id,
+        "identity_name": identity.display_name if identity else None,
+        "application": app.name if app else None,
+        "role": item.role,
+        "reviewers": "; ".join(reviewer_labels(item, named.users)),
+        "reviewer_source": item.reviewer_source,
+        "routing_problem": item.routing_problem,
+        "decision": item.decision,
+        "decided_by": item.decided_by,
+        "decided_at": item.decided_at,
+        "comment": item.comment,
+        "defaulted": item.defaulted,
+        "revoked": item.revoked,
+    }
 
 
 def report_csv(session: Session, review: AccessReview) -> str:

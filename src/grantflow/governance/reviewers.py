@@ -9,16 +9,17 @@ kept on the item. No one ever reviews their own access. Reviewers are told once 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import ColumnElement, and_, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from grantflow.access.models import Application, Identity
 from grantflow.auth.models import User
 from grantflow.auth.permissions import permissions_for
-from grantflow.governance.models import AccessReview, ReviewItem
+from grantflow.governance.models import AccessReview, ReviewAssignee, ReviewItem
 from grantflow.governance.review_config import DECIDER, ReviewerKind, Source
 from grantflow.people import routing
 
@@ -188,12 +189,33 @@ def is_reviewer(user: User, item: ReviewItem) -> bool:
     )
 
 
-def can_decide(session: Session, user: User, item: ReviewItem) -> bool:
+def decidable_by(user: User) -> ColumnElement[bool]:
+    """What `decides` says of an item, as SQL over `access_review_items`: undecided, assigned
+    to the user by name or by one of their roles, not their own access. Each part is an index
+    walk: the user's assignee rows, and their identity by lower(email) or lower(user_name).
+    (SQLite lowers ASCII only: callers check `decides` on what it finds.)"""
+    if not user.active or DECIDER not in permissions_for(user.roles):
+        return false()
+    mine = user.email.strip().lower()
+    assigned = select(ReviewAssignee.item_id).where(
+        or_(ReviewAssignee.user_id == user.id, ReviewAssignee.role.in_(user.roles))
+    )
+    own = select(Identity.id).where(
+        or_(func.lower(Identity.email) == mine, func.lower(Identity.user_name) == mine)
+    )
+    return and_(
+        ReviewItem.decision.is_(None),
+        ReviewItem.id.in_(assigned),
+        ReviewItem.identity_id.not_in(own),
+    )
+
+
+def decides(user: User, item: ReviewItem, identity: Identity | None) -> bool:
+    """Whether the user can decide the item now; `identity` is the item's (None: deleted)."""
     if item.decision is not None or not is_reviewer(user, item):
         return False
     if not user.active or DECIDER not in permissions_for(user.roles):
         return False
-    identity = session.get(Identity, item.identity_id)
     return identity is not None and not same_person(user.email, identity)
 
 
@@ -228,11 +250,9 @@ def assignment_text(session: Session, item: ReviewItem) -> str:
     return f"{', '.join(names) or 'no one'} ({source})"
 
 
-def reviewer_labels(session: Session, item: ReviewItem) -> list[str]:
-    labels = []
-    for user_id in item.reviewer_user_ids or []:
-        user = session.get(User, user_id)
-        labels.append(user.email if user else user_id)
+def reviewer_labels(item: ReviewItem, users: Mapping[str, User]) -> list[str]:
+    """The item's reviewers as e-mails (`users`: by id; an id not there was deleted since)."""
+    labels = [users[u].email if u in users else u for u in item.reviewer_user_ids or []]
     return labels + [f"role:{r}" for r in item.reviewer_roles or []]
 
 

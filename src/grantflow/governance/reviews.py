@@ -30,7 +30,7 @@ from grantflow.access.models import Application, Grant, Identity
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.errors import Conflict, NotFound, ValidationError
-from grantflow.governance.models import AccessReview, ReviewItem
+from grantflow.governance.models import AccessReview, ReviewAssignee, ReviewItem
 from grantflow.governance.review_config import (
     Decision,
     ReviewConfig,
@@ -102,6 +102,17 @@ def _application_ids(session: Session, names: list[str]) -> list[str]:
     return ids
 
 
+def assignees(items: list[ReviewItem]) -> list[ReviewAssignee]:
+    """The rows a reviewer's inbox finds the items by: one per user and per role."""
+    return [
+        ReviewAssignee(item_id=item.id, user_id=user_id)
+        for item in items
+        for user_id in item.reviewer_user_ids
+    ] + [
+        ReviewAssignee(item_id=item.id, role=role) for item in items for role in item.reviewer_roles
+    ]
+
+
 def start_review(
     session: Session,
     actor: Actor,
@@ -164,6 +175,7 @@ def start_review(
             )
     session.add_all(items)
     session.flush()
+    session.add_all(assignees(items))
     started = {
         "name": review.name,
         "job": job_id,

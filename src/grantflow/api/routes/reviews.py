@@ -157,7 +157,9 @@ def review_inbox(
             raise PermissionDenied("the review inbox belongs to a user; use a user's API token")
         page = queries.inbox(session, user, cursor=cursor, limit=limit)
         return PageOut(
-            items=[ItemOut.model_validate(queries.item_view(session, i, user)) for i in page.items],
+            items=[
+                ItemOut.model_validate(v) for v in queries.item_views(session, page.items, user)
+            ],
             next_cursor=page.next_cursor,
         )
 
@@ -203,7 +205,7 @@ def list_items(
         )
         return PageOut(
             items=[
-                ItemOut.model_validate(queries.item_view(session, i, viewer)) for i in page.items
+                ItemOut.model_validate(v) for v in queries.item_views(session, page.items, viewer)
             ],
             next_cursor=page.next_cursor,
         )

@@ -98,7 +98,7 @@ def list_page(
         queue = []
         if user is not None and Permission.WORKFLOW_TASK in actor.permissions:
             mine = queries.inbox(session, user, limit=DEFAULT_LIMIT)
-            queue = [_item_row(queries.item_view(session, i, user)) for i in mine.items]
+            queue = [_item_row(v) for v in queries.item_views(session, mine.items, user)]
         page = queries.list_reviews(
             session,
             status=choice(status, ReviewStatus, "status"),
@@ -140,7 +140,7 @@ def detail_page(
             cursor=cursor,
             limit=DEFAULT_LIMIT,
         )
-        items = [_item_row(queries.item_view(session, i, user)) for i in page.items]
+        items = [_item_row(v) for v in queries.item_views(session, page.items, user)]
         context = {
             "review": _campaign_row(queries.review_view(session, review)),
             "items": items,
