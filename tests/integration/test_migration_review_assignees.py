@@ -1,6 +1,7 @@
 """Migration 0028 gives every existing review item its assignee rows (one per user and per role
 in its lists), so an inbox finds items of campaigns started before the upgrade; the downgrade
-drops them, and the lists stay as they were."""
+drops them, and the lists stay as they were. Downgrading 0027 as well keeps every item (on
+SQLite, rebuilding access_reviews would have dropped them all by cascade)."""
 
 from __future__ import annotations
 
@@ -75,3 +76,10 @@ def test_existing_items_get_their_assignees_and_the_downgrade_drops_them(
             text("SELECT reviewer_user_ids FROM access_review_items WHERE id = 'i-named'")
         ).scalar_one()
     assert "u-2" in str(kept)
+
+    command.downgrade(migrate.alembic_config(db), "0026")
+    with db.engine.connect() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("access_reviews")}
+        items = conn.execute(text("SELECT count(*) FROM access_review_items")).scalar_one()
+    assert "revoked_through" not in columns
+    assert items == len(lists)

@@ -9,25 +9,35 @@ applications read once."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
+import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from grantflow import audit
 from grantflow.access import grants as grant_service
 from grantflow.access.grants import GrantStatus
 from grantflow.access.models import Grant
 from grantflow.audit.models import AuditEntry
+from grantflow.auth.actor import Actor
+from grantflow.auth.models import User
+from grantflow.auth.permissions import Permission
+from grantflow.errors import Conflict
 from grantflow.governance import reviews
 from grantflow.governance.models import AccessReview, ReviewItem
+from grantflow.governance.review_decisions import decide
 from grantflow.governance.review_queries import get_review, review_view
 from grantflow.queue.database import DatabaseQueue
+from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 from tests.support.engine import running_worker
+from tests.support.people import ok
 from tests.support.plans import selects_on
 from tests.support.reviews import ACTOR, manager_campaign, people
 
+API = "/api/v1"
 BATCH = 3
 
 
@@ -102,7 +112,7 @@ def test_the_close_revokes_a_batch_and_the_timer_the_rest_a_transaction_each(
     with database.transaction() as session:
         assert reviews.close_due(session, queue) is True  # the last batch closes it
     with database.transaction() as session:
-        assert reviews.close_due(session, queue) is False  # nothing is left
+        assert reviews.close_due(session, queue) is False  # and nothing is left
     queue.close()
 
     assert active_grants(database, "Wiki") == 0
@@ -155,7 +165,7 @@ def test_a_batch_reads_its_grants_people_and_applications_once(database: Databas
     queue.close()
     assert active_grants(database, "Mail") == 1  # a batch of BATCH was revoked
     assert len(grants) == 1, grants  # locked together, not one by one
-    assert len(identities) <= 2, identities  # the people, then their managers
+    assert len(identities) == 2, identities  # the people, then their managers
     assert len(applications) == 1, applications
 
 
@@ -168,7 +178,7 @@ def test_an_audited_change_between_batches_keeps_the_chain_whole(database: Datab
     with database.transaction() as session:
         audit.record(session, ACTOR, "test.between", "test", None, {})
     with database.transaction() as session:
-        assert reviews.close_due(session, queue) is True
+        assert reviews.close_due(session, queue) is True  # (the last batch)
     queue.close()
     with database.transaction() as session:
         assert get_review(session, review_id).status == "closed"
@@ -186,3 +196,127 @@ def test_a_campaign_whose_default_is_keep_closes_at_once(database: Database) -> 
     with database.transaction() as session:
         assert reviews.close_due(session, queue) is False  # nothing is left to do
     queue.close()
+
+
+def test_campaigns_whose_end_passed_close_in_one_transaction_and_revoke_in_later_ones(
+    database: Database, admin: httpx.Client
+) -> None:
+    """Quarterly campaigns ending at the same moment: the timer closes them all in one
+    transaction that revokes nothing, then revokes a batch per transaction."""
+    ids = []
+    for app in ("Alpha", "Beta", "Gamma"):
+        people(database, app, 4)
+        ids.append(manager_campaign(database, app, default_decision="revoke"))
+    with database.transaction() as session:
+        session.execute(update(AccessReview).values(ends_at=utcnow() - dt.timedelta(minutes=1)))
+    queue = DatabaseQueue(database)
+    with selects_on(database, "grants") as grants, database.transaction() as session:
+        assert reviews.close_due(session, queue) is True
+    assert grants == []  # no revocation in the closing transaction
+    assert [active_grants(database, app) for app in ("Alpha", "Beta", "Gamma")] == [4, 4, 4]
+    closing = ok(admin.get(f"{API}/reviews", params={"status": "closing"}))["items"]
+    assert sorted(r["id"] for r in closing) == sorted(ids)
+    assert {r["progress"]["revocations_pending"] for r in closing} == {4}
+
+    # a reviewer's decision in a closing campaign is refused: its decisions are final
+    with database.transaction() as session:
+        item = session.execute(
+            select(ReviewItem).where(ReviewItem.review_id == ids[0]).limit(1)
+        ).scalar_one()
+        boss = session.get_one(User, item.reviewer_user_ids[0])
+        reviewer = Actor(label=boss.email, user_id=boss.id, permissions=frozenset(Permission))
+        with pytest.raises(Conflict) as refused:
+            decide(session, reviewer, queue, item.id, "keep")
+    assert refused.value.code == "review_closed"
+
+    calls = 1
+    while True:
+        with database.transaction() as session:
+            more = reviews.close_due(session, queue)
+        calls += 1
+        if not more:
+            break
+    queue.close()
+    assert calls == 1 + 3 * 2 + 1  # per campaign a batch of 3 and the last; then nothing
+    assert [active_grants(database, app) for app in ("Alpha", "Beta", "Gamma")] == [0, 0, 0]
+    assert ok(admin.get(f"{API}/reviews", params={"status": "closing"}))["items"] == []
+
+
+def test_a_multiple_of_the_batch_closes_with_its_last_batch(database: Database) -> None:
+    people(database, "Jira", 2 * BATCH)
+    review_id = manager_campaign(database, "Jira", default_decision="revoke")
+    assert close(database, review_id)["progress"]["revocations_pending"] == BATCH
+    queue = DatabaseQueue(database)
+    with database.transaction() as session:
+        assert reviews.close_due(session, queue) is True  # (the last batch: no empty one after it)
+    queue.close()
+    with database.transaction() as session:
+        assert get_review(session, review_id).status == "closed"
+    assert [a["action"] for a in actions(database, review_id)] == [
+        "access_review.closed",
+        "access_review.revocations_done",
+    ]
+
+
+def test_a_campaign_that_fails_to_revoke_does_not_hold_up_the_others(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    people(database, "Broken", 5)
+    people(database, "Fine", 5)
+    broken = manager_campaign(database, "Broken", default_decision="revoke")
+    fine = manager_campaign(database, "Fine", default_decision="revoke")
+    close(database, broken)
+    close(database, fine)
+    real = reviews.revoke_item
+
+    def failing(session: Any, actor: Any, queue: Any, review: Any, *rest: Any) -> bool:
+        if review.id == broken:
+            raise Conflict("the application's revoke workflow cannot start")
+        return real(session, actor, queue, review, *rest)
+
+    monkeypatch.setattr(reviews, "revoke_item", failing)
+    queue = DatabaseQueue(database)
+    with database.transaction() as session:  # (Broken closed first: it is tried first)
+        assert reviews.close_due(session, queue) is True  # Fine's last batch
+    with database.transaction() as session:
+        assert reviews.close_due(session, queue) is False  # Broken fails again; nothing else
+    queue.close()
+    with database.transaction() as session:
+        assert get_review(session, fine).status == "closed"
+        assert get_review(session, broken).status == "closing"
+    assert active_grants(database, "Fine") == 0
+    assert active_grants(database, "Broken") == 2  # the close's own batch went through
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_grant_another_transaction_holds_is_left_for_a_later_batch(database: Database) -> None:
+    """A batch locks the audit chain, then its grants without waiting: one held elsewhere (an
+    offboarding revoking grant by grant) stops the batch there, and a later one goes on."""
+    people(database, "Held", 2 * BATCH)
+    review_id = manager_campaign(database, "Held", default_decision="revoke")
+    close(database, review_id)
+    with database.transaction() as session:
+        rest = list(
+            session.execute(
+                select(ReviewItem.grant_id)
+                .where(ReviewItem.review_id == review_id)
+                .order_by(ReviewItem.id)
+                .offset(BATCH)
+            ).scalars()
+        )
+    queue = DatabaseQueue(database)
+    with database.engine.connect() as other, other.begin():
+        other.execute(select(Grant).where(Grant.id == rest[1]).with_for_update())
+        with database.transaction() as session:
+            assert reviews.close_due(session, queue) is True  # it did one, then stopped
+        with database.transaction() as session:
+            assert reviews.close_due(session, queue) is False  # nothing it can do yet
+            assert get_review(session, review_id).status == "closing"
+        assert active_grants(database, "Held") == BATCH - 1
+    with database.transaction() as session:
+        assert reviews.close_due(session, queue) is True
+    queue.close()
+    assert active_grants(database, "Held") == 0
+    with database.transaction() as session:
+        assert get_review(session, review_id).status == "closed"

@@ -278,3 +278,5 @@ class Worker:
                     break
                 if time.monotonic() >= until:
                     break
+                if more and self.database.pause_between_batches:
+                    self.stopping.wait(self.database.pause_between_batches)

@@ -31,6 +31,7 @@ from grantflow.governance.reviewers import (
 from grantflow.people.notifications import resolve
 from grantflow.queue.interface import Queue
 from grantflow.store.base import utcnow
+from grantflow.store.database import database_of
 
 
 def revoking_actor(label: str, user_id: str | None) -> Actor:
@@ -64,29 +65,44 @@ def revoke_item(
 @dataclass
 class Held:
     """A batch's grants, locked, and what revoking them reads, kept referenced while the batch
-    runs (the session's identity map keeps only objects something refers to)."""
+    runs (the session's identity map keeps only objects something refers to); `busy`: active
+    grants another transaction holds, left for a later batch."""
 
     grants: dict[str, Grant]
+    busy: set[str]
     read: list[Any]
 
 
 def held_for_revoking(session: Session, items: list[ReviewItem]) -> Held:
-    """The items' grants, locked, with their identities, the identities' managers and the
-    applications read alongside: a statement each, not a few per item."""
+    """The items' active grants, locked, with their identities, the identities' managers and
+    the applications: a statement each, not a few per item. The audit chain is locked first: a
+    batch holding its grants while it waited for the chain would deadlock with a transaction
+    that holds the chain and revokes grant by grant (an offboarding). So a grant another
+    transaction holds is skipped, not waited for."""
+    database_of(session).lock_audit_chain(session)
+    wanted = {i.grant_id for i in items}
     grants = {
         g.id: g
         for g in session.execute(
             select(Grant)
-            .where(Grant.id.in_({i.grant_id for i in items}))
+            .where(Grant.id.in_(wanted), Grant.status == GrantStatus.ACTIVE)
             .order_by(Grant.id)
-            .with_for_update()
+            .with_for_update(skip_locked=True)
         ).scalars()
     }
+    missing = wanted - set(grants)
+    busy = set(
+        session.execute(
+            select(Grant.id).where(Grant.id.in_(missing), Grant.status == GrantStatus.ACTIVE)
+        ).scalars()
+        if missing
+        else []
+    )
     people = by_ids(session, Identity, {g.identity_id for g in grants.values()})
     bosses = {p.manager_id for p in people.values() if p.manager_id} - set(people)
     people |= by_ids(session, Identity, bosses)
     apps = by_ids(session, Application, {g.application_id for g in grants.values()})
-    return Held(grants, [*people.values(), *apps.values()])
+    return Held(grants, busy, [*people.values(), *apps.values()])
 
 
 def decide(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
+import structlog
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
@@ -29,7 +30,7 @@ from grantflow.access.grants import GrantStatus
 from grantflow.access.models import Application, Grant, Identity
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
-from grantflow.errors import Conflict, NotFound, ValidationError
+from grantflow.errors import Conflict, GrantflowError, NotFound, ValidationError
 from grantflow.governance.models import AccessReview, ReviewAssignee, ReviewItem
 from grantflow.governance.review_config import (
     Decision,
@@ -50,6 +51,7 @@ from grantflow.schedules.models import Job, Occurrence
 from grantflow.store.base import utcnow
 
 SYSTEM = Actor.system("access-review")
+log = structlog.get_logger("grantflow.reviews")
 
 
 # --- starting ----------------------------------------------------------------------------------
@@ -233,12 +235,19 @@ REVOKE_BATCH = 50  # default revocations per transaction: the audit chain is hel
 
 
 def _finish(
-    session: Session, actor: Actor, queue: Queue, review: AccessReview, now: dt.datetime, why: str
+    session: Session,
+    actor: Actor,
+    queue: Queue,
+    review: AccessReview,
+    now: dt.datetime,
+    why: str,
+    *,
+    first_batch: bool = True,
 ) -> None:
     """Every undecided item gets the default decision (one statement). A default of revoke
-    revokes their grants in batches: the first here, the rest by the workers' timer while the
-    campaign is `closing` (a campaign of 40,000 items no longer holds every audited change for
-    minutes)."""
+    revokes their grants in batches, each its own transaction: the first here (unless not
+    `first_batch`), the rest by the workers' timer while the campaign is `closing` (a campaign
+    of 40,000 items no longer holds every audited change for minutes)."""
     default = Decision(review.default_decision)
     defaulted = cast(
         CursorResult[Any],
@@ -259,7 +268,8 @@ def _finish(
     review.closed_by = actor.label
     if default == Decision.REVOKE and defaulted:
         review.status = ReviewStatus.CLOSING
-        revoke_defaulted(session, queue, review, finished=False)
+        if first_batch:
+            revoke_defaulted(session, queue, review, finished=False)
     session.flush()
     for (key,) in session.execute(
         select(Notification.dedup_key)
@@ -285,9 +295,10 @@ def _finish(
 def revoke_defaulted(
     session: Session, queue: Queue, review: AccessReview, *, finished: bool = True
 ) -> bool:
-    """One batch of a closing campaign's default revocations, after the last batch's; True
-    while more are left. The last batch closes the campaign (audited when it is not the close
-    itself: `finished=False`)."""
+    """One batch of a closing campaign's default revocations, in item order after the last
+    batch's. True while more are left; False when the campaign is done (the last batch closes
+    it, audited when it is not the close itself: `finished=False`), or when its next grant is
+    held by another transaction (the next tick goes on from it)."""
     stmt = select(ReviewItem).where(
         ReviewItem.review_id == review.id,
         ReviewItem.decision == Decision.REVOKE,
@@ -295,14 +306,18 @@ def revoke_defaulted(
     )
     if review.revoked_through is not None:
         stmt = stmt.where(ReviewItem.id > review.revoked_through)
-    items = list(session.execute(stmt.order_by(ReviewItem.id).limit(REVOKE_BATCH)).scalars())
-    held = held_for_revoking(session, items)
+    items = list(session.execute(stmt.order_by(ReviewItem.id).limit(REVOKE_BATCH + 1)).scalars())
+    batch = items[:REVOKE_BATCH]
+    held = held_for_revoking(session, batch)
     revoker = revoking_actor(SYSTEM.label, None)
-    for item in items:
-        revoke_item(session, revoker, queue, review, item, held.grants.get(item.grant_id))
-    if items:
-        review.revoked_through = items[-1].id
-    if len(items) == REVOKE_BATCH:
+    for done, item in enumerate(batch):
+        if item.grant_id in held.busy:
+            return done > 0
+        grant = held.grants.get(item.grant_id)
+        if grant is not None:  # (else it ended before the campaign did)
+            revoke_item(session, revoker, queue, review, item, grant)
+        review.revoked_through = item.id
+    if len(items) > REVOKE_BATCH:
         return True
     review.status = ReviewStatus.CLOSED
     if finished:
@@ -328,8 +343,10 @@ def revoked_by_default(session: Session, review: AccessReview) -> int:
 
 
 def close_due(session: Session, queue: Queue, now: dt.datetime | None = None) -> bool:
-    """Close every open campaign whose end has passed, then revoke one batch of a closing
-    campaign's grants (a durable timer run by workers): True while batches are left."""
+    """A durable timer run by workers, each call one transaction: close the open campaigns
+    whose end has passed (no revocation yet), or else revoke one batch of a closing campaign's
+    grants. True when it did something (the worker calls again at once); False when there is
+    nothing it can do now."""
     now = now or utcnow()
     due = list(
         session.execute(
@@ -341,23 +358,27 @@ def close_due(session: Session, queue: Queue, now: dt.datetime | None = None) ->
         ).scalars()
     )
     for review in due:
-        _finish(
-            session,
-            SYSTEM,
-            queue,
-            review,
-            now,
-            f"its end passed at {review.ends_at:%Y-%m-%d %H:%M}Z",
-        )
-    stmt = select(AccessReview).where(AccessReview.status == ReviewStatus.CLOSING)
-    if due:  # (their first batch was just done)
-        stmt = stmt.where(AccessReview.id.not_in([r.id for r in due]))
+        why = f"its end passed at {review.ends_at:%Y-%m-%d %H:%M}Z"
+        _finish(session, SYSTEM, queue, review, now, why, first_batch=False)
+    if due:
+        return True
     closing = session.execute(
-        stmt.order_by(AccessReview.closed_at).limit(1).with_for_update(skip_locked=True)
-    ).scalar_one_or_none()
-    if closing is not None:
-        revoke_defaulted(session, queue, closing)
-    return len(due) == 20 or closing is not None
+        select(AccessReview)
+        .where(AccessReview.status == ReviewStatus.CLOSING)
+        .order_by(AccessReview.closed_at)
+        .limit(5)
+        .with_for_update(skip_locked=True)
+    ).scalars()
+    for review in closing:
+        try:
+            with session.begin_nested():
+                more = revoke_defaulted(session, queue, review)
+            # (no more and still closing: its next grant is in use; try the next campaign)
+            if more or review.status != ReviewStatus.CLOSING:
+                return True
+        except GrantflowError as exc:  # a campaign that fails does not hold up the others
+            log.error("access_review.revocations_failed", review_id=review.id, error=exc.message)
+    return False
 
 
 def remind_due(session: Session, now: dt.datetime | None = None) -> list[str]:

@@ -65,6 +65,9 @@ class Database:
 
     # Must every step boundary's commit wait for the WAL's flush (engine/checkpoint.py)?
     flush_every_step = True
+    # Seconds a timer's batches pause between them (engine/worker.py): room for the writers
+    # that waited on one batch to get in before the next.
+    pause_between_batches = 0.0
 
     def _install_hooks(self, engine: Engine) -> None:
         """Per-connection setup (pragmas, session settings)."""
@@ -168,6 +171,8 @@ class SqliteDatabase(Database):
     """The embedded default: WAL, foreign keys, and write transactions that take the lock early."""
 
     dialect = "sqlite"
+    # (a waiting writer retries at steps of up to 100 ms: back-to-back batches starve it)
+    pause_between_batches = 0.15
 
     def engine_options(self) -> dict[str, Any]:
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}

@@ -34,5 +34,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.create_index("ix_access_review_items_review_id", "access_review_items", ["review_id"])
     op.drop_index("ix_access_review_items_review_id_id", table_name="access_review_items")
-    with op.batch_alter_table("access_reviews") as batch:
-        batch.drop_column("revoked_through")
+    # (not a batch: SQLite would rebuild access_reviews, and dropping the old table cascades
+    # to every review item; SQLite drops a column itself since 3.35)
+    op.execute("ALTER TABLE access_reviews DROP COLUMN revoked_through")
