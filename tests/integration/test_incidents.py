@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from grantflow.access.models import Identity, Incident
 from grantflow.auth.permissions import Role
 from grantflow.config import Settings
 from grantflow.store.database import Database
@@ -27,6 +28,7 @@ from tests.support.connections import (
     serving_api,
 )
 from tests.support.engine import publish, wait_for, wait_status
+from tests.support.plans import selects_on
 from tests.support.target import Reply, Target, running_target
 
 # a long backoff: the run is still waiting on its second attempt while the test looks
@@ -300,3 +302,33 @@ def test_a_hand_resolution_stands_when_the_runs_remaining_retries_fail(
         assert incidents(admin, status="open") == []
         [note] = security_notifications(admin)
         assert note["resolved_at"] is not None
+
+
+def test_a_page_of_incidents_reads_their_people_at_once(api: Api, admin: httpx.Client) -> None:
+    """Each incident names its person by e-mail: a page reads them in one statement, not one
+    per incident (a page of 50 cost 51)."""
+    with api.database.transaction() as session:
+        for n in range(12):
+            who = f"leaver{n}@example.com"
+            person = Identity(email=who, user_name=who, lifecycle_state="leaver", scim={})
+            session.add(person)
+            session.flush()
+            session.add(
+                Incident(
+                    kind="revocation_not_automated",
+                    status="open",
+                    identity_id=person.id,
+                    system="CRM",
+                    summary=f"leaver{n} may still have access to CRM",
+                    instruction="remove the account by hand, then resolve with evidence",
+                )
+            )
+    with selects_on(api.database, "identities") as small:
+        few = incidents(admin, limit="3")
+    with selects_on(api.database, "identities") as large:
+        many = incidents(admin, limit="12")
+    assert len(few) == 3
+    assert sorted(i["identity"] for i in many) == sorted(
+        f"leaver{n}@example.com" for n in range(12)
+    )
+    assert len(small) == len(large) == 1

@@ -20,7 +20,7 @@ from grantflow.auth.permissions import Permission
 from grantflow.errors import Conflict, PermissionDenied, ValidationError
 from grantflow.governance.models import AccessReview, ReviewItem
 from grantflow.governance.review_config import DECIDER, Decision, ReviewStatus
-from grantflow.governance.review_queries import app_name, by_ids, get_item, has_pending
+from grantflow.governance.review_queries import app_name, get_item, has_pending
 from grantflow.governance.reviewers import (
     assignment_text,
     dedup_key,
@@ -32,6 +32,7 @@ from grantflow.people.notifications import resolve
 from grantflow.queue.interface import Queue
 from grantflow.store.base import utcnow
 from grantflow.store.database import database_of
+from grantflow.store.ids import by_ids
 
 
 def revoking_actor(label: str, user_id: str | None) -> Actor:

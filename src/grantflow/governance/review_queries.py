@@ -23,7 +23,7 @@ from grantflow.errors import Conflict, NotFound
 from grantflow.governance.models import AccessReview, ReviewItem
 from grantflow.governance.review_config import Decision, ReviewStatus, Source
 from grantflow.governance.reviewers import decidable_by, decides, reviewer_labels, who
-from grantflow.store.ids import by_prefix
+from grantflow.store.ids import by_ids, by_prefix
 from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, encode_cursor
 
@@ -94,14 +94,6 @@ def list_reviews(
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
-
-
-def by_ids(session: Session, model: Any, ids: set[str]) -> dict[str, Any]:
-    """Rows of `model` by id, in one statement. The caller holds them while it uses them: the
-    session keeps only objects something refers to, and `session.get` then finds them."""
-    if not ids:
-        return {}
-    return {o.id: o for o in session.execute(select(model).where(model.id.in_(ids))).scalars()}
 
 
 def _scan(

@@ -1,4 +1,5 @@
-"""A unique id prefix stands for the whole id, as in git: `0190f2a3-7c` for the run it starts.
+"""Finding rows by id: many at once (`by_ids`), or by a unique prefix, which stands for the
+whole id as in git: `0190f2a3-7c` for the run it starts.
 
 Every `get_*` look-up calls `by_prefix` only after the exact id (and, where a resource has one,
 its name) found nothing, so a full id costs nothing extra. A prefix shorter than
@@ -69,3 +70,12 @@ def by_prefix(
             candidates=found[:_SHOWN],
         )
     return session.get(model, found[0], with_for_update=lock or None, populate_existing=lock)
+
+
+def by_ids(session: Session, model: Any, ids: set[str]) -> dict[str, Any]:
+    """Rows of `model` by id, in one statement (an id not found is absent: deleted). A page
+    reads what its rows name this way, not a statement per row. The caller holds them while it
+    uses them: the session keeps only objects something refers to."""
+    if not ids:
+        return {}
+    return {o.id: o for o in session.execute(select(model).where(model.id.in_(ids))).scalars()}

@@ -19,6 +19,7 @@ from grantflow.api.state import database
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.store.database import Database
+from grantflow.store.ids import by_ids
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(prefix=f"{API_PREFIX}/incidents", tags=["incidents"])
@@ -47,9 +48,15 @@ class IncidentOut(BaseModel):
     resolution_comment: str | None
 
 
-def out(session: Session, incident: Incident) -> IncidentOut:
+def out(
+    session: Session, incident: Incident, people: dict[str, Identity] | None = None
+) -> IncidentOut:
+    """`people`: the identities a page of incidents names, read at once (else read here)."""
     shown = IncidentOut.model_validate(incident)
-    person = session.get(Identity, incident.identity_id) if incident.identity_id else None
+    named = {incident.identity_id} if incident.identity_id else set()
+    if people is None:
+        people = by_ids(session, Identity, named)
+    person = people.get(incident.identity_id) if incident.identity_id else None
     shown.identity = (person.email or person.user_name) if person else None
     return shown
 
@@ -73,8 +80,9 @@ def list_incidents(
         page = service.list_incidents(
             session, status=status, identity_id=identity_id, cursor=cursor, limit=limit
         )
+        people = by_ids(session, Identity, {i.identity_id for i in page.items if i.identity_id})
         return PageOut(
-            items=[out(session, i) for i in page.items],
+            items=[out(session, i, people) for i in page.items],
             next_cursor=page.next_cursor,
         )
 
