@@ -11,6 +11,7 @@ import pytest
 
 from grantflow.access import grants
 from grantflow.access.applications import ApplicationCreate, create_application
+from grantflow.access.automation import automation
 from grantflow.access.identities import IdentityCreate, create_identity
 from grantflow.auth.actor import Actor
 from grantflow.definitions.workflows import set_enabled
@@ -72,7 +73,7 @@ def test_dispatch_starts_the_workflow_enabled_after_the_grant(
             grants.GrantCreate(identity="ada@example.com", application="Wiki"),
         )
         grant_id = grant.id
-        reason = grants.automation(session, grant).no_run_reason
+        reason = automation(session, grant).no_run_reason
         assert reason is not None
         assert reason.endswith("it is disabled (enable it, then dispatch the grant)")
         set_enabled(session, ACTOR, wf, True)

@@ -1,5 +1,5 @@
-"""Counting the statements psycopg sends, by the thread that sent them (SQLAlchemy's events
-miss the engine's raw-connection writes)."""
+"""Counting statements: those psycopg sends, by the thread that sent them (SQLAlchemy's events
+miss the engine's raw-connection writes); those SQLAlchemy sends, on either database."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy import event
+
+from grantflow.store.database import Database
 
 
 @contextmanager
@@ -26,3 +29,19 @@ def statements_by_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[collection
 
     monkeypatch.setattr(psycopg.Cursor, "execute", execute)
     yield counted
+
+
+@contextmanager
+def statements_on(db: Database) -> Iterator[list[str]]:
+    """The statements SQLAlchemy sends on `db` meanwhile, from any thread (an API server in
+    this process included), on either database."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -16,19 +16,18 @@ from sqlalchemy.orm import Session
 from grantflow import advice, audit
 from grantflow.access import lifecycle
 from grantflow.access.applications import find_application, get_application
+from grantflow.access.automation import latest_of_each
 from grantflow.access.identity_lookup import find_identity
 from grantflow.access.lifecycle import EventKind
 from grantflow.access.models import Application, EventRun, Grant, Identity, LifecycleEvent
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
-from grantflow.engine.models import Run
-from grantflow.engine.states import RunStatus, WaitingReason
+from grantflow.engine.states import RunStatus
 from grantflow.errors import Conflict, NotFound, ValidationError
 from grantflow.queue.interface import Queue
 from grantflow.store.base import utcnow
 from grantflow.store.database import database_of
 from grantflow.store.ids import by_prefix
-from grantflow.store.pagination import Page, decode_cursor, page_of
 from grantflow.strict import AwareTimestamp
 
 
@@ -43,24 +42,6 @@ class RevokeReason(enum.StrEnum):
     IDENTITY_LEFT = "identity_left"
     REVIEW = "review"
 
-
-class Automation(enum.StrEnum):
-    """The chip shown on every grant: how its workflows are doing."""
-
-    NONE = "none"  # no workflow ran for it
-    PENDING = "pending"  # runs in progress
-    SYNCED = "synced"  # every run succeeded
-    NEEDS_ATTENTION = "needs_attention"  # a run failed, was stopped, or waits on a person
-
-
-_PERSON_WAITS = {
-    WaitingReason.ESCALATED,
-    WaitingReason.APPROVAL,
-    WaitingReason.TASK,
-    WaitingReason.REAUTH,
-}
-
-_ATTENTION = {RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunStatus.PAUSED}
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 RoleName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
@@ -87,14 +68,6 @@ class GrantExtend(BaseModel):
 
     expires_at: AwareTimestamp | None = Field(..., description="new expiry; null = never")
     comment: Text = ""
-
-
-@dataclass
-class AutomationState:
-    state: Automation
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    no_run_reason: str | None = None
-    event: dict[str, Any] | None = None
 
 
 def get_grant(session: Session, grant_id: str) -> Grant:
@@ -405,7 +378,7 @@ def _refuse_in_flight(session: Session, grant: Grant) -> None:
     run_ids = list(
         session.execute(select(EventRun.run_id).where(EventRun.grant_id == grant.id)).scalars()
     )
-    busy = [r for r in _latest_of_each(session, run_ids) if not RunStatus(r.status).terminal]
+    busy = [r for r in latest_of_each(session, run_ids) if not RunStatus(r.status).terminal]
     if busy:
         named = ", ".join(f"run {r.id} ({r.status})" for r in busy)
         raise _refused(
@@ -432,60 +405,6 @@ def _refused(code: str, message: str, hint: str, **extra: Any) -> Conflict:
     )
 
 
-def automation(session: Session, grant: Grant) -> AutomationState:
-    """The chip: computed from the runs of the grant's latest event (and their replays)."""
-    event = lifecycle.latest_event(session, grant.id)
-    if event is None:
-        return AutomationState(Automation.NONE)
-    summary = {"id": event.id, "kind": event.kind, "created_at": event.created_at}
-    run_ids = list(
-        session.execute(select(EventRun.run_id).where(EventRun.event_id == event.id)).scalars()
-    )
-    if not run_ids:
-        return AutomationState(
-            Automation.NONE, no_run_reason=event.no_run_reason, event={**summary}
-        )
-    runs = _latest_of_each(session, run_ids)
-    state = Automation.SYNCED
-    for run in runs:
-        status = RunStatus(run.status)
-        person = status == RunStatus.WAITING and run.waiting_reason in _PERSON_WAITS
-        if status in _ATTENTION or person:
-            state = Automation.NEEDS_ATTENTION
-        elif not status.terminal and state != Automation.NEEDS_ATTENTION:
-            state = Automation.PENDING
-    return AutomationState(
-        state,
-        runs=[
-            {
-                "id": r.id,
-                "workflow_id": r.workflow_id,
-                "status": r.status,
-                "waiting_reason": r.waiting_reason,
-                "link": f"/api/v1/runs/{r.id}",
-            }
-            for r in runs
-        ],
-        event=summary,
-    )
-
-
-def _latest_of_each(session: Session, run_ids: list[str]) -> list[Run]:
-    """Each run, or the newest replay of it: a failed run replayed successfully is fixed."""
-    runs = list(session.execute(select(Run).where(Run.id.in_(run_ids))).scalars())
-    for _ in range(10):  # replay chains are short; bound the walk
-        replays = {
-            r.replay_of: r
-            for r in session.execute(
-                select(Run).where(Run.replay_of.in_([r.id for r in runs])).order_by(Run.id)
-            ).scalars()
-        }
-        if not replays:
-            break
-        runs = [replays.get(r.id, r) for r in runs]
-    return sorted(runs, key=lambda r: r.id)
-
-
 def events_of(session: Session, grant_id: str) -> list[LifecycleEvent]:
     return list(
         session.execute(
@@ -494,29 +413,6 @@ def events_of(session: Session, grant_id: str) -> list[LifecycleEvent]:
             .order_by(LifecycleEvent.id)
         ).scalars()
     )
-
-
-def list_grants(
-    session: Session,
-    *,
-    identity_id: str | None = None,
-    application_id: str | None = None,
-    status: GrantStatus | None = None,
-    cursor: str | None = None,
-    limit: int = 50,
-) -> Page[Grant]:
-    stmt = select(Grant)
-    if identity_id:
-        stmt = stmt.where(Grant.identity_id == identity_id)
-    if application_id:
-        stmt = stmt.where(Grant.application_id == application_id)
-    if status:
-        stmt = stmt.where(Grant.status == status)
-    after = decode_cursor(cursor, str)
-    if after is not None:
-        stmt = stmt.where(Grant.id > after)
-    rows = session.execute(stmt.order_by(Grant.id).limit(limit + 1)).scalars().all()
-    return page_of(rows, limit, key=lambda g: g.id)
 
 
 def active_grants_of(session: Session, identity_id: str) -> list[Grant]:

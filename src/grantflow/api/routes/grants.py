@@ -10,9 +10,12 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from grantflow.access import grant_lists
 from grantflow.access import grants as service
-from grantflow.access.grants import Automation, GrantStatus
-from grantflow.access.models import Application, Grant, Identity
+from grantflow.access.automation import Automation
+from grantflow.access.grant_lists import Listed
+from grantflow.access.grants import GrantStatus
+from grantflow.access.models import Grant
 from grantflow.api.idempotency import Idempotency, idempotency
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.identities import EventOut
@@ -56,18 +59,16 @@ class GrantDetailOut(GrantOut):
     events: list[EventOut]
 
 
-def grant_out(session: Session, grant: Grant) -> GrantOut:
-    identity = session.get(Identity, grant.identity_id)
-    app = session.get(Application, grant.application_id)
-    chip = service.automation(session, grant)
+def grant_out(shown: Listed) -> GrantOut:
+    grant, chip, holder = shown.grant, shown.chip, shown.holder
     return GrantOut(
         id=grant.id,
         identity={
             "id": grant.identity_id,
-            "email": identity.email if identity else None,
-            "display_name": identity.display_name if identity else None,
+            "email": holder.email if holder else None,
+            "display_name": holder.display_name if holder else None,
         },
-        application={"id": grant.application_id, "name": app.name if app else None},
+        application={"id": grant.application_id, "name": shown.application},
         role=grant.role or None,
         justification=grant.justification,
         status=GrantStatus(grant.status),
@@ -91,7 +92,7 @@ class DispatchOut(GrantDetailOut):
 
 def detail_out(session: Session, grant: Grant) -> GrantDetailOut:
     return GrantDetailOut(
-        **grant_out(session, grant).model_dump(),
+        **grant_out(grant_lists.listed(session, grant)).model_dump(),
         events=[EventOut.model_validate(e) for e in service.events_of(session, grant.id)],
     )
 
@@ -120,25 +121,26 @@ def list_grants(
     identity_id: str | None = Query(None, max_length=36),
     application_id: str | None = Query(None, max_length=36),
     status: GrantStatus | None = Query(None),
-    automation: Automation | None = Query(None, description="only grants with this chip"),
+    automation: Automation | None = Query(
+        None, description="only grants with this chip; a page is full unless no more match"
+    ),
     cursor: str | None = Query(None, max_length=500),
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
     _: Actor = Depends(Require(Permission.GRANT_READ)),
     db: Database = Depends(database),
 ) -> PageOut[GrantOut]:
+    """Grants, oldest first, each with its automation chip (`automation`: only that chip)."""
     with db.transaction() as session:
-        page = service.list_grants(
+        page = grant_lists.list_grants(
             session,
             identity_id=identity_id,
             application_id=application_id,
             status=status,
+            automation=automation,
             cursor=cursor,
             limit=limit,
         )
-        items = [grant_out(session, g) for g in page.items]
-        if automation is not None:
-            items = [g for g in items if g.automation.state == automation]
-        return PageOut(items=items, next_cursor=page.next_cursor)
+        return PageOut(items=[grant_out(g) for g in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{grant_id}", response_model=GrantDetailOut)

@@ -10,11 +10,14 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from grantflow.access import applications, lifecycle
+from grantflow.access import applications, grant_lists, lifecycle
+from grantflow.access import automation as chips
 from grantflow.access import grants as service
-from grantflow.access.grants import Automation, GrantStatus
+from grantflow.access.automation import Automation
+from grantflow.access.grant_lists import Listed
+from grantflow.access.grants import GrantStatus
 from grantflow.access.lifecycle import EventKind
-from grantflow.access.models import Application, Grant, Identity
+from grantflow.access.models import Application, Grant
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.console.guard import Page
@@ -54,24 +57,22 @@ GRANTS = Table(
 )
 
 
-def grant_row(session: Session, grant: Grant) -> dict[str, Any]:
-    identity = session.get(Identity, grant.identity_id)
-    app = session.get(Application, grant.application_id)
-    chip = service.automation(session, grant)
-    who = identity.display_name or identity.email if identity else grant.identity_id
+def grant_row(shown: Listed) -> dict[str, Any]:
+    grant, holder = shown.grant, shown.holder
+    who = holder.display_name or holder.email if holder else grant.identity_id
     return {
         "id": grant.id,
         "short_id": grant.id[:8],
         "url": f"/grants/{grant.id}",
         "identity": who,
-        "identity_email": identity.email if identity else None,
+        "identity_email": holder.email if holder else None,
         "identity_url": f"/identities/{grant.identity_id}",
-        "application": app.name if app else grant.application_id,
+        "application": shown.application or grant.application_id,
         "application_id": grant.application_id,
         "role": grant.role or None,
         "status": grant.status,
         "active": grant.status == GrantStatus.ACTIVE,
-        "automation": chip.state,
+        "automation": shown.chip.state,
         "expires_at": grant.expires_at,
         "granted_at": grant.granted_at,
     }
@@ -115,21 +116,20 @@ def list_page(
     cursor: str | None = Query(None, max_length=500),
     _: Actor = Depends(Page(Permission.GRANT_READ)),
 ) -> Response:
-    """Grants with their automation chip; a form to grant access."""
+    """Grants with their automation chip, filtered while paging; a form to grant access."""
     wanted = choice(status, GrantStatus, "status")
     chip = choice(automation, Automation, "automation")
     with database(request).transaction() as session:
-        page = service.list_grants(
+        page = grant_lists.list_grants(
             session,
             identity_id=identity_id or None,
             application_id=application_id or None,
             status=wanted,
+            automation=chip,
             cursor=cursor,
             limit=DEFAULT_LIMIT,
         )
-        rows = [grant_row(session, g) for g in page.items]
-        if chip is not None:
-            rows = [r for r in rows if r["automation"] == chip]
+        rows = [grant_row(g) for g in page.items]
         apps = application_choices(session)
     context = {
         "table": GRANTS,
@@ -152,10 +152,11 @@ def detail_page(
     with database(request).transaction() as session:
         grant = service.get_grant(session, grant_id)
         app = session.get(Application, grant.application_id)
-        chip = service.automation(session, grant)
+        shown = grant_lists.listed(session, grant)
+        chip = shown.chip
         context = {
             "grant": {
-                **grant_row(session, grant),
+                **grant_row(shown),
                 "justification": grant.justification,
                 "granted_by": grant.granted_by,
                 "revoked_by": grant.revoked_by,
@@ -214,7 +215,7 @@ def create(
             expires_at=parse_time(expires_at, "expires_at"),
         )
         grant = service.create_grant(session, actor, services(request).queue, body)
-        chip = service.automation(session, grant)
+        chip = chips.automation(session, grant)
         started = len(chip.runs)
         message = f"Access granted; {started} run{'s' * (started != 1)} started." + (
             f" No run started: {chip.no_run_reason}" if chip.no_run_reason else ""
@@ -238,7 +239,7 @@ def revoke(
         grant = service.revoke_grant(
             session, actor, services(request).queue, grant_id, comment=comment.strip()
         )
-        chip = service.automation(session, grant)
+        chip = chips.automation(session, grant)
         return "Access revoked." + (
             f" No run started: {chip.no_run_reason}" if chip.no_run_reason else ""
         )

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from grantflow.access import grants, identities
+from grantflow.access import grant_lists, identities
 from grantflow.access.lifecycle import LifecycleState, failures_of
 from grantflow.access.models import Identity, LifecycleEvent
 from grantflow.auth.actor import Actor
@@ -88,7 +88,7 @@ def detail_page(
     with database(request).transaction() as session:
         identity = identities.get_identity(session, identity_id)
         failed = failures_of(session, [identity.id]).get(identity.id, [])
-        held = grants.list_grants(session, identity_id=identity.id, limit=200)
+        held = grant_lists.list_grants(session, identity_id=identity.id, limit=200)
         events = session.execute(
             select(LifecycleEvent)
             .where(LifecycleEvent.identity_id == identity.id, LifecycleEvent.grant_id.is_(None))
@@ -113,7 +113,7 @@ def detail_page(
             },
             "failures": [{**f, "url": f"/runs/{f['run_id']}"} for f in failed],
             "table": GRANTS,
-            "rows": GRANTS.rows(grant_row(session, g) for g in held.items),
+            "rows": GRANTS.rows(grant_row(g) for g in held.items),
             "events": event_rows(events),
             "applications": application_choices(session),
             "prefill": {"identity": identity.email or identity.user_name},
