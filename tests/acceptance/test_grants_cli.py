@@ -137,6 +137,13 @@ def test_grant_list_show_extend_and_revoke(workspace: Workspace) -> None:
 
     listed = workspace.json("grants", "list", "--identity", "ada@example.com", "--status", "active")
     assert [g["id"] for g in listed] == [grant_id]
+    chip = ("grants", "list", "--identity", "ada@example.com", "--automation")
+    assert [g["id"] for g in workspace.json(*chip, "none")] == [grant_id]  # no workflow ran
+    assert workspace.json(*chip, "needs_attention") == []
+    assert workspace.refused(*chip, "broken") == [
+        "error: the request is not valid: query.automation: must be one of none, pending, "
+        "synced, needs_attention, not 'broken'"
+    ]
 
     extended = workspace.json(
         "grants", "extend", grant_id, "--expires-at", "never", "--comment", "permanent role"

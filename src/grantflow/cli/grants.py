@@ -89,6 +89,9 @@ def list_grants(
     identity: str = typer.Option(None, "--identity", help="identity id, email or userName"),
     application: str = typer.Option(None, "--application", help="application id or name"),
     status: str = typer.Option(None, "--status", help="active or revoked"),
+    automation: str = typer.Option(
+        None, "--automation", help="only this chip: synced, pending, needs_attention or none"
+    ),
     limit: int = typer.Option(100, "--limit", min=1, max=500),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -97,7 +100,12 @@ def list_grants(
         identity_id = api.get(f"/identities/{segment(identity)}")["id"] if identity else None
         app_id = api.full_id("/applications", application) if application else None
         rows = api.items(
-            "/grants", limit, identity_id=identity_id, application_id=app_id, status=status
+            "/grants",
+            limit,
+            identity_id=identity_id,
+            application_id=app_id,
+            status=status,
+            automation=automation,
         )
     if as_json:
         emit_json(rows)
