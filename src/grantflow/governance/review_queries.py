@@ -10,6 +10,7 @@ import io
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -26,8 +27,6 @@ from grantflow.governance.reviewers import decidable_by, decides, reviewer_label
 from grantflow.store.ids import by_ids, by_prefix
 from grantflow.store.names import name_key
 from grantflow.store.pagination import Page, decode_cursor, encode_cursor
-
-_SCAN = 500  # rows read per batch when filtering items in Python (reviewer lists are JSON)
 
 
 def get_review(session: Session, review_id: str, *, lock: bool = False) -> AccessReview:
@@ -96,24 +95,30 @@ def list_reviews(
     return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
 
 
+def _kept(
+    session: Session, stmt: Any, keep: Keep | None, after: str | None, batch: int
+) -> Iterator[ReviewItem]:
+    """Items of `stmt` after `after` in id order for which `keep(item, its identity)` holds,
+    read `batch` at a time with their identities (`stmt` has already narrowed them)."""
+    while True:
+        more = stmt if after is None else stmt.where(ReviewItem.id > after)
+        rows = list(session.execute(more.order_by(ReviewItem.id).limit(batch)).scalars())
+        if keep is None:
+            yield from rows
+        else:
+            people = by_ids(session, Identity, {i.identity_id for i in rows})
+            yield from (i for i in rows if keep(i, people.get(i.identity_id)))
+        if len(rows) < batch:
+            return
+        after = rows[-1].id
+
+
 def _scan(
     session: Session, stmt: Any, keep: Keep | None, cursor: str | None, limit: int
 ) -> Page[ReviewItem]:
-    """Items of `stmt` in id order for which `keep(item, its identity)` holds, a page at a
-    time (`stmt` has already narrowed them; their identities are read a batch at a time)."""
-    after = decode_cursor(cursor, str)
-    found: list[ReviewItem] = []
-    while len(found) <= limit:
-        batch_stmt = stmt if after is None else stmt.where(ReviewItem.id > after)
-        batch = list(session.execute(batch_stmt.order_by(ReviewItem.id).limit(_SCAN)).scalars())
-        if keep is None:
-            found += batch
-        else:
-            people = by_ids(session, Identity, {i.identity_id for i in batch})
-            found += [i for i in batch if keep(i, people.get(i.identity_id))]
-        if len(batch) < _SCAN:
-            break
-        after = batch[-1].id
+    """A page of `_kept` items, and the cursor of the next."""
+    kept = _kept(session, stmt, keep, decode_cursor(cursor, str), limit + 1)
+    found = list(islice(kept, limit + 1))
     more = len(found) > limit
     found = found[:limit]
     return Page(found, encode_cursor(found[-1].id) if more and found else None)
@@ -163,7 +168,7 @@ def inbox(
 def has_pending(session: Session, review: AccessReview, user: User) -> bool:
     """Whether the user has an item of the campaign left to decide."""
     stmt = select(ReviewItem).where(ReviewItem.review_id == review.id, decidable_by(user))
-    return bool(_scan(session, stmt, partial(decides, user), None, 1).items)
+    return next(_kept(session, stmt, partial(decides, user), None, 20), None) is not None
 
 
 def progress(session: Session, review: AccessReview) -> dict[str, Any]:
