@@ -17,6 +17,7 @@ from grantflow.access.models import Identity
 from grantflow.audit.models import AuditEntry
 from grantflow.auth.models import User
 from grantflow.engine.models import Run
+from grantflow.errors import Conflict
 from grantflow.governance import reviews
 from grantflow.governance.models import AccessReview, ReviewItem
 from grantflow.people.models import EmailMessage
@@ -175,6 +176,25 @@ def test_closing_a_large_campaign_shows_its_revocations_until_the_workers_are_do
     page.reload()
     expect(page.locator(".banner.warn")).to_have_count(0)
     expect(page.locator(".facts .chip").first).to_have_text("closed")
+
+
+def test_a_campaign_whose_revocations_fail_says_why_on_its_page(
+    console: Console, signed_in_page: Callable[..., Page], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_: object) -> bool:
+        raise Conflict("workflow 'Remove from Wiki' is disabled")
+
+    monkeypatch.setattr(reviews, "revoke_item", refuse)
+    people(console.database, "Wiki", 2)
+    review_id = manager_campaign(console.database, "Wiki", default_decision="revoke")
+    page = signed_in_page("operator")
+    page.goto(f"/reviews/{review_id}")
+    page.get_by_role("button", name="Close now").click()
+    expect(page.locator(".flash").first).to_contain_text("is closing")
+    banner = page.locator(".banner.bad")
+    expect(banner).to_contain_text("Revoking stopped: workflow 'Remove from Wiki' is disabled")
+    expect(banner).to_contain_text("no grant of that batch was revoked; the workers try again")
+    expect(page.locator(".banner.warn")).to_contain_text("2 still to revoke")
 
 
 def test_an_operator_starts_an_access_review(

@@ -1,5 +1,6 @@
-"""Migration 0028 gives every existing review item its assignee rows (one per user and per role
-in its lists), so an inbox finds items of campaigns started before the upgrade; the downgrade
+"""Migration 0028 gives every undecided item of an open campaign its assignee rows (one per user
+and per role in its lists; none for decided items, closed campaigns or a list that is JSON
+null), so an inbox finds items of campaigns started before the upgrade; the downgrade
 drops them, and the lists stay as they were. Downgrading 0027 as well keeps every item (on
 SQLite, rebuilding access_reviews would have dropped them all by cascade)."""
 
@@ -30,28 +31,34 @@ def test_existing_items_get_their_assignees_and_the_downgrade_drops_them(
     at_0027: Database,
 ) -> None:
     db = at_0027
+    # item: (campaign, reviewer_user_ids, reviewer_roles, decision)
     lists = {
-        "i-named": ('["u-1", "u-2"]', "[]"),
-        "i-role": ("[]", '["admin", "approver"]'),
-        "i-both": ('["u-3"]', '["admin"]'),
-        "i-nobody": ("[]", "[]"),
+        "i-named": ("r-open", '["u-1", "u-2"]', "[]", None),
+        "i-role": ("r-open", "[]", '["admin", "approver"]', None),
+        "i-both": ("r-open", '["u-3"]', '["admin"]', None),
+        "i-nobody": ("r-open", "[]", "[]", None),
+        "i-null": ("r-open", "null", "null", None),
+        "i-decided": ("r-open", '["u-4"]', '["admin"]', "'keep'"),
+        "i-closed": ("r-closed", '["u-5"]', '["admin"]', "'revoke'"),
     }
     with db.engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO access_reviews (id, name, scope, reviewers, status, "
-                "default_decision, require_justification_for_keep, starts_at, ends_at, "
-                f"created_by, created_at, name_key) VALUES ('r-1', 'Q1', '{{}}', '{{}}', 'open', "
-                f"'keep', false, {AT}, {AT}, 'x', {AT}, 'q1')"
+        for review, status in (("r-open", "open"), ("r-closed", "closed")):
+            conn.execute(
+                text(
+                    "INSERT INTO access_reviews (id, name, scope, reviewers, status, "
+                    "default_decision, require_justification_for_keep, starts_at, ends_at, "
+                    f"created_by, created_at, name_key) VALUES ('{review}', '{review}', '{{}}', "
+                    f"'{{}}', '{status}', 'keep', false, {AT}, {AT}, 'x', {AT}, '{review}')"
+                )
             )
-        )
-        for n, (item, (users, roles)) in enumerate(lists.items()):
+        for n, (item, (review, users, roles, decision)) in enumerate(lists.items()):
             conn.execute(
                 text(
                     "INSERT INTO access_review_items (id, review_id, grant_id, identity_id, "
                     "application_id, role, reviewer_user_ids, reviewer_roles, reviewer_source, "
-                    f"defaulted, revoked) VALUES ('{item}', 'r-1', 'g-{n}', 'p-{n}', 'a-1', '', "
-                    f"'{users}', '{roles}', 'named', false, false)"
+                    f"decision, defaulted, revoked) VALUES ('{item}', '{review}', 'g-{n}', "
+                    f"'p-{n}', 'a-1', '', '{users}', '{roles}', 'named', {decision or 'NULL'}, "
+                    "false, false)"
                 )
             )
 

@@ -10,11 +10,12 @@ applications read once."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from grantflow import audit
 from grantflow.access import grants as grant_service
@@ -26,7 +27,7 @@ from grantflow.auth.models import User
 from grantflow.auth.permissions import Permission
 from grantflow.errors import Conflict
 from grantflow.governance import reviews
-from grantflow.governance.models import AccessReview, ReviewItem
+from grantflow.governance.models import AccessReview, ReviewAssignee, ReviewItem
 from grantflow.governance.review_decisions import decide
 from grantflow.governance.review_queries import get_review, review_view
 from grantflow.queue.database import DatabaseQueue
@@ -35,10 +36,12 @@ from grantflow.store.database import Database
 from tests.support.engine import running_worker
 from tests.support.people import ok
 from tests.support.plans import selects_on
+from tests.support.processes import poll
 from tests.support.reviews import ACTOR, manager_campaign, people
 
 API = "/api/v1"
 BATCH = 3
+real_revoke_item = reviews.revoke_item
 
 
 @pytest.fixture(autouse=True)
@@ -258,34 +261,66 @@ def test_a_multiple_of_the_batch_closes_with_its_last_batch(database: Database) 
     ]
 
 
-def test_a_campaign_that_fails_to_revoke_does_not_hold_up_the_others(
+def failing_for(monkeypatch: pytest.MonkeyPatch, broken: set[str], after: int = 0) -> None:
+    """Revoking fails for the campaigns `broken`, after `after` grants of each call's batch."""
+    real = reviews.revoke_item
+    done: dict[str, int] = {}
+
+    def revoke(session: Any, actor: Any, queue: Any, review: Any, *rest: Any) -> bool:
+        if review.id in broken:
+            done[review.id] = done.get(review.id, 0) + 1
+            if done[review.id] > after:
+                done[review.id] = 0
+                raise Conflict("the application's revoke workflow cannot start")
+        return bool(real(session, actor, queue, review, *rest))
+
+    monkeypatch.setattr(reviews, "revoke_item", revoke)
+
+
+def test_a_campaign_that_fails_to_revoke_waits_and_does_not_hold_up_the_others(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    people(database, "Broken", 5)
+    """Six campaigns whose revocations fail (one after revoking a grant of its batch), closed
+    first, and one that works: the failures are kept on their campaigns, undone, and tried
+    again only after REVOKE_RETRY; the working one is revoked meanwhile."""
+    broken = []
+    for n in range(6):
+        people(database, f"Broken{n}", 5)
+        broken.append(manager_campaign(database, f"Broken{n}", default_decision="revoke"))
     people(database, "Fine", 5)
-    broken = manager_campaign(database, "Broken", default_decision="revoke")
     fine = manager_campaign(database, "Fine", default_decision="revoke")
-    close(database, broken)
-    close(database, fine)
-    real = reviews.revoke_item
+    failing_for(monkeypatch, set(broken), after=1)
+    for review_id in [*broken, fine]:
+        close(database, review_id)  # (the close itself fails for the broken ones, and says so)
+    shown = close_view(database, broken[0])
+    assert shown["status"] == "closing"
+    assert shown["revocations_error"] == "the application's revoke workflow cannot start"
+    assert shown["progress"]["revocations_pending"] == 5  # the grant revoked first was undone
+    assert active_grants(database, "Broken0") == 5
 
-    def failing(session: Any, actor: Any, queue: Any, review: Any, *rest: Any) -> bool:
-        if review.id == broken:
-            raise Conflict("the application's revoke workflow cannot start")
-        return real(session, actor, queue, review, *rest)
-
-    monkeypatch.setattr(reviews, "revoke_item", failing)
     queue = DatabaseQueue(database)
-    with database.transaction() as session:  # (Broken closed first: it is tried first)
+    with database.transaction() as session:
         assert reviews.close_due(session, queue) is True  # Fine's last batch
     with database.transaction() as session:
-        assert reviews.close_due(session, queue) is False  # Broken fails again; nothing else
-    queue.close()
-    with database.transaction() as session:
-        assert get_review(session, fine).status == "closed"
-        assert get_review(session, broken).status == "closing"
+        assert reviews.close_due(session, queue) is False  # the others wait for their retry
     assert active_grants(database, "Fine") == 0
-    assert active_grants(database, "Broken") == 2  # the close's own batch went through
+    assert close_view(database, fine)["status"] == "closed"
+    assert active_grants(database, "Broken5") == 5
+
+    later = utcnow() + reviews.REVOKE_RETRY + dt.timedelta(seconds=1)
+    monkeypatch.setattr(reviews, "revoke_item", real_revoke_item)  # the cause is fixed
+    with database.transaction() as session:
+        assert reviews.close_due(session, queue, later) is True
+    queue.close()
+    shown = close_view(database, broken[0])
+    assert shown["revocations_error"] is None
+    assert shown["revocations_retry_at"] is None
+    assert shown["progress"]["revocations_pending"] < 5
+
+
+def close_view(db: Database, review_id: str) -> dict[str, Any]:
+    with db.transaction() as session:
+        return review_view(session, get_review(session, review_id))
 
 
 @pytest.mark.postgres
@@ -320,3 +355,86 @@ def test_a_grant_another_transaction_holds_is_left_for_a_later_batch(database: D
     assert active_grants(database, "Held") == 0
     with database.transaction() as session:
         assert get_review(session, review_id).status == "closed"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_batch_waits_for_the_audit_chain_before_it_locks_its_grants(database: Database) -> None:
+    """While another transaction holds the audit chain (an offboarding between two of its
+    revocations), a batch waits holding none of its grants: that transaction can go on to lock
+    any of them. (Locking the grants first deadlocked with it.)"""
+    people(database, "Order", 2 * BATCH)
+    review_id = manager_campaign(database, "Order", default_decision="revoke")
+    close(database, review_id)
+    with database.transaction() as session:
+        next_grant = session.execute(
+            select(ReviewItem.grant_id)
+            .where(ReviewItem.review_id == review_id, ReviewItem.revoked.is_(False))
+            .order_by(ReviewItem.id)
+            .limit(1)
+        ).scalar_one()
+    queue = DatabaseQueue(database)
+    outcome: list[bool] = []
+    batch = threading.Thread(
+        target=lambda: outcome.append(timer_call(database, queue)), name="batch"
+    )
+    with database.transaction() as holder:
+        audit.record(holder, ACTOR, "test.offboarding", "test", None, {})  # holds the chain
+        batch.start()
+        poll(lambda: advisory_waiters(database) == 1, timeout=60, what="the batch to wait")
+        locked = holder.execute(
+            select(Grant).where(Grant.id == next_grant).with_for_update(nowait=True)
+        ).scalar_one()  # (NOWAIT: raises if the waiting batch held it)
+        assert locked.status == GrantStatus.ACTIVE
+    batch.join(timeout=60)
+    queue.close()
+    assert outcome == [True]
+    assert active_grants(database, "Order") == 0
+
+
+def timer_call(db: Database, queue: DatabaseQueue) -> bool:
+    with db.transaction() as session:
+        return reviews.close_due(session, queue)
+
+
+def advisory_waiters(db: Database) -> int:
+    with db.engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            ).scalar_one()
+        )
+
+
+def test_decided_items_leave_the_assignee_rows_inboxes_walk(database: Database) -> None:
+    """A decision removes its item's assignee rows, and a close those of every item: a
+    reviewer's inbox walks only what is still to decide, however many campaigns came before."""
+    people(database, "Rows", 4)
+    review_id = manager_campaign(database, "Rows", default_decision="keep")
+
+    def rows() -> dict[str, int]:
+        with database.transaction() as session:
+            found = session.execute(
+                select(ReviewAssignee.item_id)
+                .join(ReviewItem, ReviewItem.id == ReviewAssignee.item_id)
+                .where(ReviewItem.review_id == review_id)
+            ).scalars()
+            counted: dict[str, int] = {}
+            for item_id in found:
+                counted[item_id] = counted.get(item_id, 0) + 1
+            return counted
+
+    before = rows()
+    assert len(before) == 4
+    queue = DatabaseQueue(database)
+    with database.transaction() as session:
+        item = session.execute(
+            select(ReviewItem).where(ReviewItem.review_id == review_id).limit(1)
+        ).scalar_one()
+        boss = session.get_one(User, item.reviewer_user_ids[0])
+        reviewer = Actor(label=boss.email, user_id=boss.id, permissions=frozenset(Permission))
+        decide(session, reviewer, queue, item.id, "keep")
+    queue.close()
+    assert set(rows()) == set(before) - {item.id}
+    close(database, review_id)
+    assert rows() == {}

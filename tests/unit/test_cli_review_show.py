@@ -35,3 +35,16 @@ def test_a_closing_campaign_shows_the_grants_left_to_revoke(
 def test_a_closed_campaign_shows_no_revocations_left(capsys: pytest.CaptureFixture[str]) -> None:
     _print_review(view("closed", 0))
     assert "revoking" not in capsys.readouterr().out
+
+
+def test_a_failed_batch_shows_why_and_when_the_workers_try_again(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    shown = view("closing", 70)
+    shown["revocations_error"] = "workflow 'Remove from CRM' is disabled"
+    shown["revocations_retry_at"] = "2026-12-07T10:05:00Z"
+    _print_review(shown)
+    assert (
+        "  revoking failed: workflow 'Remove from CRM' is disabled (the workers try again at "
+        "2026-12-07 10:05Z)"
+    ) in capsys.readouterr().out.splitlines()

@@ -66,6 +66,12 @@ def _print_review(view: dict[str, Any]) -> None:
             f"  closing: the workers are revoking {p['revocations_pending']} grant(s) that "
             "defaulted to revoke, in batches"
         )
+    if view.get("revocations_error"):
+        out.print(
+            f"  revoking failed: {view['revocations_error']} (the workers try again at "
+            f"{_minute(view['revocations_retry_at'])})",
+            markup=False,
+        )
 
 
 def _minute(at: str) -> str:

@@ -48,6 +48,9 @@ class AccessReview(NameKeyed, Base):
     closed_by: Mapped[str | None] = mapped_column(String(320))
     # closing: the last item whose default revocation is done (batches go on after it)
     revoked_through: Mapped[str | None] = mapped_column(String(36))
+    # closing: why the last batch failed, and when the workers try again
+    revoke_error: Mapped[str | None] = mapped_column(Text)
+    revoke_retry_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(String(320))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -81,8 +84,9 @@ class ReviewItem(Base):
 
 
 class ReviewAssignee(Base):
-    """A user, or a role any of whose members may decide, assigned to an item: rows (as the
-    item's lists), so a reviewer's inbox is an index walk, not a read of every pending item."""
+    """A user, or a role any of whose members may decide, assigned to an undecided item: rows
+    (as the item's lists, which stay), so a reviewer's inbox is an index walk, not a read of
+    every pending item. A decision, or the campaign's close, removes the item's rows."""
 
     __tablename__ = "access_review_assignees"
     __table_args__ = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from grantflow import audit
@@ -18,7 +18,7 @@ from grantflow.auth.actor import Actor
 from grantflow.auth.models import User
 from grantflow.auth.permissions import Permission
 from grantflow.errors import Conflict, PermissionDenied, ValidationError
-from grantflow.governance.models import AccessReview, ReviewItem
+from grantflow.governance.models import AccessReview, ReviewAssignee, ReviewItem
 from grantflow.governance.review_config import DECIDER, Decision, ReviewStatus
 from grantflow.governance.review_queries import app_name, get_item, has_pending
 from grantflow.governance.reviewers import (
@@ -173,6 +173,8 @@ def decide(
     item.decided_by = user.email
     item.decided_at = utcnow()
     item.comment = comment
+    # (assignee rows are what inboxes walk: a decided item leaves them)
+    session.execute(delete(ReviewAssignee).where(ReviewAssignee.item_id == item.id))
     revoked = False
     if decision == Decision.REVOKE:
         revoked = revoke_item(session, revoking_actor(user.email, user.id), queue, review, item)

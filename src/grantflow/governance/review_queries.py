@@ -331,6 +331,8 @@ def review_view(session: Session, review: AccessReview) -> dict[str, Any]:
         "ends_at": review.ends_at,
         "closed_at": review.closed_at,
         "closed_by": review.closed_by,
+        "revocations_error": review.revoke_error,
+        "revocations_retry_at": review.revoke_retry_at,
         "created_by": review.created_by,
         "created_at": review.created_at,
         "progress": progress(session, review),

@@ -21,7 +21,7 @@ import datetime as dt
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from grantflow import audit
@@ -232,6 +232,7 @@ def close(session: Session, actor: Actor, queue: Queue, review_id: str) -> Acces
 
 
 REVOKE_BATCH = 50  # default revocations per transaction: the audit chain is held a batch at a time
+REVOKE_RETRY = dt.timedelta(minutes=5)  # after a campaign's revocations failed
 
 
 def _finish(
@@ -263,13 +264,16 @@ def _finish(
             )
         ),
     ).rowcount
+    items = select(ReviewItem.id).where(ReviewItem.review_id == review.id)
+    # (inboxes walk assignee rows: a decided item leaves them)
+    session.execute(delete(ReviewAssignee).where(ReviewAssignee.item_id.in_(items)))
     review.status = ReviewStatus.CLOSED
     review.closed_at = now
     review.closed_by = actor.label
     if default == Decision.REVOKE and defaulted:
         review.status = ReviewStatus.CLOSING
         if first_batch:
-            revoke_defaulted(session, queue, review, finished=False)
+            _batch_or_failure(session, queue, review, now, finished=False)
     session.flush()
     for (key,) in session.execute(
         select(Notification.dedup_key)
@@ -364,21 +368,38 @@ def close_due(session: Session, queue: Queue, now: dt.datetime | None = None) ->
         return True
     closing = session.execute(
         select(AccessReview)
-        .where(AccessReview.status == ReviewStatus.CLOSING)
+        .where(
+            AccessReview.status == ReviewStatus.CLOSING,
+            or_(AccessReview.revoke_retry_at.is_(None), AccessReview.revoke_retry_at <= now),
+        )
         .order_by(AccessReview.closed_at)
-        .limit(5)
         .with_for_update(skip_locked=True)
     ).scalars()
     for review in closing:
-        try:
-            with session.begin_nested():
-                more = revoke_defaulted(session, queue, review)
-            # (no more and still closing: its next grant is in use; try the next campaign)
-            if more or review.status != ReviewStatus.CLOSING:
-                return True
-        except GrantflowError as exc:  # a campaign that fails does not hold up the others
-            log.error("access_review.revocations_failed", review_id=review.id, error=exc.message)
+        more = _batch_or_failure(session, queue, review, now)
+        # (no more and still closing: it failed, or its next grant is in use; the next one)
+        if more or review.status != ReviewStatus.CLOSING:
+            return True
     return False
+
+
+def _batch_or_failure(
+    session: Session, queue: Queue, review: AccessReview, now: dt.datetime, *, finished: bool = True
+) -> bool:
+    """`revoke_defaulted` in a savepoint. A refusal (say, the application's revoke workflow
+    cannot start) undoes the batch and is kept on the campaign, which the workers try again
+    after REVOKE_RETRY, so it holds up neither the other campaigns nor the audit chain."""
+    try:
+        with session.begin_nested():
+            more = revoke_defaulted(session, queue, review, finished=finished)
+    except GrantflowError as exc:
+        review.revoke_error = exc.message[:2000]
+        review.revoke_retry_at = now + REVOKE_RETRY
+        log.error("access_review.revocations_failed", review_id=review.id, error=exc.message)
+        return False
+    review.revoke_error = None
+    review.revoke_retry_at = None
+    return more
 
 
 def remind_due(session: Session, now: dt.datetime | None = None) -> list[str]:

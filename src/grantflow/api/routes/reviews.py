@@ -69,6 +69,12 @@ class ReviewOut(BaseModel):
     ends_at: dt.datetime
     closed_at: dt.datetime | None
     closed_by: str | None
+    revocations_error: str | None = Field(
+        description="closing: why the last batch of default revocations failed (none revoked)"
+    )
+    revocations_retry_at: dt.datetime | None = Field(
+        description="closing: when the workers try that batch again"
+    )
     created_by: str
     created_at: dt.datetime
     progress: ProgressOut
