@@ -6,7 +6,8 @@ campaign and matched the lists in Python: 20 s for an approver with nothing to d
 whether the reviewer had any left.
 
 The rows of the undecided items of open campaigns are written here, in one statement per kind
-(users, roles): a few seconds per hundred thousand items.
+(users, roles): about 5 s for 100,000 undecided items of one user and one role each, on a
+2-core machine.
 
 Revision ID: 0028
 Revises: 0027
