@@ -1,5 +1,5 @@
 """A reviewer's items are found by an index, not by reading every pending item (PostgreSQL,
-20,000 pending items).
+10,000 pending items).
 
 A reviewer's inbox read every pending item of every open campaign and matched its reviewer
 lists in Python: 20 s for an approver with nothing to decide among 100,000 pending items. Each
@@ -32,7 +32,7 @@ pytestmark = [
 ]
 
 API = "/api/v1"
-PENDING = 20_000
+PENDING = 10_000
 ROLE_ITEMS = 20
 FEW = 150  # rows a statement may read: a page through two indexes, and room for the plan
 
