@@ -11,6 +11,7 @@ gives each match once."""
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import re
 from typing import Any
@@ -99,13 +100,22 @@ def replay(db: Database, run_id: str, status: str) -> str:
         return str(row["id"])
 
 
+def dated(db: Database, grant_id: str, seconds: int) -> None:
+    """The grant's latest event moved to `seconds` after the one before it."""
+    with db.transaction() as session:
+        events = select(LifecycleEvent).where(LifecycleEvent.grant_id == grant_id)
+        first, last = session.execute(events.order_by(LifecycleEvent.id)).scalars()
+        last.created_at = first.created_at + dt.timedelta(seconds=seconds)
+
+
 def test_a_page_reads_each_grants_own_chip(
     database: Database, world: dict[str, str], admin: httpx.Client
 ) -> None:
     """Over grants in every state (no event, no run and why, pending, synced, each cause of
     needs_attention, replays at two levels and past the walk's bound of ten, two workflows, a
-    revoke), the chips read for the page at once are the ones each grant gives alone; the
-    condition the chip filter narrows grants with in SQL keeps every grant of its chip; and
+    revoke, events at one time), the chips read for the page at once are the ones each grant
+    gives alone; the condition the chip filter narrows grants with in SQL keeps every grant of
+    its chip and leaves out failures fixed by a replay (at any level) or by a newer event; and
     the API's list shows what each grant's own page shows."""
     expected: dict[str, Automation] = {}
     with database.transaction() as session:  # no event at all: written around the service
@@ -175,6 +185,41 @@ def test_a_page_reads_each_grants_own_chip(
     wiki_gone, _ = granted(database, "Wiki", "gone")
     assert revoked(database, wiki_gone) == []
     expected[wiki_gone] = Automation.NONE
+    # failed, then revoked, both events at one time: the greater id (the revoke) is latest
+    tied, (run_id,) = granted(database, "CRM", "tied")
+    set_run(database, run_id, "failed")
+    (run_id,) = revoked(database, tied)
+    set_run(database, run_id, "succeeded")
+    dated(database, tied, 0)
+    expected[tied] = Automation.SYNCED
+    # failed, then revoked, the revoke dated a second earlier: the failure is latest
+    early, (run_id,) = granted(database, "CRM", "early")
+    set_run(database, run_id, "failed")
+    (run_id,) = revoked(database, early)
+    set_run(database, run_id, "succeeded")
+    dated(database, early, -1)
+    expected[early] = Automation.NEEDS_ATTENTION
+    twice, (run_id,) = granted(database, "CRM", "twice")  # failed, its replay too; fixed by
+    set_run(database, run_id, "failed")  # the replay's replay
+    replay(database, replay(database, run_id, "failed"), "succeeded")
+    expected[twice] = Automation.SYNCED
+    again, (run_id,) = granted(database, "CRM", "again")  # failed, replayed: failed; replayed
+    set_run(database, run_id, "failed")  # again: succeeded, the newer replay counts
+    replay(database, run_id, "failed")
+    replay(database, run_id, "succeeded")
+    expected[again] = Automation.SYNCED
+    # failed; its replay failed, and that one's replay; a newer replay of the first succeeded
+    branch, (run_id,) = granted(database, "CRM", "branch")
+    set_run(database, run_id, "failed")
+    replay(database, replay(database, run_id, "failed"), "failed")
+    replay(database, run_id, "succeeded")
+    expected[branch] = Automation.SYNCED
+    # eleven replays, the tenth succeeded: shown; the eleventh failed, never shown
+    tenth, (run_id,) = granted(database, "CRM", "tenth")
+    set_run(database, run_id, "failed")
+    for level in range(1, 12):
+        run_id = replay(database, run_id, "succeeded" if level == 10 else "failed")
+    expected[tenth] = Automation.SYNCED
 
     with database.transaction() as session:
         together = automations(session, list(expected))
@@ -186,7 +231,8 @@ def test_a_page_reads_each_grants_own_chip(
             candidates = set(session.execute(select(Grant.id).where(may_have(wanted))).scalars())
         having = {i for i, chip in expected.items() if chip == wanted}
         assert having <= candidates, wanted
-        assert fixed not in candidates  # its failure was fixed by a replay
+        # failures fixed by a replay, a replay's replay, a newer replay, a newer event
+        assert not {fixed, twice, again, branch, gone, tied} & candidates, wanted
     assert together[wiki].no_run_reason
     assert together[wiki_gone].no_run_reason
     assert len(together[chain].runs) == 1

@@ -10,7 +10,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    and_,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session, aliased
 
 from grantflow.access import lifecycle
@@ -163,26 +173,56 @@ def _newest_replays(session: Session, runs: list[Any]) -> dict[str, Any]:
 def may_have(wanted: Automation) -> ColumnElement[bool] | None:
     """A condition on grants, cheap in SQL, that holds for every grant whose chip is `wanted`
     (and for some others: the chip decides). Needs attention and pending come from the runs a
-    chip shows, each the newest replay of a run an event started, or that run itself: those in
-    such a status are few and indexed by status. A started run never replayed is its own; a
-    replay's chain is walked up to the run that started it (any replay in such a status, as
-    the chip's walk stops ten replays down). A failure fixed by a replay is left out. None for
-    synced and none, most grants' chips: a page of those is found by reading grants in
-    order."""
+    chip shows: each run its grant's latest event started, or the end of that run's replays
+    as the chip walks them (the newest replay at each level, ten levels at most). Those in
+    such a status are few and indexed by status. A started run never replayed counts; a replay
+    counts when it was not replayed itself, or lies ten replays down (where the walk stops),
+    and its chain up to the run that started it is the newest replay at each level. So a
+    failure fixed by a replay (at any level) or by a newer event is left out. None for synced
+    and none, most grants' chips: a page of those is found by reading grants in order."""
     ends = _ends(wanted)
     if ends is None:
         return None
     replay, parent = aliased(Run), aliased(Run)
-    own = select(Run.id).where(
-        ends, Run.replay_of.is_(None), ~exists().where(replay.replay_of == Run.id)
-    )
-    # (each step up is a look-up by id: a join here is planned as a read of every run)
-    replays = select(Run.id, Run.replay_of).where(ends, Run.replay_of.is_not(None))
+    unreplayed = ~exists().where(replay.replay_of == Run.id)
+    own = select(Run.id).where(ends, Run.replay_of.is_(None), unreplayed)
+    # a replay that was replayed itself is shown only where the walk stops: whether it was is
+    # carried up its chain (`last`), with how far up it went (`depth`)
+    replays = select(
+        Run.id, Run.replay_of, literal_column("0", Integer).label("depth"), unreplayed.label("last")
+    ).where(ends, Run.replay_of.is_not(None), ~_overtaken(Run.id))
     chain = replays.cte("chain", recursive=True)
+    # (each step up is a look-up by id: a join here is planned as a read of every run)
     up = select(parent.replay_of).where(parent.id == chain.c.replay_of).scalar_subquery()
-    chain = chain.union(select(chain.c.replay_of, up).where(chain.c.replay_of.is_not(None)))
-    runs = union_all(own, select(chain.c.id))
-    return Grant.id.in_(select(EventRun.grant_id).where(EventRun.run_id.in_(runs)))
+    deeper = chain.c.depth + literal_column("1", Integer)
+    step = select(chain.c.replay_of, up, deeper, chain.c.last)
+    chain = chain.union(step.where(chain.c.replay_of.is_not(None), ~_overtaken(chain.c.replay_of)))
+    # at the run that started it, `depth` is how many replays down the chain's end lies
+    roots = select(chain.c.id).where(
+        chain.c.replay_of.is_(None), or_(chain.c.last, chain.c.depth >= _REPLAY_DEPTH)
+    )
+    # the event a chip reads: none of its grant's is newer (`_latest_events`' order)
+    event, newer = LifecycleEvent, aliased(LifecycleEvent)
+    superseded = exists().where(
+        newer.grant_id == event.grant_id,
+        or_(
+            newer.created_at > event.created_at,
+            and_(newer.created_at == event.created_at, newer.id > event.id),
+        ),
+    )
+    shown = (
+        select(event.grant_id)
+        .join(EventRun, EventRun.event_id == event.id)
+        .where(EventRun.run_id.in_(union_all(own, roots)), ~superseded)
+    )
+    return Grant.id.in_(shown)
+
+
+def _overtaken(run_id: Any) -> ColumnElement[bool]:
+    """Whether the run `run_id` is a replay with a newer sibling (a replay of the same run
+    with a greater id): the chip's walk takes that one instead."""
+    run, sibling = aliased(Run), aliased(Run)
+    return exists().where(run.id == run_id, sibling.replay_of == run.replay_of, sibling.id > run.id)
 
 
 def _ends(wanted: Automation) -> ColumnElement[bool] | None:
