@@ -23,6 +23,8 @@ check included):
 - api_50, api_500: `GET /api/v1/grants?limit=50` and `limit=500`, the first page;
 - api_needs_attention: `?automation=needs_attention&limit=50` (the 20 old failures);
 - api_none: `?automation=none&limit=50` (a third of the grants: the Wiki's);
+- api_none_crm: `?automation=none&application_id=CRM&limit=50` (no grant: read to the bound of a
+  request, `grant_lists.MOST_READ`);
 - console_grants, console_needs_attention: `/grants` and `/grants?automation=needs_attention`.
 
 GRANTFLOW_BENCH_POSTGRES_URL is the admin URL (default the local server); the script creates its
@@ -248,6 +250,7 @@ def main() -> None:
             grants = conn.execute(text("SELECT count(*) FROM grants")).scalar_one()
             runs = conn.execute(text("SELECT count(*) FROM runs")).scalar_one()
         attention = {"automation": "needs_attention", "limit": 50}
+        unmatched = {"automation": "none", "application_id": seeds[0]["application"], "limit": 50}
         with (
             served(db) as url,
             httpx.Client(
@@ -263,6 +266,7 @@ def main() -> None:
                 "api_none": lambda: api.get(
                     "/api/v1/grants", params={"automation": "none", "limit": 50}
                 ),
+                "api_none_crm": lambda: api.get("/api/v1/grants", params=unmatched),
                 "console_grants": lambda: console.get("/grants"),
                 "console_needs_attention": lambda: console.get(
                     "/grants", params={"automation": "needs_attention"}

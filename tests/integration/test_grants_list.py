@@ -7,25 +7,29 @@ took 1.8 s at 300,000 grants. The `automation=` filter was applied to a page aft
 so a page came back short or empty while `next_cursor` said more existed. Here: the chips read
 at once are the ones each grant gives alone, over a mix of states; a page of 50 costs the
 statements of a page of 10; a filter whose few grants are old fills the first page, and paging
-gives each match once."""
+gives each match once. A filter that matched few grants, or none, read every grant in one
+request (100,000 in 20 s): here a request reads at most its bound, and the API's cursors, the
+console's next links and the CLI give each match once through short and empty pages."""
 
 from __future__ import annotations
 
 import datetime as dt
 import html
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import insert, select, update
 
-from grantflow.access import lifecycle
+from grantflow.access import grant_lists, lifecycle
 from grantflow.access.applications import ApplicationCreate, ApplicationKind, create_application
 from grantflow.access.automation import Automation, automation, automations, may_have
 from grantflow.access.grants import GrantCreate, create_grant, revoke_grant
 from grantflow.access.identities import IdentityCreate, create_identity
 from grantflow.access.models import EventRun, Grant, LifecycleEvent
+from grantflow.auth.permissions import Role
 from grantflow.config import Settings
 from grantflow.engine.models import Run
 from grantflow.store.base import new_id, utcnow
@@ -33,6 +37,7 @@ from grantflow.store.database import Database
 from tests.conftest import Api
 from tests.support.console import signed_in_client
 from tests.support.engine import ACTOR, publish, queue
+from tests.support.processes import grantflow_env, json_output, run_grantflow
 from tests.support.statements import statements_on
 
 WHO = "ada@example.com"
@@ -281,6 +286,20 @@ def copies(db: Database, grant_id: str, count: int, failed: set[int]) -> list[st
     return made
 
 
+def pages(client: httpx.Client, params: dict[str, Any]) -> list[tuple[list[str], str | None]]:
+    """Each page of the API's list, first to last: its grants' ids and its next_cursor."""
+    seen: list[tuple[list[str], str | None]] = []
+    cursor = None
+    while not seen or cursor:
+        answer = client.get(
+            "/api/v1/grants", params={**params, **({"cursor": cursor} if cursor else {})}
+        )
+        assert answer.status_code == 200, answer.text
+        cursor = answer.json()["next_cursor"]
+        seen.append(([item["id"] for item in answer.json()["items"]], cursor))
+    return seen
+
+
 def every_page(client: httpx.Client, params: dict[str, Any]) -> list[str]:
     """The ids of every page of the API's list, first to last; each page but the last full."""
     seen: list[str] = []
@@ -395,3 +414,95 @@ def test_a_page_of_50_costs_the_statements_of_a_page_of_10(
         second, page = sent(lambda: console.get(following))
         assert len(console_rows(page)[0]) == 10
     assert first == second, f"{first} statements for a page of 50, {second} for 10"
+
+
+def test_matches_ending_on_a_page_end_it(
+    database: Database, world: dict[str, str], admin: httpx.Client
+) -> None:
+    """12 grants, 6 failed and 6 synced: three a page, either chip gives a full page with a
+    cursor, then a full page without one (the grants were read to the end): no empty page."""
+    template, (run_id,) = granted(database, "CRM", "template")
+    set_run(database, run_id, "succeeded")
+    made = copies(database, template, 11, {0, 2, 4, 6, 8, 10})
+    failed = made[0::2]
+    for chip, having in (("needs_attention", failed), ("synced", [template, *made[1::2]])):
+        (first, cursor), (second, last) = pages(admin, {"automation": chip, "limit": 3})
+        assert (first + second, last) == (having, None), chip
+        assert len(first) == 3
+        assert cursor
+
+
+SYNCED_AT = (5, 60, 61, 62, 63, 64, 170)  # the copies whose run succeeded: few, far apart
+BOUND = 40
+
+
+def test_a_filtered_request_reads_a_bounded_number_of_grants(
+    database: Database,
+    world: dict[str, str],
+    api: Api,
+    admin: httpx.Client,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """With the bound at 40 grants a request, among 201 grants of which 7 are synced (far
+    apart, five together): no request for three synced grants reads more than 40 (or the page
+    and one, when more); pages come back short or empty with a cursor, and following the
+    cursors gives each synced grant once, in order, until a page without one. The console's
+    next links and `grantflow grants list --automation synced` (a CLI following the cursors
+    through empty pages) give each once too."""
+    monkeypatch.setattr(grant_lists, "MOST_READ", BOUND)
+    read: list[int] = []  # the grants each batch read the chips of
+    chips_of = grant_lists.automations
+
+    def counted(session: Any, grant_ids: Any) -> Any:
+        read.append(len(grant_ids))
+        return chips_of(session, grant_ids)
+
+    monkeypatch.setattr(grant_lists, "automations", counted)
+    template, (run_id,) = granted(database, "CRM", "template")
+    set_run(database, run_id, "failed")
+    made = copies(database, template, 200, set(range(200)) - set(SYNCED_AT))
+    wanted = [made[n] for n in SYNCED_AT]
+
+    seen: list[tuple[list[str], str | None]] = []
+    cursor = None
+    while not seen or cursor:
+        read.clear()
+        params = {"automation": "synced", "limit": 3, **({"cursor": cursor} if cursor else {})}
+        answer = admin.get("/api/v1/grants", params=params)
+        assert answer.status_code == 200, answer.text
+        assert sum(read) <= BOUND, read
+        cursor = answer.json()["next_cursor"]
+        seen.append(([item["id"] for item in answer.json()["items"]], cursor))
+    assert [i for ids, _ in seen for i in ids] == wanted
+    assert any(not ids and more for ids, more in seen)  # empty, with a cursor to read on
+    assert any(0 < len(ids) < 3 and more for ids, more in seen)
+
+    read.clear()  # a page larger than the bound reads the page and one
+    assert len(admin.get("/api/v1/grants", params={"limit": 50}).json()["items"]) == 50
+    assert sum(read) == 51
+
+    console, _ = signed_in_client(api.base_url, database, settings, "admin@example.com")
+    with console:
+        shown: list[str] = []
+        following: str | None = "/grants?automation=synced"
+        empty = 0  # pages of 50 read 51 grants: the third finds none
+        while following:
+            page = console.get(following)
+            rows, following = console_rows(page)
+            shown += rows
+            if not rows and following:
+                assert "the next page reads on" in page.text
+                empty += 1
+    assert shown == wanted
+    assert empty
+
+    token = api.user_token("viewer@example.com", Role.VIEWER)
+    env = grantflow_env(url=api.base_url)
+    env["GRANTFLOW_TOKEN"] = token
+    command = ("grants", "list", "--automation", "synced", "--json")
+    listed = json_output(run_grantflow(*command, "--limit", "10", env=env, cwd=tmp_path))
+    assert [g["id"] for g in listed] == wanted
+    first = json_output(run_grantflow(*command, "--limit", "6", env=env, cwd=tmp_path))
+    assert [g["id"] for g in first] == wanted[:6]

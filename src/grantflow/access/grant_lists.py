@@ -1,6 +1,7 @@
 """Grants as the lists show them (the API's list, the console's, an identity's page): each with
 who holds it, its application's name and its automation chip, read for a whole page at once.
-The chip filter is applied while paging, so a page is full whenever more grants match."""
+The chip filter is applied while paging, reading at most `MOST_READ` grants a request: a page
+is full unless the grants ran out or that many were read first."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ from grantflow.store.pagination import Page, decode_cursor, encode_cursor
 # The most grants read in a batch while filtering by chip: the chip is derived from runs, so
 # the grants that have it are found by reading grants in order until a page of them is found.
 _SCAN = 500
+# The most grants a filtered request reads (at least the page and one): without a bound, a chip
+# that few grants have, or none, read every grant in one request (100,000: 20 s). Ten batches
+# of `_SCAN`, what ten of the largest unfiltered pages cost (0.65 s on PostgreSQL); a chip held
+# by one grant in a hundred still fills the default page of 50 (docs/explanation/benchmarks.md).
+MOST_READ = 5_000
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,9 @@ def list_grants(
     limit: int = 50,
 ) -> Page[Listed]:
     """Grants in id order (oldest first), `limit` a page; with `automation`, only the grants
-    with that chip: a page holds `limit` of them unless no more match."""
+    with that chip: a page holds `limit` of them unless no more match or `MOST_READ` grants
+    were read first. Then the page is short, even empty, and its cursor is the last grant
+    read, so the next page reads on from there; the cursor is None once every grant is read."""
     stmt = select(Grant.id)
     if identity_id:
         stmt = stmt.where(Grant.identity_id == identity_id)
@@ -63,33 +71,38 @@ def list_grants(
         stmt = stmt.where(Grant.application_id == application_id)
     if status:
         stmt = stmt.where(Grant.status == status)
-    found = _scan(session, stmt, automation, decode_cursor(cursor, str), limit)
+    found, stopped = _scan(session, stmt, automation, decode_cursor(cursor, str), limit)
     page = dict(list(found.items())[:limit])
-    more = len(found) > limit
-    return Page(_listed(session, page), encode_cursor(list(page)[-1]) if more else None)
+    if len(found) > limit:
+        stopped = list(page)[-1]
+    return Page(_listed(session, page), None if stopped is None else encode_cursor(stopped))
 
 
 def _scan(
     session: Session, stmt: Any, wanted: Automation | None, after: str | None, limit: int
-) -> dict[str, AutomationState]:
+) -> tuple[dict[str, AutomationState], str | None]:
     """The chips of up to `limit` + 1 grants of `stmt` (grant ids) after `after`, in id order,
-    whose chip is `wanted` (any chip: None). Unfiltered, one batch of `limit` + 1 is all it
+    whose chip is `wanted` (any chip: None), and the last grant read if it stopped reading
+    before the grants ended (None: they did). Unfiltered, one batch of `limit` + 1 is all it
     reads; filtered, it reads batches (twice as many grants each time, up to `_SCAN`) until it
-    has them or the grants end, of the grants that may have the chip when SQL can tell
-    (`may_have`)."""
+    has them, the grants end or it read `MOST_READ`, of the grants that may have the chip
+    when SQL can tell (`may_have`)."""
     if wanted is not None and (candidates := may_have(wanted)) is not None:
         stmt = stmt.where(candidates)
     batch, most = limit + 1, max(limit + 1, _SCAN)
+    unread = max(limit + 1, MOST_READ)
     found: dict[str, AutomationState] = {}
-    while len(found) <= limit:
+    while True:
         later = stmt if after is None else stmt.where(Grant.id > after)
         ids = list(session.execute(later.order_by(Grant.id).limit(batch)).scalars())
         chips = automations(session, ids)
         found.update((i, chips[i]) for i in ids if wanted is None or chips[i].state == wanted)
         if len(ids) < batch:
-            break
-        after, batch = ids[-1], min(2 * batch, most)
-    return found
+            return found, None
+        after, unread = ids[-1], unread - batch
+        if len(found) > limit or not unread:
+            return found, after
+        batch = min(2 * batch, most, unread)
 
 
 def _listed(session: Session, chips: dict[str, AutomationState]) -> list[Listed]:

@@ -122,14 +122,22 @@ def list_grants(
     application_id: str | None = Query(None, max_length=36),
     status: GrantStatus | None = Query(None),
     automation: Automation | None = Query(
-        None, description="only grants with this chip; a page is full unless no more match"
+        None,
+        description=(
+            f"only grants with this chip; a request reads at most {grant_lists.MOST_READ:,}"
+            " grants, so a page may be short, even empty, while next_cursor is set: follow it"
+            " until it is null"
+        ),
     ),
     cursor: str | None = Query(None, max_length=500),
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
     _: Actor = Depends(Require(Permission.GRANT_READ)),
     db: Database = Depends(database),
 ) -> PageOut[GrantOut]:
-    """Grants, oldest first, each with its automation chip (`automation`: only that chip)."""
+    """Grants, oldest first, each with its automation chip (`automation`: only that chip).
+    The chip filter reads grants in order until the page is full, the grants end or it has read
+    its bound, so a filtered page may be short or empty while `next_cursor` is set; the
+    cursor is null once every grant was read."""
     with db.transaction() as session:
         page = grant_lists.list_grants(
             session,

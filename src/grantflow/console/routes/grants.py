@@ -4,6 +4,7 @@ events — and grant, revoke, extend, dispatch."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -54,6 +55,11 @@ GRANTS = Table(
         ),
     ),
     empty="No grants match.",
+)
+# a filtered page reads a bounded number of grants: one with none of the chip may still have
+# a next page, where the reading goes on
+READ_ON = dataclasses.replace(
+    GRANTS, empty="None of the grants read for this page match; the next page reads on."
 )
 
 
@@ -132,7 +138,7 @@ def list_page(
         rows = [grant_row(g) for g in page.items]
         apps = application_choices(session)
     context = {
-        "table": GRANTS,
+        "table": READ_ON if page.next_cursor else GRANTS,
         "rows": GRANTS.rows(rows),
         "next_url": next_page(request, page.next_cursor),
         "filters": {"status": status, "automation": automation},
