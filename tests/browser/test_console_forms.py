@@ -182,7 +182,7 @@ def test_a_campaign_whose_revocations_fail_says_why_on_its_page(
     console: Console, signed_in_page: Callable[..., Page], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def refuse(*_: object) -> bool:
-        raise Conflict("workflow 'Remove from Wiki' is disabled")
+        raise Conflict("the revocation could not be recorded: the grant changed meanwhile")
 
     monkeypatch.setattr(reviews, "revoke_item", refuse)
     people(console.database, "Wiki", 2)
@@ -192,7 +192,9 @@ def test_a_campaign_whose_revocations_fail_says_why_on_its_page(
     page.get_by_role("button", name="Close now").click()
     expect(page.locator(".flash").first).to_contain_text("is closing")
     banner = page.locator(".banner.bad")
-    expect(banner).to_contain_text("Revoking stopped: workflow 'Remove from Wiki' is disabled")
+    expect(banner).to_contain_text(
+        "Revoking stopped: the revocation could not be recorded: the grant changed meanwhile"
+    )
     expect(banner).to_contain_text("no grant of that batch was revoked; the workers try again")
     expect(page.locator(".banner.warn")).to_contain_text("2 still to revoke")
 

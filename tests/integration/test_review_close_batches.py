@@ -201,11 +201,12 @@ def test_a_campaign_whose_default_is_keep_closes_at_once(database: Database) -> 
     queue.close()
 
 
-def test_campaigns_whose_end_passed_close_in_one_transaction_and_revoke_in_later_ones(
+def test_campaigns_whose_end_passed_close_one_a_transaction_and_revoke_in_later_ones(
     database: Database, admin: httpx.Client
 ) -> None:
-    """Quarterly campaigns ending at the same moment: the timer closes them all in one
-    transaction that revokes nothing, then revokes a batch per transaction."""
+    """Quarterly campaigns ending at the same moment: the timer closes one a transaction,
+    revoking nothing (two closes in one deadlocked with a reviewer deciding), then revokes a
+    batch per transaction."""
     ids = []
     for app in ("Alpha", "Beta", "Gamma"):
         people(database, app, 4)
@@ -213,9 +214,11 @@ def test_campaigns_whose_end_passed_close_in_one_transaction_and_revoke_in_later
     with database.transaction() as session:
         session.execute(update(AccessReview).values(ends_at=utcnow() - dt.timedelta(minutes=1)))
     queue = DatabaseQueue(database)
-    with selects_on(database, "grants") as grants, database.transaction() as session:
-        assert reviews.close_due(session, queue) is True
-    assert grants == []  # no revocation in the closing transaction
+    with selects_on(database, "grants") as grants:
+        for _ in ids:
+            with database.transaction() as session:
+                assert reviews.close_due(session, queue) is True
+    assert grants == []  # no revocation in the closing transactions
     assert [active_grants(database, app) for app in ("Alpha", "Beta", "Gamma")] == [4, 4, 4]
     closing = ok(admin.get(f"{API}/reviews", params={"status": "closing"}))["items"]
     assert sorted(r["id"] for r in closing) == sorted(ids)
@@ -232,7 +235,7 @@ def test_campaigns_whose_end_passed_close_in_one_transaction_and_revoke_in_later
             decide(session, reviewer, queue, item.id, "keep")
     assert refused.value.code == "review_closed"
 
-    calls = 1
+    calls = 0
     while True:
         with database.transaction() as session:
             more = reviews.close_due(session, queue)
@@ -240,7 +243,7 @@ def test_campaigns_whose_end_passed_close_in_one_transaction_and_revoke_in_later
         if not more:
             break
     queue.close()
-    assert calls == 1 + 3 * 2 + 1  # per campaign a batch of 3 and the last; then nothing
+    assert calls == 3 * 2 + 1  # per campaign a batch of 3 and the last; then nothing
     assert [active_grants(database, app) for app in ("Alpha", "Beta", "Gamma")] == [0, 0, 0]
     assert ok(admin.get(f"{API}/reviews", params={"status": "closing"}))["items"] == []
 
@@ -261,61 +264,98 @@ def test_a_multiple_of_the_batch_closes_with_its_last_batch(database: Database) 
     ]
 
 
-def failing_for(monkeypatch: pytest.MonkeyPatch, broken: set[str], after: int = 0) -> None:
-    """Revoking fails for the campaigns `broken`, after `after` grants of each call's batch."""
+FAILURE = "the revocation could not be recorded: the grant's application was deleted meanwhile"
+
+
+def failing_for(
+    monkeypatch: pytest.MonkeyPatch, broken: set[str], after: int = 0, error: type = Conflict
+) -> dict[str, int]:
+    """Revoking fails for the campaigns `broken` after `after` grants of each batch: how many
+    times each was tried."""
     real = reviews.revoke_item
     done: dict[str, int] = {}
+    tried: dict[str, int] = {}
 
     def revoke(session: Any, actor: Any, queue: Any, review: Any, *rest: Any) -> bool:
         if review.id in broken:
             done[review.id] = done.get(review.id, 0) + 1
             if done[review.id] > after:
                 done[review.id] = 0
-                raise Conflict("the application's revoke workflow cannot start")
+                tried[review.id] = tried.get(review.id, 0) + 1
+                raise error(FAILURE)
         return bool(real(session, actor, queue, review, *rest))
 
     monkeypatch.setattr(reviews, "revoke_item", revoke)
+    return tried
 
 
 def test_a_campaign_that_fails_to_revoke_waits_and_does_not_hold_up_the_others(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Six campaigns whose revocations fail (one after revoking a grant of its batch), closed
-    first, and one that works: the failures are kept on their campaigns, undone, and tried
-    again only after REVOKE_RETRY; the working one is revoked meanwhile."""
+    """Six campaigns whose revocations fail (after revoking a grant of their batch), closed
+    first, and one that works: each failure is undone and kept on its campaign, which is tried
+    again only after REVOKE_RETRY (and fails again there, inside the timer); the working one is
+    revoked meanwhile."""
     broken = []
     for n in range(6):
         people(database, f"Broken{n}", 5)
         broken.append(manager_campaign(database, f"Broken{n}", default_decision="revoke"))
     people(database, "Fine", 5)
     fine = manager_campaign(database, "Fine", default_decision="revoke")
-    failing_for(monkeypatch, set(broken), after=1)
+    tried = failing_for(monkeypatch, set(broken), after=1)
     for review_id in [*broken, fine]:
-        close(database, review_id)  # (the close itself fails for the broken ones, and says so)
+        close(database, review_id)  # (the close's own batch fails for the broken ones)
     shown = close_view(database, broken[0])
     assert shown["status"] == "closing"
-    assert shown["revocations_error"] == "the application's revoke workflow cannot start"
+    assert shown["revocations_error"] == FAILURE
+    assert shown["revocations_retry_at"] - shown["closed_at"] == reviews.REVOKE_RETRY
     assert shown["progress"]["revocations_pending"] == 5  # the grant revoked first was undone
     assert active_grants(database, "Broken0") == 5
+    assert tried == dict.fromkeys(broken, 1)
 
     queue = DatabaseQueue(database)
     with database.transaction() as session:
         assert reviews.close_due(session, queue) is True  # Fine's last batch
     with database.transaction() as session:
         assert reviews.close_due(session, queue) is False  # the others wait for their retry
+    assert tried == dict.fromkeys(broken, 1)  # (not tried again before it)
     assert active_grants(database, "Fine") == 0
     assert close_view(database, fine)["status"] == "closed"
-    assert active_grants(database, "Broken5") == 5
 
     later = utcnow() + reviews.REVOKE_RETRY + dt.timedelta(seconds=1)
+    with database.transaction() as session:  # the timer tries five: each fails again
+        assert reviews.close_due(session, queue, later) is False
+    assert sorted(tried.values()) == [1, 2, 2, 2, 2, 2]
+    shown = close_view(database, broken[0])
+    assert shown["revocations_error"] == FAILURE
+    assert shown["revocations_retry_at"] == later + reviews.REVOKE_RETRY
+
     monkeypatch.setattr(reviews, "revoke_item", real_revoke_item)  # the cause is fixed
     with database.transaction() as session:
-        assert reviews.close_due(session, queue, later) is True
+        assert reviews.close_due(session, queue, later + reviews.REVOKE_RETRY) is True
     queue.close()
     shown = close_view(database, broken[0])
     assert shown["revocations_error"] is None
     assert shown["revocations_retry_at"] is None
     assert shown["progress"]["revocations_pending"] < 5
+
+
+def test_an_unexpected_error_is_kept_on_its_campaign_like_a_refusal(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    people(database, "Odd", 4)
+    people(database, "Even", 4)
+    odd = manager_campaign(database, "Odd", default_decision="revoke")
+    even = manager_campaign(database, "Even", default_decision="revoke")
+    failing_for(monkeypatch, {odd}, error=RuntimeError)
+    close(database, odd)  # the close itself answers (no 500): the campaign says why
+    close(database, even)
+    assert close_view(database, odd)["revocations_error"] == f"RuntimeError: {FAILURE}"
+    queue = DatabaseQueue(database)
+    with database.transaction() as session:
+        assert reviews.close_due(session, queue) is True
+    queue.close()
+    assert close_view(database, even)["status"] == "closed"
 
 
 def close_view(db: Database, review_id: str) -> dict[str, Any]:

@@ -41,10 +41,11 @@ def test_a_failed_batch_shows_why_and_when_the_workers_try_again(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     shown = view("closing", 70)
-    shown["revocations_error"] = "workflow 'Remove from CRM' is disabled"
+    shown["revocations_error"] = "RuntimeError: connection to the directory lost"
     shown["revocations_retry_at"] = "2026-12-07T10:05:00Z"
     _print_review(shown)
     assert (
-        "  revoking failed: workflow 'Remove from CRM' is disabled (the workers try again at "
+        "  revoking failed: RuntimeError: connection to the directory lost (the workers try "
+        "again at "
         "2026-12-07 10:05Z)"
     ) in capsys.readouterr().out.splitlines()

@@ -174,7 +174,11 @@ def decide(
     item.decided_at = utcnow()
     item.comment = comment
     # (assignee rows are what inboxes walk: a decided item leaves them)
-    session.execute(delete(ReviewAssignee).where(ReviewAssignee.item_id == item.id))
+    session.execute(
+        delete(ReviewAssignee)
+        .where(ReviewAssignee.item_id == item.id)
+        .execution_options(synchronize_session=False)
+    )
     revoked = False
     if decision == Decision.REVOKE:
         revoked = revoke_item(session, revoking_actor(user.email, user.id), queue, review, item)

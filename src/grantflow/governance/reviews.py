@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import structlog
 from sqlalchemy import CursorResult, delete, func, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from grantflow import audit
@@ -266,7 +267,11 @@ def _finish(
     ).rowcount
     items = select(ReviewItem.id).where(ReviewItem.review_id == review.id)
     # (inboxes walk assignee rows: a decided item leaves them)
-    session.execute(delete(ReviewAssignee).where(ReviewAssignee.item_id.in_(items)))
+    session.execute(
+        delete(ReviewAssignee)
+        .where(ReviewAssignee.item_id.in_(items))
+        .execution_options(synchronize_session=False)  # (not the ids back: none is loaded)
+    )
     review.status = ReviewStatus.CLOSED
     review.closed_at = now
     review.closed_by = actor.label
@@ -352,19 +357,19 @@ def close_due(session: Session, queue: Queue, now: dt.datetime | None = None) ->
     grants. True when it did something (the worker calls again at once); False when there is
     nothing it can do now."""
     now = now or utcnow()
-    due = list(
-        session.execute(
-            select(AccessReview)
-            .where(AccessReview.status == ReviewStatus.OPEN, AccessReview.ends_at <= now)
-            .order_by(AccessReview.ends_at)
-            .limit(20)
-            .with_for_update(skip_locked=True)
-        ).scalars()
-    )
-    for review in due:
-        why = f"its end passed at {review.ends_at:%Y-%m-%d %H:%M}Z"
-        _finish(session, SYSTEM, queue, review, now, why, first_batch=False)
-    if due:
+    # One campaign a transaction: a second one's items, locked after the first one's audit
+    # entry took the chain, would deadlock with a reviewer deciding one of them (who locks the
+    # item, then the chain).
+    due = session.execute(
+        select(AccessReview)
+        .where(AccessReview.status == ReviewStatus.OPEN, AccessReview.ends_at <= now)
+        .order_by(AccessReview.ends_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).scalar_one_or_none()
+    if due is not None:
+        why = f"its end passed at {due.ends_at:%Y-%m-%d %H:%M}Z"
+        _finish(session, SYSTEM, queue, due, now, why, first_batch=False)
         return True
     closing = session.execute(
         select(AccessReview)
@@ -373,6 +378,7 @@ def close_due(session: Session, queue: Queue, now: dt.datetime | None = None) ->
             or_(AccessReview.revoke_retry_at.is_(None), AccessReview.revoke_retry_at <= now),
         )
         .order_by(AccessReview.closed_at)
+        .limit(5)  # (another worker takes the next ones)
         .with_for_update(skip_locked=True)
     ).scalars()
     for review in closing:
@@ -392,10 +398,13 @@ def _batch_or_failure(
     try:
         with session.begin_nested():
             more = revoke_defaulted(session, queue, review, finished=finished)
-    except GrantflowError as exc:
-        review.revoke_error = exc.message[:2000]
+    except Exception as exc:  # (whatever it is, the other campaigns go on)
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            raise  # the database is gone: nothing can be recorded
+        why = exc.message if isinstance(exc, GrantflowError) else f"{type(exc).__name__}: {exc}"
+        review.revoke_error = why[:2000]
         review.revoke_retry_at = now + REVOKE_RETRY
-        log.error("access_review.revocations_failed", review_id=review.id, error=exc.message)
+        log.exception("access_review.revocations_failed", review_id=review.id, error=why)
         return False
     review.revoke_error = None
     review.revoke_retry_at = None
