@@ -26,9 +26,10 @@ from grantflow.store.pagination import Page, decode_cursor, encode_cursor
 # the grants that have it are found by reading grants in order until a page of them is found.
 _SCAN = 500
 # The most grants a filtered request reads (at least the page and one): without a bound, a chip
-# that few grants have, or none, read every grant in one request (100,000: 20 s). Ten batches
-# of `_SCAN`, what ten of the largest unfiltered pages cost (0.65 s on PostgreSQL); a chip held
-# by one grant in a hundred still fills the default page of 50 (docs/explanation/benchmarks.md).
+# that few grants have, or none, read every grant in one request (100,000: 20 s). About what ten
+# of the largest unfiltered pages cost (0.65 s on PostgreSQL; 13 growing batches at the default
+# page); a chip held by one grant in a hundred fills the default page of 50 on average
+# (docs/explanation/benchmarks.md).
 MOST_READ = 5_000
 
 

@@ -141,6 +141,12 @@ def list_page(
         "table": READ_ON if page.next_cursor else GRANTS,
         "rows": GRANTS.rows(rows),
         "next_url": next_page(request, page.next_cursor),
+        "pager_note": (
+            f"A filtered page reads at most {grant_lists.MOST_READ:,} grants: more that match "
+            "may follow on the next page."
+            if chip and page.next_cursor and 0 < len(rows) < DEFAULT_LIMIT
+            else None
+        ),
         "filters": {"status": status, "automation": automation},
         "applications": apps,
         "prefill": {"identity": ""},
