@@ -172,6 +172,23 @@ def percentiles(
     return figures, last
 
 
+def bulk_identities(db: Database, people: int) -> None:
+    """`people` identities written in one statement: person<n>@example.com, userName
+    Person<n>."""
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO identities (id, email, user_name, display_name, lifecycle_state, "
+                "active, attributes, scim, source, version, created_at, updated_at) "
+                "SELECT md5(g::text)::uuid::text, 'person' || g || '@example.com', "
+                "'Person' || g, 'Person ' || g, 'active', true, '{}', '{}', 'api', 1, now(), "
+                "now() FROM generate_series(0, :last) AS g"
+            ),
+            {"last": people - 1},
+        )
+        conn.execute(text("ANALYZE identities"))
+
+
 def admin_token(db: Database, email: str = "bench@example.com") -> str:
     with db.transaction() as session:
         user = create_user(session, ACTOR, email=email, roles=[Role.ADMIN])

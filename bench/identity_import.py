@@ -6,7 +6,7 @@ to stderr.
     .venv/bin/python bench/identity_import.py --people 20000 --rows 500     # a quick look
     .venv/bin/python bench/identity_import.py                               # 100,000 / 2,000
 
-The identities are written in bulk, as bench/identity_lookup.py writes them. The import runs as
+The identities are written in bulk (`common.bulk_identities`). The import runs as
 `POST /api/v1/identities/import` runs it (`access.identity_import.import_csv`, 200 rows to a
 transaction). Figures: seconds, rows a second, statements per row, and the longest transaction
 (how long the audit chain, which every audited change waits for, is held at a time).
@@ -22,8 +22,8 @@ import json
 import time
 from typing import Any
 
-from common import ACTOR, ADMIN_URL, StatementCounter, log, postgres_database
-from sqlalchemy import event, text
+from common import ACTOR, ADMIN_URL, StatementCounter, bulk_identities, log, postgres_database
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from grantflow.access.identity_import import import_csv
@@ -50,18 +50,7 @@ def main() -> None:
     configure_logging("warning", "json")
     with postgres_database(make_url(ADMIN_URL)) as db, StatementCounter() as counter:
         log(f"writing {options.people} identities")
-        with db.engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO identities (id, email, user_name, display_name, lifecycle_state, "
-                    "active, attributes, scim, source, version, created_at, updated_at) "
-                    "SELECT md5(g::text)::uuid::text, 'person' || g || '@example.com', "
-                    "'Person' || g, 'Person ' || g, 'active', true, '{}', '{}', 'api', 1, now(), "
-                    "now() FROM generate_series(0, :last) AS g"
-                ),
-                {"last": options.people - 1},
-            )
-            conn.execute(text("ANALYZE identities"))
+        bulk_identities(db, options.people)
         content = csv_file(options.people, options.rows)
         longest = [0.0]
         began_at: dict[int, float] = {}

@@ -28,7 +28,16 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from common import ACTOR, ADMIN_URL, admin_token, log, percentiles, postgres_database, served
+from common import (
+    ACTOR,
+    ADMIN_URL,
+    admin_token,
+    bulk_identities,
+    log,
+    percentiles,
+    postgres_database,
+    served,
+)
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -51,18 +60,8 @@ def main() -> None:
     people = options.people
     with postgres_database(make_url(ADMIN_URL)) as db:
         log(f"writing {people} identities")
+        bulk_identities(db, people)
         with db.engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO identities (id, email, user_name, display_name, lifecycle_state, "
-                    "active, attributes, scim, source, version, created_at, updated_at) "
-                    "SELECT md5(g::text)::uuid::text, 'person' || g || '@example.com', "
-                    "'Person' || g, 'Person ' || g, 'active', true, '{}', '{}', 'api', 1, now(), "
-                    "now() FROM generate_series(0, :last) AS g"
-                ),
-                {"last": people - 1},
-            )
-            conn.execute(text("ANALYZE identities"))
             ids = dict(conn.execute(text("SELECT user_name, id FROM identities")).all())
         token = admin_token(db)
         with db.transaction() as session:
