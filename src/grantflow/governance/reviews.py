@@ -392,9 +392,9 @@ def close_due(session: Session, queue: Queue, now: dt.datetime | None = None) ->
 def _batch_or_failure(
     session: Session, queue: Queue, review: AccessReview, now: dt.datetime, *, finished: bool = True
 ) -> bool:
-    """`revoke_defaulted` in a savepoint. A refusal (say, the application's revoke workflow
-    cannot start) undoes the batch and is kept on the campaign, which the workers try again
-    after REVOKE_RETRY, so it holds up neither the other campaigns nor the audit chain."""
+    """`revoke_defaulted` in a savepoint. An error revoking one of its grants undoes the batch
+    and is kept on the campaign, which the workers try again after REVOKE_RETRY: it holds up
+    neither the other campaigns nor the audit chain."""
     try:
         with session.begin_nested():
             more = revoke_defaulted(session, queue, review, finished=finished)
