@@ -109,6 +109,27 @@ def test_an_entry_for_a_finished_run_is_dropped_and_changes_nothing(
         assert session.get(QueueItem, run_id) is None  # not queued again
 
 
+def test_runs_are_announced_at_the_commit_less_those_of_a_savepoint_rolled_back(
+    pg: Database, valkey: RedisServer
+) -> None:
+    """A savepoint's release is not the COMMIT (no worker may hear of a run it cannot see),
+    and a savepoint rolled back takes back its own announcements, not the transaction's."""
+    client = valkey.client()
+    transport = engine.queue(pg)
+    with pg.transaction() as session:
+        transport.announce(session, ["run-before"])
+        with session.begin_nested() as released:
+            transport.announce(session, ["run-released"])
+            released.commit()
+        assert client.xlen(STREAM) == 0
+        rolled_back = session.begin_nested()
+        transport.announce(session, ["run-rolled-back"])
+        rolled_back.rollback()
+        transport.announce(session, ["run-after"])
+    announced = [fields["run"] for _, fields in client.xrange(STREAM)]
+    assert announced == ["run-before", "run-released", "run-after"]
+
+
 def test_a_dead_consumers_pending_entry_is_claimed_by_another_after_the_lease(
     pg: Database, valkey: RedisServer
 ) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -68,6 +68,7 @@ from grantflow.safety.gate import step_start
 from grantflow.safety.limits import LimitExceeded
 from grantflow.steps.execution import StepCall, StepResult
 from grantflow.steps.registry import get_step_type
+from grantflow.store.after_commit import after_commit
 from grantflow.store.base import new_id, utcnow
 from grantflow.store.database import Database
 
@@ -186,7 +187,7 @@ class Interpreter(FirstStep):
             if held:
                 token = run.lease_token = uuid.uuid4().hex
                 # the turn holds the run once the token is committed (not if this rolls back)
-                event.listen(session, "after_commit", lambda _s: _take(turn, token), once=True)
+                after_commit(session, lambda _items: _take(turn, token))
         if not held:
             log.info("run.lease.lost", run_id=run.id, worker=self.worker_id)
         return run, held

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from grantflow.queue.database import DatabaseQueue
 from grantflow.queue.interface import TransportHealth
 from grantflow.redaction import redact_url
+from grantflow.store.after_commit import after_commit
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 
@@ -123,16 +124,8 @@ class StreamQueue(DatabaseQueue):
     def announce(self, session: Session, run_ids: list[str]) -> None:
         if not run_ids:
             return
-        pending: list[str] = session.info.setdefault("announce", [])
-        if not pending:  # the first in this transaction: announce all of them after commit
-            from sqlalchemy import event
-
-            event.listen(session, "after_commit", self._after_commit, once=True)
-            event.listen(session, "after_rollback", _forget, once=True)
-        pending.extend(run_ids)
-
-    def _after_commit(self, session: Session) -> None:
-        self.announce_now(session.info.pop("announce", []))
+        # (all of a transaction's runs in one call, less those of a savepoint rolled back)
+        after_commit(session, self.announce_now, *run_ids)
 
     def announce_now(self, run_ids: list[str]) -> int:
         """Add the runs to the stream (those without an unread entry); how many were added.
@@ -365,7 +358,3 @@ class StreamQueue(DatabaseQueue):
     def close(self) -> None:
         super().close()
         self.redis.close()
-
-
-def _forget(session: Session) -> None:
-    session.info.pop("announce", None)

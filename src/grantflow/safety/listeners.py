@@ -10,7 +10,6 @@ import threading
 from typing import Any
 
 import structlog
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from grantflow.engine import hooks
@@ -19,6 +18,7 @@ from grantflow.engine.plans import plan_for
 from grantflow.engine.states import RunStatus, WaitingReason
 from grantflow.errors import InternalError
 from grantflow.safety import breakers, config, spend, webhooks
+from grantflow.store.after_commit import after_commit
 from grantflow.store.database import database_of
 
 log = structlog.get_logger("grantflow.safety")
@@ -43,14 +43,14 @@ def failed_runs_breaker(session: Session, run: Run, _old: str, new: str) -> None
     database = database_of(session)
     workflow_id = run.workflow_id
 
-    def check(_session: Session) -> None:
+    def check(_items: object) -> None:
         try:
             with database.transaction() as own:
                 breakers.check_failed_runs(own, workflow_id, safety)
         except Exception:  # the run's failure is committed; a breaker check must not undo it
             log.exception("safety.failed_runs_check_failed", workflow_id=workflow_id)
 
-    event.listen(session, "after_commit", check, once=True)
+    after_commit(session, check)
 
 
 @hooks.on_tick

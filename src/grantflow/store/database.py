@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from grantflow.errors import ServiceUnavailable
+from grantflow.store.after_commit import after_commit
 
 if TYPE_CHECKING:
     import sqlite3  # (the driver loads with SQLAlchemy's SQLite dialect, only on SQLite)
@@ -98,8 +99,10 @@ class Database:
 
     def wake_after_commit(self, session: Session) -> None:
         """Wake this process's workers once this transaction commits."""
-        wakeup = self.queue_wakeup
-        event.listen(session, "after_commit", lambda _s: wakeup.set(), once=True)
+        after_commit(session, self._wake)
+
+    def _wake(self, _items: object) -> None:
+        self.queue_wakeup.set()
 
     def listen_queue(self, wakeup: threading.Event, stop: threading.Event) -> None:
         """Block, setting `wakeup` on each notification from another process, until `stop`."""

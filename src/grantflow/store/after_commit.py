@@ -1,0 +1,81 @@
+"""Work to do once a transaction has committed: wake workers, announce runs, take a lease.
+
+SQLAlchemy's own `after_commit` event also fires when a savepoint is released, and its
+`after_rollback` when one is rolled back, so a listener registered with `once=True` ran too
+early (before the outer COMMIT: a worker told of a run it cannot see yet) or was dropped with
+a savepoint that had nothing to do with it. Here an action runs after the outermost COMMIT
+only, and is dropped with the savepoint it was registered in, or with the transaction.
+
+Actions registered under the same callable are run once, with every item given to them in
+the transaction that survived (the runs to announce, in one call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import structlog
+from sqlalchemy import event
+from sqlalchemy.orm import Session, SessionTransaction
+
+log = structlog.get_logger(__name__)
+
+Action = Callable[[list[Any]], object]
+
+_PENDING = "grantflow.after_commit"
+
+
+def after_commit(session: Session, action: Action, *items: Hashable) -> None:
+    """Call `action(items)` once this session's transaction commits, unless the savepoint
+    current now (or the transaction) rolls back first. `items` from every registration of the
+    same `action` that stands are passed together, in order; `action([])` if none were given."""
+    pending: list[tuple[SessionTransaction | None, Action, tuple[Hashable, ...]]]
+    pending = session.info.setdefault(_PENDING, [])
+    pending.append((session.get_nested_transaction(), action, items))
+
+
+def _committed(session: Session) -> None:
+    if _PENDING not in session.info or session.in_nested_transaction():
+        return  # (nothing to do, or a savepoint released: its actions wait for the COMMIT)
+    grouped: dict[Action, list[Any]] = {}
+    for _, action, items in session.info.pop(_PENDING, []):
+        grouped.setdefault(action, []).extend(items)
+    for action, items in grouped.items():
+        try:
+            action(items)
+        except Exception:  # the transaction is committed: an action's failure must not undo that
+            log.exception("store.after_commit_failed", action=getattr(action, "__qualname__", ""))
+
+
+def _rolled_back(session: Session, rolled_back: SessionTransaction) -> None:
+    if _PENDING not in session.info:
+        return
+    boundary: SessionTransaction | None = rolled_back  # what the database rolled back
+    while boundary is not None and not boundary.nested:
+        boundary = boundary.parent
+    if boundary is None:  # the whole transaction
+        session.info.pop(_PENDING, None)
+        return
+    pending = session.info.get(_PENDING)
+    if pending:
+        pending[:] = [entry for entry in pending if not _within(entry[0], boundary)]
+
+
+def _within(savepoint: SessionTransaction | None, boundary: SessionTransaction) -> bool:
+    while savepoint is not None:
+        if savepoint is boundary:
+            return True
+        savepoint = savepoint.parent
+    return False
+
+
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # closed without a COMMIT (or after one): nothing carries over
+        session.info.pop(_PENDING, None)
+
+
+# (on the class, once: a listener per session would cost each transaction more than it does)
+event.listen(Session, "after_commit", _committed)
+event.listen(Session, "after_soft_rollback", _rolled_back)
+event.listen(Session, "after_transaction_end", _ended)

@@ -1,0 +1,86 @@
+"""Work done once a transaction commits (store/after_commit.py): after the outermost COMMIT
+only, never when a savepoint is released, and dropped with the savepoint it was registered in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy.orm import SessionTransaction
+
+from grantflow.store.after_commit import after_commit
+from grantflow.store.database import Database
+
+
+class Told:
+    def __init__(self) -> None:
+        self.calls: list[list[object]] = []
+
+    def __call__(self, items: list[object]) -> None:
+        self.calls.append(items)
+
+
+def _fail_in(transaction: SessionTransaction, work: Callable[[], None]) -> None:
+    """Do `work` in `transaction`, then fail: the transaction rolls back."""
+    with transaction:
+        work()
+        raise RuntimeError("boom")
+
+
+def test_a_savepoint_rolled_back_drops_only_its_own_items(database: Database) -> None:
+    told = Told()
+    with database.transaction() as session:
+        after_commit(session, told, "outer")
+        with session.begin_nested() as kept:
+            after_commit(session, told, "released")
+            with session.begin_nested() as inner:
+                after_commit(session, told, "inner, released")
+                inner.commit()
+            kept.commit()
+        assert told.calls == []  # a savepoint's release is not the COMMIT
+        rolled = session.begin_nested()
+        after_commit(session, told, "rolled back")
+        with session.begin_nested():
+            after_commit(session, told, "inside the rolled back")
+        rolled.rollback()
+        after_commit(session, told, "after")
+        assert told.calls == []
+    assert told.calls == [["outer", "released", "inner, released", "after"]]
+
+
+def test_an_error_in_a_savepoint_drops_its_items_and_keeps_the_rest(
+    database: Database,
+) -> None:
+    told = Told()
+    with database.transaction() as session:
+        after_commit(session, told, "kept")
+        with pytest.raises(RuntimeError, match="boom"):
+            _fail_in(session.begin_nested(), lambda: after_commit(session, told, "dropped"))
+    assert told.calls == [["kept"]]
+
+
+def test_nothing_runs_when_the_transaction_rolls_back_nor_carries_over(database: Database) -> None:
+    told = Told()
+    with database.sessions() as session:
+        with pytest.raises(RuntimeError, match="boom"):
+            _fail_in(session.begin(), lambda: after_commit(session, told, "lost"))
+        with session.begin():  # the same session's next transaction: nothing of the last one
+            after_commit(session, told, "next")
+    assert told.calls == [["next"]]
+
+
+def test_each_action_runs_once_and_one_failing_does_not_stop_the_others(
+    database: Database,
+) -> None:
+    first, second = Told(), Told()
+
+    def broken(_items: list[object]) -> None:
+        raise RuntimeError("an action failed")
+
+    with database.transaction() as session:
+        after_commit(session, first)
+        after_commit(session, broken)
+        after_commit(session, first)  # the same action: one call
+        after_commit(session, second, 1, 2)
+    assert first.calls == [[]]
+    assert second.calls == [[1, 2]]
