@@ -6,10 +6,23 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy.orm import SessionTransaction
+from sqlalchemy import String
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, SessionTransaction, mapped_column
 
 from grantflow.store.after_commit import after_commit
 from grantflow.store.database import Database
+
+
+class Probes(DeclarativeBase):
+    pass
+
+
+class Probe(Probes):
+    """A table of this test's own, to clash on."""
+
+    __tablename__ = "after_commit_probes"
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)
 
 
 class Told:
@@ -57,6 +70,43 @@ def test_an_error_in_a_savepoint_drops_its_items_and_keeps_the_rest(
         with pytest.raises(RuntimeError, match="boom"):
             _fail_in(session.begin_nested(), lambda: after_commit(session, told, "dropped"))
     assert told.calls == [["kept"]]
+
+
+def test_a_clash_flushed_in_a_savepoint_drops_only_that_savepoints_items(
+    database: Database,
+) -> None:
+    """A unique violation inside a savepoint rolls back that savepoint, not the transaction
+    (the flush's own subtransaction is not where the rollback stops)."""
+    Probes.metadata.create_all(database.engine)
+    with database.transaction() as session:
+        session.add(Probe(id="taken"))
+    told = Told()
+
+    def clash(session: Session) -> None:
+        with session.begin_nested():
+            after_commit(session, told, "dropped")
+            session.add(Probe(id="taken"))
+            session.flush()
+
+    with database.transaction() as session:
+        after_commit(session, told, "kept")
+        with pytest.raises(IntegrityError):
+            clash(session)
+        after_commit(session, told, "after")
+    assert told.calls == [["kept", "after"]]
+
+
+def test_a_session_closed_without_a_commit_keeps_nothing(database: Database) -> None:
+    told = Told()
+    session = database.sessions()
+    session.begin()
+    session.begin_nested()
+    after_commit(session, told, "lost")
+    session.close()
+    with session.begin():
+        after_commit(session, told, "next")
+    session.close()
+    assert told.calls == [["next"]]
 
 
 def test_nothing_runs_when_the_transaction_rolls_back_nor_carries_over(database: Database) -> None:

@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from sqlalchemy import select
 
+from grantflow.access.models import Grant
 from grantflow.auth.permissions import Role
 from grantflow.store.database import Database
 from tests.support.connections import (
@@ -126,3 +129,42 @@ def test_grant_run_failing_with_403_needs_attention_and_the_grant_stays(
         shown = ok(admin.get(f"{API}/grants/{grant['id']}"))
         assert shown["automation"]["state"] == "synced"
         assert [e["kind"] for e in shown["events"]] == ["access_granted", "access_revoked"]
+
+
+def test_a_grant_that_lost_the_race_to_a_concurrent_one_is_a_409_naming_it(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests grant the same access at once: the one whose insert clashes is told the
+    access is already granted (it was a 500: the clash undid the whole transaction)."""
+    from grantflow.access import grants, identities
+    from grantflow.access.applications import ApplicationCreate, create_application
+    from grantflow.access.identities import IdentityCreate
+    from grantflow.errors import Conflict
+    from grantflow.queue.database import DatabaseQueue
+    from tests.support.engine import ACTOR
+
+    queue = DatabaseQueue(database)
+    wanted = {}
+    with database.transaction() as session:
+        wanted["application"] = create_application(
+            session, ACTOR, ApplicationCreate(name="Wiki")
+        ).id
+        wanted["identity"] = identities.create_identity(
+            session, ACTOR, queue, IdentityCreate(email="ada@example.com")
+        ).id
+        grants.create_grant(session, ACTOR, queue, grants.GrantCreate(**wanted))
+    checked = grants._check_not_granted
+    calls: list[int] = []
+
+    def not_yet_committed(*args: Any) -> None:  # the other grant commits after this check
+        calls.append(1)
+        if len(calls) > 1:
+            checked(*args)
+
+    monkeypatch.setattr(grants, "_check_not_granted", not_yet_committed)
+    with pytest.raises(Conflict, match="already") as refused, database.transaction() as session:
+        grants.create_grant(session, ACTOR, queue, grants.GrantCreate(**wanted))
+    assert refused.value.code == "already_granted"
+    with database.transaction() as session:
+        held = session.execute(select(Grant).where(Grant.identity_id == wanted["identity"]))
+        assert len(held.scalars().all()) == 1

@@ -116,9 +116,11 @@ def create_grant(session: Session, actor: Actor, queue: Queue, data: GrantCreate
         granted_by=actor.label,
         granted_at=utcnow(),
     )
-    session.add(grant)
     try:
+        # (added inside the savepoint: begin_nested() flushes what is pending before the
+        # SAVEPOINT exists, so a clash there would undo the whole transaction)
         with session.begin_nested():
+            session.add(grant)
             session.flush()
     except IntegrityError as exc:  # a concurrent grant of the same access won the race
         if not database_of(session).is_unique_violation(exc):
