@@ -26,7 +26,7 @@ from common import ACTOR, ADMIN_URL, StatementCounter, bulk_identities, log, pos
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from grantflow.access.identity_import import import_csv
+from grantflow.access.identity_imports import import_csv
 from grantflow.logging import configure_logging
 from grantflow.queue.database import DatabaseQueue
 

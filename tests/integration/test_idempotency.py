@@ -262,6 +262,9 @@ NOT_KEYED = {
     "/api/v1/notifications/read-all": "a change of state",
     "/api/v1/notifications/{notification_id}/read": "a change of state",
     "/api/v1/identities/import": "rows match identities by e-mail: a re-import changes nothing",
+    "/api/v1/identity-imports": "rows match identities by e-mail: a second import of the file "
+    "changes nothing",
+    "/api/v1/identity-imports/{import_id}/cancel": "a change of state",
     "/api/v1/grants/{grant_id}/extend": "sets the expiry: a retry sets the same",
     "/api/v1/incidents/{incident_id}/resolve": "a change of state",
     "/api/v1/runs/{run_id}/evidence": "a multipart body differs per send (its boundary), so a "

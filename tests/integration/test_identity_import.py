@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from grantflow.access.identity_import import import_csv
+from grantflow.access.identity_imports import import_csv
 from grantflow.access.models import Identity
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Role

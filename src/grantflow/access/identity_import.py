@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import enum
-import hashlib
 import io
 import re
 from collections.abc import Collection, Iterator
@@ -34,21 +33,17 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from grantflow import audit
 from grantflow.access import identities
 from grantflow.access.identity_lookup import find_identity
 from grantflow.access.models import Identity, LifecycleEvent
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
-from grantflow.engine.runs import Fanout
 from grantflow.errors import GrantflowError, NotFound, PayloadTooLarge, ValidationError
 from grantflow.queue.interface import Queue, QueueStats, TransportHealth
 from grantflow.queue.workers import WorkerState
-from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 
 MAX_ROWS = 10_000
-BATCH_ROWS = 200  # rows per transaction
 
 TEXT_COLUMNS = ("display_name", "user_name", "given_name", "family_name", "title", "department")
 DATE_COLUMNS = ("start_date", "end_date")
@@ -213,7 +208,7 @@ def _header(cells: list[str]) -> list[_Column]:
 
 
 @dataclass
-class _Row:
+class Row:
     number: int
     email: str | None
     raw_email: str
@@ -233,10 +228,10 @@ class _Row:
         return value.lower() if isinstance(value, str) else None
 
 
-def _parse_row(number: int, cells: list[str], columns: list[_Column], width: int) -> _Row:
+def _parse_row(number: int, cells: list[str], columns: list[_Column], width: int) -> Row:
     extra = [c for c in cells[width:] if c.strip()]
     by_name = {c.name: (cells[c.index].strip() if c.index < len(cells) else "") for c in columns}
-    row = _Row(number=number, email=None, raw_email=by_name["email"])
+    row = Row(number=number, email=None, raw_email=by_name["email"])
     if extra:
         row.reject(None, f"the row has {len(cells)} cells but the header has {width} columns")
     if not row.raw_email:
@@ -262,7 +257,7 @@ def _parse_row(number: int, cells: list[str], columns: list[_Column], width: int
     return row
 
 
-def _date(row: _Row, column: str, value: str) -> dt.date | None:
+def _date(row: Row, column: str, value: str) -> dt.date | None:
     if not value:
         return None
     try:
@@ -274,7 +269,7 @@ def _date(row: _Row, column: str, value: str) -> dt.date | None:
         return None
 
 
-def _active(row: _Row, value: str) -> bool | None:
+def _active(row: Row, value: str) -> bool | None:
     if not value:
         return None
     if value.lower() in _TRUE:
@@ -285,7 +280,7 @@ def _active(row: _Row, value: str) -> bool | None:
     return None
 
 
-def _check_fields(row: _Row) -> None:
+def _check_fields(row: Row) -> None:
     """The field rules of the API (lengths, attribute count) as row errors."""
     sent: dict[str, Any] = {k: v for k, v in row.values.items() if v is not None}
     sent["attributes"] = {k: v for k, v in row.attributes.items() if v is not None}
@@ -301,7 +296,7 @@ def _check_fields(row: _Row) -> None:
 # --- writing --------------------------------------------------------------------------------
 
 
-class _DiscardingQueue:
+class DiscardingQueue:
     """A dry run's queue: runs it would start are never scheduled (the transaction is rolled
     back anyway; this also keeps a transport outside the database from seeing them)."""
 
@@ -366,14 +361,14 @@ class _DiscardingQueue:
         return None
 
 
-class _Importer:
+class Importer:
     """Writes the parsed rows: each row after the row of its manager, in batches of rows (one
     transaction each, every row in its own savepoint)."""
 
-    def __init__(self, actor: Actor, rows: list[_Row]) -> None:
+    def __init__(self, actor: Actor, rows: list[Row]) -> None:
         self.actor = actor
         self.rows = rows
-        self.by_key: dict[str, _Row] = {}
+        self.by_key: dict[str, Row] = {}
         for row in rows:
             if row.email is not None:
                 self.by_key.setdefault(row.email, row)
@@ -391,7 +386,7 @@ class _Importer:
         assert self._session is not None
         return self._session
 
-    def _manager_row(self, row: _Row) -> _Row | None:
+    def _manager_row(self, row: Row) -> Row | None:
         """The row of this row's manager, when the manager is in the file (maybe itself)."""
         ref = row.manager_ref
         return self.by_key.get(ref) if ref else None
@@ -401,9 +396,9 @@ class _Importer:
         a row naming itself is the shortest such cycle."""
         done: set[int] = set()
         for row in self.rows:
-            path: list[_Row] = []
+            path: list[Row] = []
             on_path: dict[int, int] = {}
-            current: _Row | None = row
+            current: Row | None = row
             while current is not None and current.number not in done:
                 if current.number in on_path:
                     self._reject_cycle(path[on_path[current.number] :])
@@ -414,7 +409,7 @@ class _Importer:
             done.update(on_path)
 
     @staticmethod
-    def _reject_cycle(cycle: list[_Row]) -> None:
+    def _reject_cycle(cycle: list[Row]) -> None:
         if len(cycle) == 1:
             cycle[0].reject("manager", "is the identity itself")
             return
@@ -426,15 +421,15 @@ class _Importer:
             path = " -> ".join([*shown, f"row {member.number}"])
             member.reject("manager", f"the managers in this file form a cycle ({path})")
 
-    def order(self) -> list[_Row]:
+    def order(self) -> list[Row]:
         """Every row, each after the row of its manager (managers first: the second pass).
         Iterative: a chain of managers may be as long as the file."""
         self._reject_manager_cycles()
-        ordered: list[_Row] = []
+        ordered: list[Row] = []
         placed: set[int] = set()
         for row in self.rows:
-            chain: list[_Row] = []
-            current: _Row | None = row
+            chain: list[Row] = []
+            current: Row | None = row
             while current is not None and current.number not in placed:
                 chain.append(current)
                 placed.add(current.number)
@@ -442,7 +437,7 @@ class _Importer:
             ordered.extend(reversed(chain))
         return ordered
 
-    def write(self, session: Session, queue: Queue, batch: list[_Row]) -> None:
+    def write(self, session: Session, queue: Queue, batch: list[Row]) -> None:
         self._session, self.queue = session, queue
         self.existing = self._existing(batch)
         event.listen(session, "transient_to_pending", self._collect)
@@ -453,7 +448,7 @@ class _Importer:
             event.remove(session, "transient_to_pending", self._collect)
             self._session, self.queue, self.existing = None, None, {}
 
-    def _existing(self, batch: list[_Row]) -> dict[str, Identity]:
+    def _existing(self, batch: list[Row]) -> dict[str, Identity]:
         emails = sorted({r.email for r in batch if r.email is not None and not r.errors})
         found: dict[str, Identity] = {}
         for start in range(0, len(emails), 500):
@@ -469,7 +464,7 @@ class _Importer:
         if isinstance(instance, LifecycleEvent):
             self.new_events.append(instance)
 
-    def _resolve_manager(self, row: _Row) -> str | None:
+    def _resolve_manager(self, row: Row) -> str | None:
         """The manager's identity id; records a row error when there is none."""
         ref = row.values.get("manager")
         if not isinstance(ref, str):
@@ -498,7 +493,7 @@ class _Importer:
             return None
         return identity.id
 
-    def _write(self, row: _Row) -> None:
+    def _write(self, row: Row) -> None:
         manager_id = self._resolve_manager(row) if not row.errors else None
         if row.errors:
             self._rejected(row)
@@ -552,7 +547,7 @@ class _Importer:
         self._done(row, identity, outcome, changes)
 
     def _done(
-        self, row: _Row, identity: Identity, outcome: Outcome, changes: dict[str, list[Any]]
+        self, row: Row, identity: Identity, outcome: Outcome, changes: dict[str, list[Any]]
     ) -> None:
         row.identity_id = identity.id
         row.result = RowResult(
@@ -564,7 +559,7 @@ class _Importer:
             events=[e.kind for e in self.new_events] if outcome != Outcome.UNCHANGED else [],
         )
 
-    def _rejected(self, row: _Row) -> None:
+    def _rejected(self, row: Row) -> None:
         row.result = RowResult(
             row=row.number,
             email=row.email or row.raw_email or None,
@@ -575,7 +570,7 @@ class _Importer:
             errors=row.errors,
         )
 
-    def _create_fields(self, row: _Row, manager_id: str | None) -> dict[str, Any]:
+    def _create_fields(self, row: Row, manager_id: str | None) -> dict[str, Any]:
         fields: dict[str, Any] = {k: v for k, v in row.values.items() if v is not None}
         fields["email"] = row.email
         fields["manager"] = manager_id
@@ -585,7 +580,7 @@ class _Importer:
         return fields
 
     def _update_fields(
-        self, row: _Row, identity: Identity, manager_id: str | None
+        self, row: Row, identity: Identity, manager_id: str | None
     ) -> dict[str, Any]:
         fields: dict[str, Any] = {}
         for name, value in row.values.items():
@@ -641,7 +636,7 @@ def _plain(value: Any) -> Any:
 
 def parse_csv(
     content: bytes, *, max_rows: int = MAX_ROWS, max_bytes: int | None = None
-) -> list[_Row]:
+) -> list[Row]:
     """Check the file as a whole (size, encoding, header) and parse every row; a problem with
     the file raises (nothing is imported), a problem with a row is kept on the row."""
     if max_bytes is not None and len(content) > max_bytes:
@@ -660,7 +655,7 @@ def parse_csv(
         )
     columns = _header(first[1])
     width = len(first[1])
-    rows: list[_Row] = []
+    rows: list[Row] = []
     seen: dict[str, int] = {}
     for number, cells in records:
         if not any(cell.strip() for cell in cells):
@@ -690,59 +685,38 @@ def parse_csv(
     return rows
 
 
-def import_csv(
+def dry_run(
     database: Database,
     actor: Actor,
     queue: Queue,
     content: bytes,
     *,
     filename: str | None = None,
-    dry_run: bool = False,
     max_rows: int = MAX_ROWS,
     max_bytes: int | None = None,
-    batch_rows: int = BATCH_ROWS,
 ) -> ImportReport:
-    """Import identities from a CSV file. The rows are written in transactions of
-    `batch_rows` rows (so a large file never holds the database's write lock for long); an
-    interrupted import is finished by importing the same file again. A dry run writes nothing:
-    it runs in one transaction that is rolled back, and reports what the import would do."""
+    """What importing the file would do, written in one transaction that is rolled back (a
+    created row has no id: it would point nowhere). An import itself is `identity_imports`."""
     actor.require(Permission.IDENTITY_WRITE)
     rows = parse_csv(content, max_rows=max_rows, max_bytes=max_bytes)
-    importer = _Importer(actor, rows)
+    importer = Importer(actor, rows)
     ordered = importer.order()
-    if dry_run:
-        with database.transaction() as session:
-            savepoint = session.begin_nested()
-            importer.write(session, _DiscardingQueue(queue), ordered)
-            savepoint.rollback()
-    else:
-        fanout = Fanout(utcnow())  # the import's runs start in bounded batches (fan-out)
-        for start in range(0, len(ordered), batch_rows):
-            with database.transaction() as session:
-                session.info["fanout"] = fanout
-                importer.write(session, queue, ordered[start : start + batch_rows])
+    with database.transaction() as session:
+        savepoint = session.begin_nested()
+        importer.write(session, DiscardingQueue(queue), ordered)
+        savepoint.rollback()
     results = [row.result for row in rows if row.result is not None]
+    for result in results:
+        if result.outcome == Outcome.CREATED:
+            result.identity_id = None
+    return report(True, filename, results)
+
+
+def report(dry_run: bool, filename: str | None, results: list[RowResult]) -> ImportReport:
+    """The report of rows whose results are `results`, in file order."""
     counts = ImportCounts()
     for result in results:
         setattr(counts, result.outcome.value, getattr(counts, result.outcome.value) + 1)
-        if dry_run and result.outcome == Outcome.CREATED:
-            result.identity_id = None  # rolled back: the id would point nowhere
-    if not dry_run and (counts.created or counts.updated):
-        # an import that changed nothing leaves no trace (re-importing a file is a no-op)
-        with database.transaction() as session:
-            audit.record(
-                session,
-                actor,
-                "identity.imported",
-                "identity",
-                None,
-                {
-                    "filename": filename,
-                    "sha256": hashlib.sha256(content).hexdigest(),
-                    "rows": len(rows),
-                    **counts.model_dump(),
-                },
-            )
     return ImportReport(
-        dry_run=dry_run, filename=filename, rows=len(rows), counts=counts, results=results
+        dry_run=dry_run, filename=filename, rows=len(results), counts=counts, results=results
     )

@@ -1,5 +1,6 @@
 """How access reacts to the engine: incidents for failing revocations, lifecycle states that
-settle when their runs finish. Loaded through the `grantflow.engine_listeners` entry point."""
+settle when their runs finish, and the timers of grant expiry, leave dates and CSV imports.
+Loaded through the `grantflow.engine_listeners` entry point."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from grantflow.access import grants, identities, incidents
+from grantflow.access import grants, identities, identity_imports, incidents
 from grantflow.access.lifecycle import EventKind
 from grantflow.access.models import EventRun, Identity
 from grantflow.engine import hooks
@@ -57,3 +58,9 @@ def expire_grants(session: Session, queue: Any, now: dt.datetime) -> None:
 @hooks.on_tick
 def end_employment(session: Session, queue: Any, now: dt.datetime) -> None:
     identities.leave_due(session, queue, now.date())
+
+
+@hooks.on_tick
+def import_identities(session: Session, queue: Any, now: dt.datetime) -> bool:
+    """True while an import has rows left: the worker goes on at once."""
+    return identity_imports.import_due(session, queue, now)

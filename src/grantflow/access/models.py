@@ -237,3 +237,49 @@ class ReconciliationReport(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(320))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdentityImport(Base):
+    """A CSV file of identities the workers import, a batch of rows per transaction, in the
+    order the rows are written (managers first); `done_rows` of them are written. The file is
+    kept until the import ends, then dropped: what each row came to stays, in
+    `IdentityImportRow`."""
+
+    __tablename__ = "identity_imports"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # queued | running | succeeded | cancelled
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    filename: Mapped[str | None] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    rows: Mapped[int] = mapped_column(Integer)  # data rows in the file
+    done_rows: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    runs_started: Mapped[int] = mapped_column(Integer, default=0)  # its lifecycle runs' fan-out
+    error: Mapped[str | None] = mapped_column(Text)  # why the last batch failed
+    retry_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(320))
+    created_by_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    cancelled_by: Mapped[str | None] = mapped_column(String(320))
+
+
+class IdentityImportRow(Base):
+    """What one row of an import came to: created, updated, unchanged or rejected, and why."""
+
+    __tablename__ = "identity_import_rows"
+    __table_args__ = (Index("ix_identity_import_rows_outcome", "import_id", "outcome", "row"),)
+
+    import_id: Mapped[str] = mapped_column(
+        ForeignKey("identity_imports.id", ondelete="CASCADE"), primary_key=True
+    )
+    row: Mapped[int] = mapped_column(Integer, primary_key=True)  # the file's row number
+    outcome: Mapped[str] = mapped_column(String(20))
+    result: Mapped[dict[str, Any]] = mapped_column(JSONType)

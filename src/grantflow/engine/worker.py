@@ -259,14 +259,18 @@ class Worker:
     def _tick(self) -> None:
         """Durable timers kept in the database (grant expiry, leave dates): each worker checks
         them; row locks (SKIP LOCKED) keep two workers from acting on the same row."""
-        while not self.stopping.wait(self.tick_seconds):
-            if self.queue.runs_timers():
-                self.tick_once()
+        behind = False
+        while not self.stopping.wait(
+            self.database.pause_between_batches if behind else self.tick_seconds
+        ):
+            behind = self.queue.runs_timers() and self.tick_once()
 
-    def tick_once(self) -> None:
+    def tick_once(self) -> bool:
+        """Every timer once; True when one stopped with batches left (the next tick is now)."""
+        behind = False
         for listener in hooks.tick_listeners():
             # a timer with more batches goes on for up to a tick's length, then lets the others
-            # have their turn (it resumes at the next tick)
+            # have their turn (it resumes at the next tick, which comes at once)
             until = time.monotonic() + self.tick_seconds
             more: bool | None = True
             while more and not self.stopping.is_set():
@@ -277,6 +281,8 @@ class Worker:
                     log.exception("worker.timer_failed", timer=getattr(listener, "__name__", "?"))
                     break
                 if time.monotonic() >= until:
+                    behind = bool(more)
                     break
                 if more and self.database.pause_between_batches:
                     self.stopping.wait(self.database.pause_between_batches)
+        return behind

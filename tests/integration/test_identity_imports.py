@@ -1,0 +1,225 @@
+"""CSV imports the workers carry out (`/api/v1/identity-imports`): accepted at once, written a
+batch of rows per transaction resuming where the last stopped, each row's outcome kept; a
+failed batch undone and tried again; cancelling; refusals; permissions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from grantflow.access import identity_import, identity_imports
+from grantflow.access.identity_imports import import_due
+from grantflow.access.models import Identity, IdentityImport, IdentityImportRow
+from grantflow.auth.permissions import Role
+from grantflow.queue.database import DatabaseQueue
+from grantflow.store.database import Database
+from tests.conftest import Api
+from tests.support.connections import API, ok
+from tests.support.engine import running_worker
+from tests.support.processes import poll
+
+IMPORTS = f"{API}/identity-imports"
+
+# a chain of managers written managers first: p5 before p4 ... before p0; row 8 is bad
+CHAIN = (
+    "email,display_name,manager\n"
+    + "".join(
+        f"p{n}@example.com,P{n},{f'p{n + 1}@example.com' if n < 5 else ''}\n" for n in range(6)
+    )
+    + "bad-email,Nobody,\n"
+)
+
+
+def send(client: httpx.Client, text: str, name: str = "people.csv") -> httpx.Response:
+    return client.post(IMPORTS, files={"file": (name, text.encode())})
+
+
+def emails(database: Database) -> dict[str, str | None]:
+    """Each identity's e-mail and its manager's e-mail."""
+    with database.transaction() as session:
+        people = {i.id: i for i in session.execute(select(Identity)).scalars()}
+    return {
+        str(p.email): (people[p.manager_id].email if p.manager_id else None)
+        for p in people.values()
+    }
+
+
+def all_rows(client: httpx.Client, import_id: str, **params: Any) -> list[dict[str, Any]]:
+    rows, cursor = [], None
+    while True:
+        page = ok(client.get(f"{IMPORTS}/{import_id}/rows", params={**params, "cursor": cursor}))
+        rows += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return rows
+
+
+def tick(database: Database, now: dt.datetime | None = None) -> bool:
+    with database.transaction() as session:
+        return import_due(session, DatabaseQueue(database), now)
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(identity_imports, "BATCH_ROWS", 2)
+
+
+def test_an_import_is_accepted_at_once_and_a_worker_writes_it(
+    api: Api, admin: httpx.Client, database: Database
+) -> None:
+    answer = send(admin, CHAIN)
+    assert answer.status_code == 202, answer.text
+    accepted = answer.json()
+    assert answer.headers["Location"] == f"{IMPORTS}/{accepted['id']}"
+    assert (accepted["status"], accepted["rows"], accepted["done_rows"]) == ("queued", 7, 0)
+    assert accepted["filename"] == "people.csv"
+    assert emails(database) == {}  # nothing written in the request
+
+    with running_worker(database, tick_seconds=0.2):
+        done = poll(
+            lambda: (
+                (v := ok(admin.get(f"{IMPORTS}/{accepted['id']}")))["status"] == "succeeded" and v
+            ),
+            timeout=60,
+            what="the import to succeed",
+        )
+    assert done["counts"] == {"created": 6, "updated": 0, "unchanged": 0, "rejected": 1}
+    assert (done["done_rows"], done["percent"], done["error"]) == (7, 100.0, None)
+    assert emails(database)["p0@example.com"] == "p1@example.com"
+    assert emails(database)["p4@example.com"] == "p5@example.com"
+
+    rows = all_rows(admin, accepted["id"], limit=2)  # in file order, over pages
+    assert [r["row"] for r in rows] == [2, 3, 4, 5, 6, 7, 8]
+    assert rows[0]["outcome"] == "created"
+    assert rows[0]["events"] == ["identity_joined"]
+    [rejected] = all_rows(admin, accepted["id"], outcome="rejected")
+    assert rejected["row"] == 8
+    assert rejected["reason"].startswith("email: ")
+
+    entries = ok(admin.get(f"{API}/audit", params={"action": "identity.imported"}))["items"]
+    assert entries[0]["summary"]["import"] == accepted["id"]
+    assert entries[0]["summary"]["created"] == 6
+    with database.transaction() as session:  # the file is dropped once imported
+        assert session.get(IdentityImport, accepted["id"]).content is None  # type: ignore[union-attr]
+    listed = ok(admin.get(IMPORTS))["items"]
+    assert [i["id"] for i in listed] == [accepted["id"]]
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_each_batch_resumes_where_the_last_stopped_even_in_another_process(
+    api: Api, admin: httpx.Client, database: Database
+) -> None:
+    """A batch per transaction; with the parsed file forgotten between batches (another
+    process's worker), the order and the managers found are the same."""
+    import_id = send(admin, CHAIN).json()["id"]
+    progress = []
+    while True:
+        identity_imports._parsed = None  # (as a worker of another process finds it)
+        more = tick(database)
+        view = ok(admin.get(f"{IMPORTS}/{import_id}"))
+        progress.append((view["status"], view["done_rows"]))
+        if not more or view["status"] == "succeeded":
+            break
+    assert progress == [("running", 2), ("running", 4), ("running", 6), ("succeeded", 7)]
+    assert emails(database)["p0@example.com"] == "p1@example.com"
+    assert emails(database)["p5@example.com"] is None
+    assert tick(database) is False  # nothing left
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_a_failed_batch_is_undone_kept_on_the_import_and_tried_again(
+    api: Api, admin: httpx.Client, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import_id = send(admin, CHAIN).json()["id"]
+    assert tick(database)  # rows of the first batch
+    real_write = identity_import.Importer.write
+
+    def broken(self: Any, session: Any, queue: Any, batch: list[Any]) -> None:
+        real_write(self, session, queue, batch[:1])  # one row written, then a fault
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(identity_import.Importer, "write", broken)
+    assert tick(database)
+    view = ok(admin.get(f"{IMPORTS}/{import_id}"))
+    assert view["status"] == "running"
+    assert view["done_rows"] == 2
+    assert view["error"] == "RuntimeError: the disk is full"
+    retry_at = dt.datetime.fromisoformat(view["retry_at"])
+    with database.transaction() as session:  # the batch's first row was undone with it
+        written = session.execute(select(IdentityImportRow.row)).scalars().all()
+    assert len(written) == 2
+    assert len(emails(database)) == 2
+    assert tick(database) is False  # not before retry_at
+
+    monkeypatch.setattr(identity_import.Importer, "write", real_write)  # the cause is fixed
+    while tick(database, retry_at + dt.timedelta(seconds=1)):
+        pass
+    view = ok(admin.get(f"{IMPORTS}/{import_id}"))
+    assert (view["status"], view["error"], view["retry_at"]) == ("succeeded", None, None)
+    assert view["counts"]["created"] == 6
+    assert emails(database)["p3@example.com"] == "p4@example.com"
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_cancelling_stops_an_import_between_batches(
+    api: Api, admin: httpx.Client, database: Database
+) -> None:
+    import_id = send(admin, CHAIN).json()["id"]
+    assert tick(database)
+    cancelled = ok(admin.post(f"{IMPORTS}/{import_id}/cancel"))
+    assert (cancelled["status"], cancelled["done_rows"]) == ("cancelled", 2)
+    assert cancelled["cancelled_by"] == "admin@example.com"
+    assert tick(database) is False
+    assert len(emails(database)) == 2  # the rows written stay; no others are written
+
+    again = admin.post(f"{IMPORTS}/{import_id}/cancel")
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "import_ended"
+    assert "already cancelled" in again.json()["error"]["message"]
+    entries = ok(admin.get(f"{API}/audit", params={"action": "identity.import_cancelled"}))
+    assert entries["items"][0]["target_id"] == import_id
+
+
+def test_a_file_refused_as_a_whole_stores_no_import(api: Api, admin: httpx.Client) -> None:
+    header = send(admin, "mail,name\nada@example.com,Ada\n")
+    assert header.status_code == 422
+    assert header.json()["error"]["code"] == "csv_header_invalid"
+    not_utf8 = admin.post(
+        IMPORTS, files={"file": ("p.csv", "email\nzoë@example.com\n".encode("latin-1"))}
+    )
+    assert not_utf8.status_code == 422
+    wrong_kind = admin.post(IMPORTS, content=b"email\n", headers={"Content-Type": "text/plain"})
+    assert wrong_kind.status_code == 415
+    assert ok(admin.get(IMPORTS))["items"] == []
+    assert admin.get(f"{IMPORTS}/0190ffff").status_code == 404
+    bad_cursor = admin.get(IMPORTS, params={"cursor": "nonsense"})
+    assert bad_cursor.status_code == 400
+
+
+def test_reading_imports_needs_identity_read_and_starting_one_identity_write(
+    api: Api, admin: httpx.Client
+) -> None:
+    import_id = send(admin, CHAIN).json()["id"]
+    with api.as_role(Role.AUDITOR) as auditor:
+        assert ok(auditor.get(f"{IMPORTS}/{import_id}"))["status"] == "queued"
+        assert ok(auditor.get(f"{IMPORTS}/{import_id}/rows"))["items"] == []
+        assert send(auditor, CHAIN).status_code == 403
+        assert auditor.post(f"{IMPORTS}/{import_id}/cancel").status_code == 403
+    with api.client() as anonymous:
+        assert anonymous.get(IMPORTS).status_code == 401
+
+
+def test_the_waiting_import_is_an_import_too(api: Api, admin: httpx.Client) -> None:
+    """`POST /identities/import` writes every row in the request and answers with the report;
+    the import is listed like the others."""
+    report = ok(admin.post(f"{API}/identities/import", files={"file": ("p.csv", CHAIN.encode())}))
+    assert report["counts"] == {"created": 6, "updated": 0, "unchanged": 0, "rejected": 1}
+    [listed] = ok(admin.get(IMPORTS))["items"]
+    assert (listed["status"], listed["done_rows"], listed["filename"]) == ("succeeded", 7, "p.csv")
+    assert [r["row"] for r in all_rows(admin, listed["id"])] == [
+        r["row"] for r in report["results"]
+    ]
