@@ -7,8 +7,8 @@ to stderr.
     .venv/bin/python bench/identity_import.py                               # 100,000 / 2,000
 
 The identities are written in bulk (`common.bulk_identities`). The import runs as
-`POST /api/v1/identities/import` runs it (`access.identity_import.import_csv`, 200 rows to a
-transaction). Figures: seconds, rows a second, statements per row, and the longest transaction
+`POST /api/v1/identities/import` runs it (`access.identity_imports.import_csv`: the batches the
+workers write, 50 rows to a transaction, carried through in one call). Figures: seconds, rows a second, statements per row, and the longest transaction
 (how long the audit chain, which every audited change waits for, is held at a time).
 
 GRANTFLOW_BENCH_POSTGRES_URL is the admin URL (default the local server); the script creates its

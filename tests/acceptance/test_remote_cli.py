@@ -351,6 +351,44 @@ def test_json_of_commands_that_change_things(site: Site) -> None:
     assert copy.stat().st_size == report["size"]
 
 
+def test_a_csv_import_is_handed_to_the_workers_and_followed_to_its_end(site: Site) -> None:
+    """On a server, `identities import` hands the file to the workers and waits for them: the
+    same report and exit codes as an import in the request; `--no-wait` answers with the
+    import; `imports` lists and shows them; a finished import cannot be cancelled."""
+    people = site.operator / "joiners.csv"
+    people.write_text(
+        "email,display_name,manager\n"
+        "jo@example.com,Jo,kai@example.com\n"
+        "kai@example.com,Kai,\n"
+        "bad-email,Nobody,\n"
+    )
+    done = site.run("identities", "import", str(people), "--json")
+    assert done.returncode == 3, done.stderr  # a row was rejected; the others imported
+    report = json.loads(done.stdout)
+    assert (report["status"], report["filename"]) == ("succeeded", "joiners.csv")
+    assert report["counts"] == {"created": 2, "updated": 0, "unchanged": 0, "rejected": 1}
+    assert [r["row"] for r in report["results"]] == [2, 3, 4]
+    assert report["results"][0]["events"] == ["identity_joined"]
+    assert site.json("identities", "show", "jo@example.com")["manager"] == "kai@example.com"
+
+    queued = site.json("identities", "import", str(people), "--no-wait")
+    assert queued["status"] in ("queued", "running", "succeeded")
+    shown = poll(
+        lambda: (
+            (v := site.json("identities", "imports", queued["id"][:13]))["status"] == "succeeded"
+            and v
+        ),
+        timeout=120,
+        what="the second import to be done by the workers",
+    )
+    assert shown["counts"] == {"created": 0, "updated": 0, "unchanged": 2, "rejected": 1}
+    assert [r["row"] for r in shown["rejected_rows"]] == [4]
+    listed = site.json("identities", "imports")
+    assert [i["id"] for i in listed[:2]] == [queued["id"], report["import_id"]]
+    refused = site.refused("identities", "cancel-import", queued["id"])
+    assert refused[0].startswith(f"error: identity import {queued['id']} already succeeded")
+
+
 def test_ids_by_prefix_and_the_refusal_of_an_ambiguous_or_short_one(site: Site) -> None:
     """A unique id prefix works like the id; one that several ids share lists them; one shorter
     than 4 characters is refused."""
@@ -458,6 +496,7 @@ READS: list[tuple[str, ...]] = [
     ("identities", "list"),
     ("identities", "show", DEMO_APPROVER),
     ("identities", "events", DEMO_APPROVER),
+    ("identities", "imports"),
     ("applications", "list"),
     ("applications", "show", "Demo Wiki"),
     ("connections", "list", "Workforce identity"),

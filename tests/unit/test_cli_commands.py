@@ -42,7 +42,9 @@ PARSED_ELSEWHERE = {
     "identities create": "test_identities_cli",
     "identities update": "test_identities_cli",
     "identities leave": "test_identities_cli",
-    "identities import": "test_identities_cli, test_cli_start",
+    "identities import": "test_identities_cli, test_cli_start, test_remote_cli",
+    "identities cancel-import": "test_remote_cli::test_a_csv_import_is_handed_to_the_workers_and"
+    "_followed_to_its_end (its refusal)",
     "grants grant": "test_grants_cli",
     "grants extend": "test_grants_cli",
     "grants revoke": "test_grants_cli",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
@@ -136,11 +136,12 @@ fold_table = emit_table  # (the name grants, incidents and reviews used for the 
 
 
 @contextlib.contextmanager
-def progress(label: str, *, quiet: bool) -> Iterator[None]:
+def progress(label: str, *, quiet: bool) -> Iterator[Callable[..., None]]:
     """A progress bar (elapsed time, pulsing while the server works) on a terminal; nothing when
-    `quiet` (--json) or when standard output is not a terminal."""
+    `quiet` (--json) or when standard output is not a terminal. It yields `update(completed=,
+    total=, description=)`, for work whose progress is known (a no-op when nothing is shown)."""
     if quiet or not out.is_terminal:
-        yield
+        yield lambda **_: None
         return
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -153,5 +154,5 @@ def progress(label: str, *, quiet: bool) -> Iterator[None]:
         transient=True,
     )
     with bar:
-        bar.add_task(label, total=None)
-        yield
+        task = bar.add_task(label, total=None)
+        yield lambda **changes: bar.update(task, **changes)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from grantflow.cli.context import (
     JSON_OPTION,
     emit_json,
     emit_table,
+    err,
     errors_as_lines,
     out,
     progress,
@@ -27,6 +29,8 @@ app = typer.Typer(
 
 # exit code of `import` when some rows were rejected (the others were imported)
 ROWS_REJECTED = 3
+POLL_SECONDS = 1.0  # how often a waiting `import` asks how far the workers are
+IDLE_HINT_SECONDS = 30.0  # queued this long: perhaps no worker runs
 OPTIONS = {"attributes": "--attr"}  # body fields named after another option
 STATES = ("joiner", "active", "mover", "leaver", "left")
 
@@ -245,36 +249,147 @@ def import_file(
         ..., exists=True, dir_okay=False, readable=True, help="a CSV file (UTF-8, header first)"
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="report what would change; write none"),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="hand the file to the workers and print the import's id"
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create and update identities from a CSV file, matched by email.
 
     Columns: email (required), display_name, user_name, given_name, family_name, title,
-    department, manager, start_date, end_date, active, attr.<name>. Exit code 0 when every
-    row was imported (or unchanged), 3 when some rows were rejected (the others were imported),
-    1 when the file was refused (nothing imported).
+    department, manager, start_date, end_date, active, attr.<name>. On a server the workers
+    import it while this command shows their progress (Ctrl-C stops the waiting, not the
+    import). Exit code 0 when every row was imported (or unchanged), 3 when some rows were
+    rejected (the others were imported), 1 when the file was refused (nothing imported) or
+    the import was cancelled.
     """
+    if dry_run and no_wait:
+        raise typer.BadParameter("a dry run answers at once: leave out --no-wait")
     with errors_as_lines():
         try:
             content = path.read_bytes()
         except OSError as exc:
             raise BadRequest(f"PATH: cannot read {path}: {exc.strerror}") from None
         body, kind = multipart({}, "file", path.name, "text/csv", content)
-        with connect() as api, progress(f"importing {path.name}", quiet=as_json):
-            answer = api.request(
-                "POST",
-                "/identities/import",
-                params={"dry_run": dry_run},
-                content=body,
-                content_type=kind,
-            )
-        report = answer.json()
+        with connect() as api:
+            if dry_run or not (api.remote or no_wait):  # (locally, this process writes it)
+                with progress(f"importing {path.name}", quiet=as_json):
+                    answer = api.request(
+                        "POST", "/identities/import", params={"dry_run": dry_run},
+                        content=body, content_type=kind,
+                    )  # fmt: skip
+                report = answer.json()
+            else:
+                started = api.request(
+                    "POST", "/identity-imports", content=body, content_type=kind
+                ).json()
+                if no_wait:
+                    _print_import(started, as_json)
+                    return
+                report = _follow(api, started, quiet=as_json)
     if as_json:
         emit_json(report)
     else:
         _print_report(report)
+    if report.get("status") == "cancelled":
+        raise typer.Exit(1)
     if report["counts"]["rejected"]:
         raise typer.Exit(ROWS_REJECTED)
+
+
+def _follow(api: Client, started: dict[str, Any], *, quiet: bool) -> dict[str, Any]:
+    """Wait for the workers to finish the import, showing its progress; then its report."""
+    import_id, name = started["id"], started["filename"] or "the file"
+    view = started
+    waited = 0.0
+    try:
+        with progress(f"importing {name}", quiet=quiet) as update:
+            while view["status"] in ("queued", "running"):
+                time.sleep(POLL_SECONDS)
+                waited += POLL_SECONDS
+                view = api.get(f"/identity-imports/{import_id}")
+                shown = f"importing {name}: {view['done_rows']:,} of {view['rows']:,} rows"
+                if view["error"]:
+                    shown += f" (a batch failed: {view['error']}; tried again soon)"
+                elif view["status"] == "queued" and waited >= IDLE_HINT_SECONDS:
+                    shown += " (no worker has taken it yet: is `grantflow worker` running?)"
+                update(description=shown, completed=view["done_rows"], total=view["rows"])
+    except KeyboardInterrupt:
+        err.print(
+            f"stopped waiting; import {import_id} goes on in the workers: "
+            f"grantflow identities imports {import_id}",
+            markup=False,
+        )
+        raise typer.Exit(130) from None
+    results = api.items(f"/identity-imports/{import_id}/rows", limit=view["rows"] or 1)
+    return {
+        "dry_run": False,
+        "import_id": import_id,
+        "status": view["status"],
+        "filename": view["filename"],
+        "rows": view["rows"],
+        "counts": view["counts"],
+        "results": results,
+    }
+
+
+@app.command("imports")
+def imports(
+    import_id: str | None = typer.Argument(None, help="an import's id (or id prefix)"),
+    limit: int = typer.Option(20, "--limit", min=1, help="imports listed"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """The CSV imports, newest first; with an id, that import and its rejected rows."""
+    with errors_as_lines(), connect() as api:
+        if import_id is None:
+            found = api.items("/identity-imports", limit=limit)
+            if as_json:
+                emit_json(found)
+                return
+            rows = [{**i, **i["counts"], "done": f"{i['done_rows']}/{i['rows']}"} for i in found]
+            emit_table(
+                rows,
+                ["id", "status", "filename", "done", "created", "updated", "rejected",
+                 "created_by", "created_at"],
+            )  # fmt: skip
+            return
+        view = api.get(f"/identity-imports/{segment(import_id)}")
+        rejected = api.items(
+            f"/identity-imports/{view['id']}/rows", limit=view["rows"] or 1, outcome="rejected"
+        )
+    if as_json:
+        emit_json({**view, "rejected_rows": rejected})
+        return
+    _print_import(view, False)
+    if rejected:
+        emit_table(rejected, ["row", "email", "reason"])
+
+
+@app.command("cancel-import")
+def cancel_import(
+    import_id: str = typer.Argument(..., help="an import's id (or id prefix)"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Stop an import between batches: the rows written stay; the rest are not written."""
+    with errors_as_lines(), connect() as api:
+        whole = api.full_id("/identity-imports", import_id)
+        view = api.post(f"/identity-imports/{whole}/cancel")
+    _print_import(view, as_json)
+
+
+def _print_import(view: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(view)
+        return
+    counts = ", ".join(f"{n} {k}" for k, n in view["counts"].items())
+    out.print(f"import {view['id']}: {view['status']}", markup=False)
+    out.print(f"  {view['filename'] or '(no file name)'}: {view['done_rows']} of "
+              f"{view['rows']} rows done ({counts})", markup=False)  # fmt: skip
+    if view.get("error"):
+        out.print(f"  a batch failed: {view['error']} (tried again at {view['retry_at']})",
+                  markup=False)  # fmt: skip
+    if view["status"] in ("queued", "running"):
+        out.print(f"  follow it: grantflow identities imports {view['id']}", markup=False)
 
 
 def _print_report(report: dict[str, Any]) -> None:
