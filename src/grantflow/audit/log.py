@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import Row, func, inspect, select
 from sqlalchemy.orm import Session
 
 from grantflow import timestamps
@@ -41,7 +41,7 @@ GENESIS = "0" * 64
 RESEALED = "audit.resealed"
 
 
-def _canonical(entry: AuditEntry) -> str:
+def _canonical(entry: AuditEntry | Row[Any]) -> str:
     content = {
         "at": entry.at.astimezone(dt.UTC).isoformat(),
         "actor_id": entry.actor_id,
@@ -57,9 +57,10 @@ def _canonical(entry: AuditEntry) -> str:
     return json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _legacy_digest(entry: AuditEntry) -> str:
+def _legacy_digest(entry: AuditEntry | Row[Any], canonical: str | None = None) -> str:
     """The rule before the chain was keyed: anyone can recompute it."""
-    return hashlib.sha256((entry.prev_hash + _canonical(entry)).encode()).hexdigest()
+    text = entry.prev_hash + (canonical or _canonical(entry))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def keys_of(session: Session) -> AuditKeys:
@@ -227,15 +228,17 @@ def _walk(
     previous = digest = GENESIS
     checked = legacy = 0
     keyed = False
-    unsealed: AuditEntry | None = None  # the first entry under a key that is not configured
+    unsealed: Row[Any] | None = None  # the first entry under a key that is not configured
 
-    def broken(entry: AuditEntry, reason: str) -> ChainReport:
+    def broken(entry: Row[Any], reason: str) -> ChainReport:
         return ChainReport(checked, entry.id, reason, legacy)
 
-    # Streamed (a server-side cursor on PostgreSQL): close it even when returning early.
+    # Streamed (a server-side cursor on PostgreSQL): close it even when returning early. Plain
+    # rows, not ORM objects: an entry is read once, and building objects took half the walk.
+    table = AuditEntry.__table__
     with session.execute(
-        select(AuditEntry).order_by(AuditEntry.id).execution_options(yield_per=batch)
-    ).scalars() as rows:
+        select(*table.columns).order_by(table.c.id).execution_options(yield_per=batch)
+    ) as rows:
         for entry in rows:
             if entry.prev_hash != previous:
                 return broken(
@@ -250,15 +253,17 @@ def _walk(
                         "it has no key although keyed entries come before it "
                         "(rewritten without the key)",
                     )
-                if not same(_legacy_digest(entry), entry.hash):
+                canonical = _canonical(entry)
+                if not same(_legacy_digest(entry, canonical), entry.hash):
                     return broken(entry, "its content does not match its hash")
                 legacy += 1
             else:
                 keyed = True
                 key = keys.get(entry.key_id)
+                canonical = _canonical(entry)
                 if key is None:
                     unsealed = unsealed or entry
-                elif not same(sign(key.chain, entry.prev_hash + _canonical(entry)), entry.hash):
+                elif not same(sign(key.chain, entry.prev_hash + canonical), entry.hash):
                     return broken(entry, "its content does not match its hash")
                 elif entry.action == RESEALED:
                     if entry.summary != {"entries": checked, "digest": digest}:
@@ -268,7 +273,7 @@ def _walk(
                             "(rewritten since)",
                         )
                     unsealed = None
-            digest = hashlib.sha256(f"{digest}{entry.hash}{_canonical(entry)}".encode()).hexdigest()
+            digest = hashlib.sha256(f"{digest}{entry.hash}{canonical}".encode()).hexdigest()
             previous = entry.hash
             checked += 1
             for checkpoint in expected_at.get(checked, ()):
