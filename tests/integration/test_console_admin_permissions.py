@@ -29,8 +29,8 @@ from tests.support.console import signed_in_client
 
 # the administration areas (the console's other pages are other modules' tests)
 AREAS = re.compile(
-    r"^/(workflows|identities|grants|connections|jobs|reviews|controls|incidents|audit|users"
-    r"|tokens)(/|$)|^/runs/\{run_id\}/evidence"
+    r"^/(workflows|identities|identity-imports|grants|connections|jobs|reviews|controls"
+    r"|incidents|audit|users|tokens)(/|$)|^/runs/\{run_id\}/evidence"
 )
 _FORM = re.compile(r'<form method="post" action="([^"]+)"')
 
@@ -108,6 +108,10 @@ def test_every_administration_route_declares_the_api_permission(
         ("POST", "/identities"): Permission.IDENTITY_WRITE,
         ("POST", "/identities/x"): Permission.IDENTITY_WRITE,
         ("POST", "/identities/x/leave"): Permission.IDENTITY_WRITE,
+        ("GET", "/identity-imports"): Permission.IDENTITY_READ,
+        ("GET", "/identity-imports/x"): Permission.IDENTITY_READ,
+        ("POST", "/identity-imports"): Permission.IDENTITY_WRITE,
+        ("POST", "/identity-imports/x/cancel"): Permission.IDENTITY_WRITE,
         ("POST", "/tokens"): Permission.SELF,
         ("POST", "/tokens/x/revoke"): Permission.SELF,
     }
@@ -210,6 +214,8 @@ def test_no_role_sees_a_form_for_an_action_it_may_not_take(
             "/identities",
             "/identities/ID",
             "/identities/ID/leave",
+            "/identity-imports",
+            "/identity-imports/ID/cancel",
             "/tokens/ID/revoke",
             "/tokens",
         ):

@@ -2,7 +2,8 @@
 functions the API calls (as a system actor): an application with a connection, published
 access_granted and access_revoked workflows and a draft that fails the publish gate, identities
 with active grants and a revoked one, a job, an access review of the active grants, an incident
-on the revoke run, and a user with a token. `PAGES` lists every administration page.
+on the revoke run, a user with a token, and a CSV import of identities the workers have yet to
+take. `PAGES` lists every administration page.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from grantflow.access import applications, grants, identities, incidents
+from grantflow.access import applications, grants, identities, identity_imports, incidents
 from grantflow.access.models import EventRun
 from grantflow.auth import tokens
 from grantflow.auth.actor import Actor
@@ -86,6 +87,7 @@ class Seeded:
     run_id: str
     user_id: str
     token_id: str
+    import_id: str  # a queued identity import (Ada unchanged, one bad row)
 
 
 def seed(database: Database, settings: Settings, *, reviewer: str | None = None) -> Seeded:
@@ -182,6 +184,12 @@ def seed(database: Database, settings: Settings, *, reviewer: str | None = None)
             ),
         )
         items = {i.grant_id: i.id for i in review_queries.list_items(session, review).items}
+        imported = identity_imports.start(
+            session,
+            SYSTEM,
+            b"email,display_name\nada@example.com,Ada Lovelace\nnot-an-email,Nobody\n",
+            filename="people.csv",
+        )
         user = create_user(session, SYSTEM, email="carol@example.com", roles=[Role.OPERATOR])
         token, _raw = tokens.create_token(
             session, SYSTEM, user_id=user.id, name="carol's script", ttl_days=30
@@ -204,6 +212,7 @@ def seed(database: Database, settings: Settings, *, reviewer: str | None = None)
             run_id=revoke_run.id,
             user_id=user.id,
             token_id=token.id,
+            import_id=imported.id,
         )
 
 
@@ -218,6 +227,9 @@ PAGES = [
     "/workflows/{workflow_id}/diff?from=1&to=1",
     "/identities",
     "/identities/{identity_id}",
+    "/identity-imports",
+    "/identity-imports/{import_id}",
+    "/identity-imports/{import_id}?outcome=rejected",
     "/grants",
     "/grants?status=active&automation=pending",
     "/grants/{grant_id}",
@@ -241,6 +253,8 @@ PAGES = [
     # the filter forms as a browser sends them with "any" chosen (empty values)
     "/grants?status=&automation=",
     "/identities?q=&lifecycle_state=",
+    "/identity-imports?status=",
+    "/identity-imports/{import_id}?outcome=",
     "/connections?status=",
     "/jobs?status=&overdue=",
     "/reviews?status=",

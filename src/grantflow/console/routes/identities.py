@@ -1,6 +1,7 @@
 """/identities: the people, their lifecycle state and lifecycle failure marks (a joiner, mover
 or leaver run that did not succeed); one identity's grants, failures and lifecycle events; add
-an identity (a joiner), change one (a mover), offboard one (a leaver)."""
+an identity (a joiner), change one (a mover), offboard one (a leaver). The CSV import form is
+on this page too; its imports are `identity_imports.py`'s."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from grantflow.console.guard import Page
 from grantflow.console.routes.grants import GRANTS, application_choices, event_rows, grant_row
 from grantflow.console.tables import Column, Table
 from grantflow.console.templating import render
-from grantflow.console.views import choice, database, form_model, next_page, perform, services
+from grantflow.console.views import choice, database, form_model, perform, query, services
+from grantflow.errors import GrantflowError
 from grantflow.store.pagination import DEFAULT_LIMIT
 
 router = APIRouter(include_in_schema=False)
@@ -47,6 +49,19 @@ def list_page(
     _: Actor = Depends(Page(Permission.IDENTITY_READ)),
 ) -> Response:
     """People with their lifecycle state and a mark for each failed lifecycle run."""
+    return identities_page(request, q=q, lifecycle_state=lifecycle_state, cursor=cursor)
+
+
+def identities_page(
+    request: Request,
+    *,
+    q: str = "",
+    lifecycle_state: str = "",
+    cursor: str | None = None,
+    import_error: GrantflowError | None = None,
+) -> Response:
+    """The identities page (or its table, for htmx); `import_error`: a CSV file refused as a
+    whole, shown on the import form with its status (the page answers a POST then)."""
     with database(request).transaction() as session:
         page = identities.list_identities(
             session,
@@ -71,13 +86,18 @@ def list_page(
     context = {
         "table": IDENTITIES,
         "rows": IDENTITIES.rows(rows),
-        "next_url": next_page(request, page.next_cursor),
+        # (built on /identities: this page also answers a refused import's POST)
+        "next_url": (
+            f"/identities{query(request, cursor=page.next_cursor)}" if page.next_cursor else None
+        ),
         "filters": {"q": q, "lifecycle_state": lifecycle_state},
         "states": [s.value for s in LifecycleState],
+        "error": import_error,
     }
     if request.headers.get("hx-target") == "table":
         return render(request, "partials/table.html", context)
-    return render(request, "access/identities.html", context)
+    status = import_error.http_status if import_error is not None else 200
+    return render(request, "access/identities.html", context, status_code=status)
 
 
 @router.get("/identities/{identity_id}")
