@@ -10,8 +10,10 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import DataError
 
-from grantflow.access import identity_import, identity_imports
+from grantflow.access import identities, identity_import, identity_imports
+from grantflow.access.identities import IdentityCreate
 from grantflow.access.identity_imports import import_due
 from grantflow.access.models import Identity, IdentityImport, IdentityImportRow
 from grantflow.auth.permissions import Role
@@ -19,7 +21,7 @@ from grantflow.queue.database import DatabaseQueue
 from grantflow.store.database import Database
 from tests.conftest import Api
 from tests.support.connections import API, ok
-from tests.support.engine import running_worker
+from tests.support.engine import ACTOR, running_worker
 from tests.support.processes import poll
 
 IMPORTS = f"{API}/identity-imports"
@@ -182,6 +184,91 @@ def test_cancelling_stops_an_import_between_batches(
     assert "already cancelled" in again.json()["error"]["message"]
     entries = ok(admin.get(f"{API}/audit", params={"action": "identity.import_cancelled"}))
     assert entries["items"][0]["target_id"] == import_id
+
+
+def test_rows_the_database_or_a_lookup_refuses_are_rejected_not_the_batch(
+    api: Api, admin: httpx.Client, database: Database
+) -> None:
+    """A manager named by an id prefix two identities share, and a cell with a NUL character,
+    reject their rows; the other rows are imported and the import ends (it was retried every
+    minute for ever)."""
+    queue = DatabaseQueue(database)
+    with database.transaction() as session:
+        ids = [
+            identities.create_identity(
+                session, ACTOR, queue, IdentityCreate(email=f"m{n}@example.com")
+            ).id
+            for n in range(2)
+        ]
+    shared = ids[0][: next(i for i, (a, b) in enumerate(zip(*ids, strict=True)) if a != b)]
+    assert len(shared) >= 4
+    text = (
+        "email,display_name,manager\n"
+        f"ok@example.com,Ok,\n"
+        f"amb@example.com,Amb,{shared}\n"
+        "nul@example.com,Nu\x00l,\n"
+    )
+    import_id = send(admin, text).json()["id"]
+    while tick(database):
+        pass
+    view = ok(admin.get(f"{IMPORTS}/{import_id}"))
+    assert (view["status"], view["error"]) == ("succeeded", None)
+    assert view["counts"] == {"created": 1, "updated": 0, "unchanged": 0, "rejected": 2}
+    rows = {r["row"]: r for r in all_rows(admin, import_id, outcome="rejected")}
+    assert rows[3]["errors"][0]["column"] == "manager"
+    assert "matches 2" in rows[3]["reason"] or "ambiguous" in rows[3]["reason"].lower()
+    assert rows[4]["reason"] == "display_name: the cell must not contain a NUL character (\\u0000)"
+
+
+def test_a_batch_failing_three_times_fails_the_import_saying_nothing_of_its_rows(
+    api: Api, admin: httpx.Client, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error kept and shown is the driver's first line, never the statement's values; the
+    third failure in a row fails the import and drops its file."""
+    import_id = send(admin, "email,attr.ssn\nssn@example.com,123-45-6789\n", "x" * 300).json()
+    assert len(import_id["filename"]) == 255  # (a longer name is cut, not a 500)
+
+    def refused(self: Any, session: Any, queue: Any, batch: list[Any]) -> None:
+        raise DataError(
+            "INSERT INTO identities (attributes) VALUES (%(attributes)s)",
+            {"attributes": '{"ssn": "123-45-6789"}'},
+            Exception("value too long for type character varying(320)\nDETAIL: 123-45-6789"),
+        )
+
+    monkeypatch.setattr(identity_import.Importer, "write", refused)
+    at = dt.datetime.now(dt.UTC)
+    for attempt in range(identity_imports.MAX_FAILURES):
+        assert tick(database, at + attempt * identity_imports.RETRY)
+        view = ok(admin.get(f"{IMPORTS}/{import_id['id']}"))
+        assert view["error"] == "Exception: value too long for type character varying(320)"
+        assert view["failures"] == attempt + 1
+    assert (view["status"], view["retry_at"], view["done_rows"]) == ("failed", None, 0)
+    assert "123-45" not in str(view)
+    with database.transaction() as session:
+        assert session.get(IdentityImport, view["id"]).content is None  # type: ignore[union-attr]
+    assert tick(database, at + dt.timedelta(hours=1)) is False
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_a_manager_deleted_between_batches_rejects_the_row_that_names_them(
+    api: Api, admin: httpx.Client, database: Database
+) -> None:
+    """A batch finds a manager written by an earlier batch in the database, as a batch resumed
+    in another process does: one deleted since is refused, not assigned."""
+    import_id = send(admin, CHAIN).json()["id"]
+    queue = DatabaseQueue(database)
+    assert tick(database)  # p5, then p4
+    with database.transaction() as session:
+        p4 = select(Identity.id).where(Identity.email == "p4@example.com")
+        identities.delete_identity(session, ACTOR, queue, session.execute(p4).scalar_one())
+    while tick(database):
+        pass
+    [p3] = [r for r in all_rows(admin, import_id) if r["email"] == "p3@example.com"]
+    assert p3["outcome"] == "rejected"
+    assert p3["reason"] == (
+        "manager: 'p4@example.com' is row 6, which was rejected or deleted since, and no such "
+        "identity exists"
+    )
 
 
 def test_a_file_refused_as_a_whole_stores_no_import(api: Api, admin: httpx.Client) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticError
 from sqlalchemy import event, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from grantflow.access import identities
@@ -42,6 +42,8 @@ from grantflow.errors import GrantflowError, NotFound, PayloadTooLarge, Validati
 from grantflow.queue.interface import Queue, QueueStats, TransportHealth
 from grantflow.queue.workers import WorkerState
 from grantflow.store.database import Database
+from grantflow.store.faults import fault_text
+from grantflow.strict import text_problem
 
 MAX_ROWS = 10_000
 
@@ -217,7 +219,6 @@ class Row:
     attributes: dict[str, str | None] = field(default_factory=dict)
     errors: list[RowError] = field(default_factory=list)
     result: RowResult | None = None
-    identity_id: str | None = None  # once written (or found unchanged)
 
     def reject(self, column: str | None, message: str) -> None:
         self.errors.append(RowError(column=column, message=message))
@@ -231,7 +232,12 @@ class Row:
 def _parse_row(number: int, cells: list[str], columns: list[_Column], width: int) -> Row:
     extra = [c for c in cells[width:] if c.strip()]
     by_name = {c.name: (cells[c.index].strip() if c.index < len(cells) else "") for c in columns}
+    unstorable = {name: problem for name, v in by_name.items() if (problem := text_problem(v))}
+    for name in unstorable:  # (shown, never stored: the row is rejected)
+        by_name[name] = by_name[name].replace("\x00", "\\x00")
     row = Row(number=number, email=None, raw_email=by_name["email"])
+    for name, problem in unstorable.items():
+        row.reject(name, f"the cell {problem}")
     if extra:
         row.reject(None, f"the row has {len(cells)} cells but the header has {width} columns")
     if not row.raw_email:
@@ -472,17 +478,20 @@ class Importer:
         manager_row = self._manager_row(row)
         if manager_row is row:
             return None  # rejected as a cycle already
-        if manager_row is not None and manager_row.identity_id is not None:
-            return manager_row.identity_id
+        # (looked up even when the manager's row was written by this import: a batch resumed
+        # in another process finds it the same way)
         try:
             identity = find_identity(self.session, ref, field="manager")
         except NotFound:
             if manager_row is not None:
-                row.reject(
-                    "manager",
-                    f"{ref!r} is row {manager_row.number}, which was rejected, and no such "
-                    "identity exists yet",
+                # (its row came first: rejected, or written and deleted since; a batch resumed
+                # in another process knows only what the database says)
+                what = (
+                    "was rejected, and no such identity exists yet"
+                    if manager_row.errors
+                    else "was rejected or deleted since, and no such identity exists"
                 )
+                row.reject("manager", f"{ref!r} is row {manager_row.number}, which {what}")
             else:
                 row.reject(
                     "manager", f"no identity with id, email or userName {ref!r} (nor in this file)"
@@ -494,7 +503,10 @@ class Importer:
         return identity.id
 
     def _write(self, row: Row) -> None:
-        manager_id = self._resolve_manager(row) if not row.errors else None
+        try:
+            manager_id = self._resolve_manager(row) if not row.errors else None
+        except GrantflowError as exc:  # (an id prefix of several identities, ...)
+            row.reject("manager", exc.message)
         if row.errors:
             self._rejected(row)
             return
@@ -544,12 +556,15 @@ class Importer:
             row.reject(None, "the row clashed with a concurrent change; import the file again")
             self._rejected(row)
             return
+        except DataError as exc:  # the database refused a value of this row (not the batch)
+            row.reject(None, f"the database refused the row: {fault_text(exc)}")
+            self._rejected(row)
+            return
         self._done(row, identity, outcome, changes)
 
     def _done(
         self, row: Row, identity: Identity, outcome: Outcome, changes: dict[str, list[Any]]
     ) -> None:
-        row.identity_id = identity.id
         row.result = RowResult(
             row=row.number,
             email=row.email,

@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import func, insert, or_, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session
 
 from grantflow import audit
@@ -45,10 +45,12 @@ from grantflow.access.models import IdentityImport, IdentityImportRow
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.engine.runs import Fanout
-from grantflow.errors import Conflict, GrantflowError, InternalError, NotFound
+from grantflow.errors import Conflict, InternalError, NotFound
 from grantflow.queue.interface import Queue
+from grantflow.store.after_commit import after_commit
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
+from grantflow.store.faults import fault_text
 from grantflow.store.ids import by_prefix
 from grantflow.store.pagination import INTEGER_KEYS, Page, decode_cursor, page_of
 
@@ -56,17 +58,20 @@ log = structlog.get_logger("grantflow.access")
 
 BATCH_ROWS = 50  # rows per transaction: each holds the audit chain while it writes
 RETRY = dt.timedelta(minutes=1)  # after a batch failed
+MAX_FAILURES = 3  # a batch that failed this often in a row fails the import (no endless retry)
+FILENAME_LENGTH = 255
 
 
 class ImportStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
+    FAILED = "failed"  # its batch failed MAX_FAILURES times in a row
     CANCELLED = "cancelled"
 
     @property
     def ended(self) -> bool:
-        return self in (ImportStatus.SUCCEEDED, ImportStatus.CANCELLED)
+        return self not in (ImportStatus.QUEUED, ImportStatus.RUNNING)
 
 
 _OPEN = (ImportStatus.QUEUED.value, ImportStatus.RUNNING.value)
@@ -86,7 +91,7 @@ def start(
     rows = parse_csv(content, max_rows=max_rows, max_bytes=max_bytes)
     imported = IdentityImport(
         status=ImportStatus.QUEUED.value,
-        filename=filename,
+        filename=filename[:FILENAME_LENGTH] if filename else None,
         sha256=hashlib.sha256(content).hexdigest(),
         size=len(content),
         content=content,
@@ -97,6 +102,7 @@ def start(
         unchanged=0,
         rejected=0,
         runs_started=0,
+        failures=0,
         created_by=actor.label,
         created_by_id=actor.user_id,
         created_at=utcnow(),
@@ -153,14 +159,10 @@ def advance(
     batch_rows: int | None = None,
 ) -> bool:
     """Write the next batch of `imported` (locked by the caller); True while rows are left."""
-    global _parsed
     now = now or utcnow()
     parsed = _prepared(imported)
     end = imported.done_rows + (batch_rows or BATCH_ROWS)
     batch = parsed.ordered[imported.done_rows : end]
-    if imported.status == ImportStatus.QUEUED:
-        imported.status = ImportStatus.RUNNING.value
-        imported.started_at = now
     # (the runs its rows start are spread as one event's: GRANTFLOW_FANOUT_BATCH at a time)
     fanout = session.info["fanout"] = Fanout(imported.created_at, imported.runs_started)
     parsed.importer.write(session, queue, batch)
@@ -184,13 +186,19 @@ def advance(
         setattr(imported, name, getattr(imported, name) + 1)
     imported.done_rows += len(batch)
     imported.error = imported.retry_at = None
+    imported.failures = 0
     if imported.done_rows < len(parsed.ordered):
         parsed.done_rows = imported.done_rows
-        with _parsed_lock:
-            _parsed = parsed
+        after_commit(session, lambda _: _keep(parsed))  # (a batch not committed is parsed again)
         return True
     _finish(session, imported, now)
     return False
+
+
+def _keep(parsed: _Parsed) -> None:
+    global _parsed
+    with _parsed_lock:
+        _parsed = parsed
 
 
 def _finish(session: Session, imported: IdentityImport, now: dt.datetime) -> None:
@@ -222,20 +230,37 @@ def _advance_or_failure(
     now: dt.datetime,
     batch_rows: int | None = None,
 ) -> bool:
-    """`advance` in a savepoint: an error is kept on the import, tried again after RETRY."""
-    global _parsed
+    """`advance` in a savepoint. An error no row of the batch caught (a fault, a deadlock) is
+    kept on the import in words safe to show (`fault_text`: never the row's data), and tried
+    again after RETRY; the MAX_FAILURES-th in a row fails the import and drops its file."""
+    if imported.status == ImportStatus.QUEUED:  # (outside the savepoint: it stands if that fails)
+        imported.status = ImportStatus.RUNNING.value
+        imported.started_at = now
     try:
         with session.begin_nested():
             return advance(session, queue, imported, now, batch_rows=batch_rows)
     except Exception as exc:  # (whatever it is, the other imports go on)
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-            raise  # the database is gone: nothing can be recorded
-        with _parsed_lock:
-            _parsed = None
-        why = exc.message if isinstance(exc, GrantflowError) else f"{type(exc).__name__}: {exc}"
-        imported.error = why[:2000]
-        imported.retry_at = now + RETRY
-        log.exception("identity.import_failed", import_id=imported.id, error=why)
+            raise  # the database is gone: nothing can be recorded (the timer runs it again)
+        why = fault_text(exc)
+        imported.error = why
+        imported.failures += 1
+        log.error(
+            "identity.import_batch_failed",
+            import_id=imported.id,
+            at_row=imported.done_rows,
+            failures=imported.failures,
+            error=why,
+            # (the traceback of a database error repeats the statement and the row's values)
+            exc_info=None if isinstance(exc, StatementError) else exc,
+        )
+        if imported.failures >= MAX_FAILURES:
+            imported.status = ImportStatus.FAILED.value
+            imported.finished_at = now
+            imported.retry_at = None
+            imported.content = None
+        else:
+            imported.retry_at = now + RETRY
         return False
 
 
@@ -290,10 +315,16 @@ def import_csv(
             _advance_or_failure(session, queue, imported, utcnow(), batch_rows)
             error, done = imported.error, imported.done_rows
         if error:  # (raised once the error is committed on the import)
+            ended = ImportStatus(imported.status).ended
             raise InternalError(
-                f"identity import {import_id} stopped at row {done} of {imported.rows}: {error}",
-                next_action="the workers try it again in a minute: follow it at "
-                f"GET /api/v1/identity-imports/{import_id}",
+                f"identity import {import_id} {'failed' if ended else 'stopped'} at row {done} "
+                f"of {imported.rows}: {error}",
+                next_action=(
+                    "fix the cause, then import the file again (the rows written are unchanged)"
+                    if ended
+                    else "the workers try it again in a minute: follow it at "
+                    f"GET /api/v1/identity-imports/{import_id}"
+                ),
             )
     with database.transaction() as session:
         imported = get(session, import_id)
@@ -361,6 +392,7 @@ def view(imported: IdentityImport) -> dict[str, Any]:
         "counts": counts(imported),
         "error": imported.error,
         "retry_at": imported.retry_at,
+        "failures": imported.failures,
         "created_by": imported.created_by,
         "created_at": imported.created_at,
         "started_at": imported.started_at,

@@ -248,7 +248,7 @@ class IdentityImport(Base):
     __tablename__ = "identity_imports"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    # queued | running | succeeded | cancelled
+    # queued | running | succeeded | failed | cancelled
     status: Mapped[str] = mapped_column(String(20), index=True)
     filename: Mapped[str | None] = mapped_column(String(255))
     sha256: Mapped[str] = mapped_column(String(64))
@@ -261,6 +261,7 @@ class IdentityImport(Base):
     unchanged: Mapped[int] = mapped_column(Integer, default=0)
     rejected: Mapped[int] = mapped_column(Integer, default=0)
     runs_started: Mapped[int] = mapped_column(Integer, default=0)  # its lifecycle runs' fan-out
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # batches failed in a row
     error: Mapped[str | None] = mapped_column(Text)  # why the last batch failed
     retry_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(String(320))

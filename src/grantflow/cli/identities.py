@@ -261,7 +261,7 @@ def import_file(
     import it while this command shows their progress (Ctrl-C stops the waiting, not the
     import). Exit code 0 when every row was imported (or unchanged), 3 when some rows were
     rejected (the others were imported), 1 when the file was refused (nothing imported) or
-    the import was cancelled.
+    the import was cancelled or failed.
     """
     if dry_run and no_wait:
         raise typer.BadParameter("a dry run answers at once: leave out --no-wait")
@@ -291,17 +291,26 @@ def import_file(
         emit_json(report)
     else:
         _print_report(report)
-    if report.get("status") == "cancelled":
+    if report.get("status") in ("cancelled", "failed"):
         raise typer.Exit(1)
     if report["counts"]["rejected"]:
         raise typer.Exit(ROWS_REJECTED)
 
 
 def _follow(api: Client, started: dict[str, Any], *, quiet: bool) -> dict[str, Any]:
-    """Wait for the workers to finish the import, showing its progress; then its report."""
+    """Wait for the workers to finish the import, showing its progress; then its report. What
+    needs a person (no worker takes it, a batch failed) is also said once on stderr, for a
+    script or --json that shows no progress bar."""
     import_id, name = started["id"], started["filename"] or "the file"
     view = started
     waited = 0.0
+    said: set[str] = set()
+
+    def note(text: str) -> None:
+        if text not in said:
+            said.add(text)
+            err.print(f"import {import_id}: {text}", markup=False)
+
     try:
         with progress(f"importing {name}", quiet=quiet) as update:
             while view["status"] in ("queued", "running"):
@@ -309,10 +318,11 @@ def _follow(api: Client, started: dict[str, Any], *, quiet: bool) -> dict[str, A
                 waited += POLL_SECONDS
                 view = api.get(f"/identity-imports/{import_id}")
                 shown = f"importing {name}: {view['done_rows']:,} of {view['rows']:,} rows"
-                if view["error"]:
-                    shown += f" (a batch failed: {view['error']}; tried again soon)"
+                if view["error"] and view["status"] in ("queued", "running"):
+                    note(f"a batch failed: {view['error']} (the workers try again at "
+                         f"{view['retry_at']})")  # fmt: skip
                 elif view["status"] == "queued" and waited >= IDLE_HINT_SECONDS:
-                    shown += " (no worker has taken it yet: is `grantflow worker` running?)"
+                    note("no worker has taken it yet: is `grantflow worker` (or `serve`) running?")
                 update(description=shown, completed=view["done_rows"], total=view["rows"])
     except KeyboardInterrupt:
         err.print(
@@ -321,6 +331,8 @@ def _follow(api: Client, started: dict[str, Any], *, quiet: bool) -> dict[str, A
             markup=False,
         )
         raise typer.Exit(130) from None
+    if view["status"] == "failed":
+        note(f"failed at row {view['done_rows']} of {view['rows']}: {view['error']}")
     results = api.items(f"/identity-imports/{import_id}/rows", limit=view["rows"] or 1)
     return {
         "dry_run": False,
@@ -415,6 +427,8 @@ def _print_report(report: dict[str, Any]) -> None:
         emit_table(rows, ["row", "email", "outcome", "detail"])
     c = report["counts"]
     prefix = "dry run (nothing written): " if report["dry_run"] else ""
+    if report.get("status") in ("cancelled", "failed"):
+        prefix = f"import {report['status']}, {len(report['results'])} rows written: "
     out.print(
         f"{prefix}{report['rows']} rows: {c['created']} created, {c['updated']} updated, "
         f"{c['unchanged']} unchanged, {c['rejected']} rejected",

@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import structlog
 from sqlalchemy import CursorResult, delete, func, or_, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session
 
 from grantflow import audit
@@ -31,7 +31,7 @@ from grantflow.access.grants import GrantStatus
 from grantflow.access.models import Application, Grant, Identity
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
-from grantflow.errors import Conflict, GrantflowError, NotFound, ValidationError
+from grantflow.errors import Conflict, NotFound, ValidationError
 from grantflow.governance.models import AccessReview, ReviewAssignee, ReviewItem
 from grantflow.governance.review_config import (
     Decision,
@@ -50,6 +50,7 @@ from grantflow.queue.interface import Queue
 from grantflow.schedules import runners
 from grantflow.schedules.models import Job, Occurrence
 from grantflow.store.base import utcnow
+from grantflow.store.faults import fault_text
 
 SYSTEM = Actor.system("access-review")
 log = structlog.get_logger("grantflow.reviews")
@@ -401,10 +402,15 @@ def _batch_or_failure(
     except Exception as exc:  # (whatever it is, the other campaigns go on)
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             raise  # the database is gone: nothing can be recorded
-        why = exc.message if isinstance(exc, GrantflowError) else f"{type(exc).__name__}: {exc}"
-        review.revoke_error = why[:2000]
+        why = fault_text(exc)  # (words safe to show: never a statement's values)
+        review.revoke_error = why
         review.revoke_retry_at = now + REVOKE_RETRY
-        log.exception("access_review.revocations_failed", review_id=review.id, error=why)
+        log.error(
+            "access_review.revocations_failed",
+            review_id=review.id,
+            error=why,
+            exc_info=None if isinstance(exc, StatementError) else exc,
+        )
         return False
     review.revoke_error = None
     review.revoke_retry_at = None

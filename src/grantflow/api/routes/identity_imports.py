@@ -38,7 +38,8 @@ class ImportOut(BaseModel):
     id: str
     status: ImportStatus = Field(
         description="queued (accepted; a worker takes it within seconds), running, succeeded "
-        "(every row written or rejected) or cancelled"
+        "(every row written or rejected), failed (a batch failed three times in a row: the rows "
+        "before it are written) or cancelled"
     )
     filename: str | None
     sha256: str
@@ -52,6 +53,7 @@ class ImportOut(BaseModel):
         "try it again at retry_at"
     )
     retry_at: dt.datetime | None
+    failures: int = Field(description="batches failed in a row (the third fails the import)")
     created_by: str
     created_at: dt.datetime
     started_at: dt.datetime | None

@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("unchanged", sa.Integer(), nullable=False),
         sa.Column("rejected", sa.Integer(), nullable=False),
         sa.Column("runs_started", sa.Integer(), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("retry_at", UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_by", sa.String(length=320), nullable=False),
