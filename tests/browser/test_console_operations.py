@@ -86,6 +86,14 @@ def test_evidence_upload_and_download_round_trip(
     assert download.value.suggested_filename == "proof.png"
     assert saved.read_bytes() == PNG
 
+    large = PNG + bytes(1536 * 1024)  # larger than a request body, within an evidence file's
+    form.get_by_label("File").set_input_files(
+        files=[{"name": "large.png", "mimeType": "image/png", "buffer": large}]
+    )
+    form.get_by_role("button", name="Upload").click()
+    expect(page.locator(".flash-success")).to_contain_text(hashlib.sha256(large).hexdigest())
+    expect(row).to_have_count(2)
+
     page.get_by_role("button", name="Resolve").click()
     expect(page.locator(".flash-success")).to_have_text("The incident is resolved (evidence).")
     screenshot(page, "incident")

@@ -25,10 +25,11 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 # JSON everywhere; YAML too, where a route reads a workflow document (the route decides).
 _ACCEPTED_TYPES = re.compile(r"^(application/([a-z0-9.+-]*\+)?json|(application|text)/(x-)?yaml)$")
-# uploads (evidence files, CSV imports; and the console's CSV import form) take multipart or
+# uploads (evidence files, CSV imports; and the console's forms for both) take multipart or
 # CSV bodies, up to their own limit
 _UPLOAD_PATHS = re.compile(
-    r"^/api/v1/(runs/[^/]+/evidence|identities/import|identity-imports)$|^/identity-imports$"
+    r"^/api/v1/(runs/[^/]+/evidence|identities/import|identity-imports)$"
+    r"|^/(runs/[^/]+/evidence|identity-imports)$"
 )
 _UPLOAD_TYPES = re.compile(r"^(multipart/form-data|text/csv)$")
 _JSON_TYPES = re.compile(r"^application/([a-z0-9.+-]*\+)?json$")
