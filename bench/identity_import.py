@@ -8,8 +8,9 @@ to stderr.
 
 The identities are written in bulk (`common.bulk_identities`). The import runs as
 `POST /api/v1/identities/import` runs it (`access.identity_imports.import_csv`: the batches the
-workers write, 50 rows to a transaction, carried through in one call). Figures: seconds, rows a second, statements per row, and the longest transaction
-(how long the audit chain, which every audited change waits for, is held at a time).
+workers write, 50 rows to a transaction, carried through in one call). Figures: seconds, rows a
+second, statements per row, and the longest transaction (how long the audit chain, which every
+audited change waits for, is held at a time).
 
 GRANTFLOW_BENCH_POSTGRES_URL is the admin URL (default the local server); the script creates its
 own database and drops it at the end.
