@@ -13,7 +13,11 @@ warm-ups:
   provider's lookup before each push), with a SCIM token;
 - identity_by_email: `GET /api/v1/identities/<E-MAIL>` (upper case: any case finds it);
 - identity_change: `PATCH /api/v1/identities/{id}` of the title (which checks that the e-mail
-  and userName are still free).
+  and userName are still free);
+- identity_search: `GET /api/v1/identities?q=<part of a name>` (the console's search box) for
+  a part that a few people's e-mail and userName hold, and identity_search_none for one
+  nobody's does;
+- scim_email_eq: `GET /scim/v2/Users?filter=emails.value eq "<e-mail>"`.
 
 GRANTFLOW_BENCH_POSTGRES_URL is the admin URL (default the local server); the script creates its
 own database and drops it at the end.
@@ -93,10 +97,25 @@ def main() -> None:
                 body = {"title": f"Engineer {n}"}
                 api.patch(f"/api/v1/identities/{identity}", json=body).raise_for_status()
 
+            def search(n: int) -> None:
+                found = api.get("/api/v1/identities", params={"q": f"son{n % people}9"})
+                found.raise_for_status()
+
+            def search_none(n: int) -> None:
+                found = api.get("/api/v1/identities", params={"q": f"nobody{n}"})
+                found.raise_for_status()
+
+            def by_scim_email(n: int) -> None:
+                query = f'emails.value eq "person{n % people}@example.com"'
+                scim.get("/Users", params={"filter": query}).raise_for_status()
+
             figures = {
                 "scim_user_name_eq": timed(lookup, options.requests),
                 "identity_by_email": timed(by_email, options.requests),
                 "identity_change": timed(change, options.requests),
+                "identity_search": timed(search, options.requests),
+                "identity_search_none": timed(search_none, options.requests),
+                "scim_email_eq": timed(by_scim_email, options.requests),
             }
     print(json.dumps({"database": "postgresql", "identities": people, **figures}))
 

@@ -131,8 +131,16 @@ def test_list_filters_and_pages(admin: httpx.Client) -> None:
     assert emails(department="SALES") == ["person0@example.com", "person1@example.com"]
     assert emails(q="quux") == ["zed@example.com"]
     assert emails(q="PERSON3") == ["person3@example.com"]
+    # the pattern is written into the statement: its quotes and wildcards are only text
+    create(admin, "o'hara@example.com", display_name="100% O'Hara_x/y\\z")
+    assert emails(q="o'hara") == ["o'hara@example.com"]
+    assert emails(q="100%") == ["o'hara@example.com"]
+    assert emails(q="a_x/y\\z") == ["o'hara@example.com"]
+    assert emails(q="%") == ["o'hara@example.com"]
+    assert emails(q="__") == []
+    assert emails(q="'; drop table identities; --") == []
     assert emails(lifecycle_state="left") == ["gone@example.com"]
-    assert len(emails(lifecycle_state="active")) == 6
+    assert len(emails(lifecycle_state="active")) == 7
 
     seen: list[str] = []
     cursor = None
@@ -144,7 +152,7 @@ def test_list_filters_and_pages(admin: httpx.Client) -> None:
         cursor = page["next_cursor"]
         if not cursor:
             break
-    assert len(seen) == len(set(seen)) == 7
+    assert len(seen) == len(set(seen)) == 8
     assert seen == sorted(seen)
     assert error(admin.get(IDENTITIES, params={"cursor": "forged"}), 400)["details"][0][
         "field"

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
-from sqlalchemy import func, or_, select
+from sqlalchemy import BindParameter, ColumnElement, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from grantflow import audit, timestamps
@@ -416,6 +416,16 @@ def settle(session: Session, identity: Identity) -> None:
     )
 
 
+def _contains(column: Any, part: str) -> ColumnElement[bool]:
+    """`column` holds `part`. The pattern is written into the statement, not bound: PostgreSQL
+    then plans each search for its own pattern, through the trigram indexes (0030); a plan
+    kept for any pattern walked every identity (100 ms at 100,000)."""
+    escaped = part.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    pattern: BindParameter[str] = bindparam(None, f"%{escaped}%", literal_execute=True)
+    found: ColumnElement[bool] = column.like(pattern, escape="/")
+    return found
+
+
 def list_identities(
     session: Session,
     *,
@@ -430,12 +440,16 @@ def list_identities(
     if not include_deleted:
         stmt = stmt.where(Identity.deleted_at.is_(None))
     if query:
-        q = query.lower()
         stmt = stmt.where(
             or_(
-                Identity.email.contains(q, autoescape=True),
-                func.lower(Identity.display_name).contains(q, autoescape=True),
-                func.lower(Identity.user_name).contains(q, autoescape=True),
+                *(
+                    _contains(column, query.lower())
+                    for column in (
+                        Identity.email,
+                        func.lower(Identity.display_name),
+                        func.lower(Identity.user_name),
+                    )
+                )
             )
         )
     if lifecycle_state:

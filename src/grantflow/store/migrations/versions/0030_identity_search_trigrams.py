@@ -1,0 +1,62 @@
+"""The search box finds a part of an e-mail, a name or a userName (`GET /api/v1/identities?q=`,
+the console's identities page) through trigram indexes on PostgreSQL: it read every identity,
+about 100 ms at 100,000 and a second at a million.
+
+PostgreSQL only, with the `pg_trgm` extension, which a database's owner may create (it is a
+trusted extension since PostgreSQL 13). Where it cannot be created (not installed on the server,
+or no privilege to create it), the indexes are left out with a warning and the search keeps
+reading every identity; `CREATE EXTENSION pg_trgm` and `grantflow migrate` again do not add
+them: see docs/how-to/deploy-postgresql.md for the statements. SQLite has no such index.
+
+Each index takes about a second per 100,000 identities to build.
+
+Revision ID: 0030
+Revises: 0029
+"""
+
+from __future__ import annotations
+
+import logging
+
+from alembic import op
+from sqlalchemy.exc import DBAPIError
+
+revision = "0030"
+down_revision = "0029"
+branch_labels = None
+depends_on = None
+
+log = logging.getLogger("alembic.runtime.migration")
+
+# (the expressions the search compares: `email` is stored lower-cased)
+INDEXES = {
+    "ix_identities_email_trgm": "email",
+    "ix_identities_display_name_trgm": "lower(display_name)",
+    "ix_identities_user_name_trgm": "lower(user_name)",
+}
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    if bind.dialect.name != "postgresql":
+        return
+    try:
+        with bind.begin_nested():
+            bind.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    except DBAPIError as exc:
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        log.warning(
+            "the pg_trgm extension could not be created (%s): the identity search keeps "
+            "reading every identity",
+            first,
+        )
+        return
+    for name, expression in INDEXES.items():
+        op.execute(f"CREATE INDEX {name} ON identities USING gin ({expression} gin_trgm_ops)")
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    for name in INDEXES:
+        op.execute(f"DROP INDEX IF EXISTS {name}")
