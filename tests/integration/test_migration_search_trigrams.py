@@ -67,7 +67,7 @@ def test_a_role_that_may_not_create_the_extension_migrates_without_the_indexes(
     try:
         with caplog.at_level(logging.WARNING, logger="alembic.runtime.migration"):
             migrate.upgrade(restricted)
-        assert migrate.current_revision(restricted) == "0030"
+        assert migrate.current_revision(restricted) == migrate.head_revision(restricted)
         assert trigram_indexes(restricted) == set()
         assert "the pg_trgm extension could not be created" in caplog.text
         with restricted.engine.connect() as conn:

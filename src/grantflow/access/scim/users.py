@@ -7,6 +7,7 @@ identity's grants. A deleted user is gone from /scim/v2 (404) and its userName i
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -19,8 +20,22 @@ from scim2_models import (
     Resource,
 )
 from scim2_models.path import CompareOperator
-from sqlalchemy import ColumnElement, exists, select
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Text,
+    cast,
+    exists,
+    func,
+    literal,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from grantflow import audit
 from grantflow.access import identities
@@ -66,12 +81,51 @@ def _email(op: CompareOperator, value: Any, case_exact: bool) -> Compiled:
         CompareOperator.ew,
     ):
         return UNKNOWN
-    in_representation = text_contains(Identity.scim, value)
+    in_representation: ColumnElement[bool] | None = text_contains(Identity.scim, value)
     if in_representation is None:
         return UNKNOWN
+    if op == CompareOperator.eq:  # (an identity provider's lookup: an index on PostgreSQL)
+        in_representation = EmailsHold(value)
     return Compiled(
         string_clause(Identity.email, op, value, False).clause | in_representation, False
     )
+
+
+class EmailsHold(ColumnElement[bool]):
+    """The SCIM representation pushed lists `value` among its e-mails, whatever the case. On
+    PostgreSQL its lower-cased `emails[*].value` array contains it, which an index answers
+    (0031); elsewhere the representation's text holds it (a candidate, checked again). Both
+    clauses are children, so a cached statement takes each lookup's own value."""
+
+    type = Boolean()
+    inherit_cache = True
+    _traverse_internals = [
+        ("postgresql", InternalTraversal.dp_clauseelement),
+        ("other", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, value: str) -> None:
+        wanted = cast(literal(json.dumps([value.lower()]), Text), JSONB)
+        self.postgresql = _emails_of_scim().op("@>")(wanted)
+        found = text_contains(Identity.scim, value)
+        assert found is not None  # (`_email` builds this only for a value it can find so)
+        self.other = found
+
+
+def _emails_of_scim() -> ColumnElement[Any]:
+    """The expression migration 0031 indexes: the e-mails' values, lower-cased, as JSON."""
+    values = func.jsonb_path_query_array(Identity.scim, literal_column("'$.emails[*].value'"))
+    return cast(func.lower(cast(values, Text)), JSONB)
+
+
+@compiles(EmailsHold, "postgresql")
+def _emails_hold_postgresql(element: EmailsHold, compiler: SQLCompiler, **kw: Any) -> str:
+    return str(compiler.process(element.postgresql, **kw))
+
+
+@compiles(EmailsHold)
+def _emails_hold(element: EmailsHold, compiler: SQLCompiler, **kw: Any) -> str:
+    return str(compiler.process(element.other, **kw))
 
 
 def _in_group(op: CompareOperator, value: Any, case_exact: bool) -> Compiled:
