@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from grantflow import audit
@@ -66,6 +66,26 @@ def test_untouched_chain_verifies(api: Api, admin: httpx.Client) -> None:
         "missing_triggers": [],
         "checkpoints_checked": 0,
     }
+
+
+def test_numbers_jsonb_writes_otherwise_keep_the_chain_whole(api: Api, admin: httpx.Client) -> None:
+    """PostgreSQL's jsonb gives 1e16 back as 10000000000000000 and -0.0 as 0.0: an attribute
+    set to such a number broke the chain there (`verify`: its content does not match its
+    hash). The entry is hashed as the database stores it, on both databases."""
+    created = admin.post("/api/v1/identities", json={"email": "num@example.com"})
+    assert created.status_code == 201, created.text
+    numbers = {"big": 1e16, "huge": 1e300, "zero": -0.0, "small": 1.5e-7, "plain": 2.5}
+    changed = admin.patch(
+        f"/api/v1/identities/{created.json()['id']}", json={"attributes": numbers}
+    )
+    assert changed.status_code == 200, changed.text
+    report = _verify(api.database)
+    assert (report.ok, report.reason) == (True, None)
+    with api.database.transaction() as session:
+        updated = select(AuditEntry.summary).where(AuditEntry.action == "identity.updated")
+        stored = json.dumps(session.execute(updated).scalar_one())
+    assert "10000000000000000" in stored
+    assert "-0.0" not in stored
 
 
 def test_editing_a_summary_is_detected_at_that_entry(api: Api, admin: httpx.Client) -> None:

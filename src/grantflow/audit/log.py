@@ -14,6 +14,7 @@ through the first reseal after them whose digest matches.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import hashlib
 import json
 import uuid
@@ -91,7 +92,9 @@ def record(
         target_type=target_type,
         target_id=target_id,
         # Round-trip through JSON so the hash is computed over exactly what is stored.
-        summary=json.loads(json.dumps(redact_keys(summary or {}), default=timestamps.json_default)),
+        summary=_as_stored(
+            json.loads(json.dumps(redact_keys(summary or {}), default=timestamps.json_default))
+        ),
         request_id=actor.request_id,
         prev_hash=last or GENESIS,
         key_id=key.id,
@@ -101,6 +104,27 @@ def record(
     session.flush()
     session.info[_HEAD] = (session.get_transaction(), session.get_nested_transaction(), entry.hash)
     return entry
+
+
+def _as_stored(value: Any) -> Any:
+    """`value` as PostgreSQL's jsonb gives it back, so an entry's hash holds on both databases:
+    jsonb keeps numbers as decimals, so a float written with an exponent that is a whole number
+    (1e16) comes back as the integer, and -0.0 as 0.0 (SQLite keeps the text: the same values
+    are stored there)."""
+    if isinstance(value, float):
+        if value == 0:
+            return 0.0
+        shown = repr(value)
+        if "e" in shown:  # (inf and nan are refused by the database either way)
+            exact = decimal.Decimal(shown)
+            if exact == exact.to_integral_value():
+                return int(exact)
+        return value
+    if isinstance(value, dict):
+        return {k: _as_stored(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_stored(v) for v in value]
+    return value
 
 
 _HEAD = "audit_head"

@@ -3,10 +3,11 @@ the console's identities page) through trigram indexes on PostgreSQL: it read ev
 about 100 ms at 100,000 and a second at a million.
 
 PostgreSQL only, with the `pg_trgm` extension, which a database's owner may create (it is a
-trusted extension since PostgreSQL 13). Where it cannot be created (not installed on the server,
-or no privilege to create it), the indexes are left out with a warning and the search keeps
-reading every identity; `CREATE EXTENSION pg_trgm` and `grantflow migrate` again do not add
-them: see docs/how-to/deploy-postgresql.md for the statements. SQLite has no such index.
+trusted extension since PostgreSQL 13); an extension already created in another schema is used
+where it is. Where it cannot be created (not installed on the server, or no privilege to create
+it), the indexes are left out with a warning and the search keeps reading every identity;
+`CREATE EXTENSION pg_trgm` and `grantflow migrate` again do not add them: see
+docs/how-to/deploy-postgresql.md for the statements. SQLite has no such index.
 
 Each index takes about a second per 100,000 identities to build.
 
@@ -41,18 +42,27 @@ def upgrade() -> None:
     if bind.dialect.name != "postgresql":
         return
     try:
+        # (in a savepoint: a failure here must not undo the rest of the upgrade)
         with bind.begin_nested():
             bind.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+            # the extension may live in a schema this connection does not search (one for
+            # extensions, on managed servers): its operator class named with that schema
+            schema = bind.exec_driver_sql(
+                "SELECT n.nspname FROM pg_extension e "
+                "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'"
+            ).scalar_one()
+            opclass = f"{bind.dialect.identifier_preparer.quote_identifier(schema)}.gin_trgm_ops"
+            for name, expression in INDEXES.items():
+                bind.exec_driver_sql(
+                    f"CREATE INDEX {name} ON identities USING gin ({expression} {opclass})"
+                )
     except DBAPIError as exc:
         first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         log.warning(
-            "the pg_trgm extension could not be created (%s): the identity search keeps "
-            "reading every identity",
+            "the pg_trgm extension or its indexes could not be created (%s): the identity "
+            "search keeps reading every identity",
             first,
         )
-        return
-    for name, expression in INDEXES.items():
-        op.execute(f"CREATE INDEX {name} ON identities USING gin ({expression} gin_trgm_ops)")
 
 
 def downgrade() -> None:
