@@ -161,6 +161,19 @@ def test_a_file_refused_as_a_whole_is_shown_on_the_identities_page_and_nothing_i
     expect(box.locator(".details")).to_contain_text(f"file: larger than {LIMIT} bytes")
     assert imports(console.database) == []
 
+    # far over the limit, the body is refused before the console reads it: a page in words
+    # all the same (it was JSON in the browser), with the way back
+    huge = "email\n" + "x" * (1024 * 1024 + 80 * 1024)  # (over the request body limit too)
+    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        send_from_identities_page(page, huge, "huge.csv")
+    assert answer.value.status == 413
+    assert answer.value.headers["content-type"].startswith("text/html")
+    expect(page.locator("h1")).to_have_text("The request was refused")
+    expect(page.locator("body")).to_contain_text("larger than the limit of")
+    page.get_by_role("link", name="Back to the page").click()
+    expect(page).to_have_url(re.compile(r"/identities$"))
+    assert imports(console.database) == []
+
 
 def test_an_auditor_reads_imports_but_may_neither_send_nor_cancel_one(
     console: Console, signed_in_page: Callable[..., Page]

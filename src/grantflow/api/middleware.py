@@ -5,13 +5,14 @@ query or a JSON body: `grantflow.strict`)."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
 import uuid
 from itertools import accumulate
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -31,6 +32,8 @@ _UPLOAD_PATHS = re.compile(
     r"^/api/v1/(runs/[^/]+/evidence|identities/import|identity-imports)$"
     r"|^/(runs/[^/]+/evidence|identity-imports)$"
 )
+# paths whose answers are not console pages (the API, SCIM, webhooks, probes): refused in JSON
+_NOT_A_PAGE = ("/api/", "/scim/", "/hooks/", "/healthz", "/readyz", "/metrics")
 _UPLOAD_TYPES = re.compile(r"^(multipart/form-data|text/csv)$")
 _JSON_TYPES = re.compile(r"^application/([a-z0-9.+-]*\+)?json$")
 # A JSON body can only carry a NUL or a lone surrogate as an escape (raw control characters are
@@ -99,8 +102,13 @@ class RequestMiddleware:
             if refusal is None and scope["method"] in _BODY_METHODS:
                 receive, refusal = await self._buffered(receive, self._limit(scope), headers)
             if refusal is not None:
-                scim = scope["path"].startswith("/scim/")
-                await _send_error(send_with_id, request_id, *refusal, scim=scim)
+                path = scope["path"]
+                if path.startswith(_NOT_A_PAGE):
+                    scim = path.startswith("/scim/")
+                    await _send_error(send_with_id, request_id, *refusal, scim=scim)
+                else:  # a console page's form: a page in words, not JSON in the browser
+                    back = _same_site_path(headers.get("referer", ""))
+                    await _send_page(send_with_id, request_id, back, *refusal)
                 return
             await self.app(scope, receive, send_with_id)
         finally:
@@ -244,6 +252,48 @@ def _unstorable_json(body: bytes) -> Refusal | None:
         return None  # the app answers 400 malformed_json
     found = unstorable(document, "body")
     return _unstorable_refusal(found) if found else None
+
+
+def _same_site_path(referer: str) -> str:
+    """The path (and query) of the page a form was sent from, to link back to; else "/"."""
+    parts = urlsplit(referer)
+    if not parts.path.startswith("/") or parts.path.startswith("//"):
+        return "/"
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+async def _send_page(
+    send: Send,
+    request_id: str,
+    back: str,
+    status: int,
+    code: str,
+    message: str,
+    next_action: str,
+    details: list[dict[str, str]] | None = None,
+) -> None:
+    """A refusal as a plain HTML page, for a console form refused before the console sees it
+    (a file over the limit): what is wrong, what to do, and the way back."""
+    body = (
+        '<!doctype html><html lang=en><head><meta charset=utf-8><link rel=icon href="data:,">'
+        f"<title>Refused: {html.escape(code)}</title></head><body>"
+        f"<h1>The request was refused</h1><p>{html.escape(message[:1].upper() + message[1:])}.</p>"
+        f"<p>Next: {html.escape(next_action)}.</p>"
+        f'<p><a href="{html.escape(back)}">Back to the page</a></p>'
+        f"<p><small>Request {html.escape(request_id)}</small></p></body></html>"
+    )
+    payload = body.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/html; charset=utf-8"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 async def _send_error(
