@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from grantflow.store import migrate
 from grantflow.store.database import Database, open_database
@@ -97,3 +98,20 @@ def test_a_role_that_may_not_create_the_extension_migrates_without_the_indexes(
             conn.execute(text(f"REASSIGN OWNED BY {role} TO CURRENT_USER"))
             conn.execute(text(f"DROP OWNED BY {role}"))
             conn.execute(text(f"DROP ROLE {role}"))
+
+
+def test_a_lock_timeout_fails_the_upgrade_to_be_run_again(at_0029: Database) -> None:
+    """Only what the server or the role cannot do is a warning: a table another transaction
+    holds (the index waits past lock_timeout) fails the upgrade, which leaves 0029 as it was."""
+    impatient = open_database(at_0029.url.update_query_dict({"options": "-c lock_timeout=200"}))
+    try:
+        with at_0029.engine.connect() as blocker:
+            blocker.execute(text("LOCK TABLE identities IN ROW EXCLUSIVE MODE"))
+            with pytest.raises(DBAPIError, match="lock timeout"):
+                migrate.upgrade(impatient)
+            blocker.rollback()
+        assert migrate.current_revision(at_0029) == "0029"
+        migrate.upgrade(at_0029)  # run again: built
+        assert trigram_indexes(at_0029) == INDEXES
+    finally:
+        impatient.dispose()

@@ -37,12 +37,17 @@ INDEXES = {
 }
 
 
+# What a server or a role cannot do, as opposed to a failure worth failing the upgrade for (a
+# lock timeout): no privilege; the extension's files not installed; not supported here.
+_NOT_POSSIBLE = {"42501", "58P01", "0A000"}
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
         return
     try:
-        # (in a savepoint: a failure here must not undo the rest of the upgrade)
+        # (each step in a savepoint: a refusal here must not undo the rest of the upgrade)
         with bind.begin_nested():
             bind.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
             # the extension may live in a schema this connection does not search (one for
@@ -51,12 +56,15 @@ def upgrade() -> None:
                 "SELECT n.nspname FROM pg_extension e "
                 "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'"
             ).scalar_one()
-            opclass = f"{bind.dialect.identifier_preparer.quote_identifier(schema)}.gin_trgm_ops"
+        opclass = f"{bind.dialect.identifier_preparer.quote_identifier(schema)}.gin_trgm_ops"
+        with bind.begin_nested():
             for name, expression in INDEXES.items():
                 bind.exec_driver_sql(
                     f"CREATE INDEX {name} ON identities USING gin ({expression} {opclass})"
                 )
     except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) not in _NOT_POSSIBLE:
+            raise  # (a lock or statement timeout, ...: the upgrade fails and is run again)
         first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         log.warning(
             "the pg_trgm extension or its indexes could not be created (%s): the identity "
