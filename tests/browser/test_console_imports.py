@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import FilePayload, Page, expect
 from sqlalchemy import func, select
 
-from grantflow.access import identity_imports
+from grantflow.access import identity_import, identity_imports
 from grantflow.access.models import Identity, IdentityImport
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
@@ -23,7 +23,7 @@ from grantflow.queue.database import DatabaseQueue
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 from tests.browser.conftest import Console
-from tests.support.browser import PageWatch
+from tests.support.browser import PageWatch, screenshot
 
 LIMIT = 4096  # the servers' GRANTFLOW_EVIDENCE_MAX_BYTES here: a file can be too large cheaply
 
@@ -114,6 +114,8 @@ def test_an_admin_imports_a_csv_file_and_follows_it_to_the_end(
     expect(rejected.locator(".chip")).to_have_text("rejected")
     expect(rejected.locator(".failure-message")).to_contain_text(re.compile(r"^email: "))
     expect(page.locator("#row-2")).to_contain_text("identity_joined")
+
+    screenshot(page, "identity-import")
 
     page.get_by_label("Outcome").select_option("rejected")
     page.get_by_role("button", name="Filter").click()
@@ -239,3 +241,32 @@ def test_cancel_stops_an_import_whose_last_batch_failed(
     work_through(console.database)
     with console.database.transaction() as session:
         assert session.execute(select(func.count()).select_from(Identity)).scalar_one() == 0
+
+
+def test_an_import_whose_batch_keeps_failing_shows_it_failed_and_what_to_do(
+    console: Console, signed_in_page: Callable[..., Page], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch failing MAX_FAILURES times in a row fails the import: its page says so, with the
+    error (never a row's values) and the next step, and stops refreshing itself."""
+    import_id = queued(console.database)
+
+    def refused(self: Any, session: Any, queue: Any, batch: list[Any]) -> None:
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(identity_import.Importer, "write", refused)
+    queue = DatabaseQueue(console.database)
+    at = dt.datetime.now(dt.UTC)
+    try:
+        for attempt in range(identity_imports.MAX_FAILURES):
+            with console.database.transaction() as session:
+                identity_imports.import_due(session, queue, at + attempt * identity_imports.RETRY)
+    finally:
+        queue.close()
+    page = signed_in_page("admin")
+    page.goto(f"/identity-imports/{import_id}")
+    expect(status_chip(page)).to_have_text("failed")
+    banner = page.locator(".banner.bad")
+    expect(banner).to_contain_text("The import failed: RuntimeError: the disk is full")
+    expect(banner).to_contain_text("import the file again")
+    expect(page.locator("meta[http-equiv=refresh]")).to_have_count(0)
+    expect(page.get_by_role("button", name="Cancel import")).to_have_count(0)
