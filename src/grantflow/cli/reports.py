@@ -4,6 +4,7 @@ audit log, stored with their SHA-256; through /api/v1/reports."""
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,14 @@ from grantflow.cli.context import (
     out,
     progress,
 )
-from grantflow.errors import ValidationError
+from grantflow.errors import BadRequest, ValidationError
 
 app = typer.Typer(help="Generate, list and download reports.", no_args_is_help=True)
 KINDS = "grants_by_application, grants_by_identity, run_outcomes_by_workflow or audit_export"
-_COLUMNS = ["id", "kind", "format", "rows", "size", "sha256", "created_by", "created_at"]
+_COLUMNS = [
+    "id", "kind", "format", "status", "rows", "size", "sha256", "created_by", "created_at"
+]  # fmt: skip
+POLL_SECONDS = 1.0  # how often a waiting `generate` asks whether the workers are done
 
 
 def _params(values: list[str]) -> dict[str, Any]:
@@ -63,18 +67,44 @@ def generate(
     output: Path = typer.Option(
         None, "--output", "-o", dir_okay=False, help="also write the content to this file"
     ),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="a large report: print it while the workers write it"
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Generate a report and store it; print its id, rows and SHA-256."""
+    """Generate a report and store it; print its id, rows and SHA-256. A report of more than
+    20,000 rows is written by the workers: this waits for it (Ctrl-C stops the waiting)."""
+    if no_wait and output is not None:
+        raise typer.BadParameter("--output needs the report written: leave out --no-wait")
     body = {"kind": kind, "format": fmt, "params": _params(param or [])}
     with errors_as_lines({"format": "--format", "kind": "KIND"}), connect() as api:
         with progress(f"generating {kind}", quiet=as_json):
             shown = api.post("/reports", body)
-        content = api.request("GET", f"/reports/{shown['id']}/content").content if output else b""
+            while shown["status"] == "generating" and not no_wait:
+                time.sleep(POLL_SECONDS)
+                shown = api.get(f"/reports/{shown['id']}")
+        if shown["status"] == "failed":
+            raise BadRequest(
+                f"report {shown['id']} could not be generated: {shown['error']}",
+                next_action="generate it again",
+            )
+        ready = shown["status"] == "ready"
+        content = (
+            api.request("GET", f"/reports/{shown['id']}/content").content
+            if output and ready
+            else b""
+        )
     if output is not None:
         _write(output, content)
     if as_json:
         emit_json(shown)
+        return
+    if not ready:
+        out.print(
+            f"report {shown['id']} ({shown['kind']}, {shown['format']}): {shown['rows']} row(s), "
+            f"generating; download it once ready: grantflow reports download {shown['id']} -o FILE",
+            markup=False,
+        )
         return
     out.print(
         f"report {shown['id']} ({shown['kind']}, {shown['format']}): {shown['rows']} row(s), "

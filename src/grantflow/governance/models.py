@@ -119,7 +119,9 @@ class ControlEvaluation(Base):
 
 
 class Report(Base):
-    """A generated report, stored with its SHA-256 for download."""
+    """A generated report, stored with its SHA-256 for download: in `ReportChunk`s of a
+    megabyte (before 0032: whole, in `content`). A large one is `generating` while the workers
+    write it."""
 
     __tablename__ = "reports"
 
@@ -127,10 +129,24 @@ class Report(Base):
     kind: Mapped[str] = mapped_column(String(40), index=True)
     format: Mapped[str] = mapped_column(String(10))  # csv | json
     params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="ready", server_default="ready")
+    error: Mapped[str | None] = mapped_column(Text)  # why generating it failed
     rows: Mapped[int] = mapped_column(Integer, default=0)
     size: Mapped[int] = mapped_column(Integer, default=0)
     sha256: Mapped[str] = mapped_column(String(64))
-    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    content: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     job_id: Mapped[str | None] = mapped_column(String(36), index=True)
     created_by: Mapped[str] = mapped_column(String(320))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReportChunk(Base):
+    """A part of a report's file, in order: a report is read and sent a chunk at a time."""
+
+    __tablename__ = "report_chunks"
+
+    report_id: Mapped[str] = mapped_column(
+        ForeignKey("reports.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

@@ -4,11 +4,12 @@ list the stored ones, and download one with its SHA-256."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import Response
-from pydantic import BaseModel
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, Field
 
 from grantflow.api.idempotency import Idempotency, idempotency
 from grantflow.api.routes import API_PREFIX
@@ -18,7 +19,7 @@ from grantflow.api.state import database
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Permission
 from grantflow.governance import reports as service
-from grantflow.governance.reports import ReportKind
+from grantflow.governance.report_rows import ReportKind
 from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -30,7 +31,12 @@ class ReportOut(BaseModel):
     kind: str
     format: str
     params: dict[str, Any]
-    rows: int
+    status: str = Field(
+        description="ready; generating (a report of more than 20,000 rows, which the workers "
+        "write within seconds to minutes: download it once ready); failed (see error)"
+    )
+    error: str | None = Field(description="why generating it failed")
+    rows: int = Field(description="its rows (while generating: how many it will have)")
     size: int
     sha256: str
     content_type: str
@@ -104,14 +110,25 @@ def download_report(
     actor: Actor = Depends(Require(Permission.JOB_READ)),
     db: Database = Depends(database),
 ) -> Response:
-    """The report's bytes as stored; an audit_export also needs audit:read."""
+    """The report's bytes as stored, sent a chunk at a time; an audit_export also needs
+    audit:read; a report not written yet (or whose writing failed) is a 409."""
     with db.transaction() as session:
         got = service.download(session, actor, report_id)
-    return Response(
-        content=got.content,
+
+    def body() -> Iterator[bytes]:
+        # (each chunk read in a short transaction of its own, so a slow client holds nothing;
+        # exactly as many reads as chunks: the last byte sent is the last read done)
+        for seq in range(got.chunks):
+            with db.transaction() as session:
+                data = service.chunk(session, got.report_id, seq)
+            yield data or b""
+
+    return StreamingResponse(
+        body(),
         media_type=got.content_type,
         headers={
             "Content-Disposition": f'attachment; filename="{got.filename}"',
+            "Content-Length": str(got.size),
             "X-Content-SHA256": got.sha256,
             "X-Content-Type-Options": "nosniff",
         },

@@ -1,0 +1,202 @@
+"""Large reports: above INLINE_ROWS rows a report is `generating` until the workers write it,
+in chunks, from its stored parameters, with the same bytes the request would have written;
+a failure is kept on the report; the limit names the field; a report stored whole before
+0032 still downloads; names sort by their lower-cased form on both databases."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, insert, select
+
+from grantflow.access.models import Identity
+from grantflow.auth.permissions import Role
+from grantflow.governance import report_files, report_rows, reports
+from grantflow.governance.models import Report, ReportChunk
+from grantflow.store.base import utcnow
+from grantflow.store.database import Database
+from tests.conftest import Api
+from tests.support.connections import API, ok
+from tests.support.engine import running_worker
+from tests.support.processes import poll
+
+ADMIN = "admin@example.com"
+PEOPLE = ["bob@example.com", "Ada@example.com", "carl@example.com", "_x@example.com"]
+
+
+@pytest.fixture
+def admin(api: Api) -> Iterator[httpx.Client]:
+    with api.as_role(Role.ADMIN, ADMIN) as client:
+        yield client
+
+
+@pytest.fixture
+def small(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two rows at most in a request, chunks of 100 bytes: a few rows make a large report."""
+    monkeypatch.setattr(reports, "INLINE_ROWS", 2)
+    monkeypatch.setattr(report_files, "CHUNK_BYTES", 100)
+
+
+def granted(admin: httpx.Client) -> None:
+    app = ok(admin.post(f"{API}/applications", json={"name": "Wiki"}), 201)
+    for email in PEOPLE:
+        person = ok(admin.post(f"{API}/identities", json={"email": email}), 201)
+        body = {"identity": person["id"], "application": app["id"]}
+        ok(admin.post(f"{API}/grants", json=body), 201)
+
+
+def generate(admin: httpx.Client, kind: str, fmt: str = "csv", **params: Any) -> dict[str, Any]:
+    body = {"kind": kind, "format": fmt, "params": params}
+    answer = admin.post(f"{API}/reports", json=body)
+    assert answer.status_code == 201, answer.text
+    shown: dict[str, Any] = answer.json()
+    return shown
+
+
+def tick(database: Database) -> bool:
+    with database.transaction() as session:
+        return reports.generate_due(session)
+
+
+def download(admin: httpx.Client, report: dict[str, Any]) -> bytes:
+    answer = admin.get(report["content_link"])
+    assert answer.status_code == 200, answer.text
+    assert hashlib.sha256(answer.content).hexdigest() == answer.headers["x-content-sha256"]
+    assert int(answer.headers["content-length"]) == len(answer.content) == report["size"]
+    return answer.content
+
+
+@pytest.mark.usefixtures("small")
+def test_a_large_report_is_written_by_the_workers_as_the_request_would_write_it(
+    api: Api, admin: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    granted(admin)
+    report = generate(admin, "grants_by_identity")
+    assert (report["status"], report["rows"], report["size"]) == ("generating", 4, 0)
+    refused = admin.get(report["content_link"])
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "report_generating"
+
+    assert tick(api.database)
+    assert tick(api.database) is False  # nothing else to write
+    ready = ok(admin.get(report["link"]))
+    assert (ready["status"], ready["rows"], ready["error"]) == ("ready", 4, None)
+    written = download(admin, ready)
+    with api.database.transaction() as session:
+        stored = session.execute(
+            select(func.count()).where(ReportChunk.report_id == report["id"])
+        ).scalar_one()
+    assert stored == -(-len(written) // 100) > 1  # a chunk of 100 bytes at a time
+
+    monkeypatch.setattr(reports, "INLINE_ROWS", 100)  # the same report written in the request
+    inline = generate(admin, "grants_by_identity")
+    assert inline["status"] == "ready"
+    assert download(admin, inline) == written
+    names = [r["identity"] for r in csv.DictReader(io.StringIO(written.decode()))]
+    assert names == ["_x@example.com", "ada@example.com", "bob@example.com", "carl@example.com"]
+
+    entries = ok(admin.get(f"{API}/audit", params={"action": "report.generated"}))["items"]
+    by_worker = next(e for e in entries if e["target_id"] == report["id"])
+    assert by_worker["actor"] == ADMIN
+    assert by_worker["summary"]["sha256"] == ready["sha256"]
+
+
+@pytest.mark.usefixtures("small")
+def test_a_worker_writes_a_large_json_report(api: Api, admin: httpx.Client) -> None:
+    granted(admin)
+    report = generate(admin, "grants_by_application", "json", status="all")
+    with running_worker(api.database, tick_seconds=0.2):
+        ready = poll(
+            lambda: (v := ok(admin.get(report["link"])))["status"] == "ready" and v,
+            timeout=60,
+            what="the workers to write the report",
+        )
+    document = json.loads(download(admin, ready))
+    assert document["row_count"] == len(document["rows"]) == 4
+    assert document["params"] == {"status": "all"}
+    assert all(list(r) == document["columns"] for r in document["rows"])
+
+
+@pytest.mark.usefixtures("small")
+def test_a_report_the_workers_cannot_write_says_why(
+    api: Api, admin: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    granted(admin)
+    report = generate(admin, "grants_by_identity")
+
+    def broken(*_: Any) -> Iterator[dict[str, Any]]:
+        yield {"identity": "half"}
+        raise RuntimeError("the disk is full")
+
+    spec = report_rows.KINDS[report_rows.ReportKind.GRANTS_BY_IDENTITY]
+    monkeypatch.setitem(
+        reports.KINDS,
+        report_rows.ReportKind.GRANTS_BY_IDENTITY,
+        report_rows.KindSpec(spec.params, spec.plan, broken, spec.columns, spec.description),
+    )
+    assert tick(api.database)
+    failed = ok(admin.get(report["link"]))
+    assert (failed["status"], failed["error"]) == ("failed", "RuntimeError: the disk is full")
+    refused = admin.get(report["content_link"])
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "report_failed"
+    assert "the disk is full" in refused.json()["error"]["message"]
+    with api.database.transaction() as session:  # nothing of it is kept
+        assert session.execute(select(func.count()).select_from(ReportChunk)).scalar_one() == 0
+
+
+def test_more_rows_than_the_limit_is_refused_naming_the_field(
+    api: Api, admin: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    granted(admin)
+    monkeypatch.setattr(reports, "MAX_ROWS", 3)
+    answer = admin.post(f"{API}/reports", json={"kind": "grants_by_identity"})
+    assert answer.status_code == 422
+    error = answer.json()["error"]
+    assert error["message"] == "body.params: the report would have 4 rows, more than 3"
+    assert error["details"] == [{"field": "body.params", "message": "more than 3 rows"}]
+
+
+def test_a_report_stored_whole_before_chunks_still_downloads(api: Api, admin: httpx.Client) -> None:
+    content = b"identity\r\nada@example.com\r\n"
+    with api.database.transaction() as session:
+        session.execute(
+            insert(Report),
+            {
+                "id": "0190aaaa-0000-7000-8000-000000000001",
+                "kind": "grants_by_identity",
+                "format": "csv",
+                "params": {"status": "active"},
+                "status": "ready",
+                "rows": 1,
+                "size": len(content),
+                "sha256": hashlib.sha256(content).hexdigest(),
+                "content": content,
+                "created_by": ADMIN,
+                "created_at": utcnow(),
+            },
+        )
+    shown = ok(admin.get(f"{API}/reports/0190aaaa-0000-7000-8000-000000000001"))
+    assert download(admin, shown) == content
+
+
+def test_a_deleted_identity_is_named_as_it_was(api: Api, admin: httpx.Client) -> None:
+    """The label a grant's identity had, in SQL as in `identity_label`: a deleted identity's
+    row sorts and shows by the e-mail it had."""
+    granted(admin)
+    with api.database.transaction() as session:
+        ada = session.execute(select(Identity).where(Identity.email == "ada@example.com"))
+        person = ada.scalar_one()
+        person.attributes = {"deleted_email": "zoe@example.com"}
+        person.email = None
+        person.deleted_at = utcnow()
+    report = generate(admin, "grants_by_identity", status="all")
+    names = [r["identity"] for r in csv.DictReader(io.StringIO(download(admin, report).decode()))]
+    assert names == ["_x@example.com", "bob@example.com", "carl@example.com", "zoe@example.com"]
