@@ -29,6 +29,7 @@ _COLUMNS = [
     "id", "kind", "format", "status", "rows", "size", "sha256", "created_by", "created_at"
 ]  # fmt: skip
 POLL_SECONDS = 1.0  # how often a waiting `generate` asks whether the workers are done
+IDLE_HINT_SECONDS = 30.0  # still generating this long: perhaps no worker runs
 
 
 def _params(values: list[str]) -> dict[str, Any]:
@@ -79,10 +80,19 @@ def generate(
     body = {"kind": kind, "format": fmt, "params": _params(param or [])}
     with errors_as_lines({"format": "--format", "kind": "KIND"}), connect() as api:
         with progress(f"generating {kind}", quiet=as_json):
-            shown = api.post("/reports", body)
+            # (locally no worker runs: this process writes it, whatever its size)
+            shown = api.post("/reports", body, wait=not (api.remote or no_wait))
+            waited = 0.0
             while shown["status"] == "generating" and not no_wait:
                 time.sleep(POLL_SECONDS)
+                waited += POLL_SECONDS
                 shown = api.get(f"/reports/{shown['id']}")
+                if waited == IDLE_HINT_SECONDS:
+                    err.print(
+                        f"report {shown['id']}: no worker has written it yet: is "
+                        "`grantflow worker` (or `serve`) running? (Ctrl-C stops the waiting)",
+                        markup=False,
+                    )
         if shown["status"] == "failed":
             raise BadRequest(
                 f"report {shown['id']} could not be generated: {shown['error']}",

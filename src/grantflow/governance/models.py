@@ -137,6 +137,9 @@ class Report(Base):
     content: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     job_id: Mapped[str | None] = mapped_column(String(36), index=True)
     created_by: Mapped[str] = mapped_column(String(320))
+    # who asked, as its audit entry names them when a worker writes it later
+    created_by_id: Mapped[str | None] = mapped_column(String(36))
+    request_id: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

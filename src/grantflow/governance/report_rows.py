@@ -10,8 +10,8 @@ Kinds:
 - `run_outcomes_by_workflow`: per workflow, the number of runs created in a period per status;
 - `audit_export`: the audit log's entries in a time range, oldest first, with their hashes.
 
-Names sort by their lower-cased form, letter by letter in code-point order, on both databases
-(non-ASCII letters are not folded: `É` sorts after `z`).
+Names sort by their lower-cased form (PostgreSQL's lower(), Python's on SQLite: both fold
+non-ASCII letters), letter by letter in code-point order: `_x` before `ada`, `émile` after `zed`.
 """
 
 from __future__ import annotations
@@ -182,9 +182,12 @@ def _grant_rows(kind: ReportKind, session: Session, effective: dict[str, Any]) -
     role = func.coalesce(Grant.role, literal(""))
     postgresql = session.get_bind().dialect.name == "postgresql"
 
-    def key(column: Any) -> Any:  # (code-point order: "C" on PostgreSQL, SQLite's own)
-        lowered = func.lower(column)
-        return lowered.collate("C") if postgresql else lowered
+    def key(column: Any) -> Any:
+        # lower-cased (SQLite's lower() folds ASCII only: Python's, registered on SQLite
+        # connections), then in code-point order ("C" on PostgreSQL, SQLite's own)
+        if postgresql:
+            return func.lower(column).collate("C")
+        return func.grantflow_lower(column)
 
     people = (key(label), key(Application.name))
     order = (

@@ -195,6 +195,8 @@ class SqliteDatabase(Database):
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            # SQLite's lower() folds ASCII only; reports sort names as PostgreSQL's does
+            dbapi_conn.create_function("grantflow_lower", 1, _lower, deterministic=True)
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
@@ -360,3 +362,7 @@ def database_of(session: Session) -> Database:
     if not isinstance(database, Database):
         raise RuntimeError("session was not opened through Database.transaction()")
     return database
+
+
+def _lower(value: str | None) -> str | None:
+    return value.lower() if isinstance(value, str) else value

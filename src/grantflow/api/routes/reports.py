@@ -51,19 +51,29 @@ class ReportOut(BaseModel):
 @router.post("", status_code=201, response_model=ReportOut)
 def generate_report(
     body: service.ReportRequest,
+    wait: bool = Query(
+        False,
+        description="write a large report in this request too, not by the workers (the "
+        "request lasts as long: about 2 s per 100,000 rows)",
+    ),
     actor: Actor = Depends(Require(Permission.JOB_MANAGE)),
     db: Database = Depends(database),
     once: Idempotency = Depends(idempotency),
 ) -> Response:
-    """Generate and store a report; an audit_export also needs audit:read. With an
-    Idempotency-Key, a retry of the same request returns the same report."""
+    """Generate and store a report; an audit_export also needs audit:read. A report of more
+    than 20,000 rows is `generating` until the workers have written it (unless `wait`). With
+    an Idempotency-Key, a retry of the same request returns the same report."""
     with db.transaction() as session:
         return once.respond(
             session,
             actor,
             201,
             lambda: ReportOut.model_validate(
-                service.view(service.generate(session, actor, body.kind, body.format, body.params))
+                service.view(
+                    service.generate(
+                        session, actor, body.kind, body.format, body.params, inline=wait
+                    )
+                )
             ),
         )
 

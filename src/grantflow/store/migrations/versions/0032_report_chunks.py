@@ -24,6 +24,8 @@ def upgrade() -> None:
             sa.Column("status", sa.String(length=20), nullable=False, server_default="ready")
         )
         batch.add_column(sa.Column("error", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("created_by_id", sa.String(length=36), nullable=True))
+        batch.add_column(sa.Column("request_id", sa.String(length=100), nullable=True))
         batch.alter_column("content", existing_type=sa.LargeBinary(), nullable=True)
     op.create_table(
         "report_chunks",
@@ -46,5 +48,7 @@ def downgrade() -> None:
     op.drop_table("report_chunks")
     with op.batch_alter_table("reports") as batch:
         batch.alter_column("content", existing_type=sa.LargeBinary(), nullable=False)
+        batch.drop_column("request_id")
+        batch.drop_column("created_by_id")
         batch.drop_column("error")
         batch.drop_column("status")
