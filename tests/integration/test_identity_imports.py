@@ -310,3 +310,25 @@ def test_the_waiting_import_is_an_import_too(api: Api, admin: httpx.Client) -> N
     assert [r["row"] for r in all_rows(admin, listed["id"])] == [
         r["row"] for r in report["results"]
     ]
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_the_waiting_import_that_stops_says_where_to_follow_it_and_the_workers_finish_it(
+    api: Api, admin: httpx.Client, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = identity_import.Importer.write
+
+    def broken(self: Any, session: Any, queue: Any, batch: list[Any]) -> None:
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(identity_import.Importer, "write", broken)
+    stopped = admin.post(f"{API}/identities/import", files={"file": ("p.csv", CHAIN.encode())})
+    assert stopped.status_code == 500
+    error = stopped.json()["error"]
+    assert "stopped at row 0 of 7: RuntimeError: the disk is full" in error["message"]
+    follow = error["next_action"].split("follow it at GET ")[1]
+    monkeypatch.setattr(identity_import.Importer, "write", real_write)  # the cause is fixed
+    view = ok(admin.get(follow))
+    while tick(database, dt.datetime.fromisoformat(view["retry_at"])):
+        pass
+    assert ok(admin.get(follow))["status"] == "succeeded"  # followed, as it said

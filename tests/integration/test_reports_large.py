@@ -261,3 +261,25 @@ def test_a_deleted_identity_is_named_as_it_was(api: Api, admin: httpx.Client) ->
     report = generate(admin, "grants_by_identity", status="all")
     names = [r["identity"] for r in csv.DictReader(io.StringIO(download(admin, report).decode()))]
     assert names == ["_x@example.com", "bob@example.com", "carl@example.com", "zoe@example.com"]
+
+
+@pytest.mark.usefixtures("small")
+def test_a_failed_report_is_generated_again_as_its_refusal_says(
+    api: Api, admin: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    granted(admin)
+    first = generate(admin, "audit_export")
+    real = reports._write
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(reports, "_write", broken)
+    assert tick(api.database)
+    refused = admin.get(first["content_link"]).json()["error"]
+    assert refused["next_action"] == "generate it again (POST /api/v1/reports)"
+    monkeypatch.setattr(reports, "_write", real)  # the cause is fixed
+    again = generate(admin, "audit_export")  # the next action, taken
+    assert tick(api.database)
+    assert ok(admin.get(again["link"]))["status"] == "ready"
+    assert download(admin, ok(admin.get(again["link"])))
