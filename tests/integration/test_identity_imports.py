@@ -332,3 +332,34 @@ def test_the_waiting_import_that_stops_says_where_to_follow_it_and_the_workers_f
     while tick(database, dt.datetime.fromisoformat(view["retry_at"])):
         pass
     assert ok(admin.get(follow))["status"] == "succeeded"  # followed, as it said
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_a_waiting_import_cancelled_meanwhile_is_a_409_naming_its_rows(
+    api: Api, admin: httpx.Client, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled by someone else between two of its batches, the waiting request says so (it
+    answered a normal report of the rows written so far)."""
+    real_advance = identity_imports.advance
+
+    def then_cancelled(session: Any, queue: Any, imported: Any, *args: Any, **kw: Any) -> bool:
+        more = real_advance(session, queue, imported, *args, **kw)
+        imported.status, imported.cancelled_by = "cancelled", "someone@example.com"
+        return more
+
+    monkeypatch.setattr(identity_imports, "advance", then_cancelled)
+    answer = admin.post(f"{API}/identities/import", files={"file": ("p.csv", CHAIN.encode())})
+    assert answer.status_code == 409
+    error = answer.json()["error"]
+    assert error["code"] == "import_ended"
+    assert "was cancelled after 2 of 7 rows" in error["message"]
+    rows = ok(admin.get(error["next_action"].split("GET ")[1]))["items"]  # the action, taken
+    assert len(rows) == 2
+
+
+def test_an_unknown_import_says_where_the_imports_are(api: Api, admin: httpx.Client) -> None:
+    missing = admin.get(f"{IMPORTS}/0190aaaa-0000-7000-8000-000000000009")
+    assert missing.status_code == 404
+    action = missing.json()["error"]["next_action"]
+    assert action == "list imports: GET /api/v1/identity-imports"
+    assert ok(admin.get(action.split("GET ")[1]))["items"] == []  # the action, taken

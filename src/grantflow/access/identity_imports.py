@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session
 
@@ -310,21 +310,24 @@ def import_csv(
     while True:
         with database.transaction() as session:
             imported = get(session, import_id, lock=True)
-            if ImportStatus(imported.status).ended:
+            status = ImportStatus(imported.status)
+            if status == ImportStatus.SUCCEEDED:
                 break
+            if status.ended:  # (cancelled meanwhile, or failed by a worker)
+                raise Conflict(
+                    f"identity import {import_id} was {status} after {imported.done_rows} of "
+                    f"{imported.rows} rows",
+                    next_action="see what its rows came to: "
+                    f"GET /api/v1/identity-imports/{import_id}/rows",
+                    code="import_ended",
+                )
             _advance_or_failure(session, queue, imported, utcnow(), batch_rows)
             error, done = imported.error, imported.done_rows
         if error:  # (raised once the error is committed on the import)
-            ended = ImportStatus(imported.status).ended
             raise InternalError(
-                f"identity import {import_id} {'failed' if ended else 'stopped'} at row {done} "
-                f"of {imported.rows}: {error}",
-                next_action=(
-                    "fix the cause, then import the file again (the rows written are unchanged)"
-                    if ended
-                    else "the workers try it again in a minute: follow it at "
-                    f"GET /api/v1/identity-imports/{import_id}"
-                ),
+                f"identity import {import_id} stopped at row {done} of {imported.rows}: {error}",
+                next_action="the workers try it again in a minute: follow it at "
+                f"GET /api/v1/identity-imports/{import_id}",
             )
     with database.transaction() as session:
         imported = get(session, import_id)
@@ -454,10 +457,3 @@ def rows_page(
     found = rows_of(session, imported, outcome=outcome, cursor=cursor, limit=limit)
     page = page_of(found, limit, lambda r: r["row"])
     return Page(items=[r["result"] for r in page.items], next_cursor=page.next_cursor)
-
-
-def pending(session: Session) -> int:
-    """Imports the workers have yet to finish."""
-    return int(
-        session.execute(select(func.count()).where(IdentityImport.status.in_(_OPEN))).scalar_one()
-    )

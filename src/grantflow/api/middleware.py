@@ -257,7 +257,8 @@ def _unstorable_json(body: bytes) -> Refusal | None:
 def _same_site_path(referer: str) -> str:
     """The path (and query) of the page a form was sent from, to link back to; else "/"."""
     parts = urlsplit(referer)
-    if not parts.path.startswith("/") or parts.path.startswith("//"):
+    # (not "//host" nor "/\\host", which browsers take for another site)
+    if not parts.path.startswith("/") or parts.path.startswith(("//", "/\\")):
         return "/"
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
@@ -270,7 +271,7 @@ async def _send_page(
     code: str,
     message: str,
     next_action: str,
-    details: list[dict[str, str]] | None = None,
+    _details: list[dict[str, str]] | None = None,
 ) -> None:
     """A refusal as a plain HTML page, for a console form refused before the console sees it
     (a file over the limit): what is wrong, what to do, and the way back."""
