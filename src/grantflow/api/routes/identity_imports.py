@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from grantflow.access import identity_imports as service
-from grantflow.access.identity_import import Outcome, RowResult
+from grantflow.access.identity_import import ImportCounts, Outcome, RowResult
 from grantflow.access.identity_imports import ImportStatus
 from grantflow.api.routes import API_PREFIX
 from grantflow.api.routes.identity_import import CSV_BODY, upload
@@ -25,13 +25,6 @@ from grantflow.store.database import Database
 from grantflow.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(prefix=f"{API_PREFIX}/identity-imports", tags=["identities"])
-
-
-class ImportCountsOut(BaseModel):
-    created: int
-    updated: int
-    unchanged: int
-    rejected: int
 
 
 class ImportOut(BaseModel):
@@ -47,7 +40,7 @@ class ImportOut(BaseModel):
     rows: int = Field(description="data rows in the file")
     done_rows: int = Field(description="rows written (or rejected) so far")
     percent: float
-    counts: ImportCountsOut
+    counts: ImportCounts
     error: str | None = Field(
         description="why the last batch failed (undone: no row of it was written); the workers "
         "try it again at retry_at"
