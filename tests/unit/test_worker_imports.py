@@ -47,6 +47,8 @@ NEVER_IN_A_WORKER = (
     "rich",
     "pygments",
     "colorama",
+    # what structlog imports when installed, for context per greenlet; a worker's are threads
+    "greenlet",
 )
 
 # `grantflow worker`'s module, loaded as the command line loads it
@@ -105,9 +107,10 @@ def test_a_step_type_is_imported_when_a_step_of_it_runs_and_not_before() -> None
 def test_the_terminal_libraries_a_worker_went_without_can_still_be_imported() -> None:
     """They are hidden while the worker's module loads, not after: `grantflow worker --help`
     and whatever needs them later still get them."""
-    loaded = _loaded_after(f"{WORKER_COMMAND}; import rich.console, pygments")
+    loaded = _loaded_after(f"{WORKER_COMMAND}; import rich.console, pygments, greenlet")
     assert "rich.console" in loaded
     assert "pygments" in loaded
+    assert "greenlet" in loaded
 
 
 def test_hiding_a_package_makes_its_import_fail_within_and_not_after() -> None:

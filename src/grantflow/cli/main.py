@@ -26,10 +26,12 @@ def _db(target: str, help_text: str, hidden: tuple[str, ...] = ()) -> Lazy:
     return Lazy(f"grantflow.cli.{target}", help_text, DATABASE, hidden)
 
 
-# Terminal libraries httpx and structlog import whenever installed (the command line needs
-# them): httpx for its own command line, structlog for coloured tracebacks, which Grantflow's
-# logs never use (tracebacks are plain text: grantflow.logging). About 5 MB of a worker.
-TERMINAL_ONLY = ("rich", "pygments", "colorama")
+# Libraries others import whenever installed, for what a worker never does: httpx imports
+# rich and pygments for its own command line, structlog colorama for coloured tracebacks
+# (Grantflow's logs print them as plain text: grantflow.logging) and greenlet for a context
+# per greenlet (a worker's are threads; SQLAlchemy needs greenlet only for asyncio). About
+# 6 MB of a worker.
+WORKER_NEVER_USES = ("rich", "pygments", "colorama", "greenlet")
 
 
 COMMANDS: dict[str, Lazy] = {
@@ -60,7 +62,7 @@ COMMANDS: dict[str, Lazy] = {
     "login": _api("profile:login", "Save a server URL and API token for later commands."),
     "logout": _api("profile:logout", "Forget the saved server and token."),
     "serve": _db("server:serve", "Run the API, an embedded worker and the scheduler."),
-    "worker": _db("worker:worker", "Run a worker process that advances runs.", TERMINAL_ONLY),
+    "worker": _db("worker:worker", "Run a worker process that advances runs.", WORKER_NEVER_USES),
     "scheduler": _db("server:scheduler", "Run the scheduler (leader-elected)."),
     "migrate": _db("server:migrate", "Apply database migrations up to the newest."),
     "demo": _db("server:demo", "Migrate and create the demo workspace unless it exists."),
