@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +13,12 @@ from grantflow.cli.context import (
     JSON_OPTION,
     emit_json,
     emit_table,
-    err,
     errors_as_lines,
     out,
     progress,
 )
 from grantflow.cli.files import multipart
+from grantflow.cli.waiting import Waiting
 from grantflow.errors import BadRequest, ValidationError
 
 app = typer.Typer(
@@ -29,8 +28,6 @@ app = typer.Typer(
 
 # exit code of `import` when some rows were rejected (the others were imported)
 ROWS_REJECTED = 3
-POLL_SECONDS = 1.0  # how often a waiting `import` asks how far the workers are
-IDLE_HINT_SECONDS = 30.0  # queued this long: perhaps no worker runs
 OPTIONS = {"attributes": "--attr"}  # body fields named after another option
 STATES = ("joiner", "active", "mover", "leaver", "left")
 
@@ -299,40 +296,30 @@ def import_file(
 
 def _follow(api: Client, started: dict[str, Any], *, quiet: bool) -> dict[str, Any]:
     """Wait for the workers to finish the import, showing its progress; then its report. What
-    needs a person (no worker takes it, a batch failed) is also said once on stderr, for a
-    script or --json that shows no progress bar."""
+    needs a person (no worker runs, a batch failed) is also said once on stderr, for a script
+    or --json that shows no progress bar."""
     import_id, name = started["id"], started["filename"] or "the file"
-    view = started
-    waited = 0.0
-    said: set[str] = set()
+    waiting = Waiting(
+        api, f"import {import_id}", resume=f"grantflow identities imports {import_id}"
+    )
+    with progress(f"importing {name}", quiet=quiet) as update:
 
-    def note(text: str) -> None:
-        if text not in said:
-            said.add(text)
-            err.print(f"import {import_id}: {text}", markup=False)
+        def each(view: dict[str, Any]) -> None:
+            if view["error"] and view["status"] in ("queued", "running"):
+                waiting.note(f"a batch failed: {view['error']} (the workers try again at "
+                             f"{view['retry_at']})")  # fmt: skip
+            shown = f"importing {name}: {view['done_rows']:,} of {view['rows']:,} rows"
+            update(description=shown, completed=view["done_rows"], total=view["rows"])
 
-    try:
-        with progress(f"importing {name}", quiet=quiet) as update:
-            while view["status"] in ("queued", "running"):
-                time.sleep(POLL_SECONDS)
-                waited += POLL_SECONDS
-                view = api.get(f"/identity-imports/{import_id}")
-                shown = f"importing {name}: {view['done_rows']:,} of {view['rows']:,} rows"
-                if view["error"] and view["status"] in ("queued", "running"):
-                    note(f"a batch failed: {view['error']} (the workers try again at "
-                         f"{view['retry_at']})")  # fmt: skip
-                elif view["status"] == "queued" and waited >= IDLE_HINT_SECONDS:
-                    note("no worker has taken it yet: is `grantflow worker` (or `serve`) running?")
-                update(description=shown, completed=view["done_rows"], total=view["rows"])
-    except KeyboardInterrupt:
-        err.print(
-            f"stopped waiting; import {import_id} goes on in the workers: "
-            f"grantflow identities imports {import_id}",
-            markup=False,
+        view = waiting.follow(
+            started,
+            lambda: api.get(f"/identity-imports/{import_id}"),
+            going=lambda view: view["status"] in ("queued", "running"),
+            taken=lambda view: view["status"] == "running",
+            each=each,
         )
-        raise typer.Exit(130) from None
     if view["status"] == "failed":
-        note(f"failed at row {view['done_rows']} of {view['rows']}: {view['error']}")
+        waiting.note(f"failed at row {view['done_rows']} of {view['rows']}: {view['error']}")
     results = api.items(f"/identity-imports/{import_id}/rows", limit=view["rows"] or 1)
     return {
         "dry_run": False,

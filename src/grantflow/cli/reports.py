@@ -4,7 +4,6 @@ audit log, stored with their SHA-256; through /api/v1/reports."""
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from grantflow.cli.context import (
     out,
     progress,
 )
+from grantflow.cli.waiting import Waiting
 from grantflow.errors import BadRequest, ValidationError
 
 app = typer.Typer(help="Generate, list and download reports.", no_args_is_help=True)
@@ -28,8 +28,6 @@ KINDS = "grants_by_application, grants_by_identity, run_outcomes_by_workflow or 
 _COLUMNS = [
     "id", "kind", "format", "status", "rows", "size", "sha256", "created_by", "created_at"
 ]  # fmt: skip
-POLL_SECONDS = 1.0  # how often a waiting `generate` asks whether the workers are done
-IDLE_HINT_SECONDS = 30.0  # still generating this long: perhaps no worker runs
 
 
 def _params(values: list[str]) -> dict[str, Any]:
@@ -82,17 +80,17 @@ def generate(
         with progress(f"generating {kind}", quiet=as_json):
             # (locally no worker runs: this process writes it, whatever its size)
             shown = api.post("/reports", body, wait=not (api.remote or no_wait))
-            waited = 0.0
-            while shown["status"] == "generating" and not no_wait:
-                time.sleep(POLL_SECONDS)
-                waited += POLL_SECONDS
-                shown = api.get(f"/reports/{shown['id']}")
-                if waited == IDLE_HINT_SECONDS:
-                    err.print(
-                        f"report {shown['id']}: no worker has written it yet: is "
-                        "`grantflow worker` (or `serve`) running? (Ctrl-C stops the waiting)",
-                        markup=False,
-                    )
+            if not no_wait:
+                report_id = shown["id"]
+                shown = Waiting(
+                    api, f"report {report_id}",
+                    resume=f"grantflow reports download {report_id} -o FILE",
+                ).follow(
+                    shown,
+                    lambda: api.get(f"/reports/{report_id}"),
+                    going=lambda view: view["status"] == "generating",
+                    taken=lambda view: None,  # (the report says not whether a worker writes it)
+                )  # fmt: skip
         if shown["status"] == "failed":
             raise BadRequest(
                 f"report {shown['id']} could not be generated: {shown['error']}",
