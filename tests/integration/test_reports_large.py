@@ -283,3 +283,53 @@ def test_a_failed_report_is_generated_again_as_its_refusal_says(
     assert tick(api.database)
     assert ok(admin.get(again["link"]))["status"] == "ready"
     assert download(admin, ok(admin.get(again["link"])))
+
+
+@pytest.mark.usefixtures("small")
+def test_a_report_jobs_occurrence_ends_as_its_report_does_once_the_workers_wrote_it(
+    api: Api, admin: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report job's large report: the occurrence has no outcome while the report is
+    `generating`, then the report's — succeeded, or failed with the report's error."""
+    granted(admin)
+    body = {
+        "name": "Access by person",
+        "kind": "report",
+        "cron": "0 6 * * 1",
+        "timezone": "UTC",
+        "config": {"kind": "grants_by_identity"},
+    }
+    job = ok(admin.post(f"{API}/jobs", json=body), 201)
+
+    def occurrence() -> dict[str, Any]:
+        (latest, *_) = ok(admin.get(f"{API}/jobs/{job['id']}/occurrences"))["items"]
+        return latest
+
+    fired = ok(admin.post(f"{API}/jobs/{job['id']}/run-now"), 201)
+    assert (fired["result_type"], fired["outcome"]) == ("report", None)
+    assert ok(admin.get(f"{API}/reports/{fired['result_id']}"))["status"] == "generating"
+    assert tick(api.database)
+    assert ok(admin.get(f"{API}/reports/{fired['result_id']}"))["status"] == "ready"
+    assert (occurrence()["outcome"], occurrence()["reason"]) == ("succeeded", None)
+    shown = ok(admin.get(f"{API}/jobs/{job['id']}"))["last_occurrence"]
+    assert shown["outcome"] == "succeeded"
+
+    def broken(*_: Any) -> Iterator[dict[str, Any]]:
+        raise RuntimeError("the disk is full")
+        yield {}
+
+    spec = report_rows.KINDS[report_rows.ReportKind.GRANTS_BY_IDENTITY]
+    monkeypatch.setitem(
+        reports.KINDS,
+        report_rows.ReportKind.GRANTS_BY_IDENTITY,
+        report_rows.KindSpec(spec.params, spec.plan, broken, spec.columns, spec.description),
+    )
+    again = ok(admin.post(f"{API}/jobs/{job['id']}/run-now"), 201)
+    assert again["outcome"] is None
+    assert tick(api.database)
+    ended = occurrence()
+    assert ended["id"] == again["id"]
+    assert (ended["outcome"], ended["reason"]) == (
+        "failed",
+        "report failed: RuntimeError: the disk is full",
+    )

@@ -18,7 +18,7 @@ from typing import Any
 import pydantic
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, defer
 
@@ -244,7 +244,27 @@ def generate_due(session: Session, now: dt.datetime | None = None) -> bool:
             error=report.error,
             exc_info=None if isinstance(exc, StatementError) else exc,
         )
+    if report.job_id is not None:
+        _settle_occurrence(session, report)
     return True
+
+
+def _settle_occurrence(session: Session, report: Report) -> None:
+    """The report job's occurrence that asked for `report` ends as the report did: until the
+    workers wrote it, the occurrence had no outcome (a run's occurrence waits for its run)."""
+    failed = report.status == ReportStatus.FAILED.value
+    session.execute(
+        update(Occurrence)
+        .where(
+            Occurrence.job_id == report.job_id,
+            Occurrence.result_type == "report",
+            Occurrence.result_id == report.id,
+        )
+        .values(
+            outcome="failed" if failed else "succeeded",
+            reason=f"report failed: {report.error}" if failed else Occurrence.reason,
+        )
+    )
 
 
 def get_report(session: Session, report_id: str) -> Report:
@@ -362,7 +382,9 @@ def _run(session: Session, queue: Queue, job: Job, occurrence: Occurrence) -> ru
         job_id=job.id,
         where="body.config",
     )
-    return runners.Result("report", report.id, "succeeded")
+    # a report the workers write: no outcome until they did (`_settle_occurrence`)
+    written = report.status == ReportStatus.READY.value
+    return runners.Result("report", report.id, "succeeded" if written else None)
 
 
 runners.register("report", runners.Runner(_check, _run))

@@ -21,7 +21,9 @@ from grantflow.schedules.models import Job, Occurrence
 class Result:
     result_type: str  # access_review | control_evaluation | report
     result_id: str
-    outcome: str  # succeeded | failed (a control evaluation with failing controls "failed")
+    # succeeded | failed (a control evaluation with failing controls "failed"); None: not yet
+    # known (a large report the workers write sets it then)
+    outcome: str | None
 
 
 @dataclass(frozen=True)
