@@ -6,9 +6,11 @@ a failure is kept on the report; the limit names the field; a report stored whol
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import func, insert, select
 
-from grantflow.access.models import Identity
+from grantflow.access.models import Grant, Identity
 from grantflow.auth.permissions import Role
 from grantflow.governance import report_files, report_rows, reports
 from grantflow.governance.models import Report, ReportChunk
@@ -333,3 +335,58 @@ def test_a_report_jobs_occurrence_ends_as_its_report_does_once_the_workers_wrote
         "failed",
         "report failed: RuntimeError: the disk is full",
     )
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+@pytest.mark.usefixtures("small")
+def test_a_report_being_written_holds_back_no_other_timer(
+    api: Api, admin: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker writes reports in a thread of their own: while one is being written, grant
+    expiry goes on. (PostgreSQL: on SQLite a report holds the one writer, whatever the
+    thread.)"""
+    granted(admin)
+    who = ok(admin.post(f"{API}/identities", json={"email": "dora@example.com"}), 201)
+    in_an_hour = (utcnow() + dt.timedelta(hours=1)).isoformat()
+    body = {"identity": who["id"], "application": "Wiki", "expires_at": in_an_hour}
+    expiring = ok(admin.post(f"{API}/grants", json=body), 201)
+    report = generate(admin, "grants_by_identity")
+
+    writing, release = threading.Event(), threading.Event()
+    spec = report_rows.KINDS[report_rows.ReportKind.GRANTS_BY_IDENTITY]
+
+    def held(session: Any, params: Any) -> Iterator[dict[str, Any]]:
+        writing.set()
+        assert release.wait(60)
+        yield from spec.rows(session, params)
+
+    monkeypatch.setitem(
+        reports.KINDS,
+        report_rows.ReportKind.GRANTS_BY_IDENTITY,
+        report_rows.KindSpec(spec.params, spec.plan, held, spec.columns, spec.description),
+    )
+    with running_worker(api.database, tick_seconds=0.2):
+        poll(writing.is_set, timeout=60, what="the worker to start writing the report")
+        with api.database.transaction() as session:  # time passes: the grant expires
+            row = session.get(Grant, expiring["id"])
+            assert row is not None
+            row.expires_at = utcnow() - dt.timedelta(seconds=1)
+
+        def revoked() -> dict[str, Any] | None:
+            shown: dict[str, Any] = ok(admin.get(f"{API}/grants/{expiring['id']}"))
+            return shown if shown["status"] == "revoked" else None
+
+        shown = poll(revoked, timeout=60, what="the expired grant to be revoked")
+        assert shown["revoke_reason"] == "expired"
+        assert ok(admin.get(report["link"]))["status"] == "generating"  # (still held)
+        release.set()
+
+        def written() -> dict[str, Any] | None:
+            view: dict[str, Any] = ok(admin.get(report["link"]))
+            return view if view["status"] != "generating" else None
+
+        ready = poll(written, timeout=60, what="the report to be written")
+    # (its rows are read as it is written: the grant revoked meanwhile is not among them)
+    assert (ready["status"], ready["rows"]) == ("ready", 4)
+    assert b"dora@example.com" not in download(admin, ready)

@@ -56,6 +56,8 @@ _describers: list[WaitDescriber] = []
 _run_status: list[RunStatusListener] = []
 _wants: dict[RunStatusListener, Callable[[RunEnd], bool]] = {}
 _ticks: list[TickListener] = []
+TIMERS = "timers"  # the lane of the timers that did not ask for one of their own
+_lanes: dict[TickListener, str] = {}
 _step_failure: list[StepFailureListener] = []
 _loaded = False
 
@@ -93,6 +95,19 @@ def on_tick(listener: TickListener) -> TickListener:
     return listener
 
 
+def on_long_tick(lane: str) -> Callable[[TickListener], TickListener]:
+    """Register a timer whose one transaction can take long (a report of a million rows:
+    seconds): a worker runs it in a thread of its own, its `lane`, so that the other timers
+    (grant expiry, leave dates) are not held behind it."""
+
+    def register(listener: TickListener) -> TickListener:
+        on_tick(listener)
+        _lanes[listener] = lane
+        return listener
+
+    return register
+
+
 def on_escalation(listener: EscalationListener) -> EscalationListener:
     if listener not in _escalation:
         _escalation.append(listener)
@@ -120,9 +135,18 @@ def describe_wait(session: Session, run: Run) -> dict[str, Any] | None:
     return None
 
 
-def tick_listeners() -> list[TickListener]:
+def tick_listeners(lane: str | None = None) -> list[TickListener]:
+    """The timers of `lane` (TIMERS: the ones without a lane of their own), or every timer."""
     load()
-    return list(_ticks)
+    if lane is None:
+        return list(_ticks)
+    return [listener for listener in _ticks if _lanes.get(listener, TIMERS) == lane]
+
+
+def tick_lanes() -> list[str]:
+    """The lanes timers asked for besides TIMERS, each a thread of a worker's."""
+    load()
+    return sorted({_lanes[listener] for listener in _ticks if listener in _lanes})
 
 
 def load() -> None:

@@ -62,6 +62,7 @@ class Worker:
         self._in_hand: set[str] = set()  # runs claimed and not yet done: their leases renewed
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._lanes: set[str] = set()  # the timers' lanes whose threads started
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="run")
         # Every outbound call goes through the guard; redirects are followed and re-checked.
         self.http = guarded_client(
@@ -124,7 +125,9 @@ class Worker:
         self.stopping.set()
         self.database.queue_wakeup.set()
         self._slot_freed.set()
-        for thread in self._threads:
+        with self._lock:  # (no lane starts once stopping is set)
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(timeout=grace_seconds)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.queue.release(self.id)
@@ -256,19 +259,38 @@ class Worker:
             except Exception:
                 log.exception("worker.health_checks_failed")
 
-    def _tick(self) -> None:
+    def _tick(self, lane: str = hooks.TIMERS) -> None:
         """Durable timers kept in the database (grant expiry, leave dates): each worker checks
-        them; row locks (SKIP LOCKED) keep two workers from acting on the same row."""
+        them; row locks (SKIP LOCKED) keep two workers from acting on the same row. A timer
+        whose transaction can take long has a lane, a thread of its own, started by the
+        first tick (which loads the timers)."""
         behind = False
         while not self.stopping.wait(
             self.database.pause_between_batches if behind else self.tick_seconds
         ):
-            behind = self.queue.runs_timers() and self.tick_once()
+            if lane == hooks.TIMERS:
+                self._start_lanes()
+            behind = self.queue.runs_timers() and self.tick_once(lane)
 
-    def tick_once(self) -> bool:
-        """Every timer once; True when one stopped with batches left (the next tick is now)."""
+    def _start_lanes(self) -> None:
+        for lane in hooks.tick_lanes():
+            with self._lock:
+                if self.stopping.is_set():
+                    return
+                if lane in self._lanes:
+                    continue
+                self._lanes.add(lane)
+                thread = threading.Thread(
+                    target=self._tick, args=(lane,), name=f"worker-{lane}", daemon=True
+                )
+                self._threads.append(thread)
+            thread.start()
+
+    def tick_once(self, lane: str | None = None) -> bool:
+        """Every timer of `lane` (None: of every lane) once; True when one stopped with batches
+        left (the next tick is now)."""
         behind = False
-        for listener in hooks.tick_listeners():
+        for listener in hooks.tick_listeners(lane):
             # a timer with more batches goes on for up to a tick's length, then lets the others
             # have their turn (it resumes at the next tick, which comes at once)
             until = time.monotonic() + self.tick_seconds
