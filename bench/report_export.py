@@ -9,7 +9,8 @@ downloaded. Prints ONE JSON object on stdout; progress goes to stderr.
 The entries are written in bulk as `bench/audit_list.py` writes them (listed, not verified).
 Figures: the request's time (it checks and counts, and answers `generating`), the worker's time
 to write the file and how much its process grew while doing so (the peak resident set: the
-rows are streamed, so it should not grow with the report), the download's time and size.
+rows are streamed, so it should not grow with the report), the download's time and size, and
+`grantflow reports download` of it: its time and its process's peak resident set.
 Before migration 0032 such a report was refused: more than 100,000 rows.
 
 GRANTFLOW_BENCH_POSTGRES_URL is the admin URL (default the local server); the script creates its
@@ -20,8 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 from audit_list import fill
@@ -30,6 +36,33 @@ from sqlalchemy.engine import make_url
 
 from grantflow.governance import reports
 from grantflow.logging import configure_logging
+
+
+def cli_download(url: str, token: str, report_id: str) -> dict[str, float]:
+    """`grantflow reports download` in its own process against the server: its time and its
+    peak resident set (the content is written as it arrives: it should not grow with it)."""
+    with tempfile.TemporaryDirectory() as directory:
+        target = Path(directory) / "report.csv"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRANTFLOW_")}
+        command = [sys.executable, "-m", "grantflow", "--url", url, "--token", token]
+        # measured by a small parent of its own: a child forked from this (large) process
+        # would count this one's pages in its peak
+        measure = (
+            "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+            "stdout=subprocess.DEVNULL); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        )
+        began = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-c", measure, *command, "reports", "download", report_id,
+             "-o", str(target)],
+            env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        seconds = time.perf_counter() - began
+        if done.returncode != 0:
+            raise SystemExit(f"grantflow reports download failed: {done.stderr}")
+        peak_kb = int(done.stdout.split()[-1])
+        return {"seconds": round(seconds, 1), "peak_rss_mb": round(peak_kb / 1024, 1)}
 
 
 def main() -> None:
@@ -73,6 +106,7 @@ def main() -> None:
                 for part in answer.iter_bytes():
                     size += len(part)
             download_s = time.perf_counter() - began
+            cli = cli_download(url, token, report["id"])
     print(
         json.dumps(
             {
@@ -85,6 +119,8 @@ def main() -> None:
                 "peak_rss_growth_mb": round(grew / 1024, 1),
                 "size_mb": round(size / 1024 / 1024, 1),
                 "download_s": round(download_s, 1),
+                "cli_download_s": cli["seconds"],
+                "cli_download_peak_rss_mb": cli["peak_rss_mb"],
             }
         )
     )

@@ -17,12 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Role
 from grantflow.engine import operations
 from grantflow.engine.models import Run
 from grantflow.errors import ValidationError
+from grantflow.governance.models import ReportChunk
 from grantflow.queue.database import DatabaseQueue
 from grantflow.schedules import jobs, scheduler
 from grantflow.store.base import utcnow
@@ -576,7 +578,28 @@ def test_the_cli_generates_lists_and_downloads(env: Env, tmp_path: Path) -> None
     result = grantflow("reports", "download", shown["id"], "-o", str(again))
     assert result.returncode == 0, result.stderr
     assert again.read_bytes() == written.read_bytes()
-    assert shown["sha256"] in result.stdout
+    assert (
+        result.stdout.strip()
+        == f"{again}: {len(written.read_bytes())} bytes, sha256 " + (shown["sha256"])
+    )
+    nowhere = grantflow("reports", "download", shown["id"], "-o", str(tmp_path / "no" / "x.csv"))
+    assert nowhere.returncode == 1
+    assert nowhere.stderr.startswith(f"error: cannot write {tmp_path / 'no' / 'x.csv'}: ")
+
+    # content altered in the database: refused, and the file already there is left as it was
+    with env.db.transaction() as session:
+        session.execute(
+            update(ReportChunk)
+            .where(ReportChunk.report_id == shown["id"])
+            .values(data=ReportChunk.data + b"tampered")
+        )
+    altered = grantflow("reports", "download", shown["id"], "-o", str(again))
+    assert altered.returncode == 1
+    assert altered.stderr.startswith(
+        f"error: report {shown['id']} does not match its stored SHA-256 ("
+    ), altered.stderr
+    assert again.read_bytes() == written.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".part") == []
     refused = grantflow("reports", "generate", "grants_by_identity", "-p", "status=maybe")
     assert refused.returncode == 1
     assert refused.stderr.startswith("error: params.status: ")

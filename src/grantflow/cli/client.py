@@ -29,6 +29,7 @@ API = "/api/v1"
 FULL_ID = 36  # the length of a whole id; anything shorter is resolved by the server first
 MIN_PREFIX = 4  # the shortest id prefix accepted (as grantflow.store.ids, which the server uses)
 TIMEOUT_SECONDS = 600.0  # a reconciliation or a large import answers when it is done
+STREAM_BYTES = 1 << 20  # a download is written on a megabyte at a time
 
 
 @dataclass
@@ -81,10 +82,23 @@ class Response:
         return self.content.decode("utf-8", errors="replace")
 
 
+class Sink(Protocol):
+    """Where a successful answer's body goes as it arrives (a download), instead of memory."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
 class Transport(Protocol):
     where: str  # how messages name the other side
 
-    def send(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response: ...
+    def send(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        into: Sink | None = None,
+    ) -> Response: ...
 
     def close(self) -> None: ...
 
@@ -128,18 +142,32 @@ class HttpTransport:
             self._reused = False
         return self._connection
 
-    def send(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response:
+    def send(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        into: Sink | None = None,
+    ) -> Response:
         import http.client
 
         for attempt in (1, 2):
             connection = self._open()
+            streamed = False
             try:
                 connection.request(method, self._prefix + target, body=body, headers=headers)
                 answer = connection.getresponse()
-                content = answer.read()
+                if into is not None and answer.status < 400:
+                    streamed = True
+                    while chunk := answer.read(STREAM_BYTES):
+                        into.write(chunk)
+                    content = b""
+                else:
+                    content = answer.read()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 self.close()
-                if self._reused and attempt == 1:
+                if self._reused and attempt == 1 and not streamed:
                     continue  # the server closed the idle connection: open a new one, once
                 raise self._unreachable("the connection was closed") from None
             except (OSError, http.client.HTTPException) as exc:
@@ -199,7 +227,10 @@ class Client:
         body: Any = None,
         content: bytes | None = None,
         content_type: str | None = None,
+        into: Sink | None = None,
     ) -> Response:
+        """The answer; with `into`, a successful answer's body is written there as it arrives
+        (the returned content is empty), an error's read as usual."""
         target = API + path
         query = _query(params or {})
         if query:
@@ -214,7 +245,7 @@ class Client:
         elif body is not None:
             payload = json.dumps(body, default=timestamps.json_default).encode()
             headers["content-type"] = "application/json"
-        answer = self.transport.send(method, target, headers, payload)
+        answer = self.transport.send(method, target, headers, payload, into)
         if answer.status >= 400:
             raise self._error(answer)
         return answer

@@ -25,7 +25,7 @@ from grantflow.api import create_app
 from grantflow.api.security import ACTOR_SCOPE_KEY
 from grantflow.auth.actor import Actor
 from grantflow.auth.users import acting_as
-from grantflow.cli.client import Response
+from grantflow.cli.client import Response, Sink
 from grantflow.cli.direct import open_checked
 from grantflow.config import load_settings
 from grantflow.errors import ConfigurationError
@@ -45,11 +45,18 @@ class AsgiTransport:
         self._stack = contextlib.ExitStack()
         self._portal = self._stack.enter_context(start_blocking_portal())
 
-    def send(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response:
-        return self._portal.call(self._call, method, target, headers, body)
+    def send(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        into: Sink | None = None,
+    ) -> Response:
+        return self._portal.call(self._call, method, target, headers, body, into)
 
     async def _call(
-        self, method: str, target: str, headers: dict[str, str], body: bytes
+        self, method: str, target: str, headers: dict[str, str], body: bytes, into: Sink | None
     ) -> Response:
         path, _, query = target.partition("?")
         scope: dict[str, Any] = {
@@ -92,7 +99,10 @@ class AsgiTransport:
                 for key, value in message.get("headers", []):
                     response_headers[key.decode("latin-1").lower()] = value.decode("latin-1")
             elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
+                if into is not None and status < 400:
+                    into.write(message.get("body", b""))  # (a download: not kept in memory)
+                else:
+                    chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     done.set()
 

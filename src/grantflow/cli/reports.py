@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import typer
 
-from grantflow.cli.client import connect, segment
+from grantflow.cli.client import Client, connect, segment
 from grantflow.cli.context import (
     JSON_OPTION,
     emit_json,
@@ -45,12 +45,47 @@ def _params(values: list[str]) -> dict[str, Any]:
     return parsed
 
 
-def _write(path: Path, content: bytes) -> None:
+class _Hashing:
+    """A file written as a download arrives, with its SHA-256 and size on the way."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.sha256.update(data)
+        self.size += len(data)
+        self.file.write(data)
+
+
+def _save(api: Client, report_id: str, output: Path) -> tuple[int, str]:
+    """Write the report's content to `output` as it arrives (never whole in memory), checking
+    it against the stored SHA-256: `output` is replaced only by content that matches, and
+    nothing is left of one that does not. Its size and SHA-256."""
+    partial = output.with_name(f".{output.name}.part")
     try:
-        path.write_bytes(content)
+        with partial.open("wb") as file:
+            sink = _Hashing(file)
+            got = api.request("GET", f"/reports/{segment(report_id)}/content", into=sink)
+        stored, digest = got.headers.get("x-content-sha256", ""), sink.sha256.hexdigest()
+        if digest != stored:
+            partial.unlink()
+            err.print(
+                f"error: report {report_id} does not match its stored SHA-256 "
+                f"({digest} != {stored}); it was altered in the database",
+                markup=False,
+            )
+            raise typer.Exit(1)
+        partial.replace(output)
     except OSError as exc:
-        err.print(f"error: cannot write {path}: {exc.strerror or exc}", markup=False)
+        partial.unlink(missing_ok=True)
+        err.print(f"error: cannot write {output}: {exc.strerror or exc}", markup=False)
         raise typer.Exit(1) from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return sink.size, digest
 
 
 @app.command("generate")
@@ -97,13 +132,8 @@ def generate(
                 next_action="generate it again",
             )
         ready = shown["status"] == "ready"
-        content = (
-            api.request("GET", f"/reports/{shown['id']}/content").content
-            if output and ready
-            else b""
-        )
-    if output is not None:
-        _write(output, content)
+        if output is not None and ready:
+            _save(api, shown["id"], output)
     if as_json:
         emit_json(shown)
         return
@@ -144,21 +174,12 @@ def download(
     output: Path = typer.Option(..., "--output", "-o", dir_okay=False, help="the file to write"),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Write a stored report to a file, checking its SHA-256 first."""
+    """Write a stored report to a file as it arrives, checking its SHA-256: the file is
+    replaced only by content that matches."""
     with errors_as_lines(), connect() as api:
         report_id = api.full_id("/reports", report_id)
-        got = api.request("GET", f"/reports/{segment(report_id)}/content")
-    content, stored = got.content, got.headers.get("x-content-sha256", "")
-    digest = hashlib.sha256(content).hexdigest()
-    if digest != stored:
-        err.print(
-            f"error: report {report_id} does not match its stored SHA-256 "
-            f"({digest} != {stored}); it was altered in the database",
-            markup=False,
-        )
-        raise typer.Exit(1)
-    _write(output, content)
+        size, digest = _save(api, report_id, output)
     if as_json:
-        emit_json({"id": report_id, "output": str(output), "size": len(content), "sha256": digest})
+        emit_json({"id": report_id, "output": str(output), "size": size, "sha256": digest})
     else:
-        out.print(f"{output}: {len(content)} bytes, sha256 {digest}", markup=False)
+        out.print(f"{output}: {size} bytes, sha256 {digest}", markup=False)
