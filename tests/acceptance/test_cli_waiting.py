@@ -14,7 +14,7 @@ import re
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -79,14 +79,36 @@ class Waiting:
 
     def finish(self) -> tuple[int, str, list[str]]:
         """Its exit code, stdout and stderr lines once it exits."""
+        self.process.wait(timeout=120)  # (its stdout is small: the pipe holds it)
         assert self.process.stdout is not None
-        stdout = self.process.stdout.read()  # (stderr is the reader's: not communicate())
-        self.process.wait(timeout=120)
-        self._reader.join(timeout=10)
-        self.process.stdout.close()
-        assert self.process.stderr is not None
-        self.process.stderr.close()
+        stdout = self.process.stdout.read()
+        self.close()
         return self.process.returncode, stdout, self.lines
+
+    def close(self) -> None:
+        """Ended (killed if it still runs) and its pipes closed."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        self._reader.join(timeout=10)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.fixture
+def commands() -> Iterator[Callable[[list[str], dict[str, str], Path], Waiting]]:
+    """Starts `grantflow` commands that wait; each is ended and closed after the test, whatever
+    became of it."""
+    started: list[Waiting] = []
+
+    def start(args: list[str], env: dict[str, str], cwd: Path) -> Waiting:
+        started.append(Waiting(args, env, cwd))
+        return started[-1]
+
+    yield start
+    for command in started:
+        command.close()
 
 
 @pytest.fixture
@@ -130,9 +152,10 @@ def test_an_import_without_a_worker_says_so_and_ctrl_c_names_where_it_goes_on(
     database: Database,
     server_env: dict[str, str],
     workers: list[WorkerProcess],
+    commands: Callable[[list[str], dict[str, str], Path], Waiting],
     tmp_path: Path,
 ) -> None:
-    first = Waiting(["identities", "import", str(people_csv(tmp_path, "a"))], server_env, tmp_path)
+    first = commands(["identities", "import", str(people_csv(tmp_path, "a"))], server_env, tmp_path)
     said = first.line_with("no worker is running")
     import_id = re.match(r"import (\S+): ", said).group(1)  # type: ignore[union-attr]
     assert said == f"import {import_id}: {NO_WORKER}; waiting"
@@ -148,7 +171,7 @@ def test_an_import_without_a_worker_says_so_and_ctrl_c_names_where_it_goes_on(
     assert (shown["id"], shown["status"], shown["done_rows"]) == (import_id, "queued", 0)
 
     # another import waits; the advice is taken: a worker is started, and the command ends
-    second = Waiting(
+    second = commands(
         ["identities", "import", str(people_csv(tmp_path, "b")), "--json"], server_env, tmp_path
     )
     second.line_with(NO_WORKER)
@@ -177,6 +200,7 @@ def test_a_large_report_without_a_worker_says_so_and_ctrl_c_names_its_download(
     database: Database,
     server_env: dict[str, str],
     workers: list[WorkerProcess],
+    commands: Callable[[list[str], dict[str, str], Path], Waiting],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -185,7 +209,7 @@ def test_a_large_report_without_a_worker_says_so_and_ctrl_c_names_its_download(
         for email in PEOPLE:  # audit entries: more rows than a request writes
             assert admin.post("/api/v1/identities", json={"email": email}).status_code == 201
     args = ["reports", "generate", "audit_export"]
-    first = Waiting(args, server_env, tmp_path)
+    first = commands(args, server_env, tmp_path)
     said = first.line_with("no worker is running")
     report_id = re.match(r"report (\S+): ", said).group(1)  # type: ignore[union-attr]
     assert said == f"report {report_id}: {NO_WORKER}; waiting"
@@ -204,7 +228,7 @@ def test_a_large_report_without_a_worker_says_so_and_ctrl_c_names_its_download(
     assert early.stderr.startswith(f"error: report {report_id} is being generated"), early.stderr
 
     # the advice taken: a worker started, a waiting `generate -o` ends with the file written
-    second = Waiting([*args, "-o", str(tmp_path / "second.csv")], server_env, tmp_path)
+    second = commands([*args, "-o", str(tmp_path / "second.csv")], server_env, tmp_path)
     second.line_with(NO_WORKER)
     start_a_worker(database, tmp_path, workers)
     code, stdout, lines = second.finish()

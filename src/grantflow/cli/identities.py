@@ -18,7 +18,7 @@ from grantflow.cli.context import (
     progress,
 )
 from grantflow.cli.files import multipart
-from grantflow.cli.waiting import Waiting
+from grantflow.cli.waiting import BUSY_HINT_SECONDS, Waiting
 from grantflow.errors import BadRequest, ValidationError
 
 app = typer.Typer(
@@ -258,7 +258,7 @@ def import_file(
     import it while this command shows their progress (Ctrl-C stops the waiting, not the
     import). Exit code 0 when every row was imported (or unchanged), 3 when some rows were
     rejected (the others were imported), 1 when the file was refused (nothing imported) or
-    the import was cancelled or failed.
+    the import was cancelled or failed, 130 when Ctrl-C stopped the waiting.
     """
     if dry_run and no_wait:
         raise typer.BadParameter("a dry run answers at once: leave out --no-wait")
@@ -300,7 +300,12 @@ def _follow(api: Client, started: dict[str, Any], *, quiet: bool) -> dict[str, A
     or --json that shows no progress bar."""
     import_id, name = started["id"], started["filename"] or "the file"
     waiting = Waiting(
-        api, f"import {import_id}", resume=f"grantflow identities imports {import_id}"
+        api,
+        f"import {import_id}",
+        resume=f"grantflow identities imports {import_id}",
+        behind=f"not moved for {BUSY_HINT_SECONDS:.0f} s although workers are live: they write "
+        "imports one at a time, oldest first (`grantflow identities imports` lists the imports "
+        "ahead of it)",
     )
     with progress(f"importing {name}", quiet=quiet) as update:
 
@@ -315,7 +320,7 @@ def _follow(api: Client, started: dict[str, Any], *, quiet: bool) -> dict[str, A
             started,
             lambda: api.get(f"/identity-imports/{import_id}"),
             going=lambda view: view["status"] in ("queued", "running"),
-            taken=lambda view: view["status"] == "running",
+            progress=lambda view: view["done_rows"],
             each=each,
         )
     if view["status"] == "failed":

@@ -20,7 +20,7 @@ from grantflow.cli.context import (
     out,
     progress,
 )
-from grantflow.cli.waiting import Waiting
+from grantflow.cli.waiting import BUSY_HINT_SECONDS, Waiting
 from grantflow.errors import BadRequest, ValidationError
 
 app = typer.Typer(help="Generate, list and download reports.", no_args_is_help=True)
@@ -88,6 +88,24 @@ def _save(api: Client, report_id: str, output: Path) -> tuple[int, str]:
     return sink.size, digest
 
 
+def _wait_written(api: Client, shown: dict[str, Any]) -> dict[str, Any]:
+    """The report once the workers wrote it (or failed to), saying what needs a person."""
+    report_id = shown["id"]
+    return Waiting(
+        api,
+        f"report {report_id}",
+        resume=f"grantflow reports download {report_id} -o FILE",
+        behind=f"still generating after {BUSY_HINT_SECONDS:.0f} s with workers live: they write "
+        "reports one at a time, oldest first, a few seconds per 100,000 rows (`grantflow "
+        "reports list` shows the ones generating)",
+    ).follow(
+        shown,
+        lambda: api.get(f"/reports/{report_id}"),
+        going=lambda view: view["status"] == "generating",
+        progress=lambda view: view["status"],  # (a report shows no rows written)
+    )
+
+
 @app.command("generate")
 def generate(
     kind: str = typer.Argument(..., help=KINDS),
@@ -116,16 +134,7 @@ def generate(
             # (locally no worker runs: this process writes it, whatever its size)
             shown = api.post("/reports", body, wait=not (api.remote or no_wait))
             if not no_wait:
-                report_id = shown["id"]
-                shown = Waiting(
-                    api, f"report {report_id}",
-                    resume=f"grantflow reports download {report_id} -o FILE",
-                ).follow(
-                    shown,
-                    lambda: api.get(f"/reports/{report_id}"),
-                    going=lambda view: view["status"] == "generating",
-                    taken=lambda view: None,  # (the report says not whether a worker writes it)
-                )  # fmt: skip
+                shown = _wait_written(api, shown)
         if shown["status"] == "failed":
             raise BadRequest(
                 f"report {shown['id']} could not be generated: {shown['error']}",
