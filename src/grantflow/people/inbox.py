@@ -3,6 +3,7 @@ their roles — with filters, and a task's full detail."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,7 +78,38 @@ def inbox(
 def task_views(session: Session, page: Sequence[Task], viewer: User) -> list[dict[str, Any]]:
     """`task_view` of each task of a page, who may act on them read once for the page."""
     with routing.remembered(session, page):
+        _remember_emails(session, page)
         return [task_view(session, task, viewer) for task in page]
+
+
+def _remember_emails(session: Session, page: Sequence[Task]) -> None:
+    """The page's e-mails in one statement (read a task at a time, they were a statement per
+    task of the page)."""
+    by_task: dict[str, list[EmailMessage]] = {task.id: [] for task in page}
+    if not by_task:
+        return
+    for message in session.execute(
+        select(EmailMessage)
+        .where(EmailMessage.task_id.in_(by_task))
+        .order_by(EmailMessage.created_at, EmailMessage.id)
+    ).scalars():
+        by_task[str(message.task_id)].append(message)
+    for task_id, messages in by_task.items():
+        routing.memoized(session, ("emails", task_id), functools.partial(list, messages))
+
+
+def _emails(session: Session, task: Task) -> list[EmailMessage]:
+    return routing.memoized(
+        session,
+        ("emails", task.id),
+        lambda: list(
+            session.execute(
+                select(EmailMessage)
+                .where(EmailMessage.task_id == task.id)
+                .order_by(EmailMessage.created_at, EmailMessage.id)
+            ).scalars()
+        ),
+    )
 
 
 def task_view(session: Session, task: Task, viewer: User | None = None) -> dict[str, Any]:
@@ -149,11 +181,7 @@ def task_view(session: Session, task: Task, viewer: User | None = None) -> dict[
                 "last_error": m.last_error,
                 "sent_at": m.sent_at,
             }
-            for m in session.execute(
-                select(EmailMessage)
-                .where(EmailMessage.task_id == task.id)
-                .order_by(EmailMessage.created_at, EmailMessage.id)
-            ).scalars()
+            for m in _emails(session, task)
         ],
         "created_at": task.created_at,
     }
