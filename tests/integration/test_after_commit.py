@@ -10,7 +10,7 @@ from sqlalchemy import String
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, SessionTransaction, mapped_column
 
-from grantflow.store.after_commit import after_commit
+from grantflow.store.after_commit import after_commit, on_rollback
 from grantflow.store.database import Database
 
 
@@ -134,3 +134,26 @@ def test_each_action_runs_once_and_one_failing_does_not_stop_the_others(
         after_commit(session, second, 1, 2)
     assert first.calls == [[]]
     assert second.calls == [[1, 2]]
+
+
+def test_what_a_rolled_back_savepoint_did_in_memory_is_undone_and_nothing_else(
+    database: Database,
+) -> None:
+    """`on_rollback`: undone with the savepoint it was done in (or one around it), in reverse
+    order; not when a savepoint is released or the transaction commits."""
+    undone: list[str] = []
+    with database.transaction() as session:
+        on_rollback(session, lambda: undone.append("outer"))
+        with session.begin_nested() as kept:
+            on_rollback(session, lambda: undone.append("released"))
+            kept.commit()
+        rolled = session.begin_nested()
+        on_rollback(session, lambda: undone.append("rolled back"))
+        with session.begin_nested():
+            on_rollback(session, lambda: undone.append("inside, released"))
+        rolled.rollback()
+        assert undone == ["inside, released", "rolled back"]
+    assert undone == ["inside, released", "rolled back"]  # (the COMMIT undoes nothing)
+    with database.sessions() as session, pytest.raises(RuntimeError, match="boom"):
+        _fail_in(session.begin(), lambda: on_rollback(session, lambda: undone.append("whole")))
+    assert undone[-1] == "whole"

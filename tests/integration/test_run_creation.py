@@ -5,11 +5,14 @@ caller can go on using in the same transaction."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.orm import SessionTransaction
 
+from grantflow.config import load_settings
 from grantflow.definitions.models import Workflow, WorkflowVersion
 from grantflow.definitions.workflows import set_enabled
 from grantflow.engine import creation, detail
@@ -19,6 +22,7 @@ from grantflow.engine.states import StepStatus
 from grantflow.errors import Conflict
 from grantflow.queue.models import QueueItem
 from grantflow.safety import breakers
+from grantflow.safety import limits as safety_limits
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 from tests.support.engine import ACTOR, events, publish, queue, run_detail, start, workflow
@@ -222,3 +226,34 @@ def test_a_run_held_after_the_guard_takes_no_fanout_slot(database: Database) -> 
         run = start_run(session, ACTOR, queue(db), flow, {"name": "ada"})
         assert run.waiting_reason == "safety"
         assert session.info["fanout"].started == 0
+
+
+def _undone_in(savepoint: SessionTransaction, work: Callable[[], None]) -> None:
+    with savepoint:
+        work()
+        raise RuntimeError("undone")
+
+
+def test_runs_undone_with_their_savepoint_give_their_fanout_slots_back(database: Database) -> None:
+    """Runs started in a savepoint that rolls back take no place in their event's fanout: the
+    run started after them in the same transaction is ready at once, not a batch later."""
+    safety_limits.configure(load_settings(fanout_batch=2, fanout_interval_seconds=60))
+    try:
+        flow = _flow(database)
+        with database.transaction() as session:
+
+            def three() -> None:
+                for _ in range(3):
+                    start_run(session, ACTOR, queue(database), flow, {"name": "ada"})
+
+            with pytest.raises(RuntimeError, match="undone"):
+                _undone_in(session.begin_nested(), three)
+            assert session.info["fanout"].started == 0
+            run = start_run(session, ACTOR, queue(database), flow, {"name": "ada"})
+            origin = session.info["fanout"].origin
+        with database.transaction() as session:
+            item = session.execute(select(QueueItem).where(QueueItem.run_id == run.id)).scalar_one()
+            assert item.available_at == origin
+            assert session.execute(select(Run.id)).scalars().all() == [run.id]
+    finally:
+        safety_limits.configure(load_settings())

@@ -23,6 +23,7 @@ from grantflow.engine.timeline import add_event
 from grantflow.errors import Conflict, InternalError, ValidationError
 from grantflow.queue.database import DatabaseQueue
 from grantflow.queue.interface import Queue
+from grantflow.store.after_commit import on_rollback
 from grantflow.store.base import utcnow
 
 
@@ -152,18 +153,19 @@ class _Start:
     replay_mode: str | None
     now: dt.datetime
     at: dt.datetime | None = None  # its fanout slot, once taken
+    taken: _Slot | None = None
 
     def slot(self, session: Session) -> dt.datetime:
         """When the run may be taken (`fanout_slot`), taken once however many tries it makes."""
         if self.at is None:
-            self.at = fanout_slot(session, self.now)
+            self.at, self.taken = _take_slot(session, self.now)
         return self.at
 
     def give_back(self, session: Session) -> None:
         """The slot, untaken: no run was created with it."""
-        if self.at is not None:
-            session.info["fanout"].started -= 1
-            self.at = None
+        if self.taken is not None:
+            self.taken.give_back()
+            self.at = self.taken = None
 
     def new_run(
         self, workflow_id: str, number: int, plan: Plan
@@ -250,18 +252,39 @@ class Fanout:
     started: int = 0
 
 
+@dataclass
+class _Slot:
+    """One run's place in its event's fanout, given back at most once: by the start that
+    wrote no run with it, or by the rollback of the savepoint that wrote the run."""
+
+    fanout: Fanout
+    given_back: bool = False
+
+    def give_back(self) -> None:
+        if not self.given_back:
+            self.given_back = True
+            self.fanout.started -= 1
+
+
 def fanout_slot(session: Session, now: dt.datetime) -> dt.datetime:
     """When a run started in this transaction may be taken: one event that starts many runs (an
     import, a review closing, a bulk revoke) makes GRANTFLOW_FANOUT_BATCH of them ready at once,
     the next batch GRANTFLOW_FANOUT_INTERVAL_SECONDS later, and so on. An event spread over
-    several transactions (an import's batches) shares one `Fanout` in `session.info`."""
+    several transactions (an import's batches) shares one `Fanout` in `session.info`. A run
+    undone with its savepoint gives its slot back."""
+    return _take_slot(session, now)[0]
+
+
+def _take_slot(session: Session, now: dt.datetime) -> tuple[dt.datetime, _Slot]:
     from grantflow.safety.limits import limits
 
     bounds = limits()
     fanout: Fanout = session.info.setdefault("fanout", Fanout(now))
     batch = fanout.started // bounds.fanout_batch
     fanout.started += 1
-    return fanout.origin + dt.timedelta(seconds=batch * bounds.fanout_interval_seconds)
+    slot = _Slot(fanout)
+    on_rollback(session, slot.give_back)
+    return fanout.origin + dt.timedelta(seconds=batch * bounds.fanout_interval_seconds), slot
 
 
 def _failed_at_start(

@@ -7,7 +7,9 @@ a savepoint that had nothing to do with it. Here an action runs after the outerm
 only, and is dropped with the savepoint it was registered in, or with the transaction.
 
 Actions registered under the same callable are run once, with every item given to them in
-the transaction that survived (the runs to announce, in one call).
+the transaction that survived (the runs to announce, in one call). The other way round,
+`on_rollback` undoes what a transaction kept in memory beside its rows (a count of the runs it
+started) when the savepoint it was done in rolls back.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ log = structlog.get_logger(__name__)
 Action = Callable[[list[Any]], object]
 
 _PENDING = "grantflow.after_commit"
+_UNDO = "grantflow.undo_on_rollback"
 
 
 def after_commit(session: Session, action: Action, *items: Hashable) -> None:
@@ -35,9 +38,18 @@ def after_commit(session: Session, action: Action, *items: Hashable) -> None:
     pending.append((session.get_nested_transaction(), action, items))
 
 
+def on_rollback(session: Session, undo: Callable[[], object]) -> None:
+    """Call `undo()` if the savepoint current now (or the transaction) rolls back; forgotten
+    once the transaction commits."""
+    session.info.setdefault(_UNDO, []).append((session.get_nested_transaction(), undo))
+
+
 def _committed(session: Session) -> None:
-    if _PENDING not in session.info or session.in_nested_transaction():
-        return  # (nothing to do, or a savepoint released: its actions wait for the COMMIT)
+    if session.in_nested_transaction():
+        return  # (a savepoint released: its actions wait for the COMMIT, its undos stand)
+    session.info.pop(_UNDO, None)
+    if _PENDING not in session.info:
+        return
     grouped: dict[Action, list[Any]] = {}
     for _, action, items in session.info.pop(_PENDING, []):
         grouped.setdefault(action, []).extend(items)
@@ -49,11 +61,17 @@ def _committed(session: Session) -> None:
 
 
 def _rolled_back(session: Session, rolled_back: SessionTransaction) -> None:
-    if _PENDING not in session.info:
+    if _PENDING not in session.info and _UNDO not in session.info:
         return
     boundary: SessionTransaction | None = rolled_back  # what the database rolled back
     while boundary is not None and not boundary.nested:
         boundary = boundary.parent
+    undos = session.info.get(_UNDO)
+    if undos:
+        undone = [e for e in undos if boundary is None or _within(e[0], boundary)]
+        undos[:] = [e for e in undos if not (boundary is None or _within(e[0], boundary))]
+        for _, undo in reversed(undone):
+            undo()
     if boundary is None:  # the whole transaction
         session.info.pop(_PENDING, None)
         return
@@ -73,6 +91,9 @@ def _within(savepoint: SessionTransaction | None, boundary: SessionTransaction) 
 def _ended(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:  # closed without a COMMIT (or after one): nothing carries over
         session.info.pop(_PENDING, None)
+        # (a COMMIT took the undos away: any left belong to a transaction rolled back)
+        for _, undo in reversed(session.info.pop(_UNDO, [])):
+            undo()
 
 
 # (on the class, once: a listener per session would cost each transaction more than it does)
