@@ -43,6 +43,13 @@ pytestmark = [
 PEOPLE = ["ada@example.com", "bob@example.com", "carl@example.com"]
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    """SIGINT as a terminal's command gets it. A command a shell started in the background
+    (as CI may run the suite) inherits SIGINT ignored, and Python then installs no Ctrl-C
+    handler: the test's SIGINT would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Waiting:
     """A `grantflow` command in its own process, its stderr read line by line as it comes."""
 
@@ -54,6 +61,7 @@ class Waiting:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=_ctrl_c_as_at_a_terminal,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
