@@ -17,9 +17,14 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, insert, select
+from structlog.testing import capture_logs
 
 from grantflow.access.models import Grant, Identity
+from grantflow.api import create_app
+from grantflow.auth.actor import Actor
 from grantflow.auth.permissions import Role
+from grantflow.cli.local import AsgiTransport
+from grantflow.config import Settings
 from grantflow.governance import report_files, report_rows, reports
 from grantflow.governance.models import Report, ReportChunk
 from grantflow.store.base import utcnow
@@ -390,3 +395,31 @@ def test_a_report_being_written_holds_back_no_other_timer(
     # (its rows are read as it is written: the grant revoked meanwhile is not among them)
     assert (ready["status"], ready["rows"]) == ("ready", 4)
     assert b"dora@example.com" not in download(admin, ready)
+
+
+def test_a_sink_failing_in_local_mode_is_the_downloads_error_not_the_apps(
+    api: Api, admin: httpx.Client, settings: Settings
+) -> None:
+    """The command line's in-process transport: a download's file that cannot be written (a
+    full disk) raises its own error to the command, and the app, which streamed on, saw none
+    (it would have logged it as an unhandled error of the request)."""
+    granted(admin)
+    report = generate(admin, "grants_by_identity")
+
+    class Full:
+        def write(self, data: bytes) -> None:
+            raise OSError(28, "No space left on device")
+
+    app = create_app(settings, api.database)
+    transport = AsgiTransport(app, Actor.system("cli"), lambda: None)
+    try:
+        with capture_logs() as logs, pytest.raises(OSError, match="No space left on device"):
+            transport.send("GET", report["content_link"], {}, b"", Full())
+        assert [e["event"] for e in logs if e["log_level"] in ("error", "critical")] == []
+        answer = transport.send("GET", report["content_link"], {}, b"")  # (it goes on serving)
+        assert answer.status == 200
+        assert hashlib.sha256(answer.content).hexdigest() == answer.headers["x-content-sha256"]
+    finally:
+        transport.close()
+        app.state.grantflow.connections.http.close()
+        app.state.grantflow.queue.close()

@@ -154,29 +154,51 @@ class HttpTransport:
 
         for attempt in (1, 2):
             connection = self._open()
-            streamed = False
             try:
                 connection.request(method, self._prefix + target, body=body, headers=headers)
                 answer = connection.getresponse()
-                if into is not None and answer.status < 400:
-                    streamed = True
-                    while chunk := answer.read(STREAM_BYTES):
-                        into.write(chunk)
-                    content = b""
-                else:
-                    content = answer.read()
+                streaming = into is not None and 200 <= answer.status < 300
+                content = b"" if streaming else answer.read()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 self.close()
-                if self._reused and attempt == 1 and not streamed:
+                if self._reused and attempt == 1:
                     continue  # the server closed the idle connection: open a new one, once
                 raise self._unreachable("the connection was closed") from None
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 raise self._unreachable(str(exc) or type(exc).__name__) from None
+            if streaming:
+                assert into is not None
+                self._stream(answer, into)
             self._reused = True
             headers_out = {k.lower(): v for k, v in answer.getheaders()}
             return Response(answer.status, headers_out, content)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _stream(self, answer: http.client.HTTPResponse, into: Sink) -> None:
+        """The body into `into` as it arrives. A body cut short is the connection's fault (not
+        the content's): http.client's read(n) then answers b"" instead of raising. What the
+        sink raises (a full disk) is its own, and goes up as it is."""
+        import http.client
+
+        while True:
+            try:
+                chunk = answer.read(STREAM_BYTES)
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                raise self._unreachable(str(exc) or type(exc).__name__) from None
+            if not chunk:
+                break
+            try:
+                into.write(chunk)
+            except BaseException:
+                self.close()  # (the rest of the answer is still on its way)
+                raise
+        if answer.length:  # (bytes the Content-Length promised that never came)
+            self.close()
+            raise self._unreachable(
+                f"the connection was closed {answer.length} bytes before the end of the answer"
+            )
 
     def _unreachable(self, reason: str) -> ApiError:
         return ApiError(

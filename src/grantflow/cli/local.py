@@ -92,15 +92,21 @@ class AsgiTransport:
             await done.wait()
             return {"type": "http.disconnect"}
 
+        sink_failed: BaseException | None = None
+
         async def send(message: MutableMapping[str, Any]) -> None:
-            nonlocal status
+            nonlocal status, sink_failed
             if message["type"] == "http.response.start":
                 status = message["status"]
                 for key, value in message.get("headers", []):
                     response_headers[key.decode("latin-1").lower()] = value.decode("latin-1")
             elif message["type"] == "http.response.body":
-                if into is not None and status < 400:
-                    into.write(message.get("body", b""))  # (a download: not kept in memory)
+                if into is not None and 200 <= status < 300:
+                    if sink_failed is None:  # (a download: not kept in memory)
+                        try:
+                            into.write(message.get("body", b""))
+                        except Exception as exc:  # the sink's (a full disk), not the app's
+                            sink_failed = exc
                 else:
                     chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):
@@ -112,6 +118,8 @@ class AsgiTransport:
             # the error handler answered 500 (and logged it) before the exception surfaced
             if not done.is_set():
                 raise
+        if sink_failed is not None:
+            raise sink_failed
         return Response(status, response_headers, b"".join(chunks))
 
     def close(self) -> None:

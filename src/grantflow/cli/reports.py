@@ -3,9 +3,8 @@ audit log, stored with their SHA-256; through /api/v1/reports."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import typer
 
@@ -20,6 +19,7 @@ from grantflow.cli.context import (
     out,
     progress,
 )
+from grantflow.cli.saving import Saving, stopped_through_cleanup
 from grantflow.cli.waiting import BUSY_HINT_SECONDS, Waiting
 from grantflow.errors import BadRequest, ValidationError
 
@@ -45,47 +45,29 @@ def _params(values: list[str]) -> dict[str, Any]:
     return parsed
 
 
-class _Hashing:
-    """A file written as a download arrives, with its SHA-256 and size on the way."""
-
-    def __init__(self, file: BinaryIO) -> None:
-        self.file = file
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self.sha256.update(data)
-        self.size += len(data)
-        self.file.write(data)
-
-
 def _save(api: Client, report_id: str, output: Path) -> tuple[int, str]:
-    """Write the report's content to `output` as it arrives (never whole in memory), checking
-    it against the stored SHA-256: `output` is replaced only by content that matches, and
-    nothing is left of one that does not. Its size and SHA-256."""
-    partial = output.with_name(f".{output.name}.part")
+    """Write the report's content to `output` as it arrives (`cli.saving`), checked against the
+    stored SHA-256: `output` stands only with content that matches. Its size and SHA-256."""
     try:
-        with partial.open("wb") as file:
-            sink = _Hashing(file)
-            got = api.request("GET", f"/reports/{segment(report_id)}/content", into=sink)
-        stored, digest = got.headers.get("x-content-sha256", ""), sink.sha256.hexdigest()
-        if digest != stored:
-            partial.unlink()
-            err.print(
-                f"error: report {report_id} does not match its stored SHA-256 "
-                f"({digest} != {stored}); it was altered in the database",
-                markup=False,
-            )
-            raise typer.Exit(1)
-        partial.replace(output)
+        saving = Saving(output)
+        with stopped_through_cleanup(), saving as download:
+            got = api.request("GET", f"/reports/{segment(report_id)}/content", into=download)
+            stored = got.headers.get("x-content-sha256")
+            if stored != download.sha256:
+                why = (
+                    f"does not match its stored SHA-256 ({download.sha256} != {stored}); it "
+                    "was altered in the database"
+                    if stored
+                    else "came without its SHA-256 (X-Content-SHA256): is something between "
+                    "this command and the server changing answers?"
+                )
+                err.print(f"error: report {report_id} {why}", markup=False)
+                raise typer.Exit(1)
+            saving.keep()
     except OSError as exc:
-        partial.unlink(missing_ok=True)
         err.print(f"error: cannot write {output}: {exc.strerror or exc}", markup=False)
         raise typer.Exit(1) from None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return sink.size, digest
+    return download.size, download.sha256
 
 
 def _wait_written(api: Client, shown: dict[str, Any]) -> dict[str, Any]:

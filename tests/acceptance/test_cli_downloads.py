@@ -1,0 +1,209 @@
+"""`grantflow reports download -o FILE` (its own process): the content is written as it comes
+and stands only when its SHA-256 matches. A link is followed and stays; a FIFO is written in
+place; a file keeps its permissions; a full disk is said as the file's fault, not the server's;
+a body cut short is said as the connection's, not as tampering; an answer without its SHA-256
+(a redirect from something in between) is refused; nothing of a part is left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import signal
+import stat
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.processes import COMMAND, grantflow_env, poll
+
+pytestmark = pytest.mark.acceptance
+
+REPORT_ID = "01a25250-0000-7000-8000-000000000001"
+CONTENT = b"id,name\r\n" + b"".join(b"%d,person %d\r\n" % (i, i) for i in range(2000))
+SHA = hashlib.sha256(CONTENT).hexdigest()
+
+
+class _Server(BaseHTTPRequestHandler):
+    """A server answering a report's content as `mode` says: whole, cut short, or with a
+    redirect (as a proxy in between might)."""
+
+    mode = "whole"
+    release = threading.Event()
+
+    def do_GET(self) -> None:
+        if not self.path.endswith(f"/reports/{REPORT_ID}/content"):
+            self.send_error(404)
+            return
+        if self.mode == "redirect":
+            self.send_response(302)
+            self.send_header("Location", "/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/csv")
+        self.send_header("Content-Length", str(len(CONTENT)))
+        self.send_header("X-Content-SHA256", SHA)
+        self.end_headers()
+        if self.mode == "slow":  # the rest comes once the test says so
+            self.wfile.write(CONTENT[:1000])
+            self.wfile.flush()
+            assert self.release.wait(60)
+            self.wfile.write(CONTENT[1000:])
+            return
+        if self.mode == "cut":
+            self.wfile.write(CONTENT[:1000])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(CONTENT)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, type[_Server]]]:
+    handler = type("Handler", (_Server,), {"mode": "whole", "release": threading.Event()})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
+    handler.release.set()
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=10)
+
+
+def download(
+    url: str, cwd: Path, output: str, *, file_limit: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The command in a process of its own (optionally with a file size limit: a full disk)."""
+
+    def limited() -> None:
+        if file_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+
+    env = {**grantflow_env(url=url), "GRANTFLOW_TOKEN": "unused"}
+    return subprocess.run(
+        [*COMMAND, "reports", "download", REPORT_ID, "-o", output],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=limited,
+    )
+
+
+def parts(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".part"))
+
+
+def test_a_download_follows_a_link_keeps_a_files_mode_and_writes_a_fifo_in_place(
+    server: tuple[str, type[_Server]], tmp_path: Path
+) -> None:
+    url, _ = server
+    real = tmp_path / "real.csv"
+    real.write_bytes(b"old")
+    real.chmod(0o600)
+    (tmp_path / "link.csv").symlink_to(real)
+    done = download(url, tmp_path, "link.csv")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"link.csv: {len(CONTENT)} bytes, sha256 {SHA}"
+    assert (tmp_path / "link.csv").is_symlink()
+    assert real.read_bytes() == CONTENT
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    read: list[bytes] = []
+    reader = threading.Thread(target=lambda: read.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    done = download(url, tmp_path, str(fifo))
+    reader.join(timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert read == [CONTENT]
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert parts(tmp_path) == []
+
+
+def test_a_body_cut_short_is_the_connections_fault_and_leaves_the_file_as_it_was(
+    server: tuple[str, type[_Server]], tmp_path: Path
+) -> None:
+    url, handler = server
+    handler.mode = "cut"
+    kept = tmp_path / "report.csv"
+    kept.write_bytes(b"the last good download")
+    done = download(url, tmp_path, "report.csv")
+    assert done.returncode == 1
+    first, advice = done.stderr.splitlines()
+    assert first == (
+        f"error: cannot reach Grantflow at {url}: the connection was closed "
+        f"{len(CONTENT) - 1000} bytes before the end of the answer"
+    )
+    assert advice.strip().startswith("next: check GRANTFLOW_URL")
+    assert kept.read_bytes() == b"the last good download"
+    assert parts(tmp_path) == []
+    handler.mode = "whole"  # the server back: the advice's command works
+    again = download(url, tmp_path, "report.csv")
+    assert again.returncode == 0, again.stderr
+    assert kept.read_bytes() == CONTENT
+
+
+def test_an_answer_without_its_sha256_is_refused(
+    server: tuple[str, type[_Server]], tmp_path: Path
+) -> None:
+    url, handler = server
+    handler.mode = "redirect"
+    done = download(url, tmp_path, "report.csv")
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        f"error: report {REPORT_ID} came without its SHA-256 (X-Content-SHA256)"
+    )
+    assert not (tmp_path / "report.csv").exists()
+    assert parts(tmp_path) == []
+
+
+def test_a_full_disk_is_said_as_the_files_fault(
+    server: tuple[str, type[_Server]], tmp_path: Path
+) -> None:
+    url, _ = server
+    done = download(url, tmp_path, "report.csv", file_limit=4096)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == ["error: cannot write report.csv: File too large"]
+    assert parts(tmp_path) == []
+    assert not (tmp_path / "report.csv").exists()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_a_download_stopped_by_a_signal_leaves_no_part(
+    server: tuple[str, type[_Server]], tmp_path: Path, stop: signal.Signals
+) -> None:
+    url, handler = server
+    handler.mode = "slow"
+    env = {**grantflow_env(url=url), "GRANTFLOW_TOKEN": "unused"}
+    command = subprocess.Popen(
+        [*COMMAND, "reports", "download", REPORT_ID, "-o", "report.csv"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        poll(lambda: parts(tmp_path), timeout=60, what="the download to begin its part")
+        command.send_signal(stop)
+        assert command.wait(timeout=60) == 128 + stop
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()
+    assert parts(tmp_path) == []
+    assert not (tmp_path / "report.csv").exists()
