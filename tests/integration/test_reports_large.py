@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from structlog.testing import capture_logs
 
 from grantflow.access.models import Grant, Identity
@@ -27,6 +27,7 @@ from grantflow.cli.local import AsgiTransport
 from grantflow.config import Settings
 from grantflow.governance import report_files, report_rows, reports
 from grantflow.governance.models import Report, ReportChunk
+from grantflow.schedules.models import Occurrence
 from grantflow.store.base import utcnow
 from grantflow.store.database import Database
 from tests.conftest import Api
@@ -423,3 +424,47 @@ def test_a_sink_failing_in_local_mode_is_the_downloads_error_not_the_apps(
         transport.close()
         app.state.grantflow.connections.http.close()
         app.state.grantflow.queue.close()
+
+
+@pytest.mark.usefixtures("small")
+def test_a_report_job_whose_scheduled_report_failed_has_a_health_note_naming_why(
+    api: Api, admin: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduled occurrence whose report the workers could not write, then a Run now that
+    succeeded: the job's health note names the report's failure, not a run or a connection
+    (a report job has neither)."""
+    granted(admin)
+    body = {
+        "name": "Access by person",
+        "kind": "report",
+        "cron": "0 6 * * 1",
+        "timezone": "UTC",
+        "config": {"kind": "grants_by_identity"},
+    }
+    job = ok(admin.post(f"{API}/jobs", json=body), 201)
+    spec = report_rows.KINDS[report_rows.ReportKind.GRANTS_BY_IDENTITY]
+
+    def broken(*_: Any) -> Iterator[dict[str, Any]]:
+        raise RuntimeError("the disk is full")
+        yield {}
+
+    monkeypatch.setitem(
+        reports.KINDS,
+        report_rows.ReportKind.GRANTS_BY_IDENTITY,
+        report_rows.KindSpec(spec.params, spec.plan, broken, spec.columns, spec.description),
+    )
+    failed = ok(admin.post(f"{API}/jobs/{job['id']}/run-now"), 201)
+    assert tick(api.database)
+    with api.database.transaction() as session:  # (as the scheduler records its own: not manual)
+        session.execute(
+            update(Occurrence)
+            .where(Occurrence.id == failed["id"])
+            .values(manual=False, scheduled_for=utcnow() - dt.timedelta(hours=1))
+        )
+    monkeypatch.setitem(reports.KINDS, report_rows.ReportKind.GRANTS_BY_IDENTITY, spec)
+    ok(admin.post(f"{API}/jobs/{job['id']}/run-now"), 201)
+    assert tick(api.database)
+    note = ok(admin.get(f"{API}/jobs/{job['id']}"))["health_note"]
+    assert note.startswith("Run now succeeded")
+    assert "(report failed: RuntimeError: the disk is full)" in note
+    assert "connection" not in note

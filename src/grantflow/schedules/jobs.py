@@ -414,11 +414,20 @@ def health_note(session: Session, job: Job) -> str | None:
         and manual_run.outcome == "succeeded"
         and scheduled.outcome in ("failed", "timed_out", "cancelled")
     ):
-        return (
+        head = (
             f"Run now succeeded ({manual_run.scheduled_for:%Y-%m-%d %H:%M}Z) but the last "
             f"scheduled occurrence ({scheduled.scheduled_for:%Y-%m-%d %H:%M}Z) "
-            f"{scheduled.outcome}: what differs is when it runs — check connections' health "
-            "and rate limits at the scheduled time, and the run's failure reason"
+            f"{scheduled.outcome}"
+        )
+        if job.kind == JobKind.WORKFLOW:
+            return (
+                f"{head}: what differs is when it runs — check connections' health and rate "
+                "limits at the scheduled time, and the run's failure reason"
+            )
+        # a built-in job has no run nor connection: its occurrence says why it failed
+        return (
+            f"{head} ({scheduled.reason or 'no reason recorded'}): what differs is when it "
+            "runs — the data and the workers' load at the scheduled time"
         )
     return None
 
