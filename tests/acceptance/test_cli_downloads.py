@@ -121,6 +121,11 @@ def test_a_download_follows_a_link_keeps_a_files_mode_and_writes_a_fifo_in_place
     assert (tmp_path / "link.csv").is_symlink()
     assert real.read_bytes() == CONTENT
     assert stat.S_IMODE(real.stat().st_mode) == 0o600
+    real.chmod(0o644)  # a file shared on purpose stays so
+    assert download(url, tmp_path, "real.csv").returncode == 0
+    assert stat.S_IMODE(real.stat().st_mode) == 0o644
+    assert download(url, tmp_path, "new.csv").returncode == 0  # a new one: its owner's only
+    assert stat.S_IMODE((tmp_path / "new.csv").stat().st_mode) == 0o600
 
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
