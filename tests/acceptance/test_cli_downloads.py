@@ -1,6 +1,6 @@
 """`grantflow reports download -o FILE` (its own process): the content is written as it comes
-and stands only when its SHA-256 matches. A link is followed and stays; a FIFO is written in
-place; a file keeps its permissions; a full disk is said as the file's fault, not the server's;
+and stands only when its SHA-256 matches. A link and a FIFO are written in place, through
+them; a file keeps its permissions; a full disk is said as the file's fault, not the server's;
 a body cut short is said as the connection's, not as tampering; an answer without its SHA-256
 (a redirect from something in between) is refused; nothing of a part is left behind."""
 
@@ -121,11 +121,13 @@ def test_a_download_follows_a_link_keeps_a_files_mode_and_writes_a_fifo_in_place
     assert (tmp_path / "link.csv").is_symlink()
     assert real.read_bytes() == CONTENT
     assert stat.S_IMODE(real.stat().st_mode) == 0o600
-    real.chmod(0o644)  # a file shared on purpose stays so
+    real.chmod(0o640)  # replaced by the rename, the file keeps its mode
     assert download(url, tmp_path, "real.csv").returncode == 0
-    assert stat.S_IMODE(real.stat().st_mode) == 0o644
-    assert download(url, tmp_path, "new.csv").returncode == 0  # a new one: its owner's only
-    assert stat.S_IMODE((tmp_path / "new.csv").stat().st_mode) == 0o600
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640
+    assert download(url, tmp_path, "new.csv").returncode == 0  # a new one: as the umask says
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "new.csv").stat().st_mode) == 0o666 & ~mask
 
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
@@ -212,3 +214,21 @@ def test_a_download_stopped_by_a_signal_leaves_no_part(
             command.wait()
     assert parts(tmp_path) == []
     assert not (tmp_path / "report.csv").exists()
+
+
+def test_a_download_to_standard_output_is_the_content_alone(
+    server: tuple[str, type[_Server]], tmp_path: Path
+) -> None:
+    """`-o /dev/stdout` into a pipe: the content, as it comes, and the summary on stderr."""
+    url, _ = server
+    done = subprocess.run(
+        [*COMMAND, "reports", "download", REPORT_ID, "-o", "/dev/stdout"],
+        env={**grantflow_env(url=url), "GRANTFLOW_TOKEN": "unused"},
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == CONTENT
+    assert done.stderr.decode().strip() == f"/dev/stdout: {len(CONTENT)} bytes, sha256 {SHA}"

@@ -585,6 +585,17 @@ def test_the_cli_generates_lists_and_downloads(env: Env, tmp_path: Path) -> None
     nowhere = grantflow("reports", "download", shown["id"], "-o", str(tmp_path / "no" / "x.csv"))
     assert nowhere.returncode == 1
     assert nowhere.stderr.startswith(f"error: cannot write {tmp_path / 'no' / 'x.csv'}: ")
+    # generate: the report is stored though its file could not be written; the advice works
+    stored = grantflow("reports", "generate", "grants_by_identity", "-o", str(tmp_path / "no/y"))
+    assert stored.returncode == 1
+    advice = stored.stderr.splitlines()[-1].strip()
+    assert advice.startswith("next: the report is stored: grantflow reports download ")
+    command = advice.removeprefix("next: the report is stored: grantflow ").split()
+    taken = grantflow(*command[:-1], str(tmp_path / "y.csv"))
+    assert taken.returncode == 0, taken.stderr
+    content = (tmp_path / "y.csv").read_bytes()
+    assert taken.stdout.strip().endswith(f"sha256 {hashlib.sha256(content).hexdigest()}")
+    assert content.decode().splitlines()[0] == ",".join(BY_IDENTITY)
 
     # content altered in the database: refused, and the file already there is left as it was
     with env.db.transaction() as session:

@@ -107,6 +107,7 @@ class AsgiTransport:
                             into.write(message.get("body", b""))
                         except Exception as exc:  # the sink's (a full disk), not the app's
                             sink_failed = exc
+                            done.set()  # (the client "went away": the app stops streaming)
                 else:
                     chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):

@@ -3,6 +3,7 @@ audit log, stored with their SHA-256; through /api/v1/reports."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,9 @@ def _params(values: list[str]) -> dict[str, Any]:
     return parsed
 
 
-def _save(api: Client, report_id: str, output: Path) -> tuple[int, str]:
+def _save(
+    api: Client, report_id: str, output: Path, *, stored_already: bool = False
+) -> tuple[int, str]:
     """Write the report's content to `output` as it arrives (`cli.saving`), checked against the
     stored SHA-256: `output` stands only with content that matches. Its size and SHA-256."""
     try:
@@ -58,16 +61,29 @@ def _save(api: Client, report_id: str, output: Path) -> tuple[int, str]:
                     f"does not match its stored SHA-256 ({download.sha256} != {stored}); it "
                     "was altered in the database"
                     if stored
-                    else "came without its SHA-256 (X-Content-SHA256): is something between "
-                    "this command and the server changing answers?"
+                    else "came without its SHA-256 (X-Content-SHA256): the answer is not the "
+                    "server's (a proxy or a redirect in between)"
                 )
                 err.print(f"error: report {report_id} {why}", markup=False)
                 raise typer.Exit(1)
             saving.keep()
     except OSError as exc:
         err.print(f"error: cannot write {output}: {exc.strerror or exc}", markup=False)
+        if stored_already:  # (generate: the report stands, only its file is missing)
+            err.print(
+                f"  next: the report is stored: grantflow reports download {report_id} -o FILE",
+                markup=False,
+            )
         raise typer.Exit(1) from None
     return download.size, download.sha256
+
+
+def _is_stdout(output: Path) -> bool:
+    try:
+        given, ours = os.stat(output), os.fstat(1)
+    except OSError:
+        return False
+    return (given.st_dev, given.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def _wait_written(api: Client, shown: dict[str, Any]) -> dict[str, Any]:
@@ -124,7 +140,7 @@ def generate(
             )
         ready = shown["status"] == "ready"
         if output is not None and ready:
-            _save(api, shown["id"], output)
+            _save(api, shown["id"], output, stored_already=True)
     if as_json:
         emit_json(shown)
         return
@@ -173,4 +189,6 @@ def download(
     if as_json:
         emit_json({"id": report_id, "output": str(output), "size": size, "sha256": digest})
     else:
-        out.print(f"{output}: {size} bytes, sha256 {digest}", markup=False)
+        # (the content went to this command's own output: the line goes beside it)
+        said = err if _is_stdout(output) else out
+        said.print(f"{output}: {size} bytes, sha256 {digest}", markup=False)

@@ -1,12 +1,15 @@
 """Writing a download to the file a command was given (`-o FILE`), as it arrives: never whole
-in memory, and never leaving a file half written or refused.
+in memory, and never leaving a regular file half written or refused.
 
 A new or regular file is written beside itself (`.NAME.<random>.part`, in the same directory)
 and renamed over it once the command accepts the content (its SHA-256 matched): a download
-that breaks off or is refused leaves the file as it was, and nothing of the part. A symbolic
-link is followed (the link stays, its target is replaced). What is not a regular file (a FIFO,
-/dev/stdout, a process substitution) is written in place, as it comes. SIGTERM and SIGHUP
-end the command through the same cleanup as Ctrl-C.
+that breaks off or is refused leaves the file as it was, and nothing of the part. Anything
+else — a symbolic link, a FIFO, /dev/stdout, a process substitution — is opened as given and
+written in place as the content comes (the kernel follows a link, with its protections: a link
+planted in a shared directory is not followed where it may not be). A new file gets the
+permissions the umask gives; an existing one keeps its own, and one that is not writable is
+refused as before. SIGTERM and SIGHUP (unless ignored, as under nohup) end the command through
+the same cleanup as Ctrl-C.
 """
 
 from __future__ import annotations
@@ -44,29 +47,43 @@ class Download:
         return self._sha256.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class Saving:
     """`with Saving(output) as download:` write into `download`, then `keep()` what should
-    stand; leaving the block without it (an error, a refusal) leaves `output` as it was."""
+    stand; leaving the block without it (an error, a refusal) leaves a regular `output` as it
+    was."""
 
     def __init__(self, output: Path) -> None:
-        if output.is_dir() or not output.name:
+        if not output.name or output.is_dir():
             raise IsADirectoryError(21, "it is a directory")
-        self.target = Path(os.path.realpath(output))  # (a link is followed, and stays)
+        self.output = output
         self.part: Path | None = None
         self._file: BinaryIO | None = None
 
     def __enter__(self) -> Download:
-        existing = self.target.stat() if self.target.exists() else None
+        existing = os.lstat(self.output) if os.path.lexists(self.output) else None
         if existing is not None and not stat.S_ISREG(existing.st_mode):
-            self._file = self.target.open("wb")  # a FIFO, a terminal: written as it comes
+            self._file = self.output.open("wb")  # a link, a FIFO, a terminal: as given
             return Download(self._file)
+        if existing is not None and not os.access(self.output, os.W_OK):
+            raise PermissionError(13, "Permission denied")
         descriptor, name = tempfile.mkstemp(
-            dir=self.target.parent, prefix=f".{self.target.name}.", suffix=".part"
+            dir=self.output.parent, prefix=f".{self.output.name}.", suffix=".part"
         )
         self.part = Path(name)
-        if existing is not None:  # (the file keeps its permissions)
-            os.chmod(descriptor, stat.S_IMODE(existing.st_mode))
-        self._file = os.fdopen(descriptor, "wb")
+        try:
+            mode = existing.st_mode if existing is not None else 0o666 & ~_umask()
+            os.chmod(descriptor, stat.S_IMODE(mode))
+            self._file = os.fdopen(descriptor, "wb")
+        except BaseException:
+            os.close(descriptor)
+            self.part.unlink(missing_ok=True)
+            raise
         return Download(self._file)
 
     def keep(self) -> None:
@@ -74,14 +91,16 @@ class Saving:
         assert self._file is not None
         self._file.close()
         if self.part is not None:
-            self.part.replace(self.target)
+            self.part.replace(self.output)
             self.part = None
 
     def __exit__(self, *_: object) -> None:
-        if self._file is not None and not self._file.closed:
-            self._file.close()
-        if self.part is not None:
-            self.part.unlink(missing_ok=True)
+        try:
+            if self._file is not None and not self._file.closed:
+                self._file.close()
+        finally:
+            if self.part is not None:
+                self.part.unlink(missing_ok=True)
 
 
 def _stop(signum: int, _: FrameType | None) -> None:
@@ -91,12 +110,15 @@ def _stop(signum: int, _: FrameType | None) -> None:
 @contextlib.contextmanager
 def stopped_through_cleanup() -> Iterator[None]:
     """Within: SIGTERM and SIGHUP end the command as Ctrl-C does, through the `finally`s on the
-    way (by default they end the process at once, leaving a part behind). The main thread
-    only: elsewhere nothing changes."""
+    way (by default they end the process at once, leaving a part behind). A signal ignored (as
+    nohup ignores SIGHUP) stays so. The main thread only: elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {number: signal.signal(number, _stop) for number in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {}
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            previous[number] = signal.signal(number, _stop)
     try:
         yield
     finally:

@@ -78,13 +78,13 @@ def inbox(
 def task_views(session: Session, page: Sequence[Task], viewer: User) -> list[dict[str, Any]]:
     """`task_view` of each task of a page, who may act on them read once for the page."""
     with routing.remembered(session, page):
-        _remember_emails(session, page)
+        remember_emails(session, page)
         return [task_view(session, task, viewer) for task in page]
 
 
-def _remember_emails(session: Session, page: Sequence[Task]) -> None:
+def remember_emails(session: Session, page: Sequence[Task]) -> None:
     """The page's e-mails in one statement (read a task at a time, they were a statement per
-    task of the page)."""
+    task of the page). Within `routing.remembered` only."""
     by_task: dict[str, list[EmailMessage]] = {task.id: [] for task in page}
     if not by_task:
         return

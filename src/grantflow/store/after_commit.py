@@ -27,6 +27,8 @@ Action = Callable[[list[Any]], object]
 
 _PENDING = "grantflow.after_commit"
 _UNDO = "grantflow.undo_on_rollback"
+# each savepoint begun while undos stood: how many did (its own are those after them)
+_MARKS = "grantflow.undo_marks"
 
 
 def after_commit(session: Session, action: Action, *items: Hashable) -> None:
@@ -39,15 +41,17 @@ def after_commit(session: Session, action: Action, *items: Hashable) -> None:
 
 
 def on_rollback(session: Session, undo: Callable[[], object]) -> None:
-    """Call `undo()` if the savepoint current now (or the transaction) rolls back; forgotten
-    once the transaction commits."""
-    session.info.setdefault(_UNDO, []).append((session.get_nested_transaction(), undo))
+    """Call `undo()` if the savepoint current now (or one around it, or the transaction) rolls
+    back; forgotten once the transaction commits. (A rollback undoes what was registered since
+    its savepoint began: no walk over the others, however many a transaction holds.)"""
+    session.info.setdefault(_UNDO, []).append(undo)
 
 
 def _committed(session: Session) -> None:
     if session.in_nested_transaction():
         return  # (a savepoint released: its actions wait for the COMMIT, its undos stand)
     session.info.pop(_UNDO, None)
+    session.info.pop(_MARKS, None)
     if _PENDING not in session.info:
         return
     grouped: dict[Action, list[Any]] = {}
@@ -67,10 +71,11 @@ def _rolled_back(session: Session, rolled_back: SessionTransaction) -> None:
     while boundary is not None and not boundary.nested:
         boundary = boundary.parent
     undos = session.info.get(_UNDO)
-    if undos:
-        undone = [e for e in undos if boundary is None or _within(e[0], boundary)]
-        undos[:] = [e for e in undos if not (boundary is None or _within(e[0], boundary))]
-        for _, undo in reversed(undone):
+    if undos:  # (those registered since the savepoint began: its own and its children's)
+        start = 0 if boundary is None else session.info.get(_MARKS, {}).get(boundary, 0)
+        undone = undos[start:]
+        del undos[start:]
+        for undo in reversed(undone):
             undo()
     if boundary is None:  # the whole transaction
         session.info.pop(_PENDING, None)
@@ -91,12 +96,19 @@ def _within(savepoint: SessionTransaction | None, boundary: SessionTransaction) 
 def _ended(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:  # closed without a COMMIT (or after one): nothing carries over
         session.info.pop(_PENDING, None)
+        session.info.pop(_MARKS, None)
         # (a COMMIT took the undos away: any left belong to a transaction rolled back)
-        for _, undo in reversed(session.info.pop(_UNDO, [])):
+        for undo in reversed(session.info.pop(_UNDO, [])):
             undo()
+
+
+def _begun(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested and session.info.get(_UNDO):
+        session.info.setdefault(_MARKS, {})[transaction] = len(session.info[_UNDO])
 
 
 # (on the class, once: a listener per session would cost each transaction more than it does)
 event.listen(Session, "after_commit", _committed)
 event.listen(Session, "after_soft_rollback", _rolled_back)
 event.listen(Session, "after_transaction_end", _ended)
+event.listen(Session, "after_transaction_create", _begun)

@@ -80,6 +80,7 @@ def my_inbox(
                 session, user, kind=chosen, overdue=late, cursor=cursor or None, limit=PAGE_SIZE
             )
             with routing.remembered(session, page.items):  # (one page's reads)
+                inbox.remember_emails(session, page.items)
                 cards = [tasks.card(session, t, user, _can(actor)) for t in page.items]
             next_cursor = page.next_cursor
             kinds = routing.kinds_for(user)
