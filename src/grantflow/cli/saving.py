@@ -72,17 +72,27 @@ class Saving:
             return Download(self._file)
         if existing is not None and not os.access(self.output, os.W_OK):
             raise PermissionError(13, "Permission denied")
-        descriptor, name = tempfile.mkstemp(
-            dir=self.output.parent, prefix=f".{self.output.name}.", suffix=".part"
-        )
+        # (SIGTERM and SIGHUP wait until the part is known: one between its creation and
+        # here would leave it behind)
+        held = _hold(_STOPS)
+        try:
+            descriptor, name = tempfile.mkstemp(
+                dir=self.output.parent, prefix=f".{self.output.name}.", suffix=".part"
+            )
+        except BaseException:
+            _release(held)
+            raise
         self.part = Path(name)
         try:
+            _release(held)  # (a signal that came meanwhile is raised here, and cleaned up)
             mode = existing.st_mode if existing is not None else 0o666 & ~_umask()
             os.chmod(descriptor, stat.S_IMODE(mode))
             self._file = os.fdopen(descriptor, "wb")
         except BaseException:
-            os.close(descriptor)
+            if self._file is None:
+                os.close(descriptor)
             self.part.unlink(missing_ok=True)
+            self.part = None
             raise
         return Download(self._file)
 
@@ -103,6 +113,21 @@ class Saving:
                 self.part.unlink(missing_ok=True)
 
 
+_STOPS = {signal.SIGTERM, signal.SIGHUP}
+
+
+def _hold(signals: set[signal.Signals]) -> set[int | signal.Signals] | None:
+    """Block `signals` in this thread (the main one only); the mask before, to release."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+
+
+def _release(held: set[int | signal.Signals] | None) -> None:
+    if held is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def _stop(signum: int, _: FrameType | None) -> None:
     raise typer.Exit(128 + signum)
 
@@ -116,7 +141,7 @@ def stopped_through_cleanup() -> Iterator[None]:
         yield
         return
     previous = {}
-    for number in (signal.SIGTERM, signal.SIGHUP):
+    for number in sorted(_STOPS):
         if signal.getsignal(number) is not signal.SIG_IGN:
             previous[number] = signal.signal(number, _stop)
     try:
