@@ -232,3 +232,35 @@ def test_a_download_to_standard_output_is_the_content_alone(
     assert done.returncode == 0, done.stderr
     assert done.stdout == CONTENT
     assert done.stderr.decode().strip() == f"/dev/stdout: {len(CONTENT)} bytes, sha256 {SHA}"
+
+
+def test_a_link_cut_short_leaves_the_file_behind_it_as_it_was(
+    server: tuple[str, type[_Server]], tmp_path: Path
+) -> None:
+    url, handler = server
+    real = tmp_path / "real.csv"
+    real.write_bytes(b"the last good download")
+    (tmp_path / "link.csv").symlink_to(real)
+    handler.mode = "cut"
+    assert download(url, tmp_path, "link.csv").returncode == 1
+    assert real.read_bytes() == b"the last good download"
+    assert (tmp_path / "link.csv").is_symlink()
+    assert parts(tmp_path) == []
+
+
+def test_json_and_the_content_both_on_standard_output_is_refused(
+    server: tuple[str, type[_Server]], tmp_path: Path
+) -> None:
+    url, _ = server
+    done = subprocess.run(
+        [*COMMAND, "reports", "download", REPORT_ID, "-o", "/dev/stdout", "--json"],
+        env={**grantflow_env(url=url), "GRANTFLOW_TOKEN": "unused"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--json and the content would both go to standard output" in done.stderr
+    assert done.stdout == ""

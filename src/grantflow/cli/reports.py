@@ -78,6 +78,13 @@ def _save(
     return download.size, download.sha256
 
 
+def _one_on_stdout(output: Path | None, as_json: bool) -> None:
+    if as_json and output is not None and _is_stdout(output):
+        raise typer.BadParameter(
+            "--json and the content would both go to standard output: leave one out"
+        )
+
+
 def _is_stdout(output: Path) -> bool:
     try:
         given, ours = os.stat(output), os.fstat(1)
@@ -126,6 +133,7 @@ def generate(
     20,000 rows is written by the workers: this waits for it (Ctrl-C stops the waiting)."""
     if no_wait and output is not None:
         raise typer.BadParameter("--output needs the report written: leave out --no-wait")
+    _one_on_stdout(output, as_json)
     body = {"kind": kind, "format": fmt, "params": _params(param or [])}
     with errors_as_lines({"format": "--format", "kind": "KIND"}), connect() as api:
         with progress(f"generating {kind}", quiet=as_json):
@@ -151,13 +159,14 @@ def generate(
             markup=False,
         )
         return
-    out.print(
+    said = err if output is not None and _is_stdout(output) else out  # (beside the content)
+    said.print(
         f"report {shown['id']} ({shown['kind']}, {shown['format']}): {shown['rows']} row(s), "
         f"{shown['size']} bytes, sha256 {shown['sha256']}",
         markup=False,
     )
     if output is not None:
-        out.print(f"written to {output}", markup=False)
+        said.print(f"written to {output}", markup=False)
 
 
 @app.command("list")
@@ -183,6 +192,7 @@ def download(
 ) -> None:
     """Write a stored report to a file as it arrives, checking its SHA-256: the file is
     replaced only by content that matches."""
+    _one_on_stdout(output, as_json)
     with errors_as_lines(), connect() as api:
         report_id = api.full_id("/reports", report_id)
         size, digest = _save(api, report_id, output)

@@ -3,18 +3,20 @@ in memory, and never leaving a regular file half written or refused.
 
 A new or regular file is written beside itself (`.NAME.<random>.part`, in the same directory)
 and renamed over it once the command accepts the content (its SHA-256 matched): a download
-that breaks off or is refused leaves the file as it was, and nothing of the part. Anything
-else — a symbolic link, a FIFO, /dev/stdout, a process substitution — is opened as given and
-written in place as the content comes (the kernel follows a link, with its protections: a link
-planted in a shared directory is not followed where it may not be). A new file gets the
-permissions the umask gives; an existing one keeps its own, and one that is not writable is
-refused as before. SIGTERM and SIGHUP (unless ignored, as under nohup) end the command through
-the same cleanup as Ctrl-C.
+that breaks off or is refused leaves the file as it was, and nothing of the part. A symbolic
+link is opened by the kernel (with its protections: a link planted in a shared directory is
+not followed where it may not be) and a regular file behind it is replaced the same way; a
+FIFO, /dev/stdout or a process substitution is written in place as the content comes.
+Replacing a file makes it the downloader's (owner and group) and splits its hard links. A new
+file gets the permissions the umask gives; an existing one keeps its own, and one that is not
+writable is refused as before. SIGTERM and SIGHUP (unless ignored, as under nohup) end the
+command through the same cleanup as Ctrl-C.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import signal
@@ -67,24 +69,27 @@ class Saving:
 
     def __enter__(self) -> Download:
         existing = os.lstat(self.output) if os.path.lexists(self.output) else None
+        if existing is not None and stat.S_ISLNK(existing.st_mode):
+            self._through_link()
+            existing = os.lstat(self.output) if os.path.lexists(self.output) else None
         if existing is not None and not stat.S_ISREG(existing.st_mode):
-            self._file = self.output.open("wb")  # a link, a FIFO, a terminal: as given
+            self._file = self.output.open("wb")  # a FIFO, a terminal: as given, as it comes
             return Download(self._file)
         if existing is not None and not os.access(self.output, os.W_OK):
             raise PermissionError(13, "Permission denied")
-        # (SIGTERM and SIGHUP wait until the part is known: one between its creation and
-        # here would leave it behind)
-        held = _hold(_STOPS)
+        # (a stop — Ctrl-C, SIGTERM, SIGHUP — waits until the part is known: one between its
+        # creation and here would leave it behind)
+        _deferring.set()
         try:
             descriptor, name = tempfile.mkstemp(
                 dir=self.output.parent, prefix=f".{self.output.name}.", suffix=".part"
             )
         except BaseException:
-            _release(held)
+            _stop_deferred()
             raise
         self.part = Path(name)
         try:
-            _release(held)  # (a signal that came meanwhile is raised here, and cleaned up)
+            _stop_deferred()  # (a stop that came meanwhile is raised here, and cleaned up)
             mode = existing.st_mode if existing is not None else 0o666 & ~_umask()
             os.chmod(descriptor, stat.S_IMODE(mode))
             self._file = os.fdopen(descriptor, "wb")
@@ -95,6 +100,26 @@ class Saving:
             self.part = None
             raise
         return Download(self._file)
+
+    def _through_link(self) -> None:
+        """A link is opened by the kernel (with its protections: one planted in a shared
+        directory is not followed where it may not be), without truncating; what it opened
+        becomes the output, so that a regular file behind the link is replaced only once the
+        content is accepted, like any other."""
+        try:
+            descriptor = os.open(self.output, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno in (errno.ENXIO, errno.ENOENT):
+                return  # a FIFO with no reader yet, a link to nothing yet: written through
+            raise
+        try:
+            opened = os.readlink(f"/proc/self/fd/{descriptor}")
+        except OSError:  # (no /proc) the link's own resolution
+            opened = os.path.realpath(self.output)
+        finally:
+            os.close(descriptor)
+        if os.path.isabs(opened) and os.path.lexists(opened):
+            self.output = Path(opened)
 
     def keep(self) -> None:
         """What was written stands: the part is renamed over the file."""
@@ -113,35 +138,44 @@ class Saving:
                 self.part.unlink(missing_ok=True)
 
 
-_STOPS = {signal.SIGTERM, signal.SIGHUP}
-
-
-def _hold(signals: set[signal.Signals]) -> set[int | signal.Signals] | None:
-    """Block `signals` in this thread (the main one only); the mask before, to release."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-
-
-def _release(held: set[int | signal.Signals] | None) -> None:
-    if held is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+_STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_deferring = threading.Event()  # a stop now is held until `_stop_deferred`
+_held: list[int] = []
 
 
 def _stop(signum: int, _: FrameType | None) -> None:
+    """Python runs handlers in the main thread, whichever thread the kernel picked."""
+    if _deferring.is_set():
+        _held.append(signum)
+        return
+    _raise_stop(signum)
+
+
+def _raise_stop(signum: int) -> None:
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise typer.Exit(128 + signum)
+
+
+def _stop_deferred() -> None:
+    """Stops are no longer held; one that came meanwhile is raised now."""
+    _deferring.clear()
+    if _held:
+        _raise_stop(_held.pop())
+        _held.clear()
 
 
 @contextlib.contextmanager
 def stopped_through_cleanup() -> Iterator[None]:
-    """Within: SIGTERM and SIGHUP end the command as Ctrl-C does, through the `finally`s on the
-    way (by default they end the process at once, leaving a part behind). A signal ignored (as
-    nohup ignores SIGHUP) stays so. The main thread only: elsewhere nothing changes."""
+    """Within: Ctrl-C, SIGTERM and SIGHUP end the command through the `finally`s on the way
+    (by default the last two end the process at once, leaving a part behind), and wait while
+    a part is being created. A signal ignored (as nohup ignores SIGHUP) stays so. The main
+    thread only: elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {}
-    for number in sorted(_STOPS):
+    for number in _STOPS:
         if signal.getsignal(number) is not signal.SIG_IGN:
             previous[number] = signal.signal(number, _stop)
     try:

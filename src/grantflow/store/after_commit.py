@@ -29,6 +29,7 @@ _PENDING = "grantflow.after_commit"
 _UNDO = "grantflow.undo_on_rollback"
 # each savepoint begun while undos stood: how many did (its own are those after them)
 _MARKS = "grantflow.undo_marks"
+_ENDED = "grantflow.undo_marks_ended"  # savepoints ended whose marks are yet to go
 
 
 def after_commit(session: Session, action: Action, *items: Hashable) -> None:
@@ -44,6 +45,7 @@ def on_rollback(session: Session, undo: Callable[[], object]) -> None:
     """Call `undo()` if the savepoint current now (or one around it, or the transaction) rolls
     back; forgotten once the transaction commits. (A rollback undoes what was registered since
     its savepoint began: no walk over the others, however many a transaction holds.)"""
+    _forget_ended(session)
     session.info.setdefault(_UNDO, []).append(undo)
 
 
@@ -52,6 +54,7 @@ def _committed(session: Session) -> None:
         return  # (a savepoint released: its actions wait for the COMMIT, its undos stand)
     session.info.pop(_UNDO, None)
     session.info.pop(_MARKS, None)
+    session.info.pop(_ENDED, None)
     if _PENDING not in session.info:
         return
     grouped: dict[Action, list[Any]] = {}
@@ -77,6 +80,7 @@ def _rolled_back(session: Session, rolled_back: SessionTransaction) -> None:
         del undos[start:]
         for undo in reversed(undone):
             undo()
+    _forget_ended(session)
     if boundary is None:  # the whole transaction
         session.info.pop(_PENDING, None)
         return
@@ -94,15 +98,30 @@ def _within(savepoint: SessionTransaction | None, boundary: SessionTransaction) 
 
 
 def _ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested and transaction in session.info.get(_MARKS, ()):
+        # (its mark goes once its rollback, which SQLAlchemy tells after this, has used it)
+        session.info.setdefault(_ENDED, []).append(transaction)
     if transaction.parent is None:  # closed without a COMMIT (or after one): nothing carries over
         session.info.pop(_PENDING, None)
         session.info.pop(_MARKS, None)
+        session.info.pop(_ENDED, None)
         # (a COMMIT took the undos away: any left belong to a transaction rolled back)
         for undo in reversed(session.info.pop(_UNDO, [])):
             undo()
 
 
+def _forget_ended(session: Session) -> None:
+    """The marks of savepoints that ended (released, or rolled back and used): a transaction
+    of ten thousand savepoints keeps none of them."""
+    ended = session.info.pop(_ENDED, None)
+    marks = session.info.get(_MARKS)
+    if ended and marks:
+        for transaction in ended:
+            marks.pop(transaction, None)
+
+
 def _begun(session: Session, transaction: SessionTransaction) -> None:
+    _forget_ended(session)
     if transaction.nested and session.info.get(_UNDO):
         session.info.setdefault(_MARKS, {})[transaction] = len(session.info[_UNDO])
 
