@@ -11,7 +11,7 @@ import hashlib
 import io
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -86,6 +86,37 @@ def download(admin: httpx.Client, report: dict[str, Any]) -> bytes:
     assert hashlib.sha256(answer.content).hexdigest() == answer.headers["x-content-sha256"]
     assert int(answer.headers["content-length"]) == len(answer.content) == report["size"]
     return answer.content
+
+
+def rows_of_grants_by_identity(
+    monkeypatch: pytest.MonkeyPatch, rows: Callable[[Any, Any], Iterator[dict[str, Any]]]
+) -> report_rows.KindSpec:
+    """`grants_by_identity` reads its rows with `rows` until the test ends; its real spec."""
+    kind = report_rows.ReportKind.GRANTS_BY_IDENTITY
+    spec = report_rows.KINDS[kind]
+    monkeypatch.setitem(
+        reports.KINDS,
+        kind,
+        report_rows.KindSpec(spec.params, spec.plan, rows, spec.columns, spec.description),
+    )
+    return spec
+
+
+def disk_full(*_: Any) -> Iterator[dict[str, Any]]:
+    raise RuntimeError("the disk is full")
+    yield {}
+
+
+def report_job(admin: httpx.Client) -> dict[str, Any]:
+    body = {
+        "name": "Access by person",
+        "kind": "report",
+        "cron": "0 6 * * 1",
+        "timezone": "UTC",
+        "config": {"kind": "grants_by_identity"},
+    }
+    job: dict[str, Any] = ok(admin.post(f"{API}/jobs", json=body), 201)
+    return job
 
 
 @pytest.mark.usefixtures("small")
@@ -195,12 +226,7 @@ def test_a_report_the_workers_cannot_write_says_why(
         yield {"identity": "half"}
         raise RuntimeError("the disk is full")
 
-    spec = report_rows.KINDS[report_rows.ReportKind.GRANTS_BY_IDENTITY]
-    monkeypatch.setitem(
-        reports.KINDS,
-        report_rows.ReportKind.GRANTS_BY_IDENTITY,
-        report_rows.KindSpec(spec.params, spec.plan, broken, spec.columns, spec.description),
-    )
+    rows_of_grants_by_identity(monkeypatch, broken)
     assert tick(api.database)
     failed = ok(admin.get(report["link"]))
     assert (failed["status"], failed["error"]) == ("failed", "RuntimeError: the disk is full")
@@ -300,14 +326,7 @@ def test_a_report_jobs_occurrence_ends_as_its_report_does_once_the_workers_wrote
     """A report job's large report: the occurrence has no outcome while the report is
     `generating`, then the report's — succeeded, or failed with the report's error."""
     granted(admin)
-    body = {
-        "name": "Access by person",
-        "kind": "report",
-        "cron": "0 6 * * 1",
-        "timezone": "UTC",
-        "config": {"kind": "grants_by_identity"},
-    }
-    job = ok(admin.post(f"{API}/jobs", json=body), 201)
+    job = report_job(admin)
 
     def occurrence() -> dict[str, Any]:
         (latest, *_) = ok(admin.get(f"{API}/jobs/{job['id']}/occurrences"))["items"]
@@ -322,16 +341,7 @@ def test_a_report_jobs_occurrence_ends_as_its_report_does_once_the_workers_wrote
     shown = ok(admin.get(f"{API}/jobs/{job['id']}"))["last_occurrence"]
     assert shown["outcome"] == "succeeded"
 
-    def broken(*_: Any) -> Iterator[dict[str, Any]]:
-        raise RuntimeError("the disk is full")
-        yield {}
-
-    spec = report_rows.KINDS[report_rows.ReportKind.GRANTS_BY_IDENTITY]
-    monkeypatch.setitem(
-        reports.KINDS,
-        report_rows.ReportKind.GRANTS_BY_IDENTITY,
-        report_rows.KindSpec(spec.params, spec.plan, broken, spec.columns, spec.description),
-    )
+    rows_of_grants_by_identity(monkeypatch, disk_full)
     again = ok(admin.post(f"{API}/jobs/{job['id']}/run-now"), 201)
     assert again["outcome"] is None
     assert tick(api.database)
@@ -367,11 +377,7 @@ def test_a_report_being_written_holds_back_no_other_timer(
         assert release.wait(60)
         yield from spec.rows(session, params)
 
-    monkeypatch.setitem(
-        reports.KINDS,
-        report_rows.ReportKind.GRANTS_BY_IDENTITY,
-        report_rows.KindSpec(spec.params, spec.plan, held, spec.columns, spec.description),
-    )
+    rows_of_grants_by_identity(monkeypatch, held)
     with running_worker(api.database, tick_seconds=0.2):
         poll(writing.is_set, timeout=60, what="the worker to start writing the report")
         with api.database.transaction() as session:  # time passes: the grant expires
@@ -434,25 +440,8 @@ def test_a_report_job_whose_scheduled_report_failed_has_a_health_note_naming_why
     succeeded: the job's health note names the report's failure, not a run or a connection
     (a report job has neither)."""
     granted(admin)
-    body = {
-        "name": "Access by person",
-        "kind": "report",
-        "cron": "0 6 * * 1",
-        "timezone": "UTC",
-        "config": {"kind": "grants_by_identity"},
-    }
-    job = ok(admin.post(f"{API}/jobs", json=body), 201)
-    spec = report_rows.KINDS[report_rows.ReportKind.GRANTS_BY_IDENTITY]
-
-    def broken(*_: Any) -> Iterator[dict[str, Any]]:
-        raise RuntimeError("the disk is full")
-        yield {}
-
-    monkeypatch.setitem(
-        reports.KINDS,
-        report_rows.ReportKind.GRANTS_BY_IDENTITY,
-        report_rows.KindSpec(spec.params, spec.plan, broken, spec.columns, spec.description),
-    )
+    job = report_job(admin)
+    spec = rows_of_grants_by_identity(monkeypatch, disk_full)
     failed = ok(admin.post(f"{API}/jobs/{job['id']}/run-now"), 201)
     assert tick(api.database)
     with api.database.transaction() as session:  # (as the scheduler records its own: not manual)
