@@ -155,6 +155,21 @@ def people_csv(tmp_path: Path, name: str) -> Path:
     return path
 
 
+def stopped_with_ctrl_c(command: Waiting, noun: str, resume: str) -> str:
+    """The waiting `command` said no worker runs; Ctrl-C stopped it (exit 130), naming the
+    command that shows the work later (`resume`, `{}` for the work's id). The work's id."""
+    said = command.line_with("no worker is running")
+    work_id = re.match(rf"{noun} (\S+): ", said).group(1)  # type: ignore[union-attr]
+    assert said == f"{noun} {work_id}: {NO_WORKER}; waiting"
+    command.process.send_signal(signal.SIGINT)
+    code, _, lines = command.finish()
+    assert code == INTERRUPTED
+    shown = resume.format(work_id)
+    assert lines[-1] == f"stopped waiting; {noun} {work_id} goes on in the workers: {shown}"
+    assert not any("Traceback" in line for line in lines)
+    return work_id
+
+
 def test_an_import_without_a_worker_says_so_and_ctrl_c_names_where_it_goes_on(
     api: Api,
     database: Database,
@@ -164,17 +179,9 @@ def test_an_import_without_a_worker_says_so_and_ctrl_c_names_where_it_goes_on(
     tmp_path: Path,
 ) -> None:
     first = commands(["identities", "import", str(people_csv(tmp_path, "a"))], server_env, tmp_path)
-    said = first.line_with("no worker is running")
-    import_id = re.match(r"import (\S+): ", said).group(1)  # type: ignore[union-attr]
-    assert said == f"import {import_id}: {NO_WORKER}; waiting"
-
     # Ctrl-C: the waiting stops, the import stays with the workers
-    first.process.send_signal(signal.SIGINT)
-    code, _, lines = first.finish()
-    assert code == INTERRUPTED
+    import_id = stopped_with_ctrl_c(first, "import", "grantflow identities imports {}")
     resume = f"grantflow identities imports {import_id}"
-    assert lines[-1] == f"stopped waiting; import {import_id} goes on in the workers: {resume}"
-    assert not any("Traceback" in line for line in lines)
     shown = json_output(run_grantflow(*resume.split()[1:], "--json", env=server_env, cwd=tmp_path))
     assert (shown["id"], shown["status"], shown["done_rows"]) == (import_id, "queued", 0)
 
@@ -218,14 +225,8 @@ def test_a_large_report_without_a_worker_says_so_and_ctrl_c_names_its_download(
             assert admin.post("/api/v1/identities", json={"email": email}).status_code == 201
     args = ["reports", "generate", "audit_export"]
     first = commands(args, server_env, tmp_path)
-    said = first.line_with("no worker is running")
-    report_id = re.match(r"report (\S+): ", said).group(1)  # type: ignore[union-attr]
-    assert said == f"report {report_id}: {NO_WORKER}; waiting"
-    first.process.send_signal(signal.SIGINT)
-    code, _, lines = first.finish()
-    assert code == INTERRUPTED
+    report_id = stopped_with_ctrl_c(first, "report", "grantflow reports download {} -o FILE")
     resume = f"grantflow reports download {report_id} -o FILE"
-    assert lines[-1] == f"stopped waiting; report {report_id} goes on in the workers: {resume}"
 
     # the report is still being written: its download says so
     early = run_grantflow(
