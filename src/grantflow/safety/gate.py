@@ -26,6 +26,7 @@ from grantflow.safety import breakers, config, periods, spend
 from grantflow.safety.config import Breakers
 from grantflow.safety.hold import Hold
 from grantflow.safety.limits import LimitExceeded, check_steps_per_run
+from grantflow.store import native
 from grantflow.store.database import Database, database_of
 
 __all__ = [
@@ -348,7 +349,10 @@ def folded(start: StepStart) -> dict[str, Any] | None:
 
 def _count_if_clear(conn: Connection, start: StepStart, now: dt.datetime) -> _Facts | None:
     params = _clear_params(start, now)
-    row = conn.exec_driver_sql(_clear(tuple(start.kinds)), params).mappings().first()
+    # (the engine's connections take PostgreSQL's own placeholders: store/database.py)
+    query, names = native.native(_clear(tuple(start.kinds)))
+    values = tuple(params[name] for name in names)
+    row = conn.exec_driver_sql(query.decode(), values).mappings().first()
     if row is None:
         return None
     minute = {
