@@ -42,6 +42,10 @@ PostgreSQL only (issue 18's targets), with the API served in this process:
   this process with an embedded worker: by the API request (api), the worker's dispatcher
   (claims) and the pool thread that advanced the run (run); outside_steps = total - 5 (target:
   at most 4);
+- run_start: a run5 started with `start_run` in a transaction of its own, one after another
+  with no worker running (they stay queued): start_cpu_p50_ms the CPU of the starting thread
+  (time.thread_time: the Python and the driver's work, not the server's), start_p50_ms its
+  wall time, commit included; `starts` samples after 100 not counted;
 - api_request: p50/p95 of `GET /healthz` and of an authenticated `GET /api/v1/me` over one
   keep-alive connection; overhead_p50_ms is their difference;
 - commit_floor: what one durable write costs on this machine (one-row INSERTs, each its own
@@ -640,6 +644,24 @@ def _by_role(counted: dict[str, int]) -> dict[str, int]:
     return {**roles, "total": sum(roles.values())}
 
 
+def measure_starts(db: Database, flow: str, starts: int) -> dict[str, Any]:
+    """What starting one run costs its caller: `start_run` in a transaction of its own."""
+    queue = DatabaseQueue(db)
+    cpu, wall = [], []
+    for n in range(100 + starts):
+        began, began_cpu = time.perf_counter(), time.thread_time()
+        with db.transaction() as session:
+            start_run(session, ACTOR, queue, flow, {})
+        if n >= 100:  # (the first: plans, caches, connections)
+            cpu.append((time.thread_time() - began_cpu) * 1000)
+            wall.append((time.perf_counter() - began) * 1000)
+    return {
+        "start_cpu_p50_ms": r(percentile(cpu, 0.5), 3),
+        "start_p50_ms": r(percentile(wall, 0.5), 3),
+        "starts": starts,
+    }
+
+
 def measure_requests(api_url: str, token: str, requests: int) -> dict[str, Any]:
     """Latency over one keep-alive connection: `/healthz` (no authentication, no database) and
     an authenticated `GET /api/v1/me` (the token checked, the user read: no other rows)."""
@@ -769,6 +791,9 @@ def _bench_database(
             fields = measure_waiting_memory(db, reader, flows["waiting"], sizes.waiting, workers)
             rows.append(row("worker_memory", name, len(workers.processes), **fields))
     if not polled:
+        log(f"{name}: starting runs (they stay queued: the workers have stopped)")
+        starts = measure_starts(db, flows["run5"], sizes.run5 * 20)
+        rows.append(row("run_start", name, None, **starts))
         log(f"{name}: statements per run5 (an embedded worker)")
         with served(db) as url:
             fields = count_run5_statements(

@@ -20,6 +20,8 @@ per listing, are p50 and p95 of `--requests` requests after 5 warm-ups:
 - succeeded: `status=succeeded` (a page of the copied rows: no stuck run in it);
 - failed: `status=failed` (the old failures, the console home page's list);
 - retired: `workflow_id=` the retired workflow (all its runs are old);
+- old_version: `workflow_id=` the listed workflow and `version=1` (behind the newer half of
+  the copies, on version 2);
 - a_month: `since` and `until` a day of a month ago.
 Target (issue 18): p95 at most 25 ms at 1,000,000 runs, with and without a status filter.
 
@@ -49,7 +51,7 @@ from grantflow.store.database import Database
 
 STUCK = 50
 RUN_BY_WORKER = 20
-COPIED_AS = ("id", "created_at", "status", "workflow_id")  # what a copy writes of its own
+COPIED_AS = ("id", "created_at", "status", "workflow_id", "version")  # a copy's own values
 
 
 def publish(db: Database, name: str, stuck_after: str | None = None) -> str:
@@ -92,7 +94,8 @@ def run_to_the_end(db: Database, run_ids: list[str]) -> None:
 
 def copy_runs(db: Database, total: int, retired: str) -> None:
     """Copies of the succeeded runs up to `total` rows, one a minute back from the oldest real
-    one, each id minted at its creation time; the oldest 2 % failed, of `retired`."""
+    one, each id minted at its creation time; the oldest 2 % failed, of `retired`; the newer
+    half on the workflow's version 2 (the real runs and the older half: version 1)."""
     with db.engine.begin() as conn:
         columns = [
             row[0]
@@ -118,11 +121,12 @@ def copy_runs(db: Database, total: int, retired: str) -> None:
                 "FROM generate_series(1, :total) AS g, base), "
                 "minted AS (SELECT *, lpad(to_hex((extract(epoch FROM at) * 1000)::bigint), "
                 "12, '0') AS ms FROM copies) "
-                f"INSERT INTO runs (id, created_at, status, workflow_id, {listed}) SELECT "
+                f"INSERT INTO runs (id, created_at, status, workflow_id, version, {listed}) SELECT "
                 "substr(ms, 1, 8) || '-' || substr(ms, 9, 4) || '-7' || substr(noise, 1, 3) "
                 "|| '-8' || substr(noise, 4, 3) || '-' || substr(noise, 7, 12), at, "
                 "CASE WHEN old THEN 'failed' ELSE r.status END, "
                 "CASE WHEN old THEN :retired ELSE r.workflow_id END, "
+                "CASE WHEN g <= :total / 2 THEN r.version + 1 ELSE r.version END, "
                 f"{picked} FROM minted JOIN seeds AS r ON r.n = minted.g % :seeds"
             ),
             {"total": total, "old": total // 50, "retired": retired, "seeds": RUN_BY_WORKER},
@@ -150,7 +154,8 @@ def main() -> None:
     configure_logging("warning", "json")
     with postgres_database(make_url(ADMIN_URL)) as db:
         log(f"seeding: {RUN_BY_WORKER} runs through a worker")
-        run_to_the_end(db, start(db, publish(db, "bench-list"), RUN_BY_WORKER))
+        listed = publish(db, "bench-list")
+        run_to_the_end(db, start(db, listed, RUN_BY_WORKER))
         copies = max(0, options.runs - RUN_BY_WORKER - STUCK)
         log(f"copying {copies} runs")
         began = time.monotonic()
@@ -171,6 +176,7 @@ def main() -> None:
             "succeeded": {"status": "succeeded"},
             "failed": {"status": "failed"},
             "retired": {"workflow_id": retired},
+            "old_version": {"workflow_id": listed, "version": 1},
             "a_month": {"since": month_ago.isoformat(), "until": (month_ago + day).isoformat()},
         }
         with (

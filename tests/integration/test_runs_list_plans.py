@@ -34,6 +34,8 @@ pytestmark = [
 
 RUNS = 20_000
 OLD = 1_000  # the oldest: failed, of the retired workflow (5 %: expected anywhere)
+# the current workflow's newer half on its version 2, the rest on version 1
+NEWER_VERSION_FROM = RUNS // 2
 NOW = utcnow()
 
 
@@ -46,7 +48,8 @@ def minted(moment: dt.datetime) -> str:
 @pytest.fixture
 def history(api: Api) -> dict[str, Any]:
     """RUNS runs, one a minute back from now, copied from a run Grantflow created: the OLD
-    oldest failed and of a retired workflow, every other succeeded, of the current one."""
+    oldest failed and of a retired workflow, every other succeeded, of the current one (the
+    newer half on its version 2)."""
     db = api.database
     current = publish(db, workflow("Current", set_step("only")))
     retired = publish(db, workflow("Retired", set_step("only")))
@@ -67,6 +70,7 @@ def history(api: Api) -> dict[str, Any]:
                 "created_at": at,
                 "status": "failed" if old else "succeeded",
                 "workflow_id": retired if old else current,
+                "version": 2 if i >= NEWER_VERSION_FROM else row["version"],
             }
         )
     with db.engine.begin() as conn:
@@ -108,6 +112,17 @@ def test_each_filter_lists_its_runs_and_reads_about_a_page(
         ({"status": "timed_out"}, lambda r: False, PAGE_READ),
         ({"workflow_id": retired}, lambda r: r["workflow_id"] == retired, PAGE_READ),
         ({"workflow_id": current}, lambda r: r["workflow_id"] == current, PAGE_READ),
+        # an old version's runs, behind the newer version's (the version's own index)
+        (
+            {"workflow_id": current, "version": 1},
+            lambda r: r["workflow_id"] == current and r["version"] == 1,
+            PAGE_READ,
+        ),
+        (
+            {"workflow_id": current, "version": 2},
+            lambda r: r["workflow_id"] == current and r["version"] == 2,
+            PAGE_READ,
+        ),
         ({"until": window_start.isoformat()}, lambda r: r["created_at"] < window_start, PAGE_READ),
         (
             {"since": window_start.isoformat(), "until": window_end.isoformat()},
@@ -138,6 +153,18 @@ def test_the_old_failures_page_to_the_end_each_once(
     params = {"status": "failed", "limit": 200}
     seen = every_page(api.database, admin, "/api/v1/runs", params, "runs", "runs.id DESC")
     assert seen == newest([r for r in history["rows"] if r["status"] == "failed"], bool, OLD)
+
+
+def test_an_old_versions_runs_page_to_the_end_each_once(
+    api: Api, admin: httpx.Client, history: dict[str, Any]
+) -> None:
+    """The current workflow's 9,000 runs on version 1, 500 a page: each once, then no
+    cursor; every page reads about itself, not the newer version's runs or older ones."""
+    current = history["current"]
+    params = {"workflow_id": current, "version": 1, "limit": 500}
+    seen = every_page(api.database, admin, "/api/v1/runs", params, "runs", "runs.id DESC")
+    keep = [r for r in history["rows"] if r["workflow_id"] == current and r["version"] == 1]
+    assert seen == newest(keep, bool, len(keep))
 
 
 def test_the_home_page_failed_runs_read_about_a_page(

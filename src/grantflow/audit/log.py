@@ -362,7 +362,7 @@ def query(
     for name, value in exact.items():
         column = getattr(AuditEntry, name)
         if name == lead:
-            where, order = newest_of(session, column, value, AuditEntry.id, before)
+            where, order = newest_of(session, [(column, value)], AuditEntry.id, before)
             stmt = stmt.where(*where)
         else:
             stmt = stmt.where(column == value)

@@ -17,6 +17,7 @@ class Run(Base):
         # the runs list, newest first, by status or by workflow (0023)
         Index("ix_runs_status_id", "status", "id"),
         Index("ix_runs_workflow_id", "workflow_id", "id"),
+        Index("ix_runs_workflow_version", "workflow_id", "version", "id"),  # (0033)
         Index("ix_runs_status_wake", "status", "wake_at"),
     )
 

@@ -347,12 +347,19 @@ def folded(start: StepStart) -> dict[str, Any] | None:
     return _clear_params(start, config.now())
 
 
+@functools.cache
+def _clear_native(kinds: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """`_clear` in PostgreSQL's own placeholders, which the engine's connections take
+    (store/database.py), and its parameters' names in their order."""
+    query, names = native.native(_clear(kinds))
+    return query.decode(), names
+
+
 def _count_if_clear(conn: Connection, start: StepStart, now: dt.datetime) -> _Facts | None:
     params = _clear_params(start, now)
-    # (the engine's connections take PostgreSQL's own placeholders: store/database.py)
-    query, names = native.native(_clear(tuple(start.kinds)))
+    query, names = _clear_native(tuple(start.kinds))
     values = tuple(params[name] for name in names)
-    row = conn.exec_driver_sql(query.decode(), values).mappings().first()
+    row = conn.exec_driver_sql(query, values).mappings().first()
     if row is None:
         return None
     minute = {

@@ -256,7 +256,9 @@ class PostgresDatabase(Database):
         # Statements go out with PostgreSQL's own placeholders ($1, $2, ...), which the
         # driver's raw cursors send as they are. With the driver's `%(name)s` ones, psycopg
         # parses every statement over 4 KB or 50 parameters again at each execution (a run's
-        # creation, the ORM's reads of wide rows): a sixth of a run start's CPU.
+        # creation, the ORM's reads of wide rows): a sixth of a run start's CPU. So SQL sent
+        # to the driver on these engines (`exec_driver_sql`) is PostgreSQL's own: `$1`
+        # placeholders with a sequence of parameters, a `%` as itself (store/native.py).
         options["paramstyle"] = "numeric_dollar"
         connect_args: dict[str, Any] = {"cursor_factory": psycopg.RawCursor}
         threshold = self.url.query.get("prepare_threshold")

@@ -65,24 +65,27 @@ def page_of(rows: Sequence[T], limit: int, key: Any) -> Page[T]:
 
 
 def newest_of(
-    session: Session, column: Any, value: Any, key: Any, before: Any
+    session: Session, equal: Sequence[tuple[Any, Any]], key: Any, before: Any
 ) -> tuple[list[Any], list[Any]]:
-    """The WHERE and leading ORDER BY terms of a newest-first page of rows whose `column` is
-    `value` (after the cursor's key `before`, if any), served by an index on (column, key): the
-    index is walked from the page's first row and stops after the page. Add `key DESC` after
-    the terms returned (and `key < before`: these do not replace it).
+    """The WHERE and leading ORDER BY terms of a newest-first page of rows whose columns are
+    equal to their values (`equal`: (column, value) pairs, in the order of an index on those
+    columns and `key`), after the cursor's key `before`, if any: the index is walked from the
+    page's first row and stops after the page. Add `key DESC` after the terms returned (and
+    `key < before`: these do not replace it).
 
-    On PostgreSQL, written as a range of one value and ordered by the column too: PostgreSQL
-    drops a column compared with `=` from the ORDER BY and then, expecting the matches spread
-    evenly, often walks the primary key and filters instead, which reads every newer row when
-    the matches are all old (last month's failures, a retired workflow, a user who left). A
-    later page also compares (column, key) with (value, before), the index's own order: else,
-    with few rows older than the cursor, it walks the primary key from the cursor and sorts.
-    SQLite takes `=` and the cursor straight into the index (a range would walk it from the
-    newest row down to the cursor on every page)."""
+    On PostgreSQL, written as a range of one value per column and ordered by the columns too:
+    PostgreSQL drops a column compared with `=` from the ORDER BY and then, expecting the
+    matches spread evenly, often walks the primary key and filters instead, which reads every
+    newer row when the matches are all old (last month's failures, a retired workflow, a user
+    who left). A later page also compares (columns, key) with (values, before), the index's own
+    order: else, with few rows older than the cursor, it walks the primary key from the cursor
+    and sorts. SQLite takes `=` and the cursor straight into the index (a range would walk it
+    from the newest row down to the cursor on every page)."""
     if session.get_bind().dialect.name != "postgresql":
-        return [column == value], []
-    where = [column >= value, column <= value]
+        return [column == value for column, value in equal], []
+    where = [term for column, value in equal for term in (column >= value, column <= value)]
+    columns = [column for column, _ in equal]
     if before is not None:
-        where.append(tuple_(column, key) < tuple_(value, before))
-    return where, [column.desc()]
+        values = [value for _, value in equal]
+        where.append(tuple_(*columns, key) < tuple_(*values, before))
+    return where, [column.desc() for column in columns]
