@@ -353,6 +353,22 @@ def test_a_report_jobs_occurrence_ends_as_its_report_does_once_the_workers_wrote
     )
 
 
+def test_a_report_job_whose_report_fails_at_once_says_why_in_the_reports_words(
+    api: Api, admin: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small report, written as the job fires: its failure is the occurrence's, in the words
+    a report the workers could not write gives (not an internal error's repr)."""
+    granted(admin)
+    job = report_job(admin)
+    rows_of_grants_by_identity(monkeypatch, disk_full)
+    fired = ok(admin.post(f"{API}/jobs/{job['id']}/run-now"), 201)
+    assert (fired["outcome"], fired["reason"]) == (
+        "failed",
+        "report failed: RuntimeError: the disk is full",
+    )
+    assert fired["result_id"] is None  # (what the failing write began was undone)
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 @pytest.mark.usefixtures("small")

@@ -45,6 +45,7 @@ from grantflow.schedules.jobs import JobKind
 from grantflow.schedules.models import STARTER_LABEL, Job, JobStatus, Occurrence, SchedulerLease
 from grantflow.store.base import new_id, utcnow
 from grantflow.store.database import Database
+from grantflow.store.faults import fault_text
 
 log = structlog.get_logger("grantflow.scheduler")
 
@@ -547,7 +548,9 @@ def _start(
     except Exception as exc:
         if not isinstance(exc, GrantflowError):
             log.exception("scheduler.runner_failed", job_id=job.id, kind=job.kind)
-        message = exc.message if isinstance(exc, GrantflowError) else f"internal error: {exc!r}"
+        # (the words a failure is kept in everywhere: a database error's first line, never
+        # its statement or its parameters, which may hold rows' values)
+        message = fault_text(exc)
         occurrence.outcome = "failed"
         occurrence.reason = f"{job.kind} failed: {message}"
         return
