@@ -4,6 +4,7 @@ all, through GRANTFLOW_URL and a token, or the profile `grantflow login` saves."
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import stat
@@ -175,6 +176,49 @@ def test_a_long_run_shows_its_last_steps_and_lists_the_rest(site: Site) -> None:
     last = site.json("runs", "timeline", started["id"], "--last", "3")
     assert [e["kind"] for e in last][-1] == "failed"
     assert len(last) == 3
+
+
+def test_runs_are_listed_by_a_workflows_version_and_a_time_window(site: Site) -> None:
+    """`runs list --workflow W --version N` lists that version's runs; a version without a
+    workflow is refused with the command to run instead (taken here); `--since` and `--until`
+    bound the creation time, and a time the API cannot read is named."""
+    document = site.operator.parent / "versioned.yaml"
+    versioned: dict[str, Any] = {
+        "name": "Versioned",
+        "trigger": {"type": "manual"},
+        "steps": [{"id": "mark", "type": "set", "config": {"values": {"v": 1}}}],
+    }
+    document.write_text(yaml.safe_dump(versioned))
+    site.json("apply", "-f", str(document), "--publish")
+    first = site.json("runs", "start", "Versioned")
+    versioned["steps"][0]["config"]["values"]["v"] = 2
+    document.write_text(yaml.safe_dump(versioned))
+    assert site.json("apply", "-f", str(document), "--publish")["published"] is True
+    second = site.json("runs", "start", "Versioned")
+    assert (first["version"], second["version"]) == (1, 2)
+
+    def listed(*args: str) -> list[str]:
+        return [r["id"] for r in site.json("runs", "list", *args)]
+
+    assert listed("--workflow", "Versioned", "--version", "1") == [first["id"]]
+    assert listed("--workflow", "Versioned", "--version", "2") == [second["id"]]
+    assert listed("--workflow", "Versioned") == [second["id"], first["id"]]
+
+    refused = site.run("runs", "list", "--version", "1")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.splitlines() == [
+        "error: --version 1: a version number belongs to one workflow; give --workflow too",
+        "  next: grantflow runs list --workflow NAME --version 1",
+    ]
+    (next_line,) = [line for line in refused.stderr.splitlines() if "next:" in line]
+    taken = next_line.split("next: grantflow ")[1].replace("NAME", "Versioned").split()
+    assert [r["id"] for r in site.json(*taken)] == [first["id"]]
+
+    created = dt.datetime.fromisoformat(second["created_at"].replace("Z", "+00:00"))
+    assert listed("--workflow", "Versioned", "--since", created.isoformat()) == [second["id"]]
+    assert listed("--workflow", "Versioned", "--until", created.isoformat()) == [first["id"]]
+    unreadable = site.refused("runs", "list", "--since", "last tuesday")
+    assert "query.since" in unreadable[0], unreadable
 
 
 def test_an_operator_retries_a_failed_run(site: Site) -> None:

@@ -9,7 +9,14 @@ from typing import Any
 import typer
 
 from grantflow.cli.client import Client, connect, segment
-from grantflow.cli.context import JSON_OPTION, emit_json, emit_table, errors_as_lines, out
+from grantflow.cli.context import (
+    JSON_OPTION,
+    emit_json,
+    emit_table,
+    errors_as_lines,
+    fail_with,
+    out,
+)
 from grantflow.cli.evidence import register as register_evidence
 from grantflow.cli.files import read_document
 
@@ -85,15 +92,26 @@ def start(
 @runs_app.command("list")
 def list_runs(
     workflow: str = typer.Option(None, help="workflow id or name"),
+    version: int = typer.Option(None, min=1, help="only the workflow's version N (--workflow)"),
     status: str = typer.Option(None),
     stuck: bool = typer.Option(None, "--stuck/--not-stuck"),
+    since: str = typer.Option(None, help="created at or after (ISO 8601)"),
+    until: str = typer.Option(None, help="created before (ISO 8601)"),
     limit: int = typer.Option(50, min=1, max=500),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Runs, newest first."""
+    if version is not None and workflow is None:
+        fail_with(
+            f"--version {version}: a version number belongs to one workflow; give --workflow too",
+            f"grantflow runs list --workflow NAME --version {version}",
+            exit_code=2,
+        )
     with errors_as_lines(), connect() as api:
         workflow_id = api.full_id("/workflows", workflow) if workflow else None
-        rows = api.items("/runs", limit, workflow_id=workflow_id, status=status, stuck=stuck)
+        filters = {"workflow_id": workflow_id, "version": version, "status": status}
+        filters |= {"stuck": stuck, "since": since, "until": until}
+        rows = api.items("/runs", limit, **filters)
     if as_json:
         emit_json(rows)
     else:
