@@ -123,6 +123,12 @@ def test_each_filter_lists_its_runs_and_reads_about_a_page(
             lambda r: r["workflow_id"] == current and r["version"] == 2,
             PAGE_READ,
         ),
+        # and a status on that walk
+        (
+            {"workflow_id": current, "version": 1, "status": "succeeded"},
+            lambda r: r["workflow_id"] == current and r["version"] == 1,
+            PAGE_READ,
+        ),
         ({"until": window_start.isoformat()}, lambda r: r["created_at"] < window_start, PAGE_READ),
         (
             {"since": window_start.isoformat(), "until": window_end.isoformat()},

@@ -410,21 +410,24 @@ def list_runs(
     stmt = select(Run)
     order: list[Any] = []
     before = decode_cursor(cursor, str)
-    if status and workflow_id:
+    if workflow_id and version is not None:
+        # (ix_runs_workflow_version, from the version's newest run: an old version's runs are
+        # not found by walking every newer run; a status is a filter on that walk. The version
+        # is compared by the walk alone: an `=` too would let PostgreSQL, the column being
+        # constant, walk the workflow's narrower index or the primary key and filter.)
+        equal = [(Run.workflow_id, workflow_id), (Run.version, version)]
+        where, order = newest_of(session, equal, Run.id, before)
+        stmt = stmt.where(*where)
+        if status:
+            stmt = stmt.where(Run.status == status)
+        version = None
+    elif status and workflow_id:
         # (both: the smaller of their sets of runs, through both indexes)
         stmt = stmt.where(Run.status == status, Run.workflow_id == workflow_id)
-    elif status:  # (ix_runs_status_id, from the status's newest run)
-        where, order = newest_of(session, [(Run.status, status)], Run.id, before)
-        stmt = stmt.where(*where)
-    elif workflow_id:
-        # (ix_runs_workflow_id; with a version, ix_runs_workflow_version: an old version's
-        # runs are not found by walking every newer run of the workflow)
-        equal: list[tuple[Any, Any]] = [(Run.workflow_id, workflow_id)]
-        if version is not None:
-            equal.append((Run.version, version))
-            version = None  # (compared by the walk: an `=` too would let PostgreSQL walk
-            # the workflow's index and filter, the version's column being constant)
-        where, order = newest_of(session, equal, Run.id, before)
+    elif status or workflow_id:
+        # (ix_runs_status_id, ix_runs_workflow_id, from the value's newest run)
+        column, value = (Run.status, status) if status else (Run.workflow_id, workflow_id)
+        where, order = newest_of(session, [(column, value)], Run.id, before)
         stmt = stmt.where(*where)
     if version is not None:
         stmt = stmt.where(Run.version == version)

@@ -17,7 +17,7 @@ from grantflow.definitions.models import Workflow
 from grantflow.engine import detail
 from grantflow.engine.states import RunStatus
 from grantflow.queue.interface import Queue
-from grantflow.strict import time_in_range
+from grantflow.strict import MAX_INT, time_in_range
 
 PAGE_SIZE = 25
 FIELDS = ("status", "workflow_id", "version", "since", "until", "stuck")
@@ -65,10 +65,12 @@ def parse(params: Mapping[str, str]) -> RunFilters:
             found.errors["status"] = "not a run status: " + ", ".join(s.value for s in RunStatus)
     found.workflow_id = typed["workflow_id"][:36] or None
     if typed["version"]:
-        if typed["version"].isdigit() and int(typed["version"]) >= 1:
-            found.version = int(typed["version"])
+        # (ASCII digits only: `isdigit` takes "²", which `int` refuses; at most the API's bound)
+        number = typed["version"]
+        if number.isascii() and number.isdigit() and 1 <= int(number) <= MAX_INT:
+            found.version = int(number)
         else:
-            found.errors["version"] = "a version number: 1 or more"
+            found.errors["version"] = f"a version number: 1 to {MAX_INT:,}"
     for name in ("since", "until"):
         if typed[name]:
             try:
