@@ -109,9 +109,16 @@ def list_runs(
         )
     with errors_as_lines(), connect() as api:
         workflow_id = api.full_id("/workflows", workflow) if workflow else None
-        filters = {"workflow_id": workflow_id, "version": version, "status": status}
-        filters |= {"stuck": stuck, "since": since, "until": until}
-        rows = api.items("/runs", limit, **filters)
+        rows = api.items(
+            "/runs",
+            limit,
+            workflow_id=workflow_id,
+            version=version,
+            status=status,
+            stuck=stuck,
+            since=since,
+            until=until,
+        )
     if as_json:
         emit_json(rows)
     else:
