@@ -234,6 +234,36 @@ def test_a_download_to_standard_output_is_the_content_alone(
     assert done.stderr.decode().strip() == f"/dev/stdout: {len(CONTENT)} bytes, sha256 {SHA}"
 
 
+@pytest.mark.parametrize("mode", ["ab", "wb"])
+def test_standard_output_redirected_to_a_file_is_written_through_its_descriptor(
+    server: tuple[str, type[_Server]], tmp_path: Path, mode: str
+) -> None:
+    """`-o /dev/stdout` with standard output sent to a file (`>> out`, or `> out` shared with
+    the commands around it, as `{ echo; grantflow …; echo; } > out`): the content goes where
+    the descriptor is, after what was written before; the file is not replaced, so what is
+    written after lands in it too."""
+    url, _ = server
+    out = tmp_path / "out.csv"
+    out.write_bytes(b"kept\n")
+    with out.open(mode) as sink:
+        sink.write(b"before\n")
+        sink.flush()
+        done = subprocess.run(
+            [*COMMAND, "reports", "download", REPORT_ID, "-o", "/dev/stdout"],
+            env={**grantflow_env(url=url), "GRANTFLOW_TOKEN": "unused"},
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+        sink.write(b"after\n")
+    assert done.returncode == 0, done.stderr
+    kept = b"kept\n" if mode == "ab" else b""
+    assert out.read_bytes() == kept + b"before\n" + CONTENT + b"after\n"
+    assert parts(tmp_path) == []
+
+
 def test_a_link_cut_short_leaves_the_file_behind_it_as_it_was(
     server: tuple[str, type[_Server]], tmp_path: Path
 ) -> None:

@@ -6,7 +6,9 @@ and renamed over it once the command accepts the content (its SHA-256 matched): 
 that breaks off or is refused leaves the file as it was, and nothing of the part. A symbolic
 link is opened by the kernel (with its protections: a link planted in a shared directory is
 not followed where it may not be) and a regular file behind it is replaced the same way; a
-FIFO, /dev/stdout or a process substitution is written in place as the content comes.
+FIFO is written in place as the content comes, and so is this process's own descriptor
+(/dev/stdout, /dev/fd/N: a process substitution), through itself: what it holds stays and what
+is written after the download follows it.
 Replacing a file makes it the downloader's (owner and group) and splits its hard links. A new
 file gets the permissions the umask gives; an existing one keeps its own, and one that is not
 writable is refused as before. SIGTERM and SIGHUP (unless ignored, as under nohup) end the
@@ -19,6 +21,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import signal
 import stat
 import tempfile
@@ -55,6 +58,25 @@ def _umask() -> int:
     return mask
 
 
+_DESCRIPTOR = re.compile(r"/(?:proc/self|dev)/fd/(\d+)")
+
+
+def descriptor_named(path: Path) -> int | None:
+    """The descriptor of this process that `path` names — /dev/stdout and /dev/stderr (links
+    to /proc/self/fd/N), /dev/fd/N, /proc/self/fd/N — or None for any other path."""
+    candidate = str(path)
+    for _ in range(8):  # (a few links deep: /dev/stdout -> /proc/self/fd/1)
+        named = _DESCRIPTOR.fullmatch(candidate)
+        if named is not None:
+            return int(named[1])
+        try:
+            target = os.readlink(candidate)
+        except OSError:
+            return None
+        candidate = os.path.join(os.path.dirname(candidate), target)
+    return None
+
+
 class Saving:
     """`with Saving(output) as download:` write into `download`, then `keep()` what should
     stand; leaving the block without it (an error, a refusal) leaves a regular `output` as it
@@ -68,6 +90,13 @@ class Saving:
         self._file: BinaryIO | None = None
 
     def __enter__(self) -> Download:
+        descriptor = descriptor_named(self.output)
+        if descriptor is not None:
+            # this process's own descriptor (/dev/stdout, /dev/fd/N): written through it, in
+            # place, after what it holds; reopening the file behind it would write over that
+            # (or replace the file under the shell that redirected into it)
+            self._file = os.fdopen(os.dup(descriptor), "wb")
+            return Download(self._file)
         existing = os.lstat(self.output) if os.path.lexists(self.output) else None
         if existing is not None and stat.S_ISLNK(existing.st_mode):
             self._through_link()
