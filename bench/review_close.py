@@ -11,6 +11,7 @@ Figures:
   `POST /api/v1/reviews/{id}/close` runs it);
 - revoked_seconds: from the close until every grant is revoked, the remaining revocations done
   as a worker's timer does them (`governance.review_listeners.close_ended_reviews`, in a loop);
+  statements_per_revocation: the statements those sent (this thread's), per revocation;
 - audited_change_wait_ms: while all that happens, another session makes an audited change every
   50 ms (as any admin's change does); its p50 and max: how long the audit chain was held.
 
@@ -85,9 +86,11 @@ def main() -> None:
         with db.transaction() as session:
             review_id = reviews.start_review(session, ACTOR, queue, config).id
         sent = [0]
+        counting = threading.get_ident()  # (not the audited changes' thread)
 
         def count(*_args: Any) -> None:
-            sent[0] += 1
+            if threading.get_ident() == counting:
+                sent[0] += 1
 
         waits: list[float] = []
         stop = threading.Event()
@@ -101,6 +104,7 @@ def main() -> None:
         closed = time.monotonic() - began
         event.remove(db.engine, "before_cursor_execute", count)
         statements = sent[0]
+        event.listen(db.engine, "before_cursor_execute", count)
         ticks = 0
         while True:
             with db.transaction() as session:
@@ -114,6 +118,7 @@ def main() -> None:
                         listener(session, queue, utcnow())
             ticks += 1
         revoked = time.monotonic() - began
+        event.remove(db.engine, "before_cursor_execute", count)
         stop.set()
         changes.join()
         queue.close()
@@ -131,6 +136,10 @@ def main() -> None:
                 "statements": statements,
                 "revoked_seconds": round(revoked, 2),
                 "ticks": ticks,
+                # the statements of the revocations after the close's own, per revocation
+                "statements_per_revocation": round(
+                    (sent[0] - statements) / max(1, options.grants - reviews.REVOKE_BATCH), 2
+                ),
                 "still_active": active,
                 "audited_change_wait_ms": {
                     "count": len(waits),

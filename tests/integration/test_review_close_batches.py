@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import event, func, select, text, update
 
 from grantflow import audit
 from grantflow.access import grants as grant_service
@@ -25,6 +25,8 @@ from grantflow.audit.models import AuditEntry
 from grantflow.auth.actor import Actor
 from grantflow.auth.models import User
 from grantflow.auth.permissions import Permission
+from grantflow.definitions.workflows import create_workflow, publish
+from grantflow.engine.models import Run
 from grantflow.errors import Conflict
 from grantflow.governance import reviews
 from grantflow.governance.models import AccessReview, ReviewAssignee, ReviewItem
@@ -153,23 +155,62 @@ def test_a_worker_tick_carries_a_closing_campaign_through(database: Database) ->
     assert active_grants(database, "Chat") == 0
 
 
-def test_a_batch_reads_its_grants_people_and_applications_once(database: Database) -> None:
+def test_a_batch_reads_its_grants_people_applications_and_workflows_once(
+    database: Database,
+) -> None:
+    """A batch of revocations reads each table once, not once a grant — the workflows their
+    revocations may start too — and marks its items and writes the campaign's progress in a
+    statement each."""
     people(database, "Mail", 2 * BATCH + 1)
+    revoke = {
+        "name": "Remove from Mail",
+        "application": "Mail",
+        "trigger": {"type": "access_revoked"},
+        "steps": [{"id": "note", "type": "set", "config": {"values": {"removed": True}}}],
+    }
+    with database.transaction() as session:
+        version = create_workflow(session, ACTOR, revoke)
+        publish(session, ACTOR, version.workflow_id, version.number)
     review_id = manager_campaign(database, "Mail", default_decision="revoke")
     close(database, review_id)
     queue = DatabaseQueue(database)
-    with (
-        selects_on(database, "grants") as grants,
-        selects_on(database, "identities") as identities,
-        selects_on(database, "applications") as applications,
-        database.transaction() as session,
-    ):
-        reviews.close_due(session, queue)
+    updates: list[str] = []
+
+    def updated(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().startswith("UPDATE access_review"):
+            updates.append(statement.split(" SET")[0])
+
+    event.listen(database.engine, "before_cursor_execute", updated)
+    try:
+        with (
+            selects_on(database, "grants") as grants,
+            selects_on(database, "identities") as identities,
+            selects_on(database, "applications") as applications,
+            selects_on(database, "workflows") as workflows,
+            database.transaction() as session,
+        ):
+            reviews.close_due(session, queue)
+    finally:
+        event.remove(database.engine, "before_cursor_execute", updated)
     queue.close()
     assert active_grants(database, "Mail") == 1  # a batch of BATCH was revoked
     assert len(grants) == 1, grants  # locked together, not one by one
     assert len(identities) == 2, identities  # the people, then their managers
     assert len(applications) == 1, applications
+    # the workflows a revocation may start, once (SQLite's start reads its workflow each time)
+    considered = [w for w in workflows if "ORDER BY workflows.name" in w[0]]
+    assert len(considered) == 1, considered
+    assert sorted(updates) == ["UPDATE access_review_items", "UPDATE access_reviews"], updates
+    with database.transaction() as session:
+        runs = session.execute(
+            select(func.count()).select_from(Run).where(Run.trigger == "access_revoked")
+        ).scalar_one()
+        marked = session.execute(
+            select(func.count())
+            .select_from(ReviewItem)
+            .where(ReviewItem.review_id == review_id, ReviewItem.revoked.is_(True))
+        ).scalar_one()
+    assert runs == marked == 2 * BATCH  # (the close's own batch, then this one)
 
 
 def test_an_audited_change_between_batches_keeps_the_chain_whole(database: Database) -> None:
@@ -276,14 +317,16 @@ def failing_for(
     done: dict[str, int] = {}
     tried: dict[str, int] = {}
 
-    def revoke(session: Any, actor: Any, queue: Any, review: Any, *rest: Any) -> bool:
+    def revoke(
+        session: Any, actor: Any, queue: Any, review: Any, *rest: Any, **options: Any
+    ) -> bool:
         if review.id in broken:
             done[review.id] = done.get(review.id, 0) + 1
             if done[review.id] > after:
                 done[review.id] = 0
                 tried[review.id] = tried.get(review.id, 0) + 1
                 raise error(FAILURE)
-        return bool(real(session, actor, queue, review, *rest))
+        return bool(real(session, actor, queue, review, *rest, **options))
 
     monkeypatch.setattr(reviews, "revoke_item", revoke)
     return tried

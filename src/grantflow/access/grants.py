@@ -270,16 +270,17 @@ def expire_due(session: Session, queue: Queue, now: dt.datetime | None = None) -
         .with_for_update(skip_locked=True)
     ).scalars()
     expired = []
-    for grant_id in list(due):
-        revoke_grant(
-            session,
-            Actor.system("expiry"),
-            queue,
-            grant_id,
-            reason=RevokeReason.EXPIRED,
-            comment="the grant's expiry passed",
-        )
-        expired.append(grant_id)
+    with lifecycle.same_workflows(session):
+        for grant_id in list(due):
+            revoke_grant(
+                session,
+                Actor.system("expiry"),
+                queue,
+                grant_id,
+                reason=RevokeReason.EXPIRED,
+                comment="the grant's expiry passed",
+            )
+            expired.append(grant_id)
     return expired
 
 

@@ -323,18 +323,19 @@ def leave(session: Session, actor: Actor, queue: Queue, identity: Identity) -> N
         request_id=actor.request_id,
     )
     revoked = []
-    for grant in grants.active_grants_of(session, identity.id):
-        revoked.append(
-            grants.revoke_grant(
-                session,
-                revoker,
-                queue,
-                grant.id,
-                reason=grants.RevokeReason.IDENTITY_LEFT,
-                comment="the identity left",
-                offboarding=True,
+    with lifecycle.same_workflows(session):
+        for grant in grants.active_grants_of(session, identity.id):
+            revoked.append(
+                grants.revoke_grant(
+                    session,
+                    revoker,
+                    queue,
+                    grant.id,
+                    reason=grants.RevokeReason.IDENTITY_LEFT,
+                    comment="the identity left",
+                    offboarding=True,
+                )
             )
-        )
     left = lifecycle.emit(
         session,
         actor,

@@ -6,7 +6,9 @@ trigger matches. An event that starts nothing records why, naming each workflow 
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -23,6 +25,7 @@ from grantflow.engine.models import Run
 from grantflow.engine.runs import start_run
 from grantflow.engine.states import RunStatus
 from grantflow.queue.interface import Queue
+from grantflow.store.base import new_id, utcnow
 
 
 class EventKind(enum.StrEnum):
@@ -41,14 +44,39 @@ class LifecycleState(enum.StrEnum):
     LEFT = "left"
 
 
+_SAME_WORKFLOWS = "lifecycle.same_workflows"  # (a key of the session's `info`)
+
+
+@contextlib.contextmanager
+def same_workflows(session: Session) -> Iterator[None]:
+    """Within: the workflows an event may start are read once per kind and application — for
+    a batch of revocations (a campaign's, an offboarding's, expiries), which changes no
+    workflow, instead of once per grant."""
+    if _SAME_WORKFLOWS in session.info:  # (already within one)
+        yield
+        return
+    session.info[_SAME_WORKFLOWS] = {}
+    try:
+        yield
+    finally:
+        session.info.pop(_SAME_WORKFLOWS, None)
+
+
 def candidates(session: Session, kind: EventKind, app: Application | None) -> list[Workflow]:
+    known: dict[tuple[str, str | None], list[Workflow]] | None = session.info.get(_SAME_WORKFLOWS)
+    key = (kind.value, app.id if app else None)
+    if known is not None and key in known:
+        return known[key]
     stmt = select(Workflow).order_by(Workflow.name)
     if kind in (EventKind.ACCESS_GRANTED, EventKind.ACCESS_REVOKED):
         assert app is not None
         stmt = stmt.where(Workflow.application_id == app.id)
     else:
         stmt = stmt.where(Workflow.trigger_type == kind.value)
-    return list(session.execute(stmt).scalars())
+    found = list(session.execute(stmt).scalars())
+    if known is not None:
+        known[key] = found
+    return found
 
 
 def _draft_is_empty(workflow: Workflow) -> bool:
@@ -112,7 +140,10 @@ def emit(
 ) -> LifecycleEvent:
     """Record the event and start its runs, in the caller's transaction. With `run_input`, each
     run gets it as `input`, after `event` (the kind) and `event_id`."""
+    # (inserted once what it dispatched is known: its id and time now, before its runs')
     event = LifecycleEvent(
+        id=new_id(),
+        created_at=utcnow(),
         kind=kind.value,
         identity_id=identity.id,
         grant_id=grant.id if grant else None,
@@ -120,8 +151,6 @@ def emit(
         actor=actor.label,
         details={**(details or {}), **({"offboarding": True} if offboarding else {})},
     )
-    session.add(event)
-    session.flush()
     subject: dict[str, Any] = {
         "identity": identity_snapshot(session, identity),
         "event": kind.value,
@@ -139,7 +168,7 @@ def emit(
     )
     given = {"event": kind.value, "event_id": event.id, **run_input} if run_input else {}
     dispatch: list[dict[str, Any]] = []
-    started = 0
+    links: list[EventRun] = []
     for workflow in candidates(session, kind, app):
         entry: dict[str, Any] = {"workflow_id": workflow.id, "workflow_name": workflow.name}
         blocked = why_not(workflow, kind)
@@ -147,7 +176,7 @@ def emit(
             run = start_run(
                 session, starter, queue, workflow.id, given, trigger=kind.value, subject=subject
             )
-            session.add(
+            links.append(
                 EventRun(
                     run_id=run.id,
                     event_id=event.id,
@@ -158,15 +187,17 @@ def emit(
                 )
             )
             entry["run_id"] = run.id
-            started += 1
         else:
             entry["skipped"], action = blocked
             if action:
                 entry["next_action"] = action
         dispatch.append(entry)
     event.dispatch = dispatch
-    if not started:
+    if not links:
         event.no_run_reason = _no_run_reason(kind, app, dispatch)
+    session.add(event)
+    session.flush()  # (the event before the links to its runs, which refer to it)
+    session.add_all(links)
     session.flush()
     return event
 

@@ -48,9 +48,12 @@ def revoke_item(
     review: AccessReview,
     item: ReviewItem,
     grant: Grant | None = None,
+    *,
+    mark: bool = True,
 ) -> bool:
     """Revoke the item's grant, naming the campaign, if it is still active (else False).
-    `grant`: the item's grant as `held_for_revoking` read it (locked), or None to read it."""
+    `grant`: the item's grant as `held_for_revoking` read it (locked), or None to read it.
+    `mark`: set the item `revoked` (a batch marks its items in one statement instead)."""
     if grant is None:
         grant = session.get(Grant, item.grant_id, with_for_update=True)
     if grant is None or grant.status != GrantStatus.ACTIVE:
@@ -59,7 +62,8 @@ def revoke_item(
     grant_service.revoke_locked(
         session, actor, queue, grant, reason=RevokeReason.REVIEW, comment=why[:2000]
     )
-    item.revoked = True
+    if mark:
+        item.revoked = True
     return True
 
 

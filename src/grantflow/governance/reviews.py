@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session
 
 from grantflow import audit
+from grantflow.access import lifecycle
 from grantflow.access.applications import find_application
 from grantflow.access.grants import GrantStatus
 from grantflow.access.models import Application, Grant, Identity
@@ -320,13 +321,26 @@ def revoke_defaulted(
     batch = items[:REVOKE_BATCH]
     held = held_for_revoking(session, batch)
     revoker = revoking_actor(SYSTEM.label, None)
-    for done, item in enumerate(batch):
-        if item.grant_id in held.busy:
-            return done > 0
-        grant = held.grants.get(item.grant_id)
-        if grant is not None:  # (else it ended before the campaign did)
-            revoke_item(session, revoker, queue, review, item, grant)
-        review.revoked_through = item.id
+    revoked: list[str] = []
+    done, busy = 0, False
+    with lifecycle.same_workflows(session):
+        for item in batch:
+            if item.grant_id in held.busy:
+                busy = True
+                break
+            grant = held.grants.get(item.grant_id)  # (None: it ended before the campaign did)
+            if grant is not None and revoke_item(
+                session, revoker, queue, review, item, grant, mark=False
+            ):
+                revoked.append(item.id)
+            done += 1
+    # the batch's items marked and the campaign's progress written once, not a statement each
+    if revoked:
+        session.execute(update(ReviewItem).where(ReviewItem.id.in_(revoked)).values(revoked=True))
+    if done:
+        review.revoked_through = batch[done - 1].id
+    if busy:
+        return done > 0
     if len(items) > REVOKE_BATCH:
         return True
     review.status = ReviewStatus.CLOSED
