@@ -234,9 +234,17 @@ def test_a_download_to_standard_output_is_the_content_alone(
     assert done.stderr.decode().strip() == f"/dev/stdout: {len(CONTENT)} bytes, sha256 {SHA}"
 
 
-@pytest.mark.parametrize("mode", ["ab", "wb"])
+@pytest.mark.parametrize(
+    ("mode", "named"),
+    [
+        ("ab", "/dev/stdout"),
+        ("wb", "/dev/stdout"),
+        ("ab", "/dev/fd/../fd/1"),
+        ("ab", "/proc/thread-self/fd/1"),
+    ],
+)
 def test_standard_output_redirected_to_a_file_is_written_through_its_descriptor(
-    server: tuple[str, type[_Server]], tmp_path: Path, mode: str
+    server: tuple[str, type[_Server]], tmp_path: Path, mode: str, named: str
 ) -> None:
     """`-o /dev/stdout` with standard output sent to a file (`>> out`, or `> out` shared with
     the commands around it, as `{ echo; grantflow …; echo; } > out`): the content goes where
@@ -249,7 +257,7 @@ def test_standard_output_redirected_to_a_file_is_written_through_its_descriptor(
         sink.write(b"before\n")
         sink.flush()
         done = subprocess.run(
-            [*COMMAND, "reports", "download", REPORT_ID, "-o", "/dev/stdout"],
+            [*COMMAND, "reports", "download", REPORT_ID, "-o", named],
             env={**grantflow_env(url=url), "GRANTFLOW_TOKEN": "unused"},
             cwd=tmp_path,
             stdout=sink,
@@ -262,6 +270,62 @@ def test_standard_output_redirected_to_a_file_is_written_through_its_descriptor(
     kept = b"kept\n" if mode == "ab" else b""
     assert out.read_bytes() == kept + b"before\n" + CONTENT + b"after\n"
     assert parts(tmp_path) == []
+
+
+def test_a_descriptor_of_a_file_is_refused_with_the_path_to_give_instead(
+    server: tuple[str, type[_Server]], tmp_path: Path
+) -> None:
+    """`-o /dev/fd/N` naming a file's descriptor (the command's own, its database's, or one it
+    was handed): refused, the file untouched; its path, as the error says, works."""
+    url, _ = server
+    target = tmp_path / "handed.csv"
+    target.write_bytes(b"as it was")
+    env = {**grantflow_env(url=url), "GRANTFLOW_TOKEN": "unused"}
+    with target.open("r+b") as handed:
+        number = handed.fileno()
+        done = subprocess.run(
+            [*COMMAND, "reports", "download", REPORT_ID, "-o", f"/dev/fd/{number}"],
+            env=env,
+            cwd=tmp_path,
+            pass_fds=(number,),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.splitlines()[0] == (
+        f"error: cannot write /dev/fd/{number}: /dev/fd/{number} names a descriptor that is "
+        "neither standard output or error nor a pipe (a file or a socket, maybe the command's "
+        "own): give the file's path to -o instead"
+    )
+    assert target.read_bytes() == b"as it was"
+    assert download(url, tmp_path, "handed.csv").returncode == 0
+    assert target.read_bytes() == CONTENT
+    assert parts(tmp_path) == []
+
+
+def test_a_body_cut_short_on_standard_output_says_to_discard_what_was_written(
+    server: tuple[str, type[_Server]], tmp_path: Path
+) -> None:
+    """A pipe cannot be taken back: when the content is cut short after some of it went to
+    standard output, the command says so (and how much), besides the connection's error."""
+    url, handler = server
+    handler.mode = "cut"
+    done = subprocess.run(
+        [*COMMAND, "reports", "download", REPORT_ID, "-o", "/dev/stdout"],
+        env={**grantflow_env(url=url), "GRANTFLOW_TOKEN": "unused"},
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == CONTENT[:1000]
+    assert (
+        "the 1,000 bytes already written to /dev/stdout are not the report: discard them"
+        in done.stderr.decode()
+    )
 
 
 def test_a_link_cut_short_leaves_the_file_behind_it_as_it_was(

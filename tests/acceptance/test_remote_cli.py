@@ -217,8 +217,15 @@ def test_runs_are_listed_by_a_workflows_version_and_a_time_window(site: Site) ->
     created = dt.datetime.fromisoformat(second["created_at"].replace("Z", "+00:00"))
     assert listed("--workflow", "Versioned", "--since", created.isoformat()) == [second["id"]]
     assert listed("--workflow", "Versioned", "--until", created.isoformat()) == [first["id"]]
-    unreadable = site.refused("runs", "list", "--since", "last tuesday")
-    assert "query.since" in unreadable[0], unreadable
+    unreadable = site.run("runs", "list", "--since", "last tuesday")
+    assert unreadable.returncode == 2, unreadable.stdout + unreadable.stderr
+    assert unreadable.stderr.splitlines() == [
+        "error: --since 'last tuesday': not an ISO 8601 date or time",
+        "  next: give one such as 2026-01-31 or 2026-01-31T09:00:00Z to --since",
+    ]
+    (advice,) = [line for line in unreadable.stderr.splitlines() if "next:" in line]
+    taken = advice.split("such as ")[1].split(" or ")[1].split()[0]
+    assert listed("--workflow", "Versioned", "--since", taken) == [second["id"], first["id"]]
 
 
 def test_an_operator_retries_a_failed_run(site: Site) -> None:

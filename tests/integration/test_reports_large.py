@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from structlog.testing import capture_logs
 
 from grantflow.access.models import Grant, Identity
@@ -367,6 +367,52 @@ def test_a_report_job_whose_report_fails_at_once_says_why_in_the_reports_words(
         "report failed: RuntimeError: the disk is full",
     )
     assert fired["result_id"] is None  # (what the failing write began was undone)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_report_jobs_failure_keeps_no_value_the_database_quoted(
+    api: Api, admin: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A data error's first line quotes the value it refused (a row's, a person's): the
+    occurrence's reason keeps the error, not the value."""
+    granted(admin)
+    job = report_job(admin)
+
+    def refused(session: Any, *_: Any) -> Iterator[dict[str, Any]]:
+        session.execute(text("SELECT CAST('ssn-123-45-6789' AS integer)"))
+        yield {}
+
+    rows_of_grants_by_identity(monkeypatch, refused)
+    fired = ok(admin.post(f"{API}/jobs/{job['id']}/run-now"), 201)
+    assert fired["outcome"] == "failed"
+    assert fired["reason"] == (
+        'report failed: InvalidTextRepresentation: invalid input syntax for type integer: "…"'
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_job_whose_database_connection_is_lost_as_it_fires_is_a_503_not_a_failure(
+    api: Api, admin: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server ends the connection under a report job's run-now: nothing can be recorded,
+    so the request says the database is unavailable (and a retry works), rather than a 500."""
+    granted(admin)
+    job = report_job(admin)
+    spec = report_rows.KINDS[report_rows.ReportKind.GRANTS_BY_IDENTITY]
+
+    def cut(session: Any, *_: Any) -> Iterator[dict[str, Any]]:
+        session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        yield {}
+
+    rows_of_grants_by_identity(monkeypatch, cut)
+    answer = admin.post(f"{API}/jobs/{job['id']}/run-now")
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "database_unavailable"
+    monkeypatch.setitem(reports.KINDS, report_rows.ReportKind.GRANTS_BY_IDENTITY, spec)
+    again = ok(admin.post(f"{API}/jobs/{job['id']}/run-now"), 201)
+    assert again["outcome"] == "succeeded"
 
 
 @pytest.mark.postgres

@@ -54,18 +54,27 @@ def _save(
     try:
         saving = Saving(output)
         with stopped_through_cleanup(), saving as download:
-            got = api.request("GET", f"/reports/{segment(report_id)}/content", into=download)
-            stored = got.headers.get("x-content-sha256")
-            if stored != download.sha256:
-                why = (
-                    f"does not match its stored SHA-256 ({download.sha256} != {stored}); it "
-                    "was altered in the database"
-                    if stored
-                    else "came without its SHA-256 (X-Content-SHA256): the answer is not the "
-                    "server's (a proxy or a redirect in between)"
-                )
-                err.print(f"error: report {report_id} {why}", markup=False)
-                raise typer.Exit(1)
+            try:
+                got = api.request("GET", f"/reports/{segment(report_id)}/content", into=download)
+                stored = got.headers.get("x-content-sha256")
+                if stored != download.sha256:
+                    why = (
+                        f"does not match its stored SHA-256 ({download.sha256} != {stored}); "
+                        "it was altered in the database"
+                        if stored
+                        else "came without its SHA-256 (X-Content-SHA256): the answer is not "
+                        "the server's (a proxy or a redirect in between)"
+                    )
+                    err.print(f"error: report {report_id} {why}", markup=False)
+                    raise typer.Exit(1)
+            except BaseException:
+                if saving.in_place and download.size:  # (a pipe cannot be taken back)
+                    err.print(
+                        f"  the {download.size:,} bytes already written to {output} are not "
+                        "the report: discard them",
+                        markup=False,
+                    )
+                raise
             saving.keep()
     except OSError as exc:
         err.print(f"error: cannot write {output}: {exc.strerror or exc}", markup=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from grantflow.cli.context import (
 )
 from grantflow.cli.evidence import register as register_evidence
 from grantflow.cli.files import read_document
+from grantflow.strict import MAX_INT
 
 runs_app = typer.Typer(help="Start, inspect and operate on runs.", no_args_is_help=True)
 queue_app = typer.Typer(help="Inspect the queue.", no_args_is_help=True)
@@ -92,7 +94,9 @@ def start(
 @runs_app.command("list")
 def list_runs(
     workflow: str = typer.Option(None, help="workflow id or name"),
-    version: int = typer.Option(None, min=1, help="only the workflow's version N (--workflow)"),
+    version: int = typer.Option(
+        None, min=1, max=MAX_INT, help="only the workflow's version N (--workflow)"
+    ),
     status: str = typer.Option(None),
     stuck: bool = typer.Option(None, "--stuck/--not-stuck"),
     since: str = typer.Option(None, help="created at or after (ISO 8601)"),
@@ -101,6 +105,7 @@ def list_runs(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Runs, newest first."""
+    begins, ends = _moment("--since", since), _moment("--until", until)
     if version is not None and workflow is None:
         fail_with(
             f"--version {version}: a version number belongs to one workflow; give --workflow too",
@@ -116,8 +121,8 @@ def list_runs(
             version=version,
             status=status,
             stuck=stuck,
-            since=since,
-            until=until,
+            since=begins,
+            until=ends,
         )
     if as_json:
         emit_json(rows)
@@ -126,6 +131,22 @@ def list_runs(
             [{**r, "stuck": bool(r.get("stuck"))} for r in rows],
             ["id", "workflow", "status", "waiting_reason", "current_step", "created_at", "stuck"],
         )
+
+
+def _moment(option: str, value: str | None) -> str | None:
+    """An ISO 8601 time as the API takes it (UTC unless it says its zone), or the refusal
+    naming the option."""
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        fail_with(
+            f"{option} {value!r}: not an ISO 8601 date or time",
+            f"give one such as 2026-01-31 or 2026-01-31T09:00:00Z to {option}",
+            exit_code=2,
+        )
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).isoformat()
 
 
 @runs_app.command("show")

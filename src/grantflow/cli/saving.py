@@ -21,7 +21,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import re
 import signal
 import stat
 import tempfile
@@ -58,23 +57,47 @@ def _umask() -> int:
     return mask
 
 
-_DESCRIPTOR = re.compile(r"/(?:proc/self|dev)/fd/(\d+)")
-
-
 def descriptor_named(path: Path) -> int | None:
     """The descriptor of this process that `path` names — /dev/stdout and /dev/stderr (links
-    to /proc/self/fd/N), /dev/fd/N, /proc/self/fd/N — or None for any other path."""
-    candidate = str(path)
+    to /proc/self/fd/N), /dev/fd/N, /proc/self/fd/N, however spelt — or None for any other
+    path. Refused (OSError) when it is none the command may write: standard input, output and
+    error are, and a pipe it was given (a process substitution); a file or a socket the
+    process opened itself (its database, its connection to the server) is not."""
+    candidate = os.path.normpath(os.path.abspath(path))
     for _ in range(8):  # (a few links deep: /dev/stdout -> /proc/self/fd/1)
-        named = _DESCRIPTOR.fullmatch(candidate)
-        if named is not None:
-            return int(named[1])
+        directory, name = os.path.split(candidate)
+        if name.isdigit() and _descriptors(os.path.realpath(directory)):
+            return _writable(int(name), str(path))
         try:
             target = os.readlink(candidate)
         except OSError:
             return None
-        candidate = os.path.join(os.path.dirname(candidate), target)
+        candidate = os.path.normpath(os.path.join(directory, target))
     return None
+
+
+def _descriptors(directory: str) -> bool:
+    """Is `directory` (resolved) this process's, or one of its threads', table of descriptors?"""
+    pid = os.getpid()
+    return directory == f"/proc/{pid}/fd" or (
+        directory.startswith(f"/proc/{pid}/task/") and directory.endswith("/fd")
+    )
+
+
+def _writable(descriptor: int, given: str) -> int:
+    if descriptor <= 2:
+        return descriptor
+    try:
+        kind = os.fstat(descriptor).st_mode
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror) from None
+    if not stat.S_ISFIFO(kind):
+        raise OSError(
+            errno.EBADF,
+            f"{given} names a descriptor that is neither standard output or error nor a pipe "
+            "(a file or a socket, maybe the command's own): give the file's path to -o instead",
+        )
+    return descriptor
 
 
 class Saving:
@@ -87,6 +110,7 @@ class Saving:
             raise IsADirectoryError(21, "it is a directory")
         self.output = output
         self.part: Path | None = None
+        self.in_place = False  # written as it came, where it was (no part to rename)
         self._file: BinaryIO | None = None
 
     def __enter__(self) -> Download:
@@ -96,6 +120,7 @@ class Saving:
             # place, after what it holds; reopening the file behind it would write over that
             # (or replace the file under the shell that redirected into it)
             self._file = os.fdopen(os.dup(descriptor), "wb")
+            self.in_place = True
             return Download(self._file)
         existing = os.lstat(self.output) if os.path.lexists(self.output) else None
         if existing is not None and stat.S_ISLNK(existing.st_mode):
@@ -103,6 +128,7 @@ class Saving:
             existing = os.lstat(self.output) if os.path.lexists(self.output) else None
         if existing is not None and not stat.S_ISREG(existing.st_mode):
             self._file = self.output.open("wb")  # a FIFO, a terminal: as given, as it comes
+            self.in_place = True
             return Download(self._file)
         if existing is not None and not os.access(self.output, os.W_OK):
             raise PermissionError(13, "Permission denied")

@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Text, cast, func, insert, select, tuple_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
 from grantflow import audit
@@ -546,11 +546,19 @@ def _start(
         with session.begin_nested():  # what a failing runner wrote is undone, not the record
             result = runners.run(session, queue, job, occurrence)
     except Exception as exc:
-        if not isinstance(exc, GrantflowError):
-            log.exception("scheduler.runner_failed", job_id=job.id, kind=job.kind)
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            raise  # the database is gone: nothing can be recorded, the tick fails as a whole
         # (the words a failure is kept in everywhere: a database error's first line, never
-        # its statement or its parameters, which may hold rows' values)
+        # its statement or its parameters, which may hold rows' values — nor in the log)
         message = fault_text(exc)
+        if not isinstance(exc, GrantflowError):
+            log.error(
+                "scheduler.runner_failed",
+                job_id=job.id,
+                kind=job.kind,
+                error=message,
+                exc_info=None if isinstance(exc, StatementError) else exc,
+            )
         occurrence.outcome = "failed"
         occurrence.reason = f"{job.kind} failed: {message}"
         return
