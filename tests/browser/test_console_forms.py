@@ -181,7 +181,7 @@ def test_closing_a_large_campaign_shows_its_revocations_until_the_workers_are_do
 def test_a_campaign_whose_revocations_fail_says_why_on_its_page(
     console: Console, signed_in_page: Callable[..., Page], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(*_: object) -> bool:
+    def refuse(*_: object, **__: object) -> bool:
         raise Conflict("the revocation could not be recorded: the grant changed meanwhile")
 
     monkeypatch.setattr(reviews, "revoke_item", refuse)

@@ -66,3 +66,24 @@ def test_a_server_that_refuses_connections_raises_sqlalchemys_error(pg: Database
         assert isinstance(raised.value, OperationalError)
     finally:
         unreachable.dispose()
+
+
+def test_a_database_errors_text_names_its_statement_not_the_values_sent(
+    database: Database,
+) -> None:
+    """What an error says (logged, kept, shown) never carries the values sent with its
+    statement — they hold rows' data — on either path: SQLAlchemy's execution, and the
+    driver's own statements (PostgreSQL)."""
+    secret = "person-secret-4242"
+    failing = "SELECT CAST(:value AS integer) + CAST(:other AS integer)"
+    with pytest.raises(DBAPIError) as raised, database.engine.connect() as conn:
+        conn.execute(text(failing + " FROM no_such_table"), {"value": secret, "other": secret})
+    assert "no_such_table" in str(raised.value)
+    assert secret not in str(raised.value)
+    if database.dialect == "postgresql":
+        with pytest.raises(DBAPIError) as native_raised:
+            native.first_row(
+                database, "SELECT %(value)s::text FROM no_such_table", {"value": secret}
+            )
+        assert "no_such_table" in str(native_raised.value)
+        assert secret not in str(native_raised.value)

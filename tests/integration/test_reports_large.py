@@ -371,16 +371,18 @@ def test_a_report_job_whose_report_fails_at_once_says_why_in_the_reports_words(
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("value", ["ssn-123-45-6789", 'x"SECRET-456', "SECRET-1\nmore"])
 def test_a_report_jobs_failure_keeps_no_value_the_database_quoted(
-    api: Api, admin: httpx.Client, monkeypatch: pytest.MonkeyPatch
+    api: Api, admin: httpx.Client, monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
-    """A data error's first line quotes the value it refused (a row's, a person's): the
-    occurrence's reason keeps the error, not the value."""
+    """A data error's first line quotes the value it refused (a row's, a person's), with no
+    escaping of a quote or a line break inside: the occurrence's reason keeps the error, not
+    the value, nor the statement's parameters."""
     granted(admin)
     job = report_job(admin)
 
     def refused(session: Any, *_: Any) -> Iterator[dict[str, Any]]:
-        session.execute(text("SELECT CAST('ssn-123-45-6789' AS integer)"))
+        session.execute(text("SELECT CAST(:value AS integer)"), {"value": value})
         yield {}
 
     rows_of_grants_by_identity(monkeypatch, refused)

@@ -66,7 +66,7 @@ def descriptor_named(path: Path) -> int | None:
     candidate = os.path.normpath(os.path.abspath(path))
     for _ in range(8):  # (a few links deep: /dev/stdout -> /proc/self/fd/1)
         directory, name = os.path.split(candidate)
-        if name.isdigit() and _descriptors(os.path.realpath(directory)):
+        if name.isascii() and name.isdigit() and _descriptors(os.path.realpath(directory)):
             return _writable(int(name), str(path))
         try:
             target = os.readlink(candidate)
@@ -91,6 +91,8 @@ def _writable(descriptor: int, given: str) -> int:
         kind = os.fstat(descriptor).st_mode
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror) from None
+    except OverflowError:  # (a number no descriptor has)
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF)) from None
     if not stat.S_ISFIFO(kind):
         raise OSError(
             errno.EBADF,

@@ -30,8 +30,10 @@ class Database:
 
     def __init__(self, url: URL, **engine_options: Any) -> None:
         self.url = url
+        # (hide_parameters: an error's text — logged, shown — names its statement, never the
+        # values sent with it, which hold rows' data)
         self.engine: Engine = create_engine(
-            self.driver_url(), **self.engine_options(), **engine_options
+            self.driver_url(), hide_parameters=True, **self.engine_options(), **engine_options
         )
         self._install_hooks(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -155,6 +157,7 @@ class Database:
             self.driver_url(),
             isolation_level="AUTOCOMMIT",
             pool_reset_on_return=None,
+            hide_parameters=True,
             **self.engine_options(),
         )
         self._configure_driver(engine)

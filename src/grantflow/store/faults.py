@@ -6,14 +6,11 @@ nor the value a data error quotes in that first line (`invalid input syntax for 
 
 from __future__ import annotations
 
-import re
-
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from grantflow.errors import GrantflowError
 
 _LONGEST = 500
-_QUOTED = re.compile(r'"[^"]*"')
 
 
 def fault_text(exc: BaseException) -> str:
@@ -22,8 +19,10 @@ def fault_text(exc: BaseException) -> str:
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         lines = str(exc.orig).strip().splitlines()
         first = lines[0] if lines else ""
-        if str(getattr(exc.orig, "sqlstate", None) or "").startswith("22"):
-            first = _QUOTED.sub('"…"', first)  # a data exception quotes the value it refused
+        if str(getattr(exc.orig, "sqlstate", None) or "").startswith("22") and '"' in first:
+            # a data exception quotes the value it refused, unescaped (quotes, a line break
+            # inside): everything from the first quote on goes
+            first = first[: first.index('"')] + '"…"'
         return f"{type(exc.orig).__name__}: {first}"[:_LONGEST]
     if isinstance(exc, StatementError):
         return type(exc).__name__

@@ -66,7 +66,7 @@ def _execute(
     try:
         connection = engine.raw_connection()
     except psycopg.Error as exc:  # (unwrapped by raw_connection: wrapped as every other error)
-        raise DBAPIError.instance(sql, values, exc, psycopg.Error) from exc
+        raise DBAPIError.instance(sql, values, exc, psycopg.Error, hide_parameters=True) from exc
     try:
         # (A new cursor per statement: one kept with its connection would keep the last
         # statement's encoded parameters too, a step's output of up to a megabyte, for as long
@@ -81,7 +81,7 @@ def _execute(
         if lost:  # the server restarted: what SQLAlchemy's own execution does
             database.connection_lost(connection, exc)
         raise DBAPIError.instance(
-            sql, values, exc, psycopg.Error, connection_invalidated=lost
+            sql, values, exc, psycopg.Error, hide_parameters=True, connection_invalidated=lost
         ) from exc
     except BaseException:  # (interrupted mid-statement: the connection's state is unknown)
         connection.invalidate()
