@@ -216,19 +216,24 @@ def test_a_download_stopped_by_a_signal_leaves_no_part(
     assert not (tmp_path / "report.csv").exists()
 
 
+def to_standard_output(url: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """`reports download -o /dev/stdout` in a process of its own, its output captured."""
+    return subprocess.run(
+        [*COMMAND, "reports", "download", REPORT_ID, "-o", "/dev/stdout"],
+        env={**grantflow_env(url=url), "GRANTFLOW_TOKEN": "unused"},
+        cwd=cwd,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_a_download_to_standard_output_is_the_content_alone(
     server: tuple[str, type[_Server]], tmp_path: Path
 ) -> None:
     """`-o /dev/stdout` into a pipe: the content, as it comes, and the summary on stderr."""
     url, _ = server
-    done = subprocess.run(
-        [*COMMAND, "reports", "download", REPORT_ID, "-o", "/dev/stdout"],
-        env={**grantflow_env(url=url), "GRANTFLOW_TOKEN": "unused"},
-        cwd=tmp_path,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    done = to_standard_output(url, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == CONTENT
     assert done.stderr.decode().strip() == f"/dev/stdout: {len(CONTENT)} bytes, sha256 {SHA}"
@@ -312,14 +317,7 @@ def test_a_body_cut_short_on_standard_output_says_to_discard_what_was_written(
     standard output, the command says so (and how much), besides the connection's error."""
     url, handler = server
     handler.mode = "cut"
-    done = subprocess.run(
-        [*COMMAND, "reports", "download", REPORT_ID, "-o", "/dev/stdout"],
-        env={**grantflow_env(url=url), "GRANTFLOW_TOKEN": "unused"},
-        cwd=tmp_path,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    done = to_standard_output(url, tmp_path)
     assert done.returncode == 1, done.stderr
     assert done.stdout == CONTENT[:1000]
     assert (
