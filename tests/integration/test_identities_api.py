@@ -15,6 +15,7 @@ from grantflow.store.database import Database
 from tests.conftest import Api
 from tests.support.connections import API, make_application, ok
 from tests.support.engine import publish, running_worker, wait_status
+from tests.support.plans import selects_on
 
 IDENTITIES = f"{API}/identities"
 
@@ -212,17 +213,23 @@ def test_the_event_list_names_each_workflow_considered(
     assert error(admin.get(f"{IDENTITIES}/nope/events"), 404)["code"] == "not_found"
 
 
-def test_deactivating_offboards_and_revokes_every_active_grant(admin: httpx.Client) -> None:
+def test_deactivating_offboards_and_revokes_every_active_grant(
+    admin: httpx.Client, database: Database
+) -> None:
     """active:false is identity_left: each active grant is revoked (reason identity_left) and the
-    identity is left; it gets no new access until reactivated, which is a join again."""
+    identity is left; it gets no new access until reactivated, which is a join again. The
+    person's groups (each run's subject) are read once for the revocations, not once a grant."""
     make_application(admin, "Wiki")
     make_application(admin, "CRM")
+    make_application(admin, "Chat")
     ada = create(admin, "ada@example.com")
     grants = [
         ok(admin.post(f"{API}/grants", json={"identity": ada["id"], "application": app}), 201)
-        for app in ("Wiki", "CRM")
+        for app in ("Wiki", "CRM", "Chat")
     ]
-    left = ok(admin.patch(f"{IDENTITIES}/{ada['id']}", json={"active": False}))
+    with selects_on(database, "identity_groups") as groups:
+        left = ok(admin.patch(f"{IDENTITIES}/{ada['id']}", json={"active": False}))
+    assert len(groups) == 2, groups  # the revocations', then the identity_left event's
     assert (left["active"], left["lifecycle_state"]) == (False, "left")
     for grant in grants:
         shown = ok(admin.get(f"{API}/grants/{grant['id']}"))
@@ -232,6 +239,8 @@ def test_deactivating_offboards_and_revokes_every_active_grant(admin: httpx.Clie
         "identity_joined",
         "access_granted",
         "access_granted",
+        "access_granted",
+        "access_revoked",
         "access_revoked",
         "access_revoked",
         "identity_left",

@@ -159,8 +159,8 @@ def test_a_batch_reads_its_grants_people_applications_and_workflows_once(
     database: Database,
 ) -> None:
     """A batch of revocations reads each table once, not once a grant — the workflows their
-    revocations may start too — and marks its items and writes the campaign's progress in a
-    statement each."""
+    revocations may start and the people's groups too — and marks its items and writes the
+    campaign's progress in a statement each."""
     people(database, "Mail", 2 * BATCH + 1)
     revoke = {
         "name": "Remove from Mail",
@@ -187,6 +187,7 @@ def test_a_batch_reads_its_grants_people_applications_and_workflows_once(
             selects_on(database, "identities") as identities,
             selects_on(database, "applications") as applications,
             selects_on(database, "workflows") as workflows,
+            selects_on(database, "identity_groups") as groups,
             database.transaction() as session,
         ):
             reviews.close_due(session, queue)
@@ -200,6 +201,7 @@ def test_a_batch_reads_its_grants_people_applications_and_workflows_once(
     # the workflows a revocation may start, once (SQLite's start reads its workflow each time)
     considered = [w for w in workflows if "ORDER BY workflows.name" in w[0]]
     assert len(considered) == 1, considered
+    assert len(groups) == 1, groups  # the people's groups (each run's subject), together
     assert sorted(updates) == ["UPDATE access_review_items", "UPDATE access_reviews"], updates
     with database.transaction() as session:
         runs = session.execute(

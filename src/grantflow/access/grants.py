@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from grantflow import advice, audit
-from grantflow.access import lifecycle
+from grantflow.access import lifecycle, snapshots
 from grantflow.access.applications import find_application, get_application
 from grantflow.access.automation import latest_of_each
 from grantflow.access.identity_lookup import find_identity
@@ -270,7 +270,7 @@ def expire_due(session: Session, queue: Queue, now: dt.datetime | None = None) -
         .with_for_update(skip_locked=True)
     ).scalars()
     expired = []
-    with lifecycle.same_workflows(session):
+    with lifecycle.same_workflows(session), snapshots.same_groups(session):
         for grant_id in list(due):
             revoke_grant(
                 session,

@@ -17,7 +17,7 @@ from sqlalchemy import BindParameter, ColumnElement, bindparam, func, or_, selec
 from sqlalchemy.orm import Session
 
 from grantflow import audit, timestamps
-from grantflow.access import grants, incidents, lifecycle
+from grantflow.access import grants, incidents, lifecycle, snapshots
 from grantflow.access.identity_lookup import find_identity
 from grantflow.access.lifecycle import EventKind, LifecycleState
 from grantflow.access.models import Identity
@@ -323,7 +323,7 @@ def leave(session: Session, actor: Actor, queue: Queue, identity: Identity) -> N
         request_id=actor.request_id,
     )
     revoked = []
-    with lifecycle.same_workflows(session):
+    with lifecycle.same_workflows(session), snapshots.same_groups(session, [identity.id]):
         for grant in grants.active_grants_of(session, identity.id):
             revoked.append(
                 grants.revoke_grant(

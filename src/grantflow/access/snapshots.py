@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import select
@@ -10,15 +12,54 @@ from sqlalchemy.orm import Session
 from grantflow import timestamps
 from grantflow.access.models import Application, Grant, GroupMember, Identity, IdentityGroup
 
+_SAME_GROUPS = "snapshots.same_groups"  # (a key of the session's `info`)
+# an identity's groups, by name (`.where` the identities)
+_GROUPS = (
+    select(GroupMember.identity_id, IdentityGroup.display_name)
+    .select_from(IdentityGroup)
+    .join(GroupMember, GroupMember.group_id == IdentityGroup.id)
+    .order_by(IdentityGroup.display_name)
+)
+
+
+@contextlib.contextmanager
+def same_groups(session: Session, identity_ids: Iterable[str] = ()) -> Iterator[None]:
+    """Within: each identity's groups are read once — those of `identity_ids` in one
+    statement now, any other's at its first snapshot — for a batch of revocations, which
+    changes no membership, instead of once per grant."""
+    if _SAME_GROUPS in session.info:  # (already within one)
+        yield
+        return
+    known: dict[str, list[str]] = {}
+    wanted = set(identity_ids)
+    if wanted:
+        known = {identity_id: [] for identity_id in wanted}
+        for identity_id, name in session.execute(
+            _GROUPS.where(GroupMember.identity_id.in_(wanted))
+        ):
+            known[identity_id].append(name)
+    session.info[_SAME_GROUPS] = known
+    try:
+        yield
+    finally:
+        session.info.pop(_SAME_GROUPS, None)
+
+
+def _groups_of(session: Session, identity_id: str) -> list[str]:
+    known: dict[str, list[str]] | None = session.info.get(_SAME_GROUPS)
+    if known is not None and identity_id in known:
+        return known[identity_id]
+    groups = [
+        name for _, name in session.execute(_GROUPS.where(GroupMember.identity_id == identity_id))
+    ]
+    if known is not None:
+        known[identity_id] = groups
+    return groups
+
 
 def identity_snapshot(session: Session, identity: Identity) -> dict[str, Any]:
     manager = session.get(Identity, identity.manager_id) if identity.manager_id else None
-    groups = session.execute(
-        select(IdentityGroup.display_name)
-        .join(GroupMember, GroupMember.group_id == IdentityGroup.id)
-        .where(GroupMember.identity_id == identity.id)
-        .order_by(IdentityGroup.display_name)
-    ).scalars()
+    groups = _groups_of(session, identity.id)
     return {
         "id": identity.id,
         "email": identity.email,

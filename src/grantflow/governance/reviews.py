@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session
 
 from grantflow import audit
-from grantflow.access import lifecycle
+from grantflow.access import lifecycle, snapshots
 from grantflow.access.applications import find_application
 from grantflow.access.grants import GrantStatus
 from grantflow.access.models import Application, Grant, Identity
@@ -323,7 +323,8 @@ def revoke_defaulted(
     revoker = revoking_actor(SYSTEM.label, None)
     revoked: list[str] = []
     done, busy = 0, False
-    with lifecycle.same_workflows(session):
+    people = {grant.identity_id for grant in held.grants.values()}
+    with lifecycle.same_workflows(session), snapshots.same_groups(session, people):
         for item in batch:
             if item.grant_id in held.busy:
                 busy = True
