@@ -323,6 +323,7 @@ def leave(session: Session, actor: Actor, queue: Queue, identity: Identity) -> N
         request_id=actor.request_id,
     )
     revoked = []
+    # (the person's groups read once: for each revocation's run and the leave's own)
     with lifecycle.same_workflows(session), snapshots.same_groups(session, [identity.id]):
         for grant in grants.active_grants_of(session, identity.id):
             revoked.append(
@@ -336,14 +337,14 @@ def leave(session: Session, actor: Actor, queue: Queue, identity: Identity) -> N
                     offboarding=True,
                 )
             )
-    left = lifecycle.emit(
-        session,
-        actor,
-        queue,
-        EventKind.IDENTITY_LEFT,
-        identity,
-        details={"revoked_grants": [g.id for g in revoked]},
-    )
+        left = lifecycle.emit(
+            session,
+            actor,
+            queue,
+            EventKind.IDENTITY_LEFT,
+            identity,
+            details={"revoked_grants": [g.id for g in revoked]},
+        )
     incidents.offboarding_not_covered(session, identity, revoked, left)
     settle(session, identity)
 
