@@ -420,7 +420,6 @@ def list_runs(
         stmt = stmt.where(*where)
         if status:
             stmt = stmt.where(Run.status == status)
-        version = None
     elif status and workflow_id:
         # (both: the smaller of their sets of runs, through both indexes)
         stmt = stmt.where(Run.status == status, Run.workflow_id == workflow_id)
@@ -429,7 +428,7 @@ def list_runs(
         column, value = (Run.status, status) if status else (Run.workflow_id, workflow_id)
         where, order = newest_of(session, [(column, value)], Run.id, before)
         stmt = stmt.where(*where)
-    if version is not None:
+    if version is not None and not workflow_id:  # (with a workflow: compared by the walk)
         stmt = stmt.where(Run.version == version)
     # A time window bounds the ids too (time-ordered, minted with created_at: ID_CLOCK_SLACK),
     # so the newest-first walk starts and stops near the window.
